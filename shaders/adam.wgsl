@@ -1,0 +1,44 @@
+// Adam on the image, then a clamp to [0, 1].
+// The step count lives on the GPU (adam_tick bumps it), so a step needs no upload.
+// state: [t, 1 − β1^t, 1 − β2^t, unused]
+
+struct AdamParams {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    len: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: AdamParams;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+
+@compute @workgroup_size(1, 1, 1)
+fn adam_tick() {
+    let t = state[0] + 1.0;
+    state[0] = t;
+    state[1] = 1.0 - pow(p.beta1, t);
+    state[2] = 1.0 - pow(p.beta2, t);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.len) {
+        return;
+    }
+    let g = grad[i];
+    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
+    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    let step = p.lr * (mi / state[1]) / (sqrt(vi / state[2]) + p.eps);
+    x[i] = clamp(x[i] - step, 0.0, 1.0);
+}

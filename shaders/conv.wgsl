@@ -1,0 +1,145 @@
+// 3x3 convolution, stride 1, zero padding 1, on CHW f32 maps.
+//
+// Forward: dst = relu(conv(src, weight) + bias).
+// Backward (input only, weights frozen): dst = conv_transpose(grad * [act > 0], weight).
+//
+// Register-blocked without workgroup memory or barriers: one invocation computes
+// 8 channels x 4 horizontally adjacent pixels. The 6 input values that the 4 pixels
+// need from each row are loaded once and reused by all 3 kernel columns, and the
+// 8 channels' weights come in as two vec4 loads. Weight rows are padded to a
+// multiple of 8 channels with zeros on the host, so only stores need guards.
+
+struct ConvParams {
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    // vec4s per weight row: padded output channels / 4 (forward), padded input channels / 4 (backward)
+    row_vec4s: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+// forward: the layer's input [cin][h][w]; backward: dL/d(output) [cout][h][w]
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+// forward: [ky][kx][cin][cout_pad] (Keras HWIO, padded); backward: [ky][kx][cout][cin_pad]
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+// forward: bias [cout_pad]; backward: the layer's post-ReLU output [cout][h][w] (the ReLU mask)
+@group(0) @binding(3) var<storage, read> aux: array<f32>;
+// forward: output [cout][h][w]; backward: dL/d(input) [cin][h][w]
+@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+
+struct Acc {
+    a: array<vec4<f32>, 4>,
+    b: array<vec4<f32>, 4>,
+}
+
+// acc[j] += v[j + shift] * (wa, wb) for the 4 pixels j, v being the 6-value input window.
+fn accumulate(acc: ptr<function, Acc>, v: array<f32, 6>, shift: u32, wa: vec4<f32>, wb: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        let x = v[j + shift];
+        (*acc).a[j] = fma(vec4<f32>(x), wa, (*acc).a[j]);
+        (*acc).b[j] = fma(vec4<f32>(x), wb, (*acc).b[j]);
+    }
+}
+
+fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32, bias_a: vec4<f32>, bias_b: vec4<f32>, relu: bool) {
+    let hw = p.h * p.w;
+    for (var j = 0u; j < 4u; j++) {
+        let x = x0 + j;
+        if (x >= p.w) {
+            break;
+        }
+        var va = acc.a[j] + bias_a;
+        var vb = acc.b[j] + bias_b;
+        if (relu) {
+            va = max(va, vec4<f32>(0.0));
+            vb = max(vb, vec4<f32>(0.0));
+        }
+        let base = y * p.w + x;
+        for (var k = 0u; k < 4u; k++) {
+            if (c0 + k < channels) {
+                dst[(c0 + k) * hw + base] = va[k];
+            }
+            if (c0 + 4u + k < channels) {
+                dst[(c0 + 4u + k) * hw + base] = vb[k];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let x0 = gid.x * 4u;
+    let y = gid.y;
+    let c0 = gid.z * 8u;
+    if (x0 >= p.w || y >= p.h) {
+        return;
+    }
+    let hw = p.h * p.w;
+    var acc: Acc;
+    for (var ci = 0u; ci < p.cin; ci++) {
+        for (var ky = 0u; ky < 3u; ky++) {
+            let yy = i32(y) + i32(ky) - 1;
+            if (yy < 0 || yy >= i32(p.h)) {
+                continue;
+            }
+            let row = ci * hw + u32(yy) * p.w;
+            // v[j] = src[row][x0 - 1 + j]
+            var v: array<f32, 6>;
+            for (var j = 0u; j < 6u; j++) {
+                let xx = x0 + j;
+                if (xx >= 1u && xx <= p.w) {
+                    v[j] = src[row + xx - 1u];
+                }
+            }
+            for (var kx = 0u; kx < 3u; kx++) {
+                let k = ((ky * 3u + kx) * p.cin + ci) * p.row_vec4s + gid.z * 2u;
+                // pixel j at kernel column kx reads x0 + j + kx - 1 = v[j + kx]
+                accumulate(&acc, v, kx, weight[k], weight[k + 1u]);
+            }
+        }
+    }
+    let bias_a = vec4<f32>(aux[c0], aux[c0 + 1u], aux[c0 + 2u], aux[c0 + 3u]);
+    let bias_b = vec4<f32>(aux[c0 + 4u], aux[c0 + 5u], aux[c0 + 6u], aux[c0 + 7u]);
+    store(acc, c0, p.cout, y, x0, bias_a, bias_b, true);
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let x0 = gid.x * 4u;
+    let y = gid.y;
+    let c0 = gid.z * 8u;
+    if (x0 >= p.w || y >= p.h) {
+        return;
+    }
+    let hw = p.h * p.w;
+    var acc: Acc;
+    for (var co = 0u; co < p.cout; co++) {
+        for (var ky = 0u; ky < 3u; ky++) {
+            // input row y receives from output row y + 1 - ky
+            let yy = i32(y) + 1 - i32(ky);
+            if (yy < 0 || yy >= i32(p.h)) {
+                continue;
+            }
+            let row = co * hw + u32(yy) * p.w;
+            // v[j] = grad[row][x0 - 1 + j] where the ReLU was active
+            var v: array<f32, 6>;
+            for (var j = 0u; j < 6u; j++) {
+                let xx = x0 + j;
+                if (xx >= 1u && xx <= p.w) {
+                    let i = row + xx - 1u;
+                    v[j] = select(0.0, src[i], aux[i] > 0.0);
+                }
+            }
+            for (var kx = 0u; kx < 3u; kx++) {
+                let k = ((ky * 3u + kx) * p.cout + co) * p.row_vec4s + gid.z * 2u;
+                // input pixel x0 + j receives from output x0 + j + 1 - kx = v[j + 2 - kx]
+                accumulate(&acc, v, 2u - kx, weight[k], weight[k + 1u]);
+            }
+        }
+    }
+    store(acc, c0, p.cin, y, x0, vec4<f32>(0.0), vec4<f32>(0.0), false);
+}

@@ -1,0 +1,43 @@
+// The weights' input convention as a per-channel affine map of the RGB image x in [0, 1]:
+//   net[c] = x[source[c]] · mul[c] − sub[c]
+// caffe: source = (2, 1, 0) (BGR), mul = 255, sub = the BGR mean;
+// torch: source = (0, 1, 2), mul = 1/std, sub = mean/std.
+// The backward writes dx[source[c]] = mul[c] · dnet[c] (source is a permutation).
+
+struct PreParams {
+    mul: vec4<f32>,
+    sub: vec4<f32>,
+    source: vec4<u32>,
+    hw: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: PreParams;
+// forward: x; backward: dL/d(net)
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+// forward: net input; backward: dL/dx
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(64, 1, 1)
+fn preprocess(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= 3u * p.hw) {
+        return;
+    }
+    let c = i / p.hw;
+    let q = i % p.hw;
+    dst[i] = src[p.source[c] * p.hw + q] * p.mul[c] - p.sub[c];
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn preprocess_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= 3u * p.hw) {
+        return;
+    }
+    let c = i / p.hw;
+    let q = i % p.hw;
+    dst[p.source[c] * p.hw + q] = src[i] * p.mul[c];
+}

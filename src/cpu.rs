@@ -1,0 +1,391 @@
+//! Plain-Rust reference for every kernel, in f64, written for clarity rather than speed.
+//! Tests compare the shaders against these; the GPU path never calls them.
+//! Maps are CHW, row-major; weights are HWIO [3][3][cin][cout] as Keras stores them.
+
+use crate::ops::{Affine, Pooling};
+
+/// relu(conv3x3(src) + bias), zero padding 1.
+pub fn conv_forward(
+    src: &[f64],
+    hwio: &[f64],
+    bias: &[f64],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+) -> Vec<f64> {
+    let mut out = vec![0.0; cout * h * w];
+    for co in 0..cout {
+        for y in 0..h {
+            for x in 0..w {
+                let mut s = bias[co];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (yy, xx) = (y as isize + ky as isize - 1, x as isize + kx as isize - 1);
+                        if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
+                            continue;
+                        }
+                        for ci in 0..cin {
+                            s += hwio[((ky * 3 + kx) * cin + ci) * cout + co]
+                                * src[(ci * h + yy as usize) * w + xx as usize];
+                        }
+                    }
+                }
+                out[(co * h + y) * w + x] = s.max(0.0);
+            }
+        }
+    }
+    out
+}
+
+/// dL/d(input) of [`conv_forward`], given dL/d(output) and the forward's output (the ReLU mask).
+pub fn conv_backward_input(
+    grad: &[f64],
+    act: &[f64],
+    hwio: &[f64],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+) -> Vec<f64> {
+    let mut out = vec![0.0; cin * h * w];
+    for co in 0..cout {
+        for y in 0..h {
+            for x in 0..w {
+                let i = (co * h + y) * w + x;
+                if act[i] <= 0.0 {
+                    continue;
+                }
+                let g = grad[i];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (yy, xx) = (y as isize + ky as isize - 1, x as isize + kx as isize - 1);
+                        if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
+                            continue;
+                        }
+                        for ci in 0..cin {
+                            out[(ci * h + yy as usize) * w + xx as usize] +=
+                                g * hwio[((ky * 3 + kx) * cin + ci) * cout + co];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// 2x2 stride-2 pooling; odd sizes floor.
+pub fn pool_forward(src: &[f64], (c, h, w): (usize, usize, usize), mode: Pooling) -> Vec<f64> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![0.0; c * oh * ow];
+    for ch in 0..c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let v = window(src, ch, oy, ox, h, w);
+                out[(ch * oh + oy) * ow + ox] = match mode {
+                    Pooling::Max => v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                    Pooling::Avg => v.iter().sum::<f64>() / 4.0,
+                };
+            }
+        }
+    }
+    out
+}
+
+fn window(src: &[f64], ch: usize, oy: usize, ox: usize, h: usize, w: usize) -> [f64; 4] {
+    let b = (ch * h + 2 * oy) * w + 2 * ox;
+    [src[b], src[b + 1], src[b + w], src[b + w + 1]]
+}
+
+/// dL/d(input) of [`pool_forward`]; max sends the gradient to the first maximum (row-major).
+pub fn pool_backward(
+    src: &[f64],
+    grad: &[f64],
+    (c, h, w): (usize, usize, usize),
+    mode: Pooling,
+) -> Vec<f64> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![0.0; c * h * w];
+    for ch in 0..c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let g = grad[(ch * oh + oy) * ow + ox];
+                let v = window(src, ch, oy, ox, h, w);
+                let b = (ch * h + 2 * oy) * w + 2 * ox;
+                let cells = [b, b + 1, b + w, b + w + 1];
+                match mode {
+                    Pooling::Max => {
+                        let mut best = 0;
+                        for k in 1..4 {
+                            if v[k] > v[best] {
+                                best = k;
+                            }
+                        }
+                        out[cells[best]] += g;
+                    }
+                    Pooling::Avg => cells.iter().for_each(|&i| out[i] += g / 4.0),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// G = F Fᵀ for F [n][m].
+pub fn gram(f: &[f64], n: usize, m: usize) -> Vec<f64> {
+    let mut g = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            g[i * n + j] = (0..m).map(|k| f[i * m + k] * f[j * m + k]).sum();
+        }
+    }
+    g
+}
+
+/// E = 1/(4 n² m²) Σ (G − A)².
+pub fn style_loss(g: &[f64], a: &[f64], n: usize, m: usize) -> f64 {
+    let s: f64 = g.iter().zip(a).map(|(g, a)| (g - a) * (g - a)).sum();
+    s / (4.0 * (n * n) as f64 * (m * m) as f64)
+}
+
+/// dE/dF = 1/(n² m²) (G − A) F.
+pub fn style_grad(f: &[f64], g: &[f64], a: &[f64], n: usize, m: usize) -> Vec<f64> {
+    let coef = 1.0 / ((n * n) as f64 * (m * m) as f64);
+    let mut out = vec![0.0; n * m];
+    for i in 0..n {
+        for k in 0..n {
+            let d = coef * (g[i * n + k] - a[i * n + k]);
+            for q in 0..m {
+                out[i * m + q] += d * f[k * m + q];
+            }
+        }
+    }
+    out
+}
+
+/// ½ Σ (F − C)².
+pub fn content_loss(f: &[f64], c: &[f64]) -> f64 {
+    0.5 * f.iter().zip(c).map(|(f, c)| (f - c) * (f - c)).sum::<f64>()
+}
+
+/// F − C.
+pub fn content_grad(f: &[f64], c: &[f64]) -> Vec<f64> {
+    f.iter().zip(c).map(|(f, c)| f - c).collect()
+}
+
+/// Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²].
+pub fn tv_loss(x: &[f64], (c, h, w): (usize, usize, usize)) -> f64 {
+    let mut s = 0.0;
+    for ch in 0..c {
+        for y in 0..h {
+            for xx in 0..w {
+                let i = (ch * h + y) * w + xx;
+                if y + 1 < h {
+                    s += (x[i + w] - x[i]).powi(2);
+                }
+                if xx + 1 < w {
+                    s += (x[i + 1] - x[i]).powi(2);
+                }
+            }
+        }
+    }
+    s
+}
+
+pub fn tv_grad(x: &[f64], (c, h, w): (usize, usize, usize)) -> Vec<f64> {
+    let mut g = vec![0.0; x.len()];
+    for ch in 0..c {
+        for y in 0..h {
+            for xx in 0..w {
+                let i = (ch * h + y) * w + xx;
+                if y + 1 < h {
+                    let d = x[i + w] - x[i];
+                    g[i + w] += 2.0 * d;
+                    g[i] -= 2.0 * d;
+                }
+                if xx + 1 < w {
+                    let d = x[i + 1] - x[i];
+                    g[i + 1] += 2.0 * d;
+                    g[i] -= 2.0 * d;
+                }
+            }
+        }
+    }
+    g
+}
+
+pub fn preprocess(x: &[f64], hw: usize, a: &Affine) -> Vec<f64> {
+    let mut out = vec![0.0; 3 * hw];
+    for c in 0..3 {
+        for q in 0..hw {
+            out[c * hw + q] = x[a.source[c] * hw + q] * a.mul[c] as f64 - a.sub[c] as f64;
+        }
+    }
+    out
+}
+
+pub fn preprocess_backward(grad: &[f64], hw: usize, a: &Affine) -> Vec<f64> {
+    let mut out = vec![0.0; 3 * hw];
+    for c in 0..3 {
+        for q in 0..hw {
+            out[a.source[c] * hw + q] += grad[c * hw + q] * a.mul[c] as f64;
+        }
+    }
+    out
+}
+
+/// Adam's hyper-parameters, as the CLI names them.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+/// One Adam step t (1-based) on x, then clamp to [0, 1].
+pub fn adam_step(x: &mut [f64], m: &mut [f64], v: &mut [f64], g: &[f64], t: u32, c: &AdamConfig) {
+    let b1t = 1.0 - c.beta1.powi(t as i32);
+    let b2t = 1.0 - c.beta2.powi(t as i32);
+    for i in 0..x.len() {
+        m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g[i];
+        v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g[i] * g[i];
+        let step = c.lr * (m[i] / b1t) / ((v[i] / b2t).sqrt() + c.eps);
+        x[i] = (x[i] - step).clamp(0.0, 1.0);
+    }
+}
+
+/// The whole objective on the CPU: forward through the stages, the losses, and the gradient
+/// with respect to the image, all in f64. The reference for the GPU step and for finite differences.
+pub struct Model<'a> {
+    pub stages: &'a [crate::network::Stage],
+    /// HWIO weights and bias of each conv layer, by layer index.
+    pub weights: &'a [(Vec<f64>, Vec<f64>)],
+    pub affine: Affine,
+    pub loss: &'a crate::loss::LossConfig,
+}
+
+/// Per-stage activations of one forward pass; `acts[i]` is stage i's output.
+pub struct Forward {
+    pub input: Vec<f64>,
+    pub acts: Vec<Vec<f64>>,
+}
+
+/// Loss targets: content features by content layer, Gram matrices by style layer.
+pub struct Targets {
+    pub content: Vec<Vec<f64>>,
+    pub style: Vec<Vec<f64>>,
+}
+
+impl Model<'_> {
+    fn conv_stage(&self, layer: usize) -> usize {
+        use crate::network::StageOp;
+        self.stages
+            .iter()
+            .position(|s| s.op == StageOp::Conv(layer))
+            .expect("loss layer within the stages")
+    }
+
+    pub fn forward(&self, x: &[f64]) -> Forward {
+        use crate::network::StageOp;
+        let s0 = &self.stages[0];
+        let input = preprocess(x, s0.h * s0.w, &self.affine);
+        let mut acts: Vec<Vec<f64>> = Vec::new();
+        for s in self.stages {
+            let src = acts.last().unwrap_or(&input);
+            let out = match s.op {
+                StageOp::Conv(l) => {
+                    let (k, b) = &self.weights[l];
+                    conv_forward(src, k, b, (s.cin, s.cout, s.h, s.w))
+                }
+                StageOp::Pool(mode) => pool_forward(src, (s.cin, s.h, s.w), mode),
+            };
+            acts.push(out);
+        }
+        Forward { input, acts }
+    }
+
+    /// Features and Grams of x at the loss layers (the targets a content / style image sets).
+    pub fn targets(&self, x: &[f64]) -> Targets {
+        let f = self.forward(x);
+        Targets {
+            content: self
+                .loss
+                .content_layers
+                .iter()
+                .map(|&l| f.acts[self.conv_stage(l)].clone())
+                .collect(),
+            style: self
+                .loss
+                .style_layers
+                .iter()
+                .map(|&l| {
+                    let s = &self.stages[self.conv_stage(l)];
+                    gram(&f.acts[self.conv_stage(l)], s.cout, s.h * s.w)
+                })
+                .collect(),
+        }
+    }
+
+    /// The unweighted loss terms of x.
+    pub fn losses(&self, x: &[f64], t: &Targets) -> crate::loss::LossValues {
+        let f = self.forward(x);
+        let nc = self.loss.content_layers.len() as f64;
+        let ns = self.loss.style_layers.len() as f64;
+        let content: f64 = self
+            .loss
+            .content_layers
+            .iter()
+            .zip(&t.content)
+            .map(|(&l, c)| content_loss(&f.acts[self.conv_stage(l)], c) / nc)
+            .sum();
+        let style: f64 = self
+            .loss
+            .style_layers
+            .iter()
+            .zip(&t.style)
+            .map(|(&l, a)| {
+                let s = &self.stages[self.conv_stage(l)];
+                let (n, m) = (s.cout, s.h * s.w);
+                style_loss(&gram(&f.acts[self.conv_stage(l)], n, m), a, n, m) / ns
+            })
+            .sum();
+        let s0 = &self.stages[0];
+        let tv = tv_loss(x, (3, s0.h, s0.w));
+        self.loss.combine(content, style, tv)
+    }
+
+    /// d(total)/dx.
+    pub fn gradient(&self, x: &[f64], t: &Targets) -> Vec<f64> {
+        use crate::network::StageOp;
+        let f = self.forward(x);
+        let cfg = self.loss;
+        let nc = cfg.content_layers.len() as f64;
+        let ns = cfg.style_layers.len() as f64;
+        let mut grad: Vec<f64> = vec![0.0; self.stages.last().unwrap().out_len()];
+        for (i, s) in self.stages.iter().enumerate().rev() {
+            if let StageOp::Conv(l) = s.op {
+                let fa = &f.acts[i];
+                if let Some(k) = cfg.content_layers.iter().position(|&c| c == l) {
+                    let g = content_grad(fa, &t.content[k]);
+                    axpy(&mut grad, cfg.content_weight / nc, &g);
+                }
+                if let Some(k) = cfg.style_layers.iter().position(|&c| c == l) {
+                    let (n, m) = (s.cout, s.h * s.w);
+                    let g = style_grad(fa, &gram(fa, n, m), &t.style[k], n, m);
+                    axpy(&mut grad, cfg.style_weight / ns, &g);
+                }
+            }
+            let src = if i == 0 { &f.input } else { &f.acts[i - 1] };
+            grad = match s.op {
+                StageOp::Conv(l) => {
+                    conv_backward_input(&grad, &f.acts[i], &self.weights[l].0, (s.cin, s.cout, s.h, s.w))
+                }
+                StageOp::Pool(mode) => pool_backward(src, &grad, (s.cin, s.h, s.w), mode),
+            };
+        }
+        let s0 = &self.stages[0];
+        let mut gx = preprocess_backward(&grad, s0.h * s0.w, &self.affine);
+        axpy(&mut gx, cfg.tv_weight, &tv_grad(x, (3, s0.h, s0.w)));
+        gx
+    }
+}
+
+fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}

@@ -1,0 +1,10 @@
+//! impasto: neural style transfer (Gatys, Ecker & Bethge) whose numerical core is WGSL
+//! compute shaders run through wgpu.
+
+pub mod cpu;
+pub mod gpu;
+pub mod loss;
+pub mod network;
+pub mod ops;
+pub mod optim;
+pub mod weights;

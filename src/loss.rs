@@ -1,0 +1,199 @@
+//! The style-transfer objective on the GPU: content, style and total-variation losses,
+//! their gradients flowing down through the network to the image, and the loss readback.
+//!
+//! content = Σ_{l∈C} (1/|C|) · ½ Σ (F^l − C^l)²
+//! style   = Σ_{l∈S} (1/|S|) · 1/(4 N_l² M_l²) · Σ (G^l − A^l)²
+//! tv      = Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]
+//! total   = α·content + β·style + γ·tv
+
+use anyhow::Result;
+
+use crate::gpu::Gpu;
+use crate::network::{GpuConv, GpuNet, Stage, StageOp};
+use crate::ops::{Affine, Dispatch, Kernels};
+
+#[derive(Clone, Debug)]
+pub struct LossConfig {
+    /// Conv layer indices.
+    pub content_layers: Vec<usize>,
+    pub style_layers: Vec<usize>,
+    pub content_weight: f64,
+    pub style_weight: f64,
+    pub tv_weight: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct LossValues {
+    pub content: f64,
+    pub style: f64,
+    pub tv: f64,
+    pub total: f64,
+}
+
+impl LossConfig {
+    pub fn combine(&self, content: f64, style: f64, tv: f64) -> LossValues {
+        LossValues {
+            content,
+            style,
+            tv,
+            total: self.content_weight * content + self.style_weight * style + self.tv_weight * tv,
+        }
+    }
+
+    /// The deepest conv layer any loss reads.
+    pub fn deepest(&self) -> usize {
+        self.content_layers
+            .iter()
+            .chain(&self.style_layers)
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Targets uploaded to the GPU: content features per content layer, blended Grams per style layer.
+pub struct GpuTargets {
+    pub content: Vec<wgpu::Buffer>,
+    pub style: Vec<wgpu::Buffer>,
+}
+
+/// One optimisation step's GPU work, minus the optimiser: forward, losses, backward to dL/dx.
+pub struct Objective {
+    pub net: GpuNet,
+    pub grams: Vec<wgpu::Buffer>,
+    /// dL/dx, 3 x H x W.
+    pub grad_x: wgpu::Buffer,
+    /// Loss slots: content layers, then style layers, then tv.
+    pub loss_buf: wgpu::Buffer,
+    forward_extra: Vec<Dispatch>,
+    loss_values: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
+    config: LossConfig,
+    _grads: [wgpu::Buffer; 2],
+}
+
+impl Objective {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        kernels: &Kernels,
+        net: GpuNet,
+        convs: &[Option<GpuConv>],
+        config: &LossConfig,
+        targets: &GpuTargets,
+        affine: &Affine,
+        x: &wgpu::Buffer,
+    ) -> Result<Objective> {
+        let s0 = net.stages[0];
+        let (h, w) = (s0.h, s0.w);
+        let nc = config.content_layers.len();
+        let ns = config.style_layers.len();
+        let loss_buf = gpu.storage("loss values", nc + ns + 1)?;
+        let grad_x = gpu.storage("dL/dx", 3 * h * w)?;
+        let max_len = net
+            .stages
+            .iter()
+            .map(Stage::out_len)
+            .chain([3 * h * w])
+            .max()
+            .unwrap();
+        // Gradients of consecutive stage outputs alternate between two buffers.
+        let grads = [gpu.storage("gradient A", max_len)?, gpu.storage("gradient B", max_len)?];
+        let grad_of = |i: isize| &grads[((i + 1) % 2) as usize];
+
+        let mut grams = Vec::new();
+        let mut forward_extra = Vec::new();
+        let mut loss_values = Vec::new();
+        for (k, &l) in config.content_layers.iter().enumerate() {
+            let i = net.conv_stage(l);
+            let s = &net.stages[i];
+            let scale = 0.5 / nc as f32;
+            loss_values.push(kernels.sq_diff_sum(gpu, s.out_len(), scale, &net.acts[i], &targets.content[k], (&loss_buf, k)));
+        }
+        for (k, &l) in config.style_layers.iter().enumerate() {
+            let i = net.conv_stage(l);
+            let s = &net.stages[i];
+            let (n, m) = (s.cout, s.h * s.w);
+            let g = gpu.storage("gram", n * n)?;
+            forward_extra.push(kernels.gram(gpu, (n, m), &net.acts[i], &g));
+            let scale = (1.0 / (4.0 * (n * n) as f64 * (m * m) as f64 * ns as f64)) as f32;
+            loss_values.push(kernels.sq_diff_sum(gpu, n * n, scale, &g, &targets.style[k], (&loss_buf, nc + k)));
+            grams.push(g);
+        }
+        loss_values.push(kernels.tv_sum(gpu, (3, h, w), 1.0, x, (&loss_buf, nc + ns)));
+
+        let mut backward = Vec::new();
+        let last = net.stages.len() - 1;
+        for (i, s) in net.stages.iter().enumerate().rev() {
+            let gi = grad_of(i as isize);
+            // The deepest stage has no gradient from above: its first loss term overwrites.
+            let mut accumulate = i != last;
+            if let StageOp::Conv(l) = s.op {
+                if let Some(k) = config.content_layers.iter().position(|&c| c == l) {
+                    let coef = (config.content_weight / nc as f64) as f32;
+                    backward.push(kernels.content_grad(gpu, s.out_len(), coef, accumulate, &net.acts[i], &targets.content[k], gi));
+                    accumulate = true;
+                }
+                if let Some(k) = config.style_layers.iter().position(|&c| c == l) {
+                    let (n, m) = (s.cout, s.h * s.w);
+                    let coef = (config.style_weight / (ns as f64 * (n * n) as f64 * (m * m) as f64)) as f32;
+                    backward.push(kernels.style_grad(gpu, (n, m), coef, accumulate, &net.acts[i], &grams[k], &targets.style[k], gi));
+                }
+            }
+            let below = grad_of(i as isize - 1);
+            let src = if i == 0 { &net.input } else { &net.acts[i - 1] };
+            backward.push(match s.op {
+                StageOp::Conv(l) => {
+                    let c = convs[l].as_ref().expect("weights uploaded for every used layer");
+                    kernels.conv_backward_input(gpu, (s.cin, s.cout, s.h, s.w), gi, &c.backward, &net.acts[i], below)
+                }
+                StageOp::Pool(mode) => kernels.pool_backward(gpu, (s.cin, s.h, s.w), mode, src, gi, below),
+            });
+        }
+        backward.push(kernels.preprocess_backward(gpu, h * w, affine, grad_of(-1), &grad_x));
+        if config.tv_weight != 0.0 {
+            backward.push(kernels.tv_grad(gpu, (3, h, w), config.tv_weight as f32, x, &grad_x));
+        }
+        Ok(Objective {
+            net,
+            grams,
+            grad_x,
+            loss_buf,
+            forward_extra,
+            loss_values,
+            backward,
+            config: config.clone(),
+            _grads: grads,
+        })
+    }
+
+    /// The dispatches of one forward + backward, with the loss values when `with_losses`.
+    pub fn step_dispatches(&self, with_losses: bool) -> Vec<&Dispatch> {
+        let mut d: Vec<&Dispatch> = self.net.forward.iter().chain(&self.forward_extra).collect();
+        if with_losses {
+            d.extend(&self.loss_values);
+        }
+        d.extend(&self.backward);
+        d
+    }
+
+    /// The dispatches that evaluate the losses only (no gradient).
+    pub fn loss_dispatches(&self) -> Vec<&Dispatch> {
+        self.net
+            .forward
+            .iter()
+            .chain(&self.forward_extra)
+            .chain(&self.loss_values)
+            .collect()
+    }
+
+    /// Reads back the loss values the last recorded loss dispatches produced.
+    pub fn read_losses(&self, gpu: &Gpu) -> Result<LossValues> {
+        let nc = self.config.content_layers.len();
+        let ns = self.config.style_layers.len();
+        let v = gpu.read(&self.loss_buf, nc + ns + 1)?;
+        let content = v[..nc].iter().map(|&x| x as f64).sum();
+        let style = v[nc..nc + ns].iter().map(|&x| x as f64).sum();
+        Ok(self.config.combine(content, style, v[nc + ns] as f64))
+    }
+}

@@ -1,0 +1,608 @@
+//! The WGSL kernels: pipelines built once, and typed constructors for the dispatches that
+//! use them. A [`Dispatch`] owns its bind group and uniform, so a step is just a list of
+//! dispatches recorded into one compute pass.
+
+use anyhow::Result;
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::Gpu;
+
+pub const CONV_WGSL: &str = include_str!("../shaders/conv.wgsl");
+pub const POOL_WGSL: &str = include_str!("../shaders/pool.wgsl");
+pub const GRAM_WGSL: &str = include_str!("../shaders/gram.wgsl");
+pub const LOSS_WGSL: &str = include_str!("../shaders/loss.wgsl");
+pub const PREPROCESS_WGSL: &str = include_str!("../shaders/preprocess.wgsl");
+pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
+
+/// Every shader file, by name, for validation and listing.
+pub const SHADERS: [(&str, &str); 6] = [
+    ("conv.wgsl", CONV_WGSL),
+    ("pool.wgsl", POOL_WGSL),
+    ("gram.wgsl", GRAM_WGSL),
+    ("loss.wgsl", LOSS_WGSL),
+    ("preprocess.wgsl", PREPROCESS_WGSL),
+    ("adam.wgsl", ADAM_WGSL),
+];
+
+/// How a kernel sees one binding; bindings are numbered from 0 in this order.
+#[derive(Clone, Copy)]
+enum Slot {
+    Uniform,
+    Read,
+    Write,
+}
+
+#[derive(Clone)]
+pub struct Kernel {
+    pub name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    fn new(gpu: &Gpu, module: &wgpu::ShaderModule, name: &'static str, slots: &[Slot]) -> Kernel {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match s {
+                    Slot::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Slot::Read | Slot::Write => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: matches!(s, Slot::Read),
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = gpu
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(name),
+                entries: &entries,
+            });
+        let pipeline_layout = gpu
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(name),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = gpu
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(name),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        Kernel {
+            name,
+            pipeline,
+            layout,
+        }
+    }
+
+    /// A dispatch of this kernel over `groups` workgroups; `uniform` is bound at 0, `buffers` from 1.
+    fn dispatch<T: Pod>(
+        &self,
+        gpu: &Gpu,
+        uniform: &T,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Dispatch {
+        let uniform = gpu.uniform(self.name, uniform);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        Dispatch {
+            name: self.name,
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            groups,
+            _uniform: uniform,
+        }
+    }
+}
+
+/// One recorded kernel launch with everything it binds.
+pub struct Dispatch {
+    pub name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+    _uniform: wgpu::Buffer,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+/// Records `dispatches` into one compute pass and submits it.
+pub fn run(gpu: &Gpu, dispatches: &[&Dispatch]) {
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    gpu.queue.submit([encoder.finish()]);
+}
+
+/// Workgroups for a 1-D kernel of 64-wide groups, folded into y past the 65535 limit
+/// (the shaders rebuild the index as x + y · groups_x · 64).
+fn groups_1d(n: usize) -> [u32; 3] {
+    let groups = n.div_ceil(64).max(1);
+    let x = groups.min(65535);
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+/// Output channels (forward) or input channels (backward) are processed 8 at a time.
+pub const CONV_CHANNEL_BLOCK: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ConvParams {
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    row_vec4s: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PoolParams {
+    channels: u32,
+    h: u32,
+    w: u32,
+    mode: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GramParams {
+    n: u32,
+    m: u32,
+    coef: f32,
+    accumulate: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct LossParams {
+    len: u32,
+    h: u32,
+    w: u32,
+    slot: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PreParams {
+    mul: [f32; 4],
+    sub: [f32; 4],
+    source: [u32; 4],
+    hw: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct AdamParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub len: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Pooling flavour; VGG19 uses max, average is a common alternative for style transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Max,
+    Avg,
+}
+
+/// A per-channel affine input convention: net[c] = x[source[c]] · mul[c] − sub[c].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Affine {
+    pub source: [usize; 3],
+    pub mul: [f32; 3],
+    pub sub: [f32; 3],
+}
+
+/// Every pipeline impasto uses, built once per device.
+pub struct Kernels {
+    conv_forward: Kernel,
+    conv_backward_input: Kernel,
+    pool_forward: Kernel,
+    pool_backward: Kernel,
+    gram: Kernel,
+    style_grad: Kernel,
+    sq_diff_sum: Kernel,
+    tv_sum: Kernel,
+    content_grad: Kernel,
+    tv_grad: Kernel,
+    preprocess: Kernel,
+    preprocess_backward: Kernel,
+    adam_tick: Kernel,
+    adam_update: Kernel,
+}
+
+impl Kernels {
+    pub fn new(gpu: &Gpu) -> Result<Kernels> {
+        use Slot::{Read as R, Uniform as U, Write as W};
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = |name: &str, src: &str| {
+            gpu.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                })
+        };
+        let conv = module("conv.wgsl", CONV_WGSL);
+        let pool = module("pool.wgsl", POOL_WGSL);
+        let gram = module("gram.wgsl", GRAM_WGSL);
+        let loss = module("loss.wgsl", LOSS_WGSL);
+        let pre = module("preprocess.wgsl", PREPROCESS_WGSL);
+        let adam = module("adam.wgsl", ADAM_WGSL);
+        let k = |m, name, slots: &[Slot]| Kernel::new(gpu, m, name, slots);
+        let kernels = Kernels {
+            conv_forward: k(&conv, "conv_forward", &[U, R, R, R, W]),
+            conv_backward_input: k(&conv, "conv_backward_input", &[U, R, R, R, W]),
+            pool_forward: k(&pool, "pool_forward", &[U, R, R, W]),
+            pool_backward: k(&pool, "pool_backward", &[U, R, R, W]),
+            gram: k(&gram, "gram", &[U, R, R, R, W]),
+            style_grad: k(&gram, "style_grad", &[U, R, R, R, W]),
+            sq_diff_sum: k(&loss, "sq_diff_sum", &[U, R, R, W]),
+            tv_sum: k(&loss, "tv_sum", &[U, R, R, W]),
+            content_grad: k(&loss, "content_grad", &[U, R, R, W]),
+            tv_grad: k(&loss, "tv_grad", &[U, R, R, W]),
+            preprocess: k(&pre, "preprocess", &[U, R, W]),
+            preprocess_backward: k(&pre, "preprocess_backward", &[U, R, W]),
+            adam_tick: k(&adam, "adam_tick", &[U, R, W, W, W, W]),
+            adam_update: k(&adam, "adam_update", &[U, R, W, W, W, W]),
+        };
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            anyhow::bail!("building the compute pipelines failed: {e}");
+        }
+        Ok(kernels)
+    }
+
+    /// dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias). `weight` holds
+    /// [3][3][cin][cout padded to 8] and `bias` [cout padded to 8] (see [`pad_forward_weights`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_forward(
+        &self,
+        gpu: &Gpu,
+        (cin, cout, h, w): (usize, usize, usize, usize),
+        src: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = ConvParams {
+            cin: cin as u32,
+            cout: cout as u32,
+            h: h as u32,
+            w: w as u32,
+            row_vec4s: (cout.next_multiple_of(CONV_CHANNEL_BLOCK) / 4) as u32,
+            _pad: [0; 3],
+        };
+        let groups = conv_groups(cout, h, w);
+        self.conv_forward
+            .dispatch(gpu, &params, &[src, weight, bias, dst], groups)
+    }
+
+    /// dst[cin][h][w] = dL/d(input) from grad = dL/d(output) [cout][h][w], masked where the
+    /// post-ReLU output `act` is 0. `weight_t` holds [3][3][cout][cin padded to 8]
+    /// (see [`pad_backward_weights`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_backward_input(
+        &self,
+        gpu: &Gpu,
+        (cin, cout, h, w): (usize, usize, usize, usize),
+        grad: &wgpu::Buffer,
+        weight_t: &wgpu::Buffer,
+        act: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = ConvParams {
+            cin: cin as u32,
+            cout: cout as u32,
+            h: h as u32,
+            w: w as u32,
+            row_vec4s: (cin.next_multiple_of(CONV_CHANNEL_BLOCK) / 4) as u32,
+            _pad: [0; 3],
+        };
+        let groups = conv_groups(cin, h, w);
+        self.conv_backward_input
+            .dispatch(gpu, &params, &[grad, weight_t, act, dst], groups)
+    }
+
+    /// dst[c][h/2][w/2] = 2x2 stride-2 pooling of src[c][h][w].
+    pub fn pool_forward(
+        &self,
+        gpu: &Gpu,
+        (c, h, w): (usize, usize, usize),
+        mode: Pooling,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = pool_params(c, h, w, mode);
+        let groups = groups_1d(c * (h / 2) * (w / 2));
+        // The forward does not read `grad`; bind src twice to fill the slot.
+        self.pool_forward
+            .dispatch(gpu, &params, &[src, src, dst], groups)
+    }
+
+    /// dst = dL/d(src) [c][h][w] from grad = dL/d(output) [c][h/2][w/2].
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool_backward(
+        &self,
+        gpu: &Gpu,
+        (c, h, w): (usize, usize, usize),
+        mode: Pooling,
+        src: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = pool_params(c, h, w, mode);
+        self.pool_backward
+            .dispatch(gpu, &params, &[src, grad, dst], groups_1d(c * h * w))
+    }
+
+    /// dst = feat · featᵀ for feat [n][m].
+    pub fn gram(
+        &self,
+        gpu: &Gpu,
+        (n, m): (usize, usize),
+        feat: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = GramParams {
+            n: n as u32,
+            m: m as u32,
+            coef: 1.0,
+            accumulate: 0,
+        };
+        let t = n.div_ceil(4).div_ceil(8) as u32;
+        self.gram
+            .dispatch(gpu, &params, &[feat, feat, feat, dst], [t, t, 1])
+    }
+
+    /// dst (+)= coef · (gram − target) · feat.
+    #[allow(clippy::too_many_arguments)]
+    pub fn style_grad(
+        &self,
+        gpu: &Gpu,
+        (n, m): (usize, usize),
+        coef: f32,
+        accumulate: bool,
+        feat: &wgpu::Buffer,
+        gram: &wgpu::Buffer,
+        target: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = GramParams {
+            n: n as u32,
+            m: m as u32,
+            coef,
+            accumulate: accumulate as u32,
+        };
+        let groups = [
+            m.div_ceil(4).div_ceil(8) as u32,
+            n.div_ceil(4).div_ceil(8) as u32,
+            1,
+        ];
+        self.style_grad
+            .dispatch(gpu, &params, &[feat, gram, target, dst], groups)
+    }
+
+    /// out[slot] = scale · Σ (a − b)² over `len` elements.
+    pub fn sq_diff_sum(
+        &self,
+        gpu: &Gpu,
+        len: usize,
+        scale: f32,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        (out, slot): (&wgpu::Buffer, usize),
+    ) -> Dispatch {
+        let params = loss_params(len, 0, 0, slot, scale);
+        self.sq_diff_sum
+            .dispatch(gpu, &params, &[a, b, out], [1, 1, 1])
+    }
+
+    /// out[slot] = scale · tv(x) for x [c][h][w].
+    pub fn tv_sum(
+        &self,
+        gpu: &Gpu,
+        (c, h, w): (usize, usize, usize),
+        scale: f32,
+        x: &wgpu::Buffer,
+        (out, slot): (&wgpu::Buffer, usize),
+    ) -> Dispatch {
+        let params = loss_params(c, h, w, slot, scale);
+        self.tv_sum.dispatch(gpu, &params, &[x, x, out], [1, 1, 1])
+    }
+
+    /// dst (+)= coef · (feat − target).
+    #[allow(clippy::too_many_arguments)]
+    pub fn content_grad(
+        &self,
+        gpu: &Gpu,
+        len: usize,
+        coef: f32,
+        accumulate: bool,
+        feat: &wgpu::Buffer,
+        target: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = loss_params(len, 0, 0, accumulate as usize, coef);
+        self.content_grad
+            .dispatch(gpu, &params, &[feat, target, dst], groups_1d(len))
+    }
+
+    /// dst += coef · d tv(x) / dx.
+    pub fn tv_grad(
+        &self,
+        gpu: &Gpu,
+        (c, h, w): (usize, usize, usize),
+        coef: f32,
+        x: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = loss_params(c, h, w, 0, coef);
+        self.tv_grad
+            .dispatch(gpu, &params, &[x, x, dst], groups_1d(c * h * w))
+    }
+
+    /// dst = the network input for the RGB image x [3][hw].
+    pub fn preprocess(
+        &self,
+        gpu: &Gpu,
+        hw: usize,
+        affine: &Affine,
+        x: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        self.preprocess
+            .dispatch(gpu, &pre_params(hw, affine), &[x, dst], groups_1d(3 * hw))
+    }
+
+    /// dst = dL/dx from grad = dL/d(network input).
+    pub fn preprocess_backward(
+        &self,
+        gpu: &Gpu,
+        hw: usize,
+        affine: &Affine,
+        grad: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        self.preprocess_backward
+            .dispatch(gpu, &pre_params(hw, affine), &[grad, dst], groups_1d(3 * hw))
+    }
+
+    /// The two dispatches of one Adam step on x: bump t in `state`, then update and clamp.
+    pub fn adam(&self, gpu: &Gpu, params: AdamParams, buffers: AdamBuffers<'_>) -> [Dispatch; 2] {
+        let b = [buffers.grad, buffers.x, buffers.m, buffers.v, buffers.state];
+        [
+            self.adam_tick.dispatch(gpu, &params, &b, [1, 1, 1]),
+            self.adam_update
+                .dispatch(gpu, &params, &b, groups_1d(params.len as usize)),
+        ]
+    }
+}
+
+pub struct AdamBuffers<'a> {
+    pub grad: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub m: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    /// 4 f32s: [t, 1 − β1^t, 1 − β2^t, unused], zero at the start.
+    pub state: &'a wgpu::Buffer,
+}
+
+fn conv_groups(channels: usize, h: usize, w: usize) -> [u32; 3] {
+    [
+        w.div_ceil(4).div_ceil(8) as u32,
+        h.div_ceil(8) as u32,
+        channels.div_ceil(CONV_CHANNEL_BLOCK) as u32,
+    ]
+}
+
+fn pool_params(c: usize, h: usize, w: usize, mode: Pooling) -> PoolParams {
+    PoolParams {
+        channels: c as u32,
+        h: h as u32,
+        w: w as u32,
+        mode: (mode == Pooling::Avg) as u32,
+    }
+}
+
+fn loss_params(len: usize, h: usize, w: usize, slot: usize, scale: f32) -> LossParams {
+    LossParams {
+        len: len as u32,
+        h: h as u32,
+        w: w as u32,
+        slot: slot as u32,
+        scale,
+        _pad: [0; 3],
+    }
+}
+
+fn pre_params(hw: usize, a: &Affine) -> PreParams {
+    PreParams {
+        mul: [a.mul[0], a.mul[1], a.mul[2], 0.0],
+        sub: [a.sub[0], a.sub[1], a.sub[2], 0.0],
+        source: [a.source[0] as u32, a.source[1] as u32, a.source[2] as u32, 0],
+        hw: hw as u32,
+        _pad: [0; 3],
+    }
+}
+
+/// HWIO weights [3][3][cin][cout] → the forward kernel's layout, output channels padded to 8.
+pub fn pad_forward_weights(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let cp = cout.next_multiple_of(CONV_CHANNEL_BLOCK);
+    let mut out = vec![0.0; 9 * cin * cp];
+    for k in 0..9 * cin {
+        out[k * cp..k * cp + cout].copy_from_slice(&hwio[k * cout..(k + 1) * cout]);
+    }
+    out
+}
+
+/// Bias padded to a multiple of 8 channels.
+pub fn pad_bias(bias: &[f32]) -> Vec<f32> {
+    let mut out = bias.to_vec();
+    out.resize(bias.len().next_multiple_of(CONV_CHANNEL_BLOCK), 0.0);
+    out
+}
+
+/// HWIO weights [3][3][cin][cout] → the backward kernel's layout [3][3][cout][cin padded to 8].
+pub fn pad_backward_weights(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let cp = cin.next_multiple_of(CONV_CHANNEL_BLOCK);
+    let mut out = vec![0.0; 9 * cout * cp];
+    for tap in 0..9 {
+        for ci in 0..cin {
+            for co in 0..cout {
+                out[(tap * cout + co) * cp + ci] = hwio[(tap * cin + ci) * cout + co];
+            }
+        }
+    }
+    out
+}

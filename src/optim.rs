@@ -1,0 +1,63 @@
+//! Adam on the image buffer, entirely on the GPU (the step count included).
+
+use anyhow::Result;
+
+use crate::cpu::AdamConfig;
+use crate::gpu::Gpu;
+use crate::ops::{AdamBuffers, AdamParams, Dispatch, Kernels};
+
+pub struct Adam {
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    state: wgpu::Buffer,
+    pub dispatches: [Dispatch; 2],
+}
+
+impl Adam {
+    pub fn new(
+        gpu: &Gpu,
+        kernels: &Kernels,
+        config: &AdamConfig,
+        x: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Adam> {
+        let m = gpu.storage("adam m", len)?;
+        let v = gpu.storage("adam v", len)?;
+        let state = gpu.storage("adam state", 4)?;
+        let params = AdamParams {
+            lr: config.lr as f32,
+            beta1: config.beta1 as f32,
+            beta2: config.beta2 as f32,
+            eps: config.eps as f32,
+            len: len as u32,
+            _pad: [0; 3],
+        };
+        let dispatches = kernels.adam(
+            gpu,
+            params,
+            AdamBuffers {
+                grad,
+                x,
+                m: &m,
+                v: &v,
+                state: &state,
+            },
+        );
+        Ok(Adam {
+            m,
+            v,
+            state,
+            dispatches,
+        })
+    }
+
+    /// Forgets the moments and the step count.
+    pub fn reset(&self, gpu: &Gpu) {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for b in [&self.m, &self.v, &self.state] {
+            enc.clear_buffer(b, 0, None);
+        }
+        gpu.queue.submit([enc.finish()]);
+    }
+}

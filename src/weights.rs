@@ -1,0 +1,197 @@
+//! Convolution weights: loading, checking and the input convention they expect.
+//!
+//! Accepted safetensors layouts:
+//! - Keras names (`block1_conv1/kernel` HWIO [3, 3, in, out], `block1_conv1/bias`), the
+//!   canonical impasto layout; input convention from `__metadata__` (`input_convention`
+//!   or a `preprocessing` text starting with caffe/torch), caffe when absent;
+//! - torchvision names (`features.0.weight` OIHW [out, in, 3, 3], `features.0.bias`), torch convention.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::network::Arch;
+use crate::ops::Affine;
+
+/// How the network expects its input image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Convention {
+    /// BGR, 0..255, minus the ImageNet mean in B, G, R order (the original Caffe / Keras weights).
+    Caffe,
+    /// RGB, 0..1, minus mean, divided by std (torchvision).
+    Torch,
+}
+
+impl Convention {
+    pub fn affine(self) -> Affine {
+        match self {
+            Convention::Caffe => Affine {
+                source: [2, 1, 0],
+                mul: [255.0; 3],
+                sub: [103.939, 116.779, 123.68],
+            },
+            Convention::Torch => {
+                let mean = [0.485f32, 0.456, 0.406];
+                let std = [0.229f32, 0.224, 0.225];
+                Affine {
+                    source: [0, 1, 2],
+                    mul: [1.0 / std[0], 1.0 / std[1], 1.0 / std[2]],
+                    sub: [mean[0] / std[0], mean[1] / std[1], mean[2] / std[2]],
+                }
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Convention::Caffe => "caffe",
+            Convention::Torch => "torch",
+        }
+    }
+}
+
+/// One convolution's parameters, HWIO [3][3][cin][cout] and bias [cout].
+#[derive(Clone, Debug)]
+pub struct ConvWeights {
+    pub cin: usize,
+    pub cout: usize,
+    pub hwio: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Weights {
+    /// By Keras layer name.
+    pub layers: BTreeMap<String, ConvWeights>,
+    pub convention: Convention,
+    pub path: PathBuf,
+}
+
+/// torchvision's `features.N` index of each VGG19 conv.
+const TORCHVISION_INDEX: [usize; 16] = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
+
+impl Weights {
+    pub fn load(path: &Path) -> Result<Weights> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read weights file {}", path.display()))?;
+        Weights::parse(&bytes, path)
+    }
+
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Weights> {
+        let shown = path.display();
+        let (_, meta) = SafeTensors::read_metadata(bytes).with_context(|| {
+            format!("weights file {shown} is not a valid safetensors file (truncated or malformed?)")
+        })?;
+        let st = SafeTensors::deserialize(bytes)
+            .with_context(|| format!("weights file {shown} is not a valid safetensors file"))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        let arch = Arch::vgg19();
+        let torchvision = st.names().iter().any(|n| n.starts_with("features."));
+        let mut layers = BTreeMap::new();
+        for (i, spec) in arch.convs.iter().enumerate() {
+            let (kname, bname) = if torchvision {
+                let n = TORCHVISION_INDEX[i];
+                (format!("features.{n}.weight"), format!("features.{n}.bias"))
+            } else {
+                (format!("{}/kernel", spec.name), format!("{}/bias", spec.name))
+            };
+            let Ok(kernel) = st.tensor(&kname) else {
+                continue;
+            };
+            let bias = st
+                .tensor(&bname)
+                .with_context(|| format!("weights file {shown}: {kname} has no bias {bname}"))?;
+            let (cin, cout) = (spec.cin, spec.cout);
+            let want_k: Vec<usize> = if torchvision {
+                vec![cout, cin, 3, 3]
+            } else {
+                vec![3, 3, cin, cout]
+            };
+            if kernel.shape() != want_k.as_slice() || bias.shape() != [cout] {
+                bail!(
+                    "weights file {shown}: layer {} has shapes {:?} / {:?}, expected {:?} / [{cout}]",
+                    spec.name,
+                    kernel.shape(),
+                    bias.shape(),
+                    want_k
+                );
+            }
+            let k = to_f32(kernel.dtype(), kernel.data(), &kname, path)?;
+            let b = to_f32(bias.dtype(), bias.data(), &bname, path)?;
+            let hwio = if torchvision { oihw_to_hwio(&k, cin, cout) } else { k };
+            layers.insert(
+                spec.name.clone(),
+                ConvWeights {
+                    cin,
+                    cout,
+                    hwio,
+                    bias: b,
+                },
+            );
+        }
+        if layers.is_empty() {
+            bail!("weights file {shown} holds no VGG19 convolution (expected names like block1_conv1/kernel or features.0.weight)");
+        }
+        let declared = meta
+            .get("input_convention")
+            .or_else(|| meta.get("preprocessing"))
+            .map(|s| s.to_lowercase());
+        let convention = match declared {
+            Some(s) if s.starts_with("torch") => Convention::Torch,
+            Some(s) if s.starts_with("caffe") => Convention::Caffe,
+            Some(s) => bail!("weights file {shown}: unknown input convention {s:?}"),
+            None if torchvision => Convention::Torch,
+            None => Convention::Caffe,
+        };
+        Ok(Weights {
+            layers,
+            convention,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The weights of layer `name`, or an error saying which layers the file has.
+    pub fn layer(&self, name: &str) -> Result<&ConvWeights> {
+        self.layers.get(name).with_context(|| {
+            let have: Vec<&str> = self.layers.keys().map(String::as_str).collect();
+            format!(
+                "weights file {} lacks layer {name} (it has {}); choose shallower --content-layers / --style-layers or other --weights",
+                self.path.display(),
+                have.join(", ")
+            )
+        })
+    }
+}
+
+fn to_f32(dtype: Dtype, data: &[u8], name: &str, path: &Path) -> Result<Vec<f32>> {
+    if dtype != Dtype::F32 {
+        bail!("weights file {}: tensor {name} is {dtype:?}, expected F32", path.display());
+    }
+    let v: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        bail!(
+            "weights file {}: tensor {name} holds a non-finite value ({}) at element {i}",
+            path.display(),
+            v[i]
+        );
+    }
+    Ok(v)
+}
+
+fn oihw_to_hwio(k: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let mut out = vec![0.0; k.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for t in 0..9 {
+                out[(t * cin + ci) * cout + co] = k[(co * cin + ci) * 9 + t];
+            }
+        }
+    }
+    out
+}

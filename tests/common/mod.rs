@@ -1,0 +1,69 @@
+//! Test helpers shared by the integration tests: one GPU per test binary, random data,
+//! and the error measure used against the CPU reference.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use impasto::gpu::Gpu;
+use impasto::ops::Kernels;
+use rand::{Rng, SeedableRng};
+
+pub struct Ctx {
+    pub gpu: Gpu,
+    pub kernels: Kernels,
+}
+
+pub fn ctx() -> &'static Ctx {
+    static CTX: OnceLock<Ctx> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let gpu = Gpu::new(None).expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+        let kernels = Kernels::new(&gpu).expect("pipelines");
+        Ctx { gpu, kernels }
+    })
+}
+
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Uniform values in [lo, hi), as f32 (what the GPU gets) and f64 (what the reference gets).
+pub fn random(rng: &mut impl Rng, n: usize, lo: f32, hi: f32) -> (Vec<f32>, Vec<f64>) {
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+    let d = v.iter().map(|&x| x as f64).collect();
+    (v, d)
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// max |got − want| / max |want|: the error relative to the result's scale, which stays
+/// meaningful for sums whose terms cancel.
+pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-30);
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+    assert!(got.iter().all(|g| g.is_finite()), "non-finite GPU output");
+    err / scale
+}
+
+pub fn check(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    let e = rel_err(got, want);
+    println!("{what}: max relative error {e:.2e}");
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:e}");
+}
+
+/// `../shared` beside the checkout, if present.
+pub fn shared_dir() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if p.join("weights/vgg19-keras-block1-3.safetensors").exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: ../shared (real weights and images) is absent beside the checkout");
+        None
+    }
+}

@@ -1,0 +1,260 @@
+//! Every kernel against its CPU reference, on fresh random inputs of awkward shapes.
+
+mod common;
+
+use common::{check, ctx, random, rng};
+use impasto::cpu;
+use impasto::ops::{self, pad_backward_weights, pad_bias, pad_forward_weights, Affine, Pooling};
+use impasto::weights::Convention;
+
+const TOL: f64 = 1e-4;
+
+/// (cin, cout, h, w): 1x1 and odd sizes, channel counts below, at and past the 8-channel block.
+const CONV_SHAPES: [(usize, usize, usize, usize); 6] = [
+    (3, 64, 7, 5),
+    (5, 3, 1, 1),
+    (3, 5, 33, 17),
+    (64, 5, 9, 6),
+    (16, 13, 4, 11),
+    (64, 64, 16, 16),
+];
+
+#[test]
+fn conv_forward_matches_reference() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(1);
+    for (cin, cout, h, w) in CONV_SHAPES {
+        let (x, xd) = random(&mut r, cin * h * w, -1.0, 1.0);
+        let (k, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
+        let (b, bd) = random(&mut r, cout, -0.2, 0.2);
+        let xb = g.storage_from("x", &x).unwrap();
+        let kb = g.storage_from("k", &pad_forward_weights(&k, cin, cout)).unwrap();
+        let bb = g.storage_from("b", &pad_bias(&b)).unwrap();
+        let out = g.storage("out", cout * h * w).unwrap();
+        let d = c.kernels.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
+        ops::run(g, &[&d]);
+        let got = g.read(&out, cout * h * w).unwrap();
+        let want = cpu::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
+        assert!(want.iter().any(|&v| v == 0.0) && want.iter().any(|&v| v > 0.0));
+        check(&format!("conv_forward {cin}->{cout} {h}x{w}"), &got, &want, TOL);
+    }
+}
+
+#[test]
+fn conv_backward_input_matches_reference() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(2);
+    for (cin, cout, h, w) in CONV_SHAPES {
+        let (k, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
+        let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
+        // An activation that is zero about half the time exercises the ReLU mask.
+        let (act, actd) = random(&mut r, cout * h * w, -1.0, 1.0);
+        let act: Vec<f32> = act.iter().map(|v| v.max(0.0)).collect();
+        let actd: Vec<f64> = actd.iter().map(|v| v.max(0.0)).collect();
+        let grb = g.storage_from("g", &gr).unwrap();
+        let kb = g.storage_from("k", &pad_backward_weights(&k, cin, cout)).unwrap();
+        let ab = g.storage_from("a", &act).unwrap();
+        let out = g.storage("out", cin * h * w).unwrap();
+        let d = c.kernels.conv_backward_input(g, (cin, cout, h, w), &grb, &kb, &ab, &out);
+        ops::run(g, &[&d]);
+        let got = g.read(&out, cin * h * w).unwrap();
+        let want = cpu::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
+        check(&format!("conv_backward_input {cin}->{cout} {h}x{w}"), &got, &want, TOL);
+    }
+}
+
+#[test]
+fn pool_forward_and_backward_match_reference() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(3);
+    for (ch, h, w) in [(3, 7, 5), (5, 33, 17), (64, 2, 2), (1, 1, 1), (2, 3, 9)] {
+        for mode in [Pooling::Max, Pooling::Avg] {
+            let (x, mut xd) = random(&mut r, ch * h * w, -1.0, 1.0);
+            // A few exact ties: the gradient must go to the first maximum.
+            let mut x = x;
+            for i in (0..x.len()).step_by(7) {
+                if i + 1 < x.len() {
+                    x[i + 1] = x[i];
+                    xd[i + 1] = xd[i];
+                }
+            }
+            let (oh, ow) = (h / 2, w / 2);
+            let (gr, grd) = random(&mut r, ch * oh * ow, -1.0, 1.0);
+            let xb = g.storage_from("x", &x).unwrap();
+            let gb = g.storage_from("g", &gr).unwrap();
+            let out = g.storage("out", ch * oh * ow).unwrap();
+            let gin = g.storage("gin", ch * h * w).unwrap();
+            let f = c.kernels.pool_forward(g, (ch, h, w), mode, &xb, &out);
+            let b = c.kernels.pool_backward(g, (ch, h, w), mode, &xb, &gb, &gin);
+            ops::run(g, &[&f, &b]);
+            let name = format!("pool {mode:?} {ch}x{h}x{w}");
+            if oh * ow > 0 {
+                let got = g.read(&out, ch * oh * ow).unwrap();
+                check(&format!("{name} forward"), &got, &cpu::pool_forward(&xd, (ch, h, w), mode), TOL);
+            }
+            let got = g.read(&gin, ch * h * w).unwrap();
+            let want = cpu::pool_backward(&xd, &grd, (ch, h, w), mode);
+            if oh * ow > 0 {
+                check(&format!("{name} backward"), &got, &want, TOL);
+            } else {
+                assert!(got.iter().all(|&v| v == 0.0), "{name}: no window, zero gradient");
+            }
+        }
+    }
+}
+
+#[test]
+fn gram_and_style_loss_match_reference() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(4);
+    for (n, m) in [(1, 1), (3, 35), (5, 7 * 5), (64, 33 * 17), (13, 1)] {
+        let (f, fd) = random(&mut r, n * m, 0.0, 2.0);
+        let (a, ad) = random(&mut r, n * n, 0.0, m as f32);
+        let fb = g.storage_from("f", &f).unwrap();
+        let ab = g.storage_from("a", &a).unwrap();
+        let gb = g.storage("g", n * n).unwrap();
+        let loss = g.storage("loss", 2).unwrap();
+        let (d0, d1) = random(&mut r, n * m, -1.0, 1.0);
+        let dst = g.storage_from("dst", &d0).unwrap();
+        let coef = 0.75f32;
+        let gram = c.kernels.gram(g, (n, m), &fb, &gb);
+        let scale = (1.0 / (4.0 * (n * n * m * m) as f64)) as f32;
+        let val = c.kernels.sq_diff_sum(g, n * n, scale, &gb, &ab, (&loss, 1));
+        let grad = c.kernels.style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
+        ops::run(g, &[&gram, &val, &grad]);
+        let gram_ref = cpu::gram(&fd, n, m);
+        check(&format!("gram {n}x{m}"), &g.read(&gb, n * n).unwrap(), &gram_ref, TOL);
+        let l = g.read(&loss, 2).unwrap()[1];
+        check(&format!("style loss {n}x{m}"), &[l], &[cpu::style_loss(&gram_ref, &ad, n, m)], TOL);
+        // The kernel's coef is weight / (n² m²); the reference's gradient carries 1 / (n² m²).
+        let sg = cpu::style_grad(&fd, &gram_ref, &ad, n, m);
+        let nm2 = (n * n * m * m) as f64;
+        let want: Vec<f64> = d1.iter().zip(&sg).map(|(d, s)| d + coef as f64 * nm2 * s).collect();
+        check(&format!("style grad {n}x{m}"), &g.read(&dst, n * m).unwrap(), &want, TOL);
+    }
+}
+
+#[test]
+fn content_loss_and_grad_match_reference() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(5);
+    for len in [1, 35, 5 * 33 * 17, 70_000] {
+        let (f, fd) = random(&mut r, len, 0.0, 3.0);
+        let (t, td) = random(&mut r, len, 0.0, 3.0);
+        let (d0, d0d) = random(&mut r, len, -1.0, 1.0);
+        let fb = g.storage_from("f", &f).unwrap();
+        let tb = g.storage_from("t", &t).unwrap();
+        let loss = g.storage("loss", 3).unwrap();
+        let acc = g.storage_from("acc", &d0).unwrap();
+        let over = g.storage_from("over", &d0).unwrap();
+        let v = c.kernels.sq_diff_sum(g, len, 0.5, &fb, &tb, (&loss, 2));
+        let ga = c.kernels.content_grad(g, len, 0.3, true, &fb, &tb, &acc);
+        let go = c.kernels.content_grad(g, len, 0.3, false, &fb, &tb, &over);
+        ops::run(g, &[&v, &ga, &go]);
+        check(&format!("content loss {len}"), &[g.read(&loss, 3).unwrap()[2]], &[cpu::content_loss(&fd, &td)], TOL);
+        let cg = cpu::content_grad(&fd, &td);
+        let want_acc: Vec<f64> = d0d.iter().zip(&cg).map(|(d, c)| d + 0.3 * c).collect();
+        let want_over: Vec<f64> = cg.iter().map(|c| 0.3 * c).collect();
+        check(&format!("content grad (accumulate) {len}"), &g.read(&acc, len).unwrap(), &want_acc, TOL);
+        check(&format!("content grad (overwrite) {len}"), &g.read(&over, len).unwrap(), &want_over, TOL);
+    }
+}
+
+#[test]
+fn tv_loss_and_grad_match_reference() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(6);
+    for (ch, h, w) in [(3, 1, 1), (3, 7, 5), (3, 33, 17), (1, 64, 3)] {
+        let n = ch * h * w;
+        let (x, xd) = random(&mut r, n, 0.0, 1.0);
+        let (d0, d0d) = random(&mut r, n, -1.0, 1.0);
+        let xb = g.storage_from("x", &x).unwrap();
+        let dst = g.storage_from("d", &d0).unwrap();
+        let loss = g.storage("loss", 1).unwrap();
+        let v = c.kernels.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 0));
+        let gr = c.kernels.tv_grad(g, (ch, h, w), 0.5, &xb, &dst);
+        ops::run(g, &[&v, &gr]);
+        let want_l = 2.0 * cpu::tv_loss(&xd, (ch, h, w));
+        check(&format!("tv loss {ch}x{h}x{w}"), &[g.read(&loss, 1).unwrap()[0]], &[want_l], TOL);
+        let tg = cpu::tv_grad(&xd, (ch, h, w));
+        let want: Vec<f64> = d0d.iter().zip(&tg).map(|(d, t)| d + 0.5 * t).collect();
+        check(&format!("tv grad {ch}x{h}x{w}"), &g.read(&dst, n).unwrap(), &want, TOL);
+    }
+}
+
+#[test]
+fn preprocess_matches_reference_for_both_conventions() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(7);
+    for conv in [Convention::Caffe, Convention::Torch] {
+        let a: Affine = conv.affine();
+        for hw in [1, 35, 561] {
+            let (x, xd) = random(&mut r, 3 * hw, 0.0, 1.0);
+            let (gr, grd) = random(&mut r, 3 * hw, -1.0, 1.0);
+            let xb = g.storage_from("x", &x).unwrap();
+            let gb = g.storage_from("g", &gr).unwrap();
+            let out = g.storage("out", 3 * hw).unwrap();
+            let gx = g.storage("gx", 3 * hw).unwrap();
+            let f = c.kernels.preprocess(g, hw, &a, &xb, &out);
+            let b = c.kernels.preprocess_backward(g, hw, &a, &gb, &gx);
+            ops::run(g, &[&f, &b]);
+            check(&format!("preprocess {conv:?} {hw}"), &g.read(&out, 3 * hw).unwrap(), &cpu::preprocess(&xd, hw, &a), TOL);
+            check(&format!("preprocess backward {conv:?} {hw}"), &g.read(&gx, 3 * hw).unwrap(), &cpu::preprocess_backward(&grd, hw, &a), TOL);
+        }
+    }
+    // The conventions themselves, from their definitions.
+    let caffe = cpu::preprocess(&[0.5, 0.25, 1.0], 1, &Convention::Caffe.affine());
+    let want = [255.0 - 103.939, 0.25 * 255.0 - 116.779, 0.5 * 255.0 - 123.68];
+    caffe.iter().zip(want).for_each(|(g, w)| assert!((g - w).abs() < 1e-3, "caffe {g} vs {w}"));
+    let torch = cpu::preprocess(&[0.5, 0.25, 1.0], 1, &Convention::Torch.affine());
+    let want = [(0.5 - 0.485) / 0.229, (0.25 - 0.456) / 0.224, (1.0 - 0.406) / 0.225];
+    torch.iter().zip(want).for_each(|(g, w)| assert!((g - w).abs() < 1e-5, "torch {g} vs {w}"));
+}
+
+#[test]
+fn adam_matches_reference_over_several_steps() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(8);
+    let n = 3 * 7 * 5;
+    let cfg = cpu::AdamConfig { lr: 0.02, beta1: 0.99, beta2: 0.999, eps: 0.1 };
+    let (x, mut xd) = random(&mut r, n, 0.0, 1.0);
+    let xb = g.storage_from("x", &x).unwrap();
+    let gb = g.storage("g", n).unwrap();
+    let adam = impasto::optim::Adam::new(g, &c.kernels, &cfg, &xb, &gb, n).unwrap();
+    let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+    for t in 1..=5 {
+        // Large gradients push some pixels past [0, 1]: the clamp must act.
+        let (gr, grd) = random(&mut r, n, -50.0, 50.0);
+        g.write(&gb, &gr);
+        ops::run(g, &[&adam.dispatches[0], &adam.dispatches[1]]);
+        cpu::adam_step(&mut xd, &mut m, &mut v, &grd, t, &cfg);
+        check(&format!("adam step {t}"), &g.read(&xb, n).unwrap(), &xd, TOL);
+    }
+}
+
+#[test]
+fn loss_sums_are_deterministic() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(9);
+    let len = 300_001;
+    let (a, _) = random(&mut r, len, -1.0, 1.0);
+    let (b, _) = random(&mut r, len, -1.0, 1.0);
+    let ab = g.storage_from("a", &a).unwrap();
+    let bb = g.storage_from("b", &b).unwrap();
+    let loss = g.storage("loss", 1).unwrap();
+    let d = c.kernels.sq_diff_sum(g, len, 1.0, &ab, &bb, (&loss, 0));
+    let first = g.read(&{ ops::run(g, &[&d]); loss.clone() }, 1).unwrap()[0];
+    for _ in 0..5 {
+        ops::run(g, &[&d]);
+        assert_eq!(g.read(&loss, 1).unwrap()[0].to_bits(), first.to_bits());
+    }
+}

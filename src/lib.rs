@@ -3,8 +3,10 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod image_io;
 pub mod loss;
 pub mod network;
 pub mod ops;
 pub mod optim;
+pub mod session;
 pub mod weights;

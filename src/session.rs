@@ -1,0 +1,193 @@
+//! An optimisation session: the image being optimised, the objective and Adam on the GPU,
+//! set up once; each step is one command buffer and one submit.
+
+use anyhow::{bail, Result};
+
+use crate::cpu::AdamConfig;
+use crate::gpu::Gpu;
+use crate::loss::{GpuTargets, LossConfig, LossValues, Objective};
+use crate::network::{Arch, GpuConv, GpuNet};
+use crate::ops::{self, Dispatch, Kernels, Pooling};
+use crate::weights::Weights;
+
+/// An RGB image in [0, 1], CHW.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<f32>,
+}
+
+pub struct Setup<'a> {
+    pub arch: &'a Arch,
+    pub weights: &'a Weights,
+    pub loss: &'a LossConfig,
+    pub pooling: Pooling,
+    pub adam: AdamConfig,
+    pub content: &'a Image,
+    /// Style images with their blend weights (normalised here to sum to 1).
+    pub styles: &'a [(Image, f64)],
+    /// The starting image, content-sized.
+    pub init: &'a Image,
+}
+
+pub struct Session<'g> {
+    gpu: &'g Gpu,
+    pub h: usize,
+    pub w: usize,
+    pub x: wgpu::Buffer,
+    /// The last image whose losses were finite (copied on logged steps).
+    good_x: wgpu::Buffer,
+    pub objective: Objective,
+    adam: crate::optim::Adam,
+    pub steps_done: usize,
+}
+
+impl<'g> Session<'g> {
+    pub fn new(gpu: &'g Gpu, kernels: &Kernels, s: &Setup<'_>) -> Result<Session<'g>> {
+        let (h, w) = (s.content.h, s.content.w);
+        if (s.init.h, s.init.w) != (h, w) {
+            bail!("the initial image is {}x{}, the content image {}x{}", s.init.w, s.init.h, w, h);
+        }
+        let affine = s.weights.convention.affine();
+        let deepest = s.loss.deepest();
+        let mut convs: Vec<Option<GpuConv>> = Vec::new();
+        for spec in s.arch.convs.iter().take(deepest + 1) {
+            let cw = s.weights.layer(&spec.name)?;
+            if (cw.cin, cw.cout) != (spec.cin, spec.cout) {
+                bail!("weights for {} are {}->{} channels, expected {}->{}", spec.name, cw.cin, cw.cout, spec.cin, spec.cout);
+            }
+            convs.push(Some(GpuConv::upload(gpu, &spec.name, cw)?));
+        }
+        let n = 3 * h * w;
+        let x = gpu.storage("image", n)?;
+        let good_x = gpu.storage("last good image", n)?;
+        let net = GpuNet::new(gpu, kernels, s.arch.stages(deepest, h, w, s.pooling), &convs, &affine, &x)?;
+
+        // Content targets: the content image's features at the content layers.
+        gpu.write(&x, &s.content.data);
+        ops::run(gpu, &net.forward.iter().collect::<Vec<_>>());
+        let mut content = Vec::new();
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for &l in &s.loss.content_layers {
+            let i = net.conv_stage(l);
+            let t = gpu.storage("content target", net.stages[i].out_len())?;
+            enc.copy_buffer_to_buffer(&net.acts[i], 0, &t, 0, None);
+            content.push(t);
+        }
+        gpu.queue.submit([enc.finish()]);
+
+        // Style targets: Σ_k w_k G(s_k), blended on the CPU in f64 (setup only).
+        let total_w: f64 = s.styles.iter().map(|(_, wt)| wt).sum();
+        if s.styles.is_empty() || total_w.is_nan() || total_w <= 0.0 {
+            bail!("at least one style image with a positive weight is needed");
+        }
+        let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
+        let mut blended: Vec<Vec<f64>> = Vec::new();
+        for (img, wt) in s.styles {
+            let sx = gpu.storage("style image", 3 * img.h * img.w)?;
+            gpu.write(&sx, &img.data);
+            let snet = GpuNet::new(gpu, kernels, s.arch.stages(style_deepest, img.h, img.w, s.pooling), &convs, &affine, &sx)?;
+            let mut grams = Vec::new();
+            let mut d: Vec<Dispatch> = Vec::new();
+            for &l in &s.loss.style_layers {
+                let i = snet.conv_stage(l);
+                let st = &snet.stages[i];
+                let g = gpu.storage("style gram", st.cout * st.cout)?;
+                d.push(kernels.gram(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g));
+                grams.push((g, st.cout * st.cout));
+            }
+            ops::run(gpu, &snet.forward.iter().chain(&d).collect::<Vec<_>>());
+            for (k, (g, len)) in grams.iter().enumerate() {
+                let v = gpu.read(g, *len)?;
+                if blended.len() <= k {
+                    blended.push(vec![0.0; *len]);
+                }
+                let f = wt / total_w;
+                blended[k].iter_mut().zip(&v).for_each(|(b, &g)| *b += f * g as f64);
+            }
+        }
+        let style = blended
+            .iter()
+            .map(|b| gpu.storage_from("style target", &b.iter().map(|&v| v as f32).collect::<Vec<_>>()))
+            .collect::<Result<Vec<_>>>()?;
+        let targets = GpuTargets { content, style };
+
+        let objective = Objective::new(gpu, kernels, net, &convs, s.loss, &targets, &affine, &x)?;
+        let adam = crate::optim::Adam::new(gpu, kernels, &s.adam, &x, &objective.grad_x, n)?;
+        gpu.write(&x, &s.init.data);
+        gpu.wait()?;
+        Ok(Session {
+            gpu,
+            h,
+            w,
+            x,
+            good_x,
+            objective,
+            adam,
+            steps_done: 0,
+        })
+    }
+
+    /// One Adam step. With `losses`, also returns the losses of the image before the update.
+    pub fn step(&mut self, losses: bool) -> Result<Option<LossValues>> {
+        let mut d = self.objective.step_dispatches(losses);
+        d.extend(&self.adam.dispatches);
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        if losses {
+            // Keep the image these losses describe, in case they turn out non-finite.
+            enc.copy_buffer_to_buffer(&self.x, 0, &self.good_x, 0, None);
+        }
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            d.iter().for_each(|d| d.record(&mut pass));
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        self.steps_done += 1;
+        if losses {
+            return Ok(Some(self.objective.read_losses(self.gpu)?));
+        }
+        Ok(None)
+    }
+
+    /// The losses of the current image (no update).
+    pub fn evaluate(&self) -> Result<LossValues> {
+        let d = self.objective.loss_dispatches();
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.x, 0, &self.good_x, 0, None);
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            d.iter().for_each(|d| d.record(&mut pass));
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        self.objective.read_losses(self.gpu)
+    }
+
+    /// d(total)/dx of the current image, without updating it.
+    pub fn gradient(&self) -> Result<Vec<f32>> {
+        ops::run(self.gpu, &self.objective.step_dispatches(false));
+        self.gpu.read(&self.objective.grad_x, 3 * self.h * self.w)
+    }
+
+    pub fn image(&self) -> Result<Image> {
+        Ok(Image {
+            h: self.h,
+            w: self.w,
+            data: self.gpu.read(&self.x, 3 * self.h * self.w)?,
+        })
+    }
+
+    /// The image of the last evaluation whose losses were read (the last good one, if the
+    /// current losses are non-finite).
+    pub fn last_evaluated_image(&self) -> Result<Image> {
+        Ok(Image {
+            h: self.h,
+            w: self.w,
+            data: self.gpu.read(&self.good_x, 3 * self.h * self.w)?,
+        })
+    }
+
+    pub fn reset_optimizer(&self) {
+        self.adam.reset(self.gpu);
+    }
+}

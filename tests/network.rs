@@ -1,0 +1,185 @@
+//! The whole objective: CPU gradient vs finite differences, GPU losses and gradient vs CPU,
+//! and real VGG19 features (shared weights) vs the CPU reference.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use common::{check, ctx, random, rng, shared_dir, to_f64};
+use impasto::cpu::{self, AdamConfig};
+use impasto::loss::LossConfig;
+use impasto::network::{Arch, ConvSpec, GpuConv, GpuNet, StageOp};
+use impasto::ops::{self, Pooling};
+use impasto::session::{Image, Session, Setup};
+use impasto::weights::{ConvWeights, Convention, Weights};
+use rand::Rng;
+
+/// A small random network with VGG's structure: conv, conv, pool, conv, conv.
+fn tiny() -> (Arch, Weights) {
+    let shape = [(3, 4, false), (4, 6, true), (6, 5, false), (5, 7, false)];
+    let mut r = rng(11);
+    let mut convs = Vec::new();
+    let mut layers = BTreeMap::new();
+    for (i, (cin, cout, pool_after)) in shape.into_iter().enumerate() {
+        let name = format!("t{i}");
+        // Small weights keep caffe-scaled activations moderate.
+        let (hwio, _) = random(&mut r, 9 * cin * cout, -0.02, 0.02);
+        let (bias, _) = random(&mut r, cout, -0.5, 0.5);
+        convs.push(ConvSpec { name: name.clone(), cin, cout, pool_after });
+        layers.insert(name, ConvWeights { cin, cout, hwio, bias });
+    }
+    let w = Weights { layers, convention: Convention::Caffe, path: PathBuf::from("tiny") };
+    (Arch { convs }, w)
+}
+
+fn cpu_weights(arch: &Arch, w: &Weights) -> Vec<(Vec<f64>, Vec<f64>)> {
+    arch.convs
+        .iter()
+        .map(|c| {
+            let l = &w.layers[&c.name];
+            (to_f64(&l.hwio), to_f64(&l.bias))
+        })
+        .collect()
+}
+
+fn image(r: &mut impl Rng, h: usize, w: usize) -> Image {
+    Image { h, w, data: random(r, 3 * h * w, 0.05, 0.95).0 }
+}
+
+fn tiny_config() -> LossConfig {
+    LossConfig {
+        content_layers: vec![3],
+        style_layers: vec![0, 2],
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 0.5,
+    }
+}
+
+#[test]
+fn cpu_gradient_matches_finite_differences() {
+    let (arch, w) = tiny();
+    let cfg = tiny_config();
+    let (h, wd) = (9, 7);
+    for pooling in [Pooling::Max, Pooling::Avg] {
+        let stages = arch.stages(cfg.deepest(), h, wd, pooling);
+        let cw = cpu_weights(&arch, &w);
+        let model = cpu::Model { stages: &stages, weights: &cw, affine: Convention::Caffe.affine(), loss: &cfg };
+        let mut r = rng(12);
+        let content = to_f64(&image(&mut r, h, wd).data);
+        let style = to_f64(&image(&mut r, h, wd).data);
+        let t_c = model.targets(&content);
+        let t_s = model.targets(&style);
+        let targets = cpu::Targets { content: t_c.content, style: t_s.style };
+        let x = to_f64(&image(&mut r, h, wd).data);
+        let grad = model.gradient(&x, &targets);
+        let scale = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        let mut worst = 0.0f64;
+        for _ in 0..24 {
+            let i = r.random_range(0..x.len());
+            let eps = 1e-6;
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += eps;
+            xm[i] -= eps;
+            let fd = (model.losses(&xp, &targets).total - model.losses(&xm, &targets).total) / (2.0 * eps);
+            worst = worst.max((fd - grad[i]).abs() / scale);
+        }
+        println!("{pooling:?}: finite differences vs analytic gradient, max relative error {worst:.2e} (24 pixels)");
+        assert!(worst < 1e-5, "finite differences disagree: {worst:e}");
+    }
+}
+
+#[test]
+fn gpu_losses_and_gradient_match_cpu() {
+    let c = ctx();
+    let (arch, w) = tiny();
+    let cfg = tiny_config();
+    let (h, wd) = (13, 11);
+    let mut r = rng(13);
+    let content = image(&mut r, h, wd);
+    let style_a = image(&mut r, 10, 12);
+    let style_b = image(&mut r, h, wd);
+    let init = image(&mut r, h, wd);
+    for pooling in [Pooling::Max, Pooling::Avg] {
+        let styles = vec![(style_a.clone(), 3.0), (style_b.clone(), 1.0)];
+        let setup = Setup {
+            arch: &arch,
+            weights: &w,
+            loss: &cfg,
+            pooling,
+            adam: AdamConfig { lr: 0.02, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            content: &content,
+            styles: &styles,
+            init: &init,
+        };
+        let session = Session::new(&c.gpu, &c.kernels, &setup).unwrap();
+        let got_loss = session.evaluate().unwrap();
+        let got_grad = session.gradient().unwrap();
+
+        // CPU reference, with the style target blended 3:1 from two differently sized images.
+        let cw = cpu_weights(&arch, &w);
+        let stages = arch.stages(cfg.deepest(), h, wd, pooling);
+        let model = cpu::Model { stages: &stages, weights: &cw, affine: Convention::Caffe.affine(), loss: &cfg };
+        let targets_of = |img: &Image| {
+            let st = arch.stages(cfg.deepest(), img.h, img.w, pooling);
+            let m = cpu::Model { stages: &st, weights: &cw, affine: Convention::Caffe.affine(), loss: &cfg };
+            m.targets(&to_f64(&img.data))
+        };
+        let (ta, tb) = (targets_of(&style_a), targets_of(&style_b));
+        let style: Vec<Vec<f64>> = ta.style.iter().zip(&tb.style)
+            .map(|(a, b)| a.iter().zip(b).map(|(a, b)| 0.75 * a + 0.25 * b).collect())
+            .collect();
+        let targets = cpu::Targets { content: targets_of(&content).content, style };
+        let x = to_f64(&init.data);
+        let want = model.losses(&x, &targets);
+        for (name, g, w) in [
+            ("content", got_loss.content, want.content),
+            ("style", got_loss.style, want.style),
+            ("tv", got_loss.tv, want.tv),
+            ("total", got_loss.total, want.total),
+        ] {
+            check(&format!("{pooling:?} {name} loss"), &[g as f32], &[w], 1e-4);
+        }
+        check(&format!("{pooling:?} gradient wrt image"), &got_grad, &model.gradient(&x, &targets), 1e-4);
+    }
+}
+
+#[test]
+fn real_vgg19_features_match_cpu() {
+    let Some(shared) = shared_dir() else { return };
+    let c = ctx();
+    let g = &c.gpu;
+    let weights = Weights::load(&shared.join("weights/vgg19-keras-block1-3.safetensors")).unwrap();
+    assert_eq!(weights.convention, Convention::Caffe);
+    let img = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(24)).unwrap();
+    let arch = Arch::vgg19();
+    let deepest = arch.layer_index("block3_conv4").unwrap();
+    let stages = arch.stages(deepest, img.h, img.w, Pooling::Max);
+    let convs: Vec<Option<GpuConv>> = arch.convs[..=deepest]
+        .iter()
+        .map(|s| Some(GpuConv::upload(g, &s.name, weights.layer(&s.name).unwrap()).unwrap()))
+        .collect();
+    let x = g.storage_from("x", &img.data).unwrap();
+    let affine = weights.convention.affine();
+    let net = GpuNet::new(g, &c.kernels, stages.clone(), &convs, &affine, &x).unwrap();
+    ops::run(g, &net.forward.iter().collect::<Vec<_>>());
+
+    let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=deepest]
+        .iter()
+        .map(|s| {
+            let l = weights.layer(&s.name).unwrap();
+            (to_f64(&l.hwio), to_f64(&l.bias))
+        })
+        .collect();
+    let cfg = LossConfig { content_layers: vec![deepest], style_layers: vec![], content_weight: 1.0, style_weight: 1.0, tv_weight: 0.0 };
+    let model = cpu::Model { stages: &stages, weights: &cw, affine, loss: &cfg };
+    let f = model.forward(&to_f64(&img.data));
+    for (i, s) in stages.iter().enumerate() {
+        if let StageOp::Conv(l) = s.op {
+            let got = g.read(&net.acts[i], s.out_len()).unwrap();
+            assert!(f.acts[i].iter().any(|&v| v > 0.0), "real features are not all zero");
+            check(&format!("{} ({}x{}x{})", arch.convs[l].name, s.cout, s.h, s.w), &got, &f.acts[i], 1e-4);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Every WGSL file parses and validates with naga, without any GPU.
+
+use impasto::ops::SHADERS;
+
+#[test]
+fn every_wgsl_file_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
+    embedded.sort();
+    assert_eq!(on_disk, embedded, "every shader file is embedded and checked");
+    for (name, src) in SHADERS {
+        let module = naga::front::wgsl::parse_str(src)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        assert!(!module.entry_points.is_empty(), "{name} has no entry point");
+        println!("{name}: {} entry points valid", module.entry_points.len());
+    }
+}
+
+#[test]
+fn a_broken_shader_is_caught() {
+    // The check above must be able to fail.
+    let bad = "@compute @workgroup_size(1) fn f() { let x: f32 = 1u; }";
+    let module = naga::front::wgsl::parse_str(bad);
+    let invalid = match module {
+        Err(_) => true,
+        Ok(m) => naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&m)
+            .is_err(),
+    };
+    assert!(invalid);
+}

@@ -24,6 +24,15 @@ pub fn load(path: &Path, longest: Option<usize>) -> Result<Image> {
     Ok(from_rgb(&rgb))
 }
 
+/// Loads an image resized to exactly w x h (unchanged when it already is that size).
+pub fn load_exact(path: &Path, w: usize, h: usize) -> Result<Image> {
+    let rgb = read_rgb(path)?;
+    if rgb.dimensions() == (w as u32, h as u32) {
+        return Ok(from_rgb(&rgb));
+    }
+    Ok(from_rgb(&image::imageops::resize(&rgb, w as u32, h as u32, FilterType::Lanczos3)))
+}
+
 fn read_rgb(path: &Path) -> Result<RgbImage> {
     let shown = path.display();
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read image {shown}"))?;

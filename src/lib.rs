@@ -1,6 +1,7 @@
 //! impasto: neural style transfer (Gatys, Ecker & Bethge) whose numerical core is WGSL
 //! compute shaders run through wgpu.
 
+pub mod cli;
 pub mod cpu;
 pub mod gpu;
 pub mod image_io;
@@ -9,4 +10,5 @@ pub mod network;
 pub mod ops;
 pub mod optim;
 pub mod session;
+pub mod stylize;
 pub mod weights;

@@ -1,1 +1,54 @@
-fn main() {}
+use clap::Parser;
+use impasto::cli::{Cli, Command, WeightsCommand};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Stylize(args) => impasto::stylize::run(args, cli.adapter.as_deref()),
+        Command::Devices => devices().map(|_| 0),
+        Command::Weights { command } => match command {
+            WeightsCommand::Info { path } => weights_info(path).map(|_| 0),
+        },
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn devices() -> anyhow::Result<()> {
+    let adapters = impasto::gpu::list_adapters();
+    if adapters.is_empty() {
+        anyhow::bail!("no GPU adapter found; install a Vulkan driver (on a machine without a GPU: `apt-get install mesa-vulkan-drivers`)");
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        println!(
+            "{i}: {} ({:?}, {:?}){}",
+            a.info.name,
+            a.info.backend,
+            a.info.device_type,
+            if i == 0 { "  [default]" } else { "" }
+        );
+        println!(
+            "   max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, invocations/workgroup {}, timestamps {}",
+            a.limits.max_storage_buffer_binding_size >> 20,
+            a.limits.max_buffer_size >> 20,
+            a.limits.max_compute_workgroup_storage_size >> 10,
+            a.limits.max_compute_invocations_per_workgroup,
+            if a.features.contains(wgpu::Features::TIMESTAMP_QUERY) { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+fn weights_info(path: &std::path::Path) -> anyhow::Result<()> {
+    let w = impasto::weights::Weights::load(path)?;
+    println!("{}: input convention {}", path.display(), w.convention.name());
+    for (name, l) in &w.layers {
+        println!("  {name:14} kernel [3, 3, {}, {}]  bias [{}]", l.cin, l.cout, l.cout);
+    }
+    Ok(())
+}

@@ -36,7 +36,9 @@ pub struct Session<'g> {
     pub h: usize,
     pub w: usize,
     pub x: wgpu::Buffer,
-    /// The last image whose losses were finite (copied on logged steps).
+    /// The image of the last loss evaluation (copied on logged steps).
+    evaluated_x: wgpu::Buffer,
+    /// The last evaluated image whose losses were finite.
     good_x: wgpu::Buffer,
     pub objective: Objective,
     adam: crate::optim::Adam,
@@ -61,6 +63,7 @@ impl<'g> Session<'g> {
         }
         let n = 3 * h * w;
         let x = gpu.storage("image", n)?;
+        let evaluated_x = gpu.storage("last evaluated image", n)?;
         let good_x = gpu.storage("last good image", n)?;
         let net = GpuNet::new(gpu, kernels, s.arch.stages(deepest, h, w, s.pooling), &convs, &affine, &x)?;
 
@@ -122,6 +125,7 @@ impl<'g> Session<'g> {
             h,
             w,
             x,
+            evaluated_x,
             good_x,
             objective,
             adam,
@@ -136,7 +140,7 @@ impl<'g> Session<'g> {
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         if losses {
             // Keep the image these losses describe, in case they turn out non-finite.
-            enc.copy_buffer_to_buffer(&self.x, 0, &self.good_x, 0, None);
+            enc.copy_buffer_to_buffer(&self.x, 0, &self.evaluated_x, 0, None);
         }
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -154,7 +158,7 @@ impl<'g> Session<'g> {
     pub fn evaluate(&self) -> Result<LossValues> {
         let d = self.objective.loss_dispatches();
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.x, 0, &self.good_x, 0, None);
+        enc.copy_buffer_to_buffer(&self.x, 0, &self.evaluated_x, 0, None);
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             d.iter().for_each(|d| d.record(&mut pass));
@@ -177,9 +181,15 @@ impl<'g> Session<'g> {
         })
     }
 
-    /// The image of the last evaluation whose losses were read (the last good one, if the
-    /// current losses are non-finite).
-    pub fn last_evaluated_image(&self) -> Result<Image> {
+    /// Marks the image of the last loss evaluation as good (its losses were finite).
+    pub fn keep_last_evaluated(&self) {
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.evaluated_x, 0, &self.good_x, 0, None);
+        self.gpu.queue.submit([enc.finish()]);
+    }
+
+    /// The last image marked good by [`Session::keep_last_evaluated`] (initially all zeros).
+    pub fn good_image(&self) -> Result<Image> {
         Ok(Image {
             h: self.h,
             w: self.w,

@@ -70,6 +70,39 @@ pub struct Weights {
     pub path: PathBuf,
 }
 
+/// Environment variable naming the weights file, like `--weights`.
+pub const WEIGHTS_ENV: &str = "IMPASTO_WEIGHTS";
+
+/// Where the weights live by default: `$XDG_CACHE_HOME/impasto` or `~/.cache/impasto`.
+pub fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("impasto"))
+}
+
+pub const DEFAULT_FILE: &str = "vgg19.safetensors";
+
+/// The weights file to use: `--weights`, then `$IMPASTO_WEIGHTS`, then the cache.
+pub fn resolve_path(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(WEIGHTS_ENV).filter(|s| !s.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let cached = cache_dir().map(|d| d.join(DEFAULT_FILE));
+    match cached {
+        Some(p) if p.exists() => Ok(p),
+        _ => bail!(
+            "no VGG19 weights given and none in the cache ({}); pass --weights PATH or set {WEIGHTS_ENV} \
+             (a safetensors file with Keras-named layers such as block1_conv1/kernel, or torchvision's features.N.weight)",
+            cached.map(|p| p.display().to_string()).unwrap_or_else(|| "no cache directory".into())
+        ),
+    }
+}
+
 /// torchvision's `features.N` index of each VGG19 conv.
 const TORCHVISION_INDEX: [usize; 16] = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
 

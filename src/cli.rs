@@ -1,0 +1,152 @@
+//! Command-line interface: flags, their checks, and help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ops::Pooling;
+
+#[derive(Parser, Debug)]
+#[command(name = "impasto", version, about = "Neural style transfer on any GPU, in WGSL compute shaders")]
+pub struct Cli {
+    /// GPU adapter to use: a name substring or an index from `impasto devices` (also IMPASTO_ADAPTER)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub adapter: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Stylize a content image with one or more style images
+    Stylize(Box<StylizeArgs>),
+    /// List the GPU adapters impasto can use, best first
+    Devices,
+    /// Inspect weights files
+    Weights {
+        #[command(subcommand)]
+        command: WeightsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WeightsCommand {
+    /// List the layers, shapes and input convention of a weights file
+    Info { path: PathBuf },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StylizeArgs {
+    /// Content image (PNG or JPEG)
+    #[arg(long, value_name = "PATH")]
+    pub content: PathBuf,
+    /// Style image; repeat for a blend of several
+    #[arg(long, value_name = "PATH", required = true)]
+    pub style: Vec<PathBuf>,
+    /// Output image; the format follows the extension (.png, .jpg)
+    #[arg(long, short, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Blend weights of the style images, one per --style (normalised to sum to 1)
+    #[arg(long, value_name = "W1,W2,...", value_delimiter = ',', value_parser = positive_f64)]
+    pub style_blend: Option<Vec<f64>>,
+    /// VGG19 weights (safetensors); default: $IMPASTO_WEIGHTS, then the user cache
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+    /// Longest side of the output in pixels
+    #[arg(long, default_value_t = 512, value_parser = positive_usize)]
+    pub size: usize,
+    /// Style images are resized to a longest side of style-scale x size
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
+    pub style_scale: f64,
+    /// Content layers (Keras names like block5_conv2, or Caffe names like conv5_2 / relu5_2)
+    #[arg(long, value_delimiter = ',', default_value = "block5_conv2")]
+    pub content_layers: Vec<String>,
+    /// Style layers
+    #[arg(long, value_delimiter = ',', default_value = "block1_conv1,block2_conv1,block3_conv1,block4_conv1")]
+    pub style_layers: Vec<String>,
+    /// Content loss weight (alpha)
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
+    pub content_weight: f64,
+    /// Style loss weight (beta)
+    #[arg(long, default_value_t = 1e5, value_parser = positive_f64)]
+    pub style_weight: f64,
+    /// Total-variation weight (gamma); 0 turns it off
+    #[arg(long, default_value_t = 1e-3, value_parser = non_negative_f64)]
+    pub tv_weight: f64,
+    /// Optimisation steps; 0 evaluates and writes the initial image
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000), allow_negative_numbers = true)]
+    pub steps: u64,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 0.02, value_parser = positive_f64)]
+    pub lr: f64,
+    /// Adam beta1
+    #[arg(long, default_value_t = 0.99, value_parser = unit_f64)]
+    pub beta1: f64,
+    /// Adam beta2
+    #[arg(long, default_value_t = 0.999, value_parser = unit_f64)]
+    pub beta2: f64,
+    /// Adam epsilon
+    #[arg(long, default_value_t = 0.1, value_parser = positive_f64)]
+    pub eps: f64,
+    /// Starting image: content, noise, or the path of an image
+    #[arg(long, default_value = "content", value_name = "content|noise|PATH")]
+    pub init: String,
+    /// Seed for --init noise
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pooling between blocks
+    #[arg(long, value_enum, default_value_t = Pooling::Max)]
+    pub pooling: Pooling,
+    /// Keep the content image's colours (luminance-only transfer)
+    #[arg(long)]
+    pub preserve_colors: bool,
+    /// Log (and report) the losses every K steps
+    #[arg(long, default_value_t = 10, value_parser = positive_usize)]
+    pub log_every: usize,
+    /// Write the current image beside the output every K steps
+    #[arg(long, value_parser = positive_usize)]
+    pub save_every: Option<usize>,
+    /// Write a JSON report of the losses, settings and timings
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+}
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() {
+        return Err(format!("{s} is not finite"));
+    }
+    Ok(v)
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v <= 0.0 {
+        return Err(format!("{s} must be positive"));
+    }
+    Ok(v)
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v < 0.0 {
+        return Err(format!("{s} must not be negative"));
+    }
+    Ok(v)
+}
+
+fn unit_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!("{s} must be in [0, 1)"));
+    }
+    Ok(v)
+}
+
+fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("{s:?} is not a positive whole number")),
+    }
+}

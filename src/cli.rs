@@ -6,6 +6,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::ops::Pooling;
 
+/// The default total-variation weight; see the README for why.
+pub const DEFAULT_TV_WEIGHT: f64 = 1e-3;
+
 #[derive(Parser, Debug)]
 #[command(name = "impasto", version, about = "Neural style transfer on any GPU, in WGSL compute shaders")]
 pub struct Cli {
@@ -36,6 +39,7 @@ pub enum WeightsCommand {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
 pub struct StylizeArgs {
     /// Content image (PNG or JPEG)
     #[arg(long, value_name = "PATH")]
@@ -71,10 +75,10 @@ pub struct StylizeArgs {
     #[arg(long, default_value_t = 1e5, value_parser = positive_f64)]
     pub style_weight: f64,
     /// Total-variation weight (gamma); 0 turns it off
-    #[arg(long, default_value_t = 1e-3, value_parser = non_negative_f64)]
+    #[arg(long, default_value_t = DEFAULT_TV_WEIGHT, value_parser = non_negative_f64)]
     pub tv_weight: f64,
     /// Optimisation steps; 0 evaluates and writes the initial image
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub steps: u64,
     /// Adam learning rate
     #[arg(long, default_value_t = 0.02, value_parser = positive_f64)]

@@ -45,6 +45,9 @@ struct Report<'a> {
     settings: serde_json::Value,
 }
 
+const NOT_FINITE_AT_START: &str = "the loss of the initial image is non-finite (the weights or loss \
+weights overflow f32); nothing was written";
+
 /// How the run ended.
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Outcome {
@@ -146,6 +149,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let progress = Progress::new(steps);
     let mut log: Vec<ReportEntry> = Vec::new();
     let mut outcome = Outcome::Completed;
+    let mut any_finite = false;
     let t1 = Instant::now();
     let record = |step: usize, v: LossValues, log: &mut Vec<ReportEntry>, rate: f64| {
         progress.log(step, &v, rate);
@@ -166,12 +170,16 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         let losses = session.step(log_now)?;
         if let Some(v) = losses {
             if !v.total.is_finite() {
+                if !any_finite {
+                    bail!(NOT_FINITE_AT_START);
+                }
                 outcome = Outcome::NonFinite;
                 progress.finish();
                 eprintln!("the loss became non-finite at step {s}; keeping the image of the last finite loss");
                 break;
             }
             session.keep_last_evaluated();
+            any_finite = true;
             record(s, v, &mut log, s as f64 / t1.elapsed().as_secs_f64().max(1e-9));
         }
         progress.advance();
@@ -195,6 +203,9 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
                 record(steps_done, v, &mut log, steps_done as f64 / optimise_seconds.max(1e-9));
                 session.image()?
             } else {
+                if !any_finite {
+                    bail!(NOT_FINITE_AT_START);
+                }
                 outcome = Outcome::NonFinite;
                 eprintln!("the loss became non-finite at step {steps_done}; keeping the image of the last finite loss");
                 session.good_image()?

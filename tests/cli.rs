@@ -1,0 +1,456 @@
+//! `impasto stylize` end to end: reports against the CPU reference, the loss falling,
+//! style blending, colour preservation, and a clear error for each kind of bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{check, random, rng, shared_dir, to_f64};
+use impasto::cpu;
+use impasto::loss::LossConfig;
+use impasto::network::Arch;
+use impasto::ops::Pooling;
+use impasto::weights::{Convention, Weights};
+use safetensors::tensor::TensorView;
+
+fn impasto(args: &[&str]) -> Output {
+    let xdg = std::env::temp_dir().join("impasto-test-xdg");
+    std::fs::create_dir_all(&xdg).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", xdg)
+        .env_remove("IMPASTO_WEIGHTS")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small random RGB PNG.
+fn write_png(path: &Path, w: u32, h: u32, seed: u64) {
+    let mut r = rng(seed);
+    let (v, _) = random(&mut r, (w * h * 3) as usize, 0.0, 255.0);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let i = ((y * w + x) * 3) as usize;
+        image::Rgb([v[i] as u8, v[i + 1] as u8, v[i + 2] as u8])
+    });
+    img.save(path).unwrap();
+}
+
+/// Random weights of VGG19's real shapes for the first `layers` convolutions, Keras layout.
+fn weights_bytes(layers: usize, tweak: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>)) -> Vec<u8> {
+    let arch = Arch::vgg19();
+    let mut r = rng(21);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for c in &arch.convs[..layers] {
+        let (k, _) = random(&mut r, 9 * c.cin * c.cout, -0.05, 0.05);
+        let (b, _) = random(&mut r, c.cout, -0.1, 0.1);
+        tensors.push((format!("{}/kernel", c.name), vec![3, 3, c.cin, c.cout], k));
+        tensors.push((format!("{}/bias", c.name), vec![c.cout], b));
+    }
+    for (name, shape, data) in tensors.iter_mut() {
+        tweak(name, shape, data);
+    }
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(n, shape, d)| (n, bytemuck::cast_slice(&d).to_vec(), shape))
+        .collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(n, b, shape)| (n.clone(), TensorView::new(safetensors::Dtype::F32, shape.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+/// Files for a run that is valid except where a test breaks it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    content: PathBuf,
+    style: PathBuf,
+    weights: PathBuf,
+    output: PathBuf,
+}
+
+const PREVIOUS: &[u8] = b"an earlier result that must survive a failed run";
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let content = dir.path().join("content.png");
+        let style = dir.path().join("style.png");
+        let weights = dir.path().join("w.safetensors");
+        write_png(&content, 20, 14, 1);
+        write_png(&style, 17, 19, 2);
+        std::fs::write(&weights, weights_bytes(3, |_, _, _| {})).unwrap();
+        let output = dir.path().join("out.png");
+        std::fs::write(&output, PREVIOUS).unwrap();
+        Fixture { dir, content, style, weights, output }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A valid short run; `overrides` are (flag, value) pairs that replace or add flags.
+    fn run(&self, overrides: &[&str]) -> Output {
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("--content", s(&self.content)), ("--style", s(&self.style)), ("--output", s(&self.output)),
+            ("--weights", s(&self.weights)), ("--size", "16"), ("--content-layers", "block2_conv1"),
+            ("--style-layers", "block1_conv1,block2_conv1"), ("--steps", "2"),
+        ];
+        for kv in overrides.chunks(2) {
+            match pairs.iter_mut().find(|p| p.0 == kv[0]) {
+                Some(p) => p.1 = kv[1],
+                None => pairs.push((kv[0], kv[1])),
+            }
+        }
+        let mut args = vec!["stylize"];
+        for (k, v) in pairs {
+            args.push(k);
+            args.push(v);
+        }
+        impasto(&args)
+    }
+
+    /// The run failed cleanly: exit 1 or 2, a message naming `what`, the old output untouched,
+    /// and no temporary files left behind.
+    fn assert_refused(&self, o: &Output, what: &str) {
+        let err = stderr(o);
+        let code = o.status.code();
+        assert!(matches!(code, Some(1) | Some(2)), "exit {code:?}, stderr: {err}");
+        assert!(!err.contains("panicked"), "panic: {err}");
+        assert!(err.contains(what), "message should name {what:?}: {err}");
+        assert_eq!(std::fs::read(&self.output).unwrap(), PREVIOUS, "the earlier output was clobbered");
+        let stray: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    }
+}
+
+#[test]
+fn valid_fixture_run_succeeds() {
+    // The baseline the refusals below differ from: it must work.
+    let f = Fixture::new();
+    let o = f.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&f.output).unwrap();
+    assert_eq!((img.width(), img.height()), (16, 11));
+}
+
+#[test]
+fn refuses_missing_image() {
+    let f = Fixture::new();
+    let missing = f.path("nope.png");
+    f.assert_refused(&f.run(&["--content", s(&missing)]), "nope.png");
+}
+
+#[test]
+fn refuses_empty_image() {
+    let f = Fixture::new();
+    let p = f.path("empty.png");
+    std::fs::write(&p, b"").unwrap();
+    f.assert_refused(&f.run(&["--style", s(&p)]), "empty.png");
+}
+
+#[test]
+fn refuses_non_image() {
+    let f = Fixture::new();
+    let p = f.path("notes.png");
+    std::fs::write(&p, b"this is plain text, not a picture").unwrap();
+    f.assert_refused(&f.run(&["--content", s(&p)]), "notes.png");
+}
+
+#[test]
+fn refuses_truncated_image() {
+    let f = Fixture::new();
+    let p = f.path("cut.png");
+    write_png(&p, 64, 64, 3);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    f.assert_refused(&f.run(&["--content", s(&p)]), "cut.png");
+}
+
+#[test]
+fn refuses_enormous_declared_dimensions_before_decoding() {
+    let f = Fixture::new();
+    let p = f.path("huge.png");
+    // A PNG signature and an IHDR chunk declaring 100000 x 100000 pixels, and nothing else.
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
+    // An empty IDAT and IEND, so a reader reaches the point where it would allocate.
+    for chunk in [&b"IDAT"[..], &b"IEND"[..]] {
+        png.extend_from_slice(&0u32.to_be_bytes());
+        png.extend_from_slice(chunk);
+        png.extend_from_slice(&crc32fast::hash(chunk).to_be_bytes());
+    }
+    std::fs::write(&p, png).unwrap();
+    let o = f.run(&["--content", s(&p)]);
+    f.assert_refused(&o, "huge.png");
+    assert!(stderr(&o).contains("100000x100000"), "{}", stderr(&o));
+}
+
+#[test]
+fn refuses_truncated_weights() {
+    let f = Fixture::new();
+    let bytes = std::fs::read(&f.weights).unwrap();
+    std::fs::write(&f.weights, &bytes[..bytes.len() - 1000]).unwrap();
+    f.assert_refused(&f.run(&[]), "w.safetensors");
+}
+
+#[test]
+fn refuses_malformed_weights() {
+    let f = Fixture::new();
+    std::fs::write(&f.weights, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}").unwrap();
+    f.assert_refused(&f.run(&[]), "w.safetensors");
+}
+
+#[test]
+fn refuses_weights_of_wrong_shape() {
+    let f = Fixture::new();
+    let bytes = weights_bytes(3, |name, shape, data| {
+        if name == "block1_conv2/kernel" {
+            shape[3] = 32;
+            data.truncate(9 * 64 * 32);
+        }
+    });
+    std::fs::write(&f.weights, bytes).unwrap();
+    let o = f.run(&[]);
+    f.assert_refused(&o, "block1_conv2");
+}
+
+#[test]
+fn refuses_non_finite_weights() {
+    let f = Fixture::new();
+    let bytes = weights_bytes(3, |name, _, data| {
+        if name == "block2_conv1/bias" {
+            data[7] = f32::NAN;
+        }
+    });
+    std::fs::write(&f.weights, bytes).unwrap();
+    let o = f.run(&[]);
+    f.assert_refused(&o, "block2_conv1/bias");
+}
+
+#[test]
+fn refuses_weights_lacking_a_requested_layer() {
+    let f = Fixture::new();
+    let o = f.run(&["--content-layers", "block3_conv2"]);
+    f.assert_refused(&o, "lacks layer block2_conv2");
+}
+
+#[test]
+fn refuses_unknown_layer_name() {
+    let f = Fixture::new();
+    let o = f.run(&["--style-layers", "block1_conv1,block9_conv9"]);
+    f.assert_refused(&o, "block9_conv9");
+    assert!(stderr(&o).contains("--style-layers"));
+}
+
+#[test]
+fn refuses_negative_steps() {
+    let f = Fixture::new();
+    f.assert_refused(&f.run(&["--steps", "-3"]), "--steps");
+}
+
+#[test]
+fn refuses_non_finite_learning_rate() {
+    let f = Fixture::new();
+    f.assert_refused(&f.run(&["--lr", "nan"]), "--lr");
+    f.assert_refused(&f.run(&["--lr", "inf"]), "--lr");
+    f.assert_refused(&f.run(&["--lr", "0"]), "--lr");
+}
+
+#[test]
+fn refuses_non_positive_loss_weight() {
+    let f = Fixture::new();
+    f.assert_refused(&f.run(&["--style-weight", "-1"]), "--style-weight");
+    f.assert_refused(&f.run(&["--content-weight", "0"]), "--content-weight");
+    f.assert_refused(&f.run(&["--tv-weight", "-0.5"]), "--tv-weight");
+}
+
+#[test]
+fn refuses_size_zero() {
+    let f = Fixture::new();
+    f.assert_refused(&f.run(&["--size", "0"]), "--size");
+}
+
+#[test]
+fn refuses_output_in_missing_directory() {
+    let f = Fixture::new();
+    let out = f.path("no/such/dir/out.png");
+    let o = f.run(&["--output", s(&out)]);
+    f.assert_refused(&o, "no/such/dir");
+    assert!(!out.exists());
+}
+
+#[test]
+fn refuses_a_loss_that_is_not_finite_and_writes_nothing() {
+    let f = Fixture::new();
+    // Weights this large overflow f32 in the Gram matrices: the very first loss is not finite.
+    let bytes = weights_bytes(3, |name, _, data| {
+        if name.ends_with("kernel") {
+            data.iter_mut().for_each(|v| *v *= 1e18);
+        }
+    });
+    std::fs::write(&f.weights, bytes).unwrap();
+    let o = f.run(&[]);
+    f.assert_refused(&o, "non-finite");
+}
+
+fn shallow_args<'a>(shared: &'a Path, out: &'a Path, report: &'a Path, size: &'a str, steps: &'a str) -> Vec<String> {
+    [
+        "stylize", "--content", s(&shared.join("images/tubingen.jpg")), "--style", s(&shared.join("images/starry_night.jpg")),
+        "--output", s(out), "--weights", s(&shared.join("weights/vgg19-keras-block1-3.safetensors")), "--size", size,
+        "--content-layers", "block3_conv2", "--style-layers", "block1_conv1,block2_conv1,block3_conv1",
+        "--steps", steps, "--log-every", "10", "--report", s(report),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn report_steps(report: &Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    v["steps"].as_array().unwrap().clone()
+}
+
+/// The CPU reference's losses for `content` x `styles` (blend weights) with the real weights.
+fn reference_losses(shared: &Path, size: usize, styles: &[(&str, f64)], cfg: &LossConfig) -> impasto::loss::LossValues {
+    let w = Weights::load(&shared.join("weights/vgg19-keras-block1-3.safetensors")).unwrap();
+    assert_eq!(w.convention, Convention::Caffe);
+    let arch = Arch::vgg19();
+    let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=cfg.deepest()]
+        .iter()
+        .map(|c| (to_f64(&w.layers[&c.name].hwio), to_f64(&w.layers[&c.name].bias)))
+        .collect();
+    let model_for = |h: usize, wd: usize| arch.stages(cfg.deepest(), h, wd, Pooling::Max);
+    let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(size)).unwrap();
+    let stages = model_for(content.h, content.w);
+    let model = cpu::Model { stages: &stages, weights: &cw, affine: w.convention.affine(), loss: cfg };
+    let x = to_f64(&content.data);
+    let mut targets = model.targets(&x);
+    let total: f64 = styles.iter().map(|(_, b)| b).sum();
+    for t in targets.style.iter_mut() {
+        t.iter_mut().for_each(|v| *v = 0.0);
+    }
+    for (name, b) in styles {
+        let img = impasto::image_io::load(&shared.join("images").join(name), Some(size)).unwrap();
+        let st = model_for(img.h, img.w);
+        let m = cpu::Model { stages: &st, weights: &cw, affine: w.convention.affine(), loss: cfg };
+        let ts = m.targets(&to_f64(&img.data));
+        for (acc, g) in targets.style.iter_mut().zip(&ts.style) {
+            acc.iter_mut().zip(g).for_each(|(a, g)| *a += b / total * g);
+        }
+    }
+    model.losses(&x, &targets)
+}
+
+fn shallow_config() -> LossConfig {
+    let arch = Arch::vgg19();
+    LossConfig {
+        content_layers: vec![arch.layer_index("block3_conv2").unwrap()],
+        style_layers: ["block1_conv1", "block2_conv1", "block3_conv1"].iter().map(|n| arch.layer_index(n).unwrap()).collect(),
+        content_weight: 1.0,
+        style_weight: 1e5,
+        tv_weight: impasto::cli::DEFAULT_TV_WEIGHT,
+    }
+}
+
+#[test]
+fn report_matches_cpu_reference_and_loss_falls() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
+    let o = impasto(&shallow_args(&shared, &out, &report, "64", "50").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let steps = report_steps(&report);
+    let ids: Vec<u64> = steps.iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [0, 10, 20, 30, 40, 50]);
+    let want = reference_losses(&shared, 64, &[("starry_night.jpg", 1.0)], &shallow_config());
+    let first = &steps[0];
+    for (k, w) in [("content", want.content), ("style", want.style), ("tv", want.tv), ("total", want.total)] {
+        let got = first[k].as_f64().unwrap();
+        check(&format!("step 0 {k}"), &[got as f32], &[w], 1e-4);
+    }
+    let totals: Vec<f64> = steps.iter().map(|e| e["total"].as_f64().unwrap()).collect();
+    println!("total loss by logged step: {totals:?}");
+    assert!(totals[5] < 0.5 * totals[0], "loss did not fall: {totals:?}");
+    assert!(totals.windows(2).all(|w| w[1] < w[0]), "loss rose: {totals:?}");
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 48));
+}
+
+#[test]
+fn two_style_blend_uses_the_blended_gram_target() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
+    let mut args = shallow_args(&shared, &out, &report, "32", "0");
+    args.extend(["--style", s(&shared.join("images/the_scream.jpg")), "--style-blend", "3,1"].map(String::from));
+    let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let steps = report_steps(&report);
+    assert_eq!(steps.len(), 1, "--steps 0 reports step 0 only");
+    let cfg = shallow_config();
+    let want = reference_losses(&shared, 32, &[("starry_night.jpg", 3.0), ("the_scream.jpg", 1.0)], &cfg);
+    check("blended style loss", &[steps[0]["style"].as_f64().unwrap() as f32], &[want.style], 1e-4);
+    // Either style alone gives a different loss, so the check above can tell them apart.
+    let alone = reference_losses(&shared, 32, &[("starry_night.jpg", 1.0)], &cfg);
+    assert!((alone.style - want.style).abs() > 1e-2 * want.style);
+    // --steps 0 writes the initial image: the content itself.
+    let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
+    let written = impasto::image_io::load(&out, None).unwrap();
+    assert_eq!(impasto::image_io::to_rgb(&content), impasto::image_io::to_rgb(&written));
+}
+
+/// Mean |I| and |Q| difference (YIQ chroma) between two images.
+fn chroma_distance(a: &impasto::session::Image, b: &impasto::session::Image) -> f64 {
+    let hw = a.h * a.w;
+    let iq = |img: &impasto::session::Image, p: usize| {
+        let (r, g, bl) = (img.data[p] as f64, img.data[hw + p] as f64, img.data[2 * hw + p] as f64);
+        (0.5957 * r - 0.2745 * g - 0.3213 * bl, 0.2115 * r - 0.5226 * g + 0.3111 * bl)
+    };
+    (0..hw).map(|p| {
+        let (i1, q1) = iq(a, p);
+        let (i2, q2) = iq(b, p);
+        (i1 - i2).abs() + (q1 - q2).abs()
+    }).sum::<f64>() / hw as f64
+}
+
+#[test]
+fn preserve_colors_keeps_the_content_chroma() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
+    let mut dist = Vec::new();
+    for preserve in [false, true] {
+        let (out, report) = (dir.path().join(format!("{preserve}.png")), dir.path().join("r.json"));
+        let mut args = shallow_args(&shared, &out, &report, "32", "30");
+        args.extend(["--lr", "0.05"].map(String::from));
+        if preserve {
+            args.push("--preserve-colors".into());
+        }
+        let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", stderr(&o));
+        dist.push(chroma_distance(&impasto::image_io::load(&out, None).unwrap(), &content));
+    }
+    println!("chroma distance to content: plain {:.4}, --preserve-colors {:.4}", dist[0], dist[1]);
+    assert!(dist[1] < 0.01, "preserved chroma drifted: {}", dist[1]);
+    assert!(dist[0] > 3.0 * dist[1], "the plain run should change colours more");
+}

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::ops::Pooling;
 
 /// The default total-variation weight; see the README for why.
-pub const DEFAULT_TV_WEIGHT: f64 = 1e-3;
+pub const DEFAULT_TV_WEIGHT: f64 = 1e7;
 
 #[derive(Parser, Debug)]
 #[command(name = "impasto", version, about = "Neural style transfer on any GPU, in WGSL compute shaders")]
@@ -25,11 +25,29 @@ pub enum Command {
     Stylize(Box<StylizeArgs>),
     /// List the GPU adapters impasto can use, best first
     Devices,
+    /// Time one optimisation step and each kernel in it (random weights of VGG19's shapes)
+    Bench(BenchArgs),
     /// Inspect weights files
     Weights {
         #[command(subcommand)]
         command: WeightsCommand,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Side of the square image in pixels
+    #[arg(long, default_value_t = 256, value_parser = positive_usize)]
+    pub size: usize,
+    /// Content layers
+    #[arg(long, value_delimiter = ',', default_value = "block5_conv2")]
+    pub content_layers: Vec<String>,
+    /// Style layers
+    #[arg(long, value_delimiter = ',', default_value = "block1_conv1,block2_conv1,block3_conv1,block4_conv1")]
+    pub style_layers: Vec<String>,
+    /// Timed steps after two warm-up steps
+    #[arg(long, default_value_t = 5, value_parser = positive_usize)]
+    pub steps: usize,
 }
 
 #[derive(Subcommand, Debug)]

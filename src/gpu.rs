@@ -16,6 +16,8 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// Errors the device reported outside any error scope (e.g. out of memory during a step).
     errors: Arc<Mutex<Vec<String>>>,
+    /// Bytes of storage buffers created so far (impasto's own GPU memory; freed buffers included).
+    allocated: std::sync::atomic::AtomicU64,
 }
 
 /// What `impasto devices` prints of an adapter.
@@ -121,6 +123,7 @@ impl Gpu {
             limits,
             features,
             errors,
+            allocated: Default::default(),
         })
     }
 
@@ -177,6 +180,11 @@ impl Gpu {
             })
     }
 
+    /// Total bytes of storage buffers this context has created.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn check_binding_size(&self, label: &str, bytes: u64) -> Result<()> {
         let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
         if bytes > limit {
@@ -187,6 +195,8 @@ impl Gpu {
                 limit >> 20
             );
         }
+        self.allocated
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

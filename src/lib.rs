@@ -1,6 +1,7 @@
 //! impasto: neural style transfer (Gatys, Ecker & Bethge) whose numerical core is WGSL
 //! compute shaders run through wgpu.
 
+pub mod bench;
 pub mod cli;
 pub mod cpu;
 pub mod gpu;

@@ -6,6 +6,7 @@ fn main() {
     let result = match &cli.command {
         Command::Stylize(args) => impasto::stylize::run(args, cli.adapter.as_deref()),
         Command::Devices => devices().map(|_| 0),
+        Command::Bench(args) => bench(args, cli.adapter.as_deref()).map(|_| 0),
         Command::Weights { command } => match command {
             WeightsCommand::Info { path } => weights_info(path).map(|_| 0),
         },
@@ -41,6 +42,19 @@ fn devices() -> anyhow::Result<()> {
             if a.features.contains(wgpu::Features::TIMESTAMP_QUERY) { "yes" } else { "no" }
         );
     }
+    Ok(())
+}
+
+fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Result<()> {
+    let gpu = impasto::gpu::Gpu::new(adapter)?;
+    let cfg = impasto::bench::BenchConfig {
+        size: args.size,
+        content_layers: args.content_layers.clone(),
+        style_layers: args.style_layers.clone(),
+        steps: args.steps,
+    };
+    let t = impasto::bench::run(&gpu, &cfg)?;
+    impasto::bench::print_table(&cfg, &gpu, &t);
     Ok(())
 }
 

@@ -120,6 +120,8 @@ impl Kernel {
         });
         Dispatch {
             name: self.name,
+            detail: String::new(),
+            flops: 0.0,
             pipeline: self.pipeline.clone(),
             bind_group,
             groups,
@@ -131,6 +133,10 @@ impl Kernel {
 /// One recorded kernel launch with everything it binds.
 pub struct Dispatch {
     pub name: &'static str,
+    /// Shape, for benchmark tables.
+    pub detail: String,
+    /// Floating-point operations (multiply-adds count 2), for GFLOP/s.
+    pub flops: f64,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
@@ -138,6 +144,12 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    fn info(mut self, detail: String, flops: f64) -> Dispatch {
+        self.detail = detail;
+        self.flops = flops;
+        self
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
@@ -326,6 +338,7 @@ impl Kernels {
         let groups = conv_groups(cout, h, w);
         self.conv_forward
             .dispatch(gpu, &params, &[src, weight, bias, dst], groups)
+            .info(format!("{cin}->{cout} {h}x{w}"), conv_flops(cin, cout, h, w))
     }
 
     /// dst[cin][h][w] = dL/d(input) from grad = dL/d(output) [cout][h][w], masked where the
@@ -352,6 +365,7 @@ impl Kernels {
         let groups = conv_groups(cin, h, w);
         self.conv_backward_input
             .dispatch(gpu, &params, &[grad, weight_t, act, dst], groups)
+            .info(format!("{cout}->{cin} {h}x{w}"), conv_flops(cin, cout, h, w))
     }
 
     /// dst[c][h/2][w/2] = 2x2 stride-2 pooling of src[c][h][w].
@@ -368,6 +382,7 @@ impl Kernels {
         // The forward does not read `grad`; bind src twice to fill the slot.
         self.pool_forward
             .dispatch(gpu, &params, &[src, src, dst], groups)
+            .info(format!("{c}x{h}x{w}"), (c * h * w) as f64)
     }
 
     /// dst = dL/d(src) [c][h][w] from grad = dL/d(output) [c][h/2][w/2].
@@ -384,6 +399,7 @@ impl Kernels {
         let params = pool_params(c, h, w, mode);
         self.pool_backward
             .dispatch(gpu, &params, &[src, grad, dst], groups_1d(c * h * w))
+            .info(format!("{c}x{h}x{w}"), (c * h * w) as f64)
     }
 
     /// dst = feat · featᵀ for feat [n][m].
@@ -403,6 +419,7 @@ impl Kernels {
         let t = n.div_ceil(4).div_ceil(8) as u32;
         self.gram
             .dispatch(gpu, &params, &[feat, feat, feat, dst], [t, t, 1])
+            .info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64)
     }
 
     /// dst (+)= coef · (gram − target) · feat.
@@ -431,6 +448,7 @@ impl Kernels {
         ];
         self.style_grad
             .dispatch(gpu, &params, &[feat, gram, target, dst], groups)
+            .info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64)
     }
 
     /// out[slot] = scale · Σ (a − b)² over `len` elements.
@@ -536,6 +554,10 @@ pub struct AdamBuffers<'a> {
     pub v: &'a wgpu::Buffer,
     /// 4 f32s: [t, 1 − β1^t, 1 − β2^t, unused], zero at the start.
     pub state: &'a wgpu::Buffer,
+}
+
+fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
+    2.0 * 9.0 * (cin * cout * h * w) as f64
 }
 
 fn conv_groups(channels: usize, h: usize, w: usize) -> [u32; 3] {

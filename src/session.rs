@@ -134,9 +134,15 @@ impl<'g> Session<'g> {
     }
 
     /// One Adam step. With `losses`, also returns the losses of the image before the update.
-    pub fn step(&mut self, losses: bool) -> Result<Option<LossValues>> {
+    /// Everything one step runs, in order: forward, (loss values), backward, Adam.
+    pub fn step_dispatches(&self, losses: bool) -> Vec<&Dispatch> {
         let mut d = self.objective.step_dispatches(losses);
         d.extend(&self.adam.dispatches);
+        d
+    }
+
+    pub fn step(&mut self, losses: bool) -> Result<Option<LossValues>> {
+        let d = self.step_dispatches(losses);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         if losses {
             // Keep the image these losses describe, in case they turn out non-finite.

@@ -1,0 +1,217 @@
+//! `impasto bench`: time a whole optimisation step and each kernel in it, on random weights
+//! of VGG19's shapes (timings do not depend on the weights' values).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+
+use crate::cpu::AdamConfig;
+use crate::gpu::Gpu;
+use crate::loss::LossConfig;
+use crate::network::Arch;
+use crate::ops::{Dispatch, Kernels, Pooling};
+use crate::session::{Image, Session, Setup};
+use crate::weights::{ConvWeights, Convention, Weights};
+
+pub struct BenchConfig {
+    /// Square image side in pixels.
+    pub size: usize,
+    pub content_layers: Vec<String>,
+    pub style_layers: Vec<String>,
+    /// Timed steps (after two warm-up steps).
+    pub steps: usize,
+}
+
+/// Random weights with VGG19's shapes for every conv layer up to `deepest`.
+pub fn random_weights(arch: &Arch, deepest: usize, seed: u64) -> Weights {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut layers = BTreeMap::new();
+    for c in &arch.convs[..=deepest] {
+        // He-style scale keeps activations in a realistic range through the depth.
+        let s = (2.0 / (9 * c.cin) as f32).sqrt();
+        layers.insert(
+            c.name.clone(),
+            ConvWeights {
+                cin: c.cin,
+                cout: c.cout,
+                hwio: (0..9 * c.cin * c.cout).map(|_| r.random_range(-s..s)).collect(),
+                bias: (0..c.cout).map(|_| r.random_range(0.0..0.1)).collect(),
+            },
+        );
+    }
+    Weights {
+        layers,
+        convention: Convention::Caffe,
+        path: PathBuf::from("(random)"),
+    }
+}
+
+pub struct StepTiming {
+    pub ms_per_step: f64,
+    pub rows: Vec<(String, String, f64, f64)>,
+    pub gpu_timestamps: bool,
+    pub memory_bytes: u64,
+}
+
+pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
+    let kernels = Kernels::new(gpu)?;
+    let arch = Arch::vgg19();
+    let idx = |v: &[String]| v.iter().map(|n| arch.layer_index(n)).collect::<Result<Vec<_>>>();
+    let loss = LossConfig {
+        content_layers: idx(&cfg.content_layers)?,
+        style_layers: idx(&cfg.style_layers)?,
+        content_weight: 1.0,
+        style_weight: 1e5,
+        tv_weight: crate::cli::DEFAULT_TV_WEIGHT,
+    };
+    let weights = random_weights(&arch, loss.deepest(), 1);
+    let mut r = rand::rngs::StdRng::seed_from_u64(2);
+    let mut image = || Image {
+        h: cfg.size,
+        w: cfg.size,
+        data: (0..3 * cfg.size * cfg.size).map(|_| r.random::<f32>()).collect(),
+    };
+    let (content, style) = (image(), image());
+    let styles = [(style, 1.0)];
+    let setup = Setup {
+        arch: &arch,
+        weights: &weights,
+        loss: &loss,
+        pooling: Pooling::Max,
+        adam: AdamConfig {
+            lr: 0.02,
+            beta1: 0.99,
+            beta2: 0.999,
+            eps: 0.1,
+        },
+        content: &content,
+        styles: &styles,
+        init: &content,
+    };
+    let mut session = Session::new(gpu, &kernels, &setup)?;
+    for _ in 0..2 {
+        session.step(false)?;
+    }
+    gpu.wait()?;
+    let t = Instant::now();
+    for _ in 0..cfg.steps {
+        session.step(false)?;
+    }
+    gpu.wait()?;
+    let ms_per_step = t.elapsed().as_secs_f64() * 1e3 / cfg.steps.max(1) as f64;
+
+    let dispatches = session.step_dispatches(false);
+    let gpu_timestamps = gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+    let times = if gpu_timestamps {
+        time_with_timestamps(gpu, &dispatches)?
+    } else {
+        time_with_wall_clock(gpu, &dispatches)?
+    };
+    let rows = dispatches
+        .iter()
+        .zip(times)
+        .map(|(d, ms)| (d.name.to_string(), d.detail.clone(), ms, d.flops))
+        .collect();
+    Ok(StepTiming {
+        ms_per_step,
+        rows,
+        gpu_timestamps,
+        memory_bytes: gpu.allocated_bytes(),
+    })
+}
+
+/// Each dispatch in its own pass, bracketed by GPU timestamps; milliseconds per dispatch.
+fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>> {
+    let n = dispatches.len() as u32 * 2;
+    let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("bench timestamps"),
+        ty: wgpu::QueryType::Timestamp,
+        count: n,
+    });
+    let resolved = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("bench timestamps"),
+        size: n as u64 * 8,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    for (i, d) in dispatches.iter().enumerate() {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(d.name),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &queries,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            }),
+        });
+        d.record(&mut pass);
+    }
+    enc.resolve_query_set(&queries, 0..n, &resolved, 0);
+    gpu.queue.submit([enc.finish()]);
+    // Read the u64 ticks through the f32 readback path: 2 f32s per tick.
+    let raw = gpu.read(&resolved, n as usize * 2)?;
+    let ticks: &[u64] = bytemuck::cast_slice(&raw);
+    let period_ns = gpu.queue.get_timestamp_period() as f64;
+    Ok(ticks
+        .chunks_exact(2)
+        .map(|t| t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
+        .collect())
+}
+
+/// Fallback without timestamp queries: submit and wait for each dispatch alone.
+fn time_with_wall_clock(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>> {
+    dispatches
+        .iter()
+        .map(|d| {
+            let t = Instant::now();
+            crate::ops::run(gpu, &[d]);
+            gpu.wait()?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect()
+}
+
+pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
+    let total: f64 = t.rows.iter().map(|r| r.2).sum();
+    println!(
+        "impasto bench: {}x{} px, content {}, style {}, on {} ({:?})",
+        cfg.size,
+        cfg.size,
+        cfg.content_layers.join(","),
+        cfg.style_layers.join(","),
+        gpu.info.name,
+        gpu.info.backend
+    );
+    println!(
+        "per-kernel times from {}",
+        if t.gpu_timestamps { "GPU timestamp queries" } else { "wall clock, one submit per kernel" }
+    );
+    println!("{:<20} {:<22} {:>10} {:>10} {:>9} {:>7}", "kernel", "shape", "ms", "GFLOP", "GFLOP/s", "share");
+    for (name, detail, ms, flops) in &t.rows {
+        println!(
+            "{:<20} {:<22} {:>10.3} {:>10.3} {:>9.1} {:>6.1}%",
+            name,
+            detail,
+            ms,
+            flops / 1e9,
+            flops / 1e6 / ms.max(1e-9),
+            100.0 * ms / total.max(1e-12)
+        );
+    }
+    let flops: f64 = t.rows.iter().map(|r| r.3).sum();
+    println!(
+        "sum of kernels: {total:.2} ms, {:.2} GFLOP, {:.1} GFLOP/s",
+        flops / 1e9,
+        flops / 1e6 / total.max(1e-9)
+    );
+    println!(
+        "full step (one submit, {} timed steps): {:.2} ms/step, {:.2} steps/s",
+        cfg.steps,
+        t.ms_per_step,
+        1e3 / t.ms_per_step
+    );
+    println!("GPU memory in impasto's buffers: {:.1} MiB", t.memory_bytes as f64 / (1 << 20) as f64);
+}

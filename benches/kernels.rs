@@ -1,1 +1,92 @@
-fn main() {}
+//! Per-kernel benchmarks: VGG19's distinct conv shapes, forward and backward, plus the Gram
+//! and style-gradient kernels, at the image sides in IMPASTO_BENCH_SIZES (default "256,512").
+//! Throughput is reported in FLOP/s (criterion's "elements"). `impasto bench` times a full step.
+//!
+//!     cargo bench --bench kernels
+//!     IMPASTO_BENCH_SIZES=64 cargo bench --bench kernels -- conv_forward
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use impasto::gpu::Gpu;
+use impasto::ops::{self, pad_backward_weights, pad_bias, pad_forward_weights, Dispatch, Kernels};
+
+/// (cin, cout, downscale) of each distinct VGG19 conv shape.
+const CONV_SHAPES: [(usize, usize, usize); 9] = [
+    (3, 64, 1),
+    (64, 64, 1),
+    (64, 128, 2),
+    (128, 128, 2),
+    (128, 256, 4),
+    (256, 256, 4),
+    (256, 512, 8),
+    (512, 512, 8),
+    (512, 512, 16),
+];
+
+fn sizes() -> Vec<usize> {
+    std::env::var("IMPASTO_BENCH_SIZES")
+        .unwrap_or_else(|_| "256,512".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+fn time(gpu: &Gpu, d: &Dispatch, iters: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..iters {
+        ops::run(gpu, &[d]);
+    }
+    gpu.wait().unwrap();
+    t.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let gpu = Gpu::new(None).expect("a GPU adapter");
+    let k = Kernels::new(&gpu).unwrap();
+    for size in sizes() {
+        let mut g = c.benchmark_group(format!("{size}px"));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(200))
+            .measurement_time(Duration::from_secs(2));
+        for (cin, cout, down) in CONV_SHAPES {
+            let (h, w) = (size / down, size / down);
+            let hwio: Vec<f32> = (0..9 * cin * cout)
+                .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+                .collect();
+            let x = gpu.storage_from("x", &vec![0.5; cin * h * w]).unwrap();
+            let y = gpu.storage_from("y", &vec![0.5; cout * h * w]).unwrap();
+            let wf = gpu
+                .storage_from("wf", &pad_forward_weights(&hwio, cin, cout))
+                .unwrap();
+            let wb = gpu
+                .storage_from("wb", &pad_backward_weights(&hwio, cin, cout))
+                .unwrap();
+            let b = gpu.storage_from("b", &pad_bias(&vec![0.1; cout])).unwrap();
+            let fwd = k.conv_forward(&gpu, (cin, cout, h, w), &x, &wf, &b, &y);
+            let bwd = k.conv_backward_input(&gpu, (cin, cout, h, w), &y, &wb, &y, &x);
+            for (name, d) in [("conv_forward", &fwd), ("conv_backward_input", &bwd)] {
+                g.throughput(Throughput::Elements(d.flops as u64));
+                g.bench_function(format!("{name} {}", d.detail), |bch| {
+                    bch.iter_custom(|n| time(&gpu, d, n))
+                });
+            }
+            if down <= 8 && cin == cout {
+                let (n, m) = (cout, h * w);
+                let gram = gpu.storage("g", n * n).unwrap();
+                let gd = k.gram(&gpu, (n, m), &y, &gram);
+                let sd = k.style_grad(&gpu, (n, m), 1.0, false, &y, &gram, &gram, &x);
+                for (name, d) in [("gram", &gd), ("style_grad", &sd)] {
+                    g.throughput(Throughput::Elements(d.flops as u64));
+                    g.bench_function(format!("{name} {}", d.detail), |bch| {
+                        bch.iter_custom(|n| time(&gpu, d, n))
+                    });
+                }
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

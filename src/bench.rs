@@ -37,7 +37,9 @@ pub fn random_weights(arch: &Arch, deepest: usize, seed: u64) -> Weights {
             ConvWeights {
                 cin: c.cin,
                 cout: c.cout,
-                hwio: (0..9 * c.cin * c.cout).map(|_| r.random_range(-s..s)).collect(),
+                hwio: (0..9 * c.cin * c.cout)
+                    .map(|_| r.random_range(-s..s))
+                    .collect(),
                 bias: (0..c.cout).map(|_| r.random_range(0.0..0.1)).collect(),
             },
         );
@@ -59,7 +61,11 @@ pub struct StepTiming {
 pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
     let kernels = Kernels::new(gpu)?;
     let arch = Arch::vgg19();
-    let idx = |v: &[String]| v.iter().map(|n| arch.layer_index(n)).collect::<Result<Vec<_>>>();
+    let idx = |v: &[String]| {
+        v.iter()
+            .map(|n| arch.layer_index(n))
+            .collect::<Result<Vec<_>>>()
+    };
     let loss = LossConfig {
         content_layers: idx(&cfg.content_layers)?,
         style_layers: idx(&cfg.style_layers)?,
@@ -72,7 +78,9 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
     let mut image = || Image {
         h: cfg.size,
         w: cfg.size,
-        data: (0..3 * cfg.size * cfg.size).map(|_| r.random::<f32>()).collect(),
+        data: (0..3 * cfg.size * cfg.size)
+            .map(|_| r.random::<f32>())
+            .collect(),
     };
     let (content, style) = (image(), image());
     let styles = [(style, 1.0)];
@@ -187,9 +195,16 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
     );
     println!(
         "per-kernel times from {}",
-        if t.gpu_timestamps { "GPU timestamp queries" } else { "wall clock, one submit per kernel" }
+        if t.gpu_timestamps {
+            "GPU timestamp queries"
+        } else {
+            "wall clock, one submit per kernel"
+        }
     );
-    println!("{:<20} {:<22} {:>10} {:>10} {:>9} {:>7}", "kernel", "shape", "ms", "GFLOP", "GFLOP/s", "share");
+    println!(
+        "{:<20} {:<22} {:>10} {:>10} {:>9} {:>7}",
+        "kernel", "shape", "ms", "GFLOP", "GFLOP/s", "share"
+    );
     for (name, detail, ms, flops) in &t.rows {
         println!(
             "{:<20} {:<22} {:>10.3} {:>10.3} {:>9.1} {:>6.1}%",
@@ -213,5 +228,8 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
         t.ms_per_step,
         1e3 / t.ms_per_step
     );
-    println!("GPU memory in impasto's buffers: {:.1} MiB", t.memory_bytes as f64 / (1 << 20) as f64);
+    println!(
+        "GPU memory in impasto's buffers: {:.1} MiB",
+        t.memory_bytes as f64 / (1 << 20) as f64
+    );
 }

@@ -10,7 +10,11 @@ use crate::ops::Pooling;
 pub const DEFAULT_TV_WEIGHT: f64 = 1e7;
 
 #[derive(Parser, Debug)]
-#[command(name = "impasto", version, about = "Neural style transfer on any GPU, in WGSL compute shaders")]
+#[command(
+    name = "impasto",
+    version,
+    about = "Neural style transfer on any GPU, in WGSL compute shaders"
+)]
 pub struct Cli {
     /// GPU adapter to use: a name substring or an index from `impasto devices` (also IMPASTO_ADAPTER)
     #[arg(long, global = true, value_name = "NAME")]
@@ -43,7 +47,11 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "block5_conv2")]
     pub content_layers: Vec<String>,
     /// Style layers
-    #[arg(long, value_delimiter = ',', default_value = "block1_conv1,block2_conv1,block3_conv1,block4_conv1")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "block1_conv1,block2_conv1,block3_conv1,block4_conv1"
+    )]
     pub style_layers: Vec<String>,
     /// Timed steps after two warm-up steps
     #[arg(long, default_value_t = 5, value_parser = positive_usize)]
@@ -84,7 +92,11 @@ pub struct StylizeArgs {
     #[arg(long, value_delimiter = ',', default_value = "block5_conv2")]
     pub content_layers: Vec<String>,
     /// Style layers
-    #[arg(long, value_delimiter = ',', default_value = "block1_conv1,block2_conv1,block3_conv1,block4_conv1")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "block1_conv1,block2_conv1,block3_conv1,block4_conv1"
+    )]
     pub style_layers: Vec<String>,
     /// Content loss weight (alpha)
     #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
@@ -134,7 +146,10 @@ pub struct StylizeArgs {
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
     if !v.is_finite() {
         return Err(format!("{s} is not finite"));
     }

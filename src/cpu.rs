@@ -373,9 +373,12 @@ impl Model<'_> {
             }
             let src = if i == 0 { &f.input } else { &f.acts[i - 1] };
             grad = match s.op {
-                StageOp::Conv(l) => {
-                    conv_backward_input(&grad, &f.acts[i], &self.weights[l].0, (s.cin, s.cout, s.h, s.w))
-                }
+                StageOp::Conv(l) => conv_backward_input(
+                    &grad,
+                    &f.acts[i],
+                    &self.weights[l].0,
+                    (s.cin, s.cout, s.h, s.w),
+                ),
                 StageOp::Pool(mode) => pool_backward(src, &grad, (s.cin, s.h, s.w), mode),
             };
         }

@@ -48,7 +48,10 @@ fn ranked_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
     adapters.sort_by_key(|a| {
         let info = a.get_info();
         // Prefer Vulkan/Metal/DX12 over GL for the same kind of device.
-        (type_rank(info.device_type), info.backend == wgpu::Backend::Gl)
+        (
+            type_rank(info.device_type),
+            info.backend == wgpu::Backend::Gl,
+        )
     });
     adapters
 }
@@ -64,7 +67,8 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
         .collect()
 }
 
-const NO_ADAPTER_HELP: &str = "no GPU adapter found. impasto needs a Vulkan, Metal or DX12 driver; \
+const NO_ADAPTER_HELP: &str =
+    "no GPU adapter found. impasto needs a Vulkan, Metal or DX12 driver; \
 on a machine without a GPU install Mesa's software Vulkan driver (Debian/Ubuntu: \
 `apt-get install mesa-vulkan-drivers`) and run again";
 
@@ -186,7 +190,10 @@ impl Gpu {
     }
 
     fn check_binding_size(&self, label: &str, bytes: u64) -> Result<()> {
-        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         if bytes > limit {
             bail!(
                 "{label} needs {} MiB but this adapter ({}) binds at most {} MiB per buffer; try a smaller --size",
@@ -201,7 +208,8 @@ impl Gpu {
     }
 
     pub fn write(&self, buffer: &wgpu::Buffer, data: &[f32]) {
-        self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(buffer, 0, bytemuck::cast_slice(data));
     }
 
     /// Copies the first `len` f32s of `buffer` back to the CPU (waits for the GPU).

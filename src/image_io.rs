@@ -30,7 +30,12 @@ pub fn load_exact(path: &Path, w: usize, h: usize) -> Result<Image> {
     if rgb.dimensions() == (w as u32, h as u32) {
         return Ok(from_rgb(&rgb));
     }
-    Ok(from_rgb(&image::imageops::resize(&rgb, w as u32, h as u32, FilterType::Lanczos3)))
+    Ok(from_rgb(&image::imageops::resize(
+        &rgb,
+        w as u32,
+        h as u32,
+        FilterType::Lanczos3,
+    )))
 }
 
 fn read_rgb(path: &Path) -> Result<RgbImage> {
@@ -121,7 +126,11 @@ pub fn check_output(path: &Path) -> Result<()> {
     output_format(path)?;
     let dir = parent_dir(path);
     if !dir.is_dir() {
-        bail!("--output {}: directory {} does not exist", path.display(), dir.display());
+        bail!(
+            "--output {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -166,5 +175,9 @@ pub fn preserve_colors(result: &Image, content: &Image) -> Image {
         data[hw + p] = (y - 0.272_1 * i - 0.647_4 * q).clamp(0.0, 1.0);
         data[2 * hw + p] = (y - 1.106_9 * i + 1.704_6 * q).clamp(0.0, 1.0);
     }
-    Image { h: result.h, w: result.w, data }
+    Image {
+        h: result.h,
+        w: result.w,
+        data,
+    }
 }

@@ -98,7 +98,10 @@ impl Objective {
             .max()
             .unwrap();
         // Gradients of consecutive stage outputs alternate between two buffers.
-        let grads = [gpu.storage("gradient A", max_len)?, gpu.storage("gradient B", max_len)?];
+        let grads = [
+            gpu.storage("gradient A", max_len)?,
+            gpu.storage("gradient B", max_len)?,
+        ];
         let grad_of = |i: isize| &grads[((i + 1) % 2) as usize];
 
         let mut grams = Vec::new();
@@ -108,7 +111,14 @@ impl Objective {
             let i = net.conv_stage(l);
             let s = &net.stages[i];
             let scale = 0.5 / nc as f32;
-            loss_values.push(kernels.sq_diff_sum(gpu, s.out_len(), scale, &net.acts[i], &targets.content[k], (&loss_buf, k)));
+            loss_values.push(kernels.sq_diff_sum(
+                gpu,
+                s.out_len(),
+                scale,
+                &net.acts[i],
+                &targets.content[k],
+                (&loss_buf, k),
+            ));
         }
         for (k, &l) in config.style_layers.iter().enumerate() {
             let i = net.conv_stage(l);
@@ -117,7 +127,14 @@ impl Objective {
             let g = gpu.storage("gram", n * n)?;
             forward_extra.push(kernels.gram(gpu, (n, m), &net.acts[i], &g));
             let scale = (1.0 / (4.0 * (n * n) as f64 * (m * m) as f64 * ns as f64)) as f32;
-            loss_values.push(kernels.sq_diff_sum(gpu, n * n, scale, &g, &targets.style[k], (&loss_buf, nc + k)));
+            loss_values.push(kernels.sq_diff_sum(
+                gpu,
+                n * n,
+                scale,
+                &g,
+                &targets.style[k],
+                (&loss_buf, nc + k),
+            ));
             grams.push(g);
         }
         loss_values.push(kernels.tv_sum(gpu, (3, h, w), 1.0, x, (&loss_buf, nc + ns)));
@@ -131,23 +148,52 @@ impl Objective {
             if let StageOp::Conv(l) = s.op {
                 if let Some(k) = config.content_layers.iter().position(|&c| c == l) {
                     let coef = (config.content_weight / nc as f64) as f32;
-                    backward.push(kernels.content_grad(gpu, s.out_len(), coef, accumulate, &net.acts[i], &targets.content[k], gi));
+                    backward.push(kernels.content_grad(
+                        gpu,
+                        s.out_len(),
+                        coef,
+                        accumulate,
+                        &net.acts[i],
+                        &targets.content[k],
+                        gi,
+                    ));
                     accumulate = true;
                 }
                 if let Some(k) = config.style_layers.iter().position(|&c| c == l) {
                     let (n, m) = (s.cout, s.h * s.w);
-                    let coef = (config.style_weight / (ns as f64 * (n * n) as f64 * (m * m) as f64)) as f32;
-                    backward.push(kernels.style_grad(gpu, (n, m), coef, accumulate, &net.acts[i], &grams[k], &targets.style[k], gi));
+                    let coef = (config.style_weight / (ns as f64 * (n * n) as f64 * (m * m) as f64))
+                        as f32;
+                    backward.push(kernels.style_grad(
+                        gpu,
+                        (n, m),
+                        coef,
+                        accumulate,
+                        &net.acts[i],
+                        &grams[k],
+                        &targets.style[k],
+                        gi,
+                    ));
                 }
             }
             let below = grad_of(i as isize - 1);
             let src = if i == 0 { &net.input } else { &net.acts[i - 1] };
             backward.push(match s.op {
                 StageOp::Conv(l) => {
-                    let c = convs[l].as_ref().expect("weights uploaded for every used layer");
-                    kernels.conv_backward_input(gpu, (s.cin, s.cout, s.h, s.w), gi, &c.backward, &net.acts[i], below)
+                    let c = convs[l]
+                        .as_ref()
+                        .expect("weights uploaded for every used layer");
+                    kernels.conv_backward_input(
+                        gpu,
+                        (s.cin, s.cout, s.h, s.w),
+                        gi,
+                        &c.backward,
+                        &net.acts[i],
+                        below,
+                    )
                 }
-                StageOp::Pool(mode) => kernels.pool_backward(gpu, (s.cin, s.h, s.w), mode, src, gi, below),
+                StageOp::Pool(mode) => {
+                    kernels.pool_backward(gpu, (s.cin, s.h, s.w), mode, src, gi, below)
+                }
             });
         }
         backward.push(kernels.preprocess_backward(gpu, h * w, affine, grad_of(-1), &grad_x));

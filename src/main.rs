@@ -60,9 +60,16 @@ fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Resul
 
 fn weights_info(path: &std::path::Path) -> anyhow::Result<()> {
     let w = impasto::weights::Weights::load(path)?;
-    println!("{}: input convention {}", path.display(), w.convention.name());
+    println!(
+        "{}: input convention {}",
+        path.display(),
+        w.convention.name()
+    );
     for (name, l) in &w.layers {
-        println!("  {name:14} kernel [3, 3, {}, {}]  bias [{}]", l.cin, l.cout, l.cout);
+        println!(
+            "  {name:14} kernel [3, 3, {}, {}]  bias [{}]",
+            l.cin, l.cout, l.cout
+        );
     }
     Ok(())
 }

@@ -23,8 +23,13 @@ pub struct Arch {
 }
 
 /// The 16 convolutions of VGG19 as (block, convs in block, channels).
-const VGG19_BLOCKS: [(usize, usize, usize); 5] =
-    [(1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512)];
+const VGG19_BLOCKS: [(usize, usize, usize); 5] = [
+    (1, 2, 64),
+    (2, 2, 128),
+    (3, 4, 256),
+    (4, 4, 512),
+    (5, 4, 512),
+];
 
 impl Arch {
     pub fn vgg19() -> Arch {
@@ -175,10 +180,21 @@ impl GpuNet {
             let src = acts.last().unwrap_or(&input);
             forward.push(match s.op {
                 StageOp::Conv(l) => {
-                    let c = convs[l].as_ref().expect("weights uploaded for every used layer");
-                    kernels.conv_forward(gpu, (s.cin, s.cout, s.h, s.w), src, &c.forward, &c.bias, &out)
+                    let c = convs[l]
+                        .as_ref()
+                        .expect("weights uploaded for every used layer");
+                    kernels.conv_forward(
+                        gpu,
+                        (s.cin, s.cout, s.h, s.w),
+                        src,
+                        &c.forward,
+                        &c.bias,
+                        &out,
+                    )
                 }
-                StageOp::Pool(mode) => kernels.pool_forward(gpu, (s.cin, s.h, s.w), mode, src, &out),
+                StageOp::Pool(mode) => {
+                    kernels.pool_forward(gpu, (s.cin, s.h, s.w), mode, src, &out)
+                }
             });
             acts.push(out);
         }

@@ -338,7 +338,10 @@ impl Kernels {
         let groups = conv_groups(cout, h, w);
         self.conv_forward
             .dispatch(gpu, &params, &[src, weight, bias, dst], groups)
-            .info(format!("{cin}->{cout} {h}x{w}"), conv_flops(cin, cout, h, w))
+            .info(
+                format!("{cin}->{cout} {h}x{w}"),
+                conv_flops(cin, cout, h, w),
+            )
     }
 
     /// dst[cin][h][w] = dL/d(input) from grad = dL/d(output) [cout][h][w], masked where the
@@ -365,7 +368,10 @@ impl Kernels {
         let groups = conv_groups(cin, h, w);
         self.conv_backward_input
             .dispatch(gpu, &params, &[grad, weight_t, act, dst], groups)
-            .info(format!("{cout}->{cin} {h}x{w}"), conv_flops(cin, cout, h, w))
+            .info(
+                format!("{cout}->{cin} {h}x{w}"),
+                conv_flops(cin, cout, h, w),
+            )
     }
 
     /// dst[c][h/2][w/2] = 2x2 stride-2 pooling of src[c][h][w].
@@ -532,8 +538,12 @@ impl Kernels {
         grad: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        self.preprocess_backward
-            .dispatch(gpu, &pre_params(hw, affine), &[grad, dst], groups_1d(3 * hw))
+        self.preprocess_backward.dispatch(
+            gpu,
+            &pre_params(hw, affine),
+            &[grad, dst],
+            groups_1d(3 * hw),
+        )
     }
 
     /// The two dispatches of one Adam step on x: bump t in `state`, then update and clamp.
@@ -592,7 +602,12 @@ fn pre_params(hw: usize, a: &Affine) -> PreParams {
     PreParams {
         mul: [a.mul[0], a.mul[1], a.mul[2], 0.0],
         sub: [a.sub[0], a.sub[1], a.sub[2], 0.0],
-        source: [a.source[0] as u32, a.source[1] as u32, a.source[2] as u32, 0],
+        source: [
+            a.source[0] as u32,
+            a.source[1] as u32,
+            a.source[2] as u32,
+            0,
+        ],
         hw: hw as u32,
         _pad: [0; 3],
     }

@@ -49,7 +49,13 @@ impl<'g> Session<'g> {
     pub fn new(gpu: &'g Gpu, kernels: &Kernels, s: &Setup<'_>) -> Result<Session<'g>> {
         let (h, w) = (s.content.h, s.content.w);
         if (s.init.h, s.init.w) != (h, w) {
-            bail!("the initial image is {}x{}, the content image {}x{}", s.init.w, s.init.h, w, h);
+            bail!(
+                "the initial image is {}x{}, the content image {}x{}",
+                s.init.w,
+                s.init.h,
+                w,
+                h
+            );
         }
         let affine = s.weights.convention.affine();
         let deepest = s.loss.deepest();
@@ -57,7 +63,14 @@ impl<'g> Session<'g> {
         for spec in s.arch.convs.iter().take(deepest + 1) {
             let cw = s.weights.layer(&spec.name)?;
             if (cw.cin, cw.cout) != (spec.cin, spec.cout) {
-                bail!("weights for {} are {}->{} channels, expected {}->{}", spec.name, cw.cin, cw.cout, spec.cin, spec.cout);
+                bail!(
+                    "weights for {} are {}->{} channels, expected {}->{}",
+                    spec.name,
+                    cw.cin,
+                    cw.cout,
+                    spec.cin,
+                    spec.cout
+                );
             }
             convs.push(Some(GpuConv::upload(gpu, &spec.name, cw)?));
         }
@@ -65,7 +78,14 @@ impl<'g> Session<'g> {
         let x = gpu.storage("image", n)?;
         let evaluated_x = gpu.storage("last evaluated image", n)?;
         let good_x = gpu.storage("last good image", n)?;
-        let net = GpuNet::new(gpu, kernels, s.arch.stages(deepest, h, w, s.pooling), &convs, &affine, &x)?;
+        let net = GpuNet::new(
+            gpu,
+            kernels,
+            s.arch.stages(deepest, h, w, s.pooling),
+            &convs,
+            &affine,
+            &x,
+        )?;
 
         // Content targets: the content image's features at the content layers.
         gpu.write(&x, &s.content.data);
@@ -90,7 +110,14 @@ impl<'g> Session<'g> {
         for (img, wt) in s.styles {
             let sx = gpu.storage("style image", 3 * img.h * img.w)?;
             gpu.write(&sx, &img.data);
-            let snet = GpuNet::new(gpu, kernels, s.arch.stages(style_deepest, img.h, img.w, s.pooling), &convs, &affine, &sx)?;
+            let snet = GpuNet::new(
+                gpu,
+                kernels,
+                s.arch.stages(style_deepest, img.h, img.w, s.pooling),
+                &convs,
+                &affine,
+                &sx,
+            )?;
             let mut grams = Vec::new();
             let mut d: Vec<Dispatch> = Vec::new();
             for &l in &s.loss.style_layers {
@@ -107,12 +134,20 @@ impl<'g> Session<'g> {
                     blended.push(vec![0.0; *len]);
                 }
                 let f = wt / total_w;
-                blended[k].iter_mut().zip(&v).for_each(|(b, &g)| *b += f * g as f64);
+                blended[k]
+                    .iter_mut()
+                    .zip(&v)
+                    .for_each(|(b, &g)| *b += f * g as f64);
             }
         }
         let style = blended
             .iter()
-            .map(|b| gpu.storage_from("style target", &b.iter().map(|&v| v as f32).collect::<Vec<_>>()))
+            .map(|b| {
+                gpu.storage_from(
+                    "style target",
+                    &b.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let targets = GpuTargets { content, style };
 

@@ -45,7 +45,8 @@ struct Report<'a> {
     settings: serde_json::Value,
 }
 
-const NOT_FINITE_AT_START: &str = "the loss of the initial image is non-finite (the weights or loss \
+const NOT_FINITE_AT_START: &str =
+    "the loss of the initial image is non-finite (the weights or loss \
 weights overflow f32); nothing was written";
 
 /// How the run ended.
@@ -66,14 +67,21 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     }
     if let Some(b) = &args.style_blend {
         if b.len() != args.style.len() {
-            bail!("--style-blend has {} weights for {} --style images", b.len(), args.style.len());
+            bail!(
+                "--style-blend has {} weights for {} --style images",
+                b.len(),
+                args.style.len()
+            );
         }
     }
     let arch = Arch::vgg19();
     let layers = |names: &[String], flag: &str| -> Result<Vec<usize>> {
         names
             .iter()
-            .map(|n| arch.layer_index(n.trim()).with_context(|| format!("--{flag}")))
+            .map(|n| {
+                arch.layer_index(n.trim())
+                    .with_context(|| format!("--{flag}"))
+            })
             .collect()
     };
     let loss = LossConfig {
@@ -93,7 +101,10 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
 
     let content = image_io::load(&args.content, Some(args.size))?;
     let style_side = ((args.size as f64 * args.style_scale).round() as usize).max(1);
-    let blend = args.style_blend.clone().unwrap_or_else(|| vec![1.0; args.style.len()]);
+    let blend = args
+        .style_blend
+        .clone()
+        .unwrap_or_else(|| vec![1.0; args.style.len()]);
     let styles = args
         .style
         .iter()
@@ -110,8 +121,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
                 data: (0..content.data.len()).map(|_| r.random::<f32>()).collect(),
             }
         }
-        path => image_io::load_exact(Path::new(path), content.w, content.h)
-            .context("--init")?,
+        path => image_io::load_exact(Path::new(path), content.w, content.h).context("--init")?,
     };
 
     let gpu = Gpu::new(adapter)?;
@@ -180,13 +190,21 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             }
             session.keep_last_evaluated();
             any_finite = true;
-            record(s, v, &mut log, s as f64 / t1.elapsed().as_secs_f64().max(1e-9));
+            record(
+                s,
+                v,
+                &mut log,
+                s as f64 / t1.elapsed().as_secs_f64().max(1e-9),
+            );
         }
         progress.advance();
         if let Some(k) = args.save_every {
             if (s + 1) % k == 0 && s + 1 < steps {
                 let path = intermediate_path(&args.output, s + 1);
-                image_io::save(&finish(&session.image()?, &content, args.preserve_colors), &path)?;
+                image_io::save(
+                    &finish(&session.image()?, &content, args.preserve_colors),
+                    &path,
+                )?;
             }
         }
     }
@@ -200,7 +218,12 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             let v = session.evaluate()?;
             if v.total.is_finite() {
                 session.keep_last_evaluated();
-                record(steps_done, v, &mut log, steps_done as f64 / optimise_seconds.max(1e-9));
+                record(
+                    steps_done,
+                    v,
+                    &mut log,
+                    steps_done as f64 / optimise_seconds.max(1e-9),
+                );
                 session.image()?
             } else {
                 if !any_finite {
@@ -213,7 +236,10 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         }
     };
     progress.finish();
-    image_io::save(&finish(&result, &content, args.preserve_colors), &args.output)?;
+    image_io::save(
+        &finish(&result, &content, args.preserve_colors),
+        &args.output,
+    )?;
     let outcome_name = match outcome {
         Outcome::Completed => "completed",
         Outcome::Interrupted => "interrupted",
@@ -271,7 +297,11 @@ fn check_report_path(path: &Path) -> Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        bail!("--report {}: directory {} does not exist", path.display(), dir.display());
+        bail!(
+            "--report {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
     }
     Ok(())
 }

@@ -116,7 +116,9 @@ impl Weights {
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Weights> {
         let shown = path.display();
         let (_, meta) = SafeTensors::read_metadata(bytes).with_context(|| {
-            format!("weights file {shown} is not a valid safetensors file (truncated or malformed?)")
+            format!(
+                "weights file {shown} is not a valid safetensors file (truncated or malformed?)"
+            )
         })?;
         let st = SafeTensors::deserialize(bytes)
             .with_context(|| format!("weights file {shown} is not a valid safetensors file"))?;
@@ -129,7 +131,10 @@ impl Weights {
                 let n = TORCHVISION_INDEX[i];
                 (format!("features.{n}.weight"), format!("features.{n}.bias"))
             } else {
-                (format!("{}/kernel", spec.name), format!("{}/bias", spec.name))
+                (
+                    format!("{}/kernel", spec.name),
+                    format!("{}/bias", spec.name),
+                )
             };
             let Ok(kernel) = st.tensor(&kname) else {
                 continue;
@@ -154,7 +159,11 @@ impl Weights {
             }
             let k = to_f32(kernel.dtype(), kernel.data(), &kname, path)?;
             let b = to_f32(bias.dtype(), bias.data(), &bname, path)?;
-            let hwio = if torchvision { oihw_to_hwio(&k, cin, cout) } else { k };
+            let hwio = if torchvision {
+                oihw_to_hwio(&k, cin, cout)
+            } else {
+                k
+            };
             layers.insert(
                 spec.name.clone(),
                 ConvWeights {
@@ -201,7 +210,10 @@ impl Weights {
 
 fn to_f32(dtype: Dtype, data: &[u8], name: &str, path: &Path) -> Result<Vec<f32>> {
     if dtype != Dtype::F32 {
-        bail!("weights file {}: tensor {name} is {dtype:?}, expected F32", path.display());
+        bail!(
+            "weights file {}: tensor {name} is {dtype:?}, expected F32",
+            path.display()
+        );
     }
     let v: Vec<f32> = data
         .chunks_exact(4)

@@ -64,7 +64,12 @@ fn weights_bytes(layers: usize, tweak: impl Fn(&str, &mut Vec<usize>, &mut Vec<f
         .collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(n, b, shape)| (n.clone(), TensorView::new(safetensors::Dtype::F32, shape.clone(), b).unwrap()))
+        .map(|(n, b, shape)| {
+            (
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, shape.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize(views, None).unwrap()
 }
@@ -91,7 +96,13 @@ impl Fixture {
         std::fs::write(&weights, weights_bytes(3, |_, _, _| {})).unwrap();
         let output = dir.path().join("out.png");
         std::fs::write(&output, PREVIOUS).unwrap();
-        Fixture { dir, content, style, weights, output }
+        Fixture {
+            dir,
+            content,
+            style,
+            weights,
+            output,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -101,9 +112,14 @@ impl Fixture {
     /// A valid short run; `overrides` are (flag, value) pairs that replace or add flags.
     fn run(&self, overrides: &[&str]) -> Output {
         let mut pairs: Vec<(&str, &str)> = vec![
-            ("--content", s(&self.content)), ("--style", s(&self.style)), ("--output", s(&self.output)),
-            ("--weights", s(&self.weights)), ("--size", "16"), ("--content-layers", "block2_conv1"),
-            ("--style-layers", "block1_conv1,block2_conv1"), ("--steps", "2"),
+            ("--content", s(&self.content)),
+            ("--style", s(&self.style)),
+            ("--output", s(&self.output)),
+            ("--weights", s(&self.weights)),
+            ("--size", "16"),
+            ("--content-layers", "block2_conv1"),
+            ("--style-layers", "block1_conv1,block2_conv1"),
+            ("--steps", "2"),
         ];
         for kv in overrides.chunks(2) {
             match pairs.iter_mut().find(|p| p.0 == kv[0]) {
@@ -124,10 +140,17 @@ impl Fixture {
     fn assert_refused(&self, o: &Output, what: &str) {
         let err = stderr(o);
         let code = o.status.code();
-        assert!(matches!(code, Some(1) | Some(2)), "exit {code:?}, stderr: {err}");
+        assert!(
+            matches!(code, Some(1) | Some(2)),
+            "exit {code:?}, stderr: {err}"
+        );
         assert!(!err.contains("panicked"), "panic: {err}");
         assert!(err.contains(what), "message should name {what:?}: {err}");
-        assert_eq!(std::fs::read(&self.output).unwrap(), PREVIOUS, "the earlier output was clobbered");
+        assert_eq!(
+            std::fs::read(&self.output).unwrap(),
+            PREVIOUS,
+            "the earlier output was clobbered"
+        );
         let stray: Vec<_> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
@@ -216,7 +239,11 @@ fn refuses_truncated_weights() {
 #[test]
 fn refuses_malformed_weights() {
     let f = Fixture::new();
-    std::fs::write(&f.weights, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}").unwrap();
+    std::fs::write(
+        &f.weights,
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}",
+    )
+    .unwrap();
     f.assert_refused(&f.run(&[]), "w.safetensors");
 }
 
@@ -313,12 +340,35 @@ fn refuses_a_loss_that_is_not_finite_and_writes_nothing() {
     f.assert_refused(&o, "non-finite");
 }
 
-fn shallow_args<'a>(shared: &'a Path, out: &'a Path, report: &'a Path, size: &'a str, steps: &'a str) -> Vec<String> {
+fn shallow_args<'a>(
+    shared: &'a Path,
+    out: &'a Path,
+    report: &'a Path,
+    size: &'a str,
+    steps: &'a str,
+) -> Vec<String> {
     [
-        "stylize", "--content", s(&shared.join("images/tubingen.jpg")), "--style", s(&shared.join("images/starry_night.jpg")),
-        "--output", s(out), "--weights", s(&shared.join("weights/vgg19-keras-block1-3.safetensors")), "--size", size,
-        "--content-layers", "block3_conv2", "--style-layers", "block1_conv1,block2_conv1,block3_conv1",
-        "--steps", steps, "--log-every", "10", "--report", s(report),
+        "stylize",
+        "--content",
+        s(&shared.join("images/tubingen.jpg")),
+        "--style",
+        s(&shared.join("images/starry_night.jpg")),
+        "--output",
+        s(out),
+        "--weights",
+        s(&shared.join("weights/vgg19-keras-block1-3.safetensors")),
+        "--size",
+        size,
+        "--content-layers",
+        "block3_conv2",
+        "--style-layers",
+        "block1_conv1,block2_conv1,block3_conv1",
+        "--steps",
+        steps,
+        "--log-every",
+        "10",
+        "--report",
+        s(report),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -331,18 +381,33 @@ fn report_steps(report: &Path) -> Vec<serde_json::Value> {
 }
 
 /// The CPU reference's losses for `content` x `styles` (blend weights) with the real weights.
-fn reference_losses(shared: &Path, size: usize, styles: &[(&str, f64)], cfg: &LossConfig) -> impasto::loss::LossValues {
+fn reference_losses(
+    shared: &Path,
+    size: usize,
+    styles: &[(&str, f64)],
+    cfg: &LossConfig,
+) -> impasto::loss::LossValues {
     let w = Weights::load(&shared.join("weights/vgg19-keras-block1-3.safetensors")).unwrap();
     assert_eq!(w.convention, Convention::Caffe);
     let arch = Arch::vgg19();
     let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=cfg.deepest()]
         .iter()
-        .map(|c| (to_f64(&w.layers[&c.name].hwio), to_f64(&w.layers[&c.name].bias)))
+        .map(|c| {
+            (
+                to_f64(&w.layers[&c.name].hwio),
+                to_f64(&w.layers[&c.name].bias),
+            )
+        })
         .collect();
     let model_for = |h: usize, wd: usize| arch.stages(cfg.deepest(), h, wd, Pooling::Max);
     let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(size)).unwrap();
     let stages = model_for(content.h, content.w);
-    let model = cpu::Model { stages: &stages, weights: &cw, affine: w.convention.affine(), loss: cfg };
+    let model = cpu::Model {
+        stages: &stages,
+        weights: &cw,
+        affine: w.convention.affine(),
+        loss: cfg,
+    };
     let x = to_f64(&content.data);
     let mut targets = model.targets(&x);
     let total: f64 = styles.iter().map(|(_, b)| b).sum();
@@ -352,7 +417,12 @@ fn reference_losses(shared: &Path, size: usize, styles: &[(&str, f64)], cfg: &Lo
     for (name, b) in styles {
         let img = impasto::image_io::load(&shared.join("images").join(name), Some(size)).unwrap();
         let st = model_for(img.h, img.w);
-        let m = cpu::Model { stages: &st, weights: &cw, affine: w.convention.affine(), loss: cfg };
+        let m = cpu::Model {
+            stages: &st,
+            weights: &cw,
+            affine: w.convention.affine(),
+            loss: cfg,
+        };
         let ts = m.targets(&to_f64(&img.data));
         for (acc, g) in targets.style.iter_mut().zip(&ts.style) {
             acc.iter_mut().zip(g).for_each(|(a, g)| *a += b / total * g);
@@ -365,7 +435,10 @@ fn shallow_config() -> LossConfig {
     let arch = Arch::vgg19();
     LossConfig {
         content_layers: vec![arch.layer_index("block3_conv2").unwrap()],
-        style_layers: ["block1_conv1", "block2_conv1", "block3_conv1"].iter().map(|n| arch.layer_index(n).unwrap()).collect(),
+        style_layers: ["block1_conv1", "block2_conv1", "block3_conv1"]
+            .iter()
+            .map(|n| arch.layer_index(n).unwrap())
+            .collect(),
         content_weight: 1.0,
         style_weight: 1e5,
         tv_weight: impasto::cli::DEFAULT_TV_WEIGHT,
@@ -377,21 +450,34 @@ fn report_matches_cpu_reference_and_loss_falls() {
     let Some(shared) = shared_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
-    let o = impasto(&shallow_args(&shared, &out, &report, "64", "50").iter().map(String::as_str).collect::<Vec<_>>());
+    let o = impasto(
+        &shallow_args(&shared, &out, &report, "64", "50")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let steps = report_steps(&report);
     let ids: Vec<u64> = steps.iter().map(|e| e["step"].as_u64().unwrap()).collect();
     assert_eq!(ids, [0, 10, 20, 30, 40, 50]);
     let want = reference_losses(&shared, 64, &[("starry_night.jpg", 1.0)], &shallow_config());
     let first = &steps[0];
-    for (k, w) in [("content", want.content), ("style", want.style), ("tv", want.tv), ("total", want.total)] {
+    for (k, w) in [
+        ("content", want.content),
+        ("style", want.style),
+        ("tv", want.tv),
+        ("total", want.total),
+    ] {
         let got = first[k].as_f64().unwrap();
         check(&format!("step 0 {k}"), &[got as f32], &[w], 1e-4);
     }
     let totals: Vec<f64> = steps.iter().map(|e| e["total"].as_f64().unwrap()).collect();
     println!("total loss by logged step: {totals:?}");
     assert!(totals[5] < 0.5 * totals[0], "loss did not fall: {totals:?}");
-    assert!(totals.windows(2).all(|w| w[1] < w[0]), "loss rose: {totals:?}");
+    assert!(
+        totals.windows(2).all(|w| w[1] < w[0]),
+        "loss rose: {totals:?}"
+    );
     let img = image::open(&out).unwrap();
     assert_eq!((img.width(), img.height()), (64, 48));
 }
@@ -402,35 +488,66 @@ fn two_style_blend_uses_the_blended_gram_target() {
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
     let mut args = shallow_args(&shared, &out, &report, "32", "0");
-    args.extend(["--style", s(&shared.join("images/the_scream.jpg")), "--style-blend", "3,1"].map(String::from));
+    args.extend(
+        [
+            "--style",
+            s(&shared.join("images/the_scream.jpg")),
+            "--style-blend",
+            "3,1",
+        ]
+        .map(String::from),
+    );
     let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
     let steps = report_steps(&report);
     assert_eq!(steps.len(), 1, "--steps 0 reports step 0 only");
     let cfg = shallow_config();
-    let want = reference_losses(&shared, 32, &[("starry_night.jpg", 3.0), ("the_scream.jpg", 1.0)], &cfg);
-    check("blended style loss", &[steps[0]["style"].as_f64().unwrap() as f32], &[want.style], 1e-4);
+    let want = reference_losses(
+        &shared,
+        32,
+        &[("starry_night.jpg", 3.0), ("the_scream.jpg", 1.0)],
+        &cfg,
+    );
+    check(
+        "blended style loss",
+        &[steps[0]["style"].as_f64().unwrap() as f32],
+        &[want.style],
+        1e-4,
+    );
     // Either style alone gives a different loss, so the check above can tell them apart.
     let alone = reference_losses(&shared, 32, &[("starry_night.jpg", 1.0)], &cfg);
     assert!((alone.style - want.style).abs() > 1e-2 * want.style);
     // --steps 0 writes the initial image: the content itself.
     let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
     let written = impasto::image_io::load(&out, None).unwrap();
-    assert_eq!(impasto::image_io::to_rgb(&content), impasto::image_io::to_rgb(&written));
+    assert_eq!(
+        impasto::image_io::to_rgb(&content),
+        impasto::image_io::to_rgb(&written)
+    );
 }
 
 /// Mean |I| and |Q| difference (YIQ chroma) between two images.
 fn chroma_distance(a: &impasto::session::Image, b: &impasto::session::Image) -> f64 {
     let hw = a.h * a.w;
     let iq = |img: &impasto::session::Image, p: usize| {
-        let (r, g, bl) = (img.data[p] as f64, img.data[hw + p] as f64, img.data[2 * hw + p] as f64);
-        (0.5957 * r - 0.2745 * g - 0.3213 * bl, 0.2115 * r - 0.5226 * g + 0.3111 * bl)
+        let (r, g, bl) = (
+            img.data[p] as f64,
+            img.data[hw + p] as f64,
+            img.data[2 * hw + p] as f64,
+        );
+        (
+            0.5957 * r - 0.2745 * g - 0.3213 * bl,
+            0.2115 * r - 0.5226 * g + 0.3111 * bl,
+        )
     };
-    (0..hw).map(|p| {
-        let (i1, q1) = iq(a, p);
-        let (i2, q2) = iq(b, p);
-        (i1 - i2).abs() + (q1 - q2).abs()
-    }).sum::<f64>() / hw as f64
+    (0..hw)
+        .map(|p| {
+            let (i1, q1) = iq(a, p);
+            let (i2, q2) = iq(b, p);
+            (i1 - i2).abs() + (q1 - q2).abs()
+        })
+        .sum::<f64>()
+        / hw as f64
 }
 
 #[test]
@@ -440,7 +557,10 @@ fn preserve_colors_keeps_the_content_chroma() {
     let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
     let mut dist = Vec::new();
     for preserve in [false, true] {
-        let (out, report) = (dir.path().join(format!("{preserve}.png")), dir.path().join("r.json"));
+        let (out, report) = (
+            dir.path().join(format!("{preserve}.png")),
+            dir.path().join("r.json"),
+        );
         let mut args = shallow_args(&shared, &out, &report, "32", "30");
         args.extend(["--lr", "0.05"].map(String::from));
         if preserve {
@@ -448,9 +568,18 @@ fn preserve_colors_keeps_the_content_chroma() {
         }
         let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{}", stderr(&o));
-        dist.push(chroma_distance(&impasto::image_io::load(&out, None).unwrap(), &content));
+        dist.push(chroma_distance(
+            &impasto::image_io::load(&out, None).unwrap(),
+            &content,
+        ));
     }
-    println!("chroma distance to content: plain {:.4}, --preserve-colors {:.4}", dist[0], dist[1]);
+    println!(
+        "chroma distance to content: plain {:.4}, --preserve-colors {:.4}",
+        dist[0], dist[1]
+    );
     assert!(dist[1] < 0.01, "preserved chroma drifted: {}", dist[1]);
-    assert!(dist[0] > 3.0 * dist[1], "the plain run should change colours more");
+    assert!(
+        dist[0] > 3.0 * dist[1],
+        "the plain run should change colours more"
+    );
 }

@@ -26,10 +26,27 @@ fn tiny() -> (Arch, Weights) {
         // Small weights keep caffe-scaled activations moderate.
         let (hwio, _) = random(&mut r, 9 * cin * cout, -0.02, 0.02);
         let (bias, _) = random(&mut r, cout, -0.5, 0.5);
-        convs.push(ConvSpec { name: name.clone(), cin, cout, pool_after });
-        layers.insert(name, ConvWeights { cin, cout, hwio, bias });
+        convs.push(ConvSpec {
+            name: name.clone(),
+            cin,
+            cout,
+            pool_after,
+        });
+        layers.insert(
+            name,
+            ConvWeights {
+                cin,
+                cout,
+                hwio,
+                bias,
+            },
+        );
     }
-    let w = Weights { layers, convention: Convention::Caffe, path: PathBuf::from("tiny") };
+    let w = Weights {
+        layers,
+        convention: Convention::Caffe,
+        path: PathBuf::from("tiny"),
+    };
     (Arch { convs }, w)
 }
 
@@ -44,7 +61,11 @@ fn cpu_weights(arch: &Arch, w: &Weights) -> Vec<(Vec<f64>, Vec<f64>)> {
 }
 
 fn image(r: &mut impl Rng, h: usize, w: usize) -> Image {
-    Image { h, w, data: random(r, 3 * h * w, 0.05, 0.95).0 }
+    Image {
+        h,
+        w,
+        data: random(r, 3 * h * w, 0.05, 0.95).0,
+    }
 }
 
 fn tiny_config() -> LossConfig {
@@ -65,13 +86,21 @@ fn cpu_gradient_matches_finite_differences() {
     for pooling in [Pooling::Max, Pooling::Avg] {
         let stages = arch.stages(cfg.deepest(), h, wd, pooling);
         let cw = cpu_weights(&arch, &w);
-        let model = cpu::Model { stages: &stages, weights: &cw, affine: Convention::Caffe.affine(), loss: &cfg };
+        let model = cpu::Model {
+            stages: &stages,
+            weights: &cw,
+            affine: Convention::Caffe.affine(),
+            loss: &cfg,
+        };
         let mut r = rng(12);
         let content = to_f64(&image(&mut r, h, wd).data);
         let style = to_f64(&image(&mut r, h, wd).data);
         let t_c = model.targets(&content);
         let t_s = model.targets(&style);
-        let targets = cpu::Targets { content: t_c.content, style: t_s.style };
+        let targets = cpu::Targets {
+            content: t_c.content,
+            style: t_s.style,
+        };
         let x = to_f64(&image(&mut r, h, wd).data);
         let grad = model.gradient(&x, &targets);
         let scale = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
@@ -82,7 +111,8 @@ fn cpu_gradient_matches_finite_differences() {
             let (mut xp, mut xm) = (x.clone(), x.clone());
             xp[i] += eps;
             xm[i] -= eps;
-            let fd = (model.losses(&xp, &targets).total - model.losses(&xm, &targets).total) / (2.0 * eps);
+            let fd = (model.losses(&xp, &targets).total - model.losses(&xm, &targets).total)
+                / (2.0 * eps);
             worst = worst.max((fd - grad[i]).abs() / scale);
         }
         println!("{pooling:?}: finite differences vs analytic gradient, max relative error {worst:.2e} (24 pixels)");
@@ -108,7 +138,12 @@ fn gpu_losses_and_gradient_match_cpu() {
             weights: &w,
             loss: &cfg,
             pooling,
-            adam: AdamConfig { lr: 0.02, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            adam: AdamConfig {
+                lr: 0.02,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
             content: &content,
             styles: &styles,
             init: &init,
@@ -120,17 +155,33 @@ fn gpu_losses_and_gradient_match_cpu() {
         // CPU reference, with the style target blended 3:1 from two differently sized images.
         let cw = cpu_weights(&arch, &w);
         let stages = arch.stages(cfg.deepest(), h, wd, pooling);
-        let model = cpu::Model { stages: &stages, weights: &cw, affine: Convention::Caffe.affine(), loss: &cfg };
+        let model = cpu::Model {
+            stages: &stages,
+            weights: &cw,
+            affine: Convention::Caffe.affine(),
+            loss: &cfg,
+        };
         let targets_of = |img: &Image| {
             let st = arch.stages(cfg.deepest(), img.h, img.w, pooling);
-            let m = cpu::Model { stages: &st, weights: &cw, affine: Convention::Caffe.affine(), loss: &cfg };
+            let m = cpu::Model {
+                stages: &st,
+                weights: &cw,
+                affine: Convention::Caffe.affine(),
+                loss: &cfg,
+            };
             m.targets(&to_f64(&img.data))
         };
         let (ta, tb) = (targets_of(&style_a), targets_of(&style_b));
-        let style: Vec<Vec<f64>> = ta.style.iter().zip(&tb.style)
+        let style: Vec<Vec<f64>> = ta
+            .style
+            .iter()
+            .zip(&tb.style)
             .map(|(a, b)| a.iter().zip(b).map(|(a, b)| 0.75 * a + 0.25 * b).collect())
             .collect();
-        let targets = cpu::Targets { content: targets_of(&content).content, style };
+        let targets = cpu::Targets {
+            content: targets_of(&content).content,
+            style,
+        };
         let x = to_f64(&init.data);
         let want = model.losses(&x, &targets);
         for (name, g, w) in [
@@ -141,7 +192,12 @@ fn gpu_losses_and_gradient_match_cpu() {
         ] {
             check(&format!("{pooling:?} {name} loss"), &[g as f32], &[w], 1e-4);
         }
-        check(&format!("{pooling:?} gradient wrt image"), &got_grad, &model.gradient(&x, &targets), 1e-4);
+        check(
+            &format!("{pooling:?} gradient wrt image"),
+            &got_grad,
+            &model.gradient(&x, &targets),
+            1e-4,
+        );
     }
 }
 
@@ -172,14 +228,33 @@ fn real_vgg19_features_match_cpu() {
             (to_f64(&l.hwio), to_f64(&l.bias))
         })
         .collect();
-    let cfg = LossConfig { content_layers: vec![deepest], style_layers: vec![], content_weight: 1.0, style_weight: 1.0, tv_weight: 0.0 };
-    let model = cpu::Model { stages: &stages, weights: &cw, affine, loss: &cfg };
+    let cfg = LossConfig {
+        content_layers: vec![deepest],
+        style_layers: vec![],
+        content_weight: 1.0,
+        style_weight: 1.0,
+        tv_weight: 0.0,
+    };
+    let model = cpu::Model {
+        stages: &stages,
+        weights: &cw,
+        affine,
+        loss: &cfg,
+    };
     let f = model.forward(&to_f64(&img.data));
     for (i, s) in stages.iter().enumerate() {
         if let StageOp::Conv(l) = s.op {
             let got = g.read(&net.acts[i], s.out_len()).unwrap();
-            assert!(f.acts[i].iter().any(|&v| v > 0.0), "real features are not all zero");
-            check(&format!("{} ({}x{}x{})", arch.convs[l].name, s.cout, s.h, s.w), &got, &f.acts[i], 1e-4);
+            assert!(
+                f.acts[i].iter().any(|&v| v > 0.0),
+                "real features are not all zero"
+            );
+            check(
+                &format!("{} ({}x{}x{})", arch.convs[l].name, s.cout, s.h, s.w),
+                &got,
+                &f.acts[i],
+                1e-4,
+            );
         }
     }
 }

@@ -13,13 +13,19 @@ fn every_wgsl_file_validates() {
     on_disk.sort();
     let mut embedded: Vec<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
     embedded.sort();
-    assert_eq!(on_disk, embedded, "every shader file is embedded and checked");
+    assert_eq!(
+        on_disk, embedded,
+        "every shader file is embedded and checked"
+    );
     for (name, src) in SHADERS {
         let module = naga::front::wgsl::parse_str(src)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
         assert!(!module.entry_points.is_empty(), "{name} has no entry point");
         println!("{name}: {} entry points valid", module.entry_points.len());
     }
@@ -32,9 +38,12 @@ fn a_broken_shader_is_caught() {
     let module = naga::front::wgsl::parse_str(bad);
     let invalid = match module {
         Err(_) => true,
-        Ok(m) => naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-            .validate(&m)
-            .is_err(),
+        Ok(m) => naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&m)
+        .is_err(),
     };
     assert!(invalid);
 }

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Time one style-transfer step in PyTorch and in impasto, side by side, and print the ratio.
+
+The step is the same in both: VGG19 convolutions (3x3, pad 1) + ReLU and 2x2 max pooling up to
+the deepest loss layer, caffe input convention, Gram-matrix style losses, a content loss, total
+variation, backward to the image, one Adam update with clamping. Weights are random with
+VGG19's shapes (timing does not depend on their values). Start-up is excluded on both sides.
+
+    python3 benches/compare_pytorch.py --size 256 \
+        --content-layers block3_conv2 --style-layers block1_conv1,block2_conv1,block3_conv1
+
+Uses CUDA when available (--device cpu to force the CPU). Needs torch; runs
+`cargo run --release -- bench` for impasto unless --impasto-bin is given.
+"""
+import argparse
+import re
+import subprocess
+import time
+
+import torch
+
+BLOCKS = [(1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512)]
+
+
+def vgg19_convs():
+    convs, cin = [], 3
+    for b, n, c in BLOCKS:
+        for i in range(1, n + 1):
+            convs.append((f"block{b}_conv{i}", cin, c, i == n))
+            cin = c
+    return convs
+
+
+def build(deepest, device):
+    layers = []
+    for idx, (name, cin, cout, pool_after) in enumerate(vgg19_convs()[: deepest + 1]):
+        conv = torch.nn.Conv2d(cin, cout, 3, padding=1).to(device)
+        for p in conv.parameters():
+            p.requires_grad_(False)
+        layers.append((name, conv, pool_after and idx < deepest))
+    return layers
+
+
+def features(layers, x, wanted):
+    out = {}
+    mean = torch.tensor([103.939, 116.779, 123.68], device=x.device).view(1, 3, 1, 1)
+    h = x[:, [2, 1, 0]] * 255.0 - mean  # caffe: BGR, 0..255, minus mean
+    for name, conv, pool in layers:
+        h = torch.relu(conv(h))
+        if name in wanted:
+            out[name] = h
+        if pool:
+            h = torch.nn.functional.max_pool2d(h, 2)
+    return out
+
+
+def gram(f):
+    n = f.shape[1]
+    f = f.reshape(n, -1)
+    return f @ f.t()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--content-layers", default="block5_conv2")
+    ap.add_argument("--style-layers", default="block1_conv1,block2_conv1,block3_conv1,block4_conv1")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--impasto-bin", default=None)
+    a = ap.parse_args()
+    content_layers = a.content_layers.split(",")
+    style_layers = a.style_layers.split(",")
+    names = [c[0] for c in vgg19_convs()]
+    deepest = max(names.index(n) for n in content_layers + style_layers)
+    dev = torch.device(a.device)
+    torch.manual_seed(0)
+    layers = build(deepest, dev)
+    s = a.size
+    content = torch.rand(1, 3, s, s, device=dev)
+    style = torch.rand(1, 3, s, s, device=dev)
+    with torch.no_grad():
+        ct = features(layers, content, set(content_layers))
+        st = {k: gram(v) for k, v in features(layers, style, set(style_layers)).items()}
+    x = content.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=0.02, betas=(0.99, 0.999), eps=0.1)
+    wanted = set(content_layers) | set(style_layers)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        f = features(layers, x, wanted)
+        c = sum(0.5 * ((f[l] - ct[l]) ** 2).sum() for l in content_layers) / len(content_layers)
+        sl = 0.0
+        for l in style_layers:
+            n, m = f[l].shape[1], f[l].shape[2] * f[l].shape[3]
+            sl = sl + ((gram(f[l]) - st[l]) ** 2).sum() / (4.0 * n * n * m * m)
+        sl = sl / len(style_layers)
+        tv = ((x[:, :, 1:] - x[:, :, :-1]) ** 2).sum() + ((x[:, :, :, 1:] - x[:, :, :, :-1]) ** 2).sum()
+        loss = c + 1e5 * sl + 1e7 * tv
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(2):
+        step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    sync()
+    torch_ms = (time.perf_counter() - t) * 1e3 / a.steps
+    mem = f", peak memory {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB" if dev.type == "cuda" else ""
+    print(f"PyTorch {torch.__version__} on {a.device} ({torch.get_num_threads()} threads): {torch_ms:.2f} ms/step{mem}")
+
+    cmd = ([a.impasto_bin] if a.impasto_bin else ["cargo", "run", "--release", "--quiet", "--"]) + [
+        "bench", "--size", str(s), "--content-layers", a.content_layers,
+        "--style-layers", a.style_layers, "--steps", str(a.steps)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(r"full step .*?: ([0-9.]+) ms/step", out)
+    mem_line = re.search(r"GPU memory.*", out)
+    adapter = out.splitlines()[0]
+    imp_ms = float(m.group(1))
+    print(f"{adapter}\nimpasto: {imp_ms:.2f} ms/step{', ' + mem_line.group(0) if mem_line else ''}")
+    print(f"ratio impasto / PyTorch: {imp_ms / torch_ms:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -583,3 +583,74 @@ fn preserve_colors_keeps_the_content_chroma() {
         "the plain run should change colours more"
     );
 }
+
+#[test]
+fn save_every_writes_intermediate_images_beside_the_output() {
+    let f = Fixture::new();
+    let o = f.run(&["--steps", "4", "--save-every", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(f.path("out.step000002.png").exists());
+    // The final image is the output itself, not another intermediate.
+    assert!(!f.path("out.step000004.png").exists());
+    assert_ne!(std::fs::read(&f.output).unwrap(), PREVIOUS);
+}
+
+#[test]
+fn ctrl_c_writes_the_current_image_then_exits() {
+    use std::io::{BufRead, BufReader};
+    let f = Fixture::new();
+    std::fs::remove_file(&f.output).unwrap();
+    let report = f.path("r.json");
+    let xdg = std::env::temp_dir().join("impasto-test-xdg");
+    std::fs::create_dir_all(&xdg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args([
+            "stylize",
+            "--content",
+            s(&f.content),
+            "--style",
+            s(&f.style),
+            "--output",
+            s(&f.output),
+            "--weights",
+            s(&f.weights),
+            "--size",
+            "16",
+            "--content-layers",
+            "block2_conv1",
+            "--style-layers",
+            "block1_conv1",
+            "--steps",
+            "10000000",
+            "--log-every",
+            "1",
+            "--report",
+            s(&report),
+        ])
+        .env("XDG_RUNTIME_DIR", xdg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Wait until the loop runs, then interrupt it as a terminal's Ctrl-C would.
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("step 3/") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        image::open(&f.output).is_ok(),
+        "the current image was written"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["outcome"], "interrupted");
+}

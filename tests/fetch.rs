@@ -1,0 +1,229 @@
+//! The weights downloader against a local HTTP server on 127.0.0.1 started by each test.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use impasto::fetch::{download, part_path, sha256_file, Download, Options};
+use sha2::{Digest, Sha256};
+
+/// What the server does with one request: (the request's Range start, the stream).
+type Handler = Arc<dyn Fn(Option<u64>, &mut TcpStream) + Send + Sync>;
+
+/// Serves up to `max` connections with `handler`; returns the base URL and the Range starts seen.
+fn serve(max: usize, handler: Handler) -> (String, Arc<Mutex<Vec<Option<u64>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max) {
+            let Ok(mut stream) = stream else { continue };
+            let mut range = None;
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_lowercase().strip_prefix("range: bytes=") {
+                    range = v.trim().trim_end_matches('-').parse().ok();
+                }
+            }
+            log.lock().unwrap().push(range);
+            handler(range, &mut stream);
+        }
+    });
+    (url, seen)
+}
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn sha(d: &[u8]) -> String {
+    Sha256::digest(d)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn send(stream: &mut TcpStream, status: &str, headers: &str, body: &[u8]) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n"
+    );
+    let _ = stream.write_all(body);
+}
+
+/// A well-behaved server with Range support.
+fn good(payload: Arc<Vec<u8>>) -> Handler {
+    Arc::new(move |range, s| {
+        let start = range.unwrap_or(0) as usize;
+        let body = &payload[start..];
+        if range.is_some() {
+            let h = format!(
+                "Content-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\n",
+                body.len(),
+                payload.len() - 1,
+                payload.len()
+            );
+            send(s, "206 Partial Content", &h, body);
+        } else {
+            send(
+                s,
+                "200 OK",
+                &format!("Content-Length: {}\r\n", body.len()),
+                body,
+            );
+        }
+    })
+}
+
+fn quick() -> Options {
+    Options {
+        read_timeout: Duration::from_millis(500),
+        retries: 2,
+        progress: Box::new(|_, _| {}),
+    }
+}
+
+#[test]
+fn downloads_and_verifies_a_whole_file() {
+    let payload = Arc::new(data(300_000));
+    let (url, _) = serve(1, good(payload.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("w.bin");
+    let d = Download {
+        urls: vec![format!("{url}/w.bin")],
+        size: Some(300_000),
+        sha256: sha(&payload),
+    };
+    download(&d, &dest, quick()).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), *payload);
+    assert_eq!(sha256_file(&dest).unwrap(), sha(&payload));
+    assert!(!part_path(&dest).exists());
+}
+
+#[test]
+fn resumes_after_the_server_cuts_the_connection() {
+    let payload = Arc::new(data(200_000));
+    let p = payload.clone();
+    let first = Arc::new(Mutex::new(true));
+    let cut: Handler = Arc::new(move |range, s| {
+        if std::mem::replace(&mut *first.lock().unwrap(), false) {
+            // Promise everything, deliver 70000 bytes, hang up.
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                p.len()
+            );
+            let _ = s.write_all(&p[..70_000]);
+            return;
+        }
+        good(p.clone())(range, s);
+    });
+    let (url, seen) = serve(3, cut);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("w.bin");
+    let d = Download {
+        urls: vec![format!("{url}/w.bin")],
+        size: Some(200_000),
+        sha256: sha(&payload),
+    };
+    download(&d, &dest, quick()).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), *payload);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![None, Some(70_000)],
+        "the second request resumes"
+    );
+}
+
+#[test]
+fn falls_over_to_the_second_mirror() {
+    let payload = Arc::new(data(50_000));
+    let (dead, _) = serve(
+        1,
+        Arc::new(|_, s| send(s, "404 Not Found", "Content-Length: 0\r\n", b"")),
+    );
+    let (alive, _) = serve(1, good(payload.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("w.bin");
+    let d = Download {
+        urls: vec![format!("{dead}/w.bin"), format!("{alive}/w.bin")],
+        size: Some(50_000),
+        sha256: sha(&payload),
+    };
+    download(&d, &dest, quick()).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), *payload);
+}
+
+#[test]
+fn refuses_a_wrong_hash_and_keeps_nothing() {
+    let payload = Arc::new(data(40_000));
+    let (url, _) = serve(1, good(payload.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("w.bin");
+    let d = Download {
+        urls: vec![format!("{url}/w.bin")],
+        size: Some(40_000),
+        sha256: sha(b"something else"),
+    };
+    let e = format!("{:#}", download(&d, &dest, quick()).unwrap_err());
+    assert!(e.contains("sha256"), "{e}");
+    assert!(!dest.exists() && !part_path(&dest).exists());
+}
+
+#[test]
+fn reports_a_404() {
+    let (url, _) = serve(
+        1,
+        Arc::new(|_, s| send(s, "404 Not Found", "Content-Length: 0\r\n", b"")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("w.bin");
+    let d = Download {
+        urls: vec![format!("{url}/w.bin")],
+        size: Some(10),
+        sha256: sha(b"x"),
+    };
+    let e = format!("{:#}", download(&d, &dest, quick()).unwrap_err());
+    assert!(e.contains("404") && e.contains("/w.bin"), "{e}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn a_stalled_server_hits_the_timeout() {
+    let (url, _) = serve(
+        3,
+        Arc::new(|_, s| {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+            let _ = s.write_all(&[1u8; 10]);
+            let _ = s.flush();
+            std::thread::sleep(Duration::from_secs(5));
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("w.bin");
+    let d = Download {
+        urls: vec![format!("{url}/w.bin")],
+        size: Some(1000),
+        sha256: sha(b"x"),
+    };
+    let t = Instant::now();
+    let opts = Options {
+        read_timeout: Duration::from_millis(300),
+        retries: 0,
+        progress: Box::new(|_, _| {}),
+    };
+    let e = format!("{:#}", download(&d, &dest, opts).unwrap_err());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(!dest.exists(), "{e}");
+    println!("stalled server: {e}");
+}

@@ -62,6 +62,14 @@ pub struct BenchArgs {
 pub enum WeightsCommand {
     /// List the layers, shapes and input convention of a weights file
     Info { path: PathBuf },
+    /// Check a weights file and convert it to impasto's canonical safetensors
+    Import {
+        /// Keras-named or torchvision-named safetensors
+        path: PathBuf,
+        /// Output file (default: the user cache, where `stylize` looks)
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

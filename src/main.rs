@@ -9,6 +9,9 @@ fn main() {
         Command::Bench(args) => bench(args, cli.adapter.as_deref()).map(|_| 0),
         Command::Weights { command } => match command {
             WeightsCommand::Info { path } => weights_info(path).map(|_| 0),
+            WeightsCommand::Import { path, output } => {
+                weights_import(path, output.as_deref()).map(|_| 0)
+            }
         },
     };
     match result {
@@ -55,6 +58,28 @@ fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Resul
     };
     let t = impasto::bench::run(&gpu, &cfg)?;
     impasto::bench::print_table(&cfg, &gpu, &t);
+    Ok(())
+}
+
+fn weights_import(path: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use impasto::weights;
+    let w = weights::Weights::load(path)?;
+    let out = match output {
+        Some(o) => o.to_path_buf(),
+        None => {
+            let dir = weights::cache_dir()
+                .ok_or_else(|| anyhow::anyhow!("no cache directory (HOME unset); pass -o"))?;
+            std::fs::create_dir_all(&dir)?;
+            dir.join(weights::DEFAULT_FILE)
+        }
+    };
+    w.save_canonical(&out)?;
+    eprintln!(
+        "wrote {} ({} layers, input convention {})",
+        out.display(),
+        w.layers.len(),
+        w.convention.name()
+    );
     Ok(())
 }
 

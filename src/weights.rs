@@ -240,3 +240,58 @@ fn oihw_to_hwio(k: &[f32], cin: usize, cout: usize) -> Vec<f32> {
     }
     out
 }
+
+impl Weights {
+    /// Writes the canonical form: Keras names, HWIO kernels, F32, the input convention and
+    /// layout in `__metadata__`. Atomic: a temporary file beside `out`, then a rename.
+    pub fn save_canonical(&self, out: &Path) -> Result<()> {
+        use safetensors::tensor::TensorView;
+        let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, l) in &self.layers {
+            bytes.push((
+                format!("{name}/kernel"),
+                vec![3, 3, l.cin, l.cout],
+                bytemuck::cast_slice(&l.hwio).to_vec(),
+            ));
+            bytes.push((
+                format!("{name}/bias"),
+                vec![l.cout],
+                bytemuck::cast_slice(&l.bias).to_vec(),
+            ));
+        }
+        let views = bytes
+            .iter()
+            .map(|(n, shape, b)| Ok((n.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let meta: std::collections::HashMap<String, String> = [
+            ("format", "impasto-canonical-v1".to_string()),
+            ("input_convention", self.convention.name().to_string()),
+            (
+                "layout",
+                "kernel HWIO [3, 3, in, out], bias [out]; Keras layer names".to_string(),
+            ),
+            ("imported_from", self.path.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let data = safetensors::serialize(views, Some(meta))?;
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            bail!(
+                "-o {}: directory {} does not exist",
+                out.display(),
+                dir.display()
+            );
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        std::io::Write::write_all(&mut tmp, &data)?;
+        tmp.persist(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        Ok(())
+    }
+}

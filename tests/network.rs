@@ -258,3 +258,47 @@ fn real_vgg19_features_match_cpu() {
         }
     }
 }
+
+#[test]
+fn shared_weights_imported_to_canonical_form_give_the_same_features() {
+    let Some(shared) = shared_dir() else { return };
+    let src = shared.join("weights/vgg19-keras-block1-3.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("canonical.safetensors");
+    let direct = Weights::load(&src).unwrap();
+    direct.save_canonical(&out).unwrap();
+    let imported = Weights::load(&out).unwrap();
+    assert_eq!(imported.convention, direct.convention);
+    assert_eq!(
+        imported.layers.keys().collect::<Vec<_>>(),
+        direct.layers.keys().collect::<Vec<_>>()
+    );
+    // Same features on the GPU from either file, bit for bit.
+    let c = ctx();
+    let g = &c.gpu;
+    let arch = Arch::vgg19();
+    let img = impasto::image_io::load(&shared.join("images/golden_gate.jpg"), Some(20)).unwrap();
+    let x = g.storage_from("x", &img.data).unwrap();
+    let deepest = arch.layer_index("conv3_4").unwrap();
+    let feats = |w: &Weights| {
+        let convs: Vec<Option<GpuConv>> = arch.convs[..=deepest]
+            .iter()
+            .map(|s| Some(GpuConv::upload(g, &s.name, w.layer(&s.name).unwrap()).unwrap()))
+            .collect();
+        let net = GpuNet::new(
+            g,
+            &c.kernels,
+            arch.stages(deepest, img.h, img.w, Pooling::Max),
+            &convs,
+            &w.convention.affine(),
+            &x,
+        )
+        .unwrap();
+        ops::run(g, &net.forward.iter().collect::<Vec<_>>());
+        let last = net.stages.len() - 1;
+        g.read(&net.acts[last], net.stages[last].out_len()).unwrap()
+    };
+    let (a, b) = (feats(&direct), feats(&imported));
+    assert!(a.iter().any(|&v| v > 0.0));
+    assert_eq!(a, b);
+}

@@ -38,12 +38,10 @@ pub enum Command {
     },
 }
 
+/// Which VGG19 layers the losses read.
 #[derive(Args, Debug, Clone)]
-pub struct BenchArgs {
-    /// Side of the square image in pixels
-    #[arg(long, default_value_t = 256, value_parser = positive_usize)]
-    pub size: usize,
-    /// Content layers
+pub struct LayerArgs {
+    /// Content layers (Keras names like block5_conv2, or Caffe names like conv5_2 / relu5_2)
     #[arg(long, value_delimiter = ',', default_value = "block5_conv2")]
     pub content_layers: Vec<String>,
     /// Style layers
@@ -53,6 +51,15 @@ pub struct BenchArgs {
         default_value = "block1_conv1,block2_conv1,block3_conv1,block4_conv1"
     )]
     pub style_layers: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Side of the square image in pixels
+    #[arg(long, default_value_t = 256, value_parser = positive_usize)]
+    pub size: usize,
+    #[command(flatten)]
+    pub layers: LayerArgs,
     /// Timed steps after two warm-up steps
     #[arg(long, default_value_t = 5, value_parser = positive_usize)]
     pub steps: usize,
@@ -96,16 +103,8 @@ pub struct StylizeArgs {
     /// Style images are resized to a longest side of style-scale x size
     #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
     pub style_scale: f64,
-    /// Content layers (Keras names like block5_conv2, or Caffe names like conv5_2 / relu5_2)
-    #[arg(long, value_delimiter = ',', default_value = "block5_conv2")]
-    pub content_layers: Vec<String>,
-    /// Style layers
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "block1_conv1,block2_conv1,block3_conv1,block4_conv1"
-    )]
-    pub style_layers: Vec<String>,
+    #[command(flatten)]
+    pub layers: LayerArgs,
     /// Content loss weight (alpha)
     #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
     pub content_weight: f64,

@@ -1,7 +1,7 @@
 //! Image files in and out: size limits checked from the header before decoding, high-quality
 //! resizing, and atomic writes (a temporary file beside the output, then a rename).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use image::{imageops::FilterType, ImageReader, RgbImage};
@@ -124,40 +124,17 @@ pub fn output_format(path: &Path) -> Result<image::ImageFormat> {
 /// Checks that `path` can be written later: a known extension and an existing directory.
 pub fn check_output(path: &Path) -> Result<()> {
     output_format(path)?;
-    let dir = parent_dir(path);
-    if !dir.is_dir() {
-        bail!(
-            "--output {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    crate::files::check_parent_dir(path, "--output")
 }
 
 /// Writes `img` to `path` atomically: a partial file never stands at `path`.
 pub fn save(img: &Image, path: &Path) -> Result<()> {
     let format = output_format(path)?;
-    let dir = parent_dir(path);
-    let tmp = tempfile::Builder::new()
-        .prefix(".impasto-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    to_rgb(img)
-        .write_to(&mut std::io::BufWriter::new(tmp.as_file()), format)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.as_file().sync_all().ok();
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    let rgb = to_rgb(img);
+    crate::files::write_atomic(path, |f| {
+        rgb.write_to(&mut std::io::BufWriter::new(f), format)?;
+        Ok(())
+    })
 }
 
 /// Luminance-only transfer: the result's luma (Y of YIQ) with the content's chroma (I, Q).

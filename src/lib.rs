@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod cpu;
 pub mod fetch;
+pub mod files;
 pub mod gpu;
 pub mod image_io;
 pub mod loss;

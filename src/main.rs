@@ -52,8 +52,8 @@ fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Resul
     let gpu = impasto::gpu::Gpu::new(adapter)?;
     let cfg = impasto::bench::BenchConfig {
         size: args.size,
-        content_layers: args.content_layers.clone(),
-        style_layers: args.style_layers.clone(),
+        content_layers: args.layers.content_layers.clone(),
+        style_layers: args.layers.style_layers.clone(),
         steps: args.steps,
     };
     let t = impasto::bench::run(&gpu, &cfg)?;

@@ -1,7 +1,7 @@
 //! `impasto stylize`: inputs checked and loaded, the session run with progress and logging,
 //! and the result written atomically, also on Ctrl-C or when the loss turns non-finite.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,7 +63,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let t0 = Instant::now();
     image_io::check_output(&args.output)?;
     if let Some(r) = &args.report {
-        check_report_path(r)?;
+        crate::files::check_parent_dir(r, "--report")?;
     }
     if let Some(b) = &args.style_blend {
         if b.len() != args.style.len() {
@@ -85,8 +85,8 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             .collect()
     };
     let loss = LossConfig {
-        content_layers: layers(&args.content_layers, "content-layers")?,
-        style_layers: layers(&args.style_layers, "style-layers")?,
+        content_layers: layers(&args.layers.content_layers, "content-layers")?,
+        style_layers: layers(&args.layers.style_layers, "style-layers")?,
         content_weight: args.content_weight,
         style_weight: args.style_weight,
         tv_weight: args.tv_weight,
@@ -259,7 +259,8 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             steps_per_second: steps_done as f64 / optimise_seconds.max(1e-9),
             settings: settings_json(args, &weights),
         };
-        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        let json = serde_json::to_string_pretty(&report)?;
+        crate::files::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
     }
     eprintln!(
         "wrote {} ({}x{}, {} steps in {:.1} s on {})",
@@ -291,41 +292,12 @@ fn intermediate_path(output: &Path, step: usize) -> PathBuf {
     output.with_file_name(format!("{stem}.step{step:06}.{ext}"))
 }
 
-fn check_report_path(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "--report {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
 fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
     serde_json::json!({
         "content": a.content, "style": a.style, "style_blend": a.style_blend,
         "weights": w.path, "input_convention": w.convention,
         "size": a.size, "style_scale": a.style_scale,
-        "content_layers": a.content_layers, "style_layers": a.style_layers,
+        "content_layers": a.layers.content_layers, "style_layers": a.layers.style_layers,
         "content_weight": a.content_weight, "style_weight": a.style_weight, "tv_weight": a.tv_weight,
         "steps": a.steps, "lr": a.lr, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps,
         "init": a.init, "seed": a.seed, "pooling": a.pooling, "preserve_colors": a.preserve_colors,

@@ -276,22 +276,8 @@ impl Weights {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let data = safetensors::serialize(views, Some(meta))?;
-        let dir = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            bail!(
-                "-o {}: directory {} does not exist",
-                out.display(),
-                dir.display()
-            );
-        }
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        std::io::Write::write_all(&mut tmp, &data)?;
-        tmp.persist(out)
-            .with_context(|| format!("cannot write {}", out.display()))?;
+        crate::files::check_parent_dir(out, "-o")?;
+        crate::files::write_atomic(out, |f| Ok(std::io::Write::write_all(f, &data)?))?;
         Ok(())
     }
 }

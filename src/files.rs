@@ -1,0 +1,47 @@
+//! Writing files so that a failure never leaves a partial or clobbered one: the content goes
+//! to a temporary file beside the target, which is renamed over it only once complete.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// The directory a path's file lives in ("." for a bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Fails, naming `flag`, when the directory `path` would be written in does not exist.
+pub fn check_parent_dir(path: &Path, flag: &str) -> Result<()> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        bail!(
+            "{flag} {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `path` atomically with what `fill` writes to the temporary file.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".impasto-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    fill(tmp.as_file_mut()).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.as_file_mut().flush()?;
+    tmp.as_file().sync_all().ok();
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use impasto::gpu::Gpu;
-use impasto::ops::{self, pad_backward_weights, pad_bias, pad_forward_weights, Dispatch, Kernels};
+use impasto::ops::{self, pad_backward_weights, pad_forward_weights, Dispatch, Kernels};
 
 /// (cin, cout, downscale) of each distinct VGG19 conv shape.
 const CONV_SHAPES: [(usize, usize, usize); 9] = [
@@ -57,12 +57,12 @@ fn bench(c: &mut Criterion) {
             let x = gpu.storage_from("x", &vec![0.5; cin * h * w]).unwrap();
             let y = gpu.storage_from("y", &vec![0.5; cout * h * w]).unwrap();
             let wf = gpu
-                .storage_from("wf", &pad_forward_weights(&hwio, cin, cout))
+                .storage_from("wf", &pad_forward_weights(&hwio, cin, cout, k.conv_block))
                 .unwrap();
             let wb = gpu
-                .storage_from("wb", &pad_backward_weights(&hwio, cin, cout))
+                .storage_from("wb", &pad_backward_weights(&hwio, cin, cout, k.conv_block))
                 .unwrap();
-            let b = gpu.storage_from("b", &pad_bias(&vec![0.1; cout])).unwrap();
+            let b = gpu.storage_from("b", &vec![0.1; cout]).unwrap();
             let fwd = k.conv_forward(&gpu, (cin, cout, h, w), &x, &wf, &b, &y);
             let bwd = k.conv_backward_input(&gpu, (cin, cout, h, w), &y, &wb, &y, &x);
             for (name, d) in [("conv_forward", &fwd), ("conv_backward_input", &bwd)] {

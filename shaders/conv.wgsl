@@ -4,10 +4,14 @@
 // Backward (input only, weights frozen): dst = conv_transpose(grad * [act > 0], weight).
 //
 // Register-blocked without workgroup memory or barriers: one invocation computes
-// 8 channels x 4 horizontally adjacent pixels. The 6 input values that the 4 pixels
+// 4·CV channels x 4 horizontally adjacent pixels. The 6 input values that the 4 pixels
 // need from each row are loaded once and reused by all 3 kernel columns, and the
-// 8 channels' weights come in as two vec4 loads. Weight rows are padded to a
-// multiple of 8 channels with zeros on the host, so only stores need guards.
+// channels' weights come in as CV vec4 loads. Weight rows are padded to a multiple
+// of 4·CV channels with zeros on the host, so only stores need guards.
+
+// Channel vec4s per invocation. The host rewrites this line to pick the tile for the
+// adapter (ops::ConvTile); 2 (8 channels) is the default.
+const CV: u32 = 2u;
 
 struct ConvParams {
     cin: u32,
@@ -26,45 +30,47 @@ struct ConvParams {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 // forward: [ky][kx][cin][cout_pad] (Keras HWIO, padded); backward: [ky][kx][cout][cin_pad]
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
-// forward: bias [cout_pad]; backward: the layer's post-ReLU output [cout][h][w] (the ReLU mask)
+// forward: bias [cout]; backward: the layer's post-ReLU output [cout][h][w] (the ReLU mask)
 @group(0) @binding(3) var<storage, read> aux: array<f32>;
 // forward: output [cout][h][w]; backward: dL/d(input) [cin][h][w]
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
-struct Acc {
-    a: array<vec4<f32>, 4>,
-    b: array<vec4<f32>, 4>,
-}
+// acc[j][c] for pixel j and channels 4c..4c+3 of the invocation's block.
+alias Acc = array<array<vec4<f32>, CV>, 4>;
 
-// acc[j] += v[j + shift] * (wa, wb) for the 4 pixels j, v being the 6-value input window.
-fn accumulate(acc: ptr<function, Acc>, v: array<f32, 6>, shift: u32, wa: vec4<f32>, wb: vec4<f32>) {
+// acc[j] += v[j + shift] * weight[k..k + CV] for the 4 pixels j, v being the 6-value input window.
+fn accumulate(acc: ptr<function, Acc>, v: array<f32, 6>, shift: u32, k: u32) {
+    var wv: array<vec4<f32>, CV>;
+    for (var c = 0u; c < CV; c++) {
+        wv[c] = weight[k + c];
+    }
     for (var j = 0u; j < 4u; j++) {
-        let x = v[j + shift];
-        (*acc).a[j] = fma(vec4<f32>(x), wa, (*acc).a[j]);
-        (*acc).b[j] = fma(vec4<f32>(x), wb, (*acc).b[j]);
+        let x = vec4<f32>(v[j + shift]);
+        for (var c = 0u; c < CV; c++) {
+            (*acc)[j][c] = fma(x, wv[c], (*acc)[j][c]);
+        }
     }
 }
 
-fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32, bias_a: vec4<f32>, bias_b: vec4<f32>, relu: bool) {
+// Writes the block (+ bias from aux when `forward`, then ReLU) to dst, skipping padding.
+fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32, forward: bool) {
     let hw = p.h * p.w;
     for (var j = 0u; j < 4u; j++) {
         let x = x0 + j;
         if (x >= p.w) {
             break;
         }
-        var va = acc.a[j] + bias_a;
-        var vb = acc.b[j] + bias_b;
-        if (relu) {
-            va = max(va, vec4<f32>(0.0));
-            vb = max(vb, vec4<f32>(0.0));
-        }
         let base = y * p.w + x;
-        for (var k = 0u; k < 4u; k++) {
-            if (c0 + k < channels) {
-                dst[(c0 + k) * hw + base] = va[k];
-            }
-            if (c0 + 4u + k < channels) {
-                dst[(c0 + 4u + k) * hw + base] = vb[k];
+        for (var c = 0u; c < CV; c++) {
+            for (var e = 0u; e < 4u; e++) {
+                let ch = c0 + 4u * c + e;
+                if (ch < channels) {
+                    var v = acc[j][c][e];
+                    if (forward) {
+                        v = max(v + aux[ch], 0.0);
+                    }
+                    dst[ch * hw + base] = v;
+                }
             }
         }
     }
@@ -74,7 +80,7 @@ fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32, bias_a: vec4<f32>, b
 fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x0 = gid.x * 4u;
     let y = gid.y;
-    let c0 = gid.z * 8u;
+    let c0 = gid.z * 4u * CV;
     if (x0 >= p.w || y >= p.h) {
         return;
     }
@@ -96,22 +102,20 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
                 }
             }
             for (var kx = 0u; kx < 3u; kx++) {
-                let k = ((ky * 3u + kx) * p.cin + ci) * p.row_vec4s + gid.z * 2u;
+                let k = ((ky * 3u + kx) * p.cin + ci) * p.row_vec4s + gid.z * CV;
                 // pixel j at kernel column kx reads x0 + j + kx - 1 = v[j + kx]
-                accumulate(&acc, v, kx, weight[k], weight[k + 1u]);
+                accumulate(&acc, v, kx, k);
             }
         }
     }
-    let bias_a = vec4<f32>(aux[c0], aux[c0 + 1u], aux[c0 + 2u], aux[c0 + 3u]);
-    let bias_b = vec4<f32>(aux[c0 + 4u], aux[c0 + 5u], aux[c0 + 6u], aux[c0 + 7u]);
-    store(acc, c0, p.cout, y, x0, bias_a, bias_b, true);
+    store(acc, c0, p.cout, y, x0, true);
 }
 
 @compute @workgroup_size(8, 8, 1)
 fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x0 = gid.x * 4u;
     let y = gid.y;
-    let c0 = gid.z * 8u;
+    let c0 = gid.z * 4u * CV;
     if (x0 >= p.w || y >= p.h) {
         return;
     }
@@ -135,11 +139,11 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
                 }
             }
             for (var kx = 0u; kx < 3u; kx++) {
-                let k = ((ky * 3u + kx) * p.cout + co) * p.row_vec4s + gid.z * 2u;
+                let k = ((ky * 3u + kx) * p.cout + co) * p.row_vec4s + gid.z * CV;
                 // input pixel x0 + j receives from output x0 + j + 1 - kx = v[j + 2 - kx]
-                accumulate(&acc, v, 2u - kx, weight[k], weight[k + 1u]);
+                accumulate(&acc, v, 2u - kx, k);
             }
         }
     }
-    store(acc, c0, p.cin, y, x0, vec4<f32>(0.0), vec4<f32>(0.0), false);
+    store(acc, c0, p.cin, y, x0, false);
 }

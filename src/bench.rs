@@ -23,6 +23,8 @@ pub struct BenchConfig {
     pub style_layers: Vec<String>,
     /// Timed steps (after two warm-up steps).
     pub steps: usize,
+    /// Conv tile override (channels per invocation).
+    pub conv_block: Option<usize>,
 }
 
 /// Random weights with VGG19's shapes for every conv layer up to `deepest`.
@@ -56,10 +58,14 @@ pub struct StepTiming {
     pub rows: Vec<(String, String, f64, f64)>,
     pub gpu_timestamps: bool,
     pub memory_bytes: u64,
+    pub conv_block: usize,
 }
 
 pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
-    let kernels = Kernels::new(gpu)?;
+    let kernels = match cfg.conv_block {
+        Some(b) => Kernels::with_conv_block(gpu, b)?,
+        None => Kernels::new(gpu)?,
+    };
     let arch = Arch::vgg19();
     let idx = |v: &[String]| {
         v.iter()
@@ -128,6 +134,7 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
         rows,
         gpu_timestamps,
         memory_bytes: gpu.allocated_bytes(),
+        conv_block: kernels.conv_block,
     })
 }
 
@@ -185,11 +192,12 @@ fn time_with_wall_clock(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>>
 pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
     let total: f64 = t.rows.iter().map(|r| r.2).sum();
     println!(
-        "impasto bench: {}x{} px, content {}, style {}, on {} ({:?})",
+        "impasto bench: {}x{} px, content {}, style {}, conv block {}, on {} ({:?})",
         cfg.size,
         cfg.size,
         cfg.content_layers.join(","),
         cfg.style_layers.join(","),
+        t.conv_block,
         gpu.info.name,
         gpu.info.backend
     );

@@ -132,7 +132,7 @@ impl Stage {
 }
 
 use crate::gpu::Gpu;
-use crate::ops::{pad_backward_weights, pad_bias, pad_forward_weights, Affine, Dispatch, Kernels};
+use crate::ops::{pad_backward_weights, pad_forward_weights, Affine, Dispatch, Kernels};
 use crate::weights::ConvWeights;
 
 /// A conv layer's parameters on the GPU, in the layouts the forward and backward kernels read.
@@ -143,11 +143,13 @@ pub struct GpuConv {
 }
 
 impl GpuConv {
-    pub fn upload(gpu: &Gpu, name: &str, w: &ConvWeights) -> Result<GpuConv> {
+    /// Uploads `w` padded for `kernels`' conv tile.
+    pub fn upload(gpu: &Gpu, kernels: &Kernels, name: &str, w: &ConvWeights) -> Result<GpuConv> {
+        let b = kernels.conv_block;
         Ok(GpuConv {
-            forward: gpu.storage_from(name, &pad_forward_weights(&w.hwio, w.cin, w.cout))?,
-            bias: gpu.storage_from(name, &pad_bias(&w.bias))?,
-            backward: gpu.storage_from(name, &pad_backward_weights(&w.hwio, w.cin, w.cout))?,
+            forward: gpu.storage_from(name, &pad_forward_weights(&w.hwio, w.cin, w.cout, b))?,
+            bias: gpu.storage_from(name, &w.bias)?,
+            backward: gpu.storage_from(name, &pad_backward_weights(&w.hwio, w.cin, w.cout, b))?,
         })
     }
 }

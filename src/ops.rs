@@ -177,8 +177,26 @@ fn groups_1d(n: usize) -> [u32; 3] {
     [x as u32, groups.div_ceil(x) as u32, 1]
 }
 
-/// Output channels (forward) or input channels (backward) are processed 8 at a time.
-pub const CONV_CHANNEL_BLOCK: usize = 8;
+/// Channel blocks the conv kernels can be built with (channels per invocation).
+pub const CONV_BLOCKS: [usize; 3] = [4, 8, 16];
+
+/// The conv tile for an adapter: channels per invocation (x 4 pixels).
+pub fn conv_block_for(info: &wgpu::AdapterInfo) -> usize {
+    match info.device_type {
+        // Measured on lavapipe (2 cores): see README, Performance.
+        wgpu::DeviceType::Cpu => CPU_CONV_BLOCK,
+        _ => 8,
+    }
+}
+
+const CPU_CONV_BLOCK: usize = 8;
+
+/// conv.wgsl with its channel block set to `block` (a multiple of 4).
+pub fn conv_source(block: usize) -> String {
+    let line = "const CV: u32 = 2u;";
+    assert!(CONV_WGSL.contains(line) && block % 4 == 0);
+    CONV_WGSL.replace(line, &format!("const CV: u32 = {}u;", block / 4))
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -259,6 +277,8 @@ pub struct Affine {
 
 /// Every pipeline impasto uses, built once per device.
 pub struct Kernels {
+    /// Channels per conv invocation; weights must be padded to it ([`pad_forward_weights`]).
+    pub conv_block: usize,
     conv_forward: Kernel,
     conv_backward_input: Kernel,
     pool_forward: Kernel,
@@ -276,8 +296,17 @@ pub struct Kernels {
 }
 
 impl Kernels {
+    /// The kernels with the conv tile chosen for the adapter.
     pub fn new(gpu: &Gpu) -> Result<Kernels> {
+        Kernels::with_conv_block(gpu, conv_block_for(&gpu.info))
+    }
+
+    pub fn with_conv_block(gpu: &Gpu, conv_block: usize) -> Result<Kernels> {
         use Slot::{Read as R, Uniform as U, Write as W};
+        anyhow::ensure!(
+            CONV_BLOCKS.contains(&conv_block),
+            "conv block {conv_block} is not one of {CONV_BLOCKS:?}"
+        );
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = |name: &str, src: &str| {
             gpu.device
@@ -286,7 +315,7 @@ impl Kernels {
                     source: wgpu::ShaderSource::Wgsl(src.into()),
                 })
         };
-        let conv = module("conv.wgsl", CONV_WGSL);
+        let conv = module("conv.wgsl", &conv_source(conv_block));
         let pool = module("pool.wgsl", POOL_WGSL);
         let gram = module("gram.wgsl", GRAM_WGSL);
         let loss = module("loss.wgsl", LOSS_WGSL);
@@ -294,6 +323,7 @@ impl Kernels {
         let adam = module("adam.wgsl", ADAM_WGSL);
         let k = |m, name, slots: &[Slot]| Kernel::new(gpu, m, name, slots);
         let kernels = Kernels {
+            conv_block,
             conv_forward: k(&conv, "conv_forward", &[U, R, R, R, W]),
             conv_backward_input: k(&conv, "conv_backward_input", &[U, R, R, R, W]),
             pool_forward: k(&pool, "pool_forward", &[U, R, R, W]),
@@ -316,7 +346,7 @@ impl Kernels {
     }
 
     /// dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias). `weight` holds
-    /// [3][3][cin][cout padded to 8] and `bias` [cout padded to 8] (see [`pad_forward_weights`]).
+    /// [3][3][cin][cout padded to the conv block] and `bias` [cout] (see [`pad_forward_weights`]).
     #[allow(clippy::too_many_arguments)]
     pub fn conv_forward(
         &self,
@@ -332,10 +362,10 @@ impl Kernels {
             cout: cout as u32,
             h: h as u32,
             w: w as u32,
-            row_vec4s: (cout.next_multiple_of(CONV_CHANNEL_BLOCK) / 4) as u32,
+            row_vec4s: (cout.next_multiple_of(self.conv_block) / 4) as u32,
             _pad: [0; 3],
         };
-        let groups = conv_groups(cout, h, w);
+        let groups = conv_groups(cout, h, w, self.conv_block);
         self.conv_forward
             .dispatch(gpu, &params, &[src, weight, bias, dst], groups)
             .info(
@@ -345,7 +375,7 @@ impl Kernels {
     }
 
     /// dst[cin][h][w] = dL/d(input) from grad = dL/d(output) [cout][h][w], masked where the
-    /// post-ReLU output `act` is 0. `weight_t` holds [3][3][cout][cin padded to 8]
+    /// post-ReLU output `act` is 0. `weight_t` holds [3][3][cout][cin padded to the conv block]
     /// (see [`pad_backward_weights`]).
     #[allow(clippy::too_many_arguments)]
     pub fn conv_backward_input(
@@ -362,10 +392,10 @@ impl Kernels {
             cout: cout as u32,
             h: h as u32,
             w: w as u32,
-            row_vec4s: (cin.next_multiple_of(CONV_CHANNEL_BLOCK) / 4) as u32,
+            row_vec4s: (cin.next_multiple_of(self.conv_block) / 4) as u32,
             _pad: [0; 3],
         };
-        let groups = conv_groups(cin, h, w);
+        let groups = conv_groups(cin, h, w, self.conv_block);
         self.conv_backward_input
             .dispatch(gpu, &params, &[grad, weight_t, act, dst], groups)
             .info(
@@ -570,11 +600,11 @@ fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
     2.0 * 9.0 * (cin * cout * h * w) as f64
 }
 
-fn conv_groups(channels: usize, h: usize, w: usize) -> [u32; 3] {
+fn conv_groups(channels: usize, h: usize, w: usize, block: usize) -> [u32; 3] {
     [
         w.div_ceil(4).div_ceil(8) as u32,
         h.div_ceil(8) as u32,
-        channels.div_ceil(CONV_CHANNEL_BLOCK) as u32,
+        channels.div_ceil(block) as u32,
     ]
 }
 
@@ -613,9 +643,9 @@ fn pre_params(hw: usize, a: &Affine) -> PreParams {
     }
 }
 
-/// HWIO weights [3][3][cin][cout] → the forward kernel's layout, output channels padded to 8.
-pub fn pad_forward_weights(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    let cp = cout.next_multiple_of(CONV_CHANNEL_BLOCK);
+/// HWIO weights [3][3][cin][cout] → the forward kernel's layout, output channels padded to `block`.
+pub fn pad_forward_weights(hwio: &[f32], cin: usize, cout: usize, block: usize) -> Vec<f32> {
+    let cp = cout.next_multiple_of(block);
     let mut out = vec![0.0; 9 * cin * cp];
     for k in 0..9 * cin {
         out[k * cp..k * cp + cout].copy_from_slice(&hwio[k * cout..(k + 1) * cout]);
@@ -623,16 +653,9 @@ pub fn pad_forward_weights(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
     out
 }
 
-/// Bias padded to a multiple of 8 channels.
-pub fn pad_bias(bias: &[f32]) -> Vec<f32> {
-    let mut out = bias.to_vec();
-    out.resize(bias.len().next_multiple_of(CONV_CHANNEL_BLOCK), 0.0);
-    out
-}
-
-/// HWIO weights [3][3][cin][cout] → the backward kernel's layout [3][3][cout][cin padded to 8].
-pub fn pad_backward_weights(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    let cp = cin.next_multiple_of(CONV_CHANNEL_BLOCK);
+/// HWIO weights [3][3][cin][cout] → the backward kernel's layout [3][3][cout][cin padded to `block`].
+pub fn pad_backward_weights(hwio: &[f32], cin: usize, cout: usize, block: usize) -> Vec<f32> {
+    let cp = cin.next_multiple_of(block);
     let mut out = vec![0.0; 9 * cout * cp];
     for tap in 0..9 {
         for ci in 0..cin {

@@ -72,7 +72,7 @@ impl<'g> Session<'g> {
                     spec.cout
                 );
             }
-            convs.push(Some(GpuConv::upload(gpu, &spec.name, cw)?));
+            convs.push(Some(GpuConv::upload(gpu, kernels, &spec.name, cw)?));
         }
         let n = 3 * h * w;
         let x = gpu.storage("image", n)?;

@@ -4,7 +4,9 @@ mod common;
 
 use common::{check, ctx, random, rng};
 use impasto::cpu;
-use impasto::ops::{self, pad_backward_weights, pad_bias, pad_forward_weights, Affine, Pooling};
+use impasto::ops::{
+    self, pad_backward_weights, pad_forward_weights, Affine, Kernels, Pooling, CONV_BLOCKS,
+};
 use impasto::weights::Convention;
 
 const TOL: f64 = 1e-4;
@@ -21,65 +23,66 @@ const CONV_SHAPES: [(usize, usize, usize, usize); 6] = [
 
 #[test]
 fn conv_forward_matches_reference() {
-    let c = ctx();
-    let g = &c.gpu;
+    let g = &ctx().gpu;
     let mut r = rng(1);
-    for (cin, cout, h, w) in CONV_SHAPES {
-        let (x, xd) = random(&mut r, cin * h * w, -1.0, 1.0);
-        let (k, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
-        let (b, bd) = random(&mut r, cout, -0.2, 0.2);
-        let xb = g.storage_from("x", &x).unwrap();
-        let kb = g
-            .storage_from("k", &pad_forward_weights(&k, cin, cout))
-            .unwrap();
-        let bb = g.storage_from("b", &pad_bias(&b)).unwrap();
-        let out = g.storage("out", cout * h * w).unwrap();
-        let d = c
-            .kernels
-            .conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
-        ops::run(g, &[&d]);
-        let got = g.read(&out, cout * h * w).unwrap();
-        let want = cpu::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
-        assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
-        check(
-            &format!("conv_forward {cin}->{cout} {h}x{w}"),
-            &got,
-            &want,
-            TOL,
-        );
+    // Every tile configuration an adapter can get.
+    for block in CONV_BLOCKS {
+        let k = Kernels::with_conv_block(g, block).unwrap();
+        for (cin, cout, h, w) in CONV_SHAPES {
+            let (x, xd) = random(&mut r, cin * h * w, -1.0, 1.0);
+            let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
+            let (b, bd) = random(&mut r, cout, -0.2, 0.2);
+            let xb = g.storage_from("x", &x).unwrap();
+            let kb = g
+                .storage_from("k", &pad_forward_weights(&wt, cin, cout, block))
+                .unwrap();
+            let bb = g.storage_from("b", &b).unwrap();
+            let out = g.storage("out", cout * h * w).unwrap();
+            let d = k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
+            ops::run(g, &[&d]);
+            let got = g.read(&out, cout * h * w).unwrap();
+            let want = cpu::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
+            assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
+            check(
+                &format!("conv_forward (block {block}) {cin}->{cout} {h}x{w}"),
+                &got,
+                &want,
+                TOL,
+            );
+        }
     }
 }
 
 #[test]
 fn conv_backward_input_matches_reference() {
-    let c = ctx();
-    let g = &c.gpu;
+    let g = &ctx().gpu;
     let mut r = rng(2);
-    for (cin, cout, h, w) in CONV_SHAPES {
-        let (k, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
-        let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
-        // An activation that is zero about half the time exercises the ReLU mask.
-        let (act, actd) = random(&mut r, cout * h * w, -1.0, 1.0);
-        let act: Vec<f32> = act.iter().map(|v| v.max(0.0)).collect();
-        let actd: Vec<f64> = actd.iter().map(|v| v.max(0.0)).collect();
-        let grb = g.storage_from("g", &gr).unwrap();
-        let kb = g
-            .storage_from("k", &pad_backward_weights(&k, cin, cout))
-            .unwrap();
-        let ab = g.storage_from("a", &act).unwrap();
-        let out = g.storage("out", cin * h * w).unwrap();
-        let d = c
-            .kernels
-            .conv_backward_input(g, (cin, cout, h, w), &grb, &kb, &ab, &out);
-        ops::run(g, &[&d]);
-        let got = g.read(&out, cin * h * w).unwrap();
-        let want = cpu::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
-        check(
-            &format!("conv_backward_input {cin}->{cout} {h}x{w}"),
-            &got,
-            &want,
-            TOL,
-        );
+    for block in CONV_BLOCKS {
+        let k = Kernels::with_conv_block(g, block).unwrap();
+        for (cin, cout, h, w) in CONV_SHAPES {
+            let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
+            let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
+            // An activation that is zero about half the time exercises the ReLU mask.
+            let (act, actd) = random(&mut r, cout * h * w, -1.0, 1.0);
+            let act: Vec<f32> = act.iter().map(|v| v.max(0.0)).collect();
+            let actd: Vec<f64> = actd.iter().map(|v| v.max(0.0)).collect();
+            let grb = g.storage_from("g", &gr).unwrap();
+            let kb = g
+                .storage_from("k", &pad_backward_weights(&wt, cin, cout, block))
+                .unwrap();
+            let ab = g.storage_from("a", &act).unwrap();
+            let out = g.storage("out", cin * h * w).unwrap();
+            let d = k.conv_backward_input(g, (cin, cout, h, w), &grb, &kb, &ab, &out);
+            ops::run(g, &[&d]);
+            let got = g.read(&out, cin * h * w).unwrap();
+            let want = cpu::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
+            check(
+                &format!("conv_backward_input (block {block}) {cin}->{cout} {h}x{w}"),
+                &got,
+                &want,
+                TOL,
+            );
+        }
     }
 }
 

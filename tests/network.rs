@@ -214,7 +214,9 @@ fn real_vgg19_features_match_cpu() {
     let stages = arch.stages(deepest, img.h, img.w, Pooling::Max);
     let convs: Vec<Option<GpuConv>> = arch.convs[..=deepest]
         .iter()
-        .map(|s| Some(GpuConv::upload(g, &s.name, weights.layer(&s.name).unwrap()).unwrap()))
+        .map(|s| {
+            Some(GpuConv::upload(g, &c.kernels, &s.name, weights.layer(&s.name).unwrap()).unwrap())
+        })
         .collect();
     let x = g.storage_from("x", &img.data).unwrap();
     let affine = weights.convention.affine();
@@ -283,7 +285,9 @@ fn shared_weights_imported_to_canonical_form_give_the_same_features() {
     let feats = |w: &Weights| {
         let convs: Vec<Option<GpuConv>> = arch.convs[..=deepest]
             .iter()
-            .map(|s| Some(GpuConv::upload(g, &s.name, w.layer(&s.name).unwrap()).unwrap()))
+            .map(|s| {
+                Some(GpuConv::upload(g, &c.kernels, &s.name, w.layer(&s.name).unwrap()).unwrap())
+            })
             .collect();
         let net = GpuNet::new(
             g,

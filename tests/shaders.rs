@@ -1,6 +1,6 @@
 //! Every WGSL file parses and validates with naga, without any GPU.
 
-use impasto::ops::SHADERS;
+use impasto::ops::{conv_source, CONV_BLOCKS, SHADERS};
 
 #[test]
 fn every_wgsl_file_validates() {
@@ -17,7 +17,17 @@ fn every_wgsl_file_validates() {
         on_disk, embedded,
         "every shader file is embedded and checked"
     );
-    for (name, src) in SHADERS {
+    // conv.wgsl as written, and with every tile the host can substitute.
+    let convs: Vec<(String, String)> = CONV_BLOCKS
+        .iter()
+        .map(|&b| (format!("conv.wgsl (block {b})"), conv_source(b)))
+        .collect();
+    let all = SHADERS
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .chain(convs);
+    for (name, src) in all {
+        let src = src.as_str();
         let module = naga::front::wgsl::parse_str(src)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
         naga::valid::Validator::new(

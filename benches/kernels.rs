@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
             if down <= 8 && cin == cout {
                 let (n, m) = (cout, h * w);
                 let gram = gpu.storage("g", n * n).unwrap();
-                let gd = k.gram(&gpu, (n, m), &y, &gram);
+                let gd = k.gram(&gpu, (n, m), &y, &gram).unwrap().remove(0);
                 let sd = k.style_grad(&gpu, (n, m), 1.0, false, &y, &gram, &gram, &x);
                 for (name, d) in [("gram", &gd), ("style_grad", &sd)] {
                     g.throughput(Throughput::Elements(d.flops as u64));

@@ -125,7 +125,7 @@ impl Objective {
             let s = &net.stages[i];
             let (n, m) = (s.cout, s.h * s.w);
             let g = gpu.storage("gram", n * n)?;
-            forward_extra.push(kernels.gram(gpu, (n, m), &net.acts[i], &g));
+            forward_extra.extend(kernels.gram(gpu, (n, m), &net.acts[i], &g)?);
             let scale = (1.0 / (4.0 * (n * n) as f64 * (m * m) as f64 * ns as f64)) as f32;
             loss_values.push(kernels.sq_diff_sum(
                 gpu,

@@ -225,6 +225,9 @@ struct GramParams {
     m: u32,
     coef: f32,
     accumulate: u32,
+    chunks: u32,
+    chunk_len: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -284,6 +287,7 @@ pub struct Kernels {
     pool_forward: Kernel,
     pool_backward: Kernel,
     gram: Kernel,
+    gram_reduce: Kernel,
     style_grad: Kernel,
     sq_diff_sum: Kernel,
     tv_sum: Kernel,
@@ -329,6 +333,7 @@ impl Kernels {
             pool_forward: k(&pool, "pool_forward", &[U, R, R, W]),
             pool_backward: k(&pool, "pool_backward", &[U, R, R, W]),
             gram: k(&gram, "gram", &[U, R, R, R, W]),
+            gram_reduce: k(&gram, "gram_reduce", &[U, R, R, R, W]),
             style_grad: k(&gram, "style_grad", &[U, R, R, R, W]),
             sq_diff_sum: k(&loss, "sq_diff_sum", &[U, R, R, W]),
             tv_sum: k(&loss, "tv_sum", &[U, R, R, W]),
@@ -438,24 +443,49 @@ impl Kernels {
             .info(format!("{c}x{h}x{w}"), (c * h * w) as f64)
     }
 
-    /// dst = feat · featᵀ for feat [n][m].
+    /// dst = feat · featᵀ for feat [n][m]: one dispatch, or two (partial Grams over chunks of
+    /// positions, then their fixed-order sum) when n is small next to m.
     pub fn gram(
         &self,
         gpu: &Gpu,
         (n, m): (usize, usize),
         feat: &wgpu::Buffer,
         dst: &wgpu::Buffer,
-    ) -> Dispatch {
+    ) -> Result<Vec<Dispatch>> {
+        let t = n.div_ceil(8).div_ceil(8);
+        let invocations = (n.div_ceil(8) * n.div_ceil(8)).max(1);
+        // Aim for a few thousand invocations, each with at least 1024 positions.
+        let chunks = 4096usize.div_ceil(invocations).min(m.div_ceil(1024)).max(1);
+        let chunk_len = m.div_ceil(chunks);
         let params = GramParams {
             n: n as u32,
             m: m as u32,
             coef: 1.0,
             accumulate: 0,
+            chunks: chunks as u32,
+            chunk_len: chunk_len as u32,
+            _pad: [0; 2],
         };
-        let t = n.div_ceil(4).div_ceil(8) as u32;
-        self.gram
-            .dispatch(gpu, &params, &[feat, feat, feat, dst], [t, t, 1])
-            .info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64)
+        let info = |d: Dispatch| d.info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64);
+        let groups = [t as u32, t as u32, chunks as u32];
+        if chunks == 1 {
+            return Ok(vec![info(self.gram.dispatch(
+                gpu,
+                &params,
+                &[feat, feat, feat, dst],
+                groups,
+            ))]);
+        }
+        let partial = gpu.storage("partial grams", chunks * n * n)?;
+        Ok(vec![
+            info(
+                self.gram
+                    .dispatch(gpu, &params, &[feat, feat, feat, &partial], groups),
+            ),
+            self.gram_reduce
+                .dispatch(gpu, &params, &[feat, &partial, feat, dst], groups_1d(n * n))
+                .info(format!("{chunks} chunks"), (chunks * n * n) as f64),
+        ])
     }
 
     /// dst (+)= coef · (gram − target) · feat.
@@ -476,6 +506,9 @@ impl Kernels {
             m: m as u32,
             coef,
             accumulate: accumulate as u32,
+            chunks: 1,
+            chunk_len: m as u32,
+            _pad: [0; 2],
         };
         let groups = [
             m.div_ceil(4).div_ceil(8) as u32,

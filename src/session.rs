@@ -124,7 +124,7 @@ impl<'g> Session<'g> {
                 let i = snet.conv_stage(l);
                 let st = &snet.stages[i];
                 let g = gpu.storage("style gram", st.cout * st.cout)?;
-                d.push(kernels.gram(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g));
+                d.extend(kernels.gram(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?);
                 grams.push((g, st.cout * st.cout));
             }
             ops::run(gpu, &snet.forward.iter().chain(&d).collect::<Vec<_>>());

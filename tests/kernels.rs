@@ -140,7 +140,16 @@ fn gram_and_style_loss_match_reference() {
     let c = ctx();
     let g = &c.gpu;
     let mut r = rng(4);
-    for (n, m) in [(1, 1), (3, 35), (5, 7 * 5), (64, 33 * 17), (13, 1)] {
+    // (13, 5000) and (9, 2049) split the positions into chunks (partial Grams + reduce).
+    for (n, m) in [
+        (1, 1),
+        (3, 35),
+        (5, 7 * 5),
+        (64, 33 * 17),
+        (13, 1),
+        (13, 5000),
+        (9, 2049),
+    ] {
         let (f, fd) = random(&mut r, n * m, 0.0, 2.0);
         let (a, ad) = random(&mut r, n * n, 0.0, m as f32);
         let fb = g.storage_from("f", &f).unwrap();
@@ -150,13 +159,15 @@ fn gram_and_style_loss_match_reference() {
         let (d0, d1) = random(&mut r, n * m, -1.0, 1.0);
         let dst = g.storage_from("dst", &d0).unwrap();
         let coef = 0.75f32;
-        let gram = c.kernels.gram(g, (n, m), &fb, &gb);
+        let gram = c.kernels.gram(g, (n, m), &fb, &gb).unwrap();
         let scale = (1.0 / (4.0 * (n * n * m * m) as f64)) as f32;
         let val = c.kernels.sq_diff_sum(g, n * n, scale, &gb, &ab, (&loss, 1));
         let grad = c
             .kernels
             .style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
-        ops::run(g, &[&gram, &val, &grad]);
+        let mut all: Vec<&ops::Dispatch> = gram.iter().collect();
+        all.extend([&val, &grad]);
+        ops::run(g, &all);
         let gram_ref = cpu::gram(&fd, n, m);
         check(
             &format!("gram {n}x{m}"),

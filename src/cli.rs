@@ -72,6 +72,24 @@ pub struct BenchArgs {
 pub enum WeightsCommand {
     /// List the layers, shapes and input convention of a weights file
     Info { path: PathBuf },
+    /// Download weights (safetensors), verify their sha256, and store them in canonical form
+    Fetch {
+        /// Where to download from; repeat for mirrors, tried in order
+        #[arg(long, required = true, value_name = "URL")]
+        url: Vec<String>,
+        /// Expected sha256 of the download (hex)
+        #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
+        sha256: String,
+        /// Expected size in bytes
+        #[arg(long)]
+        size: Option<u64>,
+        /// Output file (default: the user cache, where `stylize` looks)
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Seconds a read may wait before the transfer counts as stalled
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+    },
     /// Check a weights file and convert it to impasto's canonical safetensors
     Import {
         /// Keras-named or torchvision-named safetensors
@@ -203,4 +221,12 @@ fn conv_block(s: &str) -> Result<usize, String> {
         Ok(b) if crate::ops::CONV_BLOCKS.contains(&b) => Ok(b),
         _ => Err(format!("{s:?} is not one of {:?}", crate::ops::CONV_BLOCKS)),
     }
+}
+
+fn sha256_hex(s: &str) -> Result<String, String> {
+    let s = s.trim().to_lowercase();
+    if s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("expected 64 hexadecimal digits".into());
+    }
+    Ok(s)
 }

@@ -95,8 +95,14 @@ impl Gpu {
                             .find(|a| a.get_info().name.to_lowercase().contains(&lower))
                     })
                     .ok_or_else(|| {
-                        let names: Vec<String> =
-                            adapters.iter().map(|a| a.get_info().name).collect();
+                        let names: Vec<String> = adapters
+                            .iter()
+                            .enumerate()
+                            .map(|(i, a)| {
+                                let info = a.get_info();
+                                format!("{i}: {} ({:?})", info.name, info.backend)
+                            })
+                            .collect();
                         anyhow!(
                             "--adapter / {ADAPTER_ENV}: no adapter matches {w:?}; available: {}",
                             names.join(", ")

@@ -12,6 +12,13 @@ fn main() {
             WeightsCommand::Import { path, output } => {
                 weights_import(path, output.as_deref()).map(|_| 0)
             }
+            WeightsCommand::Fetch {
+                url,
+                sha256,
+                size,
+                output,
+                timeout,
+            } => weights_fetch(url, sha256, *size, output.as_deref(), *timeout).map(|_| 0),
         },
     };
     match result {
@@ -62,10 +69,10 @@ fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Resul
     Ok(())
 }
 
-fn weights_import(path: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// The output path for imported weights: `-o`, or the cache file `stylize` looks for.
+fn weights_destination(output: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
     use impasto::weights;
-    let w = weights::Weights::load(path)?;
-    let out = match output {
+    Ok(match output {
         Some(o) => o.to_path_buf(),
         None => {
             let dir = weights::cache_dir()
@@ -73,7 +80,66 @@ fn weights_import(path: &std::path::Path, output: Option<&std::path::Path>) -> a
             std::fs::create_dir_all(&dir)?;
             dir.join(weights::DEFAULT_FILE)
         }
+    })
+}
+
+fn weights_fetch(
+    urls: &[String],
+    sha256: &str,
+    size: Option<u64>,
+    output: Option<&std::path::Path>,
+    timeout: u64,
+) -> anyhow::Result<()> {
+    use impasto::fetch;
+    let out = weights_destination(output)?;
+    impasto::files::check_parent_dir(&out, "-o")?;
+    // The raw download lives beside the output until verified and converted.
+    let raw = out.with_extension("download");
+    let bar = indicatif::ProgressBar::new(size.unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    let b = bar.clone();
+    let opts = fetch::Options {
+        read_timeout: std::time::Duration::from_secs(timeout),
+        retries: 3,
+        progress: Box::new(move |done, total| {
+            if let Some(t) = total {
+                b.set_length(t);
+            }
+            b.set_position(done);
+        }),
     };
+    eprintln!("downloading {}", urls[0]);
+    let d = fetch::Download {
+        urls: urls.to_vec(),
+        size,
+        sha256: sha256.to_string(),
+    };
+    let result = fetch::download(&d, &raw, opts);
+    bar.finish_and_clear();
+    result?;
+    let converted = impasto::weights::Weights::load(&raw).and_then(|w| {
+        w.save_canonical(&out)?;
+        Ok(w)
+    });
+    let _ = std::fs::remove_file(&raw);
+    let w = converted?;
+    eprintln!(
+        "verified sha256 and wrote {} ({} layers, input convention {})",
+        out.display(),
+        w.layers.len(),
+        w.convention.name()
+    );
+    Ok(())
+}
+
+fn weights_import(path: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let w = impasto::weights::Weights::load(path)?;
+    let out = weights_destination(output)?;
     w.save_canonical(&out)?;
     eprintln!(
         "wrote {} ({} layers, input convention {})",

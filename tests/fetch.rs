@@ -227,3 +227,87 @@ fn a_stalled_server_hits_the_timeout() {
     assert!(!dest.exists(), "{e}");
     println!("stalled server: {e}");
 }
+
+/// A safetensors file holding block1_conv1 only, Keras layout.
+fn tiny_weights() -> Vec<u8> {
+    use safetensors::tensor::TensorView;
+    let k: Vec<f32> = (0..3 * 3 * 3 * 64)
+        .map(|i| (i % 13) as f32 * 0.01)
+        .collect();
+    let b: Vec<f32> = vec![0.1; 64];
+    let views = vec![
+        (
+            "block1_conv1/kernel".to_string(),
+            TensorView::new(
+                safetensors::Dtype::F32,
+                vec![3, 3, 3, 64],
+                bytemuck::cast_slice(&k),
+            )
+            .unwrap(),
+        ),
+        (
+            "block1_conv1/bias".to_string(),
+            TensorView::new(safetensors::Dtype::F32, vec![64], bytemuck::cast_slice(&b)).unwrap(),
+        ),
+    ];
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn impasto(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn weights_fetch_downloads_verifies_and_stores_canonical_weights() {
+    let payload = Arc::new(tiny_weights());
+    let (url, _) = serve(1, good(payload.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("vgg.safetensors");
+    let o = impasto(&[
+        "weights",
+        "fetch",
+        "--url",
+        &format!("{url}/w.safetensors"),
+        "--sha256",
+        &sha(&payload),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let w = impasto::weights::Weights::load(&out).unwrap();
+    assert_eq!(w.layers.keys().collect::<Vec<_>>(), ["block1_conv1"]);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "only the output remains: {leftovers:?}");
+}
+
+#[test]
+fn weights_fetch_refuses_a_wrong_hash_and_writes_nothing() {
+    let payload = Arc::new(tiny_weights());
+    let (url, _) = serve(1, good(payload.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("vgg.safetensors");
+    let o = impasto(&[
+        "weights",
+        "fetch",
+        "--url",
+        &format!("{url}/w.safetensors"),
+        "--sha256",
+        &"0".repeat(64),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sha256"));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}

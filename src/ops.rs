@@ -194,7 +194,7 @@ const CPU_CONV_BLOCK: usize = 8;
 /// conv.wgsl with its channel block set to `block` (a multiple of 4).
 pub fn conv_source(block: usize) -> String {
     let line = "const CV: u32 = 2u;";
-    assert!(CONV_WGSL.contains(line) && block % 4 == 0);
+    assert!(CONV_WGSL.contains(line) && block.is_multiple_of(4));
     CONV_WGSL.replace(line, &format!("const CV: u32 = {}u;", block / 4))
 }
 

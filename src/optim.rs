@@ -7,10 +7,8 @@ use crate::gpu::Gpu;
 use crate::ops::{AdamBuffers, AdamParams, Dispatch, Kernels};
 
 pub struct Adam {
-    m: wgpu::Buffer,
-    v: wgpu::Buffer,
-    state: wgpu::Buffer,
     pub dispatches: [Dispatch; 2],
+    _moments: [wgpu::Buffer; 3],
 }
 
 impl Adam {
@@ -45,19 +43,8 @@ impl Adam {
             },
         );
         Ok(Adam {
-            m,
-            v,
-            state,
             dispatches,
+            _moments: [m, v, state],
         })
-    }
-
-    /// Forgets the moments and the step count.
-    pub fn reset(&self, gpu: &Gpu) {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for b in [&self.m, &self.v, &self.state] {
-            enc.clear_buffer(b, 0, None);
-        }
-        gpu.queue.submit([enc.finish()]);
     }
 }

@@ -237,8 +237,4 @@ impl<'g> Session<'g> {
             data: self.gpu.read(&self.good_x, 3 * self.h * self.w)?,
         })
     }
-
-    pub fn reset_optimizer(&self) {
-        self.adam.reset(self.gpu);
-    }
 }

@@ -78,7 +78,7 @@ impl Objective {
         gpu: &Gpu,
         kernels: &Kernels,
         net: GpuNet,
-        convs: &[Option<GpuConv>],
+        convs: &[GpuConv],
         config: &LossConfig,
         targets: &GpuTargets,
         affine: &Affine,
@@ -179,9 +179,7 @@ impl Objective {
             let src = if i == 0 { &net.input } else { &net.acts[i - 1] };
             backward.push(match s.op {
                 StageOp::Conv(l) => {
-                    let c = convs[l]
-                        .as_ref()
-                        .expect("weights uploaded for every used layer");
+                    let c = &convs[l];
                     kernels.conv_backward_input(
                         gpu,
                         (s.cin, s.cout, s.h, s.w),

@@ -164,12 +164,12 @@ pub struct GpuNet {
 }
 
 impl GpuNet {
-    /// `convs[l]` must hold every conv layer the stages use.
+    /// `convs[l]` holds conv layer l, for every layer the stages use.
     pub fn new(
         gpu: &Gpu,
         kernels: &Kernels,
         stages: Vec<Stage>,
-        convs: &[Option<GpuConv>],
+        convs: &[GpuConv],
         affine: &Affine,
         x: &wgpu::Buffer,
     ) -> Result<GpuNet> {
@@ -182,9 +182,7 @@ impl GpuNet {
             let src = acts.last().unwrap_or(&input);
             forward.push(match s.op {
                 StageOp::Conv(l) => {
-                    let c = convs[l]
-                        .as_ref()
-                        .expect("weights uploaded for every used layer");
+                    let c = &convs[l];
                     kernels.conv_forward(
                         gpu,
                         (s.cin, s.cout, s.h, s.w),

@@ -59,7 +59,7 @@ impl<'g> Session<'g> {
         }
         let affine = s.weights.convention.affine();
         let deepest = s.loss.deepest();
-        let mut convs: Vec<Option<GpuConv>> = Vec::new();
+        let mut convs: Vec<GpuConv> = Vec::new();
         for spec in s.arch.convs.iter().take(deepest + 1) {
             let cw = s.weights.layer(&spec.name)?;
             if (cw.cin, cw.cout) != (spec.cin, spec.cout) {
@@ -72,7 +72,7 @@ impl<'g> Session<'g> {
                     spec.cout
                 );
             }
-            convs.push(Some(GpuConv::upload(gpu, kernels, &spec.name, cw)?));
+            convs.push(GpuConv::upload(gpu, kernels, &spec.name, cw)?);
         }
         let n = 3 * h * w;
         let x = gpu.storage("image", n)?;

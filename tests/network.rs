@@ -212,11 +212,9 @@ fn real_vgg19_features_match_cpu() {
     let arch = Arch::vgg19();
     let deepest = arch.layer_index("block3_conv4").unwrap();
     let stages = arch.stages(deepest, img.h, img.w, Pooling::Max);
-    let convs: Vec<Option<GpuConv>> = arch.convs[..=deepest]
+    let convs: Vec<GpuConv> = arch.convs[..=deepest]
         .iter()
-        .map(|s| {
-            Some(GpuConv::upload(g, &c.kernels, &s.name, weights.layer(&s.name).unwrap()).unwrap())
-        })
+        .map(|s| GpuConv::upload(g, &c.kernels, &s.name, weights.layer(&s.name).unwrap()).unwrap())
         .collect();
     let x = g.storage_from("x", &img.data).unwrap();
     let affine = weights.convention.affine();
@@ -283,11 +281,9 @@ fn shared_weights_imported_to_canonical_form_give_the_same_features() {
     let x = g.storage_from("x", &img.data).unwrap();
     let deepest = arch.layer_index("conv3_4").unwrap();
     let feats = |w: &Weights| {
-        let convs: Vec<Option<GpuConv>> = arch.convs[..=deepest]
+        let convs: Vec<GpuConv> = arch.convs[..=deepest]
             .iter()
-            .map(|s| {
-                Some(GpuConv::upload(g, &c.kernels, &s.name, w.layer(&s.name).unwrap()).unwrap())
-            })
+            .map(|s| GpuConv::upload(g, &c.kernels, &s.name, w.layer(&s.name).unwrap()).unwrap())
             .collect();
         let net = GpuNet::new(
             g,

@@ -12,6 +12,7 @@ pub mod loss;
 pub mod network;
 pub mod ops;
 pub mod optim;
+pub mod pth;
 pub mod session;
 pub mod stylize;
 pub mod weights;

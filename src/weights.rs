@@ -4,7 +4,8 @@
 //! - Keras names (`block1_conv1/kernel` HWIO [3, 3, in, out], `block1_conv1/bias`), the
 //!   canonical impasto layout; input convention from `__metadata__` (`input_convention`
 //!   or a `preprocessing` text starting with caffe/torch), caffe when absent;
-//! - torchvision names (`features.0.weight` OIHW [out, in, 3, 3], `features.0.bias`), torch convention.
+//! - torchvision names (`features.0.weight` OIHW [out, in, 3, 3], `features.0.bias`), torch convention,
+//!   in safetensors or in a PyTorch `.pth` checkpoint (`torch.save` of the state_dict).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -113,8 +114,21 @@ impl Weights {
         Weights::parse(&bytes, path)
     }
 
+    /// Parses a safetensors file, or a PyTorch `.pth` checkpoint (a zip archive).
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Weights> {
         let shown = path.display();
+        if bytes.starts_with(b"PK\x03\x04") {
+            let what = format!("weights file {shown}");
+            let tensors = crate::pth::read(bytes, &what)?;
+            let names: Vec<String> = tensors.keys().cloned().collect();
+            let get = |name: &str| {
+                tensors.get(name).map(|t| {
+                    check_finite(&t.data, name, path)?;
+                    Ok((t.shape.clone(), t.data.clone()))
+                })
+            };
+            return Weights::from_tensors(&names, get, &Default::default(), path);
+        }
         let (_, meta) = SafeTensors::read_metadata(bytes).with_context(|| {
             format!(
                 "weights file {shown} is not a valid safetensors file (truncated or malformed?)"
@@ -123,8 +137,26 @@ impl Weights {
         let st = SafeTensors::deserialize(bytes)
             .with_context(|| format!("weights file {shown} is not a valid safetensors file"))?;
         let meta = meta.metadata().clone().unwrap_or_default();
+        let names: Vec<String> = st.names().iter().map(|n| n.to_string()).collect();
+        let get = |name: &str| {
+            st.tensor(name).ok().map(|t| {
+                let data = to_f32(t.dtype(), t.data(), name, path)?;
+                Ok((t.shape().to_vec(), data))
+            })
+        };
+        Weights::from_tensors(&names, get, &meta, path)
+    }
+
+    /// The VGG19 convolutions among named tensors, in Keras (HWIO) or torchvision (OIHW) naming.
+    fn from_tensors(
+        names: &[String],
+        get: impl Fn(&str) -> Option<Result<(Vec<usize>, Vec<f32>)>>,
+        meta: &std::collections::HashMap<String, String>,
+        path: &Path,
+    ) -> Result<Weights> {
+        let shown = path.display();
         let arch = Arch::vgg19();
-        let torchvision = st.names().iter().any(|n| n.starts_with("features."));
+        let torchvision = names.iter().any(|n| n.starts_with("features."));
         let mut layers = BTreeMap::new();
         for (i, spec) in arch.convs.iter().enumerate() {
             let (kname, bname) = if torchvision {
@@ -136,29 +168,24 @@ impl Weights {
                     format!("{}/bias", spec.name),
                 )
             };
-            let Ok(kernel) = st.tensor(&kname) else {
+            let Some(kernel) = get(&kname) else {
                 continue;
             };
-            let bias = st
-                .tensor(&bname)
-                .with_context(|| format!("weights file {shown}: {kname} has no bias {bname}"))?;
+            let (kshape, k) = kernel?;
+            let (bshape, b) = get(&bname)
+                .with_context(|| format!("weights file {shown}: {kname} has no bias {bname}"))??;
             let (cin, cout) = (spec.cin, spec.cout);
             let want_k: Vec<usize> = if torchvision {
                 vec![cout, cin, 3, 3]
             } else {
                 vec![3, 3, cin, cout]
             };
-            if kernel.shape() != want_k.as_slice() || bias.shape() != [cout] {
+            if kshape != want_k || bshape != [cout] {
                 bail!(
-                    "weights file {shown}: layer {} has shapes {:?} / {:?}, expected {:?} / [{cout}]",
-                    spec.name,
-                    kernel.shape(),
-                    bias.shape(),
-                    want_k
+                    "weights file {shown}: layer {} has shapes {kshape:?} / {bshape:?}, expected {want_k:?} / [{cout}]",
+                    spec.name
                 );
             }
-            let k = to_f32(kernel.dtype(), kernel.data(), &kname, path)?;
-            let b = to_f32(bias.dtype(), bias.data(), &bname, path)?;
             let hwio = if torchvision {
                 oihw_to_hwio(&k, cin, cout)
             } else {
@@ -219,6 +246,11 @@ fn to_f32(dtype: Dtype, data: &[u8], name: &str, path: &Path) -> Result<Vec<f32>
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
+    check_finite(&v, name, path)?;
+    Ok(v)
+}
+
+fn check_finite(v: &[f32], name: &str, path: &Path) -> Result<()> {
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         bail!(
             "weights file {}: tensor {name} holds a non-finite value ({}) at element {i}",
@@ -226,7 +258,7 @@ fn to_f32(dtype: Dtype, data: &[u8], name: &str, path: &Path) -> Result<Vec<f32>
             v[i]
         );
     }
-    Ok(v)
+    Ok(())
 }
 
 fn oihw_to_hwio(k: &[f32], cin: usize, cout: usize) -> Vec<f32> {

@@ -1,0 +1,68 @@
+//! Weights importers on small files written by real PyTorch (tests/data/make_pth.py).
+
+use std::path::PathBuf;
+
+use impasto::weights::{Convention, Weights};
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+#[test]
+fn pth_checkpoint_matches_the_same_tensors_in_safetensors() {
+    let pth = Weights::load(&data("tiny_vgg.pth")).unwrap();
+    let st = Weights::load(&data("tiny_vgg.safetensors")).unwrap();
+    assert_eq!(pth.convention, Convention::Torch);
+    assert_eq!(
+        pth.layers.keys().collect::<Vec<_>>(),
+        ["block1_conv1", "block1_conv2"]
+    );
+    for (name, a) in &pth.layers {
+        let b = &st.layers[name];
+        assert_eq!((a.cin, a.cout), (b.cin, b.cout));
+        // Same bits: the .pth's first kernel is a strided view, the safetensors copy contiguous.
+        assert_eq!(a.hwio, b.hwio, "{name} kernel");
+        assert_eq!(a.bias, b.bias, "{name} bias");
+        assert!(a.hwio.iter().any(|&v| v != 0.0));
+    }
+}
+
+#[test]
+fn pth_imports_to_canonical_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("canonical.safetensors");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args([
+            "weights",
+            "import",
+            data("tiny_vgg.pth").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let canonical = Weights::load(&out).unwrap();
+    let pth = Weights::load(&data("tiny_vgg.pth")).unwrap();
+    assert_eq!(
+        canonical.convention,
+        Convention::Torch,
+        "the convention travels in the metadata"
+    );
+    assert_eq!(
+        canonical.layers["block1_conv2"].hwio,
+        pth.layers["block1_conv2"].hwio
+    );
+}
+
+#[test]
+fn truncated_pth_is_refused_with_its_name() {
+    let bytes = std::fs::read(data("tiny_vgg.pth")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pth");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = format!("{:#}", Weights::load(&cut).unwrap_err());
+    assert!(e.contains("cut.pth"), "{e}");
+}

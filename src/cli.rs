@@ -72,14 +72,22 @@ pub struct BenchArgs {
 pub enum WeightsCommand {
     /// List the layers, shapes and input convention of a weights file
     Info { path: PathBuf },
-    /// Download weights (safetensors), verify their sha256, and store them in canonical form
+    /// Download weights, verify their checksum, and store them in canonical form
     Fetch {
-        /// Where to download from; repeat for mirrors, tried in order
-        #[arg(long, required = true, value_name = "URL")]
+        /// A known source from weights/sources.json (see `impasto weights sources`)
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["url", "sha256"])]
+        source: Option<String>,
+        /// Download from this URL instead (safetensors or .pth); repeat for mirrors
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "source",
+            requires = "sha256"
+        )]
         url: Vec<String>,
-        /// Expected sha256 of the download (hex)
+        /// Expected sha256 of the --url download (hex)
         #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
-        sha256: String,
+        sha256: Option<String>,
         /// Expected size in bytes
         #[arg(long)]
         size: Option<u64>,
@@ -90,6 +98,8 @@ pub enum WeightsCommand {
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
     },
+    /// List the known weights sources
+    Sources,
     /// Check a weights file and convert it to impasto's canonical safetensors
     Import {
         /// Keras-named or torchvision-named safetensors

@@ -14,8 +14,37 @@ use sha2::{Digest, Sha256};
 pub struct Download {
     pub urls: Vec<String>,
     pub size: Option<u64>,
-    /// Lower-case hex.
-    pub sha256: String,
+    pub checksum: Checksum,
+}
+
+/// What a download must hash to: whatever its publisher publishes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Checksum {
+    Sha256(String),
+    /// The leading hex digits of the SHA-256 (torchvision names its files with 8 of them).
+    Sha256Prefix(String),
+    Md5(String),
+}
+
+impl std::str::FromStr for Checksum {
+    type Err = anyhow::Error;
+    /// `sha256:HEX`, `sha256-prefix:HEX` or `md5:HEX`; a bare 64-digit HEX is a SHA-256.
+    fn from_str(s: &str) -> Result<Checksum> {
+        let s = s.trim().to_lowercase();
+        let (kind, hex) = s.split_once(':').unwrap_or(("sha256", s.as_str()));
+        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!("checksum {s:?}: expected hexadecimal digits");
+        }
+        let hex = hex.to_string();
+        Ok(match (kind, hex.len()) {
+            ("sha256", 64) => Checksum::Sha256(hex),
+            ("sha256-prefix", 1..=64) => Checksum::Sha256Prefix(hex),
+            ("md5", 32) => Checksum::Md5(hex),
+            _ => bail!(
+                "checksum {s:?}: expected sha256:<64 hex>, sha256-prefix:<hex> or md5:<32 hex>"
+            ),
+        })
+    }
 }
 
 pub struct Options {
@@ -181,16 +210,62 @@ fn verify(path: &Path, d: &Download) -> Result<()> {
             bail!("size {len} bytes, expected {s}");
         }
     }
-    let got = sha256_file(path)?;
-    if got != d.sha256.to_lowercase() {
-        bail!("sha256 {got}, expected {}", d.sha256);
+    match &d.checksum {
+        Checksum::Sha256(want) => check("sha256", &sha256_file(path)?, want, false),
+        Checksum::Sha256Prefix(want) => check("sha256", &sha256_file(path)?, want, true),
+        Checksum::Md5(want) => check("md5", &hash_file::<md5::Md5>(path)?, want, false),
+    }
+}
+
+fn check(kind: &str, got: &str, want: &str, prefix: bool) -> Result<()> {
+    let matches = if prefix {
+        got.starts_with(want)
+    } else {
+        got == want
+    };
+    if !matches {
+        bail!(
+            "{kind} {got}, expected {want}{}",
+            if prefix { "..." } else { "" }
+        );
     }
     Ok(())
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
+    hash_file::<Sha256>(path)
+}
+
+fn hash_file<H: Digest + Write>(path: &Path) -> Result<String> {
     let mut f = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut h = Sha256::new();
+    let mut h = H::new();
     std::io::copy(&mut f, &mut h)?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A known source of weights, from `weights/sources.json`.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Source {
+    pub name: String,
+    pub description: String,
+    pub file: String,
+    pub urls: Vec<String>,
+    pub checksum: String,
+    pub format: String,
+    pub input_convention: String,
+    pub license: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Manifest {
+    sources: Vec<Source>,
+}
+
+pub const MANIFEST: &str = include_str!("../weights/sources.json");
+
+/// The known sources, the default (the original Keras weights) first.
+pub fn sources() -> Vec<Source> {
+    serde_json::from_str::<Manifest>(MANIFEST)
+        .expect("weights/sources.json is valid (checked by a test)")
+        .sources
 }

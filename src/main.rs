@@ -13,12 +13,24 @@ fn main() {
                 weights_import(path, output.as_deref()).map(|_| 0)
             }
             WeightsCommand::Fetch {
+                source,
                 url,
                 sha256,
                 size,
                 output,
                 timeout,
-            } => weights_fetch(url, sha256, *size, output.as_deref(), *timeout).map(|_| 0),
+            } => fetch_request(source.as_deref(), url, sha256.as_deref(), *size)
+                .and_then(|d| weights_fetch(&d, output.as_deref(), *timeout).map(|_| 0)),
+            WeightsCommand::Sources => {
+                for s in impasto::fetch::sources() {
+                    println!("{}: {}", s.name, s.description);
+                    println!(
+                        "   {} ({}, input convention {}, {}), checksum {}",
+                        s.file, s.format, s.input_convention, s.license, s.checksum
+                    );
+                }
+                Ok(0)
+            }
         },
     };
     match result {
@@ -83,14 +95,49 @@ fn weights_destination(output: Option<&std::path::Path>) -> anyhow::Result<std::
     })
 }
 
-fn weights_fetch(
+/// What to download: a known source, or URLs with their sha256.
+fn fetch_request(
+    source: Option<&str>,
     urls: &[String],
-    sha256: &str,
+    sha256: Option<&str>,
     size: Option<u64>,
+) -> anyhow::Result<impasto::fetch::Download> {
+    use impasto::fetch::{sources, Checksum, Download};
+    let Some(name) = source else {
+        let checksum = Checksum::Sha256(sha256.unwrap_or_default().to_string());
+        return Ok(Download {
+            urls: urls.to_vec(),
+            size,
+            checksum,
+        });
+    };
+    let all = sources();
+    let s = all.iter().find(|s| s.name == name).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+        anyhow::anyhow!(
+            "--source {name}: unknown source; known: {}",
+            names.join(", ")
+        )
+    })?;
+    if s.format == "keras-h5" {
+        anyhow::bail!(
+            "--source {name}: importing Keras HDF5 (.h5) weights is not implemented yet; use --source torchvision"
+        );
+    }
+    Ok(Download {
+        urls: s.urls.clone(),
+        size,
+        checksum: s.checksum.parse()?,
+    })
+}
+
+fn weights_fetch(
+    d: &impasto::fetch::Download,
     output: Option<&std::path::Path>,
     timeout: u64,
 ) -> anyhow::Result<()> {
     use impasto::fetch;
+    let size = d.size;
     let out = weights_destination(output)?;
     impasto::files::check_parent_dir(&out, "-o")?;
     // The raw download lives beside the output until verified and converted.
@@ -113,13 +160,8 @@ fn weights_fetch(
             b.set_position(done);
         }),
     };
-    eprintln!("downloading {}", urls[0]);
-    let d = fetch::Download {
-        urls: urls.to_vec(),
-        size,
-        sha256: sha256.to_string(),
-    };
-    let result = fetch::download(&d, &raw, opts);
+    eprintln!("downloading {}", d.urls[0]);
+    let result = fetch::download(d, &raw, opts);
     bar.finish_and_clear();
     result?;
     let converted = impasto::weights::Weights::load(&raw).and_then(|w| {
@@ -129,7 +171,7 @@ fn weights_fetch(
     let _ = std::fs::remove_file(&raw);
     let w = converted?;
     eprintln!(
-        "verified sha256 and wrote {} ({} layers, input convention {})",
+        "verified the checksum and wrote {} ({} layers, input convention {})",
         out.display(),
         w.layers.len(),
         w.convention.name()

@@ -97,8 +97,9 @@ pub fn resolve_path(flag: Option<&Path>) -> Result<PathBuf> {
     match cached {
         Some(p) if p.exists() => Ok(p),
         _ => bail!(
-            "no VGG19 weights given and none in the cache ({}); pass --weights PATH or set {WEIGHTS_ENV} \
-             (a safetensors file with Keras-named layers such as block1_conv1/kernel, or torchvision's features.N.weight)",
+            "no VGG19 weights given and none in the cache ({}); run `impasto weights fetch --source torchvision` \
+             (needs internet), or pass --weights PATH / set {WEIGHTS_ENV} (safetensors with Keras names such as \
+             block1_conv1/kernel, torchvision names features.N.weight, or a torchvision .pth)",
             cached.map(|p| p.display().to_string()).unwrap_or_else(|| "no cache directory".into())
         ),
     }

@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use impasto::fetch::{download, part_path, sha256_file, Download, Options};
+use impasto::fetch::{download, part_path, sha256_file, Checksum, Download, Options};
 use sha2::{Digest, Sha256};
 
 /// What the server does with one request: (the request's Range start, the stream).
@@ -98,7 +98,7 @@ fn downloads_and_verifies_a_whole_file() {
     let d = Download {
         urls: vec![format!("{url}/w.bin")],
         size: Some(300_000),
-        sha256: sha(&payload),
+        checksum: Checksum::Sha256(sha(&payload)),
     };
     download(&d, &dest, quick()).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *payload);
@@ -130,7 +130,7 @@ fn resumes_after_the_server_cuts_the_connection() {
     let d = Download {
         urls: vec![format!("{url}/w.bin")],
         size: Some(200_000),
-        sha256: sha(&payload),
+        checksum: Checksum::Sha256(sha(&payload)),
     };
     download(&d, &dest, quick()).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *payload);
@@ -154,7 +154,7 @@ fn falls_over_to_the_second_mirror() {
     let d = Download {
         urls: vec![format!("{dead}/w.bin"), format!("{alive}/w.bin")],
         size: Some(50_000),
-        sha256: sha(&payload),
+        checksum: Checksum::Sha256(sha(&payload)),
     };
     download(&d, &dest, quick()).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *payload);
@@ -169,7 +169,7 @@ fn refuses_a_wrong_hash_and_keeps_nothing() {
     let d = Download {
         urls: vec![format!("{url}/w.bin")],
         size: Some(40_000),
-        sha256: sha(b"something else"),
+        checksum: Checksum::Sha256(sha(b"something else")),
     };
     let e = format!("{:#}", download(&d, &dest, quick()).unwrap_err());
     assert!(e.contains("sha256"), "{e}");
@@ -187,7 +187,7 @@ fn reports_a_404() {
     let d = Download {
         urls: vec![format!("{url}/w.bin")],
         size: Some(10),
-        sha256: sha(b"x"),
+        checksum: Checksum::Sha256(sha(b"x")),
     };
     let e = format!("{:#}", download(&d, &dest, quick()).unwrap_err());
     assert!(e.contains("404") && e.contains("/w.bin"), "{e}");
@@ -210,7 +210,7 @@ fn a_stalled_server_hits_the_timeout() {
     let d = Download {
         urls: vec![format!("{url}/w.bin")],
         size: Some(1000),
-        sha256: sha(b"x"),
+        checksum: Checksum::Sha256(sha(b"x")),
     };
     let t = Instant::now();
     let opts = Options {
@@ -309,5 +309,65 @@ fn weights_fetch_refuses_a_wrong_hash_and_writes_nothing() {
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
         "nothing left behind"
+    );
+}
+
+#[test]
+fn checksums_of_every_published_kind_are_checked() {
+    let payload = Arc::new(data(5_000));
+    let hex = sha(&payload);
+    let md5: String = {
+        use md5::Digest as _;
+        md5::Md5::digest(&*payload)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    for (checksum, ok) in [
+        (format!("sha256:{hex}"), true),
+        (format!("sha256-prefix:{}", &hex[..8]), true),
+        (format!("md5:{md5}"), true),
+        (
+            format!(
+                "sha256-prefix:{}",
+                if hex.starts_with('0') { "1" } else { "0" }
+            ),
+            false,
+        ),
+        (format!("md5:{}", "0".repeat(32)), false),
+    ] {
+        let (url, _) = serve(1, good(payload.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("w.bin");
+        let d = Download {
+            urls: vec![format!("{url}/w.bin")],
+            size: Some(5_000),
+            checksum: checksum.parse().unwrap(),
+        };
+        assert_eq!(download(&d, &dest, quick()).is_ok(), ok, "{checksum}");
+        assert_eq!(dest.exists(), ok);
+    }
+    assert!("md5:123".parse::<Checksum>().is_err());
+    assert!("crc:00".parse::<Checksum>().is_err());
+}
+
+#[test]
+fn the_manifest_lists_the_keras_and_torchvision_weights() {
+    let sources = impasto::fetch::sources();
+    let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["keras", "torchvision"]);
+    for s in &sources {
+        assert!(
+            !s.urls.is_empty() && s.urls.iter().all(|u| u.starts_with("https://")),
+            "{}",
+            s.name
+        );
+        s.checksum.parse::<Checksum>().unwrap();
+        assert!(s.urls.iter().all(|u| u.ends_with(&s.file)));
+    }
+    let tv = &sources[1];
+    assert_eq!(
+        tv.checksum, "sha256-prefix:dcbb9e9d",
+        "torchvision's file name carries its hash prefix"
     );
 }

@@ -263,9 +263,98 @@ struct Manifest {
 
 pub const MANIFEST: &str = include_str!("../weights/sources.json");
 
+/// Replaces the built-in manifest with a file of the same form (mirrors, tests).
+pub const SOURCES_ENV: &str = "IMPASTO_SOURCES";
+
 /// The known sources, the default (the original Keras weights) first.
-pub fn sources() -> Vec<Source> {
-    serde_json::from_str::<Manifest>(MANIFEST)
-        .expect("weights/sources.json is valid (checked by a test)")
-        .sources
+pub fn sources() -> Result<Vec<Source>> {
+    let text = match std::env::var_os(SOURCES_ENV).filter(|s| !s.is_empty()) {
+        Some(p) => std::fs::read_to_string(&p).with_context(|| {
+            format!("{SOURCES_ENV}: cannot read {}", PathBuf::from(&p).display())
+        })?,
+        None => MANIFEST.to_string(),
+    };
+    Ok(serde_json::from_str::<Manifest>(&text)
+        .context("the weights sources manifest is malformed")?
+        .sources)
+}
+
+/// The source fetched when none is named: the manifest's first.
+pub fn default_source() -> Result<Source> {
+    sources()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the weights sources manifest lists no source"))
+}
+
+pub fn find_source(name: &str) -> Result<Source> {
+    let all = sources()?;
+    let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+    all.into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| anyhow!("unknown source {name:?}; known: {}", names.join(", ")))
+}
+
+impl Source {
+    pub fn download(&self) -> Result<Download> {
+        Ok(Download {
+            urls: self.urls.clone(),
+            size: None,
+            checksum: self.checksum.parse()?,
+        })
+    }
+}
+
+/// Downloads `d`, verifies it, converts it to canonical safetensors at `out` and returns the
+/// weights. Progress goes to stderr. The raw download waits beside `out` (resumable) and is
+/// removed once converted; nothing is left at `out` unless everything succeeded.
+pub fn fetch_weights(
+    d: &Download,
+    out: &Path,
+    timeout: Duration,
+) -> Result<crate::weights::Weights> {
+    use std::io::IsTerminal;
+    let raw = out.with_extension("download");
+    let bar = indicatif::ProgressBar::new(d.size.unwrap_or(0));
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    let b = bar.clone();
+    let opts = Options {
+        read_timeout: timeout,
+        retries: 3,
+        progress: Box::new(move |done, total| {
+            if let Some(t) = total {
+                b.set_length(t);
+            }
+            b.set_position(done);
+        }),
+    };
+    eprintln!(
+        "downloading {}",
+        d.urls.first().map(String::as_str).unwrap_or("(no URL)")
+    );
+    let result = download(d, &raw, opts);
+    bar.finish_and_clear();
+    result?;
+    let converted = crate::weights::Weights::load(&raw).and_then(|w| {
+        w.save_canonical(out)?;
+        Ok(w)
+    });
+    let _ = std::fs::remove_file(&raw);
+    let mut w = converted?;
+    w.path = out.to_path_buf();
+    eprintln!(
+        "verified the checksum and wrote {} ({} layers, input convention {})",
+        out.display(),
+        w.layers.len(),
+        w.convention.name()
+    );
+    Ok(w)
 }

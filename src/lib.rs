@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod files;
 pub mod gpu;
 pub mod image_io;
+pub mod keras_h5;
 pub mod loss;
 pub mod network;
 pub mod ops;

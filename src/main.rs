@@ -21,16 +21,7 @@ fn main() {
                 timeout,
             } => fetch_request(source.as_deref(), url, sha256.as_deref(), *size)
                 .and_then(|d| weights_fetch(&d, output.as_deref(), *timeout).map(|_| 0)),
-            WeightsCommand::Sources => {
-                for s in impasto::fetch::sources() {
-                    println!("{}: {}", s.name, s.description);
-                    println!(
-                        "   {} ({}, input convention {}, {}), checksum {}",
-                        s.file, s.format, s.input_convention, s.license, s.checksum
-                    );
-                }
-                Ok(0)
-            }
+            WeightsCommand::Sources => weights_sources().map(|_| 0),
         },
     };
     match result {
@@ -83,14 +74,13 @@ fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Resul
 
 /// The output path for imported weights: `-o`, or the cache file `stylize` looks for.
 fn weights_destination(output: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
-    use impasto::weights;
     Ok(match output {
         Some(o) => o.to_path_buf(),
         None => {
-            let dir = weights::cache_dir()
+            let out = impasto::weights::default_path()
                 .ok_or_else(|| anyhow::anyhow!("no cache directory (HOME unset); pass -o"))?;
-            std::fs::create_dir_all(&dir)?;
-            dir.join(weights::DEFAULT_FILE)
+            std::fs::create_dir_all(impasto::files::parent_dir(&out))?;
+            out
         }
     })
 }
@@ -102,33 +92,28 @@ fn fetch_request(
     sha256: Option<&str>,
     size: Option<u64>,
 ) -> anyhow::Result<impasto::fetch::Download> {
-    use impasto::fetch::{sources, Checksum, Download};
-    let Some(name) = source else {
-        let checksum = Checksum::Sha256(sha256.unwrap_or_default().to_string());
-        return Ok(Download {
+    use impasto::fetch::{default_source, find_source, Checksum, Download};
+    match source {
+        Some(name) => find_source(name)
+            .and_then(|s| s.download())
+            .context_flag("--source"),
+        None if urls.is_empty() => default_source()?.download(),
+        None => Ok(Download {
             urls: urls.to_vec(),
             size,
-            checksum,
-        });
-    };
-    let all = sources();
-    let s = all.iter().find(|s| s.name == name).ok_or_else(|| {
-        let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-        anyhow::anyhow!(
-            "--source {name}: unknown source; known: {}",
-            names.join(", ")
-        )
-    })?;
-    if s.format == "keras-h5" {
-        anyhow::bail!(
-            "--source {name}: importing Keras HDF5 (.h5) weights is not implemented yet; use --source torchvision"
-        );
+            checksum: Checksum::Sha256(sha256.unwrap_or_default().to_string()),
+        }),
     }
-    Ok(Download {
-        urls: s.urls.clone(),
-        size,
-        checksum: s.checksum.parse()?,
-    })
+}
+
+trait ContextFlag<T> {
+    fn context_flag(self, flag: &str) -> anyhow::Result<T>;
+}
+
+impl<T> ContextFlag<T> for anyhow::Result<T> {
+    fn context_flag(self, flag: &str) -> anyhow::Result<T> {
+        self.map_err(|e| anyhow::anyhow!("{flag}: {e:#}"))
+    }
 }
 
 fn weights_fetch(
@@ -136,46 +121,20 @@ fn weights_fetch(
     output: Option<&std::path::Path>,
     timeout: u64,
 ) -> anyhow::Result<()> {
-    use impasto::fetch;
-    let size = d.size;
     let out = weights_destination(output)?;
     impasto::files::check_parent_dir(&out, "-o")?;
-    // The raw download lives beside the output until verified and converted.
-    let raw = out.with_extension("download");
-    let bar = indicatif::ProgressBar::new(size.unwrap_or(0));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        )
-        .expect("valid template"),
-    );
-    let b = bar.clone();
-    let opts = fetch::Options {
-        read_timeout: std::time::Duration::from_secs(timeout),
-        retries: 3,
-        progress: Box::new(move |done, total| {
-            if let Some(t) = total {
-                b.set_length(t);
-            }
-            b.set_position(done);
-        }),
-    };
-    eprintln!("downloading {}", d.urls[0]);
-    let result = fetch::download(d, &raw, opts);
-    bar.finish_and_clear();
-    result?;
-    let converted = impasto::weights::Weights::load(&raw).and_then(|w| {
-        w.save_canonical(&out)?;
-        Ok(w)
-    });
-    let _ = std::fs::remove_file(&raw);
-    let w = converted?;
-    eprintln!(
-        "verified the checksum and wrote {} ({} layers, input convention {})",
-        out.display(),
-        w.layers.len(),
-        w.convention.name()
-    );
+    impasto::fetch::fetch_weights(d, &out, std::time::Duration::from_secs(timeout))?;
+    Ok(())
+}
+
+fn weights_sources() -> anyhow::Result<()> {
+    for s in impasto::fetch::sources()? {
+        println!("{}: {}", s.name, s.description);
+        println!(
+            "   {} ({}, input convention {}, {}), checksum {}",
+            s.file, s.format, s.input_convention, s.license, s.checksum
+        );
+    }
     Ok(())
 }
 

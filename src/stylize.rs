@@ -91,8 +91,10 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         style_weight: args.style_weight,
         tv_weight: args.tv_weight,
     };
-    let weights_path = weights::resolve_path(args.weights.as_deref())?;
-    let weights = Weights::load(&weights_path)?;
+    let weights = match weights::resolve_path(args.weights.as_deref())? {
+        Some(path) => Weights::load(&path)?,
+        None => weights::fetch_default()?,
+    };
     for &l in loss.content_layers.iter().chain(&loss.style_layers) {
         for spec in &arch.convs[..=l] {
             weights.layer(&spec.name)?;

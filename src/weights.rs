@@ -5,7 +5,8 @@
 //!   canonical impasto layout; input convention from `__metadata__` (`input_convention`
 //!   or a `preprocessing` text starting with caffe/torch), caffe when absent;
 //! - torchvision names (`features.0.weight` OIHW [out, in, 3, 3], `features.0.bias`), torch convention,
-//!   in safetensors or in a PyTorch `.pth` checkpoint (`torch.save` of the state_dict).
+//!   in safetensors or in a PyTorch `.pth` checkpoint (`torch.save` of the state_dict);
+//! - Keras HDF5 weight files (`.h5`, caffe convention).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,24 +86,44 @@ pub fn cache_dir() -> Option<PathBuf> {
 
 pub const DEFAULT_FILE: &str = "vgg19.safetensors";
 
-/// The weights file to use: `--weights`, then `$IMPASTO_WEIGHTS`, then the cache.
-pub fn resolve_path(flag: Option<&Path>) -> Result<PathBuf> {
+/// The weights file to use: `--weights`, then `$IMPASTO_WEIGHTS`, then the cache file if it
+/// exists (`Ok(None)` when it does not: the caller may fetch it).
+pub fn resolve_path(flag: Option<&Path>) -> Result<Option<PathBuf>> {
     if let Some(p) = flag {
-        return Ok(p.to_path_buf());
+        return Ok(Some(p.to_path_buf()));
     }
     if let Some(p) = std::env::var_os(WEIGHTS_ENV).filter(|s| !s.is_empty()) {
-        return Ok(PathBuf::from(p));
+        return Ok(Some(PathBuf::from(p)));
     }
-    let cached = cache_dir().map(|d| d.join(DEFAULT_FILE));
-    match cached {
-        Some(p) if p.exists() => Ok(p),
-        _ => bail!(
-            "no VGG19 weights given and none in the cache ({}); run `impasto weights fetch --source torchvision` \
-             (needs internet), or pass --weights PATH / set {WEIGHTS_ENV} (safetensors with Keras names such as \
-             block1_conv1/kernel, torchvision names features.N.weight, or a torchvision .pth)",
-            cached.map(|p| p.display().to_string()).unwrap_or_else(|| "no cache directory".into())
-        ),
-    }
+    Ok(default_path().filter(|p| p.exists()))
+}
+
+/// The cache file `stylize` reads and `weights fetch` / `weights import` write by default.
+pub fn default_path() -> Option<PathBuf> {
+    cache_dir().map(|d| d.join(DEFAULT_FILE))
+}
+
+/// Fetches the default source into the cache (a first run without weights).
+pub fn fetch_default() -> Result<Weights> {
+    let help = format!(
+        "impasto needs VGG19 weights: when online run `impasto weights fetch`, or pass --weights PATH / set {WEIGHTS_ENV} \
+         (safetensors with Keras names such as block1_conv1/kernel or torchvision names features.N.weight, a Keras .h5 or a torchvision .pth)"
+    );
+    let out = default_path().with_context(|| format!("no cache directory (HOME unset); {help}"))?;
+    let run = || -> Result<Weights> {
+        std::fs::create_dir_all(crate::files::parent_dir(&out))?;
+        let source = crate::fetch::default_source()?;
+        eprintln!(
+            "no VGG19 weights given and none in the cache: fetching the default ({}, {}) into {} (once)",
+            source.name, source.description, out.display()
+        );
+        crate::fetch::fetch_weights(
+            &source.download()?,
+            &out,
+            std::time::Duration::from_secs(30),
+        )
+    };
+    run().map_err(|e| anyhow::anyhow!("{e:#}\n{help}"))
 }
 
 /// torchvision's `features.N` index of each VGG19 conv.
@@ -115,7 +136,7 @@ impl Weights {
         Weights::parse(&bytes, path)
     }
 
-    /// Parses a safetensors file, or a PyTorch `.pth` checkpoint (a zip archive).
+    /// Parses a safetensors file, a PyTorch `.pth` checkpoint (a zip archive) or a Keras HDF5 file.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Weights> {
         let shown = path.display();
         if bytes.starts_with(b"PK\x03\x04") {
@@ -126,6 +147,18 @@ impl Weights {
                 tensors.get(name).map(|t| {
                     check_finite(&t.data, name, path)?;
                     Ok((t.shape.clone(), t.data.clone()))
+                })
+            };
+            return Weights::from_tensors(&names, get, &Default::default(), path);
+        }
+        if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
+            let what = format!("weights file {shown}");
+            let tensors = crate::keras_h5::read(bytes.to_vec(), &what)?;
+            let names: Vec<String> = tensors.keys().cloned().collect();
+            let get = |name: &str| {
+                tensors.get(name).map(|(shape, data)| {
+                    check_finite(data, name, path)?;
+                    Ok((shape.clone(), data.clone()))
                 })
             };
             return Weights::from_tensors(&names, get, &Default::default(), path);

@@ -353,7 +353,7 @@ fn checksums_of_every_published_kind_are_checked() {
 
 #[test]
 fn the_manifest_lists_the_keras_and_torchvision_weights() {
-    let sources = impasto::fetch::sources();
+    let sources = impasto::fetch::sources().unwrap();
     let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["keras", "torchvision"]);
     for s in &sources {
@@ -370,4 +370,109 @@ fn the_manifest_lists_the_keras_and_torchvision_weights() {
         tv.checksum, "sha256-prefix:dcbb9e9d",
         "torchvision's file name carries its hash prefix"
     );
+}
+
+/// A sources manifest with one source at `url`, the Keras fixture's md5 as its checksum.
+fn manifest(dir: &std::path::Path, url: &str, body: &[u8]) -> std::path::PathBuf {
+    use md5::Digest as _;
+    let md5: String = md5::Md5::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let json = serde_json::json!({"sources": [{
+        "name": "keras", "description": "test copy", "file": "w.h5", "urls": [url],
+        "checksum": format!("md5:{md5}"), "format": "keras-h5", "input_convention": "caffe", "license": "test"
+    }]});
+    let p = dir.join("sources.json");
+    std::fs::write(&p, json.to_string()).unwrap();
+    p
+}
+
+fn stylize_without_weights(
+    home: &std::path::Path,
+    sources: &std::path::Path,
+    out: &std::path::Path,
+) -> std::process::Output {
+    let img = home.join("in.png");
+    image::RgbImage::from_fn(12, 9, |x, y| {
+        image::Rgb([(x * 20) as u8, (y * 25) as u8, 128])
+    })
+    .save(&img)
+    .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args([
+            "stylize",
+            "--content",
+            img.to_str().unwrap(),
+            "--style",
+            img.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--content-layers",
+            "block1_conv2",
+            "--style-layers",
+            "block1_conv1",
+            "--size",
+            "12",
+            "--steps",
+            "2",
+        ])
+        .env("HOME", home)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("IMPASTO_WEIGHTS")
+        .env("IMPASTO_SOURCES", sources)
+        .env("XDG_RUNTIME_DIR", home)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_first_stylize_fetches_the_default_weights_into_the_cache() {
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_keras.h5"),
+    )
+    .unwrap();
+    // One connection only: a second download would find no server.
+    let (url, _) = serve(1, good(Arc::new(body.clone())));
+    let home = tempfile::tempdir().unwrap();
+    let sources = manifest(home.path(), &format!("{url}/w.h5"), &body);
+    let out = home.path().join("out.png");
+    let o = stylize_without_weights(home.path(), &sources, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("fetching the default"), "says so: {err}");
+    let cached = home.path().join(".cache/impasto/vgg19.safetensors");
+    assert!(impasto::weights::Weights::load(&cached)
+        .unwrap()
+        .layers
+        .contains_key("block1_conv2"));
+    assert!(out.exists());
+    // The second run uses the cache.
+    let o = stylize_without_weights(home.path(), &sources, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("fetching"));
+}
+
+#[test]
+fn offline_the_first_stylize_says_how_to_get_weights() {
+    // A port nothing listens on: the connection is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let sources = manifest(home.path(), &format!("http://{closed}/w.h5"), b"");
+    let out = home.path().join("out.png");
+    let o = stylize_without_weights(home.path(), &sources, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("impasto weights fetch") && err.contains("--weights"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert!(!home
+        .path()
+        .join(".cache/impasto/vgg19.safetensors")
+        .exists());
 }

@@ -66,3 +66,30 @@ fn truncated_pth_is_refused_with_its_name() {
     let e = format!("{:#}", Weights::load(&cut).unwrap_err());
     assert!(e.contains("cut.pth"), "{e}");
 }
+
+#[test]
+fn keras_h5_in_both_layouts_matches_the_same_tensors_in_safetensors() {
+    let h5 = Weights::load(&data("tiny_keras.h5")).unwrap();
+    let st = Weights::load(&data("tiny_keras.safetensors")).unwrap();
+    assert_eq!(h5.convention, Convention::Caffe);
+    assert_eq!(
+        h5.layers.keys().collect::<Vec<_>>(),
+        ["block1_conv1", "block1_conv2"]
+    );
+    for (name, a) in &h5.layers {
+        let b = &st.layers[name];
+        assert_eq!(a.hwio, b.hwio, "{name} kernel");
+        assert_eq!(a.bias, b.bias, "{name} bias");
+        assert!(a.hwio.iter().any(|&v| v != 0.0));
+    }
+}
+
+#[test]
+fn truncated_h5_is_refused_with_its_name() {
+    let bytes = std::fs::read(data("tiny_keras.h5")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.h5");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let e = format!("{:#}", Weights::load(&cut).unwrap_err());
+    assert!(e.contains("cut.h5"), "{e}");
+}

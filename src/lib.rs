@@ -16,4 +16,5 @@ pub mod optim;
 pub mod pth;
 pub mod session;
 pub mod stylize;
+pub mod tfjs;
 pub mod weights;

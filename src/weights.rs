@@ -6,7 +6,7 @@
 //!   or a `preprocessing` text starting with caffe/torch), caffe when absent;
 //! - torchvision names (`features.0.weight` OIHW [out, in, 3, 3], `features.0.bias`), torch convention,
 //!   in safetensors or in a PyTorch `.pth` checkpoint (`torch.save` of the state_dict);
-//! - Keras HDF5 weight files (`.h5`, caffe convention).
+//! - Keras HDF5 weight files (`.h5`) and TensorFlow.js `model.json` + shards (Keras names, caffe).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -131,6 +131,14 @@ const TORCHVISION_INDEX: [usize; 16] = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 
 
 impl Weights {
     pub fn load(path: &Path) -> Result<Weights> {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            let what = format!("weights file {}", path.display());
+            // TF.js names weights like Keras, with a `:0`-free `block1_conv1/kernel`.
+            return Weights::from_named(crate::tfjs::read(path, &what)?, &Default::default(), path);
+        }
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read weights file {}", path.display()))?;
         Weights::parse(&bytes, path)
@@ -141,27 +149,16 @@ impl Weights {
         let shown = path.display();
         if bytes.starts_with(b"PK\x03\x04") {
             let what = format!("weights file {shown}");
-            let tensors = crate::pth::read(bytes, &what)?;
-            let names: Vec<String> = tensors.keys().cloned().collect();
-            let get = |name: &str| {
-                tensors.get(name).map(|t| {
-                    check_finite(&t.data, name, path)?;
-                    Ok((t.shape.clone(), t.data.clone()))
-                })
-            };
-            return Weights::from_tensors(&names, get, &Default::default(), path);
+            let tensors = crate::pth::read(bytes, &what)?
+                .into_iter()
+                .map(|(name, t)| (name, (t.shape, t.data)))
+                .collect();
+            return Weights::from_named(tensors, &Default::default(), path);
         }
         if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
             let what = format!("weights file {shown}");
             let tensors = crate::keras_h5::read(bytes.to_vec(), &what)?;
-            let names: Vec<String> = tensors.keys().cloned().collect();
-            let get = |name: &str| {
-                tensors.get(name).map(|(shape, data)| {
-                    check_finite(data, name, path)?;
-                    Ok((shape.clone(), data.clone()))
-                })
-            };
-            return Weights::from_tensors(&names, get, &Default::default(), path);
+            return Weights::from_named(tensors, &Default::default(), path);
         }
         let (_, meta) = SafeTensors::read_metadata(bytes).with_context(|| {
             format!(
@@ -179,6 +176,21 @@ impl Weights {
             })
         };
         Weights::from_tensors(&names, get, &meta, path)
+    }
+
+    fn from_named(
+        tensors: BTreeMap<String, crate::keras_h5::Tensor>,
+        meta: &std::collections::HashMap<String, String>,
+        path: &Path,
+    ) -> Result<Weights> {
+        let names: Vec<String> = tensors.keys().cloned().collect();
+        let get = |name: &str| {
+            tensors.get(name).map(|(shape, data)| {
+                check_finite(data, name, path)?;
+                Ok((shape.clone(), data.clone()))
+            })
+        };
+        Weights::from_tensors(&names, get, meta, path)
     }
 
     /// The VGG19 convolutions among named tensors, in Keras (HWIO) or torchvision (OIHW) naming.

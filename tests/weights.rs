@@ -93,3 +93,34 @@ fn truncated_h5_is_refused_with_its_name() {
     let e = format!("{:#}", Weights::load(&cut).unwrap_err());
     assert!(e.contains("cut.h5"), "{e}");
 }
+
+#[test]
+fn tfjs_layers_model_matches_the_same_tensors_in_safetensors() {
+    let tfjs = Weights::load(&data("tfjs/model.json")).unwrap();
+    let st = Weights::load(&data("tiny_keras.safetensors")).unwrap();
+    assert_eq!(tfjs.convention, Convention::Caffe);
+    assert_eq!(
+        tfjs.layers.keys().collect::<Vec<_>>(),
+        ["block1_conv1", "block1_conv2"]
+    );
+    for (name, a) in &tfjs.layers {
+        assert_eq!(a.hwio, st.layers[name].hwio, "{name} kernel");
+        assert_eq!(a.bias, st.layers[name].bias, "{name} bias");
+    }
+}
+
+#[test]
+fn tfjs_with_a_missing_shard_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(data("tfjs/model.json"), dir.path().join("model.json")).unwrap();
+    std::fs::copy(
+        data("tfjs/group1-shard1of2.bin"),
+        dir.path().join("group1-shard1of2.bin"),
+    )
+    .unwrap();
+    let e = format!(
+        "{:#}",
+        Weights::load(&dir.path().join("model.json")).unwrap_err()
+    );
+    assert!(e.contains("group1-shard2of2.bin"), "{e}");
+}

@@ -1,0 +1,80 @@
+//! The TensorFlow.js layers format: `model.json`, whose `weightsManifest` lists weight groups,
+//! each a list of binary shard files holding its tensors back to back (little-endian).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::keras_h5::Tensor;
+
+#[derive(serde::Deserialize)]
+struct Model {
+    #[serde(rename = "weightsManifest")]
+    weights_manifest: Vec<Group>,
+}
+
+#[derive(serde::Deserialize)]
+struct Group {
+    paths: Vec<String>,
+    weights: Vec<Entry>,
+}
+
+#[derive(serde::Deserialize)]
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    dtype: String,
+    #[serde(default)]
+    quantization: Option<serde_json::Value>,
+}
+
+/// The float32 tensors of `model.json` and its shards (found beside it), by name.
+pub fn read(model_json: &Path, what: &str) -> Result<BTreeMap<String, Tensor>> {
+    let text =
+        std::fs::read_to_string(model_json).with_context(|| format!("cannot read {what}"))?;
+    let model: Model = serde_json::from_str(&text).with_context(|| {
+        format!("{what} is not a TensorFlow.js model.json with a weightsManifest")
+    })?;
+    let dir = model_json.parent().unwrap_or(Path::new("."));
+    let mut out = BTreeMap::new();
+    for group in model.weights_manifest {
+        let mut bytes = Vec::new();
+        for p in &group.paths {
+            let shard = dir.join(p);
+            bytes.extend(
+                std::fs::read(&shard)
+                    .with_context(|| format!("{what}: cannot read shard {}", shard.display()))?,
+            );
+        }
+        let mut at = 0usize;
+        for e in group.weights {
+            if e.quantization.is_some() {
+                bail!(
+                    "{what}: {} is quantized; only float32 weights are supported",
+                    e.name
+                );
+            }
+            if e.dtype != "float32" {
+                bail!("{what}: {} is {}, expected float32", e.name, e.dtype);
+            }
+            let n: usize = e.shape.iter().product();
+            let chunk = bytes.get(at..at + 4 * n).with_context(|| {
+                format!("{what}: the shards end inside {} (truncated?)", e.name)
+            })?;
+            at += 4 * n;
+            let data = chunk
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            out.insert(e.name, (e.shape, data));
+        }
+        if at != bytes.len() {
+            bail!(
+                "{what}: the shards hold {} bytes more than the manifest lists",
+                bytes.len() - at
+            );
+        }
+    }
+    Ok(out)
+}

@@ -57,6 +57,11 @@ impl<'g> Session<'g> {
                 h
             );
         }
+        for (what, img) in std::iter::once(("content", s.content))
+            .chain(s.styles.iter().map(|(i, _)| ("style", i)))
+        {
+            check_size(s.arch, s.loss, s.pooling, what, img)?;
+        }
         let affine = s.weights.convention.affine();
         let deepest = s.loss.deepest();
         let mut convs: Vec<GpuConv> = Vec::new();
@@ -237,4 +242,31 @@ impl<'g> Session<'g> {
             data: self.gpu.read(&self.good_x, 3 * self.h * self.w)?,
         })
     }
+}
+
+/// Fails when a loss layer's feature map of `img` would be empty (pooling halves it per block).
+fn check_size(
+    arch: &Arch,
+    loss: &LossConfig,
+    pooling: Pooling,
+    what: &str,
+    img: &Image,
+) -> Result<()> {
+    let stages = arch.stages(loss.deepest(), img.h, img.w, pooling);
+    for &l in loss.content_layers.iter().chain(&loss.style_layers) {
+        if let Some(st) = stages
+            .iter()
+            .find(|st| st.op == crate::network::StageOp::Conv(l))
+        {
+            if st.h == 0 || st.w == 0 {
+                bail!(
+                    "--size: the {what} image ({}x{}) is too small for layer {}: its feature map would be empty; use a larger --size (or --style-scale)",
+                    img.w,
+                    img.h,
+                    arch.convs[l].name
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -654,3 +654,11 @@ fn ctrl_c_writes_the_current_image_then_exits() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(v["outcome"], "interrupted");
 }
+
+#[test]
+fn refuses_a_size_too_small_for_the_layers() {
+    let f = Fixture::new();
+    // 1 px: block2_conv1 sits behind a 2x2 pooling, so its map would be empty.
+    let o = f.run(&["--size", "1"]);
+    f.assert_refused(&o, "too small for layer block2_conv1");
+}

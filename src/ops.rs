@@ -350,6 +350,28 @@ impl Kernels {
         Ok(kernels)
     }
 
+    /// Uniforms and workgroups of a conv kernel whose invocations own blocks of `blocked` channels.
+    fn conv_launch(
+        &self,
+        (cin, cout, h, w): (usize, usize, usize, usize),
+        blocked: usize,
+    ) -> (ConvParams, [u32; 3]) {
+        let params = ConvParams {
+            cin: cin as u32,
+            cout: cout as u32,
+            h: h as u32,
+            w: w as u32,
+            row_vec4s: (blocked.next_multiple_of(self.conv_block) / 4) as u32,
+            _pad: [0; 3],
+        };
+        let groups = [
+            w.div_ceil(4).div_ceil(8) as u32,
+            h.div_ceil(8) as u32,
+            blocked.div_ceil(self.conv_block) as u32,
+        ];
+        (params, groups)
+    }
+
     /// dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias). `weight` holds
     /// [3][3][cin][cout padded to the conv block] and `bias` [cout] (see [`pad_forward_weights`]).
     #[allow(clippy::too_many_arguments)]
@@ -362,15 +384,8 @@ impl Kernels {
         bias: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        let params = ConvParams {
-            cin: cin as u32,
-            cout: cout as u32,
-            h: h as u32,
-            w: w as u32,
-            row_vec4s: (cout.next_multiple_of(self.conv_block) / 4) as u32,
-            _pad: [0; 3],
-        };
-        let groups = conv_groups(cout, h, w, self.conv_block);
+        // Invocations own blocks of output channels.
+        let (params, groups) = self.conv_launch((cin, cout, h, w), cout);
         self.conv_forward
             .dispatch(gpu, &params, &[src, weight, bias, dst], groups)
             .info(
@@ -392,15 +407,8 @@ impl Kernels {
         act: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        let params = ConvParams {
-            cin: cin as u32,
-            cout: cout as u32,
-            h: h as u32,
-            w: w as u32,
-            row_vec4s: (cin.next_multiple_of(self.conv_block) / 4) as u32,
-            _pad: [0; 3],
-        };
-        let groups = conv_groups(cin, h, w, self.conv_block);
+        // Invocations own blocks of input channels.
+        let (params, groups) = self.conv_launch((cin, cout, h, w), cin);
         self.conv_backward_input
             .dispatch(gpu, &params, &[grad, weight_t, act, dst], groups)
             .info(
@@ -631,14 +639,6 @@ pub struct AdamBuffers<'a> {
 
 fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
     2.0 * 9.0 * (cin * cout * h * w) as f64
-}
-
-fn conv_groups(channels: usize, h: usize, w: usize, block: usize) -> [u32; 3] {
-    [
-        w.div_ceil(4).div_ceil(8) as u32,
-        h.div_ceil(8) as u32,
-        channels.div_ceil(block) as u32,
-    ]
 }
 
 fn pool_params(c: usize, h: usize, w: usize, mode: Pooling) -> PoolParams {

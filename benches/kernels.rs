@@ -64,7 +64,8 @@ fn bench(c: &mut Criterion) {
                 .unwrap();
             let b = gpu.storage_from("b", &vec![0.1; cout]).unwrap();
             let fwd = k.conv_forward(&gpu, (cin, cout, h, w), &x, &wf, &b, &y);
-            let bwd = k.conv_backward_input(&gpu, (cin, cout, h, w), &y, &wb, &y, &x);
+            let below = gpu.storage_from("below", &vec![0.5; cin * h * w]).unwrap();
+            let bwd = k.conv_backward_input(&gpu, (cin, cout, h, w), &y, &wb, Some(&below), &x);
             for (name, d) in [("conv_forward", &fwd), ("conv_backward_input", &bwd)] {
                 g.throughput(Throughput::Elements(d.flops as u64));
                 g.bench_function(format!("{name} {}", d.detail), |bch| {

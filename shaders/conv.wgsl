@@ -1,7 +1,10 @@
 // 3x3 convolution, stride 1, zero padding 1, on CHW f32 maps.
 //
 // Forward: dst = relu(conv(src, weight) + bias).
-// Backward (input only, weights frozen): dst = conv_transpose(grad * [act > 0], weight).
+// Backward (input only, weights frozen): dst = conv_transpose(grad, weight) · [below > 0].
+// The ReLU mask is fused into whoever writes a gradient: `grad` arrives already masked by
+// this layer's output, and the backward masks what it writes by the layer below's output
+// (when that layer has a ReLU), so the hot loop reads the gradient alone.
 //
 // Register-blocked without workgroup memory or barriers: one invocation computes
 // 4·CV channels x 4 horizontally adjacent pixels. The 6 input values that the 4 pixels
@@ -20,7 +23,8 @@ struct ConvParams {
     w: u32,
     // vec4s per weight row: padded output channels / 4 (forward), padded input channels / 4 (backward)
     row_vec4s: u32,
-    _pad0: u32,
+    // backward: 1 to mask dst by aux > 0 (the input came from a ReLU)
+    mask_output: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -30,7 +34,7 @@ struct ConvParams {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 // forward: [ky][kx][cin][cout_pad] (Keras HWIO, padded); backward: [ky][kx][cout][cin_pad]
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
-// forward: bias [cout]; backward: the layer's post-ReLU output [cout][h][w] (the ReLU mask)
+// forward: bias [cout]; backward: the layer's input [cin][h][w] (its ReLU mask, if mask_output)
 @group(0) @binding(3) var<storage, read> aux: array<f32>;
 // forward: output [cout][h][w]; backward: dL/d(input) [cin][h][w]
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
@@ -52,7 +56,8 @@ fn accumulate(acc: ptr<function, Acc>, v: array<f32, 6>, shift: u32, k: u32) {
     }
 }
 
-// Writes the block (+ bias from aux when `forward`, then ReLU) to dst, skipping padding.
+// Writes the block to dst, skipping padding: forward adds the bias (aux) and applies the
+// ReLU; backward zeroes where the input (aux) was not positive, when asked to.
 fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32, forward: bool) {
     let hw = p.h * p.w;
     for (var j = 0u; j < 4u; j++) {
@@ -68,6 +73,8 @@ fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32, forward: bool) {
                     var v = acc[j][c][e];
                     if (forward) {
                         v = max(v + aux[ch], 0.0);
+                    } else if (p.mask_output != 0u && aux[ch * hw + base] <= 0.0) {
+                        v = 0.0;
                     }
                     dst[ch * hw + base] = v;
                 }
@@ -129,13 +136,12 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
                 continue;
             }
             let row = co * hw + u32(yy) * p.w;
-            // v[j] = grad[row][x0 - 1 + j] where the ReLU was active
+            // v[j] = grad[row][x0 - 1 + j] (already masked by this layer's ReLU)
             var v: array<f32, 6>;
             for (var j = 0u; j < 6u; j++) {
                 let xx = x0 + j;
                 if (xx >= 1u && xx <= p.w) {
-                    let i = row + xx - 1u;
-                    v[j] = select(0.0, src[i], aux[i] > 0.0);
+                    v[j] = src[row + xx - 1u];
                 }
             }
             for (var kx = 0u; kx < 3u; kx++) {

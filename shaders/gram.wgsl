@@ -2,7 +2,8 @@
 // M = H*W positions, row-major).
 //
 // gram:       G = F Fᵀ                                     (N x N)
-// style_grad: dF (+)= coef · (G − A) F, coef = weight / (N² M²) (A: the target Gram)
+// style_grad: dF (+)= coef · ((G − A) F) · [F > 0], coef = weight / (N² M²) (A: the target
+//             Gram; F is post-ReLU, so the ReLU mask of the backward is fused here)
 //
 // Both register-blocked, without workgroup memory or barriers.
 
@@ -111,7 +112,7 @@ fn style_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (i0 + k < p.n && m0 + l < p.m) {
                 let o = (i0 + k) * p.m + m0 + l;
                 let prev = select(0.0, dst[o], p.accumulate != 0u);
-                dst[o] = prev + p.coef * acc[k][l];
+                dst[o] = prev + select(0.0, p.coef * acc[k][l], feat[o] > 0.0);
             }
         }
     }

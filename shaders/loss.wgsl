@@ -1,6 +1,6 @@
 // Loss values and their gradients that are elementwise or stencil-shaped:
 //   sq_diff_sum:  out[slot] = scale · Σ (a − b)²     (content and style loss values)
-//   content_grad: dF (+)= coef · (F − C)
+//   content_grad: dF (+)= coef · (F − C) · [F > 0]   (F is post-ReLU: the mask is fused here)
 //   tv_sum:       out[slot] = scale · Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]
 //   tv_grad:      dx += coef · d(tv)/dx
 // The sums run in one workgroup with a fixed order, so a value is the same bits run after run.
@@ -79,7 +79,8 @@ fn content_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         return;
     }
     let prev = select(0.0, out[i], p.slot != 0u);
-    out[i] = prev + p.scale * (a[i] - b[i]);
+    let g = select(0.0, p.scale * (a[i] - b[i]), a[i] > 0.0);
+    out[i] = prev + g;
 }
 
 // a: x, out: dx (always accumulated: the preprocessing backward writes it first)

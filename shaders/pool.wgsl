@@ -6,6 +6,11 @@ struct PoolParams {
     h: u32, // input height
     w: u32, // input width
     mode: u32,
+    // backward: 1 to zero the gradient where the input is not positive (it came from a ReLU)
+    mask: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
@@ -57,7 +62,10 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         dst[i] = 0.0;
         return;
     }
-    let g = grad[c * oh * ow + oy * ow + ox];
+    var g = grad[c * oh * ow + oy * ow + ox];
+    if (p.mask != 0u && src[i] <= 0.0) {
+        g = 0.0;
+    }
     if (p.mode != 0u) {
         dst[i] = 0.25 * g;
         return;

@@ -177,20 +177,19 @@ impl Objective {
             }
             let below = grad_of(i as isize - 1);
             let src = if i == 0 { &net.input } else { &net.acts[i - 1] };
+            // The gradient for the stage below leaves masked when that stage ends in a ReLU.
+            let below_relu = i > 0 && matches!(net.stages[i - 1].op, StageOp::Conv(_));
             backward.push(match s.op {
-                StageOp::Conv(l) => {
-                    let c = &convs[l];
-                    kernels.conv_backward_input(
-                        gpu,
-                        (s.cin, s.cout, s.h, s.w),
-                        gi,
-                        &c.backward,
-                        &net.acts[i],
-                        below,
-                    )
-                }
+                StageOp::Conv(l) => kernels.conv_backward_input(
+                    gpu,
+                    (s.cin, s.cout, s.h, s.w),
+                    gi,
+                    &convs[l].backward,
+                    below_relu.then_some(src),
+                    below,
+                ),
                 StageOp::Pool(mode) => {
-                    kernels.pool_backward(gpu, (s.cin, s.h, s.w), mode, src, gi, below)
+                    kernels.pool_backward(gpu, (s.cin, s.h, s.w), mode, below_relu, src, gi, below)
                 }
             });
         }

@@ -206,7 +206,8 @@ struct ConvParams {
     h: u32,
     w: u32,
     row_vec4s: u32,
-    _pad: [u32; 3],
+    mask_output: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -216,6 +217,8 @@ struct PoolParams {
     h: u32,
     w: u32,
     mode: u32,
+    mask: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -362,7 +365,8 @@ impl Kernels {
             h: h as u32,
             w: w as u32,
             row_vec4s: (blocked.next_multiple_of(self.conv_block) / 4) as u32,
-            _pad: [0; 3],
+            mask_output: 0,
+            _pad: [0; 2],
         };
         let groups = [
             w.div_ceil(4).div_ceil(8) as u32,
@@ -394,9 +398,10 @@ impl Kernels {
             )
     }
 
-    /// dst[cin][h][w] = dL/d(input) from grad = dL/d(output) [cout][h][w], masked where the
-    /// post-ReLU output `act` is 0. `weight_t` holds [3][3][cout][cin padded to the conv block]
-    /// (see [`pad_backward_weights`]).
+    /// dst[cin][h][w] = dL/d(input) from grad = dL/d(output) [cout][h][w], already masked by
+    /// this layer's ReLU. With `input_relu` (the layer's input, when it is a ReLU's output),
+    /// dst is masked where that input is 0, so it leaves masked for the layer below.
+    /// `weight_t` holds [3][3][cout][cin padded to the conv block] (see [`pad_backward_weights`]).
     #[allow(clippy::too_many_arguments)]
     pub fn conv_backward_input(
         &self,
@@ -404,13 +409,15 @@ impl Kernels {
         (cin, cout, h, w): (usize, usize, usize, usize),
         grad: &wgpu::Buffer,
         weight_t: &wgpu::Buffer,
-        act: &wgpu::Buffer,
+        input_relu: Option<&wgpu::Buffer>,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         // Invocations own blocks of input channels.
-        let (params, groups) = self.conv_launch((cin, cout, h, w), cin);
+        let (mut params, groups) = self.conv_launch((cin, cout, h, w), cin);
+        params.mask_output = input_relu.is_some() as u32;
+        let aux = input_relu.unwrap_or(grad);
         self.conv_backward_input
-            .dispatch(gpu, &params, &[grad, weight_t, act, dst], groups)
+            .dispatch(gpu, &params, &[grad, weight_t, aux, dst], groups)
             .info(
                 format!("{cout}->{cin} {h}x{w}"),
                 conv_flops(cin, cout, h, w),
@@ -426,7 +433,7 @@ impl Kernels {
         src: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        let params = pool_params(c, h, w, mode);
+        let params = pool_params(c, h, w, mode, false);
         let groups = groups_1d(c * (h / 2) * (w / 2));
         // The forward does not read `grad`; bind src twice to fill the slot.
         self.pool_forward
@@ -434,18 +441,20 @@ impl Kernels {
             .info(format!("{c}x{h}x{w}"), (c * h * w) as f64)
     }
 
-    /// dst = dL/d(src) [c][h][w] from grad = dL/d(output) [c][h/2][w/2].
+    /// dst = dL/d(src) [c][h][w] from grad = dL/d(output) [c][h/2][w/2]; with `mask`
+    /// (src is a ReLU's output), zero where src is not positive.
     #[allow(clippy::too_many_arguments)]
     pub fn pool_backward(
         &self,
         gpu: &Gpu,
         (c, h, w): (usize, usize, usize),
         mode: Pooling,
+        mask: bool,
         src: &wgpu::Buffer,
         grad: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        let params = pool_params(c, h, w, mode);
+        let params = pool_params(c, h, w, mode, mask);
         self.pool_backward
             .dispatch(gpu, &params, &[src, grad, dst], groups_1d(c * h * w))
             .info(format!("{c}x{h}x{w}"), (c * h * w) as f64)
@@ -496,7 +505,7 @@ impl Kernels {
         ])
     }
 
-    /// dst (+)= coef · (gram − target) · feat.
+    /// dst (+)= coef · ((gram − target) · feat) · [feat > 0] (feat is post-ReLU).
     #[allow(clippy::too_many_arguments)]
     pub fn style_grad(
         &self,
@@ -556,7 +565,7 @@ impl Kernels {
         self.tv_sum.dispatch(gpu, &params, &[x, x, out], [1, 1, 1])
     }
 
-    /// dst (+)= coef · (feat − target).
+    /// dst (+)= coef · (feat − target) · [feat > 0] (feat is post-ReLU).
     #[allow(clippy::too_many_arguments)]
     pub fn content_grad(
         &self,
@@ -641,12 +650,14 @@ fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
     2.0 * 9.0 * (cin * cout * h * w) as f64
 }
 
-fn pool_params(c: usize, h: usize, w: usize, mode: Pooling) -> PoolParams {
+fn pool_params(c: usize, h: usize, w: usize, mode: Pooling, mask: bool) -> PoolParams {
     PoolParams {
         channels: c as u32,
         h: h as u32,
         w: w as u32,
         mode: (mode == Pooling::Avg) as u32,
+        mask: mask as u32,
+        _pad: [0; 3],
     }
 }
 

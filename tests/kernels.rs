@@ -66,16 +66,41 @@ fn conv_backward_input_matches_reference() {
             let (act, actd) = random(&mut r, cout * h * w, -1.0, 1.0);
             let act: Vec<f32> = act.iter().map(|v| v.max(0.0)).collect();
             let actd: Vec<f64> = actd.iter().map(|v| v.max(0.0)).collect();
-            let grb = g.storage_from("g", &gr).unwrap();
+            // The kernel takes the gradient already masked by this layer's ReLU (its producers
+            // fuse the mask); the reference masks it itself.
+            let masked: Vec<f32> = gr
+                .iter()
+                .zip(&act)
+                .map(|(g, a)| if *a > 0.0 { *g } else { 0.0 })
+                .collect();
+            // Every other shape, the input came from a ReLU too: the output must leave masked.
+            let input_relu = (cin + h) % 2 == 0;
+            let (below, belowd) = random(&mut r, cin * h * w, -1.0, 1.0);
+            let below: Vec<f32> = below.iter().map(|v| v.max(0.0)).collect();
+            let grb = g.storage_from("g", &masked).unwrap();
             let kb = g
                 .storage_from("k", &pad_backward_weights(&wt, cin, cout, block))
                 .unwrap();
-            let ab = g.storage_from("a", &act).unwrap();
+            let bb = g.storage_from("below", &below).unwrap();
             let out = g.storage("out", cin * h * w).unwrap();
-            let d = k.conv_backward_input(g, (cin, cout, h, w), &grb, &kb, &ab, &out);
+            let d = k.conv_backward_input(
+                g,
+                (cin, cout, h, w),
+                &grb,
+                &kb,
+                input_relu.then_some(&bb),
+                &out,
+            );
             ops::run(g, &[&d]);
             let got = g.read(&out, cin * h * w).unwrap();
-            let want = cpu::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
+            let mut want = cpu::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
+            if input_relu {
+                want.iter_mut().zip(&belowd).for_each(|(v, b)| {
+                    if *b <= 0.0 {
+                        *v = 0.0
+                    }
+                });
+            }
             check(
                 &format!("conv_backward_input (block {block}) {cin}->{cout} {h}x{w}"),
                 &got,
@@ -109,7 +134,11 @@ fn pool_forward_and_backward_match_reference() {
             let out = g.storage("out", ch * oh * ow).unwrap();
             let gin = g.storage("gin", ch * h * w).unwrap();
             let f = c.kernels.pool_forward(g, (ch, h, w), mode, &xb, &out);
-            let b = c.kernels.pool_backward(g, (ch, h, w), mode, &xb, &gb, &gin);
+            // With the mask (the input came from a ReLU), the gradient is zero where x <= 0.
+            let mask = mode == Pooling::Avg || ch % 2 == 1;
+            let b = c
+                .kernels
+                .pool_backward(g, (ch, h, w), mode, mask, &xb, &gb, &gin);
             ops::run(g, &[&f, &b]);
             let name = format!("pool {mode:?} {ch}x{h}x{w}");
             if oh * ow > 0 {
@@ -122,7 +151,14 @@ fn pool_forward_and_backward_match_reference() {
                 );
             }
             let got = g.read(&gin, ch * h * w).unwrap();
-            let want = cpu::pool_backward(&xd, &grd, (ch, h, w), mode);
+            let mut want = cpu::pool_backward(&xd, &grd, (ch, h, w), mode);
+            if mask {
+                want.iter_mut().zip(&xd).for_each(|(v, x)| {
+                    if *x <= 0.0 {
+                        *v = 0.0
+                    }
+                });
+            }
             if oh * ow > 0 {
                 check(&format!("{name} backward"), &got, &want, TOL);
             } else {
@@ -150,7 +186,10 @@ fn gram_and_style_loss_match_reference() {
         (13, 5000),
         (9, 2049),
     ] {
-        let (f, fd) = random(&mut r, n * m, 0.0, 2.0);
+        // Post-ReLU features, zero about a third of the time.
+        let (f, fd) = random(&mut r, n * m, -1.0, 2.0);
+        let f: Vec<f32> = f.iter().map(|v| v.max(0.0)).collect();
+        let fd: Vec<f64> = fd.iter().map(|v| v.max(0.0)).collect();
         let (a, ad) = random(&mut r, n * n, 0.0, m as f32);
         let fb = g.storage_from("f", &f).unwrap();
         let ab = g.storage_from("a", &a).unwrap();
@@ -185,10 +224,18 @@ fn gram_and_style_loss_match_reference() {
         // The kernel's coef is weight / (n² m²); the reference's gradient carries 1 / (n² m²).
         let sg = cpu::style_grad(&fd, &gram_ref, &ad, n, m);
         let nm2 = (n * n * m * m) as f64;
+        // The ReLU mask of the backward is fused: no gradient where the feature is 0.
         let want: Vec<f64> = d1
             .iter()
             .zip(&sg)
-            .map(|(d, s)| d + coef as f64 * nm2 * s)
+            .zip(&fd)
+            .map(|((d, s), f)| {
+                if *f > 0.0 {
+                    d + coef as f64 * nm2 * s
+                } else {
+                    *d
+                }
+            })
             .collect();
         check(
             &format!("style grad {n}x{m}"),
@@ -205,7 +252,9 @@ fn content_loss_and_grad_match_reference() {
     let g = &c.gpu;
     let mut r = rng(5);
     for len in [1, 35, 5 * 33 * 17, 70_000] {
-        let (f, fd) = random(&mut r, len, 0.0, 3.0);
+        let (f, fd) = random(&mut r, len, -1.0, 3.0);
+        let f: Vec<f32> = f.iter().map(|v| v.max(0.0)).collect();
+        let fd: Vec<f64> = fd.iter().map(|v| v.max(0.0)).collect();
         let (t, td) = random(&mut r, len, 0.0, 3.0);
         let (d0, d0d) = random(&mut r, len, -1.0, 1.0);
         let fb = g.storage_from("f", &f).unwrap();
@@ -223,7 +272,12 @@ fn content_loss_and_grad_match_reference() {
             &[cpu::content_loss(&fd, &td)],
             TOL,
         );
-        let cg = cpu::content_grad(&fd, &td);
+        // Masked where the (post-ReLU) feature is 0: the backward's ReLU mask is fused here.
+        let cg: Vec<f64> = cpu::content_grad(&fd, &td)
+            .iter()
+            .zip(&fd)
+            .map(|(c, f)| if *f > 0.0 { *c } else { 0.0 })
+            .collect();
         let want_acc: Vec<f64> = d0d.iter().zip(&cg).map(|(d, c)| d + 0.3 * c).collect();
         let want_over: Vec<f64> = cg.iter().map(|c| 0.3 * c).collect();
         check(

@@ -253,29 +253,35 @@ fn tiny_weights() -> Vec<u8> {
     safetensors::serialize(views, None).unwrap()
 }
 
-fn impasto(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
-        .args(args)
+/// `impasto weights fetch` of `payload` from a local server, expecting `sha256`, into a new
+/// directory: (the directory, the output path, the process's output).
+fn weights_fetch(
+    payload: &[u8],
+    sha256: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    let (url, _) = serve(1, good(Arc::new(payload.to_vec())));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("vgg.safetensors");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args([
+            "weights",
+            "fetch",
+            "--url",
+            &format!("{url}/w.safetensors"),
+            "--sha256",
+            sha256,
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .output()
-        .unwrap()
+        .unwrap();
+    (dir, out, o)
 }
 
 #[test]
 fn weights_fetch_downloads_verifies_and_stores_canonical_weights() {
-    let payload = Arc::new(tiny_weights());
-    let (url, _) = serve(1, good(payload.clone()));
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("vgg.safetensors");
-    let o = impasto(&[
-        "weights",
-        "fetch",
-        "--url",
-        &format!("{url}/w.safetensors"),
-        "--sha256",
-        &sha(&payload),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let payload = tiny_weights();
+    let (dir, out, o) = weights_fetch(&payload, &sha(&payload));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let w = impasto::weights::Weights::load(&out).unwrap();
     assert_eq!(w.layers.keys().collect::<Vec<_>>(), ["block1_conv1"]);
@@ -289,21 +295,9 @@ fn weights_fetch_downloads_verifies_and_stores_canonical_weights() {
 
 #[test]
 fn weights_fetch_refuses_a_wrong_hash_and_writes_nothing() {
-    let payload = Arc::new(tiny_weights());
-    let (url, _) = serve(1, good(payload.clone()));
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("vgg.safetensors");
-    let o = impasto(&[
-        "weights",
-        "fetch",
-        "--url",
-        &format!("{url}/w.safetensors"),
-        "--sha256",
-        &"0".repeat(64),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let (dir, out, o) = weights_fetch(&tiny_weights(), &"0".repeat(64));
     assert_eq!(o.status.code(), Some(1));
+    assert!(!out.exists());
     assert!(String::from_utf8_lossy(&o.stderr).contains("sha256"));
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),

@@ -274,11 +274,7 @@ pub struct Targets {
 
 impl Model<'_> {
     fn conv_stage(&self, layer: usize) -> usize {
-        use crate::network::StageOp;
-        self.stages
-            .iter()
-            .position(|s| s.op == StageOp::Conv(layer))
-            .expect("loss layer within the stages")
+        crate::network::conv_stage(self.stages, layer).expect("loss layer within the stages")
     }
 
     pub fn forward(&self, x: &[f64]) -> Forward {

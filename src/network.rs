@@ -101,6 +101,11 @@ fn caffe_to_keras(name: &str) -> Option<String> {
     Some(format!("block{b}_conv{i}"))
 }
 
+/// The index of the stage that outputs conv layer `layer`, if the stages reach it.
+pub fn conv_stage(stages: &[Stage], layer: usize) -> Option<usize> {
+    stages.iter().position(|s| s.op == StageOp::Conv(layer))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StageOp {
     /// Conv layer index into [`Arch::convs`], with its ReLU.
@@ -208,9 +213,6 @@ impl GpuNet {
 
     /// The stage that outputs conv layer `layer`.
     pub fn conv_stage(&self, layer: usize) -> usize {
-        self.stages
-            .iter()
-            .position(|s| s.op == StageOp::Conv(layer))
-            .expect("layer within the stages")
+        conv_stage(&self.stages, layer).expect("layer within the stages")
     }
 }

@@ -23,8 +23,8 @@ pub struct BenchConfig {
     pub style_layers: Vec<String>,
     /// Timed steps (after two warm-up steps).
     pub steps: usize,
-    /// Conv tile override (channels per invocation).
-    pub conv_block: Option<usize>,
+    /// Conv tile override; default: chosen for the adapter.
+    pub conv_tile: Option<crate::ops::ConvTile>,
 }
 
 /// Random weights with VGG19's shapes for every conv layer up to `deepest`.
@@ -58,12 +58,12 @@ pub struct StepTiming {
     pub rows: Vec<(String, String, f64, f64)>,
     pub gpu_timestamps: bool,
     pub memory_bytes: u64,
-    pub conv_block: usize,
+    pub conv_tile: crate::ops::ConvTile,
 }
 
 pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
-    let kernels = match cfg.conv_block {
-        Some(b) => Kernels::with_conv_block(gpu, b)?,
+    let kernels = match cfg.conv_tile {
+        Some(t) => Kernels::with_conv_tile(gpu, t)?,
         None => Kernels::new(gpu)?,
     };
     let arch = Arch::vgg19();
@@ -134,7 +134,7 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
         rows,
         gpu_timestamps,
         memory_bytes: gpu.allocated_bytes(),
-        conv_block: kernels.conv_block,
+        conv_tile: kernels.conv_tile,
     })
 }
 
@@ -192,12 +192,12 @@ fn time_with_wall_clock(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>>
 pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
     let total: f64 = t.rows.iter().map(|r| r.2).sum();
     println!(
-        "impasto bench: {}x{} px, content {}, style {}, conv block {}, on {} ({:?})",
+        "impasto bench: {}x{} px, content {}, style {}, conv tile {}, on {} ({:?})",
         cfg.size,
         cfg.size,
         cfg.content_layers.join(","),
         cfg.style_layers.join(","),
-        t.conv_block,
+        t.conv_tile,
         gpu.info.name,
         gpu.info.backend
     );

@@ -63,9 +63,10 @@ pub struct BenchArgs {
     /// Timed steps after two warm-up steps
     #[arg(long, default_value_t = 5, value_parser = positive_usize)]
     pub steps: usize,
-    /// Channels per conv invocation (4, 8 or 16); default: chosen for the adapter
-    #[arg(long, value_parser = conv_block)]
-    pub conv_block: Option<usize>,
+    /// Conv kernel tiling: regs4, regs8, regs16 (channels per invocation, no workgroup
+    /// memory) or gemm64 (shared-memory implicit GEMM); default: chosen for the adapter
+    #[arg(long, value_name = "TILE")]
+    pub conv_tile: Option<crate::ops::ConvTile>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,13 +224,6 @@ fn positive_usize(s: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(v) => Ok(v),
         Err(_) => Err(format!("{s:?} is not a positive whole number")),
-    }
-}
-
-fn conv_block(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(b) if crate::ops::CONV_BLOCKS.contains(&b) => Ok(b),
-        _ => Err(format!("{s:?} is not one of {:?}", crate::ops::CONV_BLOCKS)),
     }
 }
 

@@ -13,10 +13,12 @@ pub const GRAM_WGSL: &str = include_str!("../shaders/gram.wgsl");
 pub const LOSS_WGSL: &str = include_str!("../shaders/loss.wgsl");
 pub const PREPROCESS_WGSL: &str = include_str!("../shaders/preprocess.wgsl");
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
+pub const CONV_GEMM_WGSL: &str = include_str!("../shaders/conv_gemm.wgsl");
 
 /// Every shader file, by name, for validation and listing.
-pub const SHADERS: [(&str, &str); 6] = [
+pub const SHADERS: [(&str, &str); 7] = [
     ("conv.wgsl", CONV_WGSL),
+    ("conv_gemm.wgsl", CONV_GEMM_WGSL),
     ("pool.wgsl", POOL_WGSL),
     ("gram.wgsl", GRAM_WGSL),
     ("loss.wgsl", LOSS_WGSL),
@@ -177,25 +179,82 @@ fn groups_1d(n: usize) -> [u32; 3] {
     [x as u32, groups.div_ceil(x) as u32, 1]
 }
 
-/// Channel blocks the conv kernels can be built with (channels per invocation).
-pub const CONV_BLOCKS: [usize; 3] = [4, 8, 16];
+/// How the conv kernels split the work. Both compute the same thing with the same
+/// bindings and weight layouts; they differ in tiling, so each adapter gets the one that suits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvTile {
+    /// conv.wgsl: each invocation owns this many channels x 4 pixels in registers, with no
+    /// workgroup memory or barriers (the software driver runs barriers slowly).
+    Registers(usize),
+    /// conv_gemm.wgsl: implicit GEMM, 64 channels x 64 pixels per workgroup staged through
+    /// workgroup memory, 4 x 4 outputs per invocation (for real GPUs).
+    Workgroup,
+}
 
-/// The conv tile for an adapter: channels per invocation (x 4 pixels).
-pub fn conv_block_for(info: &wgpu::AdapterInfo) -> usize {
-    match info.device_type {
-        // Measured on lavapipe (2 cores): see README, Performance.
-        wgpu::DeviceType::Cpu => CPU_CONV_BLOCK,
-        _ => 8,
+/// Every conv tile the host can build; each is tested against the CPU reference.
+pub const CONV_TILES: [ConvTile; 4] = [
+    ConvTile::Registers(4),
+    ConvTile::Registers(8),
+    ConvTile::Registers(16),
+    ConvTile::Workgroup,
+];
+
+/// Channels per workgroup of [`ConvTile::Workgroup`] (its weight rows are padded to this).
+const GEMM_CHANNELS: usize = 64;
+/// Pixels per workgroup of [`ConvTile::Workgroup`].
+const GEMM_PIXELS: usize = 64;
+
+impl ConvTile {
+    /// The multiple that weight rows are padded to ([`pad_forward_weights`]).
+    pub fn pad(self) -> usize {
+        match self {
+            ConvTile::Registers(b) => b,
+            ConvTile::Workgroup => GEMM_CHANNELS,
+        }
+    }
+
+    /// The tile for an adapter.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> ConvTile {
+        match info.device_type {
+            // Measured on lavapipe (2 cores): see README, Performance.
+            wgpu::DeviceType::Cpu => ConvTile::Registers(8),
+            _ => ConvTile::Workgroup,
+        }
     }
 }
 
-const CPU_CONV_BLOCK: usize = 8;
+impl std::fmt::Display for ConvTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConvTile::Registers(b) => write!(f, "regs{b}"),
+            ConvTile::Workgroup => write!(f, "gemm64"),
+        }
+    }
+}
 
-/// conv.wgsl with its channel block set to `block` (a multiple of 4).
-pub fn conv_source(block: usize) -> String {
-    let line = "const CV: u32 = 2u;";
-    assert!(CONV_WGSL.contains(line) && block.is_multiple_of(4));
-    CONV_WGSL.replace(line, &format!("const CV: u32 = {}u;", block / 4))
+impl std::str::FromStr for ConvTile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ConvTile, String> {
+        CONV_TILES
+            .into_iter()
+            .find(|t| t.to_string() == s.trim())
+            .ok_or_else(|| {
+                let names: Vec<String> = CONV_TILES.iter().map(|t| t.to_string()).collect();
+                format!("{s:?} is not one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The WGSL source of a conv tile: conv.wgsl with its channel block substituted, or conv_gemm.wgsl.
+pub fn conv_source(tile: ConvTile) -> String {
+    match tile {
+        ConvTile::Registers(block) => {
+            let line = "const CV: u32 = 2u;";
+            assert!(CONV_WGSL.contains(line) && block.is_multiple_of(4));
+            CONV_WGSL.replace(line, &format!("const CV: u32 = {}u;", block / 4))
+        }
+        ConvTile::Workgroup => CONV_GEMM_WGSL.to_string(),
+    }
 }
 
 #[repr(C)]
@@ -283,8 +342,8 @@ pub struct Affine {
 
 /// Every pipeline impasto uses, built once per device.
 pub struct Kernels {
-    /// Channels per conv invocation; weights must be padded to it ([`pad_forward_weights`]).
-    pub conv_block: usize,
+    /// How the convolutions are tiled; weights must be padded to `conv_tile.pad()`.
+    pub conv_tile: ConvTile,
     conv_forward: Kernel,
     conv_backward_input: Kernel,
     pool_forward: Kernel,
@@ -305,14 +364,14 @@ pub struct Kernels {
 impl Kernels {
     /// The kernels with the conv tile chosen for the adapter.
     pub fn new(gpu: &Gpu) -> Result<Kernels> {
-        Kernels::with_conv_block(gpu, conv_block_for(&gpu.info))
+        Kernels::with_conv_tile(gpu, ConvTile::for_adapter(&gpu.info))
     }
 
-    pub fn with_conv_block(gpu: &Gpu, conv_block: usize) -> Result<Kernels> {
+    pub fn with_conv_tile(gpu: &Gpu, conv_tile: ConvTile) -> Result<Kernels> {
         use Slot::{Read as R, Uniform as U, Write as W};
         anyhow::ensure!(
-            CONV_BLOCKS.contains(&conv_block),
-            "conv block {conv_block} is not one of {CONV_BLOCKS:?}"
+            CONV_TILES.contains(&conv_tile),
+            "conv tile {conv_tile} is not one the host can build"
         );
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = |name: &str, src: &str| {
@@ -322,7 +381,7 @@ impl Kernels {
                     source: wgpu::ShaderSource::Wgsl(src.into()),
                 })
         };
-        let conv = module("conv.wgsl", &conv_source(conv_block));
+        let conv = module("conv", &conv_source(conv_tile));
         let pool = module("pool.wgsl", POOL_WGSL);
         let gram = module("gram.wgsl", GRAM_WGSL);
         let loss = module("loss.wgsl", LOSS_WGSL);
@@ -330,7 +389,7 @@ impl Kernels {
         let adam = module("adam.wgsl", ADAM_WGSL);
         let k = |m, name, slots: &[Slot]| Kernel::new(gpu, m, name, slots);
         let kernels = Kernels {
-            conv_block,
+            conv_tile,
             conv_forward: k(&conv, "conv_forward", &[U, R, R, R, W]),
             conv_backward_input: k(&conv, "conv_backward_input", &[U, R, R, R, W]),
             pool_forward: k(&pool, "pool_forward", &[U, R, R, W]),
@@ -359,20 +418,33 @@ impl Kernels {
         (cin, cout, h, w): (usize, usize, usize, usize),
         blocked: usize,
     ) -> (ConvParams, [u32; 3]) {
+        let pad = self.conv_tile.pad();
         let params = ConvParams {
             cin: cin as u32,
             cout: cout as u32,
             h: h as u32,
             w: w as u32,
-            row_vec4s: (blocked.next_multiple_of(self.conv_block) / 4) as u32,
+            row_vec4s: (blocked.next_multiple_of(pad) / 4) as u32,
             mask_output: 0,
             _pad: [0; 2],
         };
-        let groups = [
-            w.div_ceil(4).div_ceil(8) as u32,
-            h.div_ceil(8) as u32,
-            blocked.div_ceil(self.conv_block) as u32,
-        ];
+        let groups = match self.conv_tile {
+            ConvTile::Registers(block) => [
+                w.div_ceil(4).div_ceil(8) as u32,
+                h.div_ceil(8) as u32,
+                blocked.div_ceil(block) as u32,
+            ],
+            ConvTile::Workgroup => {
+                // Pixel tiles fold into y past the 65535 limit (the shader rebuilds x + y · nx).
+                let tiles = (h * w).div_ceil(GEMM_PIXELS);
+                let x = tiles.min(65535);
+                [
+                    x as u32,
+                    tiles.div_ceil(x) as u32,
+                    blocked.div_ceil(GEMM_CHANNELS) as u32,
+                ]
+            }
+        };
         (params, groups)
     }
 

@@ -1,6 +1,6 @@
 //! Every WGSL file parses and validates with naga, without any GPU.
 
-use impasto::ops::{conv_source, CONV_BLOCKS, SHADERS};
+use impasto::ops::{conv_source, CONV_TILES, SHADERS};
 
 #[test]
 fn every_wgsl_file_validates() {
@@ -17,10 +17,10 @@ fn every_wgsl_file_validates() {
         on_disk, embedded,
         "every shader file is embedded and checked"
     );
-    // conv.wgsl as written, and with every tile the host can substitute.
-    let convs: Vec<(String, String)> = CONV_BLOCKS
+    // The files as written, and every conv tile the host can build.
+    let convs: Vec<(String, String)> = CONV_TILES
         .iter()
-        .map(|&b| (format!("conv.wgsl (block {b})"), conv_source(b)))
+        .map(|&t| (format!("conv tile {t}"), conv_source(t)))
         .collect();
     let all = SHADERS
         .iter()

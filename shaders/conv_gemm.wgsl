@@ -1,0 +1,156 @@
+// 3x3 convolution, stride 1, zero padding 1, on CHW f32 maps, as an implicit GEMM with
+// workgroup-memory tiles: the variant for real GPUs, where shared memory and barriers are
+// cheap (conv.wgsl's register-blocked kernel is the software driver's).
+//
+// out[o][q] = sum over taps t and reduction channels r of W[t][r][o] · in[r][q shifted by t]
+// A workgroup owns 64 output channels x 64 pixels (of the flattened h·w, so narrow images
+// waste nothing); each step it stages 16 reduction rows of weights and of the shifted input
+// in workgroup memory, and each invocation accumulates 4 channels x 4 pixels from them.
+// Same bindings, parameters, weight layouts (rows padded to 64 channels) and fused
+// epilogues as conv.wgsl: forward adds the bias and applies the ReLU, backward masks by
+// the layer below's ReLU.
+
+const TC: u32 = 64u; // output channels per workgroup
+const TP: u32 = 64u; // pixels per workgroup
+const TK: u32 = 16u; // reduction channels per staged step
+
+struct ConvParams {
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    // vec4s per weight row: padded output channels / 4 (forward), padded input channels / 4 (backward)
+    row_vec4s: u32,
+    // backward: 1 to mask dst by aux > 0 (the input came from a ReLU)
+    mask_output: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+// forward: the layer's input [cin][h][w]; backward: dL/d(output) [cout][h][w]
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+// forward: [ky][kx][cin][cout_pad] (Keras HWIO, padded); backward: [ky][kx][cout][cin_pad]
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+// forward: bias [cout]; backward: the layer's input [cin][h][w] (its ReLU mask, if mask_output)
+@group(0) @binding(3) var<storage, read> aux: array<f32>;
+// forward: output [cout][h][w]; backward: dL/d(input) [cin][h][w]
+@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+
+// [TK][TC / 4] weights and [TK][TP / 4] shifted inputs of one step.
+var<workgroup> wtile: array<vec4<f32>, 256>;
+var<workgroup> xtile: array<vec4<f32>, 256>;
+
+// acc[j][e]: pixel p0 + 4·(lid % 16) + j, channel c0 + 4·(lid / 16) + e.
+alias Acc = array<vec4<f32>, 4>;
+
+// The invocation's share of the GEMM over `red` reduction channels. `sign` is 1 for the
+// forward (tap (ky, kx) reads (y + ky - 1, x + kx - 1)) and -1 for the backward, which
+// gathers from (y + 1 - ky, x + 1 - kx).
+fn gemm(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
+    let hw = p.h * p.w;
+    // What this invocation stages: reduction row lr, channel / pixel quad lq.
+    let lr = lid / 16u;
+    let lq = lid % 16u;
+    var ly: array<i32, 4>;
+    var lx: array<i32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        let q = q0 + 4u * lq + j;
+        // Pixels past the end get a row that is never inside the image.
+        ly[j] = select(-2, i32(q / p.w), q < hw);
+        lx[j] = i32(q % p.w);
+    }
+    let wcol = c0 / 4u + lq;
+    // What it computes from the tiles.
+    let tc = lid / 16u;
+    let tp = lid % 16u;
+    var acc: Acc;
+    for (var tap = 0u; tap < 9u; tap++) {
+        let dy = sign * (i32(tap / 3u) - 1);
+        let dx = sign * (i32(tap % 3u) - 1);
+        // Offsets of the 4 staged pixels for this tap, -1 in the padding.
+        var off: array<i32, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            let yy = ly[j] + dy;
+            let xx = lx[j] + dx;
+            let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
+            off[j] = select(-1, yy * i32(p.w) + xx, inside);
+        }
+        for (var r0 = 0u; r0 < red; r0 += TK) {
+            let r = r0 + lr;
+            var wv = vec4<f32>(0.0);
+            var xv = vec4<f32>(0.0);
+            if (r < red) {
+                wv = weight[(tap * red + r) * p.row_vec4s + wcol];
+                let base = r * hw;
+                for (var j = 0u; j < 4u; j++) {
+                    if (off[j] >= 0) {
+                        xv[j] = src[base + u32(off[j])];
+                    }
+                }
+            }
+            wtile[lid] = wv;
+            xtile[lid] = xv;
+            workgroupBarrier();
+            for (var k = 0u; k < TK; k++) {
+                let a = wtile[k * 16u + tc];
+                let b = xtile[k * 16u + tp];
+                acc[0] = fma(vec4<f32>(b.x), a, acc[0]);
+                acc[1] = fma(vec4<f32>(b.y), a, acc[1]);
+                acc[2] = fma(vec4<f32>(b.z), a, acc[2]);
+                acc[3] = fma(vec4<f32>(b.w), a, acc[3]);
+            }
+            workgroupBarrier();
+        }
+    }
+    return acc;
+}
+
+// Writes the invocation's 4 x 4 outputs: forward adds the bias (aux) and applies the ReLU;
+// backward zeroes where the input (aux) was not positive, when asked to.
+fn store(acc: Acc, lid: u32, q0: u32, c0: u32, channels: u32, forward: bool) {
+    let hw = p.h * p.w;
+    for (var e = 0u; e < 4u; e++) {
+        let ch = c0 + 4u * (lid / 16u) + e;
+        if (ch >= channels) {
+            return;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let q = q0 + 4u * (lid % 16u) + j;
+            if (q < hw) {
+                var v = acc[j][e];
+                if (forward) {
+                    v = max(v + aux[ch], 0.0);
+                } else if (p.mask_output != 0u && aux[ch * hw + q] <= 0.0) {
+                    v = 0.0;
+                }
+                dst[ch * hw + q] = v;
+            }
+        }
+    }
+}
+
+// Workgroups: x (+ y past 65535) over pixel tiles, z over channel tiles.
+@compute @workgroup_size(256, 1, 1)
+fn conv_forward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = (wid.x + wid.y * nwg.x) * TP;
+    let c0 = wid.z * TC;
+    let acc = gemm(lid, q0, c0, p.cin, 1);
+    store(acc, lid, q0, c0, p.cout, true);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn conv_backward_input(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = (wid.x + wid.y * nwg.x) * TP;
+    let c0 = wid.z * TC;
+    let acc = gemm(lid, q0, c0, p.cout, -1);
+    store(acc, lid, q0, c0, p.cin, false);
+}

@@ -68,7 +68,13 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--impasto-bin", default=None)
+    ap.add_argument("--conv-tile", default=None, help="passed to impasto bench (default: its choice)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="let cuDNN/cuBLAS use TF32 (off: the comparison is fp32 against fp32)")
     a = ap.parse_args()
+    # PyTorch lets cuDNN convolutions use TF32 by default; impasto computes in full f32.
+    torch.backends.cudnn.allow_tf32 = a.tf32
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
     content_layers = a.content_layers.split(",")
     style_layers = a.style_layers.split(",")
     names = [c[0] for c in vgg19_convs()]
@@ -121,7 +127,8 @@ def main():
 
     cmd = ([a.impasto_bin] if a.impasto_bin else ["cargo", "run", "--release", "--quiet", "--"]) + [
         "bench", "--size", str(s), "--content-layers", a.content_layers,
-        "--style-layers", a.style_layers, "--steps", str(a.steps)]
+        "--style-layers", a.style_layers, "--steps", str(a.steps)] + (
+        ["--conv-tile", a.conv_tile] if a.conv_tile else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"full step .*?: ([0-9.]+) ms/step", out)
     mem_line = re.search(r"GPU memory.*", out)

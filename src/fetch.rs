@@ -151,12 +151,20 @@ fn fetch_once(
         416 if have > 0 => return Ok(()),
         _ => return Err(Fetch::Fatal(anyhow!("HTTP status {status}"))),
     };
+    let offered: Option<u64> = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    if let (false, Some(s), Some(n)) = (append, size, offered) {
+        if n != s {
+            return Err(Fetch::Fatal(anyhow!(
+                "the server offers {n} bytes, the expected size is {s}: not the expected file"
+            )));
+        }
+    }
     let total = match (append, size) {
         (_, Some(s)) => Some(s),
-        (false, None) => resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok()?.parse().ok()),
+        (false, None) => offered,
         (true, None) => None,
     };
     let mut file = OpenOptions::new()
@@ -250,6 +258,9 @@ pub struct Source {
     pub description: String,
     pub file: String,
     pub urls: Vec<String>,
+    /// Bytes of the file, when known.
+    #[serde(default)]
+    pub size: Option<u64>,
     pub checksum: String,
     pub format: String,
     pub input_convention: String,
@@ -299,7 +310,7 @@ impl Source {
     pub fn download(&self) -> Result<Download> {
         Ok(Download {
             urls: self.urls.clone(),
-            size: None,
+            size: self.size,
             checksum: self.checksum.parse()?,
         })
     }
@@ -343,6 +354,8 @@ pub fn fetch_weights(
     let result = download(d, &raw, opts);
     bar.finish_and_clear();
     result?;
+    // Recorded for whoever pins the manifest (Keras publishes only an MD5).
+    eprintln!("sha256 of the download: {}", sha256_file(&raw)?);
     let converted = crate::weights::Weights::load(&raw).and_then(|w| {
         w.save_canonical(out)?;
         Ok(w)

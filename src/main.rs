@@ -130,8 +130,9 @@ fn weights_fetch(
 fn weights_sources() -> anyhow::Result<()> {
     for s in impasto::fetch::sources()? {
         println!("{}: {}", s.name, s.description);
+        let size = s.size.map(|b| format!("{b} bytes, ")).unwrap_or_default();
         println!(
-            "   {} ({}, input convention {}, {}), checksum {}",
+            "   {} ({}, input convention {}, {}), {size}checksum {}",
             s.file, s.format, s.input_convention, s.license, s.checksum
         );
     }

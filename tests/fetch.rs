@@ -360,21 +360,27 @@ fn the_manifest_lists_the_keras_and_torchvision_weights() {
         assert!(s.urls.iter().all(|u| u.ends_with(&s.file)));
     }
     let tv = &sources[1];
-    assert_eq!(
-        tv.checksum, "sha256-prefix:dcbb9e9d",
+    let Checksum::Sha256(hash) = tv.checksum.parse::<Checksum>().unwrap() else {
+        panic!("torchvision's checksum is a full sha256");
+    };
+    assert!(
+        hash.starts_with("dcbb9e9d"),
         "torchvision's file name carries its hash prefix"
     );
+    // Both sizes are pinned, so a truncated or padded download is refused before hashing.
+    assert_eq!(sources[0].size, Some(80_134_624));
+    assert_eq!(tv.size, Some(574_673_361));
 }
 
-/// A sources manifest with one source at `url`, the Keras fixture's md5 as its checksum.
-fn manifest(dir: &std::path::Path, url: &str, body: &[u8]) -> std::path::PathBuf {
+/// A sources manifest with one source at `url`: `body`'s md5 as its checksum, `size` bytes.
+fn manifest(dir: &std::path::Path, url: &str, body: &[u8], size: usize) -> std::path::PathBuf {
     use md5::Digest as _;
     let md5: String = md5::Md5::digest(body)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     let json = serde_json::json!({"sources": [{
-        "name": "keras", "description": "test copy", "file": "w.h5", "urls": [url],
+        "name": "keras", "description": "test copy", "file": "w.h5", "urls": [url], "size": size,
         "checksum": format!("md5:{md5}"), "format": "keras-h5", "input_convention": "caffe", "license": "test"
     }]});
     let p = dir.join("sources.json");
@@ -429,7 +435,7 @@ fn the_first_stylize_fetches_the_default_weights_into_the_cache() {
     // One connection only: a second download would find no server.
     let (url, _) = serve(1, good(Arc::new(body.clone())));
     let home = tempfile::tempdir().unwrap();
-    let sources = manifest(home.path(), &format!("{url}/w.h5"), &body);
+    let sources = manifest(home.path(), &format!("{url}/w.h5"), &body, body.len());
     let out = home.path().join("out.png");
     let o = stylize_without_weights(home.path(), &sources, &out);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -455,7 +461,7 @@ fn offline_the_first_stylize_says_how_to_get_weights() {
         .local_addr()
         .unwrap();
     let home = tempfile::tempdir().unwrap();
-    let sources = manifest(home.path(), &format!("http://{closed}/w.h5"), b"");
+    let sources = manifest(home.path(), &format!("http://{closed}/w.h5"), b"", 0);
     let out = home.path().join("out.png");
     let o = stylize_without_weights(home.path(), &sources, &out);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -469,4 +475,27 @@ fn offline_the_first_stylize_says_how_to_get_weights() {
         .path()
         .join(".cache/impasto/vgg19.safetensors")
         .exists());
+}
+
+#[test]
+fn a_download_of_other_than_the_manifests_size_is_refused() {
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_keras.h5"),
+    )
+    .unwrap();
+    let (url, _) = serve(4, good(Arc::new(body.clone())));
+    let home = tempfile::tempdir().unwrap();
+    // The right hash but a size one byte off: the manifest's size is checked too.
+    let sources = manifest(home.path(), &format!("{url}/w.h5"), &body, body.len() + 1);
+    let out = home.path().join("out.png");
+    let o = stylize_without_weights(home.path(), &sources, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("size"), "{err}");
+    assert!(!out.exists());
+    let cache = home.path().join(".cache/impasto");
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing left in the cache: {left:?}");
 }

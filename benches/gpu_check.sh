@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The whole GPU check as one prepared run, for a task lent a GPU machine through the device
+# tool (15 minutes in all: build nothing there).
+#
+# Here, with Rust:   bash benches/gpu_check.sh prepare
+#   builds the release binary and the kernel/network test binaries into .gpu/ and downloads the
+#   Vulkan loader packages into .gl/ (both ignored by git).
+# There:             device run, carry [".gl", ".gpu"], timeout_s 540:
+#   bash benches/gpu_check.sh run
+#   checks every kernel against the CPU reference on the real GPU, then times the 512-px step with
+#   the default layers against PyTorch + CUDA (fp32, TF32 off) for each conv tile; the log lands
+#   in $OUT/gpu_check.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+prepare() {
+    set -e
+    cargo build --release
+    rm -rf .gpu && mkdir -p .gpu
+    cp target/release/impasto .gpu/
+    # The test executables (cargo prints their paths as JSON).
+    cargo test --release --no-run --message-format=json --test kernels --test network |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])' | xargs -I{} cp {} .gpu/
+    if [ ! -d .gl ]; then
+        grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo /.gl/ >>.git/info/exclude
+        mkdir -p .gl /tmp/amd64/partial
+        o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+        apt-get $o update
+        (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+    fi
+    du -sh .gpu .gl
+}
+
+run() {
+    local log="${OUT:-/tmp}/gpu_check.log"
+    exec > >(tee "$log") 2>&1
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    if [ -e /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    fi
+    export PYTHONUNBUFFERED=1 IMPASTO_ADAPTER="${IMPASTO_ADAPTER:-}"
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+    .gpu/impasto devices
+    echo "== kernels and network against the CPU reference, on this GPU"
+    for t in .gpu/kernels-* .gpu/network-*; do timeout 120 "$t" --test-threads 1 2>&1 | grep -E "error|test result|FAIL|panicked"; done
+    for tile in gemm64 regs8; do
+        echo "== impasto bench, 512 px, default layers, conv tile $tile"
+        timeout 120 .gpu/impasto bench --size 512 --steps 10 --conv-tile "$tile"
+    done
+    for tile in gemm64 regs8; do
+        echo "== PyTorch CUDA fp32 vs impasto ($tile), 512 px, default layers"
+        timeout 150 python3 benches/compare_pytorch.py --size 512 --steps 10 --device cuda \
+            --impasto-bin .gpu/impasto --conv-tile "$tile"
+    done
+    date -u
+}
+
+case "${1:-}" in
+    prepare) prepare ;;
+    run) run ;;
+    *) echo "usage: bash benches/gpu_check.sh prepare|run" >&2; exit 2 ;;
+esac

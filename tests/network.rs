@@ -10,7 +10,7 @@ use common::{check, ctx, random, rng, shared_dir, to_f64};
 use impasto::cpu::{self, AdamConfig};
 use impasto::loss::LossConfig;
 use impasto::network::{Arch, ConvSpec, GpuConv, GpuNet, StageOp};
-use impasto::ops::{self, Pooling};
+use impasto::ops::{self, ConvTile, Kernels, Pooling};
 use impasto::session::{Image, Session, Setup};
 use impasto::weights::{ConvWeights, Convention, Weights};
 use rand::Rng;
@@ -133,7 +133,15 @@ fn gpu_losses_and_gradient_match_cpu() {
     let style_a = image(&mut r, 10, 12);
     let style_b = image(&mut r, h, wd);
     let init = image(&mut r, h, wd);
-    for pooling in [Pooling::Max, Pooling::Avg] {
+    // The adapter's own conv tile, and the GPU one (the whole pipeline, not just the kernel).
+    let gemm = Kernels::with_conv_tile(&c.gpu, ConvTile::Workgroup).unwrap();
+    let runs = [
+        (Pooling::Max, &c.kernels),
+        (Pooling::Avg, &c.kernels),
+        (Pooling::Max, &gemm),
+    ];
+    for (pooling, kernels) in runs {
+        let tile = kernels.conv_tile;
         let styles = vec![(style_a.clone(), 3.0), (style_b.clone(), 1.0)];
         let setup = Setup {
             arch: &arch,
@@ -150,7 +158,7 @@ fn gpu_losses_and_gradient_match_cpu() {
             styles: &styles,
             init: &init,
         };
-        let session = Session::new(&c.gpu, &c.kernels, &setup).unwrap();
+        let session = Session::new(&c.gpu, kernels, &setup).unwrap();
         let got_loss = session.evaluate().unwrap();
         let got_grad = session.gradient().unwrap();
 
@@ -192,11 +200,11 @@ fn gpu_losses_and_gradient_match_cpu() {
             ("tv", got_loss.tv, want.tv),
             ("total", got_loss.total, want.total),
         ] {
-            check(&format!("{pooling:?} {name} loss"), &[g as f32], &[w], 1e-4);
+            check(&format!("{pooling:?} {tile} {name} loss"), &[g as f32], &[w], 1e-4);
         }
         let want_grad = model.gradient(&x, &targets);
         check(
-            &format!("{pooling:?} gradient wrt image"),
+            &format!("{pooling:?} {tile} gradient wrt image"),
             &got_grad,
             &want_grad,
             1e-4,

@@ -68,7 +68,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--impasto-bin", default=None)
-    ap.add_argument("--conv-tile", default=None, help="passed to impasto bench (default: its choice)")
+    ap.add_argument("--tiling", default=None, help="passed to impasto bench (default: its choice)")
     ap.add_argument("--tf32", action="store_true",
                     help="let cuDNN/cuBLAS use TF32 (off: the comparison is fp32 against fp32)")
     a = ap.parse_args()
@@ -128,7 +128,7 @@ def main():
     cmd = ([a.impasto_bin] if a.impasto_bin else ["cargo", "run", "--release", "--quiet", "--"]) + [
         "bench", "--size", str(s), "--content-layers", a.content_layers,
         "--style-layers", a.style_layers, "--steps", str(a.steps)] + (
-        ["--conv-tile", a.conv_tile] if a.conv_tile else [])
+        ["--tiling", a.tiling] if a.tiling else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"full step .*?: ([0-9.]+) ms/step", out)
     mem_line = re.search(r"GPU memory.*", out)

@@ -51,12 +51,12 @@ run() {
     for t in .gpu/kernels-* .gpu/network-*; do timeout 120 "$t" --test-threads 1 2>&1 | grep -E "error|test result|FAIL|panicked"; done
     for tile in gemm64 regs8; do
         echo "== impasto bench, 512 px, default layers, conv tile $tile"
-        timeout 120 .gpu/impasto bench --size 512 --steps 10 --conv-tile "$tile"
+        timeout 120 .gpu/impasto bench --size 512 --steps 10 --tiling "$tile"
     done
     for tile in gemm64 regs8; do
         echo "== PyTorch CUDA fp32 vs impasto ($tile), 512 px, default layers"
         timeout 150 python3 benches/compare_pytorch.py --size 512 --steps 10 --device cuda \
-            --impasto-bin .gpu/impasto --conv-tile "$tile"
+            --impasto-bin .gpu/impasto --tiling "$tile"
     done
     date -u
 }

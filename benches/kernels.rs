@@ -57,15 +57,12 @@ fn bench(c: &mut Criterion) {
             let x = gpu.storage_from("x", &vec![0.5; cin * h * w]).unwrap();
             let y = gpu.storage_from("y", &vec![0.5; cout * h * w]).unwrap();
             let wf = gpu
-                .storage_from(
-                    "wf",
-                    &pad_forward_weights(&hwio, cin, cout, k.conv_tile.pad()),
-                )
+                .storage_from("wf", &pad_forward_weights(&hwio, cin, cout, k.tiling.pad()))
                 .unwrap();
             let wb = gpu
                 .storage_from(
                     "wb",
-                    &pad_backward_weights(&hwio, cin, cout, k.conv_tile.pad()),
+                    &pad_backward_weights(&hwio, cin, cout, k.tiling.pad()),
                 )
                 .unwrap();
             let b = gpu.storage_from("b", &vec![0.1; cout]).unwrap();

@@ -24,7 +24,7 @@ pub struct BenchConfig {
     /// Timed steps (after two warm-up steps).
     pub steps: usize,
     /// Conv tile override; default: chosen for the adapter.
-    pub conv_tile: Option<crate::ops::ConvTile>,
+    pub tiling: Option<crate::ops::Tiling>,
 }
 
 /// Random weights with VGG19's shapes for every conv layer up to `deepest`.
@@ -58,12 +58,12 @@ pub struct StepTiming {
     pub rows: Vec<(String, String, f64, f64)>,
     pub gpu_timestamps: bool,
     pub memory_bytes: u64,
-    pub conv_tile: crate::ops::ConvTile,
+    pub tiling: crate::ops::Tiling,
 }
 
 pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
-    let kernels = match cfg.conv_tile {
-        Some(t) => Kernels::with_conv_tile(gpu, t)?,
+    let kernels = match cfg.tiling {
+        Some(t) => Kernels::with_tiling(gpu, t)?,
         None => Kernels::new(gpu)?,
     };
     let arch = Arch::vgg19();
@@ -134,7 +134,7 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
         rows,
         gpu_timestamps,
         memory_bytes: gpu.allocated_bytes(),
-        conv_tile: kernels.conv_tile,
+        tiling: kernels.tiling,
     })
 }
 
@@ -197,7 +197,7 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
         cfg.size,
         cfg.content_layers.join(","),
         cfg.style_layers.join(","),
-        t.conv_tile,
+        t.tiling,
         gpu.info.name,
         gpu.info.backend
     );

@@ -66,7 +66,7 @@ pub struct BenchArgs {
     /// Conv kernel tiling: regs4, regs8, regs16 (channels per invocation, no workgroup
     /// memory) or gemm64 (shared-memory implicit GEMM); default: chosen for the adapter
     #[arg(long, value_name = "TILE")]
-    pub conv_tile: Option<crate::ops::ConvTile>,
+    pub tiling: Option<crate::ops::Tiling>,
 }
 
 #[derive(Subcommand, Debug)]

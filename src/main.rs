@@ -65,7 +65,7 @@ fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Resul
         content_layers: args.layers.content_layers.clone(),
         style_layers: args.layers.style_layers.clone(),
         steps: args.steps,
-        conv_tile: args.conv_tile,
+        tiling: args.tiling,
     };
     let t = impasto::bench::run(&gpu, &cfg)?;
     impasto::bench::print_table(&cfg, &gpu, &t);

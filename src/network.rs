@@ -150,7 +150,7 @@ pub struct GpuConv {
 impl GpuConv {
     /// Uploads `w` padded for `kernels`' conv tile.
     pub fn upload(gpu: &Gpu, kernels: &Kernels, name: &str, w: &ConvWeights) -> Result<GpuConv> {
-        let b = kernels.conv_tile.pad();
+        let b = kernels.tiling.pad();
         Ok(GpuConv {
             forward: gpu.storage_from(name, &pad_forward_weights(&w.hwio, w.cin, w.cout, b))?,
             bias: gpu.storage_from(name, &w.bias)?,

@@ -14,13 +14,15 @@ pub const LOSS_WGSL: &str = include_str!("../shaders/loss.wgsl");
 pub const PREPROCESS_WGSL: &str = include_str!("../shaders/preprocess.wgsl");
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 pub const CONV_GEMM_WGSL: &str = include_str!("../shaders/conv_gemm.wgsl");
+pub const GRAM_GEMM_WGSL: &str = include_str!("../shaders/gram_gemm.wgsl");
 
 /// Every shader file, by name, for validation and listing.
-pub const SHADERS: [(&str, &str); 7] = [
+pub const SHADERS: [(&str, &str); 8] = [
     ("conv.wgsl", CONV_WGSL),
     ("conv_gemm.wgsl", CONV_GEMM_WGSL),
     ("pool.wgsl", POOL_WGSL),
     ("gram.wgsl", GRAM_WGSL),
+    ("gram_gemm.wgsl", GRAM_GEMM_WGSL),
     ("loss.wgsl", LOSS_WGSL),
     ("preprocess.wgsl", PREPROCESS_WGSL),
     ("adam.wgsl", ADAM_WGSL),
@@ -179,81 +181,88 @@ fn groups_1d(n: usize) -> [u32; 3] {
     [x as u32, groups.div_ceil(x) as u32, 1]
 }
 
-/// How the conv kernels split the work. Both compute the same thing with the same
-/// bindings and weight layouts; they differ in tiling, so each adapter gets the one that suits it.
+/// How the matrix-heavy kernels (convolutions, Gram matrices, style gradient) split the work.
+/// Every tiling computes the same thing with the same bindings and weight layouts; each
+/// adapter gets the one that suits it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvTile {
-    /// conv.wgsl: each invocation owns this many channels x 4 pixels in registers, with no
-    /// workgroup memory or barriers (the software driver runs barriers slowly).
+pub enum Tiling {
+    /// conv.wgsl and gram.wgsl: each conv invocation owns this many channels x 4 pixels in
+    /// registers, with no workgroup memory or barriers (the software driver runs barriers slowly).
     Registers(usize),
-    /// conv_gemm.wgsl: implicit GEMM, 64 channels x 64 pixels per workgroup staged through
-    /// workgroup memory, 4 x 4 outputs per invocation (for real GPUs).
+    /// conv_gemm.wgsl and gram_gemm.wgsl: GEMMs with 64 x 64 output tiles per workgroup
+    /// staged through workgroup memory, 4 x 4 outputs per invocation (for real GPUs).
     Workgroup,
 }
 
-/// Every conv tile the host can build; each is tested against the CPU reference.
-pub const CONV_TILES: [ConvTile; 4] = [
-    ConvTile::Registers(4),
-    ConvTile::Registers(8),
-    ConvTile::Registers(16),
-    ConvTile::Workgroup,
+/// Every tiling the host can build; each is tested against the CPU reference.
+pub const TILINGS: [Tiling; 4] = [
+    Tiling::Registers(4),
+    Tiling::Registers(8),
+    Tiling::Registers(16),
+    Tiling::Workgroup,
 ];
 
-/// Channels per workgroup of [`ConvTile::Workgroup`] (its weight rows are padded to this).
-const GEMM_CHANNELS: usize = 64;
-/// Pixels per workgroup of [`ConvTile::Workgroup`].
-const GEMM_PIXELS: usize = 64;
+/// Output rows and columns per workgroup of [`Tiling::Workgroup`] (conv: channels x pixels;
+/// conv weight rows are padded to it).
+const GEMM_TILE: usize = 64;
 
-impl ConvTile {
+/// Workgroups for `tiles` tiles along x, folded into y past `limit` (the shaders rebuild
+/// x + y · nx), and `z` along z.
+fn fold_tiles(tiles: usize, z: usize, limit: usize) -> [u32; 3] {
+    let x = tiles.clamp(1, limit);
+    [x as u32, tiles.div_ceil(x).max(1) as u32, z as u32]
+}
+
+impl Tiling {
     /// The multiple that weight rows are padded to ([`pad_forward_weights`]).
     pub fn pad(self) -> usize {
         match self {
-            ConvTile::Registers(b) => b,
-            ConvTile::Workgroup => GEMM_CHANNELS,
+            Tiling::Registers(b) => b,
+            Tiling::Workgroup => GEMM_TILE,
         }
     }
 
     /// The tile for an adapter.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> ConvTile {
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Tiling {
         match info.device_type {
             // Measured on lavapipe (2 cores): see README, Performance.
-            wgpu::DeviceType::Cpu => ConvTile::Registers(8),
-            _ => ConvTile::Workgroup,
+            wgpu::DeviceType::Cpu => Tiling::Registers(8),
+            _ => Tiling::Workgroup,
         }
     }
 }
 
-impl std::fmt::Display for ConvTile {
+impl std::fmt::Display for Tiling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConvTile::Registers(b) => write!(f, "regs{b}"),
-            ConvTile::Workgroup => write!(f, "gemm64"),
+            Tiling::Registers(b) => write!(f, "regs{b}"),
+            Tiling::Workgroup => write!(f, "gemm64"),
         }
     }
 }
 
-impl std::str::FromStr for ConvTile {
+impl std::str::FromStr for Tiling {
     type Err = String;
-    fn from_str(s: &str) -> Result<ConvTile, String> {
-        CONV_TILES
+    fn from_str(s: &str) -> Result<Tiling, String> {
+        TILINGS
             .into_iter()
             .find(|t| t.to_string() == s.trim())
             .ok_or_else(|| {
-                let names: Vec<String> = CONV_TILES.iter().map(|t| t.to_string()).collect();
+                let names: Vec<String> = TILINGS.iter().map(|t| t.to_string()).collect();
                 format!("{s:?} is not one of {}", names.join(", "))
             })
     }
 }
 
 /// The WGSL source of a conv tile: conv.wgsl with its channel block substituted, or conv_gemm.wgsl.
-pub fn conv_source(tile: ConvTile) -> String {
+pub fn conv_source(tile: Tiling) -> String {
     match tile {
-        ConvTile::Registers(block) => {
+        Tiling::Registers(block) => {
             let line = "const CV: u32 = 2u;";
             assert!(CONV_WGSL.contains(line) && block.is_multiple_of(4));
             CONV_WGSL.replace(line, &format!("const CV: u32 = {}u;", block / 4))
         }
-        ConvTile::Workgroup => CONV_GEMM_WGSL.to_string(),
+        Tiling::Workgroup => CONV_GEMM_WGSL.to_string(),
     }
 }
 
@@ -342,8 +351,11 @@ pub struct Affine {
 
 /// Every pipeline impasto uses, built once per device.
 pub struct Kernels {
-    /// How the convolutions are tiled; weights must be padded to `conv_tile.pad()`.
-    pub conv_tile: ConvTile,
+    /// How the convolutions are tiled; weights must be padded to `tiling.pad()`.
+    pub tiling: Tiling,
+    /// Tiled kernels fold workgroups along x into y past this many (65535, the least every
+    /// adapter allows; lowered by the tests to exercise the folding on small inputs).
+    pub fold_limit: usize,
     conv_forward: Kernel,
     conv_backward_input: Kernel,
     pool_forward: Kernel,
@@ -364,14 +376,14 @@ pub struct Kernels {
 impl Kernels {
     /// The kernels with the conv tile chosen for the adapter.
     pub fn new(gpu: &Gpu) -> Result<Kernels> {
-        Kernels::with_conv_tile(gpu, ConvTile::for_adapter(&gpu.info))
+        Kernels::with_tiling(gpu, Tiling::for_adapter(&gpu.info))
     }
 
-    pub fn with_conv_tile(gpu: &Gpu, conv_tile: ConvTile) -> Result<Kernels> {
+    pub fn with_tiling(gpu: &Gpu, tiling: Tiling) -> Result<Kernels> {
         use Slot::{Read as R, Uniform as U, Write as W};
         anyhow::ensure!(
-            CONV_TILES.contains(&conv_tile),
-            "conv tile {conv_tile} is not one the host can build"
+            TILINGS.contains(&tiling),
+            "conv tile {tiling} is not one the host can build"
         );
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = |name: &str, src: &str| {
@@ -381,22 +393,28 @@ impl Kernels {
                     source: wgpu::ShaderSource::Wgsl(src.into()),
                 })
         };
-        let conv = module("conv", &conv_source(conv_tile));
+        let conv = module("conv", &conv_source(tiling));
         let pool = module("pool.wgsl", POOL_WGSL);
         let gram = module("gram.wgsl", GRAM_WGSL);
+        let gram_tiled = match tiling {
+            Tiling::Registers(_) => None,
+            Tiling::Workgroup => Some(module("gram_gemm.wgsl", GRAM_GEMM_WGSL)),
+        };
+        let gram_mm = gram_tiled.as_ref().unwrap_or(&gram);
         let loss = module("loss.wgsl", LOSS_WGSL);
         let pre = module("preprocess.wgsl", PREPROCESS_WGSL);
         let adam = module("adam.wgsl", ADAM_WGSL);
         let k = |m, name, slots: &[Slot]| Kernel::new(gpu, m, name, slots);
         let kernels = Kernels {
-            conv_tile,
+            tiling,
+            fold_limit: 65535,
             conv_forward: k(&conv, "conv_forward", &[U, R, R, R, W]),
             conv_backward_input: k(&conv, "conv_backward_input", &[U, R, R, R, W]),
             pool_forward: k(&pool, "pool_forward", &[U, R, R, W]),
             pool_backward: k(&pool, "pool_backward", &[U, R, R, W]),
-            gram: k(&gram, "gram", &[U, R, R, R, W]),
+            gram: k(gram_mm, "gram", &[U, R, R, R, W]),
             gram_reduce: k(&gram, "gram_reduce", &[U, R, R, R, W]),
-            style_grad: k(&gram, "style_grad", &[U, R, R, R, W]),
+            style_grad: k(gram_mm, "style_grad", &[U, R, R, R, W]),
             sq_diff_sum: k(&loss, "sq_diff_sum", &[U, R, R, W]),
             tv_sum: k(&loss, "tv_sum", &[U, R, R, W]),
             content_grad: k(&loss, "content_grad", &[U, R, R, W]),
@@ -418,7 +436,7 @@ impl Kernels {
         (cin, cout, h, w): (usize, usize, usize, usize),
         blocked: usize,
     ) -> (ConvParams, [u32; 3]) {
-        let pad = self.conv_tile.pad();
+        let pad = self.tiling.pad();
         let params = ConvParams {
             cin: cin as u32,
             cout: cout as u32,
@@ -428,22 +446,17 @@ impl Kernels {
             mask_output: 0,
             _pad: [0; 2],
         };
-        let groups = match self.conv_tile {
-            ConvTile::Registers(block) => [
+        let groups = match self.tiling {
+            Tiling::Registers(block) => [
                 w.div_ceil(4).div_ceil(8) as u32,
                 h.div_ceil(8) as u32,
                 blocked.div_ceil(block) as u32,
             ],
-            ConvTile::Workgroup => {
-                // Pixel tiles fold into y past the 65535 limit (the shader rebuilds x + y · nx).
-                let tiles = (h * w).div_ceil(GEMM_PIXELS);
-                let x = tiles.min(65535);
-                [
-                    x as u32,
-                    tiles.div_ceil(x) as u32,
-                    blocked.div_ceil(GEMM_CHANNELS) as u32,
-                ]
-            }
+            Tiling::Workgroup => fold_tiles(
+                (h * w).div_ceil(GEMM_TILE),
+                blocked.div_ceil(GEMM_TILE),
+                self.fold_limit,
+            ),
         };
         (params, groups)
     }
@@ -541,10 +554,20 @@ impl Kernels {
         feat: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        let t = n.div_ceil(8).div_ceil(8);
-        let invocations = (n.div_ceil(8) * n.div_ceil(8)).max(1);
-        // Aim for a few thousand invocations, each with at least 1024 positions.
-        let chunks = 4096usize.div_ceil(invocations).min(m.div_ceil(1024)).max(1);
+        // Workgroups per side of G, and how many chunks of positions fill the device: a few
+        // thousand register-blocked invocations, or a few hundred workgroups, each chunk
+        // with at least 1024 positions.
+        let (t, chunks) = match self.tiling {
+            Tiling::Registers(_) => {
+                let invocations = (n.div_ceil(8) * n.div_ceil(8)).max(1);
+                (n.div_ceil(8).div_ceil(8), 4096usize.div_ceil(invocations))
+            }
+            Tiling::Workgroup => {
+                let t = n.div_ceil(GEMM_TILE);
+                (t, 512usize.div_ceil(t * (t + 1) / 2))
+            }
+        };
+        let chunks = chunks.min(m.div_ceil(1024)).max(1);
         let chunk_len = m.div_ceil(chunks);
         let params = GramParams {
             n: n as u32,
@@ -599,11 +622,18 @@ impl Kernels {
             chunk_len: m as u32,
             _pad: [0; 2],
         };
-        let groups = [
-            m.div_ceil(4).div_ceil(8) as u32,
-            n.div_ceil(4).div_ceil(8) as u32,
-            1,
-        ];
+        let groups = match self.tiling {
+            Tiling::Registers(_) => [
+                m.div_ceil(4).div_ceil(8) as u32,
+                n.div_ceil(4).div_ceil(8) as u32,
+                1,
+            ],
+            Tiling::Workgroup => fold_tiles(
+                m.div_ceil(GEMM_TILE),
+                n.div_ceil(GEMM_TILE),
+                self.fold_limit,
+            ),
+        };
         self.style_grad
             .dispatch(gpu, &params, &[feat, gram, target, dst], groups)
             .info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64)

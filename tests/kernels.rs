@@ -5,7 +5,7 @@ mod common;
 use common::{check, ctx, random, rng};
 use impasto::cpu;
 use impasto::ops::{
-    self, pad_backward_weights, pad_forward_weights, Affine, Kernels, Pooling, CONV_TILES,
+    self, pad_backward_weights, pad_forward_weights, Affine, Kernels, Pooling, Tiling, TILINGS,
 };
 use impasto::weights::Convention;
 
@@ -28,8 +28,10 @@ fn conv_forward_matches_reference() {
     let g = &ctx().gpu;
     let mut r = rng(1);
     // Every tile configuration an adapter can get.
-    for tile in CONV_TILES {
-        let k = Kernels::with_conv_tile(g, tile).unwrap();
+    for tile in TILINGS {
+        let mut k = Kernels::with_tiling(g, tile).unwrap();
+        // Fold the tiled kernels' workgroups (as past 65535 tiles) on these small shapes too.
+        k.fold_limit = 3;
         for (cin, cout, h, w) in CONV_SHAPES {
             let (x, xd) = random(&mut r, cin * h * w, -1.0, 1.0);
             let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
@@ -62,8 +64,10 @@ fn conv_forward_matches_reference() {
 fn conv_backward_input_matches_reference() {
     let g = &ctx().gpu;
     let mut r = rng(2);
-    for tile in CONV_TILES {
-        let k = Kernels::with_conv_tile(g, tile).unwrap();
+    for tile in TILINGS {
+        let mut k = Kernels::with_tiling(g, tile).unwrap();
+        // Fold the tiled kernels' workgroups (as past 65535 tiles) on these small shapes too.
+        k.fold_limit = 3;
         for (cin, cout, h, w) in CONV_SHAPES {
             let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
             let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
@@ -178,11 +182,11 @@ fn pool_forward_and_backward_match_reference() {
 
 #[test]
 fn gram_and_style_loss_match_reference() {
-    let c = ctx();
-    let g = &c.gpu;
+    let g = &ctx().gpu;
     let mut r = rng(4);
-    // (13, 5000) and (9, 2049) split the positions into chunks (partial Grams + reduce).
-    for (n, m) in [
+    // (13, 5000) and (9, 2049) split the positions into chunks (partial Grams + reduce);
+    // (130, 201) spans 3 x 3 tiles of 64 (off-diagonal ones mirrored) and partial steps.
+    let shapes = [
         (1, 1),
         (3, 35),
         (5, 7 * 5),
@@ -190,64 +194,79 @@ fn gram_and_style_loss_match_reference() {
         (13, 1),
         (13, 5000),
         (9, 2049),
-    ] {
-        // Post-ReLU features, zero about a third of the time.
-        let (f, fd) = random(&mut r, n * m, -1.0, 2.0);
-        let f: Vec<f32> = f.iter().map(|v| v.max(0.0)).collect();
-        let fd: Vec<f64> = fd.iter().map(|v| v.max(0.0)).collect();
-        let (a, ad) = random(&mut r, n * n, 0.0, m as f32);
-        let fb = g.storage_from("f", &f).unwrap();
-        let ab = g.storage_from("a", &a).unwrap();
-        let gb = g.storage("g", n * n).unwrap();
-        let loss = g.storage("loss", 2).unwrap();
-        let (d0, d1) = random(&mut r, n * m, -1.0, 1.0);
-        let dst = g.storage_from("dst", &d0).unwrap();
-        let coef = 0.75f32;
-        let gram = c.kernels.gram(g, (n, m), &fb, &gb).unwrap();
-        let scale = (1.0 / (4.0 * (n * n * m * m) as f64)) as f32;
-        let val = c.kernels.sq_diff_sum(g, n * n, scale, &gb, &ab, (&loss, 1));
-        let grad = c
-            .kernels
-            .style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
-        let mut all: Vec<&ops::Dispatch> = gram.iter().collect();
-        all.extend([&val, &grad]);
-        ops::run(g, &all);
-        let gram_ref = cpu::gram(&fd, n, m);
-        check(
-            &format!("gram {n}x{m}"),
-            &g.read(&gb, n * n).unwrap(),
-            &gram_ref,
-            TOL,
-        );
-        let l = g.read(&loss, 2).unwrap()[1];
-        check(
-            &format!("style loss {n}x{m}"),
-            &[l],
-            &[cpu::style_loss(&gram_ref, &ad, n, m)],
-            TOL,
-        );
-        // The kernel's coef is weight / (n² m²); the reference's gradient carries 1 / (n² m²).
-        let sg = cpu::style_grad(&fd, &gram_ref, &ad, n, m);
-        let nm2 = (n * n * m * m) as f64;
-        // The ReLU mask of the backward is fused: no gradient where the feature is 0.
-        let want: Vec<f64> = d1
-            .iter()
-            .zip(&sg)
-            .zip(&fd)
-            .map(|((d, s), f)| {
-                if *f > 0.0 {
-                    d + coef as f64 * nm2 * s
-                } else {
-                    *d
-                }
-            })
-            .collect();
-        check(
-            &format!("style grad {n}x{m}"),
-            &g.read(&dst, n * m).unwrap(),
-            &want,
-            TOL,
-        );
+        (130, 201),
+    ];
+    // Every Gram kernel family (the register tilings share one).
+    for tiling in [Tiling::Registers(8), Tiling::Workgroup] {
+        let mut kernels = Kernels::with_tiling(g, tiling).unwrap();
+        kernels.fold_limit = 3;
+        for (n, m) in shapes {
+            // Post-ReLU features, zero about a third of the time.
+            let (f, fd) = random(&mut r, n * m, -1.0, 2.0);
+            let f: Vec<f32> = f.iter().map(|v| v.max(0.0)).collect();
+            let fd: Vec<f64> = fd.iter().map(|v| v.max(0.0)).collect();
+            // A target Gram matrix: symmetric, like every Gram (gram_gemm relies on it).
+            let (a, ad) = random(&mut r, n * n, 0.0, m as f32);
+            let sym = |v: &[f32]| -> Vec<f32> {
+                (0..n * n)
+                    .map(|k| v[(k / n).min(k % n) * n + (k / n).max(k % n)])
+                    .collect()
+            };
+            let a = sym(&a);
+            let ad: Vec<f64> = (0..n * n)
+                .map(|k| ad[(k / n).min(k % n) * n + (k / n).max(k % n)])
+                .collect();
+            let fb = g.storage_from("f", &f).unwrap();
+            let ab = g.storage_from("a", &a).unwrap();
+            let gb = g.storage("g", n * n).unwrap();
+            let loss = g.storage("loss", 2).unwrap();
+            let (d0, d1) = random(&mut r, n * m, -1.0, 1.0);
+            let dst = g.storage_from("dst", &d0).unwrap();
+            let coef = 0.75f32;
+            let gram = kernels.gram(g, (n, m), &fb, &gb).unwrap();
+            let scale = (1.0 / (4.0 * (n * n * m * m) as f64)) as f32;
+            let val = kernels.sq_diff_sum(g, n * n, scale, &gb, &ab, (&loss, 1));
+            let grad = kernels.style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
+            let mut all: Vec<&ops::Dispatch> = gram.iter().collect();
+            all.extend([&val, &grad]);
+            ops::run(g, &all);
+            let gram_ref = cpu::gram(&fd, n, m);
+            check(
+                &format!("gram ({tiling}) {n}x{m}"),
+                &g.read(&gb, n * n).unwrap(),
+                &gram_ref,
+                TOL,
+            );
+            let l = g.read(&loss, 2).unwrap()[1];
+            check(
+                &format!("style loss ({tiling}) {n}x{m}"),
+                &[l],
+                &[cpu::style_loss(&gram_ref, &ad, n, m)],
+                TOL,
+            );
+            // The kernel's coef is weight / (n² m²); the reference's gradient carries 1 / (n² m²).
+            let sg = cpu::style_grad(&fd, &gram_ref, &ad, n, m);
+            let nm2 = (n * n * m * m) as f64;
+            // The ReLU mask of the backward is fused: no gradient where the feature is 0.
+            let want: Vec<f64> = d1
+                .iter()
+                .zip(&sg)
+                .zip(&fd)
+                .map(|((d, s), f)| {
+                    if *f > 0.0 {
+                        d + coef as f64 * nm2 * s
+                    } else {
+                        *d
+                    }
+                })
+                .collect();
+            check(
+                &format!("style grad ({tiling}) {n}x{m}"),
+                &g.read(&dst, n * m).unwrap(),
+                &want,
+                TOL,
+            );
+        }
     }
 }
 

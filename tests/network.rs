@@ -10,7 +10,7 @@ use common::{check, ctx, random, rng, shared_dir, to_f64};
 use impasto::cpu::{self, AdamConfig};
 use impasto::loss::LossConfig;
 use impasto::network::{Arch, ConvSpec, GpuConv, GpuNet, StageOp};
-use impasto::ops::{self, ConvTile, Kernels, Pooling};
+use impasto::ops::{self, Kernels, Pooling, Tiling};
 use impasto::session::{Image, Session, Setup};
 use impasto::weights::{ConvWeights, Convention, Weights};
 use rand::Rng;
@@ -134,14 +134,14 @@ fn gpu_losses_and_gradient_match_cpu() {
     let style_b = image(&mut r, h, wd);
     let init = image(&mut r, h, wd);
     // The adapter's own conv tile, and the GPU one (the whole pipeline, not just the kernel).
-    let gemm = Kernels::with_conv_tile(&c.gpu, ConvTile::Workgroup).unwrap();
+    let gemm = Kernels::with_tiling(&c.gpu, Tiling::Workgroup).unwrap();
     let runs = [
         (Pooling::Max, &c.kernels),
         (Pooling::Avg, &c.kernels),
         (Pooling::Max, &gemm),
     ];
     for (pooling, kernels) in runs {
-        let tile = kernels.conv_tile;
+        let tile = kernels.tiling;
         let styles = vec![(style_a.clone(), 3.0), (style_b.clone(), 1.0)];
         let setup = Setup {
             arch: &arch,
@@ -200,7 +200,12 @@ fn gpu_losses_and_gradient_match_cpu() {
             ("tv", got_loss.tv, want.tv),
             ("total", got_loss.total, want.total),
         ] {
-            check(&format!("{pooling:?} {tile} {name} loss"), &[g as f32], &[w], 1e-4);
+            check(
+                &format!("{pooling:?} {tile} {name} loss"),
+                &[g as f32],
+                &[w],
+                1e-4,
+            );
         }
         let want_grad = model.gradient(&x, &targets);
         check(

@@ -1,6 +1,6 @@
 //! Every WGSL file parses and validates with naga, without any GPU.
 
-use impasto::ops::{conv_source, CONV_TILES, SHADERS};
+use impasto::ops::{conv_source, SHADERS, TILINGS};
 
 #[test]
 fn every_wgsl_file_validates() {
@@ -18,7 +18,7 @@ fn every_wgsl_file_validates() {
         "every shader file is embedded and checked"
     );
     // The files as written, and every conv tile the host can build.
-    let convs: Vec<(String, String)> = CONV_TILES
+    let convs: Vec<(String, String)> = TILINGS
         .iter()
         .map(|&t| (format!("conv tile {t}"), conv_source(t)))
         .collect();

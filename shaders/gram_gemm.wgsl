@@ -1,0 +1,153 @@
+// Gram matrices and the style loss gradient as GEMMs with workgroup-memory tiles: the
+// variant for real GPUs (gram.wgsl's register-blocked kernels are the software driver's).
+// Same bindings, parameters and results as gram.wgsl, whose gram_reduce adds the chunks.
+//
+// gram:       G = F Fᵀ over one chunk of positions (N x N; F is N x M, row-major)
+// style_grad: dF (+)= coef · ((G − A) F) · [F > 0]
+//
+// A workgroup owns a 64 x 64 output tile; each step stages 16 reduction columns of both
+// operands in workgroup memory, and each invocation accumulates a 4 x 4 block from them.
+
+struct GramParams {
+    n: u32,
+    m: u32,
+    coef: f32,
+    accumulate: u32, // style_grad: 0 overwrites dF, 1 adds to it
+    chunks: u32,     // gram: positions are split into this many chunks of chunk_len
+    chunk_len: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: GramParams;
+@group(0) @binding(1) var<storage, read> feat: array<f32>;
+// style_grad: G
+@group(0) @binding(2) var<storage, read> gram_in: array<f32>;
+@group(0) @binding(3) var<storage, read> target_gram: array<f32>;
+// gram: G, or per-chunk partial Grams [chunk][N][N]; style_grad: dF
+@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+
+const T: u32 = 64u;  // output rows and columns per workgroup
+const TK: u32 = 16u; // reduction steps staged at once
+
+// [TK][T / 4] of each operand, as vec4s over the output's rows (a) and columns (b).
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+// acc[e][l]: output row 4·(lid / 16) + e, column 4·(lid % 16) + l of the tile.
+fn multiply_tiles(lid: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
+    let ti = lid / 16u;
+    let tj = lid % 16u;
+    for (var k = 0u; k < TK; k++) {
+        let a = a_tile[k * 16u + ti];
+        let b = b_tile[k * 16u + tj];
+        (*acc)[0] = fma(vec4<f32>(a.x), b, (*acc)[0]);
+        (*acc)[1] = fma(vec4<f32>(a.y), b, (*acc)[1]);
+        (*acc)[2] = fma(vec4<f32>(a.z), b, (*acc)[2]);
+        (*acc)[3] = fma(vec4<f32>(a.w), b, (*acc)[3]);
+    }
+}
+
+// Workgroups: x over column tiles, y over row tiles (only y <= x: G is symmetric, each tile
+// is written to both halves), z over chunks of positions.
+@compute @workgroup_size(256, 1, 1)
+fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    if (wid.y > wid.x) {
+        return; // uniform across the workgroup
+    }
+    let i0 = wid.y * T;
+    let j0 = wid.x * T;
+    let m_begin = wid.z * p.chunk_len;
+    let m_end = min(m_begin + p.chunk_len, p.m);
+    // Staging: row lid / 4 of each operand, reduction columns 4·(lid % 4) .. + 3.
+    let sr = lid / 4u;
+    let sk = 4u * (lid % 4u);
+    let ra = i0 + sr;
+    let rb = j0 + sr;
+    var acc: array<vec4<f32>, 4>;
+    for (var m0 = m_begin; m0 < m_end; m0 += TK) {
+        for (var e = 0u; e < 4u; e++) {
+            let m = m0 + sk + e;
+            let k = sk + e;
+            var va = 0.0;
+            var vb = 0.0;
+            if (m < m_end) {
+                if (ra < p.n) {
+                    va = feat[ra * p.m + m];
+                }
+                if (rb < p.n) {
+                    vb = feat[rb * p.m + m];
+                }
+            }
+            a_tile[k * 16u + sr / 4u][sr % 4u] = va;
+            b_tile[k * 16u + sr / 4u][sr % 4u] = vb;
+        }
+        workgroupBarrier();
+        multiply_tiles(lid, &acc);
+        workgroupBarrier();
+    }
+    let out = wid.z * p.n * p.n;
+    for (var e = 0u; e < 4u; e++) {
+        let i = i0 + 4u * (lid / 16u) + e;
+        for (var l = 0u; l < 4u; l++) {
+            let j = j0 + 4u * (lid % 16u) + l;
+            if (i < p.n && j < p.n) {
+                // On diagonal tiles both halves come out of the same products: the same bits.
+                dst[out + i * p.n + j] = acc[e][l];
+                dst[out + j * p.n + i] = acc[e][l];
+            }
+        }
+    }
+}
+
+// Workgroups: x (+ y past 65535) over tiles of positions, z over tiles of channels.
+@compute @workgroup_size(256, 1, 1)
+fn style_grad(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let m0 = (wid.x + wid.y * nwg.x) * T;
+    let i0 = wid.z * T;
+    // Staging: reduction row lid / 16, output row / position quad lid % 16.
+    let sr = lid / 16u;
+    let sq = 4u * (lid % 16u);
+    var acc: array<vec4<f32>, 4>;
+    for (var c0 = 0u; c0 < p.n; c0 += TK) {
+        let c = c0 + sr;
+        var va = vec4<f32>(0.0);
+        var vb = vec4<f32>(0.0);
+        if (c < p.n) {
+            for (var e = 0u; e < 4u; e++) {
+                // (G − A)[i][c] read as row c: both are symmetric, so rows load contiguously.
+                let i = i0 + sq + e;
+                if (i < p.n) {
+                    va[e] = gram_in[c * p.n + i] - target_gram[c * p.n + i];
+                }
+                let m = m0 + sq + e;
+                if (m < p.m) {
+                    vb[e] = feat[c * p.m + m];
+                }
+            }
+        }
+        a_tile[lid] = va;
+        b_tile[lid] = vb;
+        workgroupBarrier();
+        multiply_tiles(lid, &acc);
+        workgroupBarrier();
+    }
+    for (var e = 0u; e < 4u; e++) {
+        let i = i0 + 4u * (lid / 16u) + e;
+        if (i >= p.n) {
+            return;
+        }
+        for (var l = 0u; l < 4u; l++) {
+            let m = m0 + 4u * (lid % 16u) + l;
+            if (m < p.m) {
+                let o = i * p.m + m;
+                let prev = select(0.0, dst[o], p.accumulate != 0u);
+                dst[o] = prev + select(0.0, p.coef * acc[e][l], feat[o] > 0.0);
+            }
+        }
+    }
+}

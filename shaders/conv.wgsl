@@ -29,15 +29,21 @@ struct ConvParams {
     _pad2: u32,
 }
 
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (ops::specialise); arithmetic stays f32.
+alias Src = f32;
+alias Aux = f32;
+alias Dst = f32;
+
 @group(0) @binding(0) var<uniform> p: ConvParams;
 // forward: the layer's input [cin][h][w]; backward: dL/d(output) [cout][h][w]
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<Src>;
 // forward: [ky][kx][cin][cout_pad] (Keras HWIO, padded); backward: [ky][kx][cout][cin_pad]
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 // forward: bias [cout]; backward: the layer's input [cin][h][w] (its ReLU mask, if mask_output)
-@group(0) @binding(3) var<storage, read> aux: array<f32>;
+@group(0) @binding(3) var<storage, read> aux: array<Aux>;
 // forward: output [cout][h][w]; backward: dL/d(input) [cin][h][w]
-@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dst: array<Dst>;
 
 // acc[j][c] for pixel j and channels 4c..4c+3 of the invocation's block.
 alias Acc = array<array<vec4<f32>, CV>, 4>;
@@ -72,11 +78,11 @@ fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32, forward: bool) {
                 if (ch < channels) {
                     var v = acc[j][c][e];
                     if (forward) {
-                        v = max(v + aux[ch], 0.0);
-                    } else if (p.mask_output != 0u && aux[ch * hw + base] <= 0.0) {
+                        v = max(v + f32(aux[ch]), 0.0);
+                    } else if (p.mask_output != 0u && f32(aux[ch * hw + base]) <= 0.0) {
                         v = 0.0;
                     }
-                    dst[ch * hw + base] = v;
+                    dst[ch * hw + base] = Dst(v);
                 }
             }
         }
@@ -105,7 +111,7 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var j = 0u; j < 6u; j++) {
                 let xx = x0 + j;
                 if (xx >= 1u && xx <= p.w) {
-                    v[j] = src[row + xx - 1u];
+                    v[j] = f32(src[row + xx - 1u]);
                 }
             }
             for (var kx = 0u; kx < 3u; kx++) {
@@ -141,7 +147,7 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var j = 0u; j < 6u; j++) {
                 let xx = x0 + j;
                 if (xx >= 1u && xx <= p.w) {
-                    v[j] = src[row + xx - 1u];
+                    v[j] = f32(src[row + xx - 1u]);
                 }
             }
             for (var kx = 0u; kx < 3u; kx++) {

@@ -27,15 +27,21 @@ struct ConvParams {
     _pad2: u32,
 }
 
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (ops::specialise); arithmetic stays f32.
+alias Src = f32;
+alias Aux = f32;
+alias Dst = f32;
+
 @group(0) @binding(0) var<uniform> p: ConvParams;
 // forward: the layer's input [cin][h][w]; backward: dL/d(output) [cout][h][w]
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<Src>;
 // forward: [ky][kx][cin][cout_pad] (Keras HWIO, padded); backward: [ky][kx][cout][cin_pad]
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 // forward: bias [cout]; backward: the layer's input [cin][h][w] (its ReLU mask, if mask_output)
-@group(0) @binding(3) var<storage, read> aux: array<f32>;
+@group(0) @binding(3) var<storage, read> aux: array<Aux>;
 // forward: output [cout][h][w]; backward: dL/d(input) [cin][h][w]
-@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dst: array<Dst>;
 
 // [TK][TC / 4] weights and [TK][TP / 4] shifted inputs of one step.
 var<workgroup> wtile: array<vec4<f32>, 256>;
@@ -85,7 +91,7 @@ fn gemm(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
                 let base = r * hw;
                 for (var j = 0u; j < 4u; j++) {
                     if (off[j] >= 0) {
-                        xv[j] = src[base + u32(off[j])];
+                        xv[j] = f32(src[base + u32(off[j])]);
                     }
                 }
             }
@@ -120,11 +126,11 @@ fn store(acc: Acc, lid: u32, q0: u32, c0: u32, channels: u32, forward: bool) {
             if (q < hw) {
                 var v = acc[j][e];
                 if (forward) {
-                    v = max(v + aux[ch], 0.0);
-                } else if (p.mask_output != 0u && aux[ch * hw + q] <= 0.0) {
+                    v = max(v + f32(aux[ch]), 0.0);
+                } else if (p.mask_output != 0u && f32(aux[ch * hw + q]) <= 0.0) {
                     v = 0.0;
                 }
-                dst[ch * hw + q] = v;
+                dst[ch * hw + q] = Dst(v);
             }
         }
     }

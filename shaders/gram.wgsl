@@ -18,8 +18,12 @@ struct GramParams {
     _pad1: u32,
 }
 
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (ops::specialise); arithmetic stays f32.
+alias Feat = f32;
+
 @group(0) @binding(0) var<uniform> p: GramParams;
-@group(0) @binding(1) var<storage, read> feat: array<f32>;
+@group(0) @binding(1) var<storage, read> feat: array<Feat>;
 // style_grad: G; gram_reduce: the per-chunk partial Grams
 @group(0) @binding(2) var<storage, read> gram_in: array<f32>;
 @group(0) @binding(3) var<storage, read> target_gram: array<f32>;
@@ -50,10 +54,10 @@ fn gram(@builtin(global_invocation_id) gid: vec3<u32>) {
     var lo: array<vec4<f32>, 8>; // columns j0 .. j0 + 3
     var hi: array<vec4<f32>, 8>; // columns j0 + 4 .. j0 + 7
     for (var m = m_begin; m < m_end; m++) {
-        let b0 = vec4<f32>(feat[rj[0] + m], feat[rj[1] + m], feat[rj[2] + m], feat[rj[3] + m]);
-        let b1 = vec4<f32>(feat[rj[4] + m], feat[rj[5] + m], feat[rj[6] + m], feat[rj[7] + m]);
+        let b0 = vec4<f32>(vec4<Feat>(feat[rj[0] + m], feat[rj[1] + m], feat[rj[2] + m], feat[rj[3] + m]));
+        let b1 = vec4<f32>(vec4<Feat>(feat[rj[4] + m], feat[rj[5] + m], feat[rj[6] + m], feat[rj[7] + m]));
         for (var k = 0u; k < 8u; k++) {
-            let a = vec4<f32>(feat[ri[k] + m]);
+            let a = vec4<f32>(f32(feat[ri[k] + m]));
             lo[k] = fma(a, b0, lo[k]);
             hi[k] = fma(a, b1, hi[k]);
         }
@@ -101,7 +105,7 @@ fn style_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc: array<vec4<f32>, 4>;
     for (var c = 0u; c < p.n; c++) {
         let row = c * p.m;
-        let f = vec4<f32>(feat[row + cm[0]], feat[row + cm[1]], feat[row + cm[2]], feat[row + cm[3]]);
+        let f = vec4<f32>(vec4<Feat>(feat[row + cm[0]], feat[row + cm[1]], feat[row + cm[2]], feat[row + cm[3]]));
         for (var k = 0u; k < 4u; k++) {
             let d = gram_in[ri[k] + c] - target_gram[ri[k] + c];
             acc[k] = fma(vec4<f32>(d), f, acc[k]);
@@ -112,7 +116,7 @@ fn style_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (i0 + k < p.n && m0 + l < p.m) {
                 let o = (i0 + k) * p.m + m0 + l;
                 let prev = select(0.0, dst[o], p.accumulate != 0u);
-                dst[o] = prev + select(0.0, p.coef * acc[k][l], feat[o] > 0.0);
+                dst[o] = prev + select(0.0, p.coef * acc[k][l], f32(feat[o]) > 0.0);
             }
         }
     }

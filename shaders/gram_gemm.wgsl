@@ -19,8 +19,12 @@ struct GramParams {
     _pad1: u32,
 }
 
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (ops::specialise); arithmetic stays f32.
+alias Feat = f32;
+
 @group(0) @binding(0) var<uniform> p: GramParams;
-@group(0) @binding(1) var<storage, read> feat: array<f32>;
+@group(0) @binding(1) var<storage, read> feat: array<Feat>;
 // style_grad: G
 @group(0) @binding(2) var<storage, read> gram_in: array<f32>;
 @group(0) @binding(3) var<storage, read> target_gram: array<f32>;
@@ -73,10 +77,10 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             var vb = 0.0;
             if (m < m_end) {
                 if (ra < p.n) {
-                    va = feat[ra * p.m + m];
+                    va = f32(feat[ra * p.m + m]);
                 }
                 if (rb < p.n) {
-                    vb = feat[rb * p.m + m];
+                    vb = f32(feat[rb * p.m + m]);
                 }
             }
             a_tile[k * 16u + sr / 4u][sr % 4u] = va;
@@ -126,7 +130,7 @@ fn style_grad(
                 }
                 let m = m0 + sq + e;
                 if (m < p.m) {
-                    vb[e] = feat[c * p.m + m];
+                    vb[e] = f32(feat[c * p.m + m]);
                 }
             }
         }
@@ -146,7 +150,7 @@ fn style_grad(
             if (m < p.m) {
                 let o = i * p.m + m;
                 let prev = select(0.0, dst[o], p.accumulate != 0u);
-                dst[o] = prev + select(0.0, p.coef * acc[e][l], feat[o] > 0.0);
+                dst[o] = prev + select(0.0, p.coef * acc[e][l], f32(feat[o]) > 0.0);
             }
         }
     }

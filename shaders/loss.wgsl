@@ -16,9 +16,14 @@ struct LossParams {
     _pad2: u32,
 }
 
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (ops::specialise); arithmetic stays f32.
+alias A = f32;
+alias B = f32;
+
 @group(0) @binding(0) var<uniform> p: LossParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<A>;
+@group(0) @binding(2) var<storage, read> b: array<B>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 256u;
@@ -42,7 +47,7 @@ fn reduce_and_store(lid: u32, mine: f32) {
 fn sq_diff_sum(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
     for (var i = lid; i < p.len; i += WG) {
-        let d = a[i] - b[i];
+        let d = f32(a[i]) - f32(b[i]);
         s = fma(d, d, s);
     }
     reduce_and_store(lid, s);
@@ -56,11 +61,11 @@ fn tv_sum(@builtin(local_invocation_index) lid: u32) {
         let y = (i % hw) / p.w;
         let x = i % p.w;
         if (y + 1u < p.h) {
-            let d = a[i + p.w] - a[i];
+            let d = f32(a[i + p.w]) - f32(a[i]);
             s = fma(d, d, s);
         }
         if (x + 1u < p.w) {
-            let d = a[i + 1u] - a[i];
+            let d = f32(a[i + 1u]) - f32(a[i]);
             s = fma(d, d, s);
         }
     }
@@ -79,7 +84,7 @@ fn content_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         return;
     }
     let prev = select(0.0, out[i], p.slot != 0u);
-    let g = select(0.0, p.scale * (a[i] - b[i]), a[i] > 0.0);
+    let g = select(0.0, p.scale * (f32(a[i]) - f32(b[i])), f32(a[i]) > 0.0);
     out[i] = prev + g;
 }
 
@@ -93,19 +98,19 @@ fn tv_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
     let y = (i % hw) / p.w;
     let x = i % p.w;
-    let v = a[i];
+    let v = f32(a[i]);
     var g = 0.0;
     if (y + 1u < p.h) {
-        g -= 2.0 * (a[i + p.w] - v);
+        g -= 2.0 * (f32(a[i + p.w]) - v);
     }
     if (y > 0u) {
-        g += 2.0 * (v - a[i - p.w]);
+        g += 2.0 * (v - f32(a[i - p.w]));
     }
     if (x + 1u < p.w) {
-        g -= 2.0 * (a[i + 1u] - v);
+        g -= 2.0 * (f32(a[i + 1u]) - v);
     }
     if (x > 0u) {
-        g += 2.0 * (v - a[i - 1u]);
+        g += 2.0 * (v - f32(a[i - 1u]));
     }
     out[i] += p.scale * g;
 }

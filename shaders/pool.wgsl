@@ -13,13 +13,19 @@ struct PoolParams {
     _pad2: u32,
 }
 
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (ops::specialise); arithmetic stays f32.
+alias Src = f32;
+alias Grad = f32;
+alias Dst = f32;
+
 @group(0) @binding(0) var<uniform> p: PoolParams;
 // forward: input; backward: the forward's input (to find the max)
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<Src>;
 // backward only: dL/d(output); forward binds a dummy
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<Grad>;
 // forward: output [c][h/2][w/2]; backward: dL/d(input) [c][h][w]
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<Dst>;
 
 @compute @workgroup_size(64, 1, 1)
 fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -32,14 +38,14 @@ fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let c = i / (oh * ow);
     let r = i % (oh * ow);
     let base = c * p.h * p.w + (r / ow) * 2u * p.w + (r % ow) * 2u;
-    let a = src[base];
-    let b = src[base + 1u];
-    let d = src[base + p.w];
-    let e = src[base + p.w + 1u];
+    let a = f32(src[base]);
+    let b = f32(src[base + 1u]);
+    let d = f32(src[base + p.w]);
+    let e = f32(src[base + p.w + 1u]);
     if (p.mode == 0u) {
-        dst[i] = max(max(a, b), max(d, e));
+        dst[i] = Dst(max(max(a, b), max(d, e)));
     } else {
-        dst[i] = 0.25 * ((a + b) + (d + e));
+        dst[i] = Dst(0.25 * ((a + b) + (d + e)));
     }
 }
 
@@ -59,20 +65,20 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let oy = y / 2u;
     let ox = x / 2u;
     if (oy >= oh || ox >= ow) {
-        dst[i] = 0.0;
+        dst[i] = Dst(0.0);
         return;
     }
-    var g = grad[c * oh * ow + oy * ow + ox];
-    if (p.mask != 0u && src[i] <= 0.0) {
+    var g = f32(grad[c * oh * ow + oy * ow + ox]);
+    if (p.mask != 0u && f32(src[i]) <= 0.0) {
         g = 0.0;
     }
     if (p.mode != 0u) {
-        dst[i] = 0.25 * g;
+        dst[i] = Dst(0.25 * g);
         return;
     }
     // The gradient goes to the first maximum in row-major order, as PyTorch's argmax does.
     let base = c * hw + oy * 2u * p.w + ox * 2u;
-    let win = array<f32, 4>(src[base], src[base + 1u], src[base + p.w], src[base + p.w + 1u]);
+    let win = vec4<f32>(vec4<Src>(src[base], src[base + 1u], src[base + p.w], src[base + p.w + 1u]));
     var best = 0u;
     for (var k = 1u; k < 4u; k++) {
         if (win[k] > win[best]) {
@@ -80,5 +86,5 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         }
     }
     let mine = (y % 2u) * 2u + (x % 2u);
-    dst[i] = select(0.0, g, best == mine);
+    dst[i] = Dst(select(0.0, g, best == mine));
 }

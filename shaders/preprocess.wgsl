@@ -14,11 +14,15 @@ struct PreParams {
     _pad2: u32,
 }
 
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (ops::specialise); arithmetic stays f32.
+alias Dst = f32;
+
 @group(0) @binding(0) var<uniform> p: PreParams;
 // forward: x; backward: dL/d(net)
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 // forward: net input; backward: dL/dx
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<Dst>;
 
 @compute @workgroup_size(64, 1, 1)
 fn preprocess(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -28,7 +32,7 @@ fn preprocess(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
     let c = i / p.hw;
     let q = i % p.hw;
-    dst[i] = src[p.source[c] * p.hw + q] * p.mul[c] - p.sub[c];
+    dst[i] = Dst(src[p.source[c] * p.hw + q] * p.mul[c] - p.sub[c]);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -39,5 +43,5 @@ fn preprocess_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     }
     let c = i / p.hw;
     let q = i % p.hw;
-    dst[p.source[c] * p.hw + q] = src[i] * p.mul[c];
+    dst[p.source[c] * p.hw + q] = Dst(src[i] * p.mul[c]);
 }

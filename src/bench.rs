@@ -25,6 +25,7 @@ pub struct BenchConfig {
     pub steps: usize,
     /// Conv tile override; default: chosen for the adapter.
     pub tiling: Option<crate::ops::Tiling>,
+    pub storage: crate::ops::Storage,
 }
 
 /// Random weights with VGG19's shapes for every conv layer up to `deepest`.
@@ -62,10 +63,10 @@ pub struct StepTiming {
 }
 
 pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
-    let kernels = match cfg.tiling {
-        Some(t) => Kernels::with_tiling(gpu, t)?,
-        None => Kernels::new(gpu)?,
-    };
+    let tiling = cfg
+        .tiling
+        .unwrap_or_else(|| crate::ops::Tiling::for_adapter(&gpu.info));
+    let kernels = Kernels::with_options(gpu, tiling, cfg.storage)?;
     let arch = Arch::vgg19();
     let idx = |v: &[String]| {
         v.iter()
@@ -192,12 +193,13 @@ fn time_with_wall_clock(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>>
 pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
     let total: f64 = t.rows.iter().map(|r| r.2).sum();
     println!(
-        "impasto bench: {}x{} px, content {}, style {}, conv tile {}, on {} ({:?})",
+        "impasto bench: {}x{} px, content {}, style {}, tiling {}, {:?} feature maps, on {} ({:?})",
         cfg.size,
         cfg.size,
         cfg.content_layers.join(","),
         cfg.style_layers.join(","),
         t.tiling,
+        cfg.storage,
         gpu.info.name,
         gpu.info.backend
     );

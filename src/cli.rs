@@ -67,6 +67,9 @@ pub struct BenchArgs {
     /// memory) or gemm64 (shared-memory implicit GEMM); default: chosen for the adapter
     #[arg(long, value_name = "TILE")]
     pub tiling: Option<crate::ops::Tiling>,
+    /// How feature maps are stored (f16 needs shader-f16)
+    #[arg(long, value_enum, default_value_t = crate::ops::Storage::F32)]
+    pub storage: crate::ops::Storage,
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +176,10 @@ pub struct StylizeArgs {
     /// Keep the content image's colours (luminance-only transfer)
     #[arg(long)]
     pub preserve_colors: bool,
+    /// How feature maps are stored: f32, or f16 (half their memory and traffic, on adapters
+    /// with shader-f16; arithmetic stays f32)
+    #[arg(long, value_enum, default_value_t = crate::ops::Storage::F32)]
+    pub storage: crate::ops::Storage,
     /// Log (and report) the losses every K steps
     #[arg(long, default_value_t = 10, value_parser = positive_usize)]
     pub log_every: usize,

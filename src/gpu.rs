@@ -113,7 +113,8 @@ impl Gpu {
         let info = adapter.get_info();
         // Ask for everything the adapter allows: big storage bindings matter for big images.
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("impasto"),
             required_features: features,
@@ -152,7 +153,12 @@ impl Gpu {
 
     /// A storage buffer of `len` f32s, zeroed. Refuses sizes past the adapter's binding limit.
     pub fn storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
-        let bytes = (len.max(1) * 4) as u64;
+        self.storage_bytes(label, len * 4)
+    }
+
+    /// A zeroed storage buffer of at least `bytes` (rounded up to whole 32-bit words).
+    pub fn storage_bytes(&self, label: &str, bytes: usize) -> Result<wgpu::Buffer> {
+        let bytes = (bytes.max(1) as u64).next_multiple_of(4);
         self.check_binding_size(label, bytes)?;
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

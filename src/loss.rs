@@ -111,7 +111,7 @@ impl Objective {
             let i = net.conv_stage(l);
             let s = &net.stages[i];
             let scale = 0.5 / nc as f32;
-            loss_values.push(kernels.sq_diff_sum(
+            loss_values.push(kernels.sq_diff_sum_features(
                 gpu,
                 s.out_len(),
                 scale,

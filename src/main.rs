@@ -66,6 +66,7 @@ fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Resul
         style_layers: args.layers.style_layers.clone(),
         steps: args.steps,
         tiling: args.tiling,
+        storage: args.storage,
     };
     let t = impasto::bench::run(&gpu, &cfg)?;
     impasto::bench::print_table(&cfg, &gpu, &t);

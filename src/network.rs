@@ -179,11 +179,11 @@ impl GpuNet {
         x: &wgpu::Buffer,
     ) -> Result<GpuNet> {
         let (h, w) = (stages[0].h, stages[0].w);
-        let input = gpu.storage("network input", 3 * h * w)?;
+        let input = kernels.feature_map(gpu, "network input", 3 * h * w)?;
         let mut forward = vec![kernels.preprocess(gpu, h * w, affine, x, &input)];
         let mut acts: Vec<wgpu::Buffer> = Vec::new();
         for s in &stages {
-            let out = gpu.storage("activation", s.out_len())?;
+            let out = kernels.feature_map(gpu, "activation", s.out_len())?;
             let src = acts.last().unwrap_or(&input);
             forward.push(match s.op {
                 StageOp::Conv(l) => {

@@ -254,6 +254,41 @@ impl std::str::FromStr for Tiling {
     }
 }
 
+/// How feature maps (the network's activations, its input and the content targets) are
+/// stored. Gradients, Gram matrices and all arithmetic stay f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    #[default]
+    F32,
+    /// Half the bytes and memory traffic of feature maps; needs the adapter's shader-f16.
+    F16,
+}
+
+impl Storage {
+    pub fn bytes(self) -> usize {
+        match self {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+        }
+    }
+}
+
+/// `src` with the named element-type aliases (`alias Src = f32;` ...) switched to f16.
+pub fn specialise(src: &str, f16_aliases: &[&str]) -> String {
+    if f16_aliases.is_empty() {
+        return src.to_string();
+    }
+    let mut out = String::from("enable f16;\n");
+    out.push_str(src);
+    for a in f16_aliases {
+        let line = format!("alias {a} = f32;");
+        assert!(out.contains(&line), "no {line:?} to specialise");
+        out = out.replace(&line, &format!("alias {a} = f16;"));
+    }
+    out
+}
+
 /// The WGSL source of a conv tile: conv.wgsl with its channel block substituted, or conv_gemm.wgsl.
 pub fn conv_source(tile: Tiling) -> String {
     match tile {
@@ -353,6 +388,8 @@ pub struct Affine {
 pub struct Kernels {
     /// How the convolutions are tiled; weights must be padded to `tiling.pad()`.
     pub tiling: Tiling,
+    /// How feature maps are stored; allocate them with [`Kernels::feature_map`].
+    pub storage: Storage,
     /// Tiled kernels fold workgroups along x into y past this many (65535, the least every
     /// adapter allows; lowered by the tests to exercise the folding on small inputs).
     pub fold_limit: usize,
@@ -364,6 +401,7 @@ pub struct Kernels {
     gram_reduce: Kernel,
     style_grad: Kernel,
     sq_diff_sum: Kernel,
+    sq_diff_sum_features: Kernel,
     tv_sum: Kernel,
     content_grad: Kernel,
     tv_grad: Kernel,
@@ -380,10 +418,19 @@ impl Kernels {
     }
 
     pub fn with_tiling(gpu: &Gpu, tiling: Tiling) -> Result<Kernels> {
+        Kernels::with_options(gpu, tiling, Storage::F32)
+    }
+
+    pub fn with_options(gpu: &Gpu, tiling: Tiling, storage: Storage) -> Result<Kernels> {
         use Slot::{Read as R, Uniform as U, Write as W};
         anyhow::ensure!(
             TILINGS.contains(&tiling),
-            "conv tile {tiling} is not one the host can build"
+            "tiling {tiling} is not one the host can build"
+        );
+        anyhow::ensure!(
+            storage != Storage::F16 || gpu.features.contains(wgpu::Features::SHADER_F16),
+            "--storage f16 needs shader-f16, which {} does not offer; use --storage f32",
+            gpu.info.name
         );
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = |name: &str, src: &str| {
@@ -393,36 +440,59 @@ impl Kernels {
                     source: wgpu::ShaderSource::Wgsl(src.into()),
                 })
         };
-        let conv = module("conv", &conv_source(tiling));
-        let pool = module("pool.wgsl", POOL_WGSL);
-        let gram = module("gram.wgsl", GRAM_WGSL);
-        let gram_tiled = match tiling {
-            Tiling::Registers(_) => None,
-            Tiling::Workgroup => Some(module("gram_gemm.wgsl", GRAM_GEMM_WGSL)),
+        // Each entry point gets its own module, with the bindings that hold feature maps
+        // switched to f16 when they are stored so.
+        let f16 = |aliases: &'static [&'static str]| -> &'static [&'static str] {
+            if storage == Storage::F16 {
+                aliases
+            } else {
+                &[]
+            }
         };
-        let gram_mm = gram_tiled.as_ref().unwrap_or(&gram);
-        let loss = module("loss.wgsl", LOSS_WGSL);
-        let pre = module("preprocess.wgsl", PREPROCESS_WGSL);
-        let adam = module("adam.wgsl", ADAM_WGSL);
-        let k = |m, name, slots: &[Slot]| Kernel::new(gpu, m, name, slots);
+        let build = |name: &'static str, src: &str, aliases: &[&str], slots: &[Slot]| {
+            let src = specialise(src, aliases);
+            Kernel::new(gpu, &module(name, &src), name, slots)
+        };
+        let conv = conv_source(tiling);
+        let gram = match tiling {
+            Tiling::Registers(_) => GRAM_WGSL,
+            Tiling::Workgroup => GRAM_GEMM_WGSL,
+        };
         let kernels = Kernels {
             tiling,
+            storage,
             fold_limit: 65535,
-            conv_forward: k(&conv, "conv_forward", &[U, R, R, R, W]),
-            conv_backward_input: k(&conv, "conv_backward_input", &[U, R, R, R, W]),
-            pool_forward: k(&pool, "pool_forward", &[U, R, R, W]),
-            pool_backward: k(&pool, "pool_backward", &[U, R, R, W]),
-            gram: k(gram_mm, "gram", &[U, R, R, R, W]),
-            gram_reduce: k(&gram, "gram_reduce", &[U, R, R, R, W]),
-            style_grad: k(gram_mm, "style_grad", &[U, R, R, R, W]),
-            sq_diff_sum: k(&loss, "sq_diff_sum", &[U, R, R, W]),
-            tv_sum: k(&loss, "tv_sum", &[U, R, R, W]),
-            content_grad: k(&loss, "content_grad", &[U, R, R, W]),
-            tv_grad: k(&loss, "tv_grad", &[U, R, R, W]),
-            preprocess: k(&pre, "preprocess", &[U, R, W]),
-            preprocess_backward: k(&pre, "preprocess_backward", &[U, R, W]),
-            adam_tick: k(&adam, "adam_tick", &[U, R, W, W, W, W]),
-            adam_update: k(&adam, "adam_update", &[U, R, W, W, W, W]),
+            conv_forward: build(
+                "conv_forward",
+                &conv,
+                f16(&["Src", "Dst"]),
+                &[U, R, R, R, W],
+            ),
+            conv_backward_input: build(
+                "conv_backward_input",
+                &conv,
+                f16(&["Aux"]),
+                &[U, R, R, R, W],
+            ),
+            pool_forward: build(
+                "pool_forward",
+                POOL_WGSL,
+                f16(&["Src", "Dst"]),
+                &[U, R, R, W],
+            ),
+            pool_backward: build("pool_backward", POOL_WGSL, f16(&["Src"]), &[U, R, R, W]),
+            gram: build("gram", gram, f16(&["Feat"]), &[U, R, R, R, W]),
+            gram_reduce: build("gram_reduce", GRAM_WGSL, &[], &[U, R, R, R, W]),
+            style_grad: build("style_grad", gram, f16(&["Feat"]), &[U, R, R, R, W]),
+            sq_diff_sum: build("sq_diff_sum", LOSS_WGSL, &[], &[U, R, R, W]),
+            sq_diff_sum_features: build("sq_diff_sum", LOSS_WGSL, f16(&["A", "B"]), &[U, R, R, W]),
+            tv_sum: build("tv_sum", LOSS_WGSL, &[], &[U, R, R, W]),
+            content_grad: build("content_grad", LOSS_WGSL, f16(&["A", "B"]), &[U, R, R, W]),
+            tv_grad: build("tv_grad", LOSS_WGSL, &[], &[U, R, R, W]),
+            preprocess: build("preprocess", PREPROCESS_WGSL, f16(&["Dst"]), &[U, R, W]),
+            preprocess_backward: build("preprocess_backward", PREPROCESS_WGSL, &[], &[U, R, W]),
+            adam_tick: build("adam_tick", ADAM_WGSL, &[], &[U, R, W, W, W, W]),
+            adam_update: build("adam_update", ADAM_WGSL, &[], &[U, R, W, W, W, W]),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             anyhow::bail!("building the compute pipelines failed: {e}");
@@ -652,6 +722,26 @@ impl Kernels {
         let params = loss_params(len, 0, 0, slot, scale);
         self.sq_diff_sum
             .dispatch(gpu, &params, &[a, b, out], [1, 1, 1])
+    }
+
+    /// [`Kernels::sq_diff_sum`] of two feature maps (stored as [`Kernels::storage`] says).
+    pub fn sq_diff_sum_features(
+        &self,
+        gpu: &Gpu,
+        len: usize,
+        scale: f32,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        (out, slot): (&wgpu::Buffer, usize),
+    ) -> Dispatch {
+        let params = loss_params(len, 0, 0, slot, scale);
+        self.sq_diff_sum_features
+            .dispatch(gpu, &params, &[a, b, out], [1, 1, 1])
+    }
+
+    /// A zeroed buffer for a feature map of `len` values, in this kernel set's storage.
+    pub fn feature_map(&self, gpu: &Gpu, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        gpu.storage_bytes(label, len * self.storage.bytes())
     }
 
     /// out[slot] = scale · tv(x) for x [c][h][w].

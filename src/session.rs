@@ -99,7 +99,7 @@ impl<'g> Session<'g> {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for &l in &s.loss.content_layers {
             let i = net.conv_stage(l);
-            let t = gpu.storage("content target", net.stages[i].out_len())?;
+            let t = kernels.feature_map(gpu, "content target", net.stages[i].out_len())?;
             enc.copy_buffer_to_buffer(&net.acts[i], 0, &t, 0, None);
             content.push(t);
         }

@@ -17,7 +17,7 @@ use crate::gpu::Gpu;
 use crate::image_io;
 use crate::loss::{LossConfig, LossValues};
 use crate::network::Arch;
-use crate::ops::Kernels;
+use crate::ops::{Kernels, Tiling};
 use crate::session::{Image, Session, Setup};
 use crate::weights::{self, Weights};
 
@@ -127,7 +127,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     };
 
     let gpu = Gpu::new(adapter)?;
-    let kernels = Kernels::new(&gpu)?;
+    let kernels = Kernels::with_options(&gpu, Tiling::for_adapter(&gpu.info), args.storage)?;
     let setup = Setup {
         arch: &arch,
         weights: &weights,
@@ -302,7 +302,7 @@ fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
         "content_layers": a.layers.content_layers, "style_layers": a.layers.style_layers,
         "content_weight": a.content_weight, "style_weight": a.style_weight, "tv_weight": a.tv_weight,
         "steps": a.steps, "lr": a.lr, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps,
-        "init": a.init, "seed": a.seed, "pooling": a.pooling, "preserve_colors": a.preserve_colors,
+        "init": a.init, "seed": a.seed, "pooling": a.pooling, "preserve_colors": a.preserve_colors, "storage": a.storage,
     })
 }
 

@@ -483,6 +483,31 @@ fn report_matches_cpu_reference_and_loss_falls() {
 }
 
 #[test]
+fn f16_storage_run_matches_the_reference_and_loss_falls() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
+    let mut args = shallow_args(&shared, &out, &report, "64", "30");
+    args.extend(["--storage".to_string(), "f16".to_string()]);
+    let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["settings"]["storage"], "f16");
+    let steps = report_steps(&report);
+    // Feature maps keep 11 significant bits; Grams and losses still sum in f32.
+    let want = reference_losses(&shared, 64, &[("starry_night.jpg", 1.0)], &shallow_config());
+    for (k, w) in [("style", want.style), ("total", want.total)] {
+        let got = steps[0][k].as_f64().unwrap();
+        check(&format!("f16 step 0 {k}"), &[got as f32], &[w], 2e-3);
+    }
+    // The image starts as the content image: no content loss, in f16 as in f32.
+    assert_eq!(steps[0]["content"].as_f64().unwrap(), 0.0);
+    let totals: Vec<f64> = steps.iter().map(|e| e["total"].as_f64().unwrap()).collect();
+    println!("f16 total loss by logged step: {totals:?}");
+    assert!(totals[3] < 0.6 * totals[0], "loss did not fall: {totals:?}");
+}
+
+#[test]
 fn two_style_blend_uses_the_blended_gram_target() {
     let Some(shared) = shared_dir() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -2,10 +2,11 @@
 
 mod common;
 
-use common::{check, ctx, random, rng};
+use common::{check, ctx, features_from, random, read_features, rng, round_f16};
 use impasto::cpu;
 use impasto::ops::{
-    self, pad_backward_weights, pad_forward_weights, Affine, Kernels, Pooling, Tiling, TILINGS,
+    self, pad_backward_weights, pad_forward_weights, Affine, Kernels, Pooling, Storage, Tiling,
+    TILINGS,
 };
 use impasto::weights::Convention;
 
@@ -113,6 +114,70 @@ fn conv_backward_input_matches_reference() {
             check(
                 &format!("conv_backward_input (tile {tile}) {cin}->{cout} {h}x{w}"),
                 &got,
+                &want,
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn f16_storage_convolutions_match_reference() {
+    let g = &ctx().gpu;
+    if !g.features.contains(wgpu::Features::SHADER_F16) {
+        println!("SKIPPED: {} has no shader-f16", g.info.name);
+        return;
+    }
+    let mut r = rng(9);
+    for tiling in [Tiling::Registers(8), Tiling::Workgroup] {
+        let k = Kernels::with_options(g, tiling, Storage::F16).unwrap();
+        for (cin, cout, h, w) in [(3, 64, 7, 5), (20, 130, 9, 10), (64, 5, 9, 6)] {
+            // Feature maps hold f16 values; the reference gets exactly those.
+            let (x, _) = random(&mut r, cin * h * w, -1.0, 1.0);
+            let x = round_f16(&x);
+            let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
+            let (b, bd) = random(&mut r, cout, -0.2, 0.2);
+            let xb = features_from(g, &k, &x);
+            let kb = g
+                .storage_from("k", &pad_forward_weights(&wt, cin, cout, tiling.pad()))
+                .unwrap();
+            let bb = g.storage_from("b", &b).unwrap();
+            let out = k.feature_map(g, "out", cout * h * w).unwrap();
+            ops::run(
+                g,
+                &[&k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out)],
+            );
+            let want = cpu::conv_forward(&common::to_f64(&x), &kd, &bd, (cin, cout, h, w));
+            // The output is stored as f16: 2^-11 relative rounding.
+            check(
+                &format!("f16 conv_forward ({tiling}) {cin}->{cout} {h}x{w}"),
+                &read_features(g, &k, &out, cout * h * w),
+                &want,
+                1e-3,
+            );
+
+            // Backward: the gradient stays f32, the ReLU mask comes from an f16 feature map.
+            let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
+            let ones = vec![1.0; cout * h * w];
+            let (below, _) = random(&mut r, cin * h * w, -1.0, 1.0);
+            let below = round_f16(&below.iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
+            let grb = g.storage_from("g", &gr).unwrap();
+            let kb = g
+                .storage_from("k", &pad_backward_weights(&wt, cin, cout, tiling.pad()))
+                .unwrap();
+            let bb = features_from(g, &k, &below);
+            let out = g.storage("out", cin * h * w).unwrap();
+            let d = k.conv_backward_input(g, (cin, cout, h, w), &grb, &kb, Some(&bb), &out);
+            ops::run(g, &[&d]);
+            let mut want = cpu::conv_backward_input(&grd, &ones, &kd, (cin, cout, h, w));
+            want.iter_mut().zip(&below).for_each(|(v, b)| {
+                if *b <= 0.0 {
+                    *v = 0.0
+                }
+            });
+            check(
+                &format!("f16 conv_backward_input ({tiling}) {cin}->{cout} {h}x{w}"),
+                &g.read(&out, cin * h * w).unwrap(),
                 &want,
                 TOL,
             );

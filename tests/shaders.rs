@@ -1,6 +1,6 @@
 //! Every WGSL file parses and validates with naga, without any GPU.
 
-use impasto::ops::{conv_source, SHADERS, TILINGS};
+use impasto::ops::{conv_source, specialise, SHADERS, TILINGS};
 
 #[test]
 fn every_wgsl_file_validates() {
@@ -22,17 +22,36 @@ fn every_wgsl_file_validates() {
         .iter()
         .map(|&t| (format!("conv tile {t}"), conv_source(t)))
         .collect();
+    // Every file with all its feature-map bindings switched to f16 (16-bit storage).
+    let f16: Vec<(String, String)> = SHADERS
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .chain(convs.clone())
+        .filter_map(|(n, s)| {
+            let aliases: Vec<&str> = s
+                .lines()
+                .filter_map(|l| l.strip_prefix("alias ")?.strip_suffix(" = f32;"))
+                .collect();
+            (!aliases.is_empty())
+                .then(|| (format!("{n} (f16 {aliases:?})"), specialise(&s, &aliases)))
+        })
+        .collect();
+    assert!(
+        f16.len() >= 7,
+        "the feature-map shaders declare their aliases"
+    );
     let all = SHADERS
         .iter()
         .map(|(n, s)| (n.to_string(), s.to_string()))
-        .chain(convs);
+        .chain(convs)
+        .chain(f16);
     for (name, src) in all {
         let src = src.as_str();
         let module = naga::front::wgsl::parse_str(src)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
         naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
+            naga::valid::Capabilities::SHADER_FLOAT16,
         )
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));

@@ -67,3 +67,40 @@ pub fn shared_dir() -> Option<PathBuf> {
         None
     }
 }
+
+/// The nearest f16 of each value, as f32 (what 16-bit storage keeps).
+pub fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// A feature-map buffer holding `data` in `kernels`' storage.
+pub fn features_from(g: &Gpu, kernels: &Kernels, data: &[f32]) -> wgpu::Buffer {
+    let b = kernels.feature_map(g, "features", data.len()).unwrap();
+    match kernels.storage {
+        impasto::ops::Storage::F32 => g.write(&b, data),
+        impasto::ops::Storage::F16 => {
+            let mut bits: Vec<u16> = data
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_bits())
+                .collect();
+            bits.resize(data.len().next_multiple_of(2), 0);
+            g.queue.write_buffer(&b, 0, bytemuck::cast_slice(&bits));
+        }
+    }
+    b
+}
+
+/// The first `len` values of a feature-map buffer in `kernels`' storage, as f32.
+pub fn read_features(g: &Gpu, kernels: &Kernels, b: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    match kernels.storage {
+        impasto::ops::Storage::F32 => g.read(b, len).unwrap(),
+        impasto::ops::Storage::F16 => {
+            let words = g.read(b, len.div_ceil(2)).unwrap();
+            let bits: &[u16] = bytemuck::cast_slice(&words);
+            bits[..len]
+                .iter()
+                .map(|&h| half::f16::from_bits(h).to_f32())
+                .collect()
+        }
+    }
+}

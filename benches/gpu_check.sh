@@ -49,14 +49,16 @@ run() {
     .gpu/impasto devices
     echo "== kernels and network against the CPU reference, on this GPU"
     for t in .gpu/kernels-* .gpu/network-*; do timeout 120 "$t" --test-threads 1 2>&1 | grep -E "error|test result|FAIL|panicked"; done
-    for tile in gemm64 regs8; do
-        echo "== impasto bench, 512 px, default layers, conv tile $tile"
-        timeout 120 .gpu/impasto bench --size 512 --steps 10 --tiling "$tile"
+    for run in "gemm64 f32" "gemm64 f16" "regs8 f32"; do
+        set -- $run
+        echo "== impasto bench, 512 px, default layers, tiling $1, $2 feature maps"
+        timeout 120 .gpu/impasto bench --size 512 --steps 10 --tiling "$1" --storage "$2"
     done
-    for tile in gemm64 regs8; do
-        echo "== PyTorch CUDA fp32 vs impasto ($tile), 512 px, default layers"
+    for run in "gemm64 f32" "gemm64 f16"; do
+        set -- $run
+        echo "== PyTorch CUDA fp32 vs impasto ($1, $2 feature maps), 512 px, default layers"
         timeout 150 python3 benches/compare_pytorch.py --size 512 --steps 10 --device cuda \
-            --impasto-bin .gpu/impasto --tiling "$tile"
+            --impasto-bin .gpu/impasto --tiling "$1" --storage "$2"
     done
     date -u
 }

@@ -719,9 +719,7 @@ impl Kernels {
         b: &wgpu::Buffer,
         (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
-        let params = loss_params(len, 0, 0, slot, scale);
-        self.sq_diff_sum
-            .dispatch(gpu, &params, &[a, b, out], [1, 1, 1])
+        sq_diff_sum_with(&self.sq_diff_sum, gpu, len, scale, (a, b), (out, slot))
     }
 
     /// [`Kernels::sq_diff_sum`] of two feature maps (stored as [`Kernels::storage`] says).
@@ -734,9 +732,8 @@ impl Kernels {
         b: &wgpu::Buffer,
         (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
-        let params = loss_params(len, 0, 0, slot, scale);
-        self.sq_diff_sum_features
-            .dispatch(gpu, &params, &[a, b, out], [1, 1, 1])
+        let kernel = &self.sq_diff_sum_features;
+        sq_diff_sum_with(kernel, gpu, len, scale, (a, b), (out, slot))
     }
 
     /// A zeroed buffer for a feature map of `len` values, in this kernel set's storage.
@@ -836,6 +833,18 @@ pub struct AdamBuffers<'a> {
     pub v: &'a wgpu::Buffer,
     /// 4 f32s: [t, 1 − β1^t, 1 − β2^t, unused], zero at the start.
     pub state: &'a wgpu::Buffer,
+}
+
+fn sq_diff_sum_with(
+    kernel: &Kernel,
+    gpu: &Gpu,
+    len: usize,
+    scale: f32,
+    (a, b): (&wgpu::Buffer, &wgpu::Buffer),
+    (out, slot): (&wgpu::Buffer, usize),
+) -> Dispatch {
+    let params = loss_params(len, 0, 0, slot, scale);
+    kernel.dispatch(gpu, &params, &[a, b, out], [1, 1, 1])
 }
 
 fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {

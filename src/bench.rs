@@ -23,7 +23,7 @@ pub struct BenchConfig {
     pub style_layers: Vec<String>,
     /// Timed steps (after two warm-up steps).
     pub steps: usize,
-    /// Conv tile override; default: chosen for the adapter.
+    /// Tiling override; default: chosen for the adapter.
     pub tiling: Option<crate::ops::Tiling>,
     pub storage: crate::ops::Storage,
 }

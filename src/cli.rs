@@ -63,8 +63,8 @@ pub struct BenchArgs {
     /// Timed steps after two warm-up steps
     #[arg(long, default_value_t = 5, value_parser = positive_usize)]
     pub steps: usize,
-    /// Conv kernel tiling: regs4, regs8, regs16 (channels per invocation, no workgroup
-    /// memory) or gemm64 (shared-memory implicit GEMM); default: chosen for the adapter
+    /// Conv and Gram kernel tiling: regs4, regs8, regs16 (conv channels per invocation, no
+    /// workgroup memory) or gemm64 (workgroup-memory GEMM tiles); default: chosen for the adapter
     #[arg(long, value_name = "TILE")]
     pub tiling: Option<crate::ops::Tiling>,
     /// How feature maps are stored (f16 needs shader-f16)

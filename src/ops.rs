@@ -176,9 +176,7 @@ pub fn run(gpu: &Gpu, dispatches: &[&Dispatch]) {
 /// Workgroups for a 1-D kernel of 64-wide groups, folded into y past the 65535 limit
 /// (the shaders rebuild the index as x + y · groups_x · 64).
 fn groups_1d(n: usize) -> [u32; 3] {
-    let groups = n.div_ceil(64).max(1);
-    let x = groups.min(65535);
-    [x as u32, groups.div_ceil(x) as u32, 1]
+    fold_tiles(n.div_ceil(64), 1, 65535)
 }
 
 /// How the matrix-heavy kernels (convolutions, Gram matrices, style gradient) split the work.
@@ -222,7 +220,7 @@ impl Tiling {
         }
     }
 
-    /// The tile for an adapter.
+    /// The tiling for an adapter.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Tiling {
         match info.device_type {
             // Measured on lavapipe (2 cores): see README, Performance.
@@ -386,7 +384,7 @@ pub struct Affine {
 
 /// Every pipeline impasto uses, built once per device.
 pub struct Kernels {
-    /// How the convolutions are tiled; weights must be padded to `tiling.pad()`.
+    /// How the conv and Gram kernels are tiled; conv weights must be padded to `tiling.pad()`.
     pub tiling: Tiling,
     /// How feature maps are stored; allocate them with [`Kernels::feature_map`].
     pub storage: Storage,

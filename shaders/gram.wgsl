@@ -3,7 +3,8 @@
 //
 // gram:       G = F Fᵀ                                     (N x N)
 // style_grad: dF (+)= coef · ((G − A) F) · [F > 0], coef = weight / (N² M²) (A: the target
-//             Gram; F is post-ReLU, so the ReLU mask of the backward is fused here)
+//             Gram; F is post-ReLU, so the ReLU mask of the backward is fused here).
+//             G and A must be symmetric (as every Gram matrix is).
 //
 // Both register-blocked, without workgroup memory or barriers.
 
@@ -30,44 +31,54 @@ alias Feat = f32;
 // gram: G, or per-chunk partial Grams [chunk][N][N]; gram_reduce: G; style_grad: dF
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
-// G is symmetric: only tiles on or above the diagonal are computed, and each is
-// written to both halves. An invocation owns an 8 x 8 tile (16 loads per 64 FMAs) of
-// one chunk of positions (gid.z): few channels and many positions still fill the GPU.
-// With several chunks, gram_reduce adds the partial Grams in a fixed order.
-@compute @workgroup_size(8, 8, 1)
+// G is symmetric: invocation k of a chunk owns the k-th 8 x 8 tile on or above the diagonal
+// (column-major over the upper triangle, so no invocation idles) and writes it to both halves;
+// 16 loads per 64 FMAs. gid.z picks a chunk of positions: few channels and many positions still
+// fill the device. With several chunks, gram_reduce adds the partial Grams in a fixed order.
+@compute @workgroup_size(64, 1, 1)
 fn gram(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i0 = gid.y * 8u;
-    let j0 = gid.x * 8u;
-    if (i0 >= p.n || j0 >= p.n || i0 > j0) {
+    let tiles = (p.n + 7u) / 8u;
+    let k = gid.x;
+    if (k >= tiles * (tiles + 1u) / 2u) {
         return;
     }
+    // Column tj holds tiles k in [tj(tj+1)/2, (tj+1)(tj+2)/2); the float root can be one off.
+    var tj = u32((sqrt(8.0 * f32(k) + 1.0) - 1.0) * 0.5);
+    if ((tj + 1u) * (tj + 2u) / 2u <= k) {
+        tj += 1u;
+    }
+    if (tj * (tj + 1u) / 2u > k) {
+        tj -= 1u;
+    }
+    let i0 = (k - tj * (tj + 1u) / 2u) * 8u;
+    let j0 = tj * 8u;
     let m_begin = gid.z * p.chunk_len;
     let m_end = min(m_begin + p.chunk_len, p.m);
     let out = gid.z * p.n * p.n;
     // Rows past the end read the last row; their results are never stored.
     var ri: array<u32, 8>;
     var rj: array<u32, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        ri[k] = min(i0 + k, p.n - 1u) * p.m;
-        rj[k] = min(j0 + k, p.n - 1u) * p.m;
+    for (var r = 0u; r < 8u; r++) {
+        ri[r] = min(i0 + r, p.n - 1u) * p.m;
+        rj[r] = min(j0 + r, p.n - 1u) * p.m;
     }
     var lo: array<vec4<f32>, 8>; // columns j0 .. j0 + 3
     var hi: array<vec4<f32>, 8>; // columns j0 + 4 .. j0 + 7
     for (var m = m_begin; m < m_end; m++) {
         let b0 = vec4<f32>(vec4<Feat>(feat[rj[0] + m], feat[rj[1] + m], feat[rj[2] + m], feat[rj[3] + m]));
         let b1 = vec4<f32>(vec4<Feat>(feat[rj[4] + m], feat[rj[5] + m], feat[rj[6] + m], feat[rj[7] + m]));
-        for (var k = 0u; k < 8u; k++) {
-            let a = vec4<f32>(f32(feat[ri[k] + m]));
-            lo[k] = fma(a, b0, lo[k]);
-            hi[k] = fma(a, b1, hi[k]);
+        for (var r = 0u; r < 8u; r++) {
+            let a = vec4<f32>(f32(feat[ri[r] + m]));
+            lo[r] = fma(a, b0, lo[r]);
+            hi[r] = fma(a, b1, hi[r]);
         }
     }
-    for (var k = 0u; k < 8u; k++) {
+    for (var r = 0u; r < 8u; r++) {
         for (var l = 0u; l < 8u; l++) {
-            let i = i0 + k;
+            let i = i0 + r;
             let j = j0 + l;
             if (i < p.n && j < p.n) {
-                let v = select(hi[k][max(l, 4u) - 4u], lo[k][min(l, 3u)], l < 4u);
+                let v = select(hi[r][max(l, 4u) - 4u], lo[r][min(l, 3u)], l < 4u);
                 dst[out + i * p.n + j] = v;
                 dst[out + j * p.n + i] = v;
             }
@@ -89,34 +100,49 @@ fn gram_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     dst[i] = s;
 }
 
-@compute @workgroup_size(8, 8, 1)
-fn style_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i0 = gid.y * 4u;
-    let m0 = gid.x * 4u;
-    if (i0 >= p.n || m0 >= p.m) {
+// An invocation owns 8 rows x 8 positions of dF (24 loads per 64 FMAs; 16 x 4 and 4 x 16 ran
+// slower on lavapipe); a workgroup's 64 invocations share their rows (workgroup_id.z).
+// Workgroups: x (folded into y past the dispatch limit) over positions, z over rows.
+@compute @workgroup_size(64, 1, 1)
+fn style_grad(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i0 = wid.z * 8u;
+    let m0 = (gid.x + gid.y * nwg.x * 64u) * 8u;
+    if (m0 >= p.m) {
         return;
     }
-    var ri: array<u32, 4>;
-    var cm: array<u32, 4>;
-    for (var k = 0u; k < 4u; k++) {
-        ri[k] = min(i0 + k, p.n - 1u) * p.n;
-        cm[k] = min(m0 + k, p.m - 1u);
+    // G and A are symmetric: row i's entries, read down column c, lie at c·N + i.
+    var ri: array<u32, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        ri[r] = min(i0 + r, p.n - 1u);
     }
-    var acc: array<vec4<f32>, 4>;
+    var cm: array<u32, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        cm[l] = min(m0 + l, p.m - 1u);
+    }
+    var lo: array<vec4<f32>, 8>; // positions m0 .. m0 + 3
+    var hi: array<vec4<f32>, 8>; // positions m0 + 4 .. m0 + 7
     for (var c = 0u; c < p.n; c++) {
         let row = c * p.m;
-        let f = vec4<f32>(vec4<Feat>(feat[row + cm[0]], feat[row + cm[1]], feat[row + cm[2]], feat[row + cm[3]]));
-        for (var k = 0u; k < 4u; k++) {
-            let d = gram_in[ri[k] + c] - target_gram[ri[k] + c];
-            acc[k] = fma(vec4<f32>(d), f, acc[k]);
+        let f0 = vec4<f32>(vec4<Feat>(feat[row + cm[0]], feat[row + cm[1]], feat[row + cm[2]], feat[row + cm[3]]));
+        let f1 = vec4<f32>(vec4<Feat>(feat[row + cm[4]], feat[row + cm[5]], feat[row + cm[6]], feat[row + cm[7]]));
+        let col = c * p.n;
+        for (var r = 0u; r < 8u; r++) {
+            let d = vec4<f32>(gram_in[col + ri[r]] - target_gram[col + ri[r]]);
+            lo[r] = fma(d, f0, lo[r]);
+            hi[r] = fma(d, f1, hi[r]);
         }
     }
-    for (var k = 0u; k < 4u; k++) {
-        for (var l = 0u; l < 4u; l++) {
-            if (i0 + k < p.n && m0 + l < p.m) {
-                let o = (i0 + k) * p.m + m0 + l;
+    for (var r = 0u; r < 8u; r++) {
+        for (var l = 0u; l < 8u; l++) {
+            if (i0 + r < p.n && m0 + l < p.m) {
+                let o = (i0 + r) * p.m + m0 + l;
+                let v = select(hi[r][max(l, 4u) - 4u], lo[r][min(l, 3u)], l < 4u);
                 let prev = select(0.0, dst[o], p.accumulate != 0u);
-                dst[o] = prev + select(0.0, p.coef * acc[k][l], f32(feat[o]) > 0.0);
+                dst[o] = prev + select(0.0, p.coef * v, f32(feat[o]) > 0.0);
             }
         }
     }

@@ -27,21 +27,21 @@ alias Dst = f32;
 // forward: output [c][h/2][w/2]; backward: dL/d(input) [c][h][w]
 @group(0) @binding(3) var<storage, read_write> dst: array<Dst>;
 
+// Both kernels run on a grid of 2x2 windows: x = window column (64 per workgroup), y = window
+// row, z = channel, so no invocation divides.
 @compute @workgroup_size(64, 1, 1)
-fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let oh = p.h / 2u;
     let ow = p.w / 2u;
-    let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= p.channels * oh * ow) {
+    if (gid.x >= ow || gid.y >= oh) {
         return;
     }
-    let c = i / (oh * ow);
-    let r = i % (oh * ow);
-    let base = c * p.h * p.w + (r / ow) * 2u * p.w + (r % ow) * 2u;
+    let base = (gid.z * p.h + gid.y * 2u) * p.w + gid.x * 2u;
     let a = f32(src[base]);
     let b = f32(src[base + 1u]);
     let d = f32(src[base + p.w]);
     let e = f32(src[base + p.w + 1u]);
+    let i = (gid.z * oh + gid.y) * ow + gid.x;
     if (p.mode == 0u) {
         dst[i] = Dst(max(max(a, b), max(d, e)));
     } else {
@@ -49,42 +49,45 @@ fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
 }
 
-// One invocation per input element: a gather, so no atomics and a fixed result.
+// One invocation per window writes its (up to) four input gradients, so every input element is
+// written exactly once: no atomics, a fixed result. Odd sizes have a last partial window of
+// dropped elements, which get zero.
 @compute @workgroup_size(64, 1, 1)
-fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
-    let hw = p.h * p.w;
-    if (i >= p.channels * hw) {
-        return;
-    }
+fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let oh = p.h / 2u;
     let ow = p.w / 2u;
-    let c = i / hw;
-    let y = (i % hw) / p.w;
-    let x = i % p.w;
-    let oy = y / 2u;
-    let ox = x / 2u;
-    if (oy >= oh || ox >= ow) {
-        dst[i] = Dst(0.0);
+    let y = gid.y * 2u;
+    let x = gid.x * 2u;
+    if (x >= p.w || y >= p.h) {
         return;
     }
-    var g = f32(grad[c * oh * ow + oy * ow + ox]);
-    if (p.mask != 0u && f32(src[i]) <= 0.0) {
-        g = 0.0;
-    }
-    if (p.mode != 0u) {
-        dst[i] = Dst(0.25 * g);
-        return;
-    }
-    // The gradient goes to the first maximum in row-major order, as PyTorch's argmax does.
-    let base = c * hw + oy * 2u * p.w + ox * 2u;
-    let win = vec4<f32>(vec4<Src>(src[base], src[base + 1u], src[base + p.w], src[base + p.w + 1u]));
-    var best = 0u;
-    for (var k = 1u; k < 4u; k++) {
-        if (win[k] > win[best]) {
-            best = k;
+    let base = (gid.z * p.h + y) * p.w + x;
+    if (gid.x >= ow || gid.y >= oh) {
+        for (var dy = 0u; dy < 2u && y + dy < p.h; dy++) {
+            for (var dx = 0u; dx < 2u && x + dx < p.w; dx++) {
+                dst[base + dy * p.w + dx] = Dst(0.0);
+            }
         }
+        return;
     }
-    let mine = (y % 2u) * 2u + (x % 2u);
-    dst[i] = Dst(select(0.0, g, best == mine));
+    let at = array<u32, 4>(base, base + 1u, base + p.w, base + p.w + 1u);
+    let win = vec4<f32>(vec4<Src>(src[at[0]], src[at[1]], src[at[2]], src[at[3]]));
+    let g = f32(grad[(gid.z * oh + gid.y) * ow + gid.x]);
+    var out = vec4<f32>(0.25 * g);
+    if (p.mode == 0u) {
+        // The gradient goes to the first maximum in row-major order, as PyTorch's argmax does.
+        var best = 0u;
+        for (var k = 1u; k < 4u; k++) {
+            if (win[k] > win[best]) {
+                best = k;
+            }
+        }
+        out = select(vec4<f32>(0.0), vec4<f32>(g), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(best));
+    }
+    if (p.mask != 0u) {
+        out = select(vec4<f32>(0.0), out, win > vec4<f32>(0.0));
+    }
+    for (var k = 0u; k < 4u; k++) {
+        dst[at[k]] = Dst(out[k]);
+    }
 }

@@ -54,9 +54,18 @@ pub fn random_weights(arch: &Arch, deepest: usize, seed: u64) -> Weights {
     }
 }
 
+/// One kernel launch of the step: what it is and how long it took.
+pub struct Row {
+    pub name: &'static str,
+    pub detail: String,
+    pub ms: f64,
+    pub flops: f64,
+    pub bytes: f64,
+}
+
 pub struct StepTiming {
     pub ms_per_step: f64,
-    pub rows: Vec<(String, String, f64, f64)>,
+    pub rows: Vec<Row>,
     pub gpu_timestamps: bool,
     pub memory_bytes: u64,
     pub tiling: crate::ops::Tiling,
@@ -128,7 +137,13 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
     let rows = dispatches
         .iter()
         .zip(times)
-        .map(|(d, ms)| (d.name.to_string(), d.detail.clone(), ms, d.flops))
+        .map(|(d, ms)| Row {
+            name: d.name,
+            detail: d.detail.clone(),
+            ms,
+            flops: d.flops,
+            bytes: d.bytes,
+        })
         .collect();
     Ok(StepTiming {
         ms_per_step,
@@ -191,7 +206,7 @@ fn time_with_wall_clock(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>>
 }
 
 pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
-    let total: f64 = t.rows.iter().map(|r| r.2).sum();
+    let total: f64 = t.rows.iter().map(|r| r.ms).sum();
     println!(
         "impasto bench: {}x{} px, content {}, style {}, tiling {}, {:?} feature maps, on {} ({:?})",
         cfg.size,
@@ -212,21 +227,24 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
         }
     );
     println!(
-        "{:<20} {:<22} {:>10} {:>10} {:>9} {:>7}",
-        "kernel", "shape", "ms", "GFLOP", "GFLOP/s", "share"
+        "{:<20} {:<22} {:>10} {:>10} {:>9} {:>8} {:>7}",
+        "kernel", "shape", "ms", "GFLOP", "GFLOP/s", "GB/s", "share"
     );
-    for (name, detail, ms, flops) in &t.rows {
+    // GB/s counts the bytes a kernel must move at the least (see ops::Dispatch::bytes).
+    for r in &t.rows {
+        let ms = r.ms.max(1e-9);
         println!(
-            "{:<20} {:<22} {:>10.3} {:>10.3} {:>9.1} {:>6.1}%",
-            name,
-            detail,
-            ms,
-            flops / 1e9,
-            flops / 1e6 / ms.max(1e-9),
-            100.0 * ms / total.max(1e-12)
+            "{:<20} {:<22} {:>10.3} {:>10.3} {:>9.1} {:>8.2} {:>6.1}%",
+            r.name,
+            r.detail,
+            r.ms,
+            r.flops / 1e9,
+            r.flops / 1e6 / ms,
+            r.bytes / 1e6 / ms,
+            100.0 * r.ms / total.max(1e-12)
         );
     }
-    let flops: f64 = t.rows.iter().map(|r| r.3).sum();
+    let flops: f64 = t.rows.iter().map(|r| r.flops).sum();
     println!(
         "sum of kernels: {total:.2} ms, {:.2} GFLOP, {:.1} GFLOP/s",
         flops / 1e9,

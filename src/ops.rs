@@ -126,6 +126,7 @@ impl Kernel {
             name: self.name,
             detail: String::new(),
             flops: 0.0,
+            bytes: 0.0,
             pipeline: self.pipeline.clone(),
             bind_group,
             groups,
@@ -141,6 +142,9 @@ pub struct Dispatch {
     pub detail: String,
     /// Floating-point operations (multiply-adds count 2), for GFLOP/s.
     pub flops: f64,
+    /// Bytes the kernel must read and write at the least (each input once, each output
+    /// once), for GB/s.
+    pub bytes: f64,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
@@ -148,9 +152,10 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    fn info(mut self, detail: String, flops: f64) -> Dispatch {
+    fn info(mut self, detail: String, flops: f64, bytes: usize) -> Dispatch {
         self.detail = detail;
         self.flops = flops;
+        self.bytes = bytes as f64;
         self
     }
 
@@ -543,11 +548,13 @@ impl Kernels {
     ) -> Dispatch {
         // Invocations own blocks of output channels.
         let (params, groups) = self.conv_launch((cin, cout, h, w), cout);
+        let bytes = (cin + cout) * h * w * self.storage.bytes() + (9 * cin + 1) * cout * F32;
         self.conv_forward
             .dispatch(gpu, &params, &[src, weight, bias, dst], groups)
             .info(
                 format!("{cin}->{cout} {h}x{w}"),
                 conv_flops(cin, cout, h, w),
+                bytes,
             )
     }
 
@@ -569,11 +576,14 @@ impl Kernels {
         let (mut params, groups) = self.conv_launch((cin, cout, h, w), cin);
         params.mask_output = input_relu.is_some() as u32;
         let aux = input_relu.unwrap_or(grad);
+        let mask_bytes = input_relu.map_or(0, |_| cin * h * w * self.storage.bytes());
+        let bytes = (cout + cin) * h * w * F32 + 9 * cin * cout * F32 + mask_bytes;
         self.conv_backward_input
             .dispatch(gpu, &params, &[grad, weight_t, aux, dst], groups)
             .info(
                 format!("{cout}->{cin} {h}x{w}"),
                 conv_flops(cin, cout, h, w),
+                bytes,
             )
     }
 
@@ -587,11 +597,14 @@ impl Kernels {
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = pool_params(c, h, w, mode, false);
-        let groups = groups_1d(c * (h / 2) * (w / 2));
         // The forward does not read `grad`; bind src twice to fill the slot.
         self.pool_forward
-            .dispatch(gpu, &params, &[src, src, dst], groups)
-            .info(format!("{c}x{h}x{w}"), (c * h * w) as f64)
+            .dispatch(gpu, &params, &[src, src, dst], pool_groups(c, h / 2, w / 2))
+            .info(
+                format!("{c}x{h}x{w}"),
+                (c * h * w) as f64,
+                c * (h * w + (h / 2) * (w / 2)) * self.storage.bytes(),
+            )
     }
 
     /// dst = dL/d(src) [c][h][w] from grad = dL/d(output) [c][h/2][w/2]; with `mask`
@@ -609,8 +622,17 @@ impl Kernels {
     ) -> Dispatch {
         let params = pool_params(c, h, w, mode, mask);
         self.pool_backward
-            .dispatch(gpu, &params, &[src, grad, dst], groups_1d(c * h * w))
-            .info(format!("{c}x{h}x{w}"), (c * h * w) as f64)
+            .dispatch(
+                gpu,
+                &params,
+                &[src, grad, dst],
+                pool_groups(c, h.div_ceil(2), w.div_ceil(2)),
+            )
+            .info(
+                format!("{c}x{h}x{w}"),
+                (c * h * w) as f64,
+                c * h * w * (self.storage.bytes() + F32) + c * (h / 2) * (w / 2) * F32,
+            )
     }
 
     /// dst = feat · featᵀ for feat [n][m]: one dispatch, or two (partial Grams over chunks of
@@ -622,17 +644,18 @@ impl Kernels {
         feat: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        // Workgroups per side of G, and how many chunks of positions fill the device: a few
-        // thousand register-blocked invocations, or a few hundred workgroups, each chunk
+        // Workgroups over the tiles on or above G's diagonal, and how many chunks of positions
+        // fill the device: a few thousand register-blocked invocations (one 8 x 8 tile each,
+        // listed in x), or a few hundred workgroups (one 64 x 64 tile each, y <= x), each chunk
         // with at least 1024 positions.
-        let (t, chunks) = match self.tiling {
+        let ([x, y], chunks) = match self.tiling {
             Tiling::Registers(_) => {
-                let invocations = (n.div_ceil(8) * n.div_ceil(8)).max(1);
-                (n.div_ceil(8).div_ceil(8), 4096usize.div_ceil(invocations))
+                let tiles = n.div_ceil(8) * (n.div_ceil(8) + 1) / 2;
+                ([tiles.div_ceil(64), 1], 4096usize.div_ceil(tiles.max(1)))
             }
             Tiling::Workgroup => {
                 let t = n.div_ceil(GEMM_TILE);
-                (t, 512usize.div_ceil(t * (t + 1) / 2))
+                ([t, t], 512usize.div_ceil(t * (t + 1) / 2))
             }
         };
         let chunks = chunks.min(m.div_ceil(1024)).max(1);
@@ -646,8 +669,11 @@ impl Kernels {
             chunk_len: chunk_len as u32,
             _pad: [0; 2],
         };
-        let info = |d: Dispatch| d.info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64);
-        let groups = [t as u32, t as u32, chunks as u32];
+        let info = |d: Dispatch| {
+            let bytes = n * m * self.storage.bytes() + chunks * n * n * F32;
+            d.info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64, bytes)
+        };
+        let groups = [x as u32, y as u32, chunks as u32];
         if chunks == 1 {
             return Ok(vec![info(self.gram.dispatch(
                 gpu,
@@ -664,7 +690,11 @@ impl Kernels {
             ),
             self.gram_reduce
                 .dispatch(gpu, &params, &[feat, &partial, feat, dst], groups_1d(n * n))
-                .info(format!("{chunks} chunks"), (chunks * n * n) as f64),
+                .info(
+                    format!("{chunks} chunks"),
+                    (chunks * n * n) as f64,
+                    (chunks + 1) * n * n * F32,
+                ),
         ])
     }
 
@@ -691,11 +721,9 @@ impl Kernels {
             _pad: [0; 2],
         };
         let groups = match self.tiling {
-            Tiling::Registers(_) => [
-                m.div_ceil(4).div_ceil(8) as u32,
-                n.div_ceil(4).div_ceil(8) as u32,
-                1,
-            ],
+            Tiling::Registers(_) => {
+                fold_tiles(m.div_ceil(8).div_ceil(64), n.div_ceil(8), self.fold_limit)
+            }
             Tiling::Workgroup => fold_tiles(
                 m.div_ceil(GEMM_TILE),
                 n.div_ceil(GEMM_TILE),
@@ -704,7 +732,11 @@ impl Kernels {
         };
         self.style_grad
             .dispatch(gpu, &params, &[feat, gram, target, dst], groups)
-            .info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64)
+            .info(
+                format!("{n}x{m}"),
+                2.0 * (n * n * m) as f64,
+                n * m * (self.storage.bytes() + (1 + accumulate as usize) * F32) + 2 * n * n * F32,
+            )
     }
 
     /// out[slot] = scale · Σ (a − b)² over `len` elements.
@@ -717,7 +749,7 @@ impl Kernels {
         b: &wgpu::Buffer,
         (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
-        sq_diff_sum_with(&self.sq_diff_sum, gpu, len, scale, (a, b), (out, slot))
+        sq_diff_sum_with(&self.sq_diff_sum, gpu, F32, len, scale, (a, b), (out, slot))
     }
 
     /// [`Kernels::sq_diff_sum`] of two feature maps (stored as [`Kernels::storage`] says).
@@ -730,8 +762,8 @@ impl Kernels {
         b: &wgpu::Buffer,
         (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
-        let kernel = &self.sq_diff_sum_features;
-        sq_diff_sum_with(kernel, gpu, len, scale, (a, b), (out, slot))
+        let (kernel, size) = (&self.sq_diff_sum_features, self.storage.bytes());
+        sq_diff_sum_with(kernel, gpu, size, len, scale, (a, b), (out, slot))
     }
 
     /// A zeroed buffer for a feature map of `len` values, in this kernel set's storage.
@@ -749,7 +781,9 @@ impl Kernels {
         (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
         let params = loss_params(c, h, w, slot, scale);
-        self.tv_sum.dispatch(gpu, &params, &[x, x, out], [1, 1, 1])
+        self.tv_sum
+            .dispatch(gpu, &params, &[x, x, out], [1, 1, 1])
+            .info(String::new(), 0.0, c * h * w * F32)
     }
 
     /// dst (+)= coef · (feat − target) · [feat > 0] (feat is post-ReLU).
@@ -765,8 +799,10 @@ impl Kernels {
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = loss_params(len, 0, 0, accumulate as usize, coef);
+        let bytes = len * (2 * self.storage.bytes() + (1 + accumulate as usize) * F32);
         self.content_grad
             .dispatch(gpu, &params, &[feat, target, dst], groups_1d(len))
+            .info(String::new(), 0.0, bytes)
     }
 
     /// dst += coef · d tv(x) / dx.
@@ -781,6 +817,7 @@ impl Kernels {
         let params = loss_params(c, h, w, 0, coef);
         self.tv_grad
             .dispatch(gpu, &params, &[x, x, dst], groups_1d(c * h * w))
+            .info(String::new(), 0.0, 3 * c * h * w * F32)
     }
 
     /// dst = the network input for the RGB image x [3][hw].
@@ -794,6 +831,7 @@ impl Kernels {
     ) -> Dispatch {
         self.preprocess
             .dispatch(gpu, &pre_params(hw, affine), &[x, dst], groups_1d(3 * hw))
+            .info(String::new(), 0.0, 3 * hw * (F32 + self.storage.bytes()))
     }
 
     /// dst = dL/dx from grad = dL/d(network input).
@@ -805,21 +843,28 @@ impl Kernels {
         grad: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        self.preprocess_backward.dispatch(
-            gpu,
-            &pre_params(hw, affine),
-            &[grad, dst],
-            groups_1d(3 * hw),
-        )
+        self.preprocess_backward
+            .dispatch(
+                gpu,
+                &pre_params(hw, affine),
+                &[grad, dst],
+                groups_1d(3 * hw),
+            )
+            .info(String::new(), 0.0, 2 * 3 * hw * F32)
     }
 
     /// The two dispatches of one Adam step on x: bump t in `state`, then update and clamp.
     pub fn adam(&self, gpu: &Gpu, params: AdamParams, buffers: AdamBuffers<'_>) -> [Dispatch; 2] {
         let b = [buffers.grad, buffers.x, buffers.m, buffers.v, buffers.state];
+        let len = params.len as usize;
         [
-            self.adam_tick.dispatch(gpu, &params, &b, [1, 1, 1]),
+            self.adam_tick
+                .dispatch(gpu, &params, &b, [1, 1, 1])
+                .info(String::new(), 0.0, 8 * F32),
+            // grad read; x, m and v read and written
             self.adam_update
-                .dispatch(gpu, &params, &b, groups_1d(params.len as usize)),
+                .dispatch(gpu, &params, &b, groups_1d(len))
+                .info(String::new(), 0.0, 7 * len * F32),
         ]
     }
 }
@@ -836,17 +881,34 @@ pub struct AdamBuffers<'a> {
 fn sq_diff_sum_with(
     kernel: &Kernel,
     gpu: &Gpu,
+    element_bytes: usize,
     len: usize,
     scale: f32,
     (a, b): (&wgpu::Buffer, &wgpu::Buffer),
     (out, slot): (&wgpu::Buffer, usize),
 ) -> Dispatch {
     let params = loss_params(len, 0, 0, slot, scale);
-    kernel.dispatch(gpu, &params, &[a, b, out], [1, 1, 1])
+    kernel.dispatch(gpu, &params, &[a, b, out], [1, 1, 1]).info(
+        String::new(),
+        0.0,
+        2 * len * element_bytes,
+    )
 }
+
+/// Bytes of an f32 (gradients, Gram matrices, weights, the image: everything but feature maps).
+const F32: usize = 4;
 
 fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
     2.0 * 9.0 * (cin * cout * h * w) as f64
+}
+
+/// Workgroups for pool.wgsl's grid of windows: columns along x (64 per group), rows, channels.
+fn pool_groups(c: usize, rows: usize, cols: usize) -> [u32; 3] {
+    [
+        cols.div_ceil(64).max(1) as u32,
+        rows.max(1) as u32,
+        c as u32,
+    ]
 }
 
 fn pool_params(c: usize, h: usize, w: usize, mode: Pooling, mask: bool) -> PoolParams {

@@ -687,3 +687,92 @@ fn refuses_a_size_too_small_for_the_layers() {
     let o = f.run(&["--size", "1"]);
     f.assert_refused(&o, "too small for layer block2_conv1");
 }
+
+#[test]
+fn bench_prints_a_row_per_kernel_with_its_rates() {
+    let o = impasto(&[
+        "bench",
+        "--size",
+        "24",
+        "--content-layers",
+        "block2_conv1",
+        "--style-layers",
+        "block1_conv1,block2_conv1",
+        "--steps",
+        "1",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let header = out.lines().position(|l| l.starts_with("kernel")).unwrap();
+    assert!(out.lines().nth(header).unwrap().contains("GB/s"), "{out}");
+    // kernel, [shape], ms, GFLOP, GFLOP/s, GB/s, share: the numbers are the last five fields.
+    let rows: Vec<(&str, Vec<f64>)> = out
+        .lines()
+        .skip(header + 1)
+        .take_while(|l| !l.starts_with("sum of kernels"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let nums = f[f.len() - 5..]
+                .iter()
+                .map(|v| v.trim_end_matches('%').parse::<f64>().unwrap())
+                .collect();
+            (f[0], nums)
+        })
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    for k in [
+        "preprocess",
+        "conv_forward",
+        "pool_forward",
+        "gram",
+        "style_grad",
+        "content_grad",
+        "conv_backward_input",
+        "pool_backward",
+        "preprocess_backward",
+        "adam_update",
+    ] {
+        assert!(names.contains(&k), "no {k} row:\n{out}");
+    }
+    // Three convolutions forward, three backward (block2_conv1 is the deepest layer).
+    assert_eq!(names.iter().filter(|&&n| n == "conv_forward").count(), 3);
+    assert_eq!(
+        names
+            .iter()
+            .filter(|&&n| n == "conv_backward_input")
+            .count(),
+        3
+    );
+    for (name, v) in &rows {
+        let [ms, _gflop, gflops, gbs, _share] = v[..] else {
+            unreachable!()
+        };
+        assert!(
+            ms >= 0.0 && gbs.is_finite() && gflops.is_finite(),
+            "{name}: {v:?}"
+        );
+        // The memory-bound kernels report their bandwidth, the matrix kernels their FLOPs.
+        if [
+            "pool_forward",
+            "pool_backward",
+            "content_grad",
+            "adam_update",
+        ]
+        .contains(name)
+        {
+            assert!(gbs > 0.0, "{name} moves no bytes: {v:?}");
+        }
+        if name.starts_with("conv") || *name == "gram" || *name == "style_grad" {
+            assert!(gflops > 0.0, "{name} does no FLOPs: {v:?}");
+        }
+    }
+    assert!(out.contains("ms/step"), "{out}");
+    assert!(out.contains("GPU memory in impasto's buffers"), "{out}");
+}
+
+#[test]
+fn bench_refuses_unknown_tiling() {
+    let o = impasto(&["bench", "--size", "24", "--tiling", "regs7"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--tiling"), "{}", stderr(&o));
+}

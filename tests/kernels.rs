@@ -206,7 +206,8 @@ fn pool_forward_and_backward_match_reference() {
             let xb = g.storage_from("x", &x).unwrap();
             let gb = g.storage_from("g", &gr).unwrap();
             let out = g.storage("out", ch * oh * ow).unwrap();
-            let gin = g.storage("gin", ch * h * w).unwrap();
+            // Filled with a sentinel: every element, dropped rows and columns included, must be written.
+            let gin = g.storage_from("gin", &vec![7.0; ch * h * w]).unwrap();
             let f = c.kernels.pool_forward(g, (ch, h, w), mode, &xb, &out);
             // With the mask (the input came from a ReLU), the gradient is zero where x <= 0.
             let mask = mode == Pooling::Avg || ch % 2 == 1;
@@ -270,7 +271,7 @@ fn gram_and_style_loss_match_reference() {
             let (f, fd) = random(&mut r, n * m, -1.0, 2.0);
             let f: Vec<f32> = f.iter().map(|v| v.max(0.0)).collect();
             let fd: Vec<f64> = fd.iter().map(|v| v.max(0.0)).collect();
-            // A target Gram matrix: symmetric, like every Gram (gram_gemm relies on it).
+            // A target Gram matrix: symmetric, like every Gram (style_grad relies on it).
             let (a, ad) = random(&mut r, n * n, 0.0, m as f32);
             let sym = |v: &[f32]| -> Vec<f32> {
                 (0..n * n)

@@ -30,6 +30,10 @@ pub enum Command {
     /// List the GPU adapters impasto can use, best first
     Devices,
     /// Time one optimisation step and each kernel in it (random weights of VGG19's shapes)
+    ///
+    /// Prints a row per kernel launch of the step (milliseconds from GPU timestamps where the
+    /// adapter has them, GFLOP/s, GB/s counting the bytes each kernel must read and write at
+    /// the least, share of the step), then the full step's time and impasto's GPU memory.
     Bench(BenchArgs),
     /// Inspect weights files
     Weights {

@@ -133,7 +133,7 @@ def main():
         ["--storage", a.storage] if a.storage else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"full step .*?: ([0-9.]+) ms/step", out)
-    mem_line = re.search(r"GPU memory.*", out)
+    mem_line = re.search(r"(peak )?GPU memory.*", out)
     adapter = out.splitlines()[0]
     imp_ms = float(m.group(1))
     print(f"{adapter}\nimpasto: {imp_ms:.2f} ms/step{', ' + mem_line.group(0) if mem_line else ''}")

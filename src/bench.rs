@@ -67,7 +67,7 @@ pub struct StepTiming {
     pub ms_per_step: f64,
     pub rows: Vec<Row>,
     pub gpu_timestamps: bool,
-    pub memory_bytes: u64,
+    pub memory: crate::gpu::MemoryUse,
     pub tiling: crate::ops::Tiling,
 }
 
@@ -149,7 +149,7 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
         ms_per_step,
         rows,
         gpu_timestamps,
-        memory_bytes: gpu.allocated_bytes(),
+        memory: gpu.memory(),
         tiling: kernels.tiling,
     })
 }
@@ -256,8 +256,18 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
         t.ms_per_step,
         1e3 / t.ms_per_step
     );
-    println!(
-        "GPU memory in impasto's buffers: {:.1} MiB",
-        t.memory_bytes as f64 / (1 << 20) as f64
-    );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let m = &t.memory;
+    match (m.peak_allocated, m.peak_reserved) {
+        (Some(a), Some(r)) => println!(
+            "peak GPU memory: {:.1} MiB allocated, {:.1} MiB reserved (wgpu's allocator); {:.1} MiB of storage buffers created in all",
+            mib(a),
+            mib(r),
+            mib(m.created)
+        ),
+        _ => println!(
+            "GPU memory: {:.1} MiB of storage buffers created in all (no allocator report on this backend)",
+            mib(m.created)
+        ),
+    }
 }

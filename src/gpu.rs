@@ -18,6 +18,20 @@ pub struct Gpu {
     errors: Arc<Mutex<Vec<String>>>,
     /// Bytes of storage buffers created so far (impasto's own GPU memory; freed buffers included).
     allocated: std::sync::atomic::AtomicU64,
+    /// The most memory wgpu's allocator has held at once: (live allocations, reserved blocks),
+    /// sampled after every storage buffer is made, which is when it can grow.
+    peak: Mutex<Option<(u64, u64)>>,
+}
+
+/// Peak GPU memory, from wgpu's allocator report where the backend gives one.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryUse {
+    /// The most bytes held by live allocations at once (all of wgpu's: buffers, uniforms...).
+    pub peak_allocated: Option<u64>,
+    /// The most bytes of memory blocks reserved at once (what the driver was asked for).
+    pub peak_reserved: Option<u64>,
+    /// Bytes of impasto's storage buffers created in all, freed ones included.
+    pub created: u64,
 }
 
 /// What `impasto devices` prints of an adapter.
@@ -135,6 +149,7 @@ impl Gpu {
             features,
             errors,
             allocated: Default::default(),
+            peak: Mutex::new(None),
         })
     }
 
@@ -160,14 +175,16 @@ impl Gpu {
     pub fn storage_bytes(&self, label: &str, bytes: usize) -> Result<wgpu::Buffer> {
         let bytes = (bytes.max(1) as u64).next_multiple_of(4);
         self.check_binding_size(label, bytes)?;
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.next_multiple_of(4),
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        }))
+        });
+        self.sample_memory();
+        Ok(buffer)
     }
 
     /// A storage buffer holding `data`.
@@ -176,7 +193,7 @@ impl Gpu {
             return self.storage(label, 1);
         }
         self.check_binding_size(label, (data.len() * 4) as u64)?;
-        Ok(self
+        let buffer = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
@@ -184,7 +201,13 @@ impl Gpu {
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
-            }))
+            });
+        self.sample_memory();
+        // The upload goes through a staging copy that wgpu frees only once a submission has
+        // completed: flush it now, or every upload of a setup (the weights) piles up at once.
+        self.queue.submit([]);
+        self.wait()?;
+        Ok(buffer)
     }
 
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
@@ -196,9 +219,26 @@ impl Gpu {
             })
     }
 
-    /// Total bytes of storage buffers this context has created.
-    pub fn allocated_bytes(&self) -> u64 {
-        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    /// Peak GPU memory so far, and the bytes of storage buffers created in all.
+    pub fn memory(&self) -> MemoryUse {
+        let peak = *self.peak.lock().unwrap();
+        MemoryUse {
+            peak_allocated: peak.map(|p| p.0),
+            peak_reserved: peak.map(|p| p.1),
+            created: self.allocated.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Folds the allocator's current totals into the peak (Vulkan and DX12 report them).
+    fn sample_memory(&self) {
+        if let Some(r) = self.device.generate_allocator_report() {
+            let mut peak = self.peak.lock().unwrap();
+            let (a, b) = peak.unwrap_or((0, 0));
+            *peak = Some((
+                a.max(r.total_allocated_bytes),
+                b.max(r.total_reserved_bytes),
+            ));
+        }
     }
 
     fn check_binding_size(&self, label: &str, bytes: u64) -> Result<()> {

@@ -79,32 +79,6 @@ impl<'g> Session<'g> {
             }
             convs.push(GpuConv::upload(gpu, kernels, &spec.name, cw)?);
         }
-        let n = 3 * h * w;
-        let x = gpu.storage("image", n)?;
-        let evaluated_x = gpu.storage("last evaluated image", n)?;
-        let good_x = gpu.storage("last good image", n)?;
-        let net = GpuNet::new(
-            gpu,
-            kernels,
-            s.arch.stages(deepest, h, w, s.pooling),
-            &convs,
-            &affine,
-            &x,
-        )?;
-
-        // Content targets: the content image's features at the content layers.
-        gpu.write(&x, &s.content.data);
-        ops::run(gpu, &net.forward.iter().collect::<Vec<_>>());
-        let mut content = Vec::new();
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for &l in &s.loss.content_layers {
-            let i = net.conv_stage(l);
-            let t = kernels.feature_map(gpu, "content target", net.stages[i].out_len())?;
-            enc.copy_buffer_to_buffer(&net.acts[i], 0, &t, 0, None);
-            content.push(t);
-        }
-        gpu.queue.submit([enc.finish()]);
-
         // Style targets: Σ_k w_k G(s_k), blended on the CPU in f64 (setup only).
         let total_w: f64 = s.styles.iter().map(|(_, wt)| wt).sum();
         if s.styles.is_empty() || total_w.is_nan() || total_w <= 0.0 {
@@ -154,6 +128,39 @@ impl<'g> Session<'g> {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
+        // The style networks' buffers are gone once the GPU has finished with them: wait, so
+        // that the main network's allocations do not stack on top of them.
+        gpu.wait()?;
+
+        let n = 3 * h * w;
+        let x = gpu.storage("image", n)?;
+        let evaluated_x = gpu.storage("last evaluated image", n)?;
+        let good_x = gpu.storage("last good image", n)?;
+        let net = GpuNet::new(
+            gpu,
+            kernels,
+            s.arch.stages(deepest, h, w, s.pooling),
+            &convs,
+            &affine,
+            &x,
+        )?;
+
+        // Content targets: the content image's features at the content layers.
+        gpu.write(&x, &s.content.data);
+        ops::run(gpu, &net.forward.iter().collect::<Vec<_>>());
+        let mut content = Vec::new();
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for &l in &s.loss.content_layers {
+            let i = net.conv_stage(l);
+            let t = kernels.feature_map(gpu, "content target", net.stages[i].out_len())?;
+            enc.copy_buffer_to_buffer(&net.acts[i], 0, &t, 0, None);
+            content.push(t);
+        }
+        gpu.queue.submit([enc.finish()]);
+        // Let the content image's upload finish, so its staging copy is gone before the
+        // objective's buffers are made.
+        gpu.wait()?;
+
         let targets = GpuTargets { content, style };
 
         let objective = Objective::new(gpu, kernels, net, &convs, s.loss, &targets, &affine, &x)?;

@@ -42,6 +42,8 @@ struct Report<'a> {
     setup_seconds: f64,
     optimise_seconds: f64,
     steps_per_second: f64,
+    /// The most GPU memory held at once (wgpu's allocator report; null where the backend has none).
+    peak_gpu_memory_bytes: Option<u64>,
     settings: serde_json::Value,
 }
 
@@ -259,6 +261,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             setup_seconds,
             optimise_seconds,
             steps_per_second: steps_done as f64 / optimise_seconds.max(1e-9),
+            peak_gpu_memory_bytes: gpu.memory().peak_allocated,
             settings: settings_json(args, &weights),
         };
         let json = serde_json::to_string_pretty(&report)?;

@@ -68,6 +68,14 @@ fn image(r: &mut impl Rng, h: usize, w: usize) -> Image {
     }
 }
 
+/// The optimiser settings of the tests' sessions.
+const ADAM: AdamConfig = AdamConfig {
+    lr: 0.02,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+};
+
 /// Losses on deeper layers only and a small TV weight, so the image gradient depends on every
 /// ReLU mask on the way down (a loss on the first layer would dominate and hide them).
 fn tiny_config() -> LossConfig {
@@ -165,12 +173,7 @@ fn gpu_losses_and_gradient_match_cpu() {
             weights: &w,
             loss: &cfg,
             pooling,
-            adam: AdamConfig {
-                lr: 0.02,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
+            adam: ADAM,
             content: &content,
             styles: &styles,
             init: &init,
@@ -373,12 +376,7 @@ fn setup_peak_memory(style_side: usize) -> Option<u64> {
         weights: &w,
         loss: &cfg,
         pooling: Pooling::Max,
-        adam: AdamConfig {
-            lr: 0.02,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        },
+        adam: ADAM,
         content: &content,
         styles: &styles,
         init: &content,

@@ -11,9 +11,17 @@ VGG19's shapes (timing does not depend on their values). Start-up is excluded on
 
 Uses CUDA when available (--device cpu to force the CPU). Needs torch; runs
 `cargo run --release -- bench` for impasto unless --impasto-bin is given.
+
+Memory: on CUDA, PyTorch's peak is torch.cuda.max_memory_allocated (tensors, cuDNN workspaces
+included). On the CPU it is the growth of the process's peak resident set over its size before
+setup; run with MALLOC_MMAP_THRESHOLD_=65536 so that freed tensors go back to the system (else
+glibc keeps them and the figure overstates), and read it as an estimate (oneDNN's scratch
+buffers count too).
 """
 import argparse
+import os
 import re
+import resource
 import subprocess
 import time
 
@@ -82,6 +90,9 @@ def main():
     deepest = max(names.index(n) for n in content_layers + style_layers)
     dev = torch.device(a.device)
     torch.manual_seed(0)
+    # Resident set before setup, after a first convolution has loaded the kernel libraries.
+    torch.nn.functional.conv2d(torch.rand(1, 3, 8, 8), torch.rand(4, 3, 3, 3), padding=1)
+    rss_before = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     layers = build(deepest, dev)
     s = a.size
     content = torch.rand(1, 3, s, s, device=dev)
@@ -116,14 +127,17 @@ def main():
     for _ in range(2):
         step()
     sync()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    # Memory peaks cover the whole run, setup included, as impasto's do.
     t = time.perf_counter()
     for _ in range(a.steps):
         step()
     sync()
     torch_ms = (time.perf_counter() - t) * 1e3 / a.steps
-    mem = f", peak memory {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB" if dev.type == "cuda" else ""
+    if dev.type == "cuda":
+        mem = f", peak memory {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB"
+    else:
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        mem = f", peak memory about {(peak_rss - rss_before) / 2**20:.1f} MiB (resident set growth)"
     print(f"PyTorch {torch.__version__} on {a.device} ({torch.get_num_threads()} threads): {torch_ms:.2f} ms/step{mem}")
 
     cmd = ([a.impasto_bin] if a.impasto_bin else ["cargo", "run", "--release", "--quiet", "--"]) + [

@@ -375,9 +375,12 @@ fn shallow_args<'a>(
     .collect()
 }
 
+fn read_report(report: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+}
+
 fn report_steps(report: &Path) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
-    v["steps"].as_array().unwrap().clone()
+    read_report(report)["steps"].as_array().unwrap().clone()
 }
 
 /// The CPU reference's losses for `content` x `styles` (blend weights) with the real weights.
@@ -482,7 +485,7 @@ fn report_matches_cpu_reference_and_loss_falls() {
     assert_eq!((img.width(), img.height()), (64, 48));
     // Vulkan gives an allocator report: the peak holds at least the weights of the layers run
     // (block1_conv1 .. block3_conv2: 1.14 million f32s, in two layouts, 9.2 MB).
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let v = read_report(&report);
     if v["backend"] == "Vulkan" {
         let peak = v["peak_gpu_memory_bytes"].as_u64().unwrap();
         assert!(peak > 9_000_000, "peak GPU memory {peak} B");
@@ -498,7 +501,7 @@ fn f16_storage_run_matches_the_reference_and_loss_falls() {
     args.extend(["--storage".to_string(), "f16".to_string()]);
     let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let v = read_report(&report);
     assert_eq!(v["settings"]["storage"], "f16");
     let steps = report_steps(&report);
     // Feature maps keep 11 significant bits; Grams and losses still sum in f32.
@@ -683,7 +686,7 @@ fn ctrl_c_writes_the_current_image_then_exits() {
         image::open(&f.output).is_ok(),
         "the current image was written"
     );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let v = read_report(&report);
     assert_eq!(v["outcome"], "interrupted");
 }
 

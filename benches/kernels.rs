@@ -24,14 +24,6 @@ const CONV_SHAPES: [(usize, usize, usize); 9] = [
     (512, 512, 16),
 ];
 
-fn sizes() -> Vec<usize> {
-    std::env::var("IMPASTO_BENCH_SIZES")
-        .unwrap_or_else(|_| "256,512".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
-}
-
 fn time(gpu: &Gpu, d: &Dispatch, iters: u64) -> Duration {
     let t = Instant::now();
     for _ in 0..iters {
@@ -44,7 +36,7 @@ fn time(gpu: &Gpu, d: &Dispatch, iters: u64) -> Duration {
 fn bench(c: &mut Criterion) {
     let gpu = Gpu::new(None).expect("a GPU adapter");
     let k = Kernels::new(&gpu).unwrap();
-    for size in sizes() {
+    for size in impasto::bench::sizes_from_env() {
         let mut g = c.benchmark_group(format!("{size}px"));
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(200))

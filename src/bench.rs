@@ -71,11 +71,26 @@ pub struct StepTiming {
     pub tiling: crate::ops::Tiling,
 }
 
-pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
+/// Image sides for the criterion benchmarks (`benches/`): IMPASTO_BENCH_SIZES, a comma-separated
+/// list, else 256 and 512.
+pub fn sizes_from_env() -> Vec<usize> {
+    std::env::var("IMPASTO_BENCH_SIZES")
+        .unwrap_or_else(|_| "256,512".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// The kernels `cfg` asks for: its tiling, else the adapter's, and its storage.
+pub fn kernels(gpu: &Gpu, cfg: &BenchConfig) -> Result<Kernels> {
     let tiling = cfg
         .tiling
         .unwrap_or_else(|| crate::ops::Tiling::for_adapter(&gpu.info));
-    let kernels = Kernels::with_options(gpu, tiling, cfg.storage)?;
+    Kernels::with_options(gpu, tiling, cfg.storage)
+}
+
+/// A session on random images and random weights of VGG19's shapes, as `cfg` describes.
+pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result<Session<'g>> {
     let arch = Arch::vgg19();
     let idx = |v: &[String]| {
         v.iter()
@@ -115,7 +130,12 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
         styles: &styles,
         init: &content,
     };
-    let mut session = Session::new(gpu, &kernels, &setup)?;
+    Session::new(gpu, kernels, &setup)
+}
+
+pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
+    let kernels = kernels(gpu, cfg)?;
+    let mut session = session(gpu, &kernels, cfg)?;
     for _ in 0..2 {
         session.step(false)?;
     }

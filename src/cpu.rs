@@ -1,6 +1,6 @@
 //! Plain-Rust reference for every kernel, in f64, written for clarity rather than speed.
 //! Tests compare the shaders against these; the GPU path never calls them.
-//! Maps are CHW, row-major; weights are HWIO [3][3][cin][cout] as Keras stores them.
+//! Maps are CHW, row-major; weights are HWIO `[3][3][cin][cout]` as Keras stores them.
 
 use crate::ops::{Affine, Pooling};
 
@@ -126,7 +126,7 @@ pub fn pool_backward(
     out
 }
 
-/// G = F Fᵀ for F [n][m].
+/// G = F Fᵀ for F `[n][m]`.
 pub fn gram(f: &[f64], n: usize, m: usize) -> Vec<f64> {
     let mut g = vec![0.0; n * n];
     for i in 0..n {
@@ -168,7 +168,7 @@ pub fn content_grad(f: &[f64], c: &[f64]) -> Vec<f64> {
     f.iter().zip(c).map(|(f, c)| f - c).collect()
 }
 
-/// Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²].
+/// `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]`.
 pub fn tv_loss(x: &[f64], (c, h, w): (usize, usize, usize)) -> f64 {
     let mut s = 0.0;
     for ch in 0..c {

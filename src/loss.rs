@@ -3,7 +3,7 @@
 //!
 //! content = Σ_{l∈C} (1/|C|) · ½ Σ (F^l − C^l)²
 //! style   = Σ_{l∈S} (1/|S|) · 1/(4 N_l² M_l²) · Σ (G^l − A^l)²
-//! tv      = Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]
+//! tv      = `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]`
 //! total   = α·content + β·style + γ·tv
 
 use anyhow::Result;

@@ -379,7 +379,7 @@ pub enum Pooling {
     Avg,
 }
 
-/// A per-channel affine input convention: net[c] = x[source[c]] · mul[c] − sub[c].
+/// A per-channel affine input convention: `net[c] = x[source[c]] · mul[c] − sub[c]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Affine {
     pub source: [usize; 3],
@@ -534,8 +534,8 @@ impl Kernels {
         (params, groups)
     }
 
-    /// dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias). `weight` holds
-    /// [3][3][cin][cout padded to the conv block] and `bias` [cout] (see [`pad_forward_weights`]).
+    /// `dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias)`. `weight` holds
+    /// `[3][3][cin][cout padded to the conv block]` and `bias` `[cout]` (see [`pad_forward_weights`]).
     #[allow(clippy::too_many_arguments)]
     pub fn conv_forward(
         &self,
@@ -558,10 +558,10 @@ impl Kernels {
             )
     }
 
-    /// dst[cin][h][w] = dL/d(input) from grad = dL/d(output) [cout][h][w], already masked by
+    /// `dst[cin][h][w]` = dL/d(input) from grad = dL/d(output) `[cout][h][w]`, already masked by
     /// this layer's ReLU. With `input_relu` (the layer's input, when it is a ReLU's output),
     /// dst is masked where that input is 0, so it leaves masked for the layer below.
-    /// `weight_t` holds [3][3][cout][cin padded to the conv block] (see [`pad_backward_weights`]).
+    /// `weight_t` holds `[3][3][cout][cin padded to the conv block]` (see [`pad_backward_weights`]).
     #[allow(clippy::too_many_arguments)]
     pub fn conv_backward_input(
         &self,
@@ -587,7 +587,7 @@ impl Kernels {
             )
     }
 
-    /// dst[c][h/2][w/2] = 2x2 stride-2 pooling of src[c][h][w].
+    /// `dst[c][h/2][w/2]` = 2x2 stride-2 pooling of `src[c][h][w]`.
     pub fn pool_forward(
         &self,
         gpu: &Gpu,
@@ -607,7 +607,7 @@ impl Kernels {
             )
     }
 
-    /// dst = dL/d(src) [c][h][w] from grad = dL/d(output) [c][h/2][w/2]; with `mask`
+    /// dst = dL/d(src) `[c][h][w]` from grad = dL/d(output) `[c][h/2][w/2]`; with `mask`
     /// (src is a ReLU's output), zero where src is not positive.
     #[allow(clippy::too_many_arguments)]
     pub fn pool_backward(
@@ -635,7 +635,7 @@ impl Kernels {
             )
     }
 
-    /// dst = feat · featᵀ for feat [n][m]: one dispatch, or two (partial Grams over chunks of
+    /// dst = feat · featᵀ for feat `[n][m]`: one dispatch, or two (partial Grams over chunks of
     /// positions, then their fixed-order sum) when n is small next to m.
     pub fn gram(
         &self,
@@ -698,7 +698,7 @@ impl Kernels {
         ])
     }
 
-    /// dst (+)= coef · ((gram − target) · feat) · [feat > 0] (feat is post-ReLU).
+    /// `dst (+)= coef · ((gram − target) · feat) · [feat > 0]` (feat is post-ReLU).
     #[allow(clippy::too_many_arguments)]
     pub fn style_grad(
         &self,
@@ -739,7 +739,7 @@ impl Kernels {
             )
     }
 
-    /// out[slot] = scale · Σ (a − b)² over `len` elements.
+    /// `out[slot] = scale · Σ (a − b)²` over `len` elements.
     pub fn sq_diff_sum(
         &self,
         gpu: &Gpu,
@@ -771,7 +771,7 @@ impl Kernels {
         gpu.storage_bytes(label, len * self.storage.bytes())
     }
 
-    /// out[slot] = scale · tv(x) for x [c][h][w].
+    /// `out[slot] = scale · tv(x)` for x `[c][h][w]`.
     pub fn tv_sum(
         &self,
         gpu: &Gpu,
@@ -786,7 +786,7 @@ impl Kernels {
             .info(String::new(), 0.0, c * h * w * F32)
     }
 
-    /// dst (+)= coef · (feat − target) · [feat > 0] (feat is post-ReLU).
+    /// `dst (+)= coef · (feat − target) · [feat > 0]` (feat is post-ReLU).
     #[allow(clippy::too_many_arguments)]
     pub fn content_grad(
         &self,
@@ -820,7 +820,7 @@ impl Kernels {
             .info(String::new(), 0.0, 3 * c * h * w * F32)
     }
 
-    /// dst = the network input for the RGB image x [3][hw].
+    /// dst = the network input for the RGB image x `[3][hw]`.
     pub fn preprocess(
         &self,
         gpu: &Gpu,
@@ -948,7 +948,7 @@ fn pre_params(hw: usize, a: &Affine) -> PreParams {
     }
 }
 
-/// HWIO weights [3][3][cin][cout] → the forward kernel's layout, output channels padded to `block`.
+/// HWIO weights `[3][3][cin][cout]` → the forward kernel's layout, output channels padded to `block`.
 pub fn pad_forward_weights(hwio: &[f32], cin: usize, cout: usize, block: usize) -> Vec<f32> {
     let cp = cout.next_multiple_of(block);
     let mut out = vec![0.0; 9 * cin * cp];
@@ -958,7 +958,7 @@ pub fn pad_forward_weights(hwio: &[f32], cin: usize, cout: usize, block: usize) 
     out
 }
 
-/// HWIO weights [3][3][cin][cout] → the backward kernel's layout [3][3][cout][cin padded to `block`].
+/// HWIO weights `[3][3][cin][cout]` → the backward kernel's layout `[3][3][cout][cin padded to block]`.
 pub fn pad_backward_weights(hwio: &[f32], cin: usize, cout: usize, block: usize) -> Vec<f32> {
     let cp = cin.next_multiple_of(block);
     let mut out = vec![0.0; 9 * cout * cp];

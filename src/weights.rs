@@ -55,7 +55,7 @@ impl Convention {
     }
 }
 
-/// One convolution's parameters, HWIO [3][3][cin][cout] and bias [cout].
+/// One convolution's parameters, HWIO `[3][3][cin][cout]` and bias `[cout]`.
 #[derive(Clone, Debug)]
 pub struct ConvWeights {
     pub cin: usize,

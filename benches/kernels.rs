@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use impasto::gpu::Gpu;
-use impasto::ops::{self, pad_backward_weights, pad_forward_weights, Dispatch, Kernels};
+use impasto::kernels::{self, pad_backward_weights, pad_forward_weights, Dispatch, Kernels};
 
 /// (cin, cout, downscale) of each distinct VGG19 conv shape.
 const CONV_SHAPES: [(usize, usize, usize); 9] = [
@@ -27,7 +27,7 @@ const CONV_SHAPES: [(usize, usize, usize); 9] = [
 fn time(gpu: &Gpu, d: &Dispatch, iters: u64) -> Duration {
     let t = Instant::now();
     for _ in 0..iters {
-        ops::run(gpu, &[d]);
+        kernels::run(gpu, &[d]);
     }
     gpu.wait().unwrap();
     t.elapsed()
@@ -36,7 +36,7 @@ fn time(gpu: &Gpu, d: &Dispatch, iters: u64) -> Duration {
 fn bench(c: &mut Criterion) {
     let gpu = Gpu::new(None).expect("a GPU adapter");
     let k = Kernels::new(&gpu).unwrap();
-    for size in impasto::bench::sizes_from_env() {
+    for size in impasto::cli::bench::sizes_from_env() {
         let mut g = c.benchmark_group(format!("{size}px"));
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(200))

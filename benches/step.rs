@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use impasto::bench::{self, BenchConfig};
+use impasto::cli::bench::{self, BenchConfig};
 use impasto::gpu::Gpu;
-use impasto::ops::Storage;
+use impasto::kernels::Storage;
 
 fn step(c: &mut Criterion) {
     let gpu = Gpu::new(None).expect("a GPU adapter");
@@ -19,7 +19,7 @@ fn step(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_secs(5));
-    for size in impasto::bench::sizes_from_env() {
+    for size in impasto::cli::bench::sizes_from_env() {
         for storage in [Storage::F32, Storage::F16] {
             if storage == Storage::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
                 continue;

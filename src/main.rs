@@ -4,7 +4,7 @@ use impasto::cli::{Cli, Command, WeightsCommand};
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Stylize(args) => impasto::stylize::run(args, cli.adapter.as_deref()),
+        Command::Stylize(args) => impasto::cli::stylize::run(args, cli.adapter.as_deref()),
         Command::Devices => devices().map(|_| 0),
         Command::Bench(args) => bench(args, cli.adapter.as_deref()).map(|_| 0),
         Command::Weights { command } => match command {
@@ -60,7 +60,7 @@ fn devices() -> anyhow::Result<()> {
 
 fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Result<()> {
     let gpu = impasto::gpu::Gpu::new(adapter)?;
-    let cfg = impasto::bench::BenchConfig {
+    let cfg = impasto::cli::bench::BenchConfig {
         size: args.size,
         content_layers: args.layers.content_layers.clone(),
         style_layers: args.layers.style_layers.clone(),
@@ -68,8 +68,8 @@ fn bench(args: &impasto::cli::BenchArgs, adapter: Option<&str>) -> anyhow::Resul
         tiling: args.tiling,
         storage: args.storage,
     };
-    let t = impasto::bench::run(&gpu, &cfg)?;
-    impasto::bench::print_table(&cfg, &gpu, &t);
+    let t = impasto::cli::bench::run(&gpu, &cfg)?;
+    impasto::cli::bench::print_table(&cfg, &gpu, &t);
     Ok(())
 }
 
@@ -80,7 +80,7 @@ fn weights_destination(output: Option<&std::path::Path>) -> anyhow::Result<std::
         None => {
             let out = impasto::weights::default_path()
                 .ok_or_else(|| anyhow::anyhow!("no cache directory (HOME unset); pass -o"))?;
-            std::fs::create_dir_all(impasto::files::parent_dir(&out))?;
+            std::fs::create_dir_all(impasto::io::atomic::parent_dir(&out))?;
             out
         }
     })
@@ -92,8 +92,8 @@ fn fetch_request(
     urls: &[String],
     sha256: Option<&str>,
     size: Option<u64>,
-) -> anyhow::Result<impasto::fetch::Download> {
-    use impasto::fetch::{default_source, find_source, Checksum, Download};
+) -> anyhow::Result<impasto::weights::fetch::Download> {
+    use impasto::weights::fetch::{default_source, find_source, Checksum, Download};
     match source {
         Some(name) => find_source(name)
             .and_then(|s| s.download())
@@ -118,18 +118,18 @@ impl<T> ContextFlag<T> for anyhow::Result<T> {
 }
 
 fn weights_fetch(
-    d: &impasto::fetch::Download,
+    d: &impasto::weights::fetch::Download,
     output: Option<&std::path::Path>,
     timeout: u64,
 ) -> anyhow::Result<()> {
     let out = weights_destination(output)?;
-    impasto::files::check_parent_dir(&out, "-o")?;
-    impasto::fetch::fetch_weights(d, &out, std::time::Duration::from_secs(timeout))?;
+    impasto::io::atomic::check_parent_dir(&out, "-o")?;
+    impasto::weights::fetch::fetch_weights(d, &out, std::time::Duration::from_secs(timeout))?;
     Ok(())
 }
 
 fn weights_sources() -> anyhow::Result<()> {
-    for s in impasto::fetch::sources()? {
+    for s in impasto::weights::fetch::sources()? {
         println!("{}: {}", s.name, s.description);
         let size = s.size.map(|b| format!("{b} bytes, ")).unwrap_or_default();
         println!(

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{check, random, rng, shared_dir, to_f64};
-use impasto::cpu;
-use impasto::loss::LossConfig;
-use impasto::network::Arch;
-use impasto::ops::Pooling;
+use impasto::kernels::Pooling;
+use impasto::model::vgg19::Arch;
+use impasto::pipeline::objective::LossConfig;
+use impasto::reference;
 use impasto::weights::{Convention, Weights};
 use safetensors::tensor::TensorView;
 
@@ -389,7 +389,7 @@ fn reference_losses(
     size: usize,
     styles: &[(&str, f64)],
     cfg: &LossConfig,
-) -> impasto::loss::LossValues {
+) -> impasto::pipeline::objective::LossValues {
     let w = Weights::load(&shared.join("weights/vgg19-keras-block1-3.safetensors")).unwrap();
     assert_eq!(w.convention, Convention::Caffe);
     let arch = Arch::vgg19();
@@ -403,9 +403,10 @@ fn reference_losses(
         })
         .collect();
     let model_for = |h: usize, wd: usize| arch.stages(cfg.deepest(), h, wd, Pooling::Max);
-    let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(size)).unwrap();
+    let content =
+        impasto::io::image::load(&shared.join("images/tubingen.jpg"), Some(size)).unwrap();
     let stages = model_for(content.h, content.w);
-    let model = cpu::Model {
+    let model = reference::Model {
         stages: &stages,
         weights: &cw,
         affine: w.convention.affine(),
@@ -418,9 +419,9 @@ fn reference_losses(
         t.iter_mut().for_each(|v| *v = 0.0);
     }
     for (name, b) in styles {
-        let img = impasto::image_io::load(&shared.join("images").join(name), Some(size)).unwrap();
+        let img = impasto::io::image::load(&shared.join("images").join(name), Some(size)).unwrap();
         let st = model_for(img.h, img.w);
-        let m = cpu::Model {
+        let m = reference::Model {
             stages: &st,
             weights: &cw,
             affine: w.convention.affine(),
@@ -553,18 +554,21 @@ fn two_style_blend_uses_the_blended_gram_target() {
     let alone = reference_losses(&shared, 32, &[("starry_night.jpg", 1.0)], &cfg);
     assert!((alone.style - want.style).abs() > 1e-2 * want.style);
     // --steps 0 writes the initial image: the content itself.
-    let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
-    let written = impasto::image_io::load(&out, None).unwrap();
+    let content = impasto::io::image::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
+    let written = impasto::io::image::load(&out, None).unwrap();
     assert_eq!(
-        impasto::image_io::to_rgb(&content),
-        impasto::image_io::to_rgb(&written)
+        impasto::io::image::to_rgb(&content),
+        impasto::io::image::to_rgb(&written)
     );
 }
 
 /// Mean |I| and |Q| difference (YIQ chroma) between two images.
-fn chroma_distance(a: &impasto::session::Image, b: &impasto::session::Image) -> f64 {
+fn chroma_distance(
+    a: &impasto::pipeline::session::Image,
+    b: &impasto::pipeline::session::Image,
+) -> f64 {
     let hw = a.h * a.w;
-    let iq = |img: &impasto::session::Image, p: usize| {
+    let iq = |img: &impasto::pipeline::session::Image, p: usize| {
         let (r, g, bl) = (
             img.data[p] as f64,
             img.data[hw + p] as f64,
@@ -589,7 +593,7 @@ fn chroma_distance(a: &impasto::session::Image, b: &impasto::session::Image) -> 
 fn preserve_colors_keeps_the_content_chroma() {
     let Some(shared) = shared_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let content = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
+    let content = impasto::io::image::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
     let mut dist = Vec::new();
     for preserve in [false, true] {
         let (out, report) = (
@@ -604,7 +608,7 @@ fn preserve_colors_keeps_the_content_chroma() {
         let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{}", stderr(&o));
         dist.push(chroma_distance(
-            &impasto::image_io::load(&out, None).unwrap(),
+            &impasto::io::image::load(&out, None).unwrap(),
             &content,
         ));
     }

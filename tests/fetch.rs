@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use impasto::fetch::{download, part_path, sha256_file, Checksum, Download, Options};
+use impasto::weights::fetch::{download, part_path, sha256_file, Checksum, Download, Options};
 use sha2::{Digest, Sha256};
 
 /// What the server does with one request: (the request's Range start, the stream).
@@ -347,7 +347,7 @@ fn checksums_of_every_published_kind_are_checked() {
 
 #[test]
 fn the_manifest_lists_the_keras_and_torchvision_weights() {
-    let sources = impasto::fetch::sources().unwrap();
+    let sources = impasto::weights::fetch::sources().unwrap();
     let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["keras", "torchvision"]);
     for s in &sources {

@@ -3,11 +3,11 @@
 mod common;
 
 use common::{check, ctx, features_from, random, read_features, rng, round_f16};
-use impasto::cpu;
-use impasto::ops::{
+use impasto::kernels::{
     self, pad_backward_weights, pad_forward_weights, Affine, Kernels, Pooling, Storage, Tiling,
     TILINGS,
 };
+use impasto::reference;
 use impasto::weights::Convention;
 
 const TOL: f64 = 1e-4;
@@ -44,9 +44,9 @@ fn conv_forward_matches_reference() {
             let bb = g.storage_from("b", &b).unwrap();
             let out = g.storage("out", cout * h * w).unwrap();
             let d = k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
-            ops::run(g, &[&d]);
+            kernels::run(g, &[&d]);
             let got = g.read(&out, cout * h * w).unwrap();
-            let want = cpu::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
+            let want = reference::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
             // Both sides of the ReLU are exercised (a 1x1 map may land on one side only).
             if h * w > 1 {
                 assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
@@ -101,9 +101,9 @@ fn conv_backward_input_matches_reference() {
                 input_relu.then_some(&bb),
                 &out,
             );
-            ops::run(g, &[&d]);
+            kernels::run(g, &[&d]);
             let got = g.read(&out, cin * h * w).unwrap();
-            let mut want = cpu::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
+            let mut want = reference::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
             if input_relu {
                 want.iter_mut().zip(&belowd).for_each(|(v, b)| {
                     if *b <= 0.0 {
@@ -143,11 +143,11 @@ fn f16_storage_convolutions_match_reference() {
                 .unwrap();
             let bb = g.storage_from("b", &b).unwrap();
             let out = k.feature_map(g, "out", cout * h * w).unwrap();
-            ops::run(
+            kernels::run(
                 g,
                 &[&k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out)],
             );
-            let want = cpu::conv_forward(&common::to_f64(&x), &kd, &bd, (cin, cout, h, w));
+            let want = reference::conv_forward(&common::to_f64(&x), &kd, &bd, (cin, cout, h, w));
             // The output is stored as f16: 2^-11 relative rounding.
             check(
                 &format!("f16 conv_forward ({tiling}) {cin}->{cout} {h}x{w}"),
@@ -168,8 +168,8 @@ fn f16_storage_convolutions_match_reference() {
             let bb = features_from(g, &k, &below);
             let out = g.storage("out", cin * h * w).unwrap();
             let d = k.conv_backward_input(g, (cin, cout, h, w), &grb, &kb, Some(&bb), &out);
-            ops::run(g, &[&d]);
-            let mut want = cpu::conv_backward_input(&grd, &ones, &kd, (cin, cout, h, w));
+            kernels::run(g, &[&d]);
+            let mut want = reference::conv_backward_input(&grd, &ones, &kd, (cin, cout, h, w));
             want.iter_mut().zip(&below).for_each(|(v, b)| {
                 if *b <= 0.0 {
                     *v = 0.0
@@ -214,19 +214,19 @@ fn pool_forward_and_backward_match_reference() {
             let b = c
                 .kernels
                 .pool_backward(g, (ch, h, w), mode, mask, &xb, &gb, &gin);
-            ops::run(g, &[&f, &b]);
+            kernels::run(g, &[&f, &b]);
             let name = format!("pool {mode:?} {ch}x{h}x{w}");
             if oh * ow > 0 {
                 let got = g.read(&out, ch * oh * ow).unwrap();
                 check(
                     &format!("{name} forward"),
                     &got,
-                    &cpu::pool_forward(&xd, (ch, h, w), mode),
+                    &reference::pool_forward(&xd, (ch, h, w), mode),
                     TOL,
                 );
             }
             let got = g.read(&gin, ch * h * w).unwrap();
-            let mut want = cpu::pool_backward(&xd, &grd, (ch, h, w), mode);
+            let mut want = reference::pool_backward(&xd, &grd, (ch, h, w), mode);
             if mask {
                 want.iter_mut().zip(&xd).for_each(|(v, x)| {
                     if *x <= 0.0 {
@@ -293,10 +293,10 @@ fn gram_and_style_loss_match_reference() {
             let scale = (1.0 / (4.0 * (n * n * m * m) as f64)) as f32;
             let val = kernels.sq_diff_sum(g, n * n, scale, &gb, &ab, (&loss, 1));
             let grad = kernels.style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
-            let mut all: Vec<&ops::Dispatch> = gram.iter().collect();
+            let mut all: Vec<&kernels::Dispatch> = gram.iter().collect();
             all.extend([&val, &grad]);
-            ops::run(g, &all);
-            let gram_ref = cpu::gram(&fd, n, m);
+            kernels::run(g, &all);
+            let gram_ref = reference::gram(&fd, n, m);
             check(
                 &format!("gram ({tiling}) {n}x{m}"),
                 &g.read(&gb, n * n).unwrap(),
@@ -307,11 +307,11 @@ fn gram_and_style_loss_match_reference() {
             check(
                 &format!("style loss ({tiling}) {n}x{m}"),
                 &[l],
-                &[cpu::style_loss(&gram_ref, &ad, n, m)],
+                &[reference::style_loss(&gram_ref, &ad, n, m)],
                 TOL,
             );
             // The kernel's coef is weight / (n² m²); the reference's gradient carries 1 / (n² m²).
-            let sg = cpu::style_grad(&fd, &gram_ref, &ad, n, m);
+            let sg = reference::style_grad(&fd, &gram_ref, &ad, n, m);
             let nm2 = (n * n * m * m) as f64;
             // The ReLU mask of the backward is fused: no gradient where the feature is 0.
             let want: Vec<f64> = d1
@@ -355,15 +355,15 @@ fn content_loss_and_grad_match_reference() {
         let v = c.kernels.sq_diff_sum(g, len, 0.5, &fb, &tb, (&loss, 2));
         let ga = c.kernels.content_grad(g, len, 0.3, true, &fb, &tb, &acc);
         let go = c.kernels.content_grad(g, len, 0.3, false, &fb, &tb, &over);
-        ops::run(g, &[&v, &ga, &go]);
+        kernels::run(g, &[&v, &ga, &go]);
         check(
             &format!("content loss {len}"),
             &[g.read(&loss, 3).unwrap()[2]],
-            &[cpu::content_loss(&fd, &td)],
+            &[reference::content_loss(&fd, &td)],
             TOL,
         );
         // Masked where the (post-ReLU) feature is 0: the backward's ReLU mask is fused here.
-        let cg: Vec<f64> = cpu::content_grad(&fd, &td)
+        let cg: Vec<f64> = reference::content_grad(&fd, &td)
             .iter()
             .zip(&fd)
             .map(|(c, f)| if *f > 0.0 { *c } else { 0.0 })
@@ -399,15 +399,15 @@ fn tv_loss_and_grad_match_reference() {
         let loss = g.storage("loss", 1).unwrap();
         let v = c.kernels.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 0));
         let gr = c.kernels.tv_grad(g, (ch, h, w), 0.5, &xb, &dst);
-        ops::run(g, &[&v, &gr]);
-        let want_l = 2.0 * cpu::tv_loss(&xd, (ch, h, w));
+        kernels::run(g, &[&v, &gr]);
+        let want_l = 2.0 * reference::tv_loss(&xd, (ch, h, w));
         check(
             &format!("tv loss {ch}x{h}x{w}"),
             &[g.read(&loss, 1).unwrap()[0]],
             &[want_l],
             TOL,
         );
-        let tg = cpu::tv_grad(&xd, (ch, h, w));
+        let tg = reference::tv_grad(&xd, (ch, h, w));
         let want: Vec<f64> = d0d.iter().zip(&tg).map(|(d, t)| d + 0.5 * t).collect();
         check(
             &format!("tv grad {ch}x{h}x{w}"),
@@ -434,23 +434,23 @@ fn preprocess_matches_reference_for_both_conventions() {
             let gx = g.storage("gx", 3 * hw).unwrap();
             let f = c.kernels.preprocess(g, hw, &a, &xb, &out);
             let b = c.kernels.preprocess_backward(g, hw, &a, &gb, &gx);
-            ops::run(g, &[&f, &b]);
+            kernels::run(g, &[&f, &b]);
             check(
                 &format!("preprocess {conv:?} {hw}"),
                 &g.read(&out, 3 * hw).unwrap(),
-                &cpu::preprocess(&xd, hw, &a),
+                &reference::preprocess(&xd, hw, &a),
                 TOL,
             );
             check(
                 &format!("preprocess backward {conv:?} {hw}"),
                 &g.read(&gx, 3 * hw).unwrap(),
-                &cpu::preprocess_backward(&grd, hw, &a),
+                &reference::preprocess_backward(&grd, hw, &a),
                 TOL,
             );
         }
     }
     // The conventions themselves, from their definitions.
-    let caffe = cpu::preprocess(&[0.5, 0.25, 1.0], 1, &Convention::Caffe.affine());
+    let caffe = reference::preprocess(&[0.5, 0.25, 1.0], 1, &Convention::Caffe.affine());
     let want = [
         255.0 - 103.939,
         0.25 * 255.0 - 116.779,
@@ -460,7 +460,7 @@ fn preprocess_matches_reference_for_both_conventions() {
         .iter()
         .zip(want)
         .for_each(|(g, w)| assert!((g - w).abs() < 1e-3, "caffe {g} vs {w}"));
-    let torch = cpu::preprocess(&[0.5, 0.25, 1.0], 1, &Convention::Torch.affine());
+    let torch = reference::preprocess(&[0.5, 0.25, 1.0], 1, &Convention::Torch.affine());
     let want = [
         (0.5 - 0.485) / 0.229,
         (0.25 - 0.456) / 0.224,
@@ -478,7 +478,7 @@ fn adam_matches_reference_over_several_steps() {
     let g = &c.gpu;
     let mut r = rng(8);
     let n = 3 * 7 * 5;
-    let cfg = cpu::AdamConfig {
+    let cfg = reference::AdamConfig {
         lr: 0.02,
         beta1: 0.99,
         beta2: 0.999,
@@ -487,14 +487,14 @@ fn adam_matches_reference_over_several_steps() {
     let (x, mut xd) = random(&mut r, n, 0.0, 1.0);
     let xb = g.storage_from("x", &x).unwrap();
     let gb = g.storage("g", n).unwrap();
-    let adam = impasto::optim::Adam::new(g, &c.kernels, &cfg, &xb, &gb, n).unwrap();
+    let adam = impasto::pipeline::adam::Adam::new(g, &c.kernels, &cfg, &xb, &gb, n).unwrap();
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
     for t in 1..=5 {
         // Large gradients push some pixels past [0, 1]: the clamp must act.
         let (gr, grd) = random(&mut r, n, -50.0, 50.0);
         g.write(&gb, &gr);
-        ops::run(g, &[&adam.dispatches[0], &adam.dispatches[1]]);
-        cpu::adam_step(&mut xd, &mut m, &mut v, &grd, t, &cfg);
+        kernels::run(g, &[&adam.dispatches[0], &adam.dispatches[1]]);
+        reference::adam_step(&mut xd, &mut m, &mut v, &grd, t, &cfg);
         check(
             &format!("adam step {t}"),
             &g.read(&xb, n).unwrap(),
@@ -519,14 +519,14 @@ fn loss_sums_are_deterministic() {
     let first = g
         .read(
             &{
-                ops::run(g, &[&d]);
+                kernels::run(g, &[&d]);
                 loss.clone()
             },
             1,
         )
         .unwrap()[0];
     for _ in 0..5 {
-        ops::run(g, &[&d]);
+        kernels::run(g, &[&d]);
         assert_eq!(g.read(&loss, 1).unwrap()[0].to_bits(), first.to_bits());
     }
 }

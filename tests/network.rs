@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::{check, ctx, random, rng, shared_dir, to_f64};
-use impasto::cpu::{self, AdamConfig};
-use impasto::loss::LossConfig;
-use impasto::network::{Arch, ConvSpec, GpuConv, GpuNet, StageOp};
-use impasto::ops::{self, Kernels, Pooling, Storage, Tiling};
-use impasto::session::{Image, Session, Setup};
+use impasto::kernels::{self, Kernels, Pooling, Storage, Tiling};
+use impasto::model::vgg19::{Arch, ConvSpec, GpuConv, GpuNet, StageOp};
+use impasto::pipeline::objective::LossConfig;
+use impasto::pipeline::session::{Image, Session, Setup};
+use impasto::reference::{self, AdamConfig};
 use impasto::weights::{ConvWeights, Convention, Weights};
 use rand::Rng;
 
@@ -96,7 +96,7 @@ fn cpu_gradient_matches_finite_differences() {
     for pooling in [Pooling::Max, Pooling::Avg] {
         let stages = arch.stages(cfg.deepest(), h, wd, pooling);
         let cw = cpu_weights(&arch, &w);
-        let model = cpu::Model {
+        let model = reference::Model {
             stages: &stages,
             weights: &cw,
             affine: Convention::Caffe.affine(),
@@ -107,7 +107,7 @@ fn cpu_gradient_matches_finite_differences() {
         let style = to_f64(&image(&mut r, h, wd).data);
         let t_c = model.targets(&content);
         let t_s = model.targets(&style);
-        let targets = cpu::Targets {
+        let targets = reference::Targets {
             content: t_c.content,
             style: t_s.style,
         };
@@ -185,7 +185,7 @@ fn gpu_losses_and_gradient_match_cpu() {
         // CPU reference, with the style target blended 3:1 from two differently sized images.
         let cw = cpu_weights(&arch, &w);
         let stages = arch.stages(cfg.deepest(), h, wd, pooling);
-        let model = cpu::Model {
+        let model = reference::Model {
             stages: &stages,
             weights: &cw,
             affine: Convention::Caffe.affine(),
@@ -193,7 +193,7 @@ fn gpu_losses_and_gradient_match_cpu() {
         };
         let targets_of = |img: &Image| {
             let st = arch.stages(cfg.deepest(), img.h, img.w, pooling);
-            let m = cpu::Model {
+            let m = reference::Model {
                 stages: &st,
                 weights: &cw,
                 affine: Convention::Caffe.affine(),
@@ -208,7 +208,7 @@ fn gpu_losses_and_gradient_match_cpu() {
             .zip(&tb.style)
             .map(|(a, b)| a.iter().zip(b).map(|(a, b)| 0.75 * a + 0.25 * b).collect())
             .collect();
-        let targets = cpu::Targets {
+        let targets = reference::Targets {
             content: targets_of(&content).content,
             style,
         };
@@ -265,7 +265,7 @@ fn real_vgg19_features_match_cpu() {
     let g = &c.gpu;
     let weights = Weights::load(&shared.join("weights/vgg19-keras-block1-3.safetensors")).unwrap();
     assert_eq!(weights.convention, Convention::Caffe);
-    let img = impasto::image_io::load(&shared.join("images/tubingen.jpg"), Some(24)).unwrap();
+    let img = impasto::io::image::load(&shared.join("images/tubingen.jpg"), Some(24)).unwrap();
     let arch = Arch::vgg19();
     let deepest = arch.layer_index("block3_conv4").unwrap();
     let stages = arch.stages(deepest, img.h, img.w, Pooling::Max);
@@ -276,7 +276,7 @@ fn real_vgg19_features_match_cpu() {
     let x = g.storage_from("x", &img.data).unwrap();
     let affine = weights.convention.affine();
     let net = GpuNet::new(g, &c.kernels, stages.clone(), &convs, &affine, &x).unwrap();
-    ops::run(g, &net.forward.iter().collect::<Vec<_>>());
+    kernels::run(g, &net.forward.iter().collect::<Vec<_>>());
 
     let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=deepest]
         .iter()
@@ -292,7 +292,7 @@ fn real_vgg19_features_match_cpu() {
         style_weight: 1.0,
         tv_weight: 0.0,
     };
-    let model = cpu::Model {
+    let model = reference::Model {
         stages: &stages,
         weights: &cw,
         affine,
@@ -334,7 +334,7 @@ fn shared_weights_imported_to_canonical_form_give_the_same_features() {
     let c = ctx();
     let g = &c.gpu;
     let arch = Arch::vgg19();
-    let img = impasto::image_io::load(&shared.join("images/golden_gate.jpg"), Some(20)).unwrap();
+    let img = impasto::io::image::load(&shared.join("images/golden_gate.jpg"), Some(20)).unwrap();
     let x = g.storage_from("x", &img.data).unwrap();
     let deepest = arch.layer_index("conv3_4").unwrap();
     let feats = |w: &Weights| {
@@ -351,7 +351,7 @@ fn shared_weights_imported_to_canonical_form_give_the_same_features() {
             &x,
         )
         .unwrap();
-        ops::run(g, &net.forward.iter().collect::<Vec<_>>());
+        kernels::run(g, &net.forward.iter().collect::<Vec<_>>());
         let last = net.stages.len() - 1;
         g.read(&net.acts[last], net.stages[last].out_len()).unwrap()
     };

@@ -1,6 +1,6 @@
 //! Every WGSL file parses and validates with naga, without any GPU.
 
-use impasto::ops::{conv_source, specialise, SHADERS, TILINGS};
+use impasto::kernels::{conv_source, specialise, SHADERS, TILINGS};
 
 #[test]
 fn every_wgsl_file_validates() {

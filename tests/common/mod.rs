@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use impasto::gpu::Gpu;
-use impasto::ops::Kernels;
+use impasto::kernels::Kernels;
 use rand::{Rng, SeedableRng};
 
 pub struct Ctx {
@@ -77,8 +77,8 @@ pub fn round_f16(v: &[f32]) -> Vec<f32> {
 pub fn features_from(g: &Gpu, kernels: &Kernels, data: &[f32]) -> wgpu::Buffer {
     let b = kernels.feature_map(g, "features", data.len()).unwrap();
     match kernels.storage {
-        impasto::ops::Storage::F32 => g.write(&b, data),
-        impasto::ops::Storage::F16 => {
+        impasto::kernels::Storage::F32 => g.write(&b, data),
+        impasto::kernels::Storage::F16 => {
             let mut bits: Vec<u16> = data
                 .iter()
                 .map(|&x| half::f16::from_f32(x).to_bits())
@@ -93,8 +93,8 @@ pub fn features_from(g: &Gpu, kernels: &Kernels, data: &[f32]) -> wgpu::Buffer {
 /// The first `len` values of a feature-map buffer in `kernels`' storage, as f32.
 pub fn read_features(g: &Gpu, kernels: &Kernels, b: &wgpu::Buffer, len: usize) -> Vec<f32> {
     match kernels.storage {
-        impasto::ops::Storage::F32 => g.read(b, len).unwrap(),
-        impasto::ops::Storage::F16 => {
+        impasto::kernels::Storage::F32 => g.read(b, len).unwrap(),
+        impasto::kernels::Storage::F16 => {
             let words = g.read(b, len.div_ceil(2)).unwrap();
             let bits: &[u16] = bytemuck::cast_slice(&words);
             bits[..len]

@@ -7,14 +7,14 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Gpu;
 
-pub const CONV_WGSL: &str = include_str!("../shaders/conv.wgsl");
-pub const POOL_WGSL: &str = include_str!("../shaders/pool.wgsl");
-pub const GRAM_WGSL: &str = include_str!("../shaders/gram.wgsl");
-pub const LOSS_WGSL: &str = include_str!("../shaders/loss.wgsl");
-pub const PREPROCESS_WGSL: &str = include_str!("../shaders/preprocess.wgsl");
-pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
-pub const CONV_GEMM_WGSL: &str = include_str!("../shaders/conv_gemm.wgsl");
-pub const GRAM_GEMM_WGSL: &str = include_str!("../shaders/gram_gemm.wgsl");
+pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
+pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
+pub const GRAM_WGSL: &str = include_str!("../../shaders/gram.wgsl");
+pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
+pub const PREPROCESS_WGSL: &str = include_str!("../../shaders/preprocess.wgsl");
+pub const ADAM_WGSL: &str = include_str!("../../shaders/adam.wgsl");
+pub const CONV_GEMM_WGSL: &str = include_str!("../../shaders/conv_gemm.wgsl");
+pub const GRAM_GEMM_WGSL: &str = include_str!("../../shaders/gram_gemm.wgsl");
 
 /// Every shader file, by name, for validation and listing.
 pub const SHADERS: [(&str, &str); 8] = [

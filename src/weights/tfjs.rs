@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::keras_h5::Tensor;
+use crate::weights::keras_h5::Tensor;
 
 #[derive(serde::Deserialize)]
 struct Model {

@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 
-use crate::cpu::AdamConfig;
 use crate::gpu::Gpu;
-use crate::ops::{AdamBuffers, AdamParams, Dispatch, Kernels};
+use crate::kernels::{AdamBuffers, AdamParams, Dispatch, Kernels};
+use crate::reference::AdamConfig;
 
 pub struct Adam {
     pub dispatches: [Dispatch; 2],

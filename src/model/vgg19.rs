@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::ops::Pooling;
+use crate::kernels::Pooling;
 
 /// One convolution of the architecture.
 #[derive(Clone, Debug, PartialEq)]
@@ -137,7 +137,7 @@ impl Stage {
 }
 
 use crate::gpu::Gpu;
-use crate::ops::{pad_backward_weights, pad_forward_weights, Affine, Dispatch, Kernels};
+use crate::kernels::{pad_backward_weights, pad_forward_weights, Affine, Dispatch, Kernels};
 use crate::weights::ConvWeights;
 
 /// A conv layer's parameters on the GPU, in the layouts the forward and backward kernels read.

@@ -8,12 +8,12 @@ use std::time::Instant;
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
-use crate::cpu::AdamConfig;
 use crate::gpu::Gpu;
-use crate::loss::LossConfig;
-use crate::network::Arch;
-use crate::ops::{Dispatch, Kernels, Pooling};
-use crate::session::{Image, Session, Setup};
+use crate::kernels::{Dispatch, Kernels, Pooling};
+use crate::model::vgg19::Arch;
+use crate::pipeline::objective::LossConfig;
+use crate::pipeline::session::{Image, Session, Setup};
+use crate::reference::AdamConfig;
 use crate::weights::{ConvWeights, Convention, Weights};
 
 pub struct BenchConfig {
@@ -24,8 +24,8 @@ pub struct BenchConfig {
     /// Timed steps (after two warm-up steps).
     pub steps: usize,
     /// Tiling override; default: chosen for the adapter.
-    pub tiling: Option<crate::ops::Tiling>,
-    pub storage: crate::ops::Storage,
+    pub tiling: Option<crate::kernels::Tiling>,
+    pub storage: crate::kernels::Storage,
 }
 
 /// Random weights with VGG19's shapes for every conv layer up to `deepest`.
@@ -68,7 +68,7 @@ pub struct StepTiming {
     pub rows: Vec<Row>,
     pub gpu_timestamps: bool,
     pub memory: crate::gpu::MemoryUse,
-    pub tiling: crate::ops::Tiling,
+    pub tiling: crate::kernels::Tiling,
 }
 
 /// Image sides for the criterion benchmarks (`benches/`): IMPASTO_BENCH_SIZES, a comma-separated
@@ -85,7 +85,7 @@ pub fn sizes_from_env() -> Vec<usize> {
 pub fn kernels(gpu: &Gpu, cfg: &BenchConfig) -> Result<Kernels> {
     let tiling = cfg
         .tiling
-        .unwrap_or_else(|| crate::ops::Tiling::for_adapter(&gpu.info));
+        .unwrap_or_else(|| crate::kernels::Tiling::for_adapter(&gpu.info));
     Kernels::with_options(gpu, tiling, cfg.storage)
 }
 
@@ -218,7 +218,7 @@ fn time_with_wall_clock(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>>
         .iter()
         .map(|d| {
             let t = Instant::now();
-            crate::ops::run(gpu, &[d]);
+            crate::kernels::run(gpu, &[d]);
             gpu.wait()?;
             Ok(t.elapsed().as_secs_f64() * 1e3)
         })

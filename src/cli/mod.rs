@@ -1,10 +1,13 @@
 //! Command-line interface: flags, their checks, and help text.
 
+pub mod bench;
+pub mod stylize;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ops::Pooling;
+use crate::kernels::Pooling;
 
 /// The default total-variation weight; see the README for why.
 pub const DEFAULT_TV_WEIGHT: f64 = 1e7;
@@ -70,10 +73,10 @@ pub struct BenchArgs {
     /// Conv and Gram kernel tiling: regs4, regs8, regs16 (conv channels per invocation, no
     /// workgroup memory) or gemm64 (workgroup-memory GEMM tiles); default: chosen for the adapter
     #[arg(long, value_name = "TILE")]
-    pub tiling: Option<crate::ops::Tiling>,
+    pub tiling: Option<crate::kernels::Tiling>,
     /// How feature maps are stored (f16 needs shader-f16)
-    #[arg(long, value_enum, default_value_t = crate::ops::Storage::F32)]
-    pub storage: crate::ops::Storage,
+    #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
+    pub storage: crate::kernels::Storage,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,8 +185,8 @@ pub struct StylizeArgs {
     pub preserve_colors: bool,
     /// How feature maps are stored: f32, or f16 (half their memory and traffic, on adapters
     /// with shader-f16; arithmetic stays f32)
-    #[arg(long, value_enum, default_value_t = crate::ops::Storage::F32)]
-    pub storage: crate::ops::Storage,
+    #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
+    pub storage: crate::kernels::Storage,
     /// Log (and report) the losses every K steps
     #[arg(long, default_value_t = 10, value_parser = positive_usize)]
     pub log_every: usize,

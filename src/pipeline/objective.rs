@@ -9,8 +9,8 @@
 use anyhow::Result;
 
 use crate::gpu::Gpu;
-use crate::network::{GpuConv, GpuNet, Stage, StageOp};
-use crate::ops::{Affine, Dispatch, Kernels};
+use crate::kernels::{Affine, Dispatch, Kernels};
+use crate::model::vgg19::{GpuConv, GpuNet, Stage, StageOp};
 
 #[derive(Clone, Debug)]
 pub struct LossConfig {

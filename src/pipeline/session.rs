@@ -3,11 +3,11 @@
 
 use anyhow::{bail, Result};
 
-use crate::cpu::AdamConfig;
 use crate::gpu::Gpu;
-use crate::loss::{GpuTargets, LossConfig, LossValues, Objective};
-use crate::network::{Arch, GpuConv, GpuNet};
-use crate::ops::{self, Dispatch, Kernels, Pooling};
+use crate::kernels::{self, Dispatch, Kernels, Pooling};
+use crate::model::vgg19::{Arch, GpuConv, GpuNet};
+use crate::pipeline::objective::{GpuTargets, LossConfig, LossValues, Objective};
+use crate::reference::AdamConfig;
 use crate::weights::Weights;
 
 /// An RGB image in [0, 1], CHW.
@@ -41,7 +41,7 @@ pub struct Session<'g> {
     /// The last evaluated image whose losses were finite.
     good_x: wgpu::Buffer,
     pub objective: Objective,
-    adam: crate::optim::Adam,
+    adam: crate::pipeline::adam::Adam,
     pub steps_done: usize,
 }
 
@@ -106,7 +106,7 @@ impl<'g> Session<'g> {
                 d.extend(kernels.gram(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?);
                 grams.push((g, st.cout * st.cout));
             }
-            ops::run(gpu, &snet.forward.iter().chain(&d).collect::<Vec<_>>());
+            kernels::run(gpu, &snet.forward.iter().chain(&d).collect::<Vec<_>>());
             for (k, (g, len)) in grams.iter().enumerate() {
                 let v = gpu.read(g, *len)?;
                 if blended.len() <= k {
@@ -147,7 +147,7 @@ impl<'g> Session<'g> {
 
         // Content targets: the content image's features at the content layers.
         gpu.write(&x, &s.content.data);
-        ops::run(gpu, &net.forward.iter().collect::<Vec<_>>());
+        kernels::run(gpu, &net.forward.iter().collect::<Vec<_>>());
         let mut content = Vec::new();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for &l in &s.loss.content_layers {
@@ -164,7 +164,8 @@ impl<'g> Session<'g> {
         let targets = GpuTargets { content, style };
 
         let objective = Objective::new(gpu, kernels, net, &convs, s.loss, &targets, &affine, &x)?;
-        let adam = crate::optim::Adam::new(gpu, kernels, &s.adam, &x, &objective.grad_x, n)?;
+        let adam =
+            crate::pipeline::adam::Adam::new(gpu, kernels, &s.adam, &x, &objective.grad_x, n)?;
         gpu.write(&x, &s.init.data);
         gpu.wait()?;
         Ok(Session {
@@ -222,7 +223,7 @@ impl<'g> Session<'g> {
 
     /// d(total)/dx of the current image, without updating it.
     pub fn gradient(&self) -> Result<Vec<f32>> {
-        ops::run(self.gpu, &self.objective.step_dispatches(false));
+        kernels::run(self.gpu, &self.objective.step_dispatches(false));
         self.gpu.read(&self.objective.grad_x, 3 * self.h * self.w)
     }
 
@@ -263,7 +264,7 @@ fn check_size(
     for &l in loss.content_layers.iter().chain(&loss.style_layers) {
         if let Some(st) = stages
             .iter()
-            .find(|st| st.op == crate::network::StageOp::Conv(l))
+            .find(|st| st.op == crate::model::vgg19::StageOp::Conv(l))
         {
             if st.h == 0 || st.w == 0 {
                 bail!(

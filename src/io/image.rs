@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use image::{imageops::FilterType, ImageReader, RgbImage};
 
-use crate::session::Image;
+use crate::pipeline::session::Image;
 
 /// Largest accepted input side, in pixels; checked from the header before any decoding.
 pub const MAX_SIDE: u32 = 16_384;
@@ -124,14 +124,14 @@ pub fn output_format(path: &Path) -> Result<image::ImageFormat> {
 /// Checks that `path` can be written later: a known extension and an existing directory.
 pub fn check_output(path: &Path) -> Result<()> {
     output_format(path)?;
-    crate::files::check_parent_dir(path, "--output")
+    crate::io::atomic::check_parent_dir(path, "--output")
 }
 
 /// Writes `img` to `path` atomically: a partial file never stands at `path`.
 pub fn save(img: &Image, path: &Path) -> Result<()> {
     let format = output_format(path)?;
     let rgb = to_rgb(img);
-    crate::files::write_atomic(path, |f| {
+    crate::io::atomic::write_atomic(path, |f| {
         rgb.write_to(&mut std::io::BufWriter::new(f), format)?;
         Ok(())
     })

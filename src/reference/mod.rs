@@ -2,7 +2,7 @@
 //! Tests compare the shaders against these; the GPU path never calls them.
 //! Maps are CHW, row-major; weights are HWIO `[3][3][cin][cout]` as Keras stores them.
 
-use crate::ops::{Affine, Pooling};
+use crate::kernels::{Affine, Pooling};
 
 /// relu(conv3x3(src) + bias), zero padding 1.
 pub fn conv_forward(
@@ -253,11 +253,11 @@ pub fn adam_step(x: &mut [f64], m: &mut [f64], v: &mut [f64], g: &[f64], t: u32,
 /// The whole objective on the CPU: forward through the stages, the losses, and the gradient
 /// with respect to the image, all in f64. The reference for the GPU step and for finite differences.
 pub struct Model<'a> {
-    pub stages: &'a [crate::network::Stage],
+    pub stages: &'a [crate::model::vgg19::Stage],
     /// HWIO weights and bias of each conv layer, by layer index.
     pub weights: &'a [(Vec<f64>, Vec<f64>)],
     pub affine: Affine,
-    pub loss: &'a crate::loss::LossConfig,
+    pub loss: &'a crate::pipeline::objective::LossConfig,
 }
 
 /// Per-stage activations of one forward pass; `acts[i]` is stage i's output.
@@ -274,11 +274,11 @@ pub struct Targets {
 
 impl Model<'_> {
     fn conv_stage(&self, layer: usize) -> usize {
-        crate::network::conv_stage(self.stages, layer).expect("loss layer within the stages")
+        crate::model::vgg19::conv_stage(self.stages, layer).expect("loss layer within the stages")
     }
 
     pub fn forward(&self, x: &[f64]) -> Forward {
-        use crate::network::StageOp;
+        use crate::model::vgg19::StageOp;
         let s0 = &self.stages[0];
         let input = preprocess(x, s0.h * s0.w, &self.affine);
         let mut acts: Vec<Vec<f64>> = Vec::new();
@@ -319,7 +319,7 @@ impl Model<'_> {
     }
 
     /// The unweighted loss terms of x.
-    pub fn losses(&self, x: &[f64], t: &Targets) -> crate::loss::LossValues {
+    pub fn losses(&self, x: &[f64], t: &Targets) -> crate::pipeline::objective::LossValues {
         let f = self.forward(x);
         let nc = self.loss.content_layers.len() as f64;
         let ns = self.loss.style_layers.len() as f64;
@@ -348,7 +348,7 @@ impl Model<'_> {
 
     /// d(total)/dx.
     pub fn gradient(&self, x: &[f64], t: &Targets) -> Vec<f64> {
-        use crate::network::StageOp;
+        use crate::model::vgg19::StageOp;
         let f = self.forward(x);
         let cfg = self.loss;
         let nc = cfg.content_layers.len() as f64;

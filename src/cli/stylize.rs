@@ -12,13 +12,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 
 use crate::cli::StylizeArgs;
-use crate::cpu::AdamConfig;
 use crate::gpu::Gpu;
-use crate::image_io;
-use crate::loss::{LossConfig, LossValues};
-use crate::network::Arch;
-use crate::ops::{Kernels, Tiling};
-use crate::session::{Image, Session, Setup};
+use crate::io::image as image_io;
+use crate::kernels::{Kernels, Tiling};
+use crate::model::vgg19::Arch;
+use crate::pipeline::objective::{LossConfig, LossValues};
+use crate::pipeline::session::{Image, Session, Setup};
+use crate::reference::AdamConfig;
 use crate::weights::{self, Weights};
 
 #[derive(serde::Serialize)]
@@ -65,7 +65,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let t0 = Instant::now();
     image_io::check_output(&args.output)?;
     if let Some(r) = &args.report {
-        crate::files::check_parent_dir(r, "--report")?;
+        crate::io::atomic::check_parent_dir(r, "--report")?;
     }
     if let Some(b) = &args.style_blend {
         if b.len() != args.style.len() {
@@ -265,7 +265,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             settings: settings_json(args, &weights),
         };
         let json = serde_json::to_string_pretty(&report)?;
-        crate::files::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
+        crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
     }
     eprintln!(
         "wrote {} ({}x{}, {} steps in {:.1} s on {})",

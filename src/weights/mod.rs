@@ -8,14 +8,19 @@
 //!   in safetensors or in a PyTorch `.pth` checkpoint (`torch.save` of the state_dict);
 //! - Keras HDF5 weight files (`.h5`) and TensorFlow.js `model.json` + shards (Keras names, caffe).
 
+pub mod fetch;
+pub mod keras_h5;
+pub mod pth;
+pub mod tfjs;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::network::Arch;
-use crate::ops::Affine;
+use crate::kernels::Affine;
+use crate::model::vgg19::Arch;
 
 /// How the network expects its input image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -111,13 +116,13 @@ pub fn fetch_default() -> Result<Weights> {
     );
     let out = default_path().with_context(|| format!("no cache directory (HOME unset); {help}"))?;
     let run = || -> Result<Weights> {
-        std::fs::create_dir_all(crate::files::parent_dir(&out))?;
-        let source = crate::fetch::default_source()?;
+        std::fs::create_dir_all(crate::io::atomic::parent_dir(&out))?;
+        let source = crate::weights::fetch::default_source()?;
         eprintln!(
             "no VGG19 weights given and none in the cache: fetching the default ({}, {}) into {} (once)",
             source.name, source.description, out.display()
         );
-        crate::fetch::fetch_weights(
+        crate::weights::fetch::fetch_weights(
             &source.download()?,
             &out,
             std::time::Duration::from_secs(30),
@@ -137,7 +142,11 @@ impl Weights {
         {
             let what = format!("weights file {}", path.display());
             // TF.js names weights like Keras, with a `:0`-free `block1_conv1/kernel`.
-            return Weights::from_named(crate::tfjs::read(path, &what)?, &Default::default(), path);
+            return Weights::from_named(
+                crate::weights::tfjs::read(path, &what)?,
+                &Default::default(),
+                path,
+            );
         }
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read weights file {}", path.display()))?;
@@ -149,7 +158,7 @@ impl Weights {
         let shown = path.display();
         if bytes.starts_with(b"PK\x03\x04") {
             let what = format!("weights file {shown}");
-            let tensors = crate::pth::read(bytes, &what)?
+            let tensors = crate::weights::pth::read(bytes, &what)?
                 .into_iter()
                 .map(|(name, t)| (name, (t.shape, t.data)))
                 .collect();
@@ -157,7 +166,7 @@ impl Weights {
         }
         if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
             let what = format!("weights file {shown}");
-            let tensors = crate::keras_h5::read(bytes.to_vec(), &what)?;
+            let tensors = crate::weights::keras_h5::read(bytes.to_vec(), &what)?;
             return Weights::from_named(tensors, &Default::default(), path);
         }
         let (_, meta) = SafeTensors::read_metadata(bytes).with_context(|| {
@@ -179,7 +188,7 @@ impl Weights {
     }
 
     fn from_named(
-        tensors: BTreeMap<String, crate::keras_h5::Tensor>,
+        tensors: BTreeMap<String, crate::weights::keras_h5::Tensor>,
         meta: &std::collections::HashMap<String, String>,
         path: &Path,
     ) -> Result<Weights> {
@@ -354,8 +363,8 @@ impl Weights {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let data = safetensors::serialize(views, Some(meta))?;
-        crate::files::check_parent_dir(out, "-o")?;
-        crate::files::write_atomic(out, |f| Ok(std::io::Write::write_all(f, &data)?))?;
+        crate::io::atomic::check_parent_dir(out, "-o")?;
+        crate::io::atomic::write_atomic(out, |f| Ok(std::io::Write::write_all(f, &data)?))?;
         Ok(())
     }
 }

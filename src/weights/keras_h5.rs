@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use crate::network::Arch;
+use crate::model::vgg19::Arch;
 
 /// A tensor's shape and values.
 pub type Tensor = (Vec<usize>, Vec<f32>);

@@ -272,7 +272,7 @@ struct Manifest {
     sources: Vec<Source>,
 }
 
-pub const MANIFEST: &str = include_str!("../weights/sources.json");
+pub const MANIFEST: &str = include_str!("../../weights/sources.json");
 
 /// Replaces the built-in manifest with a file of the same form (mirrors, tests).
 pub const SOURCES_ENV: &str = "IMPASTO_SOURCES";

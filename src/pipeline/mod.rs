@@ -1,0 +1,3 @@
+pub mod adam;
+pub mod objective;
+pub mod session;

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{check, random, rng, shared_dir, to_f64};
+use common::{check, random, rng, to_f64};
 use impasto::kernels::Pooling;
 use impasto::model::vgg19::Arch;
 use impasto::pipeline::objective::LossConfig;
@@ -341,7 +341,6 @@ fn refuses_a_loss_that_is_not_finite_and_writes_nothing() {
 }
 
 fn shallow_args<'a>(
-    shared: &'a Path,
     out: &'a Path,
     report: &'a Path,
     size: &'a str,
@@ -350,13 +349,13 @@ fn shallow_args<'a>(
     [
         "stylize",
         "--content",
-        s(&shared.join("images/tubingen.jpg")),
+        s(&common::image("tubingen.jpg")),
         "--style",
-        s(&shared.join("images/starry_night.jpg")),
+        s(&common::image("starry_night.jpg")),
         "--output",
         s(out),
         "--weights",
-        s(&shared.join("weights/vgg19-keras-block1-3.safetensors")),
+        s(&common::real_weights()),
         "--size",
         size,
         "--content-layers",
@@ -385,12 +384,11 @@ fn report_steps(report: &Path) -> Vec<serde_json::Value> {
 
 /// The CPU reference's losses for `content` x `styles` (blend weights) with the real weights.
 fn reference_losses(
-    shared: &Path,
     size: usize,
     styles: &[(&str, f64)],
     cfg: &LossConfig,
 ) -> impasto::pipeline::objective::LossValues {
-    let w = Weights::load(&shared.join("weights/vgg19-keras-block1-3.safetensors")).unwrap();
+    let w = Weights::load(&common::real_weights()).unwrap();
     assert_eq!(w.convention, Convention::Caffe);
     let arch = Arch::vgg19();
     let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=cfg.deepest()]
@@ -404,7 +402,7 @@ fn reference_losses(
         .collect();
     let model_for = |h: usize, wd: usize| arch.stages(cfg.deepest(), h, wd, Pooling::Max);
     let content =
-        impasto::io::image::load(&shared.join("images/tubingen.jpg"), Some(size)).unwrap();
+        impasto::io::image::load(&common::image("tubingen.jpg"), Some(size)).unwrap();
     let stages = model_for(content.h, content.w);
     let model = reference::Model {
         stages: &stages,
@@ -419,7 +417,7 @@ fn reference_losses(
         t.iter_mut().for_each(|v| *v = 0.0);
     }
     for (name, b) in styles {
-        let img = impasto::io::image::load(&shared.join("images").join(name), Some(size)).unwrap();
+        let img = impasto::io::image::load(&common::image(name), Some(size)).unwrap();
         let st = model_for(img.h, img.w);
         let m = reference::Model {
             stages: &st,
@@ -451,11 +449,10 @@ fn shallow_config() -> LossConfig {
 
 #[test]
 fn report_matches_cpu_reference_and_loss_falls() {
-    let Some(shared) = shared_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
     let o = impasto(
-        &shallow_args(&shared, &out, &report, "64", "50")
+        &shallow_args(&out, &report, "64", "50")
             .iter()
             .map(String::as_str)
             .collect::<Vec<_>>(),
@@ -464,7 +461,7 @@ fn report_matches_cpu_reference_and_loss_falls() {
     let steps = report_steps(&report);
     let ids: Vec<u64> = steps.iter().map(|e| e["step"].as_u64().unwrap()).collect();
     assert_eq!(ids, [0, 10, 20, 30, 40, 50]);
-    let want = reference_losses(&shared, 64, &[("starry_night.jpg", 1.0)], &shallow_config());
+    let want = reference_losses(64, &[("starry_night.jpg", 1.0)], &shallow_config());
     let first = &steps[0];
     for (k, w) in [
         ("content", want.content),
@@ -495,10 +492,9 @@ fn report_matches_cpu_reference_and_loss_falls() {
 
 #[test]
 fn f16_storage_run_matches_the_reference_and_loss_falls() {
-    let Some(shared) = shared_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
-    let mut args = shallow_args(&shared, &out, &report, "64", "30");
+    let mut args = shallow_args(&out, &report, "64", "30");
     args.extend(["--storage".to_string(), "f16".to_string()]);
     let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -506,7 +502,7 @@ fn f16_storage_run_matches_the_reference_and_loss_falls() {
     assert_eq!(v["settings"]["storage"], "f16");
     let steps = report_steps(&report);
     // Feature maps keep 11 significant bits; Grams and losses still sum in f32.
-    let want = reference_losses(&shared, 64, &[("starry_night.jpg", 1.0)], &shallow_config());
+    let want = reference_losses(64, &[("starry_night.jpg", 1.0)], &shallow_config());
     for (k, w) in [("style", want.style), ("total", want.total)] {
         let got = steps[0][k].as_f64().unwrap();
         check(&format!("f16 step 0 {k}"), &[got as f32], &[w], 2e-3);
@@ -520,14 +516,13 @@ fn f16_storage_run_matches_the_reference_and_loss_falls() {
 
 #[test]
 fn two_style_blend_uses_the_blended_gram_target() {
-    let Some(shared) = shared_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
-    let mut args = shallow_args(&shared, &out, &report, "32", "0");
+    let mut args = shallow_args(&out, &report, "32", "0");
     args.extend(
         [
             "--style",
-            s(&shared.join("images/the_scream.jpg")),
+            s(&common::image("the_scream.jpg")),
             "--style-blend",
             "3,1",
         ]
@@ -539,7 +534,6 @@ fn two_style_blend_uses_the_blended_gram_target() {
     assert_eq!(steps.len(), 1, "--steps 0 reports step 0 only");
     let cfg = shallow_config();
     let want = reference_losses(
-        &shared,
         32,
         &[("starry_night.jpg", 3.0), ("the_scream.jpg", 1.0)],
         &cfg,
@@ -551,10 +545,10 @@ fn two_style_blend_uses_the_blended_gram_target() {
         1e-4,
     );
     // Either style alone gives a different loss, so the check above can tell them apart.
-    let alone = reference_losses(&shared, 32, &[("starry_night.jpg", 1.0)], &cfg);
+    let alone = reference_losses(32, &[("starry_night.jpg", 1.0)], &cfg);
     assert!((alone.style - want.style).abs() > 1e-2 * want.style);
     // --steps 0 writes the initial image: the content itself.
-    let content = impasto::io::image::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
+    let content = impasto::io::image::load(&common::image("tubingen.jpg"), Some(32)).unwrap();
     let written = impasto::io::image::load(&out, None).unwrap();
     assert_eq!(
         impasto::io::image::to_rgb(&content),
@@ -591,16 +585,15 @@ fn chroma_distance(
 
 #[test]
 fn preserve_colors_keeps_the_content_chroma() {
-    let Some(shared) = shared_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let content = impasto::io::image::load(&shared.join("images/tubingen.jpg"), Some(32)).unwrap();
+    let content = impasto::io::image::load(&common::image("tubingen.jpg"), Some(32)).unwrap();
     let mut dist = Vec::new();
     for preserve in [false, true] {
         let (out, report) = (
             dir.path().join(format!("{preserve}.png")),
             dir.path().join("r.json"),
         );
-        let mut args = shallow_args(&shared, &out, &report, "32", "30");
+        let mut args = shallow_args(&out, &report, "32", "30");
         args.extend(["--lr", "0.05"].map(String::from));
         if preserve {
             args.push("--preserve-colors".into());

@@ -1,12 +1,12 @@
 //! The whole objective: CPU gradient vs finite differences, GPU losses and gradient vs CPU,
-//! and real VGG19 features (shared weights) vs the CPU reference.
+//! and real VGG19 features (the weights shipped in weights/) vs the CPU reference.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::{check, ctx, random, rng, shared_dir, to_f64};
+use common::{check, ctx, random, rng, to_f64};
 use impasto::kernels::{self, Kernels, Pooling, Storage, Tiling};
 use impasto::model::vgg19::{Arch, ConvSpec, GpuConv, GpuNet, StageOp};
 use impasto::pipeline::objective::LossConfig;
@@ -260,12 +260,11 @@ fn gpu_losses_and_gradient_match_cpu() {
 
 #[test]
 fn real_vgg19_features_match_cpu() {
-    let Some(shared) = shared_dir() else { return };
     let c = ctx();
     let g = &c.gpu;
-    let weights = Weights::load(&shared.join("weights/vgg19-keras-block1-3.safetensors")).unwrap();
+    let weights = Weights::load(&common::real_weights()).unwrap();
     assert_eq!(weights.convention, Convention::Caffe);
-    let img = impasto::io::image::load(&shared.join("images/tubingen.jpg"), Some(24)).unwrap();
+    let img = impasto::io::image::load(&common::image("tubingen.jpg"), Some(24)).unwrap();
     let arch = Arch::vgg19();
     let deepest = arch.layer_index("block3_conv4").unwrap();
     let stages = arch.stages(deepest, img.h, img.w, Pooling::Max);
@@ -317,9 +316,8 @@ fn real_vgg19_features_match_cpu() {
 }
 
 #[test]
-fn shared_weights_imported_to_canonical_form_give_the_same_features() {
-    let Some(shared) = shared_dir() else { return };
-    let src = shared.join("weights/vgg19-keras-block1-3.safetensors");
+fn real_weights_imported_to_canonical_form_give_the_same_features() {
+    let src = common::real_weights();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("canonical.safetensors");
     let direct = Weights::load(&src).unwrap();
@@ -334,7 +332,7 @@ fn shared_weights_imported_to_canonical_form_give_the_same_features() {
     let c = ctx();
     let g = &c.gpu;
     let arch = Arch::vgg19();
-    let img = impasto::io::image::load(&shared.join("images/golden_gate.jpg"), Some(20)).unwrap();
+    let img = impasto::io::image::load(&common::image("starry_night.jpg"), Some(20)).unwrap();
     let x = g.storage_from("x", &img.data).unwrap();
     let deepest = arch.layer_index("conv3_4").unwrap();
     let feats = |w: &Weights| {

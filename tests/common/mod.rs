@@ -57,15 +57,14 @@ pub fn check(what: &str, got: &[f32], want: &[f64], tol: f64) {
     assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:e}");
 }
 
-/// `../shared` beside the checkout, if present.
-pub fn shared_dir() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if p.join("weights/vgg19-keras-block1-3.safetensors").exists() {
-        Some(p)
-    } else {
-        eprintln!("SKIPPED: ../shared (real weights and images) is absent beside the checkout");
-        None
-    }
+/// The real VGG19 weights of blocks 1-3 shipped in the repository (`weights/README.md`).
+pub fn real_weights() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/vgg19-keras-block1-3.safetensors")
+}
+
+/// An image shipped in the repository (`docs/images/`, 256 px on the longest side).
+pub fn image(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/images").join(name)
 }
 
 /// The nearest f16 of each value, as f32 (what 16-bit storage keeps).

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use impasto::gpu::Gpu;
-use impasto::kernels::{self, pad_backward_weights, pad_forward_weights, Dispatch, Kernels};
+use impasto::gpu::{submit, Dispatch};
+use impasto::kernels::conv::{pad_backward_weights, pad_forward_weights};
+use impasto::kernels::Kernels;
 
 /// (cin, cout, downscale) of each distinct VGG19 conv shape.
 const CONV_SHAPES: [(usize, usize, usize); 9] = [
@@ -27,7 +29,7 @@ const CONV_SHAPES: [(usize, usize, usize); 9] = [
 fn time(gpu: &Gpu, d: &Dispatch, iters: u64) -> Duration {
     let t = Instant::now();
     for _ in 0..iters {
-        kernels::run(gpu, &[d]);
+        submit(gpu, &[], &[d]);
     }
     gpu.wait().unwrap();
     t.elapsed()

@@ -6,42 +6,12 @@
 // A workgroup owns 64 output channels x 64 pixels (of the flattened h·w, so narrow images
 // waste nothing); each step it stages 16 reduction rows of weights and of the shifted input
 // in workgroup memory, and each invocation accumulates 4 channels x 4 pixels from them.
-// Same bindings, parameters, weight layouts (rows padded to 64 channels) and fused
-// epilogues as conv.wgsl: forward adds the bias and applies the ReLU, backward masks by
-// the layer below's ReLU.
+// Parameters and bindings: conv_common.wgsl, joined in front; weight rows are padded to 64
+// channels. The same entry points and fused epilogues as conv.wgsl.
 
 const TC: u32 = 64u; // output channels per workgroup
 const TP: u32 = 64u; // pixels per workgroup
 const TK: u32 = 16u; // reduction channels per staged step
-
-struct ConvParams {
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    // vec4s per weight row: padded output channels / 4 (forward), padded input channels / 4 (backward)
-    row_vec4s: u32,
-    // backward: 1 to mask dst by aux > 0 (the input came from a ReLU)
-    mask_output: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-// Element types of the bindings that can hold feature maps: the host rewrites these to f16
-// for 16-bit storage (ops::specialise); arithmetic stays f32.
-alias Src = f32;
-alias Aux = f32;
-alias Dst = f32;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
-// forward: the layer's input [cin][h][w]; backward: dL/d(output) [cout][h][w]
-@group(0) @binding(1) var<storage, read> src: array<Src>;
-// forward: [ky][kx][cin][cout_pad] (Keras HWIO, padded); backward: [ky][kx][cout][cin_pad]
-@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
-// forward: bias [cout]; backward: the layer's input [cin][h][w] (its ReLU mask, if mask_output)
-@group(0) @binding(3) var<storage, read> aux: array<Aux>;
-// forward: output [cout][h][w]; backward: dL/d(input) [cin][h][w]
-@group(0) @binding(4) var<storage, read_write> dst: array<Dst>;
 
 // [TK][TC / 4] weights and [TK][TP / 4] shifted inputs of one step.
 var<workgroup> wtile: array<vec4<f32>, 256>;
@@ -112,9 +82,39 @@ fn gemm(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
     return acc;
 }
 
-// Writes the invocation's 4 x 4 outputs: forward adds the bias (aux) and applies the ReLU;
-// backward zeroes where the input (aux) was not positive, when asked to.
-fn store(acc: Acc, lid: u32, q0: u32, c0: u32, channels: u32, forward: bool) {
+// acc[j][e] is output channel c0 + 4·(lid / 16) + e at pixel q0 + 4·(lid % 16) + j.
+
+// Adds the bias and applies the ReLU.
+fn bias_relu(acc: Acc, lid: u32, c0: u32) -> Acc {
+    var out = acc;
+    for (var e = 0u; e < 4u; e++) {
+        let ch = c0 + 4u * (lid / 16u) + e;
+        let b = select(0.0, bias[min(ch, p.cout - 1u)], ch < p.cout);
+        for (var j = 0u; j < 4u; j++) {
+            out[j][e] = max(acc[j][e] + b, 0.0);
+        }
+    }
+    return out;
+}
+
+// Zeroes the values whose input (the mask) was not positive.
+fn mask_by_input(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
+    let hw = p.h * p.w;
+    var out = acc;
+    for (var e = 0u; e < 4u; e++) {
+        let ch = c0 + 4u * (lid / 16u) + e;
+        for (var j = 0u; j < 4u; j++) {
+            let q = q0 + 4u * (lid % 16u) + j;
+            if (ch < p.cin && q < hw && f32(mask[ch * hw + q]) <= 0.0) {
+                out[j][e] = 0.0;
+            }
+        }
+    }
+    return out;
+}
+
+// Writes the invocation's 4 x 4 outputs, skipping padding.
+fn store(acc: Acc, lid: u32, q0: u32, c0: u32, channels: u32) {
     let hw = p.h * p.w;
     for (var e = 0u; e < 4u; e++) {
         let ch = c0 + 4u * (lid / 16u) + e;
@@ -124,13 +124,7 @@ fn store(acc: Acc, lid: u32, q0: u32, c0: u32, channels: u32, forward: bool) {
         for (var j = 0u; j < 4u; j++) {
             let q = q0 + 4u * (lid % 16u) + j;
             if (q < hw) {
-                var v = acc[j][e];
-                if (forward) {
-                    v = max(v + f32(aux[ch]), 0.0);
-                } else if (p.mask_output != 0u && f32(aux[ch * hw + q]) <= 0.0) {
-                    v = 0.0;
-                }
-                dst[ch * hw + q] = Dst(v);
+                dst[ch * hw + q] = Dst(acc[j][e]);
             }
         }
     }
@@ -146,7 +140,7 @@ fn conv_forward(
     let q0 = (wid.x + wid.y * nwg.x) * TP;
     let c0 = wid.z * TC;
     let acc = gemm(lid, q0, c0, p.cin, 1);
-    store(acc, lid, q0, c0, p.cout, true);
+    store(bias_relu(acc, lid, c0), lid, q0, c0, p.cout);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -158,5 +152,17 @@ fn conv_backward_input(
     let q0 = (wid.x + wid.y * nwg.x) * TP;
     let c0 = wid.z * TC;
     let acc = gemm(lid, q0, c0, p.cout, -1);
-    store(acc, lid, q0, c0, p.cin, false);
+    store(acc, lid, q0, c0, p.cin);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn conv_backward_input_masked(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = (wid.x + wid.y * nwg.x) * TP;
+    let c0 = wid.z * TC;
+    let acc = gemm(lid, q0, c0, p.cout, -1);
+    store(mask_by_input(acc, lid, q0, c0), lid, q0, c0, p.cin);
 }

@@ -1,35 +1,6 @@
-// Gram matrices and the style loss gradient, for an N x M feature map F (N channels,
-// M = H*W positions, row-major).
-//
-// gram:       G = F Fᵀ                                     (N x N)
-// style_grad: dF (+)= coef · ((G − A) F) · [F > 0], coef = weight / (N² M²) (A: the target
-//             Gram; F is post-ReLU, so the ReLU mask of the backward is fused here).
-//             G and A must be symmetric (as every Gram matrix is).
-//
-// Both register-blocked, without workgroup memory or barriers.
-
-struct GramParams {
-    n: u32,
-    m: u32,
-    coef: f32,
-    accumulate: u32, // style_grad: 0 overwrites dF, 1 adds to it
-    chunks: u32,     // gram: positions are split into this many chunks of chunk_len
-    chunk_len: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-// Element types of the bindings that can hold feature maps: the host rewrites these to f16
-// for 16-bit storage (ops::specialise); arithmetic stays f32.
-alias Feat = f32;
-
-@group(0) @binding(0) var<uniform> p: GramParams;
-@group(0) @binding(1) var<storage, read> feat: array<Feat>;
-// style_grad: G; gram_reduce: the per-chunk partial Grams
-@group(0) @binding(2) var<storage, read> gram_in: array<f32>;
-@group(0) @binding(3) var<storage, read> target_gram: array<f32>;
-// gram: G, or per-chunk partial Grams [chunk][N][N]; gram_reduce: G; style_grad: dF
-@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+// Gram matrices and the style loss gradient, register-blocked without workgroup memory or
+// barriers (the software driver's tiling). Parameters and bindings: gram_common.wgsl,
+// joined in front.
 
 // G is symmetric: invocation k of a chunk owns the k-th 8 x 8 tile on or above the diagonal
 // (column-major over the upper triangle, so no invocation idles) and writes it to both halves;
@@ -79,8 +50,8 @@ fn gram(@builtin(global_invocation_id) gid: vec3<u32>) {
             let j = j0 + l;
             if (i < p.n && j < p.n) {
                 let v = select(hi[r][max(l, 4u) - 4u], lo[r][min(l, 3u)], l < 4u);
-                dst[out + i * p.n + j] = v;
-                dst[out + j * p.n + i] = v;
+                chunk_grams[out + i * p.n + j] = v;
+                chunk_grams[out + j * p.n + i] = v;
             }
         }
     }
@@ -95,9 +66,9 @@ fn gram_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
     var s = 0.0;
     for (var c = 0u; c < p.chunks; c++) {
-        s += gram_in[c * nn + i];
+        s += chunk_grams[c * nn + i];
     }
-    dst[i] = s;
+    gram_sum[i] = s;
 }
 
 // An invocation owns 8 rows x 8 positions of dF (24 loads per 64 FMAs; 16 x 4 and 4 x 16 ran
@@ -131,7 +102,7 @@ fn style_grad(
         let f1 = vec4<f32>(vec4<Feat>(feat[row + cm[4]], feat[row + cm[5]], feat[row + cm[6]], feat[row + cm[7]]));
         let col = c * p.n;
         for (var r = 0u; r < 8u; r++) {
-            let d = vec4<f32>(gram_in[col + ri[r]] - target_gram[col + ri[r]]);
+            let d = vec4<f32>(gram_matrix[col + ri[r]] - target_gram[col + ri[r]]);
             lo[r] = fma(d, f0, lo[r]);
             hi[r] = fma(d, f1, hi[r]);
         }
@@ -141,8 +112,8 @@ fn style_grad(
             if (i0 + r < p.n && m0 + l < p.m) {
                 let o = (i0 + r) * p.m + m0 + l;
                 let v = select(hi[r][max(l, 4u) - 4u], lo[r][min(l, 3u)], l < 4u);
-                let prev = select(0.0, dst[o], p.accumulate != 0u);
-                dst[o] = prev + select(0.0, p.coef * v, f32(feat[o]) > 0.0);
+                let prev = select(0.0, grad_feat[o], p.accumulate != 0u);
+                grad_feat[o] = prev + select(0.0, p.coef * v, f32(feat[o]) > 0.0);
             }
         }
     }

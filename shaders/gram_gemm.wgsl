@@ -1,35 +1,13 @@
 // Gram matrices and the style loss gradient as GEMMs with workgroup-memory tiles: the
 // variant for real GPUs (gram.wgsl's register-blocked kernels are the software driver's).
-// Same bindings, parameters and results as gram.wgsl, whose gram_reduce adds the chunks.
+// Parameters and bindings: gram_common.wgsl, joined in front; gram.wgsl's gram_reduce adds
+// the chunks.
 //
 // gram:       G = F Fᵀ over one chunk of positions (N x N; F is N x M, row-major)
 // style_grad: dF (+)= coef · ((G − A) F) · [F > 0]
 //
 // A workgroup owns a 64 x 64 output tile; each step stages 16 reduction columns of both
 // operands in workgroup memory, and each invocation accumulates a 4 x 4 block from them.
-
-struct GramParams {
-    n: u32,
-    m: u32,
-    coef: f32,
-    accumulate: u32, // style_grad: 0 overwrites dF, 1 adds to it
-    chunks: u32,     // gram: positions are split into this many chunks of chunk_len
-    chunk_len: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-// Element types of the bindings that can hold feature maps: the host rewrites these to f16
-// for 16-bit storage (ops::specialise); arithmetic stays f32.
-alias Feat = f32;
-
-@group(0) @binding(0) var<uniform> p: GramParams;
-@group(0) @binding(1) var<storage, read> feat: array<Feat>;
-// style_grad: G
-@group(0) @binding(2) var<storage, read> gram_in: array<f32>;
-@group(0) @binding(3) var<storage, read> target_gram: array<f32>;
-// gram: G, or per-chunk partial Grams [chunk][N][N]; style_grad: dF
-@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
 const T: u32 = 64u;  // output rows and columns per workgroup
 const TK: u32 = 16u; // reduction steps staged at once
@@ -97,8 +75,8 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             let j = j0 + 4u * (lid % 16u) + l;
             if (i < p.n && j < p.n) {
                 // On diagonal tiles both halves come out of the same products: the same bits.
-                dst[out + i * p.n + j] = acc[e][l];
-                dst[out + j * p.n + i] = acc[e][l];
+                chunk_grams[out + i * p.n + j] = acc[e][l];
+                chunk_grams[out + j * p.n + i] = acc[e][l];
             }
         }
     }
@@ -126,7 +104,7 @@ fn style_grad(
                 // (G − A)[i][c] read as row c: both are symmetric, so rows load contiguously.
                 let i = i0 + sq + e;
                 if (i < p.n) {
-                    va[e] = gram_in[c * p.n + i] - target_gram[c * p.n + i];
+                    va[e] = gram_matrix[c * p.n + i] - target_gram[c * p.n + i];
                 }
                 let m = m0 + sq + e;
                 if (m < p.m) {
@@ -149,8 +127,8 @@ fn style_grad(
             let m = m0 + 4u * (lid % 16u) + l;
             if (m < p.m) {
                 let o = i * p.m + m;
-                let prev = select(0.0, dst[o], p.accumulate != 0u);
-                dst[o] = prev + select(0.0, p.coef * acc[e][l], f32(feat[o]) > 0.0);
+                let prev = select(0.0, grad_feat[o], p.accumulate != 0u);
+                grad_feat[o] = prev + select(0.0, p.coef * acc[e][l], f32(feat[o]) > 0.0);
             }
         }
     }

@@ -1,30 +1,37 @@
 // Loss values and their gradients that are elementwise or stencil-shaped:
-//   sq_diff_sum:  out[slot] = scale · Σ (a − b)²     (content and style loss values)
-//   content_grad: dF (+)= coef · (F − C) · [F > 0]   (F is post-ReLU: the mask is fused here)
-//   tv_sum:       out[slot] = scale · Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]
-//   tv_grad:      dx += coef · d(tv)/dx
+//   sq_diff_sum:  sums[slot] = scale · Σ (a − b)²    (content and style loss values)
+//   content_grad: grad (+)= scale · (a − b) · [a > 0] (a = F, post-ReLU: the mask is fused
+//                 here; b = the content target C)
+//   tv_sum:       sums[slot] = scale · Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]
+//   tv_grad:      grad += scale · d(tv)/dx           (x = image)
 // The sums run in one workgroup with a fixed order, so a value is the same bits run after run.
 
 struct LossParams {
     len: u32,     // elements (sq_diff_sum, content_grad) or channels (tv_*)
     h: u32,       // tv_*: image height
     w: u32,       // tv_*: image width
-    slot: u32,    // sums: index in `out`; content_grad: 1 to accumulate
+    slot: u32,    // sq_diff_sum, tv_sum: the index in `sums`
     scale: f32,
+    accumulate: u32, // content_grad: 0 overwrites grad, 1 adds to it
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 // Element types of the bindings that can hold feature maps: the host rewrites these to f16
-// for 16-bit storage (ops::specialise); arithmetic stays f32.
+// for 16-bit storage (gpu::specialise); arithmetic stays f32.
 alias A = f32;
 alias B = f32;
 
 @group(0) @binding(0) var<uniform> p: LossParams;
+// A value and its target: feature maps F and C, or Gram matrices G and A.
 @group(0) @binding(1) var<storage, read> a: array<A>;
 @group(0) @binding(2) var<storage, read> b: array<B>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// The loss values, one slot per term.
+@group(0) @binding(3) var<storage, read_write> sums: array<f32>;
+// The gradient written: dL/dF (content_grad) or dL/dx (tv_grad).
+@group(0) @binding(4) var<storage, read_write> grad: array<f32>;
+// The image x, [3][h][w].
+@group(0) @binding(5) var<storage, read> image: array<f32>;
 
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, WG>;
@@ -39,7 +46,7 @@ fn reduce_and_store(lid: u32, mine: f32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        out[p.slot] = p.scale * partial[0];
+        sums[p.slot] = p.scale * partial[0];
     }
 }
 
@@ -61,11 +68,11 @@ fn tv_sum(@builtin(local_invocation_index) lid: u32) {
         let y = (i % hw) / p.w;
         let x = i % p.w;
         if (y + 1u < p.h) {
-            let d = f32(a[i + p.w]) - f32(a[i]);
+            let d = f32(image[i + p.w]) - f32(image[i]);
             s = fma(d, d, s);
         }
         if (x + 1u < p.w) {
-            let d = f32(a[i + 1u]) - f32(a[i]);
+            let d = f32(image[i + 1u]) - f32(image[i]);
             s = fma(d, d, s);
         }
     }
@@ -76,19 +83,18 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
 }
 
-// a: F, b: the target C, out: dF
 @compute @workgroup_size(64, 1, 1)
 fn content_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i >= p.len) {
         return;
     }
-    let prev = select(0.0, out[i], p.slot != 0u);
+    let prev = select(0.0, grad[i], p.accumulate != 0u);
     let g = select(0.0, p.scale * (f32(a[i]) - f32(b[i])), f32(a[i]) > 0.0);
-    out[i] = prev + g;
+    grad[i] = prev + g;
 }
 
-// a: x, out: dx (always accumulated: the preprocessing backward writes it first)
+// Always accumulates: the preprocessing backward writes dL/dx first.
 @compute @workgroup_size(64, 1, 1)
 fn tv_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
@@ -98,19 +104,19 @@ fn tv_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
     let y = (i % hw) / p.w;
     let x = i % p.w;
-    let v = f32(a[i]);
+    let v = f32(image[i]);
     var g = 0.0;
     if (y + 1u < p.h) {
-        g -= 2.0 * (f32(a[i + p.w]) - v);
+        g -= 2.0 * (f32(image[i + p.w]) - v);
     }
     if (y > 0u) {
-        g += 2.0 * (v - f32(a[i - p.w]));
+        g += 2.0 * (v - f32(image[i - p.w]));
     }
     if (x + 1u < p.w) {
-        g -= 2.0 * (f32(a[i + 1u]) - v);
+        g -= 2.0 * (f32(image[i + 1u]) - v);
     }
     if (x > 0u) {
-        g += 2.0 * (v - f32(a[i - 1u]));
+        g += 2.0 * (v - f32(image[i - 1u]));
     }
-    out[i] += p.scale * g;
+    grad[i] += p.scale * g;
 }

@@ -6,7 +6,7 @@ struct PoolParams {
     h: u32, // input height
     w: u32, // input width
     mode: u32,
-    // backward: 1 to zero the gradient where the input is not positive (it came from a ReLU)
+    // pool_backward: 1 to zero grad_src where the input is not positive (it came from a ReLU)
     mask: u32,
     _pad0: u32,
     _pad1: u32,
@@ -14,18 +14,19 @@ struct PoolParams {
 }
 
 // Element types of the bindings that can hold feature maps: the host rewrites these to f16
-// for 16-bit storage (ops::specialise); arithmetic stays f32.
+// for 16-bit storage (gpu::specialise); arithmetic stays f32.
 alias Src = f32;
-alias Grad = f32;
-alias Dst = f32;
+alias Pooled = f32;
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
-// forward: input; backward: the forward's input (to find the max)
+// The layer's input [c][h][w] (the backward reads it to find each window's maximum).
 @group(0) @binding(1) var<storage, read> src: array<Src>;
-// backward only: dL/d(output); forward binds a dummy
-@group(0) @binding(2) var<storage, read> grad: array<Grad>;
-// forward: output [c][h/2][w/2]; backward: dL/d(input) [c][h][w]
-@group(0) @binding(3) var<storage, read_write> dst: array<Dst>;
+// pool_forward: the output [c][h/2][w/2].
+@group(0) @binding(2) var<storage, read_write> pooled: array<Pooled>;
+// pool_backward: dL/d(output) [c][h/2][w/2].
+@group(0) @binding(3) var<storage, read> grad_pooled: array<f32>;
+// pool_backward: dL/d(input) [c][h][w].
+@group(0) @binding(4) var<storage, read_write> grad_src: array<f32>;
 
 // Both kernels run on a grid of 2x2 windows: x = window column (64 per workgroup), y = window
 // row, z = channel, so no invocation divides.
@@ -43,9 +44,9 @@ fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let e = f32(src[base + p.w + 1u]);
     let i = (gid.z * oh + gid.y) * ow + gid.x;
     if (p.mode == 0u) {
-        dst[i] = Dst(max(max(a, b), max(d, e)));
+        pooled[i] = Pooled(max(max(a, b), max(d, e)));
     } else {
-        dst[i] = Dst(0.25 * ((a + b) + (d + e)));
+        pooled[i] = Pooled(0.25 * ((a + b) + (d + e)));
     }
 }
 
@@ -65,14 +66,14 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= ow || gid.y >= oh) {
         for (var dy = 0u; dy < 2u && y + dy < p.h; dy++) {
             for (var dx = 0u; dx < 2u && x + dx < p.w; dx++) {
-                dst[base + dy * p.w + dx] = Dst(0.0);
+                grad_src[base + dy * p.w + dx] = f32(0.0);
             }
         }
         return;
     }
     let at = array<u32, 4>(base, base + 1u, base + p.w, base + p.w + 1u);
     let win = vec4<f32>(vec4<Src>(src[at[0]], src[at[1]], src[at[2]], src[at[3]]));
-    let g = f32(grad[(gid.z * oh + gid.y) * ow + gid.x]);
+    let g = f32(grad_pooled[(gid.z * oh + gid.y) * ow + gid.x]);
     var out = vec4<f32>(0.25 * g);
     if (p.mode == 0u) {
         // The gradient goes to the first maximum in row-major order, as PyTorch's argmax does.
@@ -88,6 +89,6 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         out = select(vec4<f32>(0.0), out, win > vec4<f32>(0.0));
     }
     for (var k = 0u; k < 4u; k++) {
-        dst[at[k]] = Dst(out[k]);
+        grad_src[at[k]] = f32(out[k]);
     }
 }

@@ -15,14 +15,18 @@ struct PreParams {
 }
 
 // Element types of the bindings that can hold feature maps: the host rewrites these to f16
-// for 16-bit storage (ops::specialise); arithmetic stays f32.
-alias Dst = f32;
+// for 16-bit storage (gpu::specialise); arithmetic stays f32.
+alias Input = f32;
 
 @group(0) @binding(0) var<uniform> p: PreParams;
-// forward: x; backward: dL/d(net)
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-// forward: net input; backward: dL/dx
-@group(0) @binding(2) var<storage, read_write> dst: array<Dst>;
+// preprocess: the image x, RGB [3][h][w] in [0, 1].
+@group(0) @binding(1) var<storage, read> image: array<f32>;
+// preprocess: the network's input [3][h][w].
+@group(0) @binding(2) var<storage, read_write> input: array<Input>;
+// preprocess_backward: dL/d(network input).
+@group(0) @binding(3) var<storage, read> grad_input: array<f32>;
+// preprocess_backward: dL/dx.
+@group(0) @binding(4) var<storage, read_write> grad_image: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
 fn preprocess(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -32,7 +36,7 @@ fn preprocess(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
     let c = i / p.hw;
     let q = i % p.hw;
-    dst[i] = Dst(src[p.source[c] * p.hw + q] * p.mul[c] - p.sub[c]);
+    input[i] = Input(image[p.source[c] * p.hw + q] * p.mul[c] - p.sub[c]);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -43,5 +47,5 @@ fn preprocess_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     }
     let c = i / p.hw;
     let q = i % p.hw;
-    dst[p.source[c] * p.hw + q] = Dst(src[i] * p.mul[c]);
+    grad_image[p.source[c] * p.hw + q] = grad_input[i] * p.mul[c];
 }

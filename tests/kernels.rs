@@ -3,12 +3,12 @@
 mod common;
 
 use common::{check, ctx, features_from, random, read_features, rng, round_f16};
-use impasto::kernels::{
-    self, pad_backward_weights, pad_forward_weights, Affine, Kernels, Pooling, Storage, Tiling,
-    TILINGS,
-};
+use impasto::gpu::{submit, Dispatch};
+use impasto::kernels::conv::{pad_backward_weights, pad_forward_weights};
+use impasto::kernels::{Kernels, Storage, Tiling, TILINGS};
+use impasto::model::Convention;
+use impasto::model::{AdamConfig, Affine, Pooling};
 use impasto::reference;
-use impasto::weights::Convention;
 
 const TOL: f64 = 1e-4;
 
@@ -30,9 +30,7 @@ fn conv_forward_matches_reference() {
     let mut r = rng(1);
     // Every tile configuration an adapter can get.
     for tile in TILINGS {
-        let mut k = Kernels::with_tiling(g, tile).unwrap();
-        // Fold the tiled kernels' workgroups (as past 65535 tiles) on these small shapes too.
-        k.fold_limit = 3;
+        let k = Kernels::with_tiling(g, tile).unwrap();
         for (cin, cout, h, w) in CONV_SHAPES {
             let (x, xd) = random(&mut r, cin * h * w, -1.0, 1.0);
             let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
@@ -44,7 +42,7 @@ fn conv_forward_matches_reference() {
             let bb = g.storage_from("b", &b).unwrap();
             let out = g.storage("out", cout * h * w).unwrap();
             let d = k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
-            kernels::run(g, &[&d]);
+            submit(g, &[], &[&d]);
             let got = g.read(&out, cout * h * w).unwrap();
             let want = reference::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
             // Both sides of the ReLU are exercised (a 1x1 map may land on one side only).
@@ -66,9 +64,7 @@ fn conv_backward_input_matches_reference() {
     let g = &ctx().gpu;
     let mut r = rng(2);
     for tile in TILINGS {
-        let mut k = Kernels::with_tiling(g, tile).unwrap();
-        // Fold the tiled kernels' workgroups (as past 65535 tiles) on these small shapes too.
-        k.fold_limit = 3;
+        let k = Kernels::with_tiling(g, tile).unwrap();
         for (cin, cout, h, w) in CONV_SHAPES {
             let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
             let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
@@ -101,7 +97,7 @@ fn conv_backward_input_matches_reference() {
                 input_relu.then_some(&bb),
                 &out,
             );
-            kernels::run(g, &[&d]);
+            submit(g, &[], &[&d]);
             let got = g.read(&out, cin * h * w).unwrap();
             let mut want = reference::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
             if input_relu {
@@ -143,8 +139,9 @@ fn f16_storage_convolutions_match_reference() {
                 .unwrap();
             let bb = g.storage_from("b", &b).unwrap();
             let out = k.feature_map(g, "out", cout * h * w).unwrap();
-            kernels::run(
+            submit(
                 g,
+                &[],
                 &[&k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out)],
             );
             let want = reference::conv_forward(&common::to_f64(&x), &kd, &bd, (cin, cout, h, w));
@@ -168,7 +165,7 @@ fn f16_storage_convolutions_match_reference() {
             let bb = features_from(g, &k, &below);
             let out = g.storage("out", cin * h * w).unwrap();
             let d = k.conv_backward_input(g, (cin, cout, h, w), &grb, &kb, Some(&bb), &out);
-            kernels::run(g, &[&d]);
+            submit(g, &[], &[&d]);
             let mut want = reference::conv_backward_input(&grd, &ones, &kd, (cin, cout, h, w));
             want.iter_mut().zip(&below).for_each(|(v, b)| {
                 if *b <= 0.0 {
@@ -214,7 +211,7 @@ fn pool_forward_and_backward_match_reference() {
             let b = c
                 .kernels
                 .pool_backward(g, (ch, h, w), mode, mask, &xb, &gb, &gin);
-            kernels::run(g, &[&f, &b]);
+            submit(g, &[], &[&f, &b]);
             let name = format!("pool {mode:?} {ch}x{h}x{w}");
             if oh * ow > 0 {
                 let got = g.read(&out, ch * oh * ow).unwrap();
@@ -264,8 +261,7 @@ fn gram_and_style_loss_match_reference() {
     ];
     // Every Gram kernel family (the register tilings share one).
     for tiling in [Tiling::Registers(8), Tiling::Workgroup] {
-        let mut kernels = Kernels::with_tiling(g, tiling).unwrap();
-        kernels.fold_limit = 3;
+        let kernels = Kernels::with_tiling(g, tiling).unwrap();
         for (n, m) in shapes {
             // Post-ReLU features, zero about a third of the time.
             let (f, fd) = random(&mut r, n * m, -1.0, 2.0);
@@ -291,11 +287,11 @@ fn gram_and_style_loss_match_reference() {
             let coef = 0.75f32;
             let gram = kernels.gram(g, (n, m), &fb, &gb).unwrap();
             let scale = (1.0 / (4.0 * (n * n * m * m) as f64)) as f32;
-            let val = kernels.sq_diff_sum(g, n * n, scale, &gb, &ab, (&loss, 1));
+            let val = kernels.sq_diff_sum(g, n * n, scale, (&gb, &ab), (&loss, 1));
             let grad = kernels.style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
-            let mut all: Vec<&kernels::Dispatch> = gram.iter().collect();
+            let mut all: Vec<&Dispatch> = gram.iter().collect();
             all.extend([&val, &grad]);
-            kernels::run(g, &all);
+            submit(g, &[], &all);
             let gram_ref = reference::gram(&fd, n, m);
             check(
                 &format!("gram ({tiling}) {n}x{m}"),
@@ -352,10 +348,10 @@ fn content_loss_and_grad_match_reference() {
         let loss = g.storage("loss", 3).unwrap();
         let acc = g.storage_from("acc", &d0).unwrap();
         let over = g.storage_from("over", &d0).unwrap();
-        let v = c.kernels.sq_diff_sum(g, len, 0.5, &fb, &tb, (&loss, 2));
+        let v = c.kernels.sq_diff_sum(g, len, 0.5, (&fb, &tb), (&loss, 2));
         let ga = c.kernels.content_grad(g, len, 0.3, true, &fb, &tb, &acc);
         let go = c.kernels.content_grad(g, len, 0.3, false, &fb, &tb, &over);
-        kernels::run(g, &[&v, &ga, &go]);
+        submit(g, &[], &[&v, &ga, &go]);
         check(
             &format!("content loss {len}"),
             &[g.read(&loss, 3).unwrap()[2]],
@@ -399,7 +395,7 @@ fn tv_loss_and_grad_match_reference() {
         let loss = g.storage("loss", 1).unwrap();
         let v = c.kernels.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 0));
         let gr = c.kernels.tv_grad(g, (ch, h, w), 0.5, &xb, &dst);
-        kernels::run(g, &[&v, &gr]);
+        submit(g, &[], &[&v, &gr]);
         let want_l = 2.0 * reference::tv_loss(&xd, (ch, h, w));
         check(
             &format!("tv loss {ch}x{h}x{w}"),
@@ -434,7 +430,7 @@ fn preprocess_matches_reference_for_both_conventions() {
             let gx = g.storage("gx", 3 * hw).unwrap();
             let f = c.kernels.preprocess(g, hw, &a, &xb, &out);
             let b = c.kernels.preprocess_backward(g, hw, &a, &gb, &gx);
-            kernels::run(g, &[&f, &b]);
+            submit(g, &[], &[&f, &b]);
             check(
                 &format!("preprocess {conv:?} {hw}"),
                 &g.read(&out, 3 * hw).unwrap(),
@@ -478,7 +474,7 @@ fn adam_matches_reference_over_several_steps() {
     let g = &c.gpu;
     let mut r = rng(8);
     let n = 3 * 7 * 5;
-    let cfg = reference::AdamConfig {
+    let cfg = AdamConfig {
         lr: 0.02,
         beta1: 0.99,
         beta2: 0.999,
@@ -493,7 +489,7 @@ fn adam_matches_reference_over_several_steps() {
         // Large gradients push some pixels past [0, 1]: the clamp must act.
         let (gr, grd) = random(&mut r, n, -50.0, 50.0);
         g.write(&gb, &gr);
-        kernels::run(g, &[&adam.dispatches[0], &adam.dispatches[1]]);
+        submit(g, &[], &[&adam.dispatches[0], &adam.dispatches[1]]);
         reference::adam_step(&mut xd, &mut m, &mut v, &grd, t, &cfg);
         check(
             &format!("adam step {t}"),
@@ -515,18 +511,18 @@ fn loss_sums_are_deterministic() {
     let ab = g.storage_from("a", &a).unwrap();
     let bb = g.storage_from("b", &b).unwrap();
     let loss = g.storage("loss", 1).unwrap();
-    let d = c.kernels.sq_diff_sum(g, len, 1.0, &ab, &bb, (&loss, 0));
+    let d = c.kernels.sq_diff_sum(g, len, 1.0, (&ab, &bb), (&loss, 0));
     let first = g
         .read(
             &{
-                kernels::run(g, &[&d]);
+                submit(g, &[], &[&d]);
                 loss.clone()
             },
             1,
         )
         .unwrap()[0];
     for _ in 0..5 {
-        kernels::run(g, &[&d]);
+        submit(g, &[], &[&d]);
         assert_eq!(g.read(&loss, 1).unwrap()[0].to_bits(), first.to_bits());
     }
 }

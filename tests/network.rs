@@ -7,12 +7,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::{check, ctx, random, rng, to_f64};
-use impasto::kernels::{self, Kernels, Pooling, Storage, Tiling};
-use impasto::model::vgg19::{Arch, ConvSpec, GpuConv, GpuNet, StageOp};
-use impasto::pipeline::objective::LossConfig;
-use impasto::pipeline::session::{Image, Session, Setup};
-use impasto::reference::{self, AdamConfig};
-use impasto::weights::{ConvWeights, Convention, Weights};
+use impasto::gpu::submit;
+use impasto::kernels::{Kernels, Storage, Tiling};
+use impasto::model::vgg19::{Arch, ConvSpec, StageOp};
+use impasto::model::Convention;
+use impasto::model::Image;
+use impasto::model::LossConfig;
+use impasto::model::{AdamConfig, Pooling};
+use impasto::pipeline::network::{GpuConv, GpuNet};
+use impasto::pipeline::session::{Session, Setup};
+use impasto::reference;
+use impasto::weights::{ConvWeights, Weights};
 use rand::Rng;
 
 /// A small random network with VGG's structure: conv, conv, pool, conv, conv.
@@ -275,7 +280,7 @@ fn real_vgg19_features_match_cpu() {
     let x = g.storage_from("x", &img.data).unwrap();
     let affine = weights.convention.affine();
     let net = GpuNet::new(g, &c.kernels, stages.clone(), &convs, &affine, &x).unwrap();
-    kernels::run(g, &net.forward.iter().collect::<Vec<_>>());
+    submit(g, &[], &net.forward.iter().collect::<Vec<_>>());
 
     let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=deepest]
         .iter()
@@ -349,7 +354,7 @@ fn real_weights_imported_to_canonical_form_give_the_same_features() {
             &x,
         )
         .unwrap();
-        kernels::run(g, &net.forward.iter().collect::<Vec<_>>());
+        submit(g, &[], &net.forward.iter().collect::<Vec<_>>());
         let last = net.stages.len() - 1;
         g.read(&net.acts[last], net.stages[last].out_len()).unwrap()
     };

@@ -1,6 +1,7 @@
 //! Every WGSL file parses and validates with naga, without any GPU.
 
-use impasto::kernels::{conv_source, specialise, SHADERS, TILINGS};
+use impasto::gpu::specialise;
+use impasto::kernels::{conv, gram, shaders, PRELUDES, TILINGS};
 
 #[test]
 fn every_wgsl_file_validates() {
@@ -11,21 +12,31 @@ fn every_wgsl_file_validates() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     on_disk.sort();
-    let mut embedded: Vec<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
+    let shaders = shaders();
+    let mut embedded: Vec<String> = shaders
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .chain(PRELUDES.iter().map(|(n, _)| n.to_string()))
+        .collect();
     embedded.sort();
     assert_eq!(
         on_disk, embedded,
         "every shader file is embedded and checked"
     );
-    // The files as written, and every conv tile the host can build.
+    // The files as the host joins them, and every conv and Gram tiling it can build.
     let convs: Vec<(String, String)> = TILINGS
         .iter()
-        .map(|&t| (format!("conv tile {t}"), conv_source(t)))
+        .flat_map(|&t| {
+            [
+                (format!("conv tiling {t}"), conv::source(t)),
+                (format!("gram tiling {t}"), gram::source(t)),
+            ]
+        })
         .collect();
     // Every file with all its feature-map bindings switched to f16 (16-bit storage).
-    let f16: Vec<(String, String)> = SHADERS
+    let f16: Vec<(String, String)> = shaders
         .iter()
-        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .map(|(n, s)| (n.to_string(), s.clone()))
         .chain(convs.clone())
         .filter_map(|(n, s)| {
             let aliases: Vec<&str> = s
@@ -40,9 +51,9 @@ fn every_wgsl_file_validates() {
         f16.len() >= 7,
         "the feature-map shaders declare their aliases"
     );
-    let all = SHADERS
+    let all = shaders
         .iter()
-        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .map(|(n, s)| (n.to_string(), s.clone()))
         .chain(convs)
         .chain(f16);
     for (name, src) in all {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use impasto::weights::{Convention, Weights};
+use impasto::model::Convention;
+use impasto::weights::Weights;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -8,13 +8,17 @@ use std::time::Instant;
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
+use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
-use crate::kernels::{Dispatch, Kernels, Pooling};
+use crate::kernels::Kernels;
 use crate::model::vgg19::Arch;
-use crate::pipeline::objective::LossConfig;
-use crate::pipeline::session::{Image, Session, Setup};
-use crate::reference::AdamConfig;
-use crate::weights::{ConvWeights, Convention, Weights};
+use crate::model::AdamConfig;
+use crate::model::Convention;
+use crate::model::Image;
+use crate::model::LossConfig;
+use crate::model::Pooling;
+use crate::pipeline::session::{Session, Setup};
+use crate::weights::{ConvWeights, Weights};
 
 pub struct BenchConfig {
     /// Square image side in pixels.
@@ -218,7 +222,7 @@ fn time_with_wall_clock(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>>
         .iter()
         .map(|d| {
             let t = Instant::now();
-            crate::kernels::run(gpu, &[d]);
+            crate::gpu::submit(gpu, &[], &[d]);
             gpu.wait()?;
             Ok(t.elapsed().as_secs_f64() * 1e3)
         })
@@ -247,14 +251,14 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
         }
     );
     println!(
-        "{:<20} {:<22} {:>10} {:>10} {:>9} {:>8} {:>7}",
+        "{:<26} {:<22} {:>10} {:>10} {:>9} {:>8} {:>7}",
         "kernel", "shape", "ms", "GFLOP", "GFLOP/s", "GB/s", "share"
     );
     // GB/s counts the bytes a kernel must move at the least (see ops::Dispatch::bytes).
     for r in &t.rows {
         let ms = r.ms.max(1e-9);
         println!(
-            "{:<20} {:<22} {:>10.3} {:>10.3} {:>9.1} {:>8.2} {:>6.1}%",
+            "{:<26} {:<22} {:>10.3} {:>10.3} {:>9.1} {:>8.2} {:>6.1}%",
             r.name,
             r.detail,
             r.ms,

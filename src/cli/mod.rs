@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::kernels::Pooling;
+use crate::model::Pooling;
 
 /// The default total-variation weight; see the README for why.
 pub const DEFAULT_TV_WEIGHT: f64 = 1e7;

@@ -16,9 +16,10 @@ use crate::gpu::Gpu;
 use crate::io::image as image_io;
 use crate::kernels::{Kernels, Tiling};
 use crate::model::vgg19::Arch;
-use crate::pipeline::objective::{LossConfig, LossValues};
-use crate::pipeline::session::{Image, Session, Setup};
-use crate::reference::AdamConfig;
+use crate::model::AdamConfig;
+use crate::model::Image;
+use crate::model::{LossConfig, LossValues};
+use crate::pipeline::session::{Session, Setup};
 use crate::weights::{self, Weights};
 
 #[derive(serde::Serialize)]

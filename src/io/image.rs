@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use image::{imageops::FilterType, ImageReader, RgbImage};
 
-use crate::pipeline::session::Image;
+use crate::model::Image;
 
 /// Largest accepted input side, in pixels; checked from the header before any decoding.
 pub const MAX_SIDE: u32 = 16_384;

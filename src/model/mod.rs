@@ -1,1 +1,14 @@
+//! What impasto computes, independent of where: images, VGG19's layers and names, input
+//! conventions, the loss configuration and the optimiser's settings. No wgpu here.
+
+pub mod convention;
+pub mod image;
+pub mod loss;
+pub mod optim;
 pub mod vgg19;
+
+pub use convention::{Affine, Convention};
+pub use image::Image;
+pub use loss::{LossConfig, LossValues};
+pub use optim::AdamConfig;
+pub use vgg19::{Arch, Pooling, Stage, StageOp};

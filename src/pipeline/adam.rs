@@ -2,9 +2,10 @@
 
 use anyhow::Result;
 
+use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
-use crate::kernels::{AdamBuffers, AdamParams, Dispatch, Kernels};
-use crate::reference::AdamConfig;
+use crate::kernels::{AdamBuffers, AdamParams, Kernels};
+use crate::model::AdamConfig;
 
 pub struct Adam {
     pub dispatches: [Dispatch; 2],
@@ -23,14 +24,7 @@ impl Adam {
         let m = gpu.storage("adam m", len)?;
         let v = gpu.storage("adam v", len)?;
         let state = gpu.storage("adam state", 4)?;
-        let params = AdamParams {
-            lr: config.lr as f32,
-            beta1: config.beta1 as f32,
-            beta2: config.beta2 as f32,
-            eps: config.eps as f32,
-            len: len as u32,
-            _pad: [0; 3],
-        };
+        let params = AdamParams::new(config, len);
         let dispatches = kernels.adam(
             gpu,
             params,

@@ -1,55 +1,15 @@
-//! The style-transfer objective on the GPU: content, style and total-variation losses,
-//! their gradients flowing down through the network to the image, and the loss readback.
-//!
-//! content = Σ_{l∈C} (1/|C|) · ½ Σ (F^l − C^l)²
-//! style   = Σ_{l∈S} (1/|S|) · 1/(4 N_l² M_l²) · Σ (G^l − A^l)²
-//! tv      = `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]`
-//! total   = α·content + β·style + γ·tv
+//! The style-transfer objective on the GPU (the formulas: [`crate::model::loss`]): content,
+//! style and total-variation losses, their gradients flowing down through the network to
+//! the image, and the loss readback.
 
 use anyhow::Result;
 
+use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
-use crate::kernels::{Affine, Dispatch, Kernels};
-use crate::model::vgg19::{GpuConv, GpuNet, Stage, StageOp};
-
-#[derive(Clone, Debug)]
-pub struct LossConfig {
-    /// Conv layer indices.
-    pub content_layers: Vec<usize>,
-    pub style_layers: Vec<usize>,
-    pub content_weight: f64,
-    pub style_weight: f64,
-    pub tv_weight: f64,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
-pub struct LossValues {
-    pub content: f64,
-    pub style: f64,
-    pub tv: f64,
-    pub total: f64,
-}
-
-impl LossConfig {
-    pub fn combine(&self, content: f64, style: f64, tv: f64) -> LossValues {
-        LossValues {
-            content,
-            style,
-            tv,
-            total: self.content_weight * content + self.style_weight * style + self.tv_weight * tv,
-        }
-    }
-
-    /// The deepest conv layer any loss reads.
-    pub fn deepest(&self) -> usize {
-        self.content_layers
-            .iter()
-            .chain(&self.style_layers)
-            .copied()
-            .max()
-            .unwrap_or(0)
-    }
-}
+use crate::kernels::Kernels;
+use crate::model::{Affine, LossConfig, LossValues};
+use crate::model::{Stage, StageOp};
+use crate::pipeline::network::{GpuConv, GpuNet};
 
 /// Targets uploaded to the GPU: content features per content layer, blended Grams per style layer.
 pub struct GpuTargets {
@@ -115,8 +75,7 @@ impl Objective {
                 gpu,
                 s.out_len(),
                 scale,
-                &net.acts[i],
-                &targets.content[k],
+                (&net.acts[i], &targets.content[k]),
                 (&loss_buf, k),
             ));
         }
@@ -131,8 +90,7 @@ impl Objective {
                 gpu,
                 n * n,
                 scale,
-                &g,
-                &targets.style[k],
+                (&g, &targets.style[k]),
                 (&loss_buf, nc + k),
             ));
             grams.push(g);

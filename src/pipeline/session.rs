@@ -3,20 +3,13 @@
 
 use anyhow::{bail, Result};
 
-use crate::gpu::Gpu;
-use crate::kernels::{self, Dispatch, Kernels, Pooling};
-use crate::model::vgg19::{Arch, GpuConv, GpuNet};
-use crate::pipeline::objective::{GpuTargets, LossConfig, LossValues, Objective};
-use crate::reference::AdamConfig;
+use crate::gpu::{submit, Dispatch, Gpu};
+use crate::kernels::Kernels;
+use crate::model::{AdamConfig, Arch, Image, LossConfig, LossValues, Pooling};
+use crate::pipeline::adam::Adam;
+use crate::pipeline::network::{GpuConv, GpuNet};
+use crate::pipeline::objective::{GpuTargets, Objective};
 use crate::weights::Weights;
-
-/// An RGB image in [0, 1], CHW.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Image {
-    pub h: usize,
-    pub w: usize,
-    pub data: Vec<f32>,
-}
 
 pub struct Setup<'a> {
     pub arch: &'a Arch,
@@ -41,7 +34,7 @@ pub struct Session<'g> {
     /// The last evaluated image whose losses were finite.
     good_x: wgpu::Buffer,
     pub objective: Objective,
-    adam: crate::pipeline::adam::Adam,
+    adam: Adam,
     pub steps_done: usize,
 }
 
@@ -106,7 +99,7 @@ impl<'g> Session<'g> {
                 d.extend(kernels.gram(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?);
                 grams.push((g, st.cout * st.cout));
             }
-            kernels::run(gpu, &snet.forward.iter().chain(&d).collect::<Vec<_>>());
+            submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
             for (k, (g, len)) in grams.iter().enumerate() {
                 let v = gpu.read(g, *len)?;
                 if blended.len() <= k {
@@ -147,7 +140,7 @@ impl<'g> Session<'g> {
 
         // Content targets: the content image's features at the content layers.
         gpu.write(&x, &s.content.data);
-        kernels::run(gpu, &net.forward.iter().collect::<Vec<_>>());
+        submit(gpu, &[], &net.forward.iter().collect::<Vec<_>>());
         let mut content = Vec::new();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for &l in &s.loss.content_layers {
@@ -164,8 +157,7 @@ impl<'g> Session<'g> {
         let targets = GpuTargets { content, style };
 
         let objective = Objective::new(gpu, kernels, net, &convs, s.loss, &targets, &affine, &x)?;
-        let adam =
-            crate::pipeline::adam::Adam::new(gpu, kernels, &s.adam, &x, &objective.grad_x, n)?;
+        let adam = Adam::new(gpu, kernels, &s.adam, &x, &objective.grad_x, n)?;
         gpu.write(&x, &s.init.data);
         gpu.wait()?;
         Ok(Session {
@@ -190,17 +182,13 @@ impl<'g> Session<'g> {
     }
 
     pub fn step(&mut self, losses: bool) -> Result<Option<LossValues>> {
-        let d = self.step_dispatches(losses);
-        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
-        if losses {
-            // Keep the image these losses describe, in case they turn out non-finite.
-            enc.copy_buffer_to_buffer(&self.x, 0, &self.evaluated_x, 0, None);
-        }
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            d.iter().for_each(|d| d.record(&mut pass));
-        }
-        self.gpu.queue.submit([enc.finish()]);
+        // Keep the image these losses describe, in case they turn out non-finite.
+        let copies: &[_] = if losses {
+            &[(&self.x, &self.evaluated_x)]
+        } else {
+            &[]
+        };
+        submit(self.gpu, copies, &self.step_dispatches(losses));
         self.steps_done += 1;
         if losses {
             return Ok(Some(self.objective.read_losses(self.gpu)?));
@@ -211,19 +199,13 @@ impl<'g> Session<'g> {
     /// The losses of the current image (no update).
     pub fn evaluate(&self) -> Result<LossValues> {
         let d = self.objective.loss_dispatches();
-        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.x, 0, &self.evaluated_x, 0, None);
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            d.iter().for_each(|d| d.record(&mut pass));
-        }
-        self.gpu.queue.submit([enc.finish()]);
+        submit(self.gpu, &[(&self.x, &self.evaluated_x)], &d);
         self.objective.read_losses(self.gpu)
     }
 
     /// d(total)/dx of the current image, without updating it.
     pub fn gradient(&self) -> Result<Vec<f32>> {
-        kernels::run(self.gpu, &self.objective.step_dispatches(false));
+        submit(self.gpu, &[], &self.objective.step_dispatches(false));
         self.gpu.read(&self.objective.grad_x, 3 * self.h * self.w)
     }
 
@@ -237,9 +219,7 @@ impl<'g> Session<'g> {
 
     /// Marks the image of the last loss evaluation as good (its losses were finite).
     pub fn keep_last_evaluated(&self) {
-        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.evaluated_x, 0, &self.good_x, 0, None);
-        self.gpu.queue.submit([enc.finish()]);
+        submit(self.gpu, &[(&self.evaluated_x, &self.good_x)], &[]);
     }
 
     /// The last image marked good by [`Session::keep_last_evaluated`] (initially all zeros).
@@ -264,7 +244,7 @@ fn check_size(
     for &l in loss.content_layers.iter().chain(&loss.style_layers) {
         if let Some(st) = stages
             .iter()
-            .find(|st| st.op == crate::model::vgg19::StageOp::Conv(l))
+            .find(|st| st.op == crate::model::StageOp::Conv(l))
         {
             if st.h == 0 || st.w == 0 {
                 bail!(

@@ -2,7 +2,7 @@
 //! Tests compare the shaders against these; the GPU path never calls them.
 //! Maps are CHW, row-major; weights are HWIO `[3][3][cin][cout]` as Keras stores them.
 
-use crate::kernels::{Affine, Pooling};
+use crate::model::{AdamConfig, Affine, LossConfig, LossValues, Pooling, Stage, StageOp};
 
 /// relu(conv3x3(src) + bias), zero padding 1.
 pub fn conv_forward(
@@ -229,15 +229,6 @@ pub fn preprocess_backward(grad: &[f64], hw: usize, a: &Affine) -> Vec<f64> {
     out
 }
 
-/// Adam's hyper-parameters, as the CLI names them.
-#[derive(Clone, Copy, Debug)]
-pub struct AdamConfig {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-}
-
 /// One Adam step t (1-based) on x, then clamp to [0, 1].
 pub fn adam_step(x: &mut [f64], m: &mut [f64], v: &mut [f64], g: &[f64], t: u32, c: &AdamConfig) {
     let b1t = 1.0 - c.beta1.powi(t as i32);
@@ -253,11 +244,11 @@ pub fn adam_step(x: &mut [f64], m: &mut [f64], v: &mut [f64], g: &[f64], t: u32,
 /// The whole objective on the CPU: forward through the stages, the losses, and the gradient
 /// with respect to the image, all in f64. The reference for the GPU step and for finite differences.
 pub struct Model<'a> {
-    pub stages: &'a [crate::model::vgg19::Stage],
+    pub stages: &'a [Stage],
     /// HWIO weights and bias of each conv layer, by layer index.
     pub weights: &'a [(Vec<f64>, Vec<f64>)],
     pub affine: Affine,
-    pub loss: &'a crate::pipeline::objective::LossConfig,
+    pub loss: &'a LossConfig,
 }
 
 /// Per-stage activations of one forward pass; `acts[i]` is stage i's output.
@@ -278,7 +269,6 @@ impl Model<'_> {
     }
 
     pub fn forward(&self, x: &[f64]) -> Forward {
-        use crate::model::vgg19::StageOp;
         let s0 = &self.stages[0];
         let input = preprocess(x, s0.h * s0.w, &self.affine);
         let mut acts: Vec<Vec<f64>> = Vec::new();
@@ -319,7 +309,7 @@ impl Model<'_> {
     }
 
     /// The unweighted loss terms of x.
-    pub fn losses(&self, x: &[f64], t: &Targets) -> crate::pipeline::objective::LossValues {
+    pub fn losses(&self, x: &[f64], t: &Targets) -> LossValues {
         let f = self.forward(x);
         let nc = self.loss.content_layers.len() as f64;
         let ns = self.loss.style_layers.len() as f64;
@@ -348,7 +338,6 @@ impl Model<'_> {
 
     /// d(total)/dx.
     pub fn gradient(&self, x: &[f64], t: &Targets) -> Vec<f64> {
-        use crate::model::vgg19::StageOp;
         let f = self.forward(x);
         let cfg = self.loss;
         let nc = cfg.content_layers.len() as f64;

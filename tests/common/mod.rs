@@ -64,7 +64,9 @@ pub fn real_weights() -> PathBuf {
 
 /// An image shipped in the repository (`docs/images/`, 256 px on the longest side).
 pub fn image(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/images").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/images")
+        .join(name)
 }
 
 /// The nearest f16 of each value, as f32 (what 16-bit storage keeps).

@@ -1,0 +1,43 @@
+// The parameters and bindings of the 3x3 convolutions (stride 1, zero padding 1, CHW maps),
+// shared by conv.wgsl (register-blocked: the software driver's tiling) and conv_gemm.wgsl
+// (workgroup-memory GEMM tiles: real GPUs). The host joins this prelude in front of either
+// (kernels/conv.rs), and the tests validate the joined text.
+//
+// Every entry point convolves `src` with `weight` and writes `dst`:
+//   conv_forward:               dst = relu(conv(src, weight) + bias); src is the layer's input.
+//   conv_backward_input:        dst = conv_transpose(src, weight); src is dL/d(output), already
+//                               masked by this layer's ReLU (whoever writes a gradient fuses
+//                               the mask), dst is dL/d(input).
+//   conv_backward_input_masked: the same, dst zeroed where `mask` (the layer's input, a ReLU's
+//                               output) is not positive, so it leaves masked for the layer below.
+
+struct ConvParams {
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    // vec4s per weight row: padded output channels / 4 (forward), padded input channels / 4 (backward)
+    row_vec4s: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (gpu::specialise); arithmetic stays f32.
+alias Src = f32;
+alias Dst = f32;
+alias Mask = f32;
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+// The map convolved, [channels][h][w].
+@group(0) @binding(1) var<storage, read> src: array<Src>;
+// The taps, [ky][kx][channel of src][channel of dst, padded]: Keras HWIO for the forward,
+// its transpose for the backward (kernels/conv.rs lays both out).
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+// conv_forward only: the bias, [cout].
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+// The map written, [channels][h][w].
+@group(0) @binding(4) var<storage, read_write> dst: array<Dst>;
+// conv_backward_input_masked only: the layer's input, [cin][h][w].
+@group(0) @binding(5) var<storage, read> mask: array<Mask>;

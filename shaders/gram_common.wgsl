@@ -1,0 +1,40 @@
+// The parameters and bindings of the Gram kernels, shared by gram.wgsl (register-blocked:
+// the software driver's tiling) and gram_gemm.wgsl (workgroup-memory GEMM tiles: real GPUs).
+// The host joins this prelude in front of either (kernels/gram.rs), and the tests validate
+// the joined text. F is an N x M feature map (N channels, M = H·W positions, row-major).
+//
+//   gram:        chunk_grams[c] = F Fᵀ over chunk c of the positions (N x N each; with one
+//                chunk, that is G itself)
+//   gram_reduce: gram_sum = Σ_c chunk_grams[c], in a fixed order (gram.wgsl only)
+//   style_grad:  grad_feat (+)= coef · ((G − A) F) · [F > 0], coef = weight / (N² M²): F is
+//                post-ReLU, so the ReLU mask of the backward is fused here. G and A must be
+//                symmetric (as every Gram matrix is).
+
+struct GramParams {
+    n: u32,
+    m: u32,
+    coef: f32,       // style_grad
+    accumulate: u32, // style_grad: 0 overwrites grad_feat, 1 adds to it
+    chunks: u32,     // gram, gram_reduce: positions are split into this many chunks of chunk_len
+    chunk_len: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// Element types of the bindings that can hold feature maps: the host rewrites these to f16
+// for 16-bit storage (gpu::specialise); arithmetic stays f32.
+alias Feat = f32;
+
+@group(0) @binding(0) var<uniform> p: GramParams;
+// F, [N][M].
+@group(0) @binding(1) var<storage, read> feat: array<Feat>;
+// style_grad: G, [N][N].
+@group(0) @binding(2) var<storage, read> gram_matrix: array<f32>;
+// style_grad: the target A, [N][N].
+@group(0) @binding(3) var<storage, read> target_gram: array<f32>;
+// style_grad: dL/dF, [N][M].
+@group(0) @binding(4) var<storage, read_write> grad_feat: array<f32>;
+// gram writes, gram_reduce reads: one Gram per chunk of positions, [chunks][N][N].
+@group(0) @binding(5) var<storage, read_write> chunk_grams: array<f32>;
+// gram_reduce: G, [N][N].
+@group(0) @binding(6) var<storage, read_write> gram_sum: array<f32>;

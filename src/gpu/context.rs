@@ -1,0 +1,306 @@
+//! The GPU context: adapter choice, device, limits, errors, memory accounting and buffers.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use wgpu::util::DeviceExt;
+
+/// Environment variable that picks an adapter by name, like `--adapter`.
+pub const ADAPTER_ENV: &str = "IMPASTO_ADAPTER";
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// Errors the device reported outside any error scope (e.g. out of memory during a step).
+    errors: Arc<Mutex<Vec<String>>>,
+    /// Bytes of storage buffers created so far (impasto's own GPU memory; freed buffers included).
+    allocated: std::sync::atomic::AtomicU64,
+    /// The most memory wgpu's allocator has held at once: (live allocations, reserved blocks),
+    /// sampled after every storage buffer is made, which is when it can grow.
+    peak: Mutex<Option<(u64, u64)>>,
+}
+
+/// Peak GPU memory, from wgpu's allocator report where the backend gives one.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryUse {
+    /// The most bytes held by live allocations at once (all of wgpu's: buffers, uniforms...).
+    pub peak_allocated: Option<u64>,
+    /// The most bytes of memory blocks reserved at once (what the driver was asked for).
+    pub peak_reserved: Option<u64>,
+    /// Bytes of impasto's storage buffers created in all, freed ones included.
+    pub created: u64,
+}
+
+/// What `impasto devices` prints of an adapter.
+pub struct AdapterSummary {
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// All adapters, best first: discrete > integrated > virtual > software.
+fn ranked_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.retain(|a| a.get_info().backend != wgpu::Backend::Noop);
+    adapters.sort_by_key(|a| {
+        let info = a.get_info();
+        // Prefer Vulkan/Metal/DX12 over GL for the same kind of device.
+        (
+            type_rank(info.device_type),
+            info.backend == wgpu::Backend::Gl,
+        )
+    });
+    adapters
+}
+
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    ranked_adapters(&instance())
+        .iter()
+        .map(|a| AdapterSummary {
+            info: a.get_info(),
+            limits: a.limits(),
+            features: a.features(),
+        })
+        .collect()
+}
+
+const NO_ADAPTER_HELP: &str =
+    "no GPU adapter found. impasto needs a Vulkan, Metal or DX12 driver; \
+on a machine without a GPU install Mesa's software Vulkan driver (Debian/Ubuntu: \
+`apt-get install mesa-vulkan-drivers`) and run again";
+
+impl Gpu {
+    /// Opens the best adapter, or the first whose name contains `wanted` (case-insensitive),
+    /// or the adapter at that index of `impasto devices`' list. `None` falls back to `IMPASTO_ADAPTER`.
+    pub fn new(wanted: Option<&str>) -> Result<Gpu> {
+        let env = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
+        let wanted = wanted.map(str::to_owned).or(env);
+        let instance = instance();
+        let adapters = ranked_adapters(&instance);
+        if adapters.is_empty() {
+            bail!(NO_ADAPTER_HELP);
+        }
+        let adapter = match &wanted {
+            None => &adapters[0],
+            Some(w) => {
+                let by_index = w.parse::<usize>().ok().and_then(|i| adapters.get(i));
+                let lower = w.to_lowercase();
+                by_index
+                    .or_else(|| {
+                        adapters
+                            .iter()
+                            .find(|a| a.get_info().name.to_lowercase().contains(&lower))
+                    })
+                    .ok_or_else(|| {
+                        let names: Vec<String> = adapters
+                            .iter()
+                            .enumerate()
+                            .map(|(i, a)| {
+                                let info = a.get_info();
+                                format!("{i}: {} ({:?})", info.name, info.backend)
+                            })
+                            .collect();
+                        anyhow!(
+                            "--adapter / {ADAPTER_ENV}: no adapter matches {w:?}; available: {}",
+                            names.join(", ")
+                        )
+                    })?
+            }
+        };
+        let info = adapter.get_info();
+        // Ask for everything the adapter allows: big storage bindings matter for big images.
+        let limits = adapter.limits();
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("impasto"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .with_context(|| format!("could not open adapter {}", info.name))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            errors,
+            allocated: Default::default(),
+            peak: Mutex::new(None),
+        })
+    }
+
+    /// Fails with the first error the device reported since the last check.
+    pub fn check_errors(&self) -> Result<()> {
+        let mut errors = self.errors.lock().unwrap();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let all = std::mem::take(&mut *errors).join("; ");
+        if all.to_lowercase().contains("out of memory") {
+            bail!("the GPU ran out of memory ({all}); try a smaller --size");
+        }
+        bail!("GPU error: {all}")
+    }
+
+    /// A storage buffer of `len` f32s, zeroed. Refuses sizes past the adapter's binding limit.
+    pub fn storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        self.storage_bytes(label, len * 4)
+    }
+
+    /// A zeroed storage buffer of at least `bytes` (rounded up to whole 32-bit words).
+    pub fn storage_bytes(&self, label: &str, bytes: usize) -> Result<wgpu::Buffer> {
+        let bytes = (bytes.max(1) as u64).next_multiple_of(4);
+        self.check_binding_size(label, bytes)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.sample_memory();
+        Ok(buffer)
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn storage_from(&self, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
+        if data.is_empty() {
+            return self.storage(label, 1);
+        }
+        self.check_binding_size(label, (data.len() * 4) as u64)?;
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            });
+        self.sample_memory();
+        // The upload goes through a staging copy that wgpu frees only once a submission has
+        // completed: flush it now, or every upload of a setup (the weights) piles up at once.
+        self.queue.submit([]);
+        self.wait()?;
+        Ok(buffer)
+    }
+
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// Peak GPU memory so far, and the bytes of storage buffers created in all.
+    pub fn memory(&self) -> MemoryUse {
+        let peak = *self.peak.lock().unwrap();
+        MemoryUse {
+            peak_allocated: peak.map(|p| p.0),
+            peak_reserved: peak.map(|p| p.1),
+            created: self.allocated.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Folds the allocator's current totals into the peak (Vulkan and DX12 report them).
+    fn sample_memory(&self) {
+        if let Some(r) = self.device.generate_allocator_report() {
+            let mut peak = self.peak.lock().unwrap();
+            let (a, b) = peak.unwrap_or((0, 0));
+            *peak = Some((
+                a.max(r.total_allocated_bytes),
+                b.max(r.total_reserved_bytes),
+            ));
+        }
+    }
+
+    fn check_binding_size(&self, label: &str, bytes: u64) -> Result<()> {
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if bytes > limit {
+            bail!(
+                "{label} needs {} MiB but this adapter ({}) binds at most {} MiB per buffer; try a smaller --size",
+                bytes >> 20,
+                self.info.name,
+                limit >> 20
+            );
+        }
+        self.allocated
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn write(&self, buffer: &wgpu::Buffer, data: &[f32]) {
+        self.queue
+            .write_buffer(buffer, 0, bytemuck::cast_slice(data));
+    }
+
+    /// Copies the first `len` f32s of `buffer` back to the CPU (waits for the GPU).
+    pub fn read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = (len * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+        rx.recv()
+            .map_err(|_| anyhow!("GPU readback was dropped"))?
+            .map_err(|e| anyhow!("GPU readback failed: {e}"))?;
+        self.check_errors()?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| anyhow!("GPU readback failed: {e}"))?;
+        let out = bytemuck::cast_slice(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+        self.check_errors()
+    }
+}

@@ -1,0 +1,225 @@
+//! Compute kernels and their launches: a [`Kernel`] is one entry point's pipeline with its
+//! labelled bindings; a [`Dispatch`] binds buffers to it once, so a step is a list of
+//! dispatches recorded into one compute pass.
+
+use bytemuck::Pod;
+
+use super::Gpu;
+
+/// How an entry point uses a binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// One binding of an entry point: its number in the shader, its name there, and its access.
+#[derive(Clone, Copy, Debug)]
+pub struct Binding {
+    pub index: u32,
+    pub name: &'static str,
+    pub access: Access,
+}
+
+impl Binding {
+    pub const fn params() -> Binding {
+        Binding {
+            index: 0,
+            name: "p",
+            access: Access::Uniform,
+        }
+    }
+    pub const fn read(index: u32, name: &'static str) -> Binding {
+        Binding {
+            index,
+            name,
+            access: Access::Read,
+        }
+    }
+    pub const fn write(index: u32, name: &'static str) -> Binding {
+        Binding {
+            index,
+            name,
+            access: Access::ReadWrite,
+        }
+    }
+}
+
+/// One entry point's compute pipeline.
+#[derive(Clone)]
+pub struct Kernel {
+    pub name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    /// The storage bindings after the uniform at 0, in the order [`Kernel::dispatch`] takes buffers.
+    storage: Vec<Binding>,
+}
+
+impl Kernel {
+    /// The pipeline of entry point `name` in `module`; `bindings` starts with the uniform at 0.
+    pub fn new(
+        gpu: &Gpu,
+        module: &wgpu::ShaderModule,
+        name: &'static str,
+        bindings: &[Binding],
+    ) -> Kernel {
+        assert!(
+            matches!(bindings.first(), Some(b) if b.index == 0 && b.access == Access::Uniform),
+            "{name}: binding 0 is the parameters' uniform"
+        );
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|b| wgpu::BindGroupLayoutEntry {
+                binding: b.index,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b.access {
+                        Access::Uniform => wgpu::BufferBindingType::Uniform,
+                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = gpu
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(name),
+                entries: &entries,
+            });
+        let pipeline_layout = gpu
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(name),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = gpu
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(name),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        Kernel {
+            name,
+            pipeline,
+            layout,
+            storage: bindings[1..].to_vec(),
+        }
+    }
+
+    /// A dispatch of this kernel over `groups` workgroups: `uniform` at binding 0, then
+    /// `buffers` in the order of the kernel's storage bindings.
+    pub fn dispatch<T: Pod>(
+        &self,
+        gpu: &Gpu,
+        uniform: &T,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Dispatch {
+        assert_eq!(
+            buffers.len(),
+            self.storage.len(),
+            "{} binds {:?}",
+            self.name,
+            self.storage.iter().map(|b| b.name).collect::<Vec<_>>()
+        );
+        let uniform = gpu.uniform(self.name, uniform);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (b, buffer) in self.storage.iter().zip(buffers) {
+            entries.push(wgpu::BindGroupEntry {
+                binding: b.index,
+                resource: buffer.as_entire_binding(),
+            });
+        }
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        Dispatch {
+            name: self.name,
+            detail: String::new(),
+            flops: 0.0,
+            bytes: 0.0,
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            groups,
+            _uniform: uniform,
+        }
+    }
+}
+
+/// One recorded kernel launch with everything it binds.
+pub struct Dispatch {
+    pub name: &'static str,
+    /// Shape, for benchmark tables.
+    pub detail: String,
+    /// Floating-point operations (multiply-adds count 2), for GFLOP/s.
+    pub flops: f64,
+    /// Bytes the kernel must read and write at the least (each input once, each output
+    /// once), for GB/s.
+    pub bytes: f64,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+    _uniform: wgpu::Buffer,
+}
+
+impl Dispatch {
+    /// The same dispatch described for benchmark tables.
+    pub fn info(mut self, detail: String, flops: f64, bytes: usize) -> Dispatch {
+        self.detail = detail;
+        self.flops = flops;
+        self.bytes = bytes as f64;
+        self
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+/// Records `copies` (source, destination: whole-buffer copies, done first), then
+/// `dispatches` into one compute pass, and submits it all as one command buffer.
+pub fn submit(gpu: &Gpu, copies: &[(&wgpu::Buffer, &wgpu::Buffer)], dispatches: &[&Dispatch]) {
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    for (from, to) in copies {
+        encoder.copy_buffer_to_buffer(from, 0, to, 0, None);
+    }
+    if !dispatches.is_empty() {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    gpu.queue.submit([encoder.finish()]);
+}
+
+/// `src` with the named element-type aliases (`alias Src = f32;` ...) switched to f16.
+pub fn specialise(src: &str, f16_aliases: &[&str]) -> String {
+    if f16_aliases.is_empty() {
+        return src.to_string();
+    }
+    let mut out = String::from("enable f16;\n");
+    out.push_str(src);
+    for a in f16_aliases {
+        let line = format!("alias {a} = f32;");
+        assert!(out.contains(&line), "no {line:?} to specialise");
+        out = out.replace(&line, &format!("alias {a} = f16;"));
+    }
+    out
+}

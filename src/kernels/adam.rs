@@ -1,0 +1,86 @@
+//! Adam on the image with a clamp to [0, 1], the step count kept on the GPU: `shaders/adam.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{groups_1d, Builder, Kernels, F32};
+use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::model::AdamConfig;
+
+pub const WGSL: &str = include_str!("../../shaders/adam.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct AdamParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub len: u32,
+    pub _pad: [u32; 3],
+}
+
+impl AdamParams {
+    pub fn new(config: &AdamConfig, len: usize) -> AdamParams {
+        AdamParams {
+            lr: config.lr as f32,
+            beta1: config.beta1 as f32,
+            beta2: config.beta2 as f32,
+            eps: config.eps as f32,
+            len: len as u32,
+            _pad: [0; 3],
+        }
+    }
+}
+
+const PARAMS: Binding = Binding::params();
+const GRAD: Binding = Binding::read(1, "grad");
+const X: Binding = Binding::write(2, "x");
+const M: Binding = Binding::write(3, "m");
+const V: Binding = Binding::write(4, "v");
+const STATE: Binding = Binding::write(5, "state");
+
+pub(super) struct AdamKernels {
+    tick: Kernel,
+    update: Kernel,
+}
+
+impl AdamKernels {
+    pub(super) fn build(b: &Builder<'_>) -> AdamKernels {
+        AdamKernels {
+            tick: b.kernel("adam_tick", WGSL, &[], &[PARAMS, STATE]),
+            update: b.kernel("adam_update", WGSL, &[], &[PARAMS, GRAD, X, M, V, STATE]),
+        }
+    }
+}
+
+pub struct AdamBuffers<'a> {
+    pub grad: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub m: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    /// 4 f32s: [t, 1 − β1^t, 1 − β2^t, unused], zero at the start.
+    pub state: &'a wgpu::Buffer,
+}
+
+impl Kernels {
+    /// The two dispatches of one Adam step on x: bump t in `state`, then update and clamp.
+    pub fn adam(&self, gpu: &Gpu, params: AdamParams, b: AdamBuffers<'_>) -> [Dispatch; 2] {
+        let len = params.len as usize;
+        [
+            self.adam
+                .tick
+                .dispatch(gpu, &params, &[b.state], [1, 1, 1])
+                .info(String::new(), 0.0, 8 * F32),
+            // grad read; x, m and v read and written
+            self.adam
+                .update
+                .dispatch(
+                    gpu,
+                    &params,
+                    &[b.grad, b.x, b.m, b.v, b.state],
+                    groups_1d(len),
+                )
+                .info(String::new(), 0.0, 7 * len * F32),
+        ]
+    }
+}

@@ -1,0 +1,168 @@
+//! Loss values and the elementwise / stencil gradients: `shaders/loss.wgsl`. The sums run in
+//! one workgroup in a fixed order, so the same inputs give the same bits.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{groups_1d, Builder, Kernels, F32};
+use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+
+pub const WGSL: &str = include_str!("../../shaders/loss.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct LossParams {
+    len: u32,
+    h: u32,
+    w: u32,
+    slot: u32,
+    scale: f32,
+    accumulate: u32,
+    _pad: [u32; 2],
+}
+
+impl LossParams {
+    fn new(len: usize, (h, w): (usize, usize), scale: f32) -> LossParams {
+        LossParams {
+            len: len as u32,
+            h: h as u32,
+            w: w as u32,
+            slot: 0,
+            scale,
+            accumulate: 0,
+            _pad: [0; 2],
+        }
+    }
+}
+
+const PARAMS: Binding = Binding::params();
+const A: Binding = Binding::read(1, "a");
+const B: Binding = Binding::read(2, "b");
+const SUMS: Binding = Binding::write(3, "sums");
+const GRAD: Binding = Binding::write(4, "grad");
+const IMAGE: Binding = Binding::read(5, "image");
+
+pub(super) struct LossKernels {
+    sq_diff_sum: Kernel,
+    sq_diff_sum_features: Kernel,
+    tv_sum: Kernel,
+    content_grad: Kernel,
+    tv_grad: Kernel,
+}
+
+impl LossKernels {
+    pub(super) fn build(b: &Builder<'_>) -> LossKernels {
+        LossKernels {
+            sq_diff_sum: b.kernel("sq_diff_sum", WGSL, &[], &[PARAMS, A, B, SUMS]),
+            sq_diff_sum_features: b.kernel("sq_diff_sum", WGSL, &["A", "B"], &[PARAMS, A, B, SUMS]),
+            tv_sum: b.kernel("tv_sum", WGSL, &[], &[PARAMS, SUMS, IMAGE]),
+            content_grad: b.kernel("content_grad", WGSL, &["A", "B"], &[PARAMS, A, B, GRAD]),
+            tv_grad: b.kernel("tv_grad", WGSL, &[], &[PARAMS, GRAD, IMAGE]),
+        }
+    }
+}
+
+impl Kernels {
+    /// `out[slot] = scale · Σ (a − b)²` over `len` f32s (Gram matrices).
+    pub fn sq_diff_sum(
+        &self,
+        gpu: &Gpu,
+        len: usize,
+        scale: f32,
+        (a, b): (&wgpu::Buffer, &wgpu::Buffer),
+        (out, slot): (&wgpu::Buffer, usize),
+    ) -> Dispatch {
+        let kernel = &self.loss.sq_diff_sum;
+        sq_diff_sum_with(kernel, gpu, F32, len, scale, (a, b), (out, slot))
+    }
+
+    /// [`Kernels::sq_diff_sum`] of two feature maps (stored as [`Kernels::storage`] says).
+    pub fn sq_diff_sum_features(
+        &self,
+        gpu: &Gpu,
+        len: usize,
+        scale: f32,
+        (a, b): (&wgpu::Buffer, &wgpu::Buffer),
+        (out, slot): (&wgpu::Buffer, usize),
+    ) -> Dispatch {
+        let (kernel, size) = (&self.loss.sq_diff_sum_features, self.storage.bytes());
+        sq_diff_sum_with(kernel, gpu, size, len, scale, (a, b), (out, slot))
+    }
+
+    /// `out[slot] = scale · tv(x)` for x `[c][h][w]`.
+    pub fn tv_sum(
+        &self,
+        gpu: &Gpu,
+        (c, h, w): (usize, usize, usize),
+        scale: f32,
+        x: &wgpu::Buffer,
+        (out, slot): (&wgpu::Buffer, usize),
+    ) -> Dispatch {
+        let params = LossParams {
+            slot: slot as u32,
+            ..LossParams::new(c, (h, w), scale)
+        };
+        self.loss
+            .tv_sum
+            .dispatch(gpu, &params, &[out, x], [1, 1, 1])
+            .info(String::new(), 0.0, c * h * w * F32)
+    }
+
+    /// `dst (+)= coef · (feat − target) · [feat > 0]` (feat is post-ReLU).
+    #[allow(clippy::too_many_arguments)]
+    pub fn content_grad(
+        &self,
+        gpu: &Gpu,
+        len: usize,
+        coef: f32,
+        accumulate: bool,
+        feat: &wgpu::Buffer,
+        target: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = LossParams {
+            accumulate: accumulate as u32,
+            ..LossParams::new(len, (0, 0), coef)
+        };
+        let bytes = len * (2 * self.storage.bytes() + (1 + accumulate as usize) * F32);
+        self.loss
+            .content_grad
+            .dispatch(gpu, &params, &[feat, target, dst], groups_1d(len))
+            .info(String::new(), 0.0, bytes)
+    }
+
+    /// dst += coef · d tv(x) / dx.
+    pub fn tv_grad(
+        &self,
+        gpu: &Gpu,
+        (c, h, w): (usize, usize, usize),
+        coef: f32,
+        x: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = LossParams::new(c, (h, w), coef);
+        self.loss
+            .tv_grad
+            .dispatch(gpu, &params, &[dst, x], groups_1d(c * h * w))
+            .info(String::new(), 0.0, 3 * c * h * w * F32)
+    }
+}
+
+fn sq_diff_sum_with(
+    kernel: &Kernel,
+    gpu: &Gpu,
+    element_bytes: usize,
+    len: usize,
+    scale: f32,
+    (a, b): (&wgpu::Buffer, &wgpu::Buffer),
+    (out, slot): (&wgpu::Buffer, usize),
+) -> Dispatch {
+    let params = LossParams {
+        slot: slot as u32,
+        ..LossParams::new(len, (0, 0), scale)
+    };
+    kernel.dispatch(gpu, &params, &[a, b, out], [1, 1, 1]).info(
+        String::new(),
+        0.0,
+        2 * len * element_bytes,
+    )
+}

@@ -1,0 +1,121 @@
+//! 2x2 stride-2 pooling (max or average) and its backward: `shaders/pool.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Builder, Kernels, F32};
+use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::model::Pooling;
+
+pub const WGSL: &str = include_str!("../../shaders/pool.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PoolParams {
+    channels: u32,
+    h: u32,
+    w: u32,
+    mode: u32,
+    mask: u32,
+    _pad: [u32; 3],
+}
+
+const PARAMS: Binding = Binding::params();
+const SRC: Binding = Binding::read(1, "src");
+const POOLED: Binding = Binding::write(2, "pooled");
+const GRAD_POOLED: Binding = Binding::read(3, "grad_pooled");
+const GRAD_SRC: Binding = Binding::write(4, "grad_src");
+
+pub(super) struct PoolKernels {
+    forward: Kernel,
+    backward: Kernel,
+}
+
+impl PoolKernels {
+    pub(super) fn build(b: &Builder<'_>) -> PoolKernels {
+        PoolKernels {
+            forward: b.kernel(
+                "pool_forward",
+                WGSL,
+                &["Src", "Pooled"],
+                &[PARAMS, SRC, POOLED],
+            ),
+            backward: b.kernel(
+                "pool_backward",
+                WGSL,
+                &["Src"],
+                &[PARAMS, SRC, GRAD_POOLED, GRAD_SRC],
+            ),
+        }
+    }
+}
+
+/// Workgroups for pool.wgsl's grid of windows: columns along x (64 per group), rows, channels.
+fn pool_groups(c: usize, rows: usize, cols: usize) -> [u32; 3] {
+    [
+        cols.div_ceil(64).max(1) as u32,
+        rows.max(1) as u32,
+        c as u32,
+    ]
+}
+
+fn pool_params(c: usize, h: usize, w: usize, mode: Pooling, mask: bool) -> PoolParams {
+    PoolParams {
+        channels: c as u32,
+        h: h as u32,
+        w: w as u32,
+        mode: (mode == Pooling::Avg) as u32,
+        mask: mask as u32,
+        _pad: [0; 3],
+    }
+}
+
+impl Kernels {
+    /// `dst[c][h/2][w/2]` = 2x2 stride-2 pooling of `src[c][h][w]`.
+    pub fn pool_forward(
+        &self,
+        gpu: &Gpu,
+        (c, h, w): (usize, usize, usize),
+        mode: Pooling,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = pool_params(c, h, w, mode, false);
+        self.pool
+            .forward
+            .dispatch(gpu, &params, &[src, dst], pool_groups(c, h / 2, w / 2))
+            .info(
+                format!("{c}x{h}x{w}"),
+                (c * h * w) as f64,
+                c * (h * w + (h / 2) * (w / 2)) * self.storage.bytes(),
+            )
+    }
+
+    /// dst = dL/d(src) `[c][h][w]` from grad = dL/d(output) `[c][h/2][w/2]`; with `mask`
+    /// (src is a ReLU's output), zero where src is not positive.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool_backward(
+        &self,
+        gpu: &Gpu,
+        (c, h, w): (usize, usize, usize),
+        mode: Pooling,
+        mask: bool,
+        src: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = pool_params(c, h, w, mode, mask);
+        self.pool
+            .backward
+            .dispatch(
+                gpu,
+                &params,
+                &[src, grad, dst],
+                pool_groups(c, h.div_ceil(2), w.div_ceil(2)),
+            )
+            .info(
+                format!("{c}x{h}x{w}"),
+                (c * h * w) as f64,
+                c * h * w * (self.storage.bytes() + F32) + c * (h / 2) * (w / 2) * F32,
+            )
+    }
+}

@@ -1,0 +1,103 @@
+//! The weights' input convention applied to the image, and its backward: `shaders/preprocess.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{groups_1d, Builder, Kernels, F32};
+use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::model::Affine;
+
+pub const WGSL: &str = include_str!("../../shaders/preprocess.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PreParams {
+    mul: [f32; 4],
+    sub: [f32; 4],
+    source: [u32; 4],
+    hw: u32,
+    _pad: [u32; 3],
+}
+
+impl PreParams {
+    fn new(hw: usize, a: &Affine) -> PreParams {
+        PreParams {
+            mul: [a.mul[0], a.mul[1], a.mul[2], 0.0],
+            sub: [a.sub[0], a.sub[1], a.sub[2], 0.0],
+            source: [
+                a.source[0] as u32,
+                a.source[1] as u32,
+                a.source[2] as u32,
+                0,
+            ],
+            hw: hw as u32,
+            _pad: [0; 3],
+        }
+    }
+}
+
+const PARAMS: Binding = Binding::params();
+const IMAGE: Binding = Binding::read(1, "image");
+const INPUT: Binding = Binding::write(2, "input");
+const GRAD_INPUT: Binding = Binding::read(3, "grad_input");
+const GRAD_IMAGE: Binding = Binding::write(4, "grad_image");
+
+pub(super) struct PreprocessKernels {
+    forward: Kernel,
+    backward: Kernel,
+}
+
+impl PreprocessKernels {
+    pub(super) fn build(b: &Builder<'_>) -> PreprocessKernels {
+        PreprocessKernels {
+            forward: b.kernel("preprocess", WGSL, &["Input"], &[PARAMS, IMAGE, INPUT]),
+            backward: b.kernel(
+                "preprocess_backward",
+                WGSL,
+                &[],
+                &[PARAMS, GRAD_INPUT, GRAD_IMAGE],
+            ),
+        }
+    }
+}
+
+impl Kernels {
+    /// dst = the network input for the RGB image x `[3][hw]`.
+    pub fn preprocess(
+        &self,
+        gpu: &Gpu,
+        hw: usize,
+        affine: &Affine,
+        x: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        self.preprocess
+            .forward
+            .dispatch(
+                gpu,
+                &PreParams::new(hw, affine),
+                &[x, dst],
+                groups_1d(3 * hw),
+            )
+            .info(String::new(), 0.0, 3 * hw * (F32 + self.storage.bytes()))
+    }
+
+    /// dst = dL/dx from grad = dL/d(network input).
+    pub fn preprocess_backward(
+        &self,
+        gpu: &Gpu,
+        hw: usize,
+        affine: &Affine,
+        grad: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        self.preprocess
+            .backward
+            .dispatch(
+                gpu,
+                &PreParams::new(hw, affine),
+                &[grad, dst],
+                groups_1d(3 * hw),
+            )
+            .info(String::new(), 0.0, 2 * 3 * hw * F32)
+    }
+}

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use common::{check, ctx, random, rng, to_f64};
 use impasto::gpu::submit;
 use impasto::kernels::{Kernels, Storage, Tiling};
@@ -17,42 +14,26 @@ use impasto::model::{AdamConfig, Pooling};
 use impasto::pipeline::network::{GpuConv, GpuNet};
 use impasto::pipeline::session::{Session, Setup};
 use impasto::reference;
-use impasto::weights::{ConvWeights, Weights};
+use impasto::weights::Weights;
 use rand::Rng;
 
 /// A small random network with VGG's structure: conv, conv, pool, conv, conv.
 fn tiny() -> (Arch, Weights) {
     let shape = [(3, 4, false), (4, 6, true), (6, 5, false), (5, 7, false)];
-    let mut r = rng(11);
-    let mut convs = Vec::new();
-    let mut layers = BTreeMap::new();
-    for (i, (cin, cout, pool_after)) in shape.into_iter().enumerate() {
-        let name = format!("t{i}");
-        // Small weights keep caffe-scaled activations moderate.
-        let (hwio, _) = random(&mut r, 9 * cin * cout, -0.02, 0.02);
-        let (bias, _) = random(&mut r, cout, -0.5, 0.5);
-        convs.push(ConvSpec {
-            name: name.clone(),
+    let convs = shape
+        .into_iter()
+        .enumerate()
+        .map(|(i, (cin, cout, pool_after))| ConvSpec {
+            name: format!("t{i}"),
             cin,
             cout,
             pool_after,
-        });
-        layers.insert(
-            name,
-            ConvWeights {
-                cin,
-                cout,
-                hwio,
-                bias,
-            },
-        );
-    }
-    let w = Weights {
-        layers,
-        convention: Convention::Caffe,
-        path: PathBuf::from("tiny"),
-    };
-    (Arch { convs }, w)
+        })
+        .collect();
+    let arch = Arch { convs };
+    // Small weights keep caffe-scaled activations moderate.
+    let w = Weights::random(&arch, 3, 11, |_| 0.02, -0.5..0.5);
+    (arch, w)
 }
 
 fn cpu_weights(arch: &Arch, w: &Weights) -> Vec<(Vec<f64>, Vec<f64>)> {

@@ -1,24 +1,22 @@
 //! `impasto bench`: time a whole optimisation step and each kernel in it, on random weights
 //! of VGG19's shapes (timings do not depend on the weights' values).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
+use super::BenchArgs;
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
 use crate::model::vgg19::Arch;
 use crate::model::AdamConfig;
-use crate::model::Convention;
 use crate::model::Image;
 use crate::model::LossConfig;
 use crate::model::Pooling;
 use crate::pipeline::session::{Session, Setup};
-use crate::weights::{ConvWeights, Weights};
+use crate::weights::Weights;
 
 pub struct BenchConfig {
     /// Square image side in pixels.
@@ -32,30 +30,11 @@ pub struct BenchConfig {
     pub storage: crate::kernels::Storage,
 }
 
-/// Random weights with VGG19's shapes for every conv layer up to `deepest`.
+/// Random weights with VGG19's shapes for every conv layer up to `deepest`; the He-style
+/// scale keeps activations in a realistic range through the depth.
 pub fn random_weights(arch: &Arch, deepest: usize, seed: u64) -> Weights {
-    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut layers = BTreeMap::new();
-    for c in &arch.convs[..=deepest] {
-        // He-style scale keeps activations in a realistic range through the depth.
-        let s = (2.0 / (9 * c.cin) as f32).sqrt();
-        layers.insert(
-            c.name.clone(),
-            ConvWeights {
-                cin: c.cin,
-                cout: c.cout,
-                hwio: (0..9 * c.cin * c.cout)
-                    .map(|_| r.random_range(-s..s))
-                    .collect(),
-                bias: (0..c.cout).map(|_| r.random_range(0.0..0.1)).collect(),
-            },
-        );
-    }
-    Weights {
-        layers,
-        convention: Convention::Caffe,
-        path: PathBuf::from("(random)"),
-    }
+    let he = |c: &crate::model::vgg19::ConvSpec| (2.0 / (9 * c.cin) as f32).sqrt();
+    Weights::random(arch, deepest, seed, he, 0.0..0.1)
 }
 
 /// One kernel launch of the step: what it is and how long it took.
@@ -294,4 +273,20 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
             mib(m.created)
         ),
     }
+}
+
+/// Runs `impasto bench` and prints its table.
+pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
+    let gpu = Gpu::new(adapter)?;
+    let cfg = BenchConfig {
+        size: args.size,
+        content_layers: args.layers.content_layers.clone(),
+        style_layers: args.layers.style_layers.clone(),
+        steps: args.steps,
+        tiling: args.tiling,
+        storage: args.storage,
+    };
+    let t = run(&gpu, &cfg)?;
+    print_table(&cfg, &gpu, &t);
+    Ok(())
 }

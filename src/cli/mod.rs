@@ -1,7 +1,9 @@
-//! Command-line interface: flags, their checks, and help text.
+//! Command-line interface: flags, their checks and help text here, one file per command.
 
 pub mod bench;
+pub mod devices;
 pub mod stylize;
+pub mod weights;
 
 use std::path::PathBuf;
 
@@ -247,4 +249,19 @@ fn sha256_hex(s: &str) -> Result<String, String> {
         return Err("expected 64 hexadecimal digits".into());
     }
     Ok(s)
+}
+
+/// Runs a parsed command line; returns the process's exit status (errors are printed).
+pub fn run(cli: &Cli) -> i32 {
+    let adapter = cli.adapter.as_deref();
+    let result = match &cli.command {
+        Command::Stylize(args) => stylize::run(args, adapter),
+        Command::Devices => devices::run().map(|_| 0),
+        Command::Bench(args) => bench::command(args, adapter).map(|_| 0),
+        Command::Weights { command } => weights::run(command).map(|_| 0),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        1
+    })
 }

@@ -53,17 +53,118 @@ const NOT_FINITE_AT_START: &str =
 weights overflow f32); nothing was written";
 
 /// How the run ended.
-#[derive(PartialEq, Eq, Clone, Copy)]
-enum Outcome {
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum Outcome {
     Completed,
     Interrupted,
     NonFinite,
 }
 
-/// Runs `impasto stylize`; returns the process exit status on success paths that are not 0
-/// (130 after Ctrl-C, 1 after a non-finite loss).
+impl Outcome {
+    /// As the report names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NonFinite => "non-finite loss",
+        }
+    }
+
+    /// The process's exit status: 130 after Ctrl-C (as shells report SIGINT), 1 after a
+    /// non-finite loss (the output exists but is not what was asked for).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Completed => 0,
+            Outcome::Interrupted => 130,
+            Outcome::NonFinite => 1,
+        }
+    }
+}
+
+/// Everything a run reads, checked and loaded before any GPU work.
+struct Inputs {
+    arch: Arch,
+    loss: LossConfig,
+    weights: Weights,
+    content: Image,
+    styles: Vec<(Image, f64)>,
+    init: Image,
+}
+
+/// What the optimisation left: how it ended, the log, and the image to write.
+struct Optimised {
+    outcome: Outcome,
+    log: Vec<ReportEntry>,
+    steps_done: usize,
+    seconds: f64,
+    image: Image,
+}
+
+/// Runs `impasto stylize`: inputs, session, optimisation with progress, outputs. Returns the
+/// process exit status ([`Outcome::exit_code`]).
 pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let t0 = Instant::now();
+    let inputs = load_inputs(args)?;
+
+    let gpu = Gpu::new(adapter)?;
+    let kernels = Kernels::with_options(&gpu, Tiling::for_adapter(&gpu.info), args.storage)?;
+    let setup = Setup {
+        arch: &inputs.arch,
+        weights: &inputs.weights,
+        loss: &inputs.loss,
+        pooling: args.pooling,
+        adam: AdamConfig {
+            lr: args.lr,
+            beta1: args.beta1,
+            beta2: args.beta2,
+            eps: args.eps,
+        },
+        content: &inputs.content,
+        styles: &inputs.styles,
+        init: &inputs.init,
+    };
+    let mut session = Session::new(&gpu, &kernels, &setup)?;
+    let setup_seconds = t0.elapsed().as_secs_f64();
+
+    let done = optimise(&mut session, args, &inputs.content)?;
+    gpu.check_errors()?;
+
+    image_io::save(
+        &finish(&done.image, &inputs.content, args.preserve_colors),
+        &args.output,
+    )?;
+    if let Some(path) = &args.report {
+        let report = Report {
+            steps: &done.log,
+            outcome: done.outcome.name(),
+            adapter: gpu.info.name.clone(),
+            backend: format!("{:?}", gpu.info.backend),
+            width: inputs.content.w,
+            height: inputs.content.h,
+            steps_done: done.steps_done,
+            setup_seconds,
+            optimise_seconds: done.seconds,
+            steps_per_second: done.steps_done as f64 / done.seconds.max(1e-9),
+            peak_gpu_memory_bytes: gpu.memory().peak_allocated,
+            settings: settings_json(args, &inputs.weights),
+        };
+        let json = serde_json::to_string_pretty(&report)?;
+        crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
+    }
+    eprintln!(
+        "wrote {} ({}x{}, {} steps in {:.1} s on {})",
+        args.output.display(),
+        inputs.content.w,
+        inputs.content.h,
+        done.steps_done,
+        done.seconds,
+        gpu.info.name
+    );
+    Ok(done.outcome.exit_code())
+}
+
+/// Checks the flags and output paths, then loads the weights and images.
+fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
     image_io::check_output(&args.output)?;
     if let Some(r) = &args.report {
         crate::io::atomic::check_parent_dir(r, "--report")?;
@@ -96,7 +197,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     };
     let weights = match weights::resolve_path(args.weights.as_deref())? {
         Some(path) => Weights::load(&path)?,
-        None => weights::fetch_default()?,
+        None => weights::cache::fetch_default()?,
     };
     for &l in loss.content_layers.iter().chain(&loss.style_layers) {
         for spec in &arch.convs[..=l] {
@@ -128,27 +229,20 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         }
         path => image_io::load_exact(Path::new(path), content.w, content.h).context("--init")?,
     };
+    Ok(Inputs {
+        arch,
+        loss,
+        weights,
+        content,
+        styles,
+        init,
+    })
+}
 
-    let gpu = Gpu::new(adapter)?;
-    let kernels = Kernels::with_options(&gpu, Tiling::for_adapter(&gpu.info), args.storage)?;
-    let setup = Setup {
-        arch: &arch,
-        weights: &weights,
-        loss: &loss,
-        pooling: args.pooling,
-        adam: AdamConfig {
-            lr: args.lr,
-            beta1: args.beta1,
-            beta2: args.beta2,
-            eps: args.eps,
-        },
-        content: &content,
-        styles: &styles,
-        init: &init,
-    };
-    let mut session = Session::new(&gpu, &kernels, &setup)?;
-    let setup_seconds = t0.elapsed().as_secs_f64();
-
+/// The step loop: progress, logged losses, `--save-every`, Ctrl-C, and a loss that turns
+/// non-finite (the last image with a finite loss is kept). Ends with one more evaluation,
+/// so the last report entry describes the image returned.
+fn optimise(session: &mut Session<'_>, args: &StylizeArgs, content: &Image) -> Result<Optimised> {
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -159,129 +253,87 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             }
         });
     }
-
     let steps = args.steps as usize;
-    let progress = Progress::new(steps);
-    let mut log: Vec<ReportEntry> = Vec::new();
+    let mut log = Log {
+        progress: Progress::new(steps),
+        entries: Vec::new(),
+        started: Instant::now(),
+    };
     let mut outcome = Outcome::Completed;
-    let mut any_finite = false;
-    let t1 = Instant::now();
-    let record = |step: usize, v: LossValues, log: &mut Vec<ReportEntry>, rate: f64| {
-        progress.log(step, &v, rate);
-        log.push(ReportEntry {
+    for s in 0..steps {
+        if interrupted.load(Ordering::SeqCst) {
+            outcome = Outcome::Interrupted;
+            break;
+        }
+        let losses = session.step(s % args.log_every == 0)?;
+        if let Some(v) = losses {
+            if !log.accept(session, s, v)? {
+                outcome = Outcome::NonFinite;
+                break;
+            }
+        }
+        log.progress.advance();
+        if let Some(k) = args.save_every {
+            if (s + 1) % k == 0 && s + 1 < steps {
+                let path = intermediate_path(&args.output, s + 1);
+                image_io::save(
+                    &finish(&session.image()?, content, args.preserve_colors),
+                    &path,
+                )?;
+            }
+        }
+    }
+    let steps_done = session.steps_done;
+    if outcome != Outcome::NonFinite && !log.accept(session, steps_done, session.evaluate()?)? {
+        outcome = Outcome::NonFinite;
+    }
+    let seconds = log.started.elapsed().as_secs_f64();
+    log.progress.finish();
+    let image = match outcome {
+        Outcome::NonFinite => session.good_image()?,
+        _ => session.image()?,
+    };
+    Ok(Optimised {
+        outcome,
+        log: log.entries,
+        steps_done,
+        seconds,
+        image,
+    })
+}
+
+/// The logged losses, shown as they come.
+struct Log {
+    progress: Progress,
+    entries: Vec<ReportEntry>,
+    started: Instant,
+}
+
+impl Log {
+    /// Records the losses `v` of the image evaluated at `step`, and marks that image good.
+    /// Ok(false) when they are non-finite after finite ones (the run stops, keeping the last
+    /// good image); an error when the very first loss is non-finite (nothing to keep).
+    fn accept(&mut self, session: &Session<'_>, step: usize, v: LossValues) -> Result<bool> {
+        if !v.total.is_finite() {
+            if self.entries.is_empty() {
+                bail!(NOT_FINITE_AT_START);
+            }
+            self.progress.finish();
+            eprintln!("the loss became non-finite at step {step}; keeping the image of the last finite loss");
+            return Ok(false);
+        }
+        session.keep_last_evaluated();
+        let rate = step as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        self.progress.log(step, &v, rate);
+        self.entries.push(ReportEntry {
             step,
             content: v.content,
             style: v.style,
             tv: v.tv,
             total: v.total,
         });
-    };
-    for s in 0..steps {
-        if interrupted.load(Ordering::SeqCst) {
-            outcome = Outcome::Interrupted;
-            break;
-        }
-        let log_now = s % args.log_every == 0;
-        let losses = session.step(log_now)?;
-        if let Some(v) = losses {
-            if !v.total.is_finite() {
-                if !any_finite {
-                    bail!(NOT_FINITE_AT_START);
-                }
-                outcome = Outcome::NonFinite;
-                progress.finish();
-                eprintln!("the loss became non-finite at step {s}; keeping the image of the last finite loss");
-                break;
-            }
-            session.keep_last_evaluated();
-            any_finite = true;
-            record(
-                s,
-                v,
-                &mut log,
-                s as f64 / t1.elapsed().as_secs_f64().max(1e-9),
-            );
-        }
-        progress.advance();
-        if let Some(k) = args.save_every {
-            if (s + 1) % k == 0 && s + 1 < steps {
-                let path = intermediate_path(&args.output, s + 1);
-                image_io::save(
-                    &finish(&session.image()?, &content, args.preserve_colors),
-                    &path,
-                )?;
-            }
-        }
+        Ok(true)
     }
-    gpu.check_errors()?;
-    let optimise_seconds = t1.elapsed().as_secs_f64();
-    let steps_done = session.steps_done;
-
-    let result = match outcome {
-        Outcome::NonFinite => session.good_image()?,
-        _ => {
-            let v = session.evaluate()?;
-            if v.total.is_finite() {
-                session.keep_last_evaluated();
-                record(
-                    steps_done,
-                    v,
-                    &mut log,
-                    steps_done as f64 / optimise_seconds.max(1e-9),
-                );
-                session.image()?
-            } else {
-                if !any_finite {
-                    bail!(NOT_FINITE_AT_START);
-                }
-                outcome = Outcome::NonFinite;
-                eprintln!("the loss became non-finite at step {steps_done}; keeping the image of the last finite loss");
-                session.good_image()?
-            }
-        }
-    };
-    progress.finish();
-    image_io::save(
-        &finish(&result, &content, args.preserve_colors),
-        &args.output,
-    )?;
-    let outcome_name = match outcome {
-        Outcome::Completed => "completed",
-        Outcome::Interrupted => "interrupted",
-        Outcome::NonFinite => "non-finite loss",
-    };
-    if let Some(path) = &args.report {
-        let report = Report {
-            steps: &log,
-            outcome: outcome_name,
-            adapter: gpu.info.name.clone(),
-            backend: format!("{:?}", gpu.info.backend),
-            width: content.w,
-            height: content.h,
-            steps_done,
-            setup_seconds,
-            optimise_seconds,
-            steps_per_second: steps_done as f64 / optimise_seconds.max(1e-9),
-            peak_gpu_memory_bytes: gpu.memory().peak_allocated,
-            settings: settings_json(args, &weights),
-        };
-        let json = serde_json::to_string_pretty(&report)?;
-        crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
-    }
-    eprintln!(
-        "wrote {} ({}x{}, {} steps in {:.1} s on {})",
-        args.output.display(),
-        content.w,
-        content.h,
-        steps_done,
-        optimise_seconds,
-        gpu.info.name
-    );
-    Ok(match outcome {
-        Outcome::Completed => 0,
-        Outcome::Interrupted => 130,
-        Outcome::NonFinite => 1,
-    })
 }
 
 fn finish(img: &Image, content: &Image, preserve_colors: bool) -> Image {

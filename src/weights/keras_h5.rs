@@ -7,13 +7,17 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use crate::model::vgg19::Arch;
+use super::tensor::Tensor;
 
-/// A tensor's shape and values.
-pub type Tensor = (Vec<usize>, Vec<f32>);
-
-/// Kernels and biases by Keras name (`block1_conv1/kernel`, `block1_conv1/bias`), with shapes.
-pub fn read(bytes: Vec<u8>, what: &str) -> Result<BTreeMap<String, Tensor>> {
+/// Every layer's kernel and bias by Keras name (`block1_conv1/kernel`, `block1_conv1/bias`):
+/// each group of the file (or of its `model_weights`) is a layer; a 4-D dataset in it is the
+/// kernel, a 1-D one the bias. `keep` says which layers to read (a network's business, not
+/// the file format's).
+pub fn read(
+    bytes: Vec<u8>,
+    what: &str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<BTreeMap<String, Tensor>> {
     let file = hdf5_pure::File::from_bytes(bytes)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("{what} is not a readable HDF5 file (truncated or corrupt?)"))?;
@@ -23,8 +27,12 @@ pub fn read(bytes: Vec<u8>, what: &str) -> Result<BTreeMap<String, Tensor>> {
         Err(_) => file.root(),
     };
     let mut out = BTreeMap::new();
-    for spec in Arch::vgg19().convs {
-        let Ok(group) = root.group(&spec.name) else {
+    let layers = root.groups().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    for layer in layers {
+        if !keep(&layer) {
+            continue;
+        }
+        let Ok(group) = root.group(&layer) else {
             continue;
         };
         let mut datasets: Vec<String> = Vec::new();
@@ -41,38 +49,31 @@ pub fn read(bytes: Vec<u8>, what: &str) -> Result<BTreeMap<String, Tensor>> {
                 }
             }
         }
-        let group = root.group(&spec.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let group = root.group(&layer).map_err(|e| anyhow::anyhow!("{e}"))?;
         for d in datasets {
             let ds = group
                 .dataset(&d)
-                .map_err(|e| anyhow::anyhow!("{what}: {}/{d}: {e}", spec.name))?;
+                .map_err(|e| anyhow::anyhow!("{what}: {}/{d}: {e}", layer))?;
             let shape: Vec<usize> = ds
                 .shape()
-                .map_err(|e| anyhow::anyhow!("{what}: {}/{d}: {e}", spec.name))?
+                .map_err(|e| anyhow::anyhow!("{what}: {}/{d}: {e}", layer))?
                 .iter()
                 .map(|&s| s as usize)
                 .collect();
-            let role = match shape.len() {
-                4 => "kernel",
-                1 => "bias",
-                _ => bail!(
-                    "{what}: {}/{d} has shape {shape:?}; expected a kernel or a bias",
-                    spec.name
-                ),
-            };
+            let role = if shape.len() == 1 { "bias" } else { "kernel" };
             let data: Vec<f32> = ds
                 .read::<f32>()
-                .map_err(|e| anyhow::anyhow!("{what}: {}/{d} is unreadable: {e}", spec.name))?;
+                .map_err(|e| anyhow::anyhow!("{what}: {}/{d} is unreadable: {e}", layer))?;
             if data.len() != shape.iter().product::<usize>() {
                 bail!(
                     "{what}: {}/{d} holds {} values for shape {shape:?}",
-                    spec.name,
+                    layer,
                     data.len()
                 );
             }
-            let key = format!("{}/{role}", spec.name);
-            if out.insert(key.clone(), (shape, data)).is_some() {
-                bail!("{what}: layer {} has more than one {role}", spec.name);
+            let key = format!("{layer}/{role}");
+            if out.insert(key.clone(), Tensor { shape, data }).is_some() {
+                bail!("{what}: layer {} has more than one {role}", layer);
             }
         }
     }

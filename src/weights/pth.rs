@@ -7,11 +7,7 @@ use std::io::Read;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// A float32 tensor of the checkpoint, contiguous.
-pub struct Tensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
+use super::tensor::{f32s_from_le, Tensor};
 
 #[derive(Clone, Debug)]
 enum Value {
@@ -79,10 +75,7 @@ pub fn read(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tensor>> {
             .with_context(|| format!("{what}: storage {key} of {name} is missing"))?
             .read_to_end(&mut raw)
             .with_context(|| format!("{what}: storage {key} of {name} is unreadable"))?;
-        let storage: Vec<f32> = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let storage = f32s_from_le(&raw);
         let data = gather(&storage, offset, &shape, &stride).with_context(|| {
             format!("{what}: tensor {name} lies outside its storage (truncated?)")
         })?;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::weights::keras_h5::Tensor;
+use super::tensor::{f32s_from_le, Tensor};
 
 #[derive(serde::Deserialize)]
 struct Model {
@@ -63,11 +63,14 @@ pub fn read(model_json: &Path, what: &str) -> Result<BTreeMap<String, Tensor>> {
                 format!("{what}: the shards end inside {} (truncated?)", e.name)
             })?;
             at += 4 * n;
-            let data = chunk
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            out.insert(e.name, (e.shape, data));
+            let data = f32s_from_le(chunk);
+            out.insert(
+                e.name,
+                Tensor {
+                    shape: e.shape,
+                    data,
+                },
+            );
         }
         if at != bytes.len() {
             bail!(

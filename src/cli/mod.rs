@@ -251,7 +251,20 @@ fn sha256_hex(s: &str) -> Result<String, String> {
     Ok(s)
 }
 
-/// Runs a parsed command line; returns the process's exit status (errors are printed).
+/// A mistake in the command line found after parsing (exit status 2, like clap's own).
+#[derive(Debug)]
+pub struct FlagError(pub String);
+
+impl std::fmt::Display for FlagError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+/// Runs a parsed command line; returns the process's exit status (errors are printed): 2 for
+/// a [`FlagError`], 1 for any other failure.
 pub fn run(cli: &Cli) -> i32 {
     let adapter = cli.adapter.as_deref();
     let result = match &cli.command {
@@ -262,6 +275,10 @@ pub fn run(cli: &Cli) -> i32 {
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
-        1
+        if e.downcast_ref::<FlagError>().is_some() {
+            2
+        } else {
+            1
+        }
     })
 }

@@ -11,9 +11,10 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 
-use crate::cli::StylizeArgs;
+use crate::cli::{FlagError, StylizeArgs};
 use crate::gpu::Gpu;
 use crate::io::image as image_io;
+use crate::io::same_file::{check_distinct, Named};
 use crate::kernels::{Kernels, Tiling};
 use crate::model::vgg19::Arch;
 use crate::model::AdamConfig;
@@ -195,8 +196,10 @@ fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
         style_weight: args.style_weight,
         tv_weight: args.tv_weight,
     };
-    let weights = match weights::resolve_path(args.weights.as_deref())? {
-        Some(path) => Weights::load(&path)?,
+    let weights_path = weights::resolve_path(args.weights.as_deref())?;
+    check_outputs_spare_inputs(args, weights_path.as_deref())?;
+    let weights = match &weights_path {
+        Some(path) => Weights::load(path)?,
         None => weights::cache::fetch_default()?,
     };
     for &l in loss.content_layers.iter().chain(&loss.style_layers) {
@@ -237,6 +240,63 @@ fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
         styles,
         init,
     })
+}
+
+/// Refuses, before any work, an output (`--output`, `--report`, a `--save-every` file) that
+/// is the same file as an input (`--content`, a `--style`, `--init PATH`, the weights) or as
+/// another output: the run would destroy it.
+fn check_outputs_spare_inputs(args: &StylizeArgs, weights: Option<&Path>) -> Result<()> {
+    let named = |flag: &str, path| Named {
+        flag: flag.to_string(),
+        path,
+    };
+    let mut inputs = vec![named("--content", args.content.as_path())];
+    inputs.extend(args.style.iter().map(|s| named("--style", s.as_path())));
+    if !matches!(args.init.as_str(), "content" | "noise") {
+        inputs.push(named("--init", Path::new(&args.init)));
+    }
+    if let Some(w) = weights {
+        inputs.push(named("--weights", w));
+    }
+    let mut outputs = vec![named("--output", args.output.as_path())];
+    if let Some(r) = &args.report {
+        outputs.push(named("--report", r.as_path()));
+    }
+    // --save-every writes OUT.stepNNNNNN.EXT for every K-th step: look for a file of that
+    // form among the others rather than listing them all.
+    let mut saves = Vec::new();
+    if let Some(k) = args.save_every {
+        for f in inputs.iter().chain(&outputs) {
+            if let Some(step) = save_step(&args.output, f.path) {
+                if step > 0 && step % k == 0 && (step as u64) < args.steps {
+                    saves.push((
+                        format!("--save-every (step {step})"),
+                        intermediate_path(&args.output, step),
+                    ));
+                }
+            }
+        }
+    }
+    outputs.extend(saves.iter().map(|(flag, p)| Named {
+        flag: flag.clone(),
+        path: p.as_path(),
+    }));
+    check_distinct(&inputs, &outputs).map_err(|e| FlagError(e).into())
+}
+
+/// The step of `path` if its name has the form of an intermediate of `output` (any case).
+fn save_step(output: &Path, path: &Path) -> Option<usize> {
+    let stem = output.file_stem()?.to_str()?.to_lowercase();
+    let ext = output
+        .extension()
+        .and_then(|s| s.to_str())
+        .unwrap_or("png")
+        .to_lowercase();
+    let name = path.file_name()?.to_str()?.to_lowercase();
+    let digits = name
+        .strip_prefix(&format!("{stem}.step"))?
+        .strip_suffix(&format!(".{ext}"))?;
+    digits.parse().ok()
 }
 
 /// The step loop: progress, logged losses, `--save-every`, Ctrl-C, and a loss that turns

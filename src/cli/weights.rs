@@ -71,6 +71,12 @@ fn fetch(
 ) -> anyhow::Result<()> {
     let out = destination(output)?;
     crate::io::atomic::check_parent_dir(&out, "-o")?;
+    // The one file fetch reads: a manifest given in the environment.
+    if let Some(m) = std::env::var_os(crate::weights::fetch::SOURCES_ENV).filter(|s| !s.is_empty())
+    {
+        let manifest = std::path::PathBuf::from(m);
+        refuse_overwrite(&out, output, crate::weights::fetch::SOURCES_ENV, &manifest)?;
+    }
     crate::weights::cache::fetch_weights(d, &out, std::time::Duration::from_secs(timeout))?;
     Ok(())
 }
@@ -88,8 +94,9 @@ fn sources() -> anyhow::Result<()> {
 }
 
 fn import(path: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let w = crate::weights::Weights::load(path)?;
     let out = destination(output)?;
+    refuse_overwrite(&out, output, "PATH", path)?;
+    let w = crate::weights::Weights::load(path)?;
     w.save_canonical(&out)?;
     eprintln!(
         "wrote {} ({} layers, input convention {})",
@@ -114,4 +121,28 @@ fn info(path: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Refuses (exit 2) an output that is the same file as the input named by `flag`.
+fn refuse_overwrite(
+    out: &std::path::Path,
+    given: Option<&std::path::Path>,
+    flag: &str,
+    input: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::io::same_file::{check_distinct, Named};
+    let out_flag = if given.is_some() {
+        "-o"
+    } else {
+        "-o (default: the cache file)"
+    };
+    let inputs = [Named {
+        flag: flag.to_string(),
+        path: input,
+    }];
+    let outputs = [Named {
+        flag: out_flag.to_string(),
+        path: out,
+    }];
+    check_distinct(&inputs, &outputs).map_err(|e| super::FlagError(e).into())
 }

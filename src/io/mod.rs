@@ -1,2 +1,3 @@
 pub mod atomic;
 pub mod image;
+pub mod same_file;

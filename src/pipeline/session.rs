@@ -50,10 +50,18 @@ impl<'g> Session<'g> {
                 h
             );
         }
-        for (what, img) in std::iter::once(("content", s.content))
-            .chain(s.styles.iter().map(|(i, _)| ("style", i)))
-        {
-            check_size(s.arch, s.loss, s.pooling, what, img)?;
+        // The image being optimised (content-sized) feeds every loss layer; a style image
+        // only the style layers.
+        let all: Vec<usize> = s
+            .loss
+            .content_layers
+            .iter()
+            .chain(&s.loss.style_layers)
+            .copied()
+            .collect();
+        check_size(s.arch, &all, s.pooling, "content", s.content)?;
+        for (img, _) in s.styles {
+            check_size(s.arch, &s.loss.style_layers, s.pooling, "style", img)?;
         }
         let affine = s.weights.convention.affine();
         let deepest = s.loss.deepest();
@@ -232,16 +240,18 @@ impl<'g> Session<'g> {
     }
 }
 
-/// Fails when a loss layer's feature map of `img` would be empty (pooling halves it per block).
+/// Fails when the feature map of `img` at one of `layers` would be empty (pooling halves it
+/// per block), naming the image and the layer.
 fn check_size(
     arch: &Arch,
-    loss: &LossConfig,
+    layers: &[usize],
     pooling: Pooling,
     what: &str,
     img: &Image,
 ) -> Result<()> {
-    let stages = arch.stages(loss.deepest(), img.h, img.w, pooling);
-    for &l in loss.content_layers.iter().chain(&loss.style_layers) {
+    let deepest = layers.iter().copied().max().unwrap_or(0);
+    let stages = arch.stages(deepest, img.h, img.w, pooling);
+    for &l in layers {
         if let Some(st) = stages
             .iter()
             .find(|st| st.op == crate::model::StageOp::Conv(l))

@@ -67,7 +67,10 @@ pub fn fetch_default() -> Result<Weights> {
 /// removed once converted; nothing is left at `out` unless everything succeeded.
 pub fn fetch_weights(d: &fetch::Download, out: &Path, timeout: Duration) -> Result<Weights> {
     use std::io::IsTerminal;
-    let raw = out.with_extension("download");
+    // Beside the output under a name no output can have (it only ever gets longer).
+    let mut raw = out.as_os_str().to_owned();
+    raw.push(".download");
+    let raw = PathBuf::from(raw);
     let bar = indicatif::ProgressBar::new(d.size.unwrap_or(0));
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());

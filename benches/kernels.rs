@@ -14,17 +14,20 @@ use impasto::kernels::conv::{pad_backward_weights, pad_forward_weights};
 use impasto::kernels::Kernels;
 
 /// (cin, cout, downscale) of each distinct VGG19 conv shape.
-const CONV_SHAPES: [(usize, usize, usize); 9] = [
-    (3, 64, 1),
-    (64, 64, 1),
-    (64, 128, 2),
-    (128, 128, 2),
-    (128, 256, 4),
-    (256, 256, 4),
-    (256, 512, 8),
-    (512, 512, 8),
-    (512, 512, 16),
-];
+fn conv_shapes() -> Vec<(usize, usize, usize)> {
+    let arch = impasto::model::Arch::vgg19();
+    let mut down = 1;
+    let mut shapes = Vec::new();
+    for c in &arch.convs {
+        if !shapes.contains(&(c.cin, c.cout, down)) {
+            shapes.push((c.cin, c.cout, down));
+        }
+        if c.pool_after {
+            down *= 2;
+        }
+    }
+    shapes
+}
 
 fn time(gpu: &Gpu, d: &Dispatch, iters: u64) -> Duration {
     let t = Instant::now();
@@ -43,7 +46,7 @@ fn bench(c: &mut Criterion) {
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(200))
             .measurement_time(Duration::from_secs(2));
-        for (cin, cout, down) in CONV_SHAPES {
+        for (cin, cout, down) in conv_shapes() {
             let (h, w) = (size / down, size / down);
             let hwio: Vec<f32> = (0..9 * cin * cout)
                 .map(|i| ((i % 7) as f32 - 3.0) * 0.01)

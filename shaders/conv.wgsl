@@ -26,6 +26,19 @@ fn accumulate(acc: ptr<function, Acc>, v: array<f32, 6>, shift: u32, k: u32) {
     }
 }
 
+// v[j] = src[row][x0 - 1 + j] for j < 6, zero outside the map: the input the 4 pixels
+// x0 .. x0 + 3 need from one row.
+fn window(row: u32, x0: u32) -> array<f32, 6> {
+    var v: array<f32, 6>;
+    for (var j = 0u; j < 6u; j++) {
+        let xx = x0 + j;
+        if (xx >= 1u && xx <= p.w) {
+            v[j] = f32(src[row + xx - 1u]);
+        }
+    }
+    return v;
+}
+
 // The block's output channel c0 + 4c + e at pixel x0 + j is acc[j][c][e].
 
 // Adds the bias and applies the ReLU.
@@ -100,15 +113,7 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (yy < 0 || yy >= i32(p.h)) {
                 continue;
             }
-            let row = ci * hw + u32(yy) * p.w;
-            // v[j] = src[row][x0 - 1 + j]
-            var v: array<f32, 6>;
-            for (var j = 0u; j < 6u; j++) {
-                let xx = x0 + j;
-                if (xx >= 1u && xx <= p.w) {
-                    v[j] = f32(src[row + xx - 1u]);
-                }
-            }
+            let v = window(ci * hw + u32(yy) * p.w, x0);
             for (var kx = 0u; kx < 3u; kx++) {
                 let k = ((ky * 3u + kx) * p.cin + ci) * p.row_vec4s + gid.z * CV;
                 // pixel j at kernel column kx reads x0 + j + kx - 1 = v[j + kx]
@@ -132,15 +137,8 @@ fn backward(gid: vec3<u32>) -> Acc {
             if (yy < 0 || yy >= i32(p.h)) {
                 continue;
             }
-            let row = co * hw + u32(yy) * p.w;
-            // v[j] = grad[row][x0 - 1 + j] (already masked by this layer's ReLU)
-            var v: array<f32, 6>;
-            for (var j = 0u; j < 6u; j++) {
-                let xx = x0 + j;
-                if (xx >= 1u && xx <= p.w) {
-                    v[j] = f32(src[row + xx - 1u]);
-                }
-            }
+            // (the gradient arrives already masked by this layer's ReLU)
+            let v = window(co * hw + u32(yy) * p.w, x0);
             for (var kx = 0u; kx < 3u; kx++) {
                 let k = ((ky * 3u + kx) * p.cout + co) * p.row_vec4s + gid.z * CV;
                 // input pixel x0 + j receives from output x0 + j + 1 - kx = v[j + 2 - kx]

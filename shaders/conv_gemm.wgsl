@@ -130,17 +130,21 @@ fn store(acc: Acc, lid: u32, q0: u32, c0: u32, channels: u32) {
     }
 }
 
-// Workgroups: x (+ y past 65535) over pixel tiles, z over channel tiles.
 @compute @workgroup_size(256, 1, 1)
 fn conv_forward(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let q0 = (wid.x + wid.y * nwg.x) * TP;
-    let c0 = wid.z * TC;
-    let acc = gemm(lid, q0, c0, p.cin, 1);
-    store(bias_relu(acc, lid, c0), lid, q0, c0, p.cout);
+    let o = tile_origin(wid, nwg);
+    let acc = gemm(lid, o.x, o.y, p.cin, 1);
+    store(bias_relu(acc, lid, o.y), lid, o.x, o.y, p.cout);
+}
+
+// The first pixel and channel of the workgroup's tile: x (+ y past 65535) over pixel tiles,
+// z over channel tiles.
+fn tile_origin(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>((wid.x + wid.y * nwg.x) * TP, wid.z * TC);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -149,10 +153,8 @@ fn conv_backward_input(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let q0 = (wid.x + wid.y * nwg.x) * TP;
-    let c0 = wid.z * TC;
-    let acc = gemm(lid, q0, c0, p.cout, -1);
-    store(acc, lid, q0, c0, p.cin);
+    let o = tile_origin(wid, nwg);
+    store(gemm(lid, o.x, o.y, p.cout, -1), lid, o.x, o.y, p.cin);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -161,8 +163,7 @@ fn conv_backward_input_masked(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let q0 = (wid.x + wid.y * nwg.x) * TP;
-    let c0 = wid.z * TC;
-    let acc = gemm(lid, q0, c0, p.cout, -1);
-    store(mask_by_input(acc, lid, q0, c0), lid, q0, c0, p.cin);
+    let o = tile_origin(wid, nwg);
+    let acc = gemm(lid, o.x, o.y, p.cout, -1);
+    store(mask_by_input(acc, lid, o.x, o.y), lid, o.x, o.y, p.cin);
 }

@@ -28,24 +28,27 @@ alias Input = f32;
 // preprocess_backward: dL/dx.
 @group(0) @binding(4) var<storage, read_write> grad_image: array<f32>;
 
+// Element i of the network input is channel c = i / hw, pixel q = i % hw; it comes from
+// element source[c]·hw + q of the image. vec2(i, image index), or i = 3·hw past the end.
+fn indices(gid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+    let i = min(gid.x + gid.y * nwg.x * 64u, 3u * p.hw);
+    let c = min(i / p.hw, 2u);
+    return vec2<u32>(i, p.source[c] * p.hw + i % p.hw);
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn preprocess(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= 3u * p.hw) {
-        return;
+    let ix = indices(gid, nwg);
+    if (ix.x < 3u * p.hw) {
+        let c = ix.x / p.hw;
+        input[ix.x] = Input(image[ix.y] * p.mul[c] - p.sub[c]);
     }
-    let c = i / p.hw;
-    let q = i % p.hw;
-    input[i] = Input(image[p.source[c] * p.hw + q] * p.mul[c] - p.sub[c]);
 }
 
 @compute @workgroup_size(64, 1, 1)
 fn preprocess_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= 3u * p.hw) {
-        return;
+    let ix = indices(gid, nwg);
+    if (ix.x < 3u * p.hw) {
+        grad_image[ix.y] = grad_input[ix.x] * p.mul[ix.x / p.hw];
     }
-    let c = i / p.hw;
-    let q = i % p.hw;
-    grad_image[p.source[c] * p.hw + q] = grad_input[i] * p.mul[c];
 }

@@ -287,7 +287,7 @@ fn gram_and_style_loss_match_reference() {
             let coef = 0.75f32;
             let gram = kernels.gram(g, (n, m), &fb, &gb).unwrap();
             let scale = (1.0 / (4.0 * (n * n * m * m) as f64)) as f32;
-            let val = kernels.sq_diff_sum(g, n * n, scale, (&gb, &ab), (&loss, 1));
+            let val = kernels.sq_diff_sum(g, (n * n, false), scale, (&gb, &ab), (&loss, 1));
             let grad = kernels.style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
             let mut all: Vec<&Dispatch> = gram.iter().collect();
             all.extend([&val, &grad]);
@@ -348,7 +348,9 @@ fn content_loss_and_grad_match_reference() {
         let loss = g.storage("loss", 3).unwrap();
         let acc = g.storage_from("acc", &d0).unwrap();
         let over = g.storage_from("over", &d0).unwrap();
-        let v = c.kernels.sq_diff_sum(g, len, 0.5, (&fb, &tb), (&loss, 2));
+        let v = c
+            .kernels
+            .sq_diff_sum(g, (len, false), 0.5, (&fb, &tb), (&loss, 2));
         let ga = c.kernels.content_grad(g, len, 0.3, true, &fb, &tb, &acc);
         let go = c.kernels.content_grad(g, len, 0.3, false, &fb, &tb, &over);
         submit(g, &[], &[&v, &ga, &go]);
@@ -511,7 +513,9 @@ fn loss_sums_are_deterministic() {
     let ab = g.storage_from("a", &a).unwrap();
     let bb = g.storage_from("b", &b).unwrap();
     let loss = g.storage("loss", 1).unwrap();
-    let d = c.kernels.sq_diff_sum(g, len, 1.0, (&ab, &bb), (&loss, 0));
+    let d = c
+        .kernels
+        .sq_diff_sum(g, (len, false), 1.0, (&ab, &bb), (&loss, 0));
     let first = g
         .read(
             &{

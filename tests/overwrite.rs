@@ -173,25 +173,13 @@ fn outputs_reaching_an_input_through_links_are_refused() {
     // A directory reached through a symbolic link.
     let dirlink = f.path("again");
     std::os::unix::fs::symlink(f.dir.path(), &dirlink).unwrap();
+    let refused =
+        |o: &Output| assert_refused(o, ["--output", "--content"], "same file", &content, &before);
     for out in [sym.clone(), hard.clone(), dirlink.join("content.jpg")] {
-        let o = f.run(&f.with(&[("--output", s(&out))]));
-        assert_refused(
-            &o,
-            ["--output", "--content"],
-            "same file",
-            &content,
-            &before,
-        );
+        refused(&f.run(&f.with(&[("--output", s(&out))])));
     }
-    // The same through --init PATH, and the hard link as the input instead.
-    let o = f.run(&f.with(&[("--init", s(&hard)), ("--output", s(&content))]));
-    assert_refused(
-        &o,
-        ["--output", "--content"],
-        "same file",
-        &content,
-        &before,
-    );
+    // The same with --init PATH given the hard link.
+    refused(&f.run(&f.with(&[("--init", s(&hard)), ("--output", s(&content))])));
     let o = f.run(&f.with(&[("--init", s(&f.path("style.jpg"))), ("--report", s(&sym))]));
     assert_refused(
         &o,
@@ -222,12 +210,15 @@ fn init_and_save_every_and_two_outputs_are_checked() {
     let victim = f.path("OUT.step000002.png");
     std::fs::copy(&style, &victim).unwrap();
     let v_before = std::fs::read(&victim).unwrap();
-    let o = f.run(&f.with(&[
-        ("--style", s(&victim)),
-        ("--save-every", "2"),
-        ("--steps", "3"),
-        ("--output", s(&f.path("OUT.png"))),
-    ]));
+    let save_every = |k: &str| {
+        f.run(&f.with(&[
+            ("--style", s(&victim)),
+            ("--save-every", k),
+            ("--steps", "3"),
+            ("--output", s(&f.path("OUT.png"))),
+        ]))
+    };
+    let o = save_every("2");
     assert_refused(
         &o,
         ["--save-every", "--style"],
@@ -236,12 +227,7 @@ fn init_and_save_every_and_two_outputs_are_checked() {
         &v_before,
     );
     // Step 2 is not saved every 4 steps: that run goes ahead.
-    let o = f.run(&f.with(&[
-        ("--style", s(&victim)),
-        ("--save-every", "4"),
-        ("--steps", "3"),
-        ("--output", s(&f.path("OUT.png"))),
-    ]));
+    let o = save_every("4");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&victim).unwrap(), v_before);
 }

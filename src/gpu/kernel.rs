@@ -46,6 +46,41 @@ impl Binding {
     }
 }
 
+/// The bindings named `names`, in that order, as the WGSL `src` declares them
+/// (`@group(0) @binding(N) var<storage, read> name: ...`): the shader is the one place that
+/// numbers them and says how they are accessed.
+pub fn bindings_in(src: &str, names: &[&'static str]) -> Vec<Binding> {
+    names
+        .iter()
+        .map(|&name| {
+            let declared = src.lines().find_map(|l| {
+                let rest = l.trim().strip_prefix("@group(0) @binding(")?;
+                let (index, rest) = rest.split_once(") var<")?;
+                let (kind, rest) = rest.split_once('>')?;
+                let var = rest.trim().split(':').next()?.trim();
+                (var == name).then(|| (index.parse::<u32>().ok(), kind.to_string()))
+            });
+            let (index, access) = match declared {
+                Some((Some(i), kind)) => (
+                    i,
+                    match kind.as_str() {
+                        "uniform" => Access::Uniform,
+                        "storage, read" => Access::Read,
+                        "storage, read_write" => Access::ReadWrite,
+                        other => panic!("binding {name}: unknown address space {other:?}"),
+                    },
+                ),
+                _ => panic!("the shader declares no binding named {name}"),
+            };
+            Binding {
+                index,
+                name,
+                access,
+            }
+        })
+        .collect()
+}
+
 /// One entry point's compute pipeline.
 #[derive(Clone)]
 pub struct Kernel {

@@ -5,4 +5,4 @@ mod context;
 mod kernel;
 
 pub use context::{list_adapters, AdapterSummary, Gpu, MemoryUse, ADAPTER_ENV};
-pub use kernel::{specialise, submit, Access, Binding, Dispatch, Kernel};
+pub use kernel::{bindings_in, specialise, submit, Access, Binding, Dispatch, Kernel};

@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{groups_1d, Builder, Kernels, F32};
-use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::gpu::{Dispatch, Gpu, Kernel};
 use crate::model::AdamConfig;
 
 pub const WGSL: &str = include_str!("../../shaders/adam.wgsl");
@@ -32,13 +32,6 @@ impl AdamParams {
     }
 }
 
-const PARAMS: Binding = Binding::params();
-const GRAD: Binding = Binding::read(1, "grad");
-const X: Binding = Binding::write(2, "x");
-const M: Binding = Binding::write(3, "m");
-const V: Binding = Binding::write(4, "v");
-const STATE: Binding = Binding::write(5, "state");
-
 pub(super) struct AdamKernels {
     tick: Kernel,
     update: Kernel,
@@ -47,8 +40,8 @@ pub(super) struct AdamKernels {
 impl AdamKernels {
     pub(super) fn build(b: &Builder<'_>) -> AdamKernels {
         AdamKernels {
-            tick: b.kernel("adam_tick", WGSL, &[], &[PARAMS, STATE]),
-            update: b.kernel("adam_update", WGSL, &[], &[PARAMS, GRAD, X, M, V, STATE]),
+            tick: b.kernel("adam_tick", WGSL, &[], &["state"]),
+            update: b.kernel("adam_update", WGSL, &[], &["grad", "x", "m", "v", "state"]),
         }
     }
 }

@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{fold_tiles, Builder, Kernels, Tiling, F32, GEMM_TILE};
-use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::gpu::{Dispatch, Gpu, Kernel};
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/conv_common.wgsl");
 pub const REGISTERS_WGSL: &str = include_str!("../../shaders/conv.wgsl");
@@ -37,13 +37,6 @@ struct ConvParams {
     _pad: [u32; 3],
 }
 
-const PARAMS: Binding = Binding::params();
-const SRC: Binding = Binding::read(1, "src");
-const WEIGHT: Binding = Binding::read(2, "weight");
-const BIAS: Binding = Binding::read(3, "bias");
-const DST: Binding = Binding::write(4, "dst");
-const MASK: Binding = Binding::read(5, "mask");
-
 pub(super) struct ConvKernels {
     forward: Kernel,
     backward_input: Kernel,
@@ -58,19 +51,14 @@ impl ConvKernels {
                 "conv_forward",
                 &src,
                 &["Src", "Dst"],
-                &[PARAMS, SRC, WEIGHT, BIAS, DST],
+                &["src", "weight", "bias", "dst"],
             ),
-            backward_input: b.kernel(
-                "conv_backward_input",
-                &src,
-                &[],
-                &[PARAMS, SRC, WEIGHT, DST],
-            ),
+            backward_input: b.kernel("conv_backward_input", &src, &[], &["src", "weight", "dst"]),
             backward_input_masked: b.kernel(
                 "conv_backward_input_masked",
                 &src,
                 &["Mask"],
-                &[PARAMS, SRC, WEIGHT, DST, MASK],
+                &["src", "weight", "dst", "mask"],
             ),
         }
     }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
 use super::{fold_tiles, groups_1d, Builder, Kernels, Tiling, F32, GEMM_TILE};
-use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::gpu::{Dispatch, Gpu, Kernel};
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/gram_common.wgsl");
 pub const REGISTERS_WGSL: &str = include_str!("../../shaders/gram.wgsl");
@@ -33,14 +33,6 @@ struct GramParams {
     _pad: [u32; 2],
 }
 
-const PARAMS: Binding = Binding::params();
-const FEAT: Binding = Binding::read(1, "feat");
-const GRAM_MATRIX: Binding = Binding::read(2, "gram_matrix");
-const TARGET_GRAM: Binding = Binding::read(3, "target_gram");
-const GRAD_FEAT: Binding = Binding::write(4, "grad_feat");
-const CHUNK_GRAMS: Binding = Binding::write(5, "chunk_grams");
-const GRAM_SUM: Binding = Binding::write(6, "gram_sum");
-
 pub(super) struct GramKernels {
     gram: Kernel,
     reduce: Kernel,
@@ -51,19 +43,19 @@ impl GramKernels {
     pub(super) fn build(b: &Builder<'_>, tiling: Tiling) -> GramKernels {
         let src = source(tiling);
         GramKernels {
-            gram: b.kernel("gram", &src, &["Feat"], &[PARAMS, FEAT, CHUNK_GRAMS]),
+            gram: b.kernel("gram", &src, &["Feat"], &["feat", "chunk_grams"]),
             // Only gram.wgsl has the reduction; both tilings share it.
             reduce: b.kernel(
                 "gram_reduce",
                 &source(Tiling::Registers(8)),
                 &[],
-                &[PARAMS, CHUNK_GRAMS, GRAM_SUM],
+                &["chunk_grams", "gram_sum"],
             ),
             style_grad: b.kernel(
                 "style_grad",
                 &src,
                 &["Feat"],
-                &[PARAMS, FEAT, GRAM_MATRIX, TARGET_GRAM, GRAD_FEAT],
+                &["feat", "gram_matrix", "target_gram", "grad_feat"],
             ),
         }
     }

@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{groups_1d, Builder, Kernels, F32};
-use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::gpu::{Dispatch, Gpu, Kernel};
 
 pub const WGSL: &str = include_str!("../../shaders/loss.wgsl");
 
@@ -34,13 +34,6 @@ impl LossParams {
     }
 }
 
-const PARAMS: Binding = Binding::params();
-const A: Binding = Binding::read(1, "a");
-const B: Binding = Binding::read(2, "b");
-const SUMS: Binding = Binding::write(3, "sums");
-const GRAD: Binding = Binding::write(4, "grad");
-const IMAGE: Binding = Binding::read(5, "image");
-
 pub(super) struct LossKernels {
     sq_diff_sum: Kernel,
     sq_diff_sum_features: Kernel,
@@ -52,40 +45,39 @@ pub(super) struct LossKernels {
 impl LossKernels {
     pub(super) fn build(b: &Builder<'_>) -> LossKernels {
         LossKernels {
-            sq_diff_sum: b.kernel("sq_diff_sum", WGSL, &[], &[PARAMS, A, B, SUMS]),
-            sq_diff_sum_features: b.kernel("sq_diff_sum", WGSL, &["A", "B"], &[PARAMS, A, B, SUMS]),
-            tv_sum: b.kernel("tv_sum", WGSL, &[], &[PARAMS, SUMS, IMAGE]),
-            content_grad: b.kernel("content_grad", WGSL, &["A", "B"], &[PARAMS, A, B, GRAD]),
-            tv_grad: b.kernel("tv_grad", WGSL, &[], &[PARAMS, GRAD, IMAGE]),
+            sq_diff_sum: b.kernel("sq_diff_sum", WGSL, &[], &["a", "b", "sums"]),
+            sq_diff_sum_features: b.kernel("sq_diff_sum", WGSL, &["A", "B"], &["a", "b", "sums"]),
+            tv_sum: b.kernel("tv_sum", WGSL, &[], &["sums", "image"]),
+            content_grad: b.kernel("content_grad", WGSL, &["A", "B"], &["a", "b", "grad"]),
+            tv_grad: b.kernel("tv_grad", WGSL, &[], &["grad", "image"]),
         }
     }
 }
 
 impl Kernels {
-    /// `out[slot] = scale · Σ (a − b)²` over `len` f32s (Gram matrices).
+    /// `out[slot] = scale · Σ (a − b)²` over `len` values: f32s (Gram matrices), or feature
+    /// maps stored as [`Kernels::storage`] says when `features`.
     pub fn sq_diff_sum(
         &self,
         gpu: &Gpu,
-        len: usize,
+        (len, features): (usize, bool),
         scale: f32,
         (a, b): (&wgpu::Buffer, &wgpu::Buffer),
         (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
-        let kernel = &self.loss.sq_diff_sum;
-        sq_diff_sum_with(kernel, gpu, F32, len, scale, (a, b), (out, slot))
-    }
-
-    /// [`Kernels::sq_diff_sum`] of two feature maps (stored as [`Kernels::storage`] says).
-    pub fn sq_diff_sum_features(
-        &self,
-        gpu: &Gpu,
-        len: usize,
-        scale: f32,
-        (a, b): (&wgpu::Buffer, &wgpu::Buffer),
-        (out, slot): (&wgpu::Buffer, usize),
-    ) -> Dispatch {
-        let (kernel, size) = (&self.loss.sq_diff_sum_features, self.storage.bytes());
-        sq_diff_sum_with(kernel, gpu, size, len, scale, (a, b), (out, slot))
+        let (kernel, element_bytes) = match features {
+            true => (&self.loss.sq_diff_sum_features, self.storage.bytes()),
+            false => (&self.loss.sq_diff_sum, F32),
+        };
+        let params = LossParams {
+            slot: slot as u32,
+            ..LossParams::new(len, (0, 0), scale)
+        };
+        kernel.dispatch(gpu, &params, &[a, b, out], [1, 1, 1]).info(
+            String::new(),
+            0.0,
+            2 * len * element_bytes,
+        )
     }
 
     /// `out[slot] = scale · tv(x)` for x `[c][h][w]`.
@@ -145,24 +137,4 @@ impl Kernels {
             .dispatch(gpu, &params, &[dst, x], groups_1d(c * h * w))
             .info(String::new(), 0.0, 3 * c * h * w * F32)
     }
-}
-
-fn sq_diff_sum_with(
-    kernel: &Kernel,
-    gpu: &Gpu,
-    element_bytes: usize,
-    len: usize,
-    scale: f32,
-    (a, b): (&wgpu::Buffer, &wgpu::Buffer),
-    (out, slot): (&wgpu::Buffer, usize),
-) -> Dispatch {
-    let params = LossParams {
-        slot: slot as u32,
-        ..LossParams::new(len, (0, 0), scale)
-    };
-    kernel.dispatch(gpu, &params, &[a, b, out], [1, 1, 1]).info(
-        String::new(),
-        0.0,
-        2 * len * element_bytes,
-    )
 }

@@ -12,7 +12,7 @@ pub mod preprocess;
 
 use anyhow::Result;
 
-use crate::gpu::{specialise, Binding, Gpu, Kernel};
+use crate::gpu::{bindings_in, specialise, Binding, Gpu, Kernel};
 
 pub use adam::{AdamBuffers, AdamParams};
 
@@ -151,13 +151,17 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Entry point `name` of `src`, binding its parameters' uniform `p` and then the storage
+    /// buffers named in `buffers`, in the order its launches pass them.
     fn kernel(
         &self,
         name: &'static str,
         src: &str,
         f16_aliases: &[&str],
-        bindings: &[Binding],
+        buffers: &[&'static str],
     ) -> Kernel {
+        let mut bindings = vec![Binding::params()];
+        bindings.extend(bindings_in(src, buffers));
         let aliases = if self.storage == Storage::F16 {
             f16_aliases
         } else {
@@ -170,7 +174,7 @@ impl Builder<'_> {
                 label: Some(name),
                 source: wgpu::ShaderSource::Wgsl(specialise(src, aliases).into()),
             });
-        Kernel::new(self.gpu, &module, name, bindings)
+        Kernel::new(self.gpu, &module, name, &bindings)
     }
 }
 

@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{Builder, Kernels, F32};
-use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::gpu::{Dispatch, Gpu, Kernel};
 use crate::model::Pooling;
 
 pub const WGSL: &str = include_str!("../../shaders/pool.wgsl");
@@ -19,12 +19,6 @@ struct PoolParams {
     _pad: [u32; 3],
 }
 
-const PARAMS: Binding = Binding::params();
-const SRC: Binding = Binding::read(1, "src");
-const POOLED: Binding = Binding::write(2, "pooled");
-const GRAD_POOLED: Binding = Binding::read(3, "grad_pooled");
-const GRAD_SRC: Binding = Binding::write(4, "grad_src");
-
 pub(super) struct PoolKernels {
     forward: Kernel,
     backward: Kernel,
@@ -33,17 +27,12 @@ pub(super) struct PoolKernels {
 impl PoolKernels {
     pub(super) fn build(b: &Builder<'_>) -> PoolKernels {
         PoolKernels {
-            forward: b.kernel(
-                "pool_forward",
-                WGSL,
-                &["Src", "Pooled"],
-                &[PARAMS, SRC, POOLED],
-            ),
+            forward: b.kernel("pool_forward", WGSL, &["Src", "Pooled"], &["src", "pooled"]),
             backward: b.kernel(
                 "pool_backward",
                 WGSL,
                 &["Src"],
-                &[PARAMS, SRC, GRAD_POOLED, GRAD_SRC],
+                &["src", "grad_pooled", "grad_src"],
             ),
         }
     }

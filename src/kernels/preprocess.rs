@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{groups_1d, Builder, Kernels, F32};
-use crate::gpu::{Binding, Dispatch, Gpu, Kernel};
+use crate::gpu::{Dispatch, Gpu, Kernel};
 use crate::model::Affine;
 
 pub const WGSL: &str = include_str!("../../shaders/preprocess.wgsl");
@@ -35,12 +35,6 @@ impl PreParams {
     }
 }
 
-const PARAMS: Binding = Binding::params();
-const IMAGE: Binding = Binding::read(1, "image");
-const INPUT: Binding = Binding::write(2, "input");
-const GRAD_INPUT: Binding = Binding::read(3, "grad_input");
-const GRAD_IMAGE: Binding = Binding::write(4, "grad_image");
-
 pub(super) struct PreprocessKernels {
     forward: Kernel,
     backward: Kernel,
@@ -49,12 +43,12 @@ pub(super) struct PreprocessKernels {
 impl PreprocessKernels {
     pub(super) fn build(b: &Builder<'_>) -> PreprocessKernels {
         PreprocessKernels {
-            forward: b.kernel("preprocess", WGSL, &["Input"], &[PARAMS, IMAGE, INPUT]),
+            forward: b.kernel("preprocess", WGSL, &["Input"], &["image", "input"]),
             backward: b.kernel(
                 "preprocess_backward",
                 WGSL,
                 &[],
-                &[PARAMS, GRAD_INPUT, GRAD_IMAGE],
+                &["grad_input", "grad_image"],
             ),
         }
     }
@@ -70,15 +64,8 @@ impl Kernels {
         x: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        self.preprocess
-            .forward
-            .dispatch(
-                gpu,
-                &PreParams::new(hw, affine),
-                &[x, dst],
-                groups_1d(3 * hw),
-            )
-            .info(String::new(), 0.0, 3 * hw * (F32 + self.storage.bytes()))
+        let bytes = 3 * hw * (F32 + self.storage.bytes());
+        launch(&self.preprocess.forward, gpu, (hw, affine), (x, dst), bytes)
     }
 
     /// dst = dL/dx from grad = dL/d(network input).
@@ -90,14 +77,27 @@ impl Kernels {
         grad: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        self.preprocess
-            .backward
-            .dispatch(
-                gpu,
-                &PreParams::new(hw, affine),
-                &[grad, dst],
-                groups_1d(3 * hw),
-            )
-            .info(String::new(), 0.0, 2 * 3 * hw * F32)
+        let bytes = 2 * 3 * hw * F32;
+        launch(
+            &self.preprocess.backward,
+            gpu,
+            (hw, affine),
+            (grad, dst),
+            bytes,
+        )
     }
+}
+
+/// Either kernel over the 3·hw elements, reading `from` and writing `to`.
+fn launch(
+    kernel: &Kernel,
+    gpu: &Gpu,
+    (hw, affine): (usize, &Affine),
+    (from, to): (&wgpu::Buffer, &wgpu::Buffer),
+    bytes: usize,
+) -> Dispatch {
+    let params = PreParams::new(hw, affine);
+    kernel
+        .dispatch(gpu, &params, &[from, to], groups_1d(3 * hw))
+        .info(String::new(), 0.0, bytes)
 }

@@ -71,9 +71,9 @@ impl Objective {
             let i = net.conv_stage(l);
             let s = &net.stages[i];
             let scale = 0.5 / nc as f32;
-            loss_values.push(kernels.sq_diff_sum_features(
+            loss_values.push(kernels.sq_diff_sum(
                 gpu,
-                s.out_len(),
+                (s.out_len(), true),
                 scale,
                 (&net.acts[i], &targets.content[k]),
                 (&loss_buf, k),
@@ -88,7 +88,7 @@ impl Objective {
             let scale = (1.0 / (4.0 * (n * n) as f64 * (m * m) as f64 * ns as f64)) as f32;
             loss_values.push(kernels.sq_diff_sum(
                 gpu,
-                n * n,
+                (n * n, false),
                 scale,
                 (&g, &targets.style[k]),
                 (&loss_buf, nc + k),

@@ -4,6 +4,15 @@
 
 use crate::model::{AdamConfig, Affine, LossConfig, LossValues, Pooling, Stage, StageOp};
 
+/// The taps of a 3x3 kernel at (y, x) of an h x w map that land inside it (zero padding 1):
+/// (tap index ky·3 + kx, row y + ky − 1, column x + kx − 1).
+fn taps(y: usize, x: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..9).filter_map(move |t| {
+        let (yy, xx) = ((y + t / 3).checked_sub(1)?, (x + t % 3).checked_sub(1)?);
+        (yy < h && xx < w).then_some((t, yy, xx))
+    })
+}
+
 /// relu(conv3x3(src) + bias), zero padding 1.
 pub fn conv_forward(
     src: &[f64],
@@ -16,16 +25,9 @@ pub fn conv_forward(
         for y in 0..h {
             for x in 0..w {
                 let mut s = bias[co];
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let (yy, xx) = (y as isize + ky as isize - 1, x as isize + kx as isize - 1);
-                        if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
-                            continue;
-                        }
-                        for ci in 0..cin {
-                            s += hwio[((ky * 3 + kx) * cin + ci) * cout + co]
-                                * src[(ci * h + yy as usize) * w + xx as usize];
-                        }
+                for (t, yy, xx) in taps(y, x, h, w) {
+                    for ci in 0..cin {
+                        s += hwio[(t * cin + ci) * cout + co] * src[(ci * h + yy) * w + xx];
                     }
                 }
                 out[(co * h + y) * w + x] = s.max(0.0);
@@ -51,16 +53,9 @@ pub fn conv_backward_input(
                     continue;
                 }
                 let g = grad[i];
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let (yy, xx) = (y as isize + ky as isize - 1, x as isize + kx as isize - 1);
-                        if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
-                            continue;
-                        }
-                        for ci in 0..cin {
-                            out[(ci * h + yy as usize) * w + xx as usize] +=
-                                g * hwio[((ky * 3 + kx) * cin + ci) * cout + co];
-                        }
+                for (t, yy, xx) in taps(y, x, h, w) {
+                    for ci in 0..cin {
+                        out[(ci * h + yy) * w + xx] += g * hwio[(t * cin + ci) * cout + co];
                     }
                 }
             }

@@ -4,6 +4,7 @@ tensors as safetensors under Keras names (the expected values), for tests/weight
 
     python3 tests/data/make_h5.py   # needs h5py and numpy
 """
+import safetensors_file
 import json
 import struct
 
@@ -31,13 +32,4 @@ with h5py.File("tiny_keras.h5", "w") as f:
     g.create_dataset("block1_conv2/bias:0", data=b2)
 
 tensors = {"block1_conv1/kernel": k1, "block1_conv1/bias": b1, "block1_conv2/kernel": k2, "block1_conv2/bias": b2}
-header, blobs, offset = {}, [], 0
-for name, t in tensors.items():
-    data = t.astype("<f4").tobytes()
-    header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-    blobs.append(data)
-    offset += len(data)
-h = json.dumps(header).encode()
-h += b" " * ((8 - len(h) % 8) % 8)
-with open("tiny_keras.safetensors", "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+safetensors_file.write("tiny_keras.safetensors", [(n, t.shape, t.astype("<f4").tobytes()) for n, t in tensors.items()])

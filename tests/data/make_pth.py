@@ -4,6 +4,7 @@ expected values, written by hand from the format's definition), for tests/weight
 
     python3 tests/data/make_pth.py   # needs torch
 """
+import safetensors_file
 import collections
 import json
 import struct
@@ -22,13 +23,7 @@ sd["features.2.bias"] = torch.randn(64)
 assert not w0.is_contiguous()
 torch.save(sd, "tiny_vgg.pth")
 
-header, blobs, offset = {}, [], 0
-for name, t in sd.items():
-    data = struct.pack(f"<{t.numel()}f", *t.contiguous().flatten().tolist())
-    header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-    blobs.append(data)
-    offset += len(data)
-h = json.dumps(header).encode()
-h += b" " * ((8 - len(h) % 8) % 8)
-with open("tiny_vgg.safetensors", "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+safetensors_file.write(
+    "tiny_vgg.safetensors",
+    [(n, t.shape, struct.pack(f"<{t.numel()}f", *t.contiguous().flatten().tolist())) for n, t in sd.items()],
+)

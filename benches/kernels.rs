@@ -63,9 +63,11 @@ fn bench(c: &mut Criterion) {
                 )
                 .unwrap();
             let b = gpu.storage_from("b", &vec![0.1; cout]).unwrap();
-            let fwd = k.conv_forward(&gpu, (cin, cout, h, w), &x, &wf, &b, &y);
+            let fwd = k.conv.forward(&gpu, (cin, cout, h, w), &x, &wf, &b, &y);
             let below = gpu.storage_from("below", &vec![0.5; cin * h * w]).unwrap();
-            let bwd = k.conv_backward_input(&gpu, (cin, cout, h, w), &y, &wb, Some(&below), &x);
+            let bwd = k
+                .conv
+                .backward_input(&gpu, (cin, cout, h, w), &y, &wb, Some(&below), &x);
             for (name, d) in [("conv_forward", &fwd), ("conv_backward_input", &bwd)] {
                 g.throughput(Throughput::Elements(d.flops as u64));
                 g.bench_function(format!("{name} {}", d.detail), |bch| {
@@ -75,8 +77,10 @@ fn bench(c: &mut Criterion) {
             if down <= 8 && cin == cout {
                 let (n, m) = (cout, h * w);
                 let gram = gpu.storage("g", n * n).unwrap();
-                let gd = k.gram(&gpu, (n, m), &y, &gram).unwrap().remove(0);
-                let sd = k.style_grad(&gpu, (n, m), 1.0, false, &y, &gram, &gram, &x);
+                let gd = k.gram.matrix(&gpu, (n, m), &y, &gram).unwrap().remove(0);
+                let sd = k
+                    .gram
+                    .style_grad(&gpu, (n, m), 1.0, false, &y, &gram, &gram, &x);
                 for (name, d) in [("gram", &gd), ("style_grad", &sd)] {
                     g.throughput(Throughput::Elements(d.flops as u64));
                     g.bench_function(format!("{name} {}", d.detail), |bch| {

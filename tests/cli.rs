@@ -438,7 +438,7 @@ fn shallow_config() -> LossConfig {
             .collect(),
         content_weight: 1.0,
         style_weight: 1e5,
-        tv_weight: impasto::cli::DEFAULT_TV_WEIGHT,
+        tv_weight: impasto::model::loss::DEFAULT_TV_WEIGHT,
     }
 }
 

@@ -41,7 +41,7 @@ fn conv_forward_matches_reference() {
                 .unwrap();
             let bb = g.storage_from("b", &b).unwrap();
             let out = g.storage("out", cout * h * w).unwrap();
-            let d = k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
+            let d = k.conv.forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
             submit(g, &[], &[&d]);
             let got = g.read(&out, cout * h * w).unwrap();
             let want = reference::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
@@ -89,7 +89,7 @@ fn conv_backward_input_matches_reference() {
                 .unwrap();
             let bb = g.storage_from("below", &below).unwrap();
             let out = g.storage("out", cin * h * w).unwrap();
-            let d = k.conv_backward_input(
+            let d = k.conv.backward_input(
                 g,
                 (cin, cout, h, w),
                 &grb,
@@ -142,7 +142,7 @@ fn f16_storage_convolutions_match_reference() {
             submit(
                 g,
                 &[],
-                &[&k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out)],
+                &[&k.conv.forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out)],
             );
             let want = reference::conv_forward(&common::to_f64(&x), &kd, &bd, (cin, cout, h, w));
             // The output is stored as f16: 2^-11 relative rounding.
@@ -164,7 +164,9 @@ fn f16_storage_convolutions_match_reference() {
                 .unwrap();
             let bb = features_from(g, &k, &below);
             let out = g.storage("out", cin * h * w).unwrap();
-            let d = k.conv_backward_input(g, (cin, cout, h, w), &grb, &kb, Some(&bb), &out);
+            let d = k
+                .conv
+                .backward_input(g, (cin, cout, h, w), &grb, &kb, Some(&bb), &out);
             submit(g, &[], &[&d]);
             let mut want = reference::conv_backward_input(&grd, &ones, &kd, (cin, cout, h, w));
             want.iter_mut().zip(&below).for_each(|(v, b)| {
@@ -205,12 +207,13 @@ fn pool_forward_and_backward_match_reference() {
             let out = g.storage("out", ch * oh * ow).unwrap();
             // Filled with a sentinel: every element, dropped rows and columns included, must be written.
             let gin = g.storage_from("gin", &vec![7.0; ch * h * w]).unwrap();
-            let f = c.kernels.pool_forward(g, (ch, h, w), mode, &xb, &out);
+            let f = c.kernels.pool.forward(g, (ch, h, w), mode, &xb, &out);
             // With the mask (the input came from a ReLU), the gradient is zero where x <= 0.
             let mask = mode == Pooling::Avg || ch % 2 == 1;
             let b = c
                 .kernels
-                .pool_backward(g, (ch, h, w), mode, mask, &xb, &gb, &gin);
+                .pool
+                .backward(g, (ch, h, w), mode, mask, &xb, &gb, &gin);
             submit(g, &[], &[&f, &b]);
             let name = format!("pool {mode:?} {ch}x{h}x{w}");
             if oh * ow > 0 {
@@ -285,10 +288,14 @@ fn gram_and_style_loss_match_reference() {
             let (d0, d1) = random(&mut r, n * m, -1.0, 1.0);
             let dst = g.storage_from("dst", &d0).unwrap();
             let coef = 0.75f32;
-            let gram = kernels.gram(g, (n, m), &fb, &gb).unwrap();
+            let gram = kernels.gram.matrix(g, (n, m), &fb, &gb).unwrap();
             let scale = (1.0 / (4.0 * (n * n * m * m) as f64)) as f32;
-            let val = kernels.sq_diff_sum(g, (n * n, false), scale, (&gb, &ab), (&loss, 1));
-            let grad = kernels.style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
+            let val = kernels
+                .loss
+                .sq_diff_sum(g, (n * n, false), scale, (&gb, &ab), (&loss, 1));
+            let grad = kernels
+                .gram
+                .style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
             let mut all: Vec<&Dispatch> = gram.iter().collect();
             all.extend([&val, &grad]);
             submit(g, &[], &all);
@@ -350,9 +357,16 @@ fn content_loss_and_grad_match_reference() {
         let over = g.storage_from("over", &d0).unwrap();
         let v = c
             .kernels
+            .loss
             .sq_diff_sum(g, (len, false), 0.5, (&fb, &tb), (&loss, 2));
-        let ga = c.kernels.content_grad(g, len, 0.3, true, &fb, &tb, &acc);
-        let go = c.kernels.content_grad(g, len, 0.3, false, &fb, &tb, &over);
+        let ga = c
+            .kernels
+            .loss
+            .content_grad(g, len, 0.3, true, &fb, &tb, &acc);
+        let go = c
+            .kernels
+            .loss
+            .content_grad(g, len, 0.3, false, &fb, &tb, &over);
         submit(g, &[], &[&v, &ga, &go]);
         check(
             &format!("content loss {len}"),
@@ -395,8 +409,8 @@ fn tv_loss_and_grad_match_reference() {
         let xb = g.storage_from("x", &x).unwrap();
         let dst = g.storage_from("d", &d0).unwrap();
         let loss = g.storage("loss", 1).unwrap();
-        let v = c.kernels.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 0));
-        let gr = c.kernels.tv_grad(g, (ch, h, w), 0.5, &xb, &dst);
+        let v = c.kernels.loss.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 0));
+        let gr = c.kernels.loss.tv_grad(g, (ch, h, w), 0.5, &xb, &dst);
         submit(g, &[], &[&v, &gr]);
         let want_l = 2.0 * reference::tv_loss(&xd, (ch, h, w));
         check(
@@ -430,8 +444,8 @@ fn preprocess_matches_reference_for_both_conventions() {
             let gb = g.storage_from("g", &gr).unwrap();
             let out = g.storage("out", 3 * hw).unwrap();
             let gx = g.storage("gx", 3 * hw).unwrap();
-            let f = c.kernels.preprocess(g, hw, &a, &xb, &out);
-            let b = c.kernels.preprocess_backward(g, hw, &a, &gb, &gx);
+            let f = c.kernels.preprocess.forward(g, hw, &a, &xb, &out);
+            let b = c.kernels.preprocess.backward(g, hw, &a, &gb, &gx);
             submit(g, &[], &[&f, &b]);
             check(
                 &format!("preprocess {conv:?} {hw}"),
@@ -515,6 +529,7 @@ fn loss_sums_are_deterministic() {
     let loss = g.storage("loss", 1).unwrap();
     let d = c
         .kernels
+        .loss
         .sq_diff_sum(g, (len, false), 1.0, (&ab, &bb), (&loss, 0));
     let first = g
         .read(

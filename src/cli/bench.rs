@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
-use super::BenchArgs;
+use super::flags::BenchArgs;
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
@@ -83,9 +83,9 @@ pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result
     let loss = LossConfig {
         content_layers: idx(&cfg.content_layers)?,
         style_layers: idx(&cfg.style_layers)?,
-        content_weight: 1.0,
-        style_weight: 1e5,
-        tv_weight: crate::cli::DEFAULT_TV_WEIGHT,
+        content_weight: crate::model::loss::DEFAULT_CONTENT_WEIGHT,
+        style_weight: crate::model::loss::DEFAULT_STYLE_WEIGHT,
+        tv_weight: crate::model::loss::DEFAULT_TV_WEIGHT,
     };
     let weights = random_weights(&arch, loss.deepest(), 1);
     let mut r = rand::rngs::StdRng::seed_from_u64(2);
@@ -103,12 +103,7 @@ pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result
         weights: &weights,
         loss: &loss,
         pooling: Pooling::Max,
-        adam: AdamConfig {
-            lr: 0.02,
-            beta1: 0.99,
-            beta2: 0.999,
-            eps: 0.1,
-        },
+        adam: AdamConfig::default(),
         content: &content,
         styles: &styles,
         init: &content,

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 
-use crate::cli::{FlagError, StylizeArgs};
+use super::flags::{FlagError, StylizeArgs};
 use crate::gpu::Gpu;
 use crate::io::image as image_io;
 use crate::io::same_file::{check_distinct, Named};
@@ -196,7 +196,7 @@ fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
         style_weight: args.style_weight,
         tv_weight: args.tv_weight,
     };
-    let weights_path = weights::resolve_path(args.weights.as_deref())?;
+    let weights_path = weights::cache::resolve_path(args.weights.as_deref())?;
     check_outputs_spare_inputs(args, weights_path.as_deref())?;
     let weights = match &weights_path {
         Some(path) => Weights::load(path)?,

@@ -1,6 +1,6 @@
 //! `impasto weights info | import | sources | fetch`.
 
-use super::WeightsCommand;
+use super::flags::{FlagError, WeightsCommand};
 
 /// Runs one `impasto weights` subcommand.
 pub fn run(command: &WeightsCommand) -> anyhow::Result<()> {
@@ -25,7 +25,7 @@ fn destination(output: Option<&std::path::Path>) -> anyhow::Result<std::path::Pa
     Ok(match output {
         Some(o) => o.to_path_buf(),
         None => {
-            let out = crate::weights::default_path()
+            let out = crate::weights::cache::default_path()
                 .ok_or_else(|| anyhow::anyhow!("no cache directory (HOME unset); pass -o"))?;
             std::fs::create_dir_all(crate::io::atomic::parent_dir(&out))?;
             out
@@ -144,5 +144,5 @@ fn refuse_overwrite(
         flag: out_flag.to_string(),
         path: out,
     }];
-    check_distinct(&inputs, &outputs).map_err(|e| super::FlagError(e).into())
+    check_distinct(&inputs, &outputs).map_err(|e| FlagError(e).into())
 }

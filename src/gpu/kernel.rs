@@ -4,7 +4,7 @@
 
 use bytemuck::Pod;
 
-use super::Gpu;
+use super::context::Gpu;
 
 /// How an entry point uses a binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{groups_1d, Builder, Kernels, F32};
+use super::setup::{groups_1d, Builder, F32};
 use crate::gpu::{Dispatch, Gpu, Kernel};
 use crate::model::AdamConfig;
 
@@ -32,7 +32,7 @@ impl AdamParams {
     }
 }
 
-pub(super) struct AdamKernels {
+pub struct AdamKernels {
     tick: Kernel,
     update: Kernel,
 }
@@ -55,18 +55,16 @@ pub struct AdamBuffers<'a> {
     pub state: &'a wgpu::Buffer,
 }
 
-impl Kernels {
+impl AdamKernels {
     /// The two dispatches of one Adam step on x: bump t in `state`, then update and clamp.
-    pub fn adam(&self, gpu: &Gpu, params: AdamParams, b: AdamBuffers<'_>) -> [Dispatch; 2] {
+    pub fn step(&self, gpu: &Gpu, params: AdamParams, b: AdamBuffers<'_>) -> [Dispatch; 2] {
         let len = params.len as usize;
         [
-            self.adam
-                .tick
+            self.tick
                 .dispatch(gpu, &params, &[b.state], [1, 1, 1])
                 .info(String::new(), 0.0, 8 * F32),
             // grad read; x, m and v read and written
-            self.adam
-                .update
+            self.update
                 .dispatch(
                     gpu,
                     &params,

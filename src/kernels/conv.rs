@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{fold_tiles, Builder, Kernels, Tiling, F32, GEMM_TILE};
+use super::setup::{fold_tiles, Builder, Setup, Tiling, F32, GEMM_TILE};
 use crate::gpu::{Dispatch, Gpu, Kernel};
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/conv_common.wgsl");
@@ -37,16 +37,18 @@ struct ConvParams {
     _pad: [u32; 3],
 }
 
-pub(super) struct ConvKernels {
+pub struct ConvKernels {
+    pub(super) setup: Setup,
     forward: Kernel,
     backward_input: Kernel,
     backward_input_masked: Kernel,
 }
 
 impl ConvKernels {
-    pub(super) fn build(b: &Builder<'_>, tiling: Tiling) -> ConvKernels {
-        let src = source(tiling);
+    pub(super) fn build(b: &Builder<'_>) -> ConvKernels {
+        let src = source(b.setup.tiling);
         ConvKernels {
+            setup: b.setup,
             forward: b.kernel(
                 "conv_forward",
                 &src,
@@ -68,9 +70,9 @@ fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
     2.0 * 9.0 * (cin * cout * h * w) as f64
 }
 
-impl Kernels {
+impl ConvKernels {
     /// Uniforms and workgroups of a conv kernel whose invocations own blocks of `blocked` channels.
-    fn conv_launch(
+    fn launch(
         &self,
         (cin, cout, h, w): (usize, usize, usize, usize),
         blocked: usize,
@@ -80,10 +82,10 @@ impl Kernels {
             cout: cout as u32,
             h: h as u32,
             w: w as u32,
-            row_vec4s: (blocked.next_multiple_of(self.tiling.pad()) / 4) as u32,
+            row_vec4s: (blocked.next_multiple_of(self.setup.tiling.pad()) / 4) as u32,
             _pad: [0; 3],
         };
-        let groups = match self.tiling {
+        let groups = match self.setup.tiling {
             Tiling::Registers(block) => [
                 w.div_ceil(4).div_ceil(8) as u32,
                 h.div_ceil(8) as u32,
@@ -92,7 +94,7 @@ impl Kernels {
             Tiling::Workgroup => fold_tiles(
                 (h * w).div_ceil(GEMM_TILE),
                 blocked.div_ceil(GEMM_TILE),
-                self.fold_limit,
+                self.setup.fold_limit,
             ),
         };
         (params, groups)
@@ -101,7 +103,7 @@ impl Kernels {
     /// `dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias)`. `weight` holds
     /// `[3][3][cin][cout padded]` and `bias` `[cout]` (see [`pad_forward_weights`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn conv_forward(
+    pub fn forward(
         &self,
         gpu: &Gpu,
         (cin, cout, h, w): (usize, usize, usize, usize),
@@ -111,10 +113,9 @@ impl Kernels {
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         // Invocations own blocks of output channels.
-        let (params, groups) = self.conv_launch((cin, cout, h, w), cout);
-        let bytes = (cin + cout) * h * w * self.storage.bytes() + (9 * cin + 1) * cout * F32;
-        self.conv
-            .forward
+        let (params, groups) = self.launch((cin, cout, h, w), cout);
+        let bytes = (cin + cout) * h * w * self.setup.storage.bytes() + (9 * cin + 1) * cout * F32;
+        self.forward
             .dispatch(gpu, &params, &[src, weight, bias, dst], groups)
             .info(
                 format!("{cin}->{cout} {h}x{w}"),
@@ -128,7 +129,7 @@ impl Kernels {
     /// dst is zeroed where that input is, so it leaves masked for the layer below.
     /// `weight_t` holds `[3][3][cout][cin padded]` (see [`pad_backward_weights`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn conv_backward_input(
+    pub fn backward_input(
         &self,
         gpu: &Gpu,
         (cin, cout, h, w): (usize, usize, usize, usize),
@@ -138,21 +139,20 @@ impl Kernels {
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         // Invocations own blocks of input channels.
-        let (params, groups) = self.conv_launch((cin, cout, h, w), cin);
+        let (params, groups) = self.launch((cin, cout, h, w), cin);
         let bytes = (cout + cin) * h * w * F32 + 9 * cin * cout * F32;
         let d = match input_relu {
             None => self
-                .conv
                 .backward_input
                 .dispatch(gpu, &params, &[grad, weight_t, dst], groups),
-            Some(mask) => self.conv.backward_input_masked.dispatch(
+            Some(mask) => self.backward_input_masked.dispatch(
                 gpu,
                 &params,
                 &[grad, weight_t, dst, mask],
                 groups,
             ),
         };
-        let mask_bytes = input_relu.map_or(0, |_| cin * h * w * self.storage.bytes());
+        let mask_bytes = input_relu.map_or(0, |_| cin * h * w * self.setup.storage.bytes());
         d.info(
             format!("{cout}->{cin} {h}x{w}"),
             conv_flops(cin, cout, h, w),

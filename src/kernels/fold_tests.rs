@@ -38,7 +38,7 @@ fn folded_launches_match_reference() {
     // fold the style gradient only (one is enough: they share gram.wgsl).
     for tiling in [Tiling::Registers(8), Tiling::Workgroup] {
         let mut k = Kernels::with_tiling(g, tiling).unwrap();
-        k.fold_limit = 3;
+        k.set_fold_limit(3);
         // Enough pixel tiles (gemm64: 64 pixels each) and position tiles to fold.
         let (cin, cout, h, w) = (20, 70, 17, 31);
         let x = random(&mut r, cin * h * w, -1.0, 1.0);
@@ -54,9 +54,11 @@ fn folded_launches_match_reference() {
         let bb = g.storage_from("b", &b).unwrap();
         let out = g.storage("out", cout * h * w).unwrap();
         let back = g.storage("back", cin * h * w).unwrap();
-        let fwd = k.conv_forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
+        let fwd = k.conv.forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
         // The forward's output is post-ReLU: feed it back as the (masked) gradient.
-        let bwd = k.conv_backward_input(g, (cin, cout, h, w), &out, &kt, None, &back);
+        let bwd = k
+            .conv
+            .backward_input(g, (cin, cout, h, w), &out, &kt, None, &back);
         assert!(fwd.groups[1] > 1 || matches!(tiling, Tiling::Registers(_)));
         submit(g, &[], &[&fwd, &bwd]);
         let act = reference::conv_forward(&f64s(&x), &f64s(&wt), &f64s(&b), (cin, cout, h, w));
@@ -83,8 +85,11 @@ fn folded_launches_match_reference() {
         let ab = g.storage_from("a", &a).unwrap();
         let gb = g.storage("g", n * n).unwrap();
         let dst = g.storage("dst", n * m).unwrap();
-        let mut d = k.gram(g, (n, m), &fb, &gb).unwrap();
-        d.push(k.style_grad(g, (n, m), 0.5, false, &fb, &gb, &ab, &dst));
+        let mut d = k.gram.matrix(g, (n, m), &fb, &gb).unwrap();
+        d.push(
+            k.gram
+                .style_grad(g, (n, m), 0.5, false, &fb, &gb, &ab, &dst),
+        );
         assert!(
             d.last().unwrap().groups[1] > 1,
             "{tiling}: style_grad did not fold"

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::{fold_tiles, groups_1d, Builder, Kernels, Tiling, F32, GEMM_TILE};
+use super::setup::{fold_tiles, groups_1d, Builder, Setup, Tiling, F32, GEMM_TILE};
 use crate::gpu::{Dispatch, Gpu, Kernel};
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/gram_common.wgsl");
@@ -33,16 +33,18 @@ struct GramParams {
     _pad: [u32; 2],
 }
 
-pub(super) struct GramKernels {
+pub struct GramKernels {
+    pub(super) setup: Setup,
     gram: Kernel,
     reduce: Kernel,
     style_grad: Kernel,
 }
 
 impl GramKernels {
-    pub(super) fn build(b: &Builder<'_>, tiling: Tiling) -> GramKernels {
-        let src = source(tiling);
+    pub(super) fn build(b: &Builder<'_>) -> GramKernels {
+        let src = source(b.setup.tiling);
         GramKernels {
+            setup: b.setup,
             gram: b.kernel("gram", &src, &["Feat"], &["feat", "chunk_grams"]),
             // Only gram.wgsl has the reduction; both tilings share it.
             reduce: b.kernel(
@@ -61,10 +63,10 @@ impl GramKernels {
     }
 }
 
-impl Kernels {
+impl GramKernels {
     /// dst = feat · featᵀ for feat `[n][m]`: one dispatch, or two (partial Grams over chunks of
     /// positions, then their fixed-order sum) when n is small next to m.
-    pub fn gram(
+    pub fn matrix(
         &self,
         gpu: &Gpu,
         (n, m): (usize, usize),
@@ -75,7 +77,7 @@ impl Kernels {
         // fill the device: a few thousand register-blocked invocations (one 8 x 8 tile each,
         // listed in x), or a few hundred workgroups (one 64 x 64 tile each, y <= x), each chunk
         // with at least 1024 positions.
-        let ([x, y], chunks) = match self.tiling {
+        let ([x, y], chunks) = match self.setup.tiling {
             Tiling::Registers(_) => {
                 let tiles = n.div_ceil(8) * (n.div_ceil(8) + 1) / 2;
                 ([tiles.div_ceil(64), 1], 4096usize.div_ceil(tiles.max(1)))
@@ -97,24 +99,19 @@ impl Kernels {
             _pad: [0; 2],
         };
         let info = |d: Dispatch| {
-            let bytes = n * m * self.storage.bytes() + chunks * n * n * F32;
+            let bytes = n * m * self.setup.storage.bytes() + chunks * n * n * F32;
             d.info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64, bytes)
         };
         let groups = [x as u32, y as u32, chunks as u32];
         if chunks == 1 {
             // One chunk's Gram is G itself.
-            let d = self.gram.gram.dispatch(gpu, &params, &[feat, dst], groups);
+            let d = self.gram.dispatch(gpu, &params, &[feat, dst], groups);
             return Ok(vec![info(d)]);
         }
         let partial = gpu.storage("partial grams", chunks * n * n)?;
         Ok(vec![
-            info(
-                self.gram
-                    .gram
-                    .dispatch(gpu, &params, &[feat, &partial], groups),
-            ),
-            self.gram
-                .reduce
+            info(self.gram.dispatch(gpu, &params, &[feat, &partial], groups)),
+            self.reduce
                 .dispatch(gpu, &params, &[&partial, dst], groups_1d(n * n))
                 .info(
                     format!("{chunks} chunks"),
@@ -146,23 +143,25 @@ impl Kernels {
             chunk_len: m as u32,
             _pad: [0; 2],
         };
-        let groups = match self.tiling {
-            Tiling::Registers(_) => {
-                fold_tiles(m.div_ceil(8).div_ceil(64), n.div_ceil(8), self.fold_limit)
-            }
+        let groups = match self.setup.tiling {
+            Tiling::Registers(_) => fold_tiles(
+                m.div_ceil(8).div_ceil(64),
+                n.div_ceil(8),
+                self.setup.fold_limit,
+            ),
             Tiling::Workgroup => fold_tiles(
                 m.div_ceil(GEMM_TILE),
                 n.div_ceil(GEMM_TILE),
-                self.fold_limit,
+                self.setup.fold_limit,
             ),
         };
-        self.gram
-            .style_grad
+        self.style_grad
             .dispatch(gpu, &params, &[feat, gram, target, dst], groups)
             .info(
                 format!("{n}x{m}"),
                 2.0 * (n * n * m) as f64,
-                n * m * (self.storage.bytes() + (1 + accumulate as usize) * F32) + 2 * n * n * F32,
+                n * m * (self.setup.storage.bytes() + (1 + accumulate as usize) * F32)
+                    + 2 * n * n * F32,
             )
     }
 }

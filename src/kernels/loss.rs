@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{groups_1d, Builder, Kernels, F32};
+use super::setup::{groups_1d, Builder, Setup, F32};
 use crate::gpu::{Dispatch, Gpu, Kernel};
 
 pub const WGSL: &str = include_str!("../../shaders/loss.wgsl");
@@ -34,7 +34,8 @@ impl LossParams {
     }
 }
 
-pub(super) struct LossKernels {
+pub struct LossKernels {
+    pub(super) setup: Setup,
     sq_diff_sum: Kernel,
     sq_diff_sum_features: Kernel,
     tv_sum: Kernel,
@@ -45,6 +46,7 @@ pub(super) struct LossKernels {
 impl LossKernels {
     pub(super) fn build(b: &Builder<'_>) -> LossKernels {
         LossKernels {
+            setup: b.setup,
             sq_diff_sum: b.kernel("sq_diff_sum", WGSL, &[], &["a", "b", "sums"]),
             sq_diff_sum_features: b.kernel("sq_diff_sum", WGSL, &["A", "B"], &["a", "b", "sums"]),
             tv_sum: b.kernel("tv_sum", WGSL, &[], &["sums", "image"]),
@@ -54,9 +56,9 @@ impl LossKernels {
     }
 }
 
-impl Kernels {
+impl LossKernels {
     /// `out[slot] = scale · Σ (a − b)²` over `len` values: f32s (Gram matrices), or feature
-    /// maps stored as [`Kernels::storage`] says when `features`.
+    /// maps stored as [`super::Kernels::storage`] says when `features`.
     pub fn sq_diff_sum(
         &self,
         gpu: &Gpu,
@@ -66,8 +68,8 @@ impl Kernels {
         (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
         let (kernel, element_bytes) = match features {
-            true => (&self.loss.sq_diff_sum_features, self.storage.bytes()),
-            false => (&self.loss.sq_diff_sum, F32),
+            true => (&self.sq_diff_sum_features, self.setup.storage.bytes()),
+            false => (&self.sq_diff_sum, F32),
         };
         let params = LossParams {
             slot: slot as u32,
@@ -93,8 +95,7 @@ impl Kernels {
             slot: slot as u32,
             ..LossParams::new(c, (h, w), scale)
         };
-        self.loss
-            .tv_sum
+        self.tv_sum
             .dispatch(gpu, &params, &[out, x], [1, 1, 1])
             .info(String::new(), 0.0, c * h * w * F32)
     }
@@ -115,9 +116,8 @@ impl Kernels {
             accumulate: accumulate as u32,
             ..LossParams::new(len, (0, 0), coef)
         };
-        let bytes = len * (2 * self.storage.bytes() + (1 + accumulate as usize) * F32);
-        self.loss
-            .content_grad
+        let bytes = len * (2 * self.setup.storage.bytes() + (1 + accumulate as usize) * F32);
+        self.content_grad
             .dispatch(gpu, &params, &[feat, target, dst], groups_1d(len))
             .info(String::new(), 0.0, bytes)
     }
@@ -132,8 +132,7 @@ impl Kernels {
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = LossParams::new(c, (h, w), coef);
-        self.loss
-            .tv_grad
+        self.tv_grad
             .dispatch(gpu, &params, &[dst, x], groups_1d(c * h * w))
             .info(String::new(), 0.0, 3 * c * h * w * F32)
     }

@@ -1,7 +1,7 @@
 //! The kernels of style transfer, one file per family beside its shaders (`conv.rs` ↔
 //! `shaders/conv*.wgsl`, ...): each file holds its parameters, its pipelines, the launches
 //! that turn buffers into [`Dispatch`](crate::gpu::Dispatch)es and, for the convolutions, the weight layouts.
-//! [`Kernels`] builds every pipeline once per device.
+//! [`Kernels`] builds every family's pipelines once per device; `setup.rs` holds what they share.
 
 pub mod adam;
 pub mod conv;
@@ -9,12 +9,20 @@ pub mod gram;
 pub mod loss;
 pub mod pool;
 pub mod preprocess;
+pub mod setup;
 
 use anyhow::Result;
 
-use crate::gpu::{bindings_in, specialise, Binding, Gpu, Kernel};
+use crate::gpu::Gpu;
+use adam::AdamKernels;
+use conv::ConvKernels;
+use gram::GramKernels;
+use loss::LossKernels;
+use pool::PoolKernels;
+use preprocess::PreprocessKernels;
+use setup::{Builder, Setup, MAX_GROUPS};
 
-pub use adam::{AdamBuffers, AdamParams};
+pub use setup::{Storage, Tiling, TILINGS};
 
 /// Every WGSL file as the host compiles it (preludes joined; conv.wgsl in its default
 /// tiling), by file name, for validation and listing.
@@ -38,161 +46,18 @@ pub const PRELUDES: [(&str, &str); 2] = [
     ("gram_common.wgsl", gram::COMMON_WGSL),
 ];
 
-/// How the matrix-heavy kernels (convolutions, Gram matrices, style gradient) split the work.
-/// Every tiling computes the same thing with the same bindings and weight layouts; each
-/// adapter gets the one that suits it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tiling {
-    /// conv.wgsl and gram.wgsl: each conv invocation owns this many channels x 4 pixels in
-    /// registers, with no workgroup memory or barriers (the software driver runs barriers slowly).
-    Registers(usize),
-    /// conv_gemm.wgsl and gram_gemm.wgsl: GEMMs with 64 x 64 output tiles per workgroup
-    /// staged through workgroup memory, 4 x 4 outputs per invocation (for real GPUs).
-    Workgroup,
-}
-
-/// Every tiling the host can build; each is tested against the CPU reference.
-pub const TILINGS: [Tiling; 4] = [
-    Tiling::Registers(4),
-    Tiling::Registers(8),
-    Tiling::Registers(16),
-    Tiling::Workgroup,
-];
-
-/// Output rows and columns per workgroup of [`Tiling::Workgroup`] (conv: channels x pixels;
-/// conv weight rows are padded to it).
-const GEMM_TILE: usize = 64;
-
-impl Tiling {
-    /// The multiple that conv weight rows are padded to ([`conv::pad_forward_weights`]).
-    pub fn pad(self) -> usize {
-        match self {
-            Tiling::Registers(b) => b,
-            Tiling::Workgroup => GEMM_TILE,
-        }
-    }
-
-    /// The tiling for an adapter.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Tiling {
-        match info.device_type {
-            // Measured on lavapipe (2 cores): see README, Performance.
-            wgpu::DeviceType::Cpu => Tiling::Registers(8),
-            _ => Tiling::Workgroup,
-        }
-    }
-}
-
-impl std::fmt::Display for Tiling {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Tiling::Registers(b) => write!(f, "regs{b}"),
-            Tiling::Workgroup => write!(f, "gemm64"),
-        }
-    }
-}
-
-impl std::str::FromStr for Tiling {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Tiling, String> {
-        TILINGS
-            .into_iter()
-            .find(|t| t.to_string() == s.trim())
-            .ok_or_else(|| {
-                let names: Vec<String> = TILINGS.iter().map(|t| t.to_string()).collect();
-                format!("{s:?} is not one of {}", names.join(", "))
-            })
-    }
-}
-
-/// How feature maps (the network's activations, its input and the content targets) are
-/// stored. Gradients, Gram matrices and all arithmetic stay f32.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Storage {
-    #[default]
-    F32,
-    /// Half the bytes and memory traffic of feature maps; needs the adapter's shader-f16.
-    F16,
-}
-
-impl Storage {
-    pub fn bytes(self) -> usize {
-        match self {
-            Storage::F32 => 4,
-            Storage::F16 => 2,
-        }
-    }
-}
-
-/// Bytes of an f32 (gradients, Gram matrices, weights, the image: everything but feature maps).
-const F32: usize = 4;
-
-/// The most workgroups along one dimension that every adapter allows.
-const MAX_GROUPS: usize = 65535;
-
-/// Workgroups for `tiles` tiles along x, folded into y past `limit` (the shaders rebuild
-/// x + y · nx), and `z` along z.
-fn fold_tiles(tiles: usize, z: usize, limit: usize) -> [u32; 3] {
-    let x = tiles.clamp(1, limit);
-    [x as u32, tiles.div_ceil(x).max(1) as u32, z as u32]
-}
-
-/// Workgroups for a 1-D kernel of 64-wide groups, folded into y past the dispatch limit
-/// (the shaders rebuild the index as x + y · groups_x · 64).
-fn groups_1d(n: usize) -> [u32; 3] {
-    fold_tiles(n.div_ceil(64), 1, MAX_GROUPS)
-}
-
-/// Builds one entry point's pipeline, its feature-map aliases switched to f16 when the
-/// kernels store feature maps so.
-struct Builder<'a> {
-    gpu: &'a Gpu,
-    storage: Storage,
-}
-
-impl Builder<'_> {
-    /// Entry point `name` of `src`, binding its parameters' uniform `p` and then the storage
-    /// buffers named in `buffers`, in the order its launches pass them.
-    fn kernel(
-        &self,
-        name: &'static str,
-        src: &str,
-        f16_aliases: &[&str],
-        buffers: &[&'static str],
-    ) -> Kernel {
-        let mut bindings = vec![Binding::params()];
-        bindings.extend(bindings_in(src, buffers));
-        let aliases = if self.storage == Storage::F16 {
-            f16_aliases
-        } else {
-            &[]
-        };
-        let module = self
-            .gpu
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(specialise(src, aliases).into()),
-            });
-        Kernel::new(self.gpu, &module, name, &bindings)
-    }
-}
-
 /// Every pipeline impasto uses, built once per device.
 pub struct Kernels {
     /// How the conv and Gram kernels are tiled; conv weights must be padded to `tiling.pad()`.
     pub tiling: Tiling,
     /// How feature maps are stored; allocate them with [`Kernels::feature_map`].
     pub storage: Storage,
-    /// Tiled kernels fold workgroups along x into y past this many ([`MAX_GROUPS`]; the
-    /// crate's own tests lower it to exercise the folding on small inputs).
-    pub(crate) fold_limit: usize,
-    conv: conv::ConvKernels,
-    pool: pool::PoolKernels,
-    gram: gram::GramKernels,
-    loss: loss::LossKernels,
-    preprocess: preprocess::PreprocessKernels,
-    adam: adam::AdamKernels,
+    pub conv: ConvKernels,
+    pub pool: PoolKernels,
+    pub gram: GramKernels,
+    pub loss: LossKernels,
+    pub preprocess: PreprocessKernels,
+    pub adam: AdamKernels,
 }
 
 impl Kernels {
@@ -216,22 +81,33 @@ impl Kernels {
             gpu.info.name
         );
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let b = Builder { gpu, storage };
-        let kernels = Kernels {
+        let setup = Setup {
             tiling,
             storage,
             fold_limit: MAX_GROUPS,
-            conv: conv::ConvKernels::build(&b, tiling),
-            pool: pool::PoolKernels::build(&b),
-            gram: gram::GramKernels::build(&b, tiling),
-            loss: loss::LossKernels::build(&b),
-            preprocess: preprocess::PreprocessKernels::build(&b),
-            adam: adam::AdamKernels::build(&b),
+        };
+        let b = Builder { gpu, setup };
+        let kernels = Kernels {
+            tiling,
+            storage,
+            conv: ConvKernels::build(&b),
+            pool: PoolKernels::build(&b),
+            gram: GramKernels::build(&b),
+            loss: LossKernels::build(&b),
+            preprocess: PreprocessKernels::build(&b),
+            adam: AdamKernels::build(&b),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             anyhow::bail!("building the compute pipelines failed: {e}");
         }
         Ok(kernels)
+    }
+
+    /// Folds the tiled kernels' workgroups past `limit` instead of the dispatch limit (tests).
+    #[cfg(test)]
+    pub(crate) fn set_fold_limit(&mut self, limit: usize) {
+        self.conv.setup.fold_limit = limit;
+        self.gram.setup.fold_limit = limit;
     }
 
     /// A zeroed buffer for a feature map of `len` values, in this kernel set's storage.

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Builder, Kernels, F32};
+use super::setup::{Builder, Setup, F32};
 use crate::gpu::{Dispatch, Gpu, Kernel};
 use crate::model::Pooling;
 
@@ -19,7 +19,8 @@ struct PoolParams {
     _pad: [u32; 3],
 }
 
-pub(super) struct PoolKernels {
+pub struct PoolKernels {
+    pub(super) setup: Setup,
     forward: Kernel,
     backward: Kernel,
 }
@@ -27,6 +28,7 @@ pub(super) struct PoolKernels {
 impl PoolKernels {
     pub(super) fn build(b: &Builder<'_>) -> PoolKernels {
         PoolKernels {
+            setup: b.setup,
             forward: b.kernel("pool_forward", WGSL, &["Src", "Pooled"], &["src", "pooled"]),
             backward: b.kernel(
                 "pool_backward",
@@ -58,9 +60,9 @@ fn pool_params(c: usize, h: usize, w: usize, mode: Pooling, mask: bool) -> PoolP
     }
 }
 
-impl Kernels {
+impl PoolKernels {
     /// `dst[c][h/2][w/2]` = 2x2 stride-2 pooling of `src[c][h][w]`.
-    pub fn pool_forward(
+    pub fn forward(
         &self,
         gpu: &Gpu,
         (c, h, w): (usize, usize, usize),
@@ -69,20 +71,19 @@ impl Kernels {
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = pool_params(c, h, w, mode, false);
-        self.pool
-            .forward
+        self.forward
             .dispatch(gpu, &params, &[src, dst], pool_groups(c, h / 2, w / 2))
             .info(
                 format!("{c}x{h}x{w}"),
                 (c * h * w) as f64,
-                c * (h * w + (h / 2) * (w / 2)) * self.storage.bytes(),
+                c * (h * w + (h / 2) * (w / 2)) * self.setup.storage.bytes(),
             )
     }
 
     /// dst = dL/d(src) `[c][h][w]` from grad = dL/d(output) `[c][h/2][w/2]`; with `mask`
     /// (src is a ReLU's output), zero where src is not positive.
     #[allow(clippy::too_many_arguments)]
-    pub fn pool_backward(
+    pub fn backward(
         &self,
         gpu: &Gpu,
         (c, h, w): (usize, usize, usize),
@@ -93,8 +94,7 @@ impl Kernels {
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = pool_params(c, h, w, mode, mask);
-        self.pool
-            .backward
+        self.backward
             .dispatch(
                 gpu,
                 &params,
@@ -104,7 +104,7 @@ impl Kernels {
             .info(
                 format!("{c}x{h}x{w}"),
                 (c * h * w) as f64,
-                c * h * w * (self.storage.bytes() + F32) + c * (h / 2) * (w / 2) * F32,
+                c * h * w * (self.setup.storage.bytes() + F32) + c * (h / 2) * (w / 2) * F32,
             )
     }
 }

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{groups_1d, Builder, Kernels, F32};
+use super::setup::{groups_1d, Builder, Setup, F32};
 use crate::gpu::{Dispatch, Gpu, Kernel};
 use crate::model::Affine;
 
@@ -35,7 +35,8 @@ impl PreParams {
     }
 }
 
-pub(super) struct PreprocessKernels {
+pub struct PreprocessKernels {
+    pub(super) setup: Setup,
     forward: Kernel,
     backward: Kernel,
 }
@@ -43,6 +44,7 @@ pub(super) struct PreprocessKernels {
 impl PreprocessKernels {
     pub(super) fn build(b: &Builder<'_>) -> PreprocessKernels {
         PreprocessKernels {
+            setup: b.setup,
             forward: b.kernel("preprocess", WGSL, &["Input"], &["image", "input"]),
             backward: b.kernel(
                 "preprocess_backward",
@@ -54,9 +56,9 @@ impl PreprocessKernels {
     }
 }
 
-impl Kernels {
+impl PreprocessKernels {
     /// dst = the network input for the RGB image x `[3][hw]`.
-    pub fn preprocess(
+    pub fn forward(
         &self,
         gpu: &Gpu,
         hw: usize,
@@ -64,12 +66,12 @@ impl Kernels {
         x: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
-        let bytes = 3 * hw * (F32 + self.storage.bytes());
-        launch(&self.preprocess.forward, gpu, (hw, affine), (x, dst), bytes)
+        let bytes = 3 * hw * (F32 + self.setup.storage.bytes());
+        launch(&self.forward, gpu, (hw, affine), (x, dst), bytes)
     }
 
     /// dst = dL/dx from grad = dL/d(network input).
-    pub fn preprocess_backward(
+    pub fn backward(
         &self,
         gpu: &Gpu,
         hw: usize,
@@ -78,13 +80,7 @@ impl Kernels {
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         let bytes = 2 * 3 * hw * F32;
-        launch(
-            &self.preprocess.backward,
-            gpu,
-            (hw, affine),
-            (grad, dst),
-            bytes,
-        )
+        launch(&self.backward, gpu, (hw, affine), (grad, dst), bytes)
     }
 }
 

@@ -44,3 +44,20 @@ impl LossConfig {
             .unwrap_or(0)
     }
 }
+
+// The defaults, each with the reason for it (README, "The algorithm", has the measurements).
+
+/// Content layer: the seed algorithm's; deep enough that it fixes the layout, not the
+/// pixels (Gatys et al. use conv4_2, one block earlier, for a more literal content).
+pub const DEFAULT_CONTENT_LAYERS: &str = "block5_conv2";
+/// Style layers: the first conv of blocks 1-4, Gatys et al.'s conv1_1..conv4_1 (their conv5_1
+/// adds little at 512 px, where its map is 32x32, and costs the deepest block).
+pub const DEFAULT_STYLE_LAYERS: &str = "block1_conv1,block2_conv1,block3_conv1,block4_conv1";
+/// α: the content term as it is; the balance is set by β alone.
+pub const DEFAULT_CONTENT_WEIGHT: f64 = 1.0;
+/// β: the seed's; α/β = 1e-5 is the most stylised ratio Gatys et al. show (their Fig. 3 spans
+/// 1e-5 .. 1e-2), fitting a tool whose users ask for the style.
+pub const DEFAULT_STYLE_WEIGHT: f64 = 1e5;
+/// γ: removes the pixel-level noise Adam leaves at 512 px without blurring brush strokes;
+/// tv is an unnormalised sum that grows with the pixel count (sweep at 96 px in the README).
+pub const DEFAULT_TV_WEIGHT: f64 = 1e7;

@@ -4,7 +4,8 @@ use anyhow::Result;
 
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
-use crate::kernels::{AdamBuffers, AdamParams, Kernels};
+use crate::kernels::adam::{AdamBuffers, AdamParams};
+use crate::kernels::Kernels;
 use crate::model::AdamConfig;
 
 pub struct Adam {
@@ -25,7 +26,7 @@ impl Adam {
         let v = gpu.storage("adam v", len)?;
         let state = gpu.storage("adam state", 4)?;
         let params = AdamParams::new(config, len);
-        let dispatches = kernels.adam(
+        let dispatches = kernels.adam.step(
             gpu,
             params,
             AdamBuffers {

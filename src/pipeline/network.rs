@@ -51,7 +51,7 @@ impl GpuNet {
     ) -> Result<GpuNet> {
         let (h, w) = (stages[0].h, stages[0].w);
         let input = kernels.feature_map(gpu, "network input", 3 * h * w)?;
-        let mut forward = vec![kernels.preprocess(gpu, h * w, affine, x, &input)];
+        let mut forward = vec![kernels.preprocess.forward(gpu, h * w, affine, x, &input)];
         let mut acts: Vec<wgpu::Buffer> = Vec::new();
         for s in &stages {
             let out = kernels.feature_map(gpu, "activation", s.out_len())?;
@@ -59,7 +59,7 @@ impl GpuNet {
             forward.push(match s.op {
                 StageOp::Conv(l) => {
                     let c = &convs[l];
-                    kernels.conv_forward(
+                    kernels.conv.forward(
                         gpu,
                         (s.cin, s.cout, s.h, s.w),
                         src,
@@ -69,7 +69,9 @@ impl GpuNet {
                     )
                 }
                 StageOp::Pool(mode) => {
-                    kernels.pool_forward(gpu, (s.cin, s.h, s.w), mode, src, &out)
+                    kernels
+                        .pool
+                        .forward(gpu, (s.cin, s.h, s.w), mode, src, &out)
                 }
             });
             acts.push(out);

@@ -71,7 +71,7 @@ impl Objective {
             let i = net.conv_stage(l);
             let s = &net.stages[i];
             let scale = 0.5 / nc as f32;
-            loss_values.push(kernels.sq_diff_sum(
+            loss_values.push(kernels.loss.sq_diff_sum(
                 gpu,
                 (s.out_len(), true),
                 scale,
@@ -84,9 +84,9 @@ impl Objective {
             let s = &net.stages[i];
             let (n, m) = (s.cout, s.h * s.w);
             let g = gpu.storage("gram", n * n)?;
-            forward_extra.extend(kernels.gram(gpu, (n, m), &net.acts[i], &g)?);
+            forward_extra.extend(kernels.gram.matrix(gpu, (n, m), &net.acts[i], &g)?);
             let scale = (1.0 / (4.0 * (n * n) as f64 * (m * m) as f64 * ns as f64)) as f32;
-            loss_values.push(kernels.sq_diff_sum(
+            loss_values.push(kernels.loss.sq_diff_sum(
                 gpu,
                 (n * n, false),
                 scale,
@@ -95,7 +95,11 @@ impl Objective {
             ));
             grams.push(g);
         }
-        loss_values.push(kernels.tv_sum(gpu, (3, h, w), 1.0, x, (&loss_buf, nc + ns)));
+        loss_values.push(
+            kernels
+                .loss
+                .tv_sum(gpu, (3, h, w), 1.0, x, (&loss_buf, nc + ns)),
+        );
 
         let mut backward = Vec::new();
         let last = net.stages.len() - 1;
@@ -106,7 +110,7 @@ impl Objective {
             if let StageOp::Conv(l) = s.op {
                 if let Some(k) = config.content_layers.iter().position(|&c| c == l) {
                     let coef = (config.content_weight / nc as f64) as f32;
-                    backward.push(kernels.content_grad(
+                    backward.push(kernels.loss.content_grad(
                         gpu,
                         s.out_len(),
                         coef,
@@ -121,7 +125,7 @@ impl Objective {
                     let (n, m) = (s.cout, s.h * s.w);
                     let coef = (config.style_weight / (ns as f64 * (n * n) as f64 * (m * m) as f64))
                         as f32;
-                    backward.push(kernels.style_grad(
+                    backward.push(kernels.gram.style_grad(
                         gpu,
                         (n, m),
                         coef,
@@ -138,7 +142,7 @@ impl Objective {
             // The gradient for the stage below leaves masked when that stage ends in a ReLU.
             let below_relu = i > 0 && matches!(net.stages[i - 1].op, StageOp::Conv(_));
             backward.push(match s.op {
-                StageOp::Conv(l) => kernels.conv_backward_input(
+                StageOp::Conv(l) => kernels.conv.backward_input(
                     gpu,
                     (s.cin, s.cout, s.h, s.w),
                     gi,
@@ -147,13 +151,25 @@ impl Objective {
                     below,
                 ),
                 StageOp::Pool(mode) => {
-                    kernels.pool_backward(gpu, (s.cin, s.h, s.w), mode, below_relu, src, gi, below)
+                    kernels
+                        .pool
+                        .backward(gpu, (s.cin, s.h, s.w), mode, below_relu, src, gi, below)
                 }
             });
         }
-        backward.push(kernels.preprocess_backward(gpu, h * w, affine, grad_of(-1), &grad_x));
+        backward.push(
+            kernels
+                .preprocess
+                .backward(gpu, h * w, affine, grad_of(-1), &grad_x),
+        );
         if config.tv_weight != 0.0 {
-            backward.push(kernels.tv_grad(gpu, (3, h, w), config.tv_weight as f32, x, &grad_x));
+            backward.push(kernels.loss.tv_grad(
+                gpu,
+                (3, h, w),
+                config.tv_weight as f32,
+                x,
+                &grad_x,
+            ));
         }
         Ok(Objective {
             net,

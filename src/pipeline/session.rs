@@ -104,7 +104,11 @@ impl<'g> Session<'g> {
                 let i = snet.conv_stage(l);
                 let st = &snet.stages[i];
                 let g = gpu.storage("style gram", st.cout * st.cout)?;
-                d.extend(kernels.gram(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?);
+                d.extend(
+                    kernels
+                        .gram
+                        .matrix(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?,
+                );
                 grams.push((g, st.cout * st.cout));
             }
             submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());

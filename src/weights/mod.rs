@@ -16,7 +16,6 @@ pub mod safetensors;
 pub mod tensor;
 pub mod tfjs;
 
-pub use cache::{default_path, resolve_path, WEIGHTS_ENV};
 pub use tensor::Tensor;
 
 use std::collections::BTreeMap;

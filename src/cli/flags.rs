@@ -1,0 +1,266 @@
+//! The command line: flags, their checks and help text (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::Pooling;
+
+use crate::model::loss::{
+    DEFAULT_CONTENT_LAYERS, DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT,
+    DEFAULT_TV_WEIGHT,
+};
+use crate::model::optim::{DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_EPS, DEFAULT_LR, DEFAULT_STEPS};
+
+/// Output size: the seed's; at 512 px the default step needs about 600 MiB of GPU memory
+/// (README, Performance), which every GPU has.
+pub const DEFAULT_SIZE: usize = 512;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "impasto",
+    version,
+    about = "Neural style transfer on any GPU, in WGSL compute shaders"
+)]
+pub struct Cli {
+    /// GPU adapter to use: a name substring or an index from `impasto devices` (also IMPASTO_ADAPTER)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub adapter: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Stylize a content image with one or more style images
+    Stylize(Box<StylizeArgs>),
+    /// List the GPU adapters impasto can use, best first
+    Devices,
+    /// Time one optimisation step and each kernel in it (random weights of VGG19's shapes)
+    ///
+    /// Prints a row per kernel launch of the step (milliseconds from GPU timestamps where the
+    /// adapter has them, GFLOP/s, GB/s counting the bytes each kernel must read and write at
+    /// the least, share of the step), then the full step's time and impasto's GPU memory.
+    Bench(BenchArgs),
+    /// Inspect weights files
+    Weights {
+        #[command(subcommand)]
+        command: WeightsCommand,
+    },
+}
+
+/// Which VGG19 layers the losses read.
+#[derive(Args, Debug, Clone)]
+pub struct LayerArgs {
+    /// Content layers (Keras names like block5_conv2, or Caffe names like conv5_2 / relu5_2)
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_CONTENT_LAYERS)]
+    pub content_layers: Vec<String>,
+    /// Style layers
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = DEFAULT_STYLE_LAYERS
+    )]
+    pub style_layers: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Side of the square image in pixels
+    #[arg(long, default_value_t = 256, value_parser = positive_usize)]
+    pub size: usize,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    /// Timed steps after two warm-up steps
+    #[arg(long, default_value_t = 5, value_parser = positive_usize)]
+    pub steps: usize,
+    /// Conv and Gram kernel tiling: regs4, regs8, regs16 (conv channels per invocation, no
+    /// workgroup memory) or gemm64 (workgroup-memory GEMM tiles); default: chosen for the adapter
+    #[arg(long, value_name = "TILE")]
+    pub tiling: Option<crate::kernels::Tiling>,
+    /// How feature maps are stored (f16 needs shader-f16)
+    #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
+    pub storage: crate::kernels::Storage,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WeightsCommand {
+    /// List the layers, shapes and input convention of a weights file
+    Info { path: PathBuf },
+    /// Download weights, verify their checksum, and store them in canonical form
+    Fetch {
+        /// A known source from weights/sources.json (see `impasto weights sources`)
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["url", "sha256"])]
+        source: Option<String>,
+        /// Download from this URL instead (safetensors or .pth); repeat for mirrors
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "source",
+            requires = "sha256"
+        )]
+        url: Vec<String>,
+        /// Expected sha256 of the --url download (hex)
+        #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
+        sha256: Option<String>,
+        /// Expected size in bytes
+        #[arg(long)]
+        size: Option<u64>,
+        /// Output file (default: the user cache, where `stylize` looks)
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Seconds a read may wait before the transfer counts as stalled
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+    },
+    /// List the known weights sources
+    Sources,
+    /// Check a weights file and convert it to impasto's canonical safetensors
+    Import {
+        /// Keras-named or torchvision-named safetensors
+        path: PathBuf,
+        /// Output file (default: the user cache, where `stylize` looks)
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct StylizeArgs {
+    /// Content image (PNG or JPEG)
+    #[arg(long, value_name = "PATH")]
+    pub content: PathBuf,
+    /// Style image; repeat for a blend of several
+    #[arg(long, value_name = "PATH", required = true)]
+    pub style: Vec<PathBuf>,
+    /// Output image; the format follows the extension (.png, .jpg)
+    #[arg(long, short, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Blend weights of the style images, one per --style (normalised to sum to 1)
+    #[arg(long, value_name = "W1,W2,...", value_delimiter = ',', value_parser = positive_f64)]
+    pub style_blend: Option<Vec<f64>>,
+    /// VGG19 weights (safetensors); default: $IMPASTO_WEIGHTS, then the user cache
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+    /// Longest side of the output in pixels
+    #[arg(long, default_value_t = DEFAULT_SIZE, value_parser = positive_usize)]
+    pub size: usize,
+    /// Style images are resized to a longest side of style-scale x size
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
+    pub style_scale: f64,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    /// Content loss weight (alpha)
+    #[arg(long, default_value_t = DEFAULT_CONTENT_WEIGHT, value_parser = positive_f64)]
+    pub content_weight: f64,
+    /// Style loss weight (beta)
+    #[arg(long, default_value_t = DEFAULT_STYLE_WEIGHT, value_parser = positive_f64)]
+    pub style_weight: f64,
+    /// Total-variation weight (gamma); 0 turns it off
+    #[arg(long, default_value_t = DEFAULT_TV_WEIGHT, value_parser = non_negative_f64)]
+    pub tv_weight: f64,
+    /// Optimisation steps; 0 evaluates and writes the initial image
+    #[arg(long, default_value_t = DEFAULT_STEPS, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub steps: u64,
+    /// Adam learning rate
+    #[arg(long, default_value_t = DEFAULT_LR, value_parser = positive_f64)]
+    pub lr: f64,
+    /// Adam beta1
+    #[arg(long, default_value_t = DEFAULT_BETA1, value_parser = unit_f64)]
+    pub beta1: f64,
+    /// Adam beta2
+    #[arg(long, default_value_t = DEFAULT_BETA2, value_parser = unit_f64)]
+    pub beta2: f64,
+    /// Adam epsilon
+    #[arg(long, default_value_t = DEFAULT_EPS, value_parser = positive_f64)]
+    pub eps: f64,
+    /// Starting image: content, noise, or the path of an image
+    #[arg(long, default_value = "content", value_name = "content|noise|PATH")]
+    pub init: String,
+    /// Seed for --init noise
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pooling between blocks
+    #[arg(long, value_enum, default_value_t = Pooling::Max)]
+    pub pooling: Pooling,
+    /// Keep the content image's colours (luminance-only transfer)
+    #[arg(long)]
+    pub preserve_colors: bool,
+    /// How feature maps are stored: f32, or f16 (half their memory and traffic, on adapters
+    /// with shader-f16; arithmetic stays f32)
+    #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
+    pub storage: crate::kernels::Storage,
+    /// Log (and report) the losses every K steps
+    #[arg(long, default_value_t = 10, value_parser = positive_usize)]
+    pub log_every: usize,
+    /// Write the current image beside the output every K steps
+    #[arg(long, value_parser = positive_usize)]
+    pub save_every: Option<usize>,
+    /// Write a JSON report of the losses, settings and timings
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+}
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() {
+        return Err(format!("{s} is not finite"));
+    }
+    Ok(v)
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v <= 0.0 {
+        return Err(format!("{s} must be positive"));
+    }
+    Ok(v)
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v < 0.0 {
+        return Err(format!("{s} must not be negative"));
+    }
+    Ok(v)
+}
+
+fn unit_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!("{s} must be in [0, 1)"));
+    }
+    Ok(v)
+}
+
+fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("{s:?} is not a positive whole number")),
+    }
+}
+
+fn sha256_hex(s: &str) -> Result<String, String> {
+    let s = s.trim().to_lowercase();
+    if s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("expected 64 hexadecimal digits".into());
+    }
+    Ok(s)
+}
+
+/// A mistake in the command line found after parsing (exit status 2, like clap's own).
+#[derive(Debug)]
+pub struct FlagError(pub String);
+
+impl std::fmt::Display for FlagError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FlagError {}

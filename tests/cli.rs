@@ -380,9 +380,7 @@ fn report_steps(report: &Path) -> Vec<serde_json::Value> {
 
 /// The CPU reference's losses for `content` x `styles` (blend weights) with the real weights.
 fn reference_losses(
-    size: usize,
-    styles: &[(&str, f64)],
-    cfg: &LossConfig,
+    size: usize, styles: &[(&str, f64)], cfg: &LossConfig,
 ) -> impasto::model::LossValues {
     let w = Weights::load(&common::real_weights()).unwrap();
     assert_eq!(w.convention, Convention::Caffe);

@@ -256,8 +256,7 @@ fn tiny_weights() -> Vec<u8> {
 /// `impasto weights fetch` of `payload` from a local server, expecting `sha256`, into a new
 /// directory: (the directory, the output path, the process's output).
 fn weights_fetch(
-    payload: &[u8],
-    sha256: &str,
+    payload: &[u8], sha256: &str,
 ) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
     let (url, _) = serve(1, good(Arc::new(payload.to_vec())));
     let dir = tempfile::tempdir().unwrap();
@@ -389,9 +388,7 @@ fn manifest(dir: &std::path::Path, url: &str, body: &[u8], size: usize) -> std::
 }
 
 fn stylize_without_weights(
-    home: &std::path::Path,
-    sources: &std::path::Path,
-    out: &std::path::Path,
+    home: &std::path::Path, sources: &std::path::Path, out: &std::path::Path,
 ) -> std::process::Output {
     let img = home.join("in.png");
     image::RgbImage::from_fn(12, 9, |x, y| {

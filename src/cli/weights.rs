@@ -35,10 +35,7 @@ fn destination(output: Option<&std::path::Path>) -> anyhow::Result<std::path::Pa
 
 /// What to download: a known source, or URLs with their sha256.
 fn fetch_request(
-    source: Option<&str>,
-    urls: &[String],
-    sha256: Option<&str>,
-    size: Option<u64>,
+    source: Option<&str>, urls: &[String], sha256: Option<&str>, size: Option<u64>,
 ) -> anyhow::Result<crate::weights::fetch::Download> {
     use crate::weights::fetch::{default_source, find_source, Checksum, Download};
     match source {
@@ -65,9 +62,7 @@ impl<T> ContextFlag<T> for anyhow::Result<T> {
 }
 
 fn fetch(
-    d: &crate::weights::fetch::Download,
-    output: Option<&std::path::Path>,
-    timeout: u64,
+    d: &crate::weights::fetch::Download, output: Option<&std::path::Path>, timeout: u64,
 ) -> anyhow::Result<()> {
     let out = destination(output)?;
     crate::io::atomic::check_parent_dir(&out, "-o")?;
@@ -125,10 +120,7 @@ fn info(path: &std::path::Path) -> anyhow::Result<()> {
 
 /// Refuses (exit 2) an output that is the same file as the input named by `flag`.
 fn refuse_overwrite(
-    out: &std::path::Path,
-    given: Option<&std::path::Path>,
-    flag: &str,
-    input: &std::path::Path,
+    out: &std::path::Path, given: Option<&std::path::Path>, flag: &str, input: &std::path::Path,
 ) -> anyhow::Result<()> {
     use crate::io::same_file::{check_distinct, Named};
     let out_flag = if given.is_some() {

@@ -94,10 +94,7 @@ pub struct Kernel {
 impl Kernel {
     /// The pipeline of entry point `name` in `module`; `bindings` starts with the uniform at 0.
     pub fn new(
-        gpu: &Gpu,
-        module: &wgpu::ShaderModule,
-        name: &'static str,
-        bindings: &[Binding],
+        gpu: &Gpu, module: &wgpu::ShaderModule, name: &'static str, bindings: &[Binding],
     ) -> Kernel {
         assert!(
             matches!(bindings.first(), Some(b) if b.index == 0 && b.access == Access::Uniform),
@@ -154,11 +151,7 @@ impl Kernel {
     /// A dispatch of this kernel over `groups` workgroups: `uniform` at binding 0, then
     /// `buffers` in the order of the kernel's storage bindings.
     pub fn dispatch<T: Pod>(
-        &self,
-        gpu: &Gpu,
-        uniform: &T,
-        buffers: &[&wgpu::Buffer],
-        groups: [u32; 3],
+        &self, gpu: &Gpu, uniform: &T, buffers: &[&wgpu::Buffer], groups: [u32; 3],
     ) -> Dispatch {
         assert_eq!(
             buffers.len(),

@@ -29,8 +29,7 @@ pub fn check_parent_dir(path: &Path, flag: &str) -> Result<()> {
 
 /// Writes `path` atomically with what `fill` writes to the temporary file.
 pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+    path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()

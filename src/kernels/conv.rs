@@ -73,9 +73,7 @@ fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
 impl ConvKernels {
     /// Uniforms and workgroups of a conv kernel whose invocations own blocks of `blocked` channels.
     fn launch(
-        &self,
-        (cin, cout, h, w): (usize, usize, usize, usize),
-        blocked: usize,
+        &self, (cin, cout, h, w): (usize, usize, usize, usize), blocked: usize,
     ) -> (ConvParams, [u32; 3]) {
         let params = ConvParams {
             cin: cin as u32,
@@ -104,13 +102,8 @@ impl ConvKernels {
     /// `[3][3][cin][cout padded]` and `bias` `[cout]` (see [`pad_forward_weights`]).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
-        &self,
-        gpu: &Gpu,
-        (cin, cout, h, w): (usize, usize, usize, usize),
-        src: &wgpu::Buffer,
-        weight: &wgpu::Buffer,
-        bias: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), src: &wgpu::Buffer,
+        weight: &wgpu::Buffer, bias: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Dispatch {
         // Invocations own blocks of output channels.
         let (params, groups) = self.launch((cin, cout, h, w), cout);
@@ -130,13 +123,8 @@ impl ConvKernels {
     /// `weight_t` holds `[3][3][cout][cin padded]` (see [`pad_backward_weights`]).
     #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
-        &self,
-        gpu: &Gpu,
-        (cin, cout, h, w): (usize, usize, usize, usize),
-        grad: &wgpu::Buffer,
-        weight_t: &wgpu::Buffer,
-        input_relu: Option<&wgpu::Buffer>,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), grad: &wgpu::Buffer,
+        weight_t: &wgpu::Buffer, input_relu: Option<&wgpu::Buffer>, dst: &wgpu::Buffer,
     ) -> Dispatch {
         // Invocations own blocks of input channels.
         let (params, groups) = self.launch((cin, cout, h, w), cin);

@@ -67,11 +67,7 @@ impl GramKernels {
     /// dst = feat · featᵀ for feat `[n][m]`: one dispatch, or two (partial Grams over chunks of
     /// positions, then their fixed-order sum) when n is small next to m.
     pub fn matrix(
-        &self,
-        gpu: &Gpu,
-        (n, m): (usize, usize),
-        feat: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, (n, m): (usize, usize), feat: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
         // Workgroups over the tiles on or above G's diagonal, and how many chunks of positions
         // fill the device: a few thousand register-blocked invocations (one 8 x 8 tile each,
@@ -124,15 +120,8 @@ impl GramKernels {
     /// `dst (+)= coef · ((gram − target) · feat) · [feat > 0]` (feat is post-ReLU).
     #[allow(clippy::too_many_arguments)]
     pub fn style_grad(
-        &self,
-        gpu: &Gpu,
-        (n, m): (usize, usize),
-        coef: f32,
-        accumulate: bool,
-        feat: &wgpu::Buffer,
-        gram: &wgpu::Buffer,
-        target: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, (n, m): (usize, usize), coef: f32, accumulate: bool, feat: &wgpu::Buffer,
+        gram: &wgpu::Buffer, target: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = GramParams {
             n: n as u32,

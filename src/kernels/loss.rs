@@ -60,12 +60,8 @@ impl LossKernels {
     /// `out[slot] = scale · Σ (a − b)²` over `len` values: f32s (Gram matrices), or feature
     /// maps stored as [`super::Kernels::storage`] says when `features`.
     pub fn sq_diff_sum(
-        &self,
-        gpu: &Gpu,
-        (len, features): (usize, bool),
-        scale: f32,
-        (a, b): (&wgpu::Buffer, &wgpu::Buffer),
-        (out, slot): (&wgpu::Buffer, usize),
+        &self, gpu: &Gpu, (len, features): (usize, bool), scale: f32,
+        (a, b): (&wgpu::Buffer, &wgpu::Buffer), (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
         let (kernel, element_bytes) = match features {
             true => (&self.sq_diff_sum_features, self.setup.storage.bytes()),
@@ -84,11 +80,7 @@ impl LossKernels {
 
     /// `out[slot] = scale · tv(x)` for x `[c][h][w]`.
     pub fn tv_sum(
-        &self,
-        gpu: &Gpu,
-        (c, h, w): (usize, usize, usize),
-        scale: f32,
-        x: &wgpu::Buffer,
+        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), scale: f32, x: &wgpu::Buffer,
         (out, slot): (&wgpu::Buffer, usize),
     ) -> Dispatch {
         let params = LossParams {
@@ -103,14 +95,8 @@ impl LossKernels {
     /// `dst (+)= coef · (feat − target) · [feat > 0]` (feat is post-ReLU).
     #[allow(clippy::too_many_arguments)]
     pub fn content_grad(
-        &self,
-        gpu: &Gpu,
-        len: usize,
-        coef: f32,
-        accumulate: bool,
-        feat: &wgpu::Buffer,
-        target: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, len: usize, coef: f32, accumulate: bool, feat: &wgpu::Buffer,
+        target: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = LossParams {
             accumulate: accumulate as u32,
@@ -124,11 +110,7 @@ impl LossKernels {
 
     /// dst += coef · d tv(x) / dx.
     pub fn tv_grad(
-        &self,
-        gpu: &Gpu,
-        (c, h, w): (usize, usize, usize),
-        coef: f32,
-        x: &wgpu::Buffer,
+        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), coef: f32, x: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = LossParams::new(c, (h, w), coef);

@@ -63,11 +63,7 @@ fn pool_params(c: usize, h: usize, w: usize, mode: Pooling, mask: bool) -> PoolP
 impl PoolKernels {
     /// `dst[c][h/2][w/2]` = 2x2 stride-2 pooling of `src[c][h][w]`.
     pub fn forward(
-        &self,
-        gpu: &Gpu,
-        (c, h, w): (usize, usize, usize),
-        mode: Pooling,
-        src: &wgpu::Buffer,
+        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, src: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = pool_params(c, h, w, mode, false);
@@ -84,14 +80,8 @@ impl PoolKernels {
     /// (src is a ReLU's output), zero where src is not positive.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
-        &self,
-        gpu: &Gpu,
-        (c, h, w): (usize, usize, usize),
-        mode: Pooling,
-        mask: bool,
-        src: &wgpu::Buffer,
-        grad: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, mask: bool,
+        src: &wgpu::Buffer, grad: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Dispatch {
         let params = pool_params(c, h, w, mode, mask);
         self.backward

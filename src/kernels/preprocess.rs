@@ -59,12 +59,7 @@ impl PreprocessKernels {
 impl PreprocessKernels {
     /// dst = the network input for the RGB image x `[3][hw]`.
     pub fn forward(
-        &self,
-        gpu: &Gpu,
-        hw: usize,
-        affine: &Affine,
-        x: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, hw: usize, affine: &Affine, x: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Dispatch {
         let bytes = 3 * hw * (F32 + self.setup.storage.bytes());
         launch(&self.forward, gpu, (hw, affine), (x, dst), bytes)
@@ -72,12 +67,7 @@ impl PreprocessKernels {
 
     /// dst = dL/dx from grad = dL/d(network input).
     pub fn backward(
-        &self,
-        gpu: &Gpu,
-        hw: usize,
-        affine: &Affine,
-        grad: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, hw: usize, affine: &Affine, grad: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Dispatch {
         let bytes = 2 * 3 * hw * F32;
         launch(&self.backward, gpu, (hw, affine), (grad, dst), bytes)
@@ -86,11 +76,8 @@ impl PreprocessKernels {
 
 /// Either kernel over the 3·hw elements, reading `from` and writing `to`.
 fn launch(
-    kernel: &Kernel,
-    gpu: &Gpu,
-    (hw, affine): (usize, &Affine),
-    (from, to): (&wgpu::Buffer, &wgpu::Buffer),
-    bytes: usize,
+    kernel: &Kernel, gpu: &Gpu, (hw, affine): (usize, &Affine),
+    (from, to): (&wgpu::Buffer, &wgpu::Buffer), bytes: usize,
 ) -> Dispatch {
     let params = PreParams::new(hw, affine);
     kernel

@@ -131,11 +131,7 @@ impl Builder<'_> {
     /// Entry point `name` of `src`, binding its parameters' uniform `p` and then the storage
     /// buffers named in `buffers`, in the order its launches pass them.
     pub(super) fn kernel(
-        &self,
-        name: &'static str,
-        src: &str,
-        f16_aliases: &[&str],
-        buffers: &[&'static str],
+        &self, name: &'static str, src: &str, f16_aliases: &[&str], buffers: &[&'static str],
     ) -> Kernel {
         let mut bindings = vec![Binding::params()];
         bindings.extend(bindings_in(src, buffers));

@@ -15,11 +15,7 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(
-        gpu: &Gpu,
-        kernels: &Kernels,
-        config: &AdamConfig,
-        x: &wgpu::Buffer,
-        grad: &wgpu::Buffer,
+        gpu: &Gpu, kernels: &Kernels, config: &AdamConfig, x: &wgpu::Buffer, grad: &wgpu::Buffer,
         len: usize,
     ) -> Result<Adam> {
         let m = gpu.storage("adam m", len)?;

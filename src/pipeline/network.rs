@@ -42,11 +42,7 @@ pub struct GpuNet {
 impl GpuNet {
     /// `convs[l]` holds conv layer l, for every layer the stages use.
     pub fn new(
-        gpu: &Gpu,
-        kernels: &Kernels,
-        stages: Vec<Stage>,
-        convs: &[GpuConv],
-        affine: &Affine,
+        gpu: &Gpu, kernels: &Kernels, stages: Vec<Stage>, convs: &[GpuConv], affine: &Affine,
         x: &wgpu::Buffer,
     ) -> Result<GpuNet> {
         let (h, w) = (stages[0].h, stages[0].w);

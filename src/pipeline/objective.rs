@@ -35,14 +35,8 @@ pub struct Objective {
 impl Objective {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        gpu: &Gpu,
-        kernels: &Kernels,
-        net: GpuNet,
-        convs: &[GpuConv],
-        config: &LossConfig,
-        targets: &GpuTargets,
-        affine: &Affine,
-        x: &wgpu::Buffer,
+        gpu: &Gpu, kernels: &Kernels, net: GpuNet, convs: &[GpuConv], config: &LossConfig,
+        targets: &GpuTargets, affine: &Affine, x: &wgpu::Buffer,
     ) -> Result<Objective> {
         let s0 = net.stages[0];
         let (h, w) = (s0.h, s0.w);

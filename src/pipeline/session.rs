@@ -247,11 +247,7 @@ impl<'g> Session<'g> {
 /// Fails when the feature map of `img` at one of `layers` would be empty (pooling halves it
 /// per block), naming the image and the layer.
 fn check_size(
-    arch: &Arch,
-    layers: &[usize],
-    pooling: Pooling,
-    what: &str,
-    img: &Image,
+    arch: &Arch, layers: &[usize], pooling: Pooling, what: &str, img: &Image,
 ) -> Result<()> {
     let deepest = layers.iter().copied().max().unwrap_or(0);
     let stages = arch.stages(deepest, img.h, img.w, pooling);

@@ -15,10 +15,7 @@ fn taps(y: usize, x: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, 
 
 /// relu(conv3x3(src) + bias), zero padding 1.
 pub fn conv_forward(
-    src: &[f64],
-    hwio: &[f64],
-    bias: &[f64],
-    (cin, cout, h, w): (usize, usize, usize, usize),
+    src: &[f64], hwio: &[f64], bias: &[f64], (cin, cout, h, w): (usize, usize, usize, usize),
 ) -> Vec<f64> {
     let mut out = vec![0.0; cout * h * w];
     for co in 0..cout {
@@ -39,10 +36,7 @@ pub fn conv_forward(
 
 /// dL/d(input) of [`conv_forward`], given dL/d(output) and the forward's output (the ReLU mask).
 pub fn conv_backward_input(
-    grad: &[f64],
-    act: &[f64],
-    hwio: &[f64],
-    (cin, cout, h, w): (usize, usize, usize, usize),
+    grad: &[f64], act: &[f64], hwio: &[f64], (cin, cout, h, w): (usize, usize, usize, usize),
 ) -> Vec<f64> {
     let mut out = vec![0.0; cin * h * w];
     for co in 0..cout {
@@ -89,10 +83,7 @@ fn window(src: &[f64], ch: usize, oy: usize, ox: usize, h: usize, w: usize) -> [
 
 /// dL/d(input) of [`pool_forward`]; max sends the gradient to the first maximum (row-major).
 pub fn pool_backward(
-    src: &[f64],
-    grad: &[f64],
-    (c, h, w): (usize, usize, usize),
-    mode: Pooling,
+    src: &[f64], grad: &[f64], (c, h, w): (usize, usize, usize), mode: Pooling,
 ) -> Vec<f64> {
     let (oh, ow) = (h / 2, w / 2);
     let mut out = vec![0.0; c * h * w];

@@ -129,11 +129,7 @@ enum Fetch {
 }
 
 fn fetch_once(
-    agent: &ureq::Agent,
-    url: &str,
-    part: &Path,
-    size: Option<u64>,
-    opts: &mut Options,
+    agent: &ureq::Agent, url: &str, part: &Path, size: Option<u64>, opts: &mut Options,
 ) -> std::result::Result<(), Fetch> {
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     if size == Some(have) {

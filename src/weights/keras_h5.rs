@@ -14,9 +14,7 @@ use super::tensor::Tensor;
 /// kernel, a 1-D one the bias. `keep` says which layers to read (a network's business, not
 /// the file format's).
 pub fn read(
-    bytes: Vec<u8>,
-    what: &str,
-    keep: &dyn Fn(&str) -> bool,
+    bytes: Vec<u8>, what: &str, keep: &dyn Fn(&str) -> bool,
 ) -> Result<BTreeMap<String, Tensor>> {
     let file = hdf5_pure::File::from_bytes(bytes)
         .map_err(|e| anyhow::anyhow!("{e}"))

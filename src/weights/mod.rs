@@ -83,9 +83,7 @@ impl Weights {
 
     /// The VGG19 convolutions among named tensors, in Keras (HWIO) or torchvision (OIHW) naming.
     fn from_tensors(
-        tensors: BTreeMap<String, Tensor>,
-        meta: &HashMap<String, String>,
-        path: &Path,
+        tensors: BTreeMap<String, Tensor>, meta: &HashMap<String, String>, path: &Path,
     ) -> Result<Weights> {
         let shown = path.display();
         let arch = Arch::vgg19();
@@ -157,10 +155,7 @@ impl Weights {
     /// Random weights for conv layers 0..=`deepest` of `arch` (benchmarks and tests: timings
     /// do not depend on the values): kernels uniform in ±`kernel(layer)`, biases in `bias`.
     pub fn random(
-        arch: &Arch,
-        deepest: usize,
-        seed: u64,
-        kernel: impl Fn(&ConvSpec) -> f32,
+        arch: &Arch, deepest: usize, seed: u64, kernel: impl Fn(&ConvSpec) -> f32,
         bias: std::ops::Range<f32>,
     ) -> Weights {
         use rand::{Rng, SeedableRng};

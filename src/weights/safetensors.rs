@@ -10,9 +10,7 @@ use super::tensor::{f32s_from_le, Tensor};
 /// The tensors of a safetensors file whose names `keep` accepts (each must be F32), and the
 /// file's metadata.
 pub fn read(
-    bytes: &[u8],
-    what: &str,
-    keep: &dyn Fn(&str) -> bool,
+    bytes: &[u8], what: &str, keep: &dyn Fn(&str) -> bool,
 ) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let (_, meta) = SafeTensors::read_metadata(bytes).with_context(|| {
         format!("{what} is not a valid safetensors file (truncated or malformed?)")

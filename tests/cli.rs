@@ -205,6 +205,41 @@ fn refuses_truncated_image() {
 }
 
 #[test]
+fn refuses_a_jpeg_cut_short() {
+    // The decoder would fill the missing part in and the run would succeed.
+    let f = Fixture::new();
+    let p = f.path("cut.jpg");
+    let bytes = std::fs::read(common::image("tubingen.jpg")).unwrap();
+    std::fs::write(&p, &bytes[..20000]).unwrap();
+    let o = f.run(&["--content", s(&p)]);
+    f.assert_refused(&o, "cut.jpg");
+    assert!(
+        stderr(&o).contains("truncated or corrupt JPEG"),
+        "{}",
+        stderr(&o)
+    );
+    // The whole file is accepted.
+    std::fs::write(&p, &bytes).unwrap();
+    assert!(f.run(&["--content", s(&p)]).status.success());
+}
+
+#[test]
+fn a_layer_deeper_than_the_weights_names_the_layer_asked_for() {
+    let f = Fixture::new();
+    // The fixture's weights hold block1_conv1..block2_conv1.
+    let o = f.run(&["--content-layers", "block3_conv2"]);
+    f.assert_refused(
+        &o,
+        "--content-layers block3_conv2 needs every layer up to it",
+    );
+    assert!(
+        stderr(&o).contains("lacks layer block2_conv2"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn refuses_enormous_declared_dimensions_before_decoding() {
     let f = Fixture::new();
     let p = f.path("huge.png");

@@ -125,3 +125,95 @@ fn tfjs_with_a_missing_shard_is_refused_with_its_name() {
     );
     assert!(e.contains("group1-shard2of2.bin"), "{e}");
 }
+
+/// A `.pth` archive holding `pickle` as its data.pkl (stored, as torch.save does).
+fn pth_with_pickle(path: &std::path::Path, pickle: &[u8]) {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("archive/data.pkl", opts).unwrap();
+    w.write_all(pickle).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn a_pickle_that_would_run_a_command_is_refused_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let cmd = format!("touch {}", marker.display());
+    let mut arg = vec![b'X'];
+    arg.extend((cmd.len() as u32).to_le_bytes());
+    arg.extend(cmd.as_bytes());
+    // (callable, how a pickle names it, the name the refusal must give)
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // protocol 2: GLOBAL "posix\nsystem" (what os.system pickles to on Linux), REDUCE
+        (
+            [&b"\x80\x02cposix\nsystem\nq\x00"[..], &arg, b"\x85R."].concat(),
+            "posix.system",
+        ),
+        (
+            [&b"\x80\x02cos\nsystem\n"[..], &arg, b"\x85R."].concat(),
+            "os.system",
+        ),
+        (
+            [&b"\x80\x02cbuiltins\neval\n"[..], &arg, b"\x85R."].concat(),
+            "builtins.eval",
+        ),
+        // protocol 4: STACK_GLOBAL from two strings
+        (
+            [
+                &b"\x80\x04\x8c\x05posix\x8c\x06system\x93"[..],
+                &arg,
+                b"\x85R.",
+            ]
+            .concat(),
+            "posix.system",
+        ),
+        // a global that is not called at all is refused too
+        (
+            b"\x80\x02csubprocess\nPopen\n.".to_vec(),
+            "subprocess.Popen",
+        ),
+    ];
+    for (pickle, name) in cases {
+        let p = dir.path().join("evil.pth");
+        pth_with_pickle(&p, &pickle);
+        let e = format!("{:#}", Weights::load(&p).unwrap_err());
+        assert!(
+            e.contains(name) && e.contains("evil.pth") && e.contains("refused"),
+            "{e}"
+        );
+        assert!(!marker.exists(), "the pickle's command ran");
+    }
+    // A control: the same command run for real does create the marker, so the check can fail.
+    std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .status()
+        .unwrap();
+    assert!(marker.exists());
+}
+
+#[test]
+fn pth_limits_are_checked_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("deep.pth");
+    // 10 000 nested one-tuples: refused for its depth, not a stack overflow.
+    let mut pickle = b"\x80\x02N".to_vec();
+    pickle.extend(std::iter::repeat_n(0x85u8, 10_000));
+    pickle.push(b'.');
+    pth_with_pickle(&p, &pickle);
+    let e = format!("{:#}", Weights::load(&p).unwrap_err());
+    assert!(e.contains("nests deeper"), "{e}");
+    // A memo entry fetched over and over (a "billion laughs"): refused for its size.
+    let mut pickle = b"\x80\x02(".to_vec();
+    pickle.extend(std::iter::repeat_n(b'N', 1000));
+    pickle.extend(b"tq\x00");
+    for _ in 0..20_000 {
+        pickle.extend(b"h\x00");
+    }
+    pickle.push(b'.');
+    pth_with_pickle(&p, &pickle);
+    let e = format!("{:#}", Weights::load(&p).unwrap_err());
+    assert!(e.contains("more than"), "{e}");
+}

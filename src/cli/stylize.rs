@@ -202,9 +202,17 @@ fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
         Some(path) => Weights::load(path)?,
         None => weights::cache::fetch_default()?,
     };
-    for &l in loss.content_layers.iter().chain(&loss.style_layers) {
-        for spec in &arch.convs[..=l] {
-            weights.layer(&spec.name)?;
+    let asked = [
+        (&loss.content_layers, "--content-layers"),
+        (&loss.style_layers, "--style-layers"),
+    ];
+    for (layers, flag) in asked {
+        for &l in layers {
+            for spec in &arch.convs[..=l] {
+                weights.layer(&spec.name).with_context(|| {
+                    format!("{flag} {} needs every layer up to it", arch.convs[l].name)
+                })?;
+            }
         }
     }
 

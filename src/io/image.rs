@@ -38,6 +38,9 @@ pub fn load_exact(path: &Path, w: usize, h: usize) -> Result<Image> {
     )))
 }
 
+/// Largest accepted image file, in bytes (a 64-megapixel PNG is well under it).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
 fn read_rgb(path: &Path) -> Result<RgbImage> {
     let shown = path.display();
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read image {shown}"))?;
@@ -47,28 +50,97 @@ fn read_rgb(path: &Path) -> Result<RgbImage> {
     if meta.len() == 0 {
         bail!("image {shown} is empty");
     }
-    let reader = || -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
-        ImageReader::open(path)
-            .with_context(|| format!("cannot read image {shown}"))?
+    if meta.len() > MAX_FILE_BYTES {
+        bail!(
+            "image {shown} is {} MiB; impasto accepts at most {} MiB",
+            meta.len() >> 20,
+            MAX_FILE_BYTES >> 20
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read image {shown}"))?;
+    decode(&bytes).with_context(|| format!("image {shown}"))
+}
+
+/// Decodes PNG or JPEG bytes, refusing what cannot be decoded whole: a header declaring too
+/// many pixels (before any decoding), a JPEG whose data ends before its end-of-image marker
+/// (the decoder would fill the rest in silently), or anything the decoder rejects.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
+    let reader = || {
+        ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
-            .with_context(|| format!("cannot read image {shown}"))
+            .expect("reading from memory cannot fail")
     };
-    let (w, h) = reader()?
+    let (w, h) = reader()
         .into_dimensions()
-        .with_context(|| format!("{shown} is not a readable image (PNG or JPEG)"))?;
+        .context("is not a readable image (PNG or JPEG)")?;
     if w == 0 || h == 0 {
-        bail!("image {shown} has no pixels ({w}x{h})");
+        bail!("has no pixels ({w}x{h})");
     }
     if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_PIXELS {
         bail!(
-            "image {shown} declares {w}x{h} pixels; impasto accepts at most {MAX_SIDE} px a side and {} megapixels",
+            "declares {w}x{h} pixels; impasto accepts at most {MAX_SIDE} px a side and {} megapixels",
             MAX_PIXELS >> 20
         );
     }
-    let img = reader()?
+    if let Err(why) = jpeg_complete(bytes) {
+        bail!("is a truncated or corrupt JPEG: {why}");
+    }
+    let img = reader()
         .decode()
-        .with_context(|| format!("image {shown} could not be decoded (truncated or corrupt?)"))?;
+        .context("could not be decoded (truncated or corrupt?)")?;
     Ok(img.to_rgb8())
+}
+
+/// For JPEG bytes, whether every segment and the entropy-coded data after each start of scan
+/// are whole, up to the end-of-image marker. Other formats pass.
+fn jpeg_complete(b: &[u8]) -> Result<(), &'static str> {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return Ok(());
+    }
+    let mut i = 2;
+    loop {
+        if b.get(i) != Some(&0xFF) {
+            return Err(if i >= b.len() {
+                "it ends before its end-of-image marker"
+            } else {
+                "a marker is missing"
+            });
+        }
+        while b.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&m) = b.get(i) else {
+            return Err("it ends inside a marker");
+        };
+        i += 1;
+        match m {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = b
+            .get(i..i + 2)
+            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+        else {
+            return Err("it ends inside a segment header");
+        };
+        if len < 2 || i + len > b.len() {
+            return Err("it ends inside a segment");
+        }
+        i += len;
+        if m == 0xDA {
+            // Entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a
+            // restart marker.
+            loop {
+                match (b.get(i), b.get(i + 1)) {
+                    (Some(0xFF), Some(0x00 | 0xD0..=0xD7)) => i += 2,
+                    (Some(0xFF), Some(_)) => break,
+                    (Some(_), _) => i += 1,
+                    (None, _) => return Err("its image data ends early"),
+                }
+            }
+        }
+    }
 }
 
 fn resize_longest(img: RgbImage, n: usize) -> RgbImage {

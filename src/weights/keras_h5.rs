@@ -16,6 +16,7 @@ use super::tensor::Tensor;
 pub fn read(
     bytes: Vec<u8>, what: &str, keep: &dyn Fn(&str) -> bool,
 ) -> Result<BTreeMap<String, Tensor>> {
+    let file_len = bytes.len();
     let file = hdf5_pure::File::from_bytes(bytes)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("{what} is not a readable HDF5 file (truncated or corrupt?)"))?;
@@ -59,6 +60,12 @@ pub fn read(
                 .map(|&s| s as usize)
                 .collect();
             let role = if shape.len() == 1 { "bias" } else { "kernel" };
+            // Keras stores weights uncompressed: a dataset declaring more values than the file
+            // could hold is refused before anything is allocated for it.
+            let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if values.is_none_or(|n| n.saturating_mul(4) > file_len) {
+                bail!("{what}: {layer}/{d} declares shape {shape:?}, more than the file holds");
+            }
             let data: Vec<f32> = ds
                 .read::<f32>()
                 .map_err(|e| anyhow::anyhow!("{what}: {}/{d} is unreadable: {e}", layer))?;

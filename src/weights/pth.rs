@@ -9,6 +9,38 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::tensor::{f32s_from_le, Tensor};
 
+/// The globals a state_dict's pickle needs: the tensor rebuild functions, the storage types
+/// (named in persistent ids) and the ordered dict. Any other global (`os.system`,
+/// `builtins.eval`, ...) is refused by name: nothing in a pickle is ever executed here, and a
+/// file that asks for more than a state_dict holds is not one.
+const ALLOWED_GLOBALS: &[&str] = &[
+    "torch._utils _rebuild_tensor_v2",
+    "torch._utils _rebuild_tensor",
+    "torch._utils _rebuild_parameter",
+    "collections OrderedDict",
+];
+
+/// torch's storage types, `torch XStorage`.
+fn is_storage_type(global: &str) -> bool {
+    global
+        .strip_prefix("torch ")
+        .is_some_and(|n| n.ends_with("Storage") && n.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// Limits checked before anything is allocated.
+mod limits {
+    /// data.pkl: a state_dict's pickle is kilobytes.
+    pub const PICKLE_BYTES: u64 = 64 << 20;
+    /// One storage's bytes (VGG19's largest tensor is 400 MiB).
+    pub const STORAGE_BYTES: u64 = 2 << 30;
+    /// Containers inside containers.
+    pub const DEPTH: usize = 64;
+    /// Values built in all (memo gets copy values: this bounds a "billion laughs").
+    pub const NODES: usize = 10_000_000;
+    /// Dimensions of a tensor.
+    pub const RANK: usize = 8;
+}
+
 #[derive(Clone, Debug)]
 enum Value {
     None,
@@ -30,8 +62,6 @@ enum Value {
         shape: Vec<usize>,
         stride: Vec<usize>,
     },
-    /// Anything else a checkpoint may hold; kept opaque.
-    Object,
     Mark,
 }
 
@@ -44,8 +74,8 @@ pub fn read(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tensor>> {
         .find(|n| n.ends_with("data.pkl"))
         .ok_or_else(|| anyhow!("{what} has no data.pkl"))?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_owned();
-    let mut pkl = Vec::new();
-    zip.by_name(&pkl_name)?.read_to_end(&mut pkl)?;
+    let pkl = read_entry(&mut zip, &pkl_name, limits::PICKLE_BYTES)
+        .with_context(|| format!("{what}: {pkl_name}"))?;
     let root = unpickle(&pkl).with_context(|| format!("{what}: cannot read {pkl_name}"))?;
     let Value::Dict(items) = root else {
         bail!("{what}: the checkpoint is not a dict of tensors");
@@ -70,11 +100,12 @@ pub fn read(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tensor>> {
         if dtype != "FloatStorage" {
             bail!("{what}: tensor {name} is {dtype}, expected FloatStorage (float32)");
         }
-        let mut raw = Vec::new();
-        zip.by_name(&format!("{prefix}data/{key}"))
-            .with_context(|| format!("{what}: storage {key} of {name} is missing"))?
-            .read_to_end(&mut raw)
-            .with_context(|| format!("{what}: storage {key} of {name} is unreadable"))?;
+        let raw = read_entry(
+            &mut zip,
+            &format!("{prefix}data/{key}"),
+            limits::STORAGE_BYTES,
+        )
+        .with_context(|| format!("{what}: storage {key} of tensor {name}"))?;
         let storage = f32s_from_le(&raw);
         let data = gather(&storage, offset, &shape, &stride).with_context(|| {
             format!("{what}: tensor {name} lies outside its storage (truncated?)")
@@ -84,9 +115,41 @@ pub fn read(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tensor>> {
     Ok(out)
 }
 
-/// The elements of a strided view, in row-major order.
+/// The bytes of one archive entry, refused past `limit` or past what the entry declares
+/// (read with a bound, so a lying header cannot make it allocate more).
+fn read_entry(
+    zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str, limit: u64,
+) -> Result<Vec<u8>> {
+    let entry = zip.by_name(name).map_err(|e| anyhow!("missing ({e})"))?;
+    let declared = entry.size();
+    if declared > limit {
+        bail!("declares {declared} bytes, more than the {limit} accepted");
+    }
+    let mut out = Vec::with_capacity(declared as usize);
+    entry
+        .take(declared + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| anyhow!("unreadable ({e})"))?;
+    if out.len() as u64 != declared {
+        bail!(
+            "holds {} bytes where it declares {declared} (corrupt?)",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+/// The elements of a strided view, in row-major order; None when the view does not fit in
+/// the storage.
 fn gather(storage: &[f32], offset: usize, shape: &[usize], stride: &[usize]) -> Option<Vec<f32>> {
-    let n: usize = shape.iter().product();
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    // The last element a view reaches, computed without overflow, must lie in the storage.
+    let last = shape.iter().zip(stride).try_fold(offset, |at, (&d, &s)| {
+        at.checked_add(d.saturating_sub(1).checked_mul(s)?)
+    })?;
+    if n > 0 && last >= storage.len() {
+        return None;
+    }
     let mut out = Vec::with_capacity(n);
     let mut idx = vec![0usize; shape.len()];
     for _ in 0..n {
@@ -116,234 +179,351 @@ fn as_usizes(v: &Value) -> Result<Vec<usize>> {
     }
 }
 
-fn unpickle(b: &[u8]) -> Result<Value> {
-    let mut stack: Vec<Value> = Vec::new();
-    let mut memo: BTreeMap<u32, Value> = BTreeMap::new();
-    let mut i = 0;
-    let take = |i: &mut usize, n: usize| -> Result<&[u8]> {
+/// A value on the pickle machine's stack, with how deep its containers nest and how many
+/// values it holds, so that limits are checked in O(1) per opcode.
+#[derive(Clone)]
+struct Item {
+    value: Value,
+    depth: usize,
+    nodes: usize,
+}
+
+/// A pickle interpreter for data only: it builds values, calls nothing, and accepts only the
+/// globals in [`ALLOWED_GLOBALS`] (and torch's storage types).
+struct Machine<'a> {
+    b: &'a [u8],
+    i: usize,
+    stack: Vec<Item>,
+    memo: BTreeMap<u32, Item>,
+    nodes: usize,
+}
+
+impl<'a> Machine<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let b: &'a [u8] = self.b;
         let s = b
-            .get(*i..*i + n)
+            .get(self.i..self.i.saturating_add(n))
             .ok_or_else(|| anyhow!("pickle ends early"))?;
-        *i += n;
+        self.i += n;
         Ok(s)
-    };
-    let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| anyhow!("pickle stack underflow"));
-    let pop_mark = |stack: &mut Vec<Value>| -> Result<Vec<Value>> {
-        let m = stack
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+
+    fn pop(&mut self) -> Result<Item> {
+        self.stack
+            .pop()
+            .ok_or_else(|| anyhow!("pickle stack underflow"))
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Item>> {
+        let m = self
+            .stack
             .iter()
-            .rposition(|v| matches!(v, Value::Mark))
+            .rposition(|v| matches!(v.value, Value::Mark))
             .ok_or_else(|| anyhow!("pickle MARK missing"))?;
-        let items = stack.split_off(m + 1);
-        stack.pop();
+        let items = self.stack.split_off(m + 1);
+        self.stack.pop();
         Ok(items)
-    };
-    loop {
-        let op = *take(&mut i, 1)?.first().unwrap();
-        match op {
-            0x80 => i += 1,                  // PROTO
-            0x95 => i += 8,                  // FRAME
-            b'.' => return pop(&mut stack),  // STOP
-            b'(' => stack.push(Value::Mark), // MARK
-            b'N' => stack.push(Value::None),
-            0x88 => stack.push(Value::Bool),
-            0x89 => stack.push(Value::Bool),
-            b')' => stack.push(Value::Tuple(vec![])),
-            b']' => stack.push(Value::List(vec![])),
-            b'}' => stack.push(Value::Dict(vec![])),
-            b'K' => stack.push(Value::Int(take(&mut i, 1)?[0] as i64)),
-            b'M' => {
-                let s = take(&mut i, 2)?;
-                stack.push(Value::Int(u16::from_le_bytes([s[0], s[1]]) as i64))
-            }
-            b'J' => {
-                let s = take(&mut i, 4)?;
-                stack.push(Value::Int(
-                    i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64
-                ))
-            }
-            0x8a => {
-                // LONG1: little-endian two's complement of n bytes
-                let n = take(&mut i, 1)?[0] as usize;
-                let s = take(&mut i, n)?;
-                let mut v: i64 = 0;
-                for (k, byte) in s.iter().enumerate().take(8) {
-                    v |= (*byte as i64) << (8 * k);
-                }
-                if n > 0 && n < 8 && s[n - 1] & 0x80 != 0 {
-                    v -= 1i64 << (8 * n);
-                }
-                stack.push(Value::Int(v))
-            }
-            b'G' => {
-                take(&mut i, 8)?;
-                stack.push(Value::Float)
-            }
-            b'X' | 0x8c => {
-                // BINUNICODE (u32 length) / SHORT_BINUNICODE (u8 length)
-                let n = if op == b'X' {
-                    let s = take(&mut i, 4)?;
-                    u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize
-                } else {
-                    take(&mut i, 1)?[0] as usize
-                };
-                let s = take(&mut i, n)?;
-                stack.push(Value::Str(String::from_utf8_lossy(s).into_owned()))
-            }
-            b'c' => {
-                let rest = &b[i..];
-                let mut lines = rest.splitn(3, |&c| c == b'\n');
-                let module = lines.next().unwrap_or_default();
-                let name = lines
-                    .next()
-                    .ok_or_else(|| anyhow!("pickle GLOBAL cut short"))?;
-                i += module.len() + name.len() + 2;
-                stack.push(Value::Global(format!(
-                    "{} {}",
-                    String::from_utf8_lossy(module),
-                    String::from_utf8_lossy(name)
-                )))
-            }
-            b'q' => {
-                let k = take(&mut i, 1)?[0] as u32;
-                memo.insert(
-                    k,
-                    stack
-                        .last()
-                        .cloned()
-                        .ok_or_else(|| anyhow!("empty stack"))?,
-                );
-            }
-            b'r' => {
-                let s = take(&mut i, 4)?;
-                let k = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-                memo.insert(
-                    k,
-                    stack
-                        .last()
-                        .cloned()
-                        .ok_or_else(|| anyhow!("empty stack"))?,
-                );
-            }
-            0x94 => {
-                // MEMOIZE
-                let k = memo.len() as u32;
-                memo.insert(
-                    k,
-                    stack
-                        .last()
-                        .cloned()
-                        .ok_or_else(|| anyhow!("empty stack"))?,
-                );
-            }
-            b'h' | b'j' => {
-                let k = if op == b'h' {
-                    take(&mut i, 1)?[0] as u32
-                } else {
-                    let s = take(&mut i, 4)?;
-                    u32::from_le_bytes([s[0], s[1], s[2], s[3]])
-                };
-                stack.push(
-                    memo.get(&k)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("pickle memo {k} missing"))?,
-                )
-            }
-            b't' => {
-                let items = pop_mark(&mut stack)?;
-                stack.push(Value::Tuple(items))
-            }
-            0x85..=0x87 => {
-                let n = (op - 0x84) as usize;
-                if stack.len() < n {
-                    bail!("pickle stack underflow");
-                }
-                let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(items))
-            }
-            b'a' => {
-                let v = pop(&mut stack)?;
-                if let Some(Value::List(l)) = stack.last_mut() {
-                    l.push(v);
+    }
+
+    /// Pushes `value` holding `children`, within the limits.
+    fn push(&mut self, value: Value, children: &[&Item]) -> Result<()> {
+        let depth = children.iter().map(|c| c.depth + 1).max().unwrap_or(0);
+        let nodes = children.iter().map(|c| c.nodes).sum::<usize>() + 1;
+        self.count(1)?;
+        if depth > limits::DEPTH {
+            bail!("pickle nests deeper than {}", limits::DEPTH);
+        }
+        self.stack.push(Item {
+            value,
+            depth,
+            nodes,
+        });
+        Ok(())
+    }
+
+    fn count(&mut self, nodes: usize) -> Result<()> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        if self.nodes > limits::NODES {
+            bail!("pickle builds more than {} values", limits::NODES);
+        }
+        Ok(())
+    }
+
+    fn memo_put(&mut self, k: u32) -> Result<()> {
+        let top = self
+            .stack
+            .last()
+            .cloned()
+            .ok_or_else(|| anyhow!("empty stack"))?;
+        self.memo.insert(k, top);
+        Ok(())
+    }
+
+    /// Adds `items` to the container on top of the stack (lists: values; dicts: key, value pairs).
+    fn extend_top(&mut self, items: Vec<Item>) -> Result<()> {
+        let depth = items.iter().map(|c| c.depth + 1).max().unwrap_or(0);
+        let nodes: usize = items.iter().map(|c| c.nodes).sum();
+        let top = self
+            .stack
+            .last_mut()
+            .ok_or_else(|| anyhow!("pickle stack underflow"))?;
+        top.depth = top.depth.max(depth);
+        top.nodes += nodes;
+        if top.depth > limits::DEPTH {
+            bail!("pickle nests deeper than {}", limits::DEPTH);
+        }
+        match &mut top.value {
+            Value::List(l) => l.extend(items.into_iter().map(|i| i.value)),
+            Value::Dict(d) => {
+                let mut it = items.into_iter().map(|i| i.value);
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k, v));
                 }
             }
-            b'e' => {
-                let items = pop_mark(&mut stack)?;
-                if let Some(Value::List(l)) = stack.last_mut() {
-                    l.extend(items);
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A global, refused unless a state_dict needs it.
+    fn global(&mut self, module: &str, name: &str) -> Result<()> {
+        let g = format!("{module} {name}");
+        if !ALLOWED_GLOBALS.contains(&g.as_str()) && !is_storage_type(&g) {
+            bail!(
+                "the pickle names the global {module}.{name}, which a PyTorch state_dict never \
+                 needs; refused (nothing in it was run)"
+            );
+        }
+        self.push(Value::Global(g), &[])
+    }
+
+    fn run(mut self) -> Result<Value> {
+        loop {
+            let op = self.take(1)?[0];
+            match op {
+                0x80 => self.i += 1,                  // PROTO
+                0x95 => self.i += 8,                  // FRAME
+                b'.' => return Ok(self.pop()?.value), // STOP
+                b'(' => self.push(Value::Mark, &[])?, // MARK
+                b'N' => self.push(Value::None, &[])?,
+                0x88 | 0x89 => self.push(Value::Bool, &[])?,
+                b')' => self.push(Value::Tuple(vec![]), &[])?,
+                b']' => self.push(Value::List(vec![]), &[])?,
+                b'}' => self.push(Value::Dict(vec![]), &[])?,
+                b'K' => {
+                    let v = self.take(1)?[0] as i64;
+                    self.push(Value::Int(v), &[])?
                 }
-            }
-            b's' | b'u' => {
-                let items = if op == b's' {
-                    let v = pop(&mut stack)?;
-                    let k = pop(&mut stack)?;
-                    vec![k, v]
-                } else {
-                    pop_mark(&mut stack)?
-                };
-                if let Some(Value::Dict(d)) = stack.last_mut() {
-                    let mut it = items.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        d.push((k, v));
+                b'M' => {
+                    let s = self.take(2)?;
+                    self.push(Value::Int(u16::from_le_bytes([s[0], s[1]]) as i64), &[])?
+                }
+                b'J' => {
+                    let v = self.u32()? as i32 as i64;
+                    self.push(Value::Int(v), &[])?
+                }
+                0x8a => {
+                    // LONG1: little-endian two's complement of n bytes
+                    let n = self.take(1)?[0] as usize;
+                    let s = self.take(n)?;
+                    let mut v: i64 = 0;
+                    for (k, byte) in s.iter().enumerate().take(8) {
+                        v |= (*byte as i64) << (8 * k);
                     }
-                }
-            }
-            b'b' => {
-                pop(&mut stack)?; // BUILD: state (e.g. _metadata) is not needed
-            }
-            b'Q' => {
-                let pid = pop(&mut stack)?;
-                let Value::Tuple(p) = pid else {
-                    bail!("unexpected persistent id")
-                };
-                match (p.first(), p.get(1), p.get(2)) {
-                    (Some(Value::Str(kind)), Some(Value::Global(g)), Some(Value::Str(key)))
-                        if kind == "storage" =>
-                    {
-                        let dtype = g.rsplit(' ').next().unwrap_or_default().to_string();
-                        stack.push(Value::Storage {
-                            key: key.clone(),
-                            dtype,
-                        })
+                    if n > 0 && n < 8 && s[n - 1] & 0x80 != 0 {
+                        v -= 1i64 << (8 * n);
                     }
-                    _ => bail!("unexpected persistent id {p:?}"),
+                    self.push(Value::Int(v), &[])?
                 }
-            }
-            b'R' => {
-                let args = pop(&mut stack)?;
-                let f = pop(&mut stack)?;
-                let Value::Tuple(args) = args else {
-                    bail!("REDUCE without an argument tuple")
-                };
-                stack.push(match &f {
-                    Value::Global(g)
-                        if g == "torch._utils _rebuild_tensor_v2"
-                            || g == "torch._utils _rebuild_tensor" =>
-                    {
-                        let storage = args
-                            .first()
-                            .cloned()
-                            .ok_or_else(|| anyhow!("tensor without storage"))?;
-                        let offset = match args.get(1) {
-                            Some(Value::Int(o)) if *o >= 0 => *o as usize,
-                            _ => bail!("tensor without offset"),
-                        };
-                        let shape = as_usizes(args.get(2).unwrap_or(&Value::None))?;
-                        let stride = as_usizes(args.get(3).unwrap_or(&Value::None))?;
-                        if shape.len() != stride.len() {
-                            bail!("tensor shape and stride differ in rank");
+                b'G' => {
+                    self.take(8)?;
+                    self.push(Value::Float, &[])?
+                }
+                b'X' | 0x8c => {
+                    // BINUNICODE (u32 length) / SHORT_BINUNICODE (u8 length)
+                    let n = if op == b'X' {
+                        self.u32()? as usize
+                    } else {
+                        self.take(1)?[0] as usize
+                    };
+                    let s = self.take(n)?;
+                    self.push(Value::Str(String::from_utf8_lossy(s).into_owned()), &[])?
+                }
+                b'c' => {
+                    // GLOBAL: "module\nname\n"
+                    let rest = &self.b[self.i..];
+                    let mut lines = rest.splitn(3, |&c| c == b'\n');
+                    let module = lines.next().unwrap_or_default();
+                    let name = lines
+                        .next()
+                        .ok_or_else(|| anyhow!("pickle GLOBAL cut short"))?;
+                    self.i += module.len() + name.len() + 2;
+                    let (m, n) = (
+                        String::from_utf8_lossy(module),
+                        String::from_utf8_lossy(name),
+                    );
+                    self.global(&m, &n)?
+                }
+                0x93 => {
+                    // STACK_GLOBAL: module and name strings on the stack
+                    let name = self.pop()?.value;
+                    let module = self.pop()?.value;
+                    let (Value::Str(m), Value::Str(n)) = (module, name) else {
+                        bail!("pickle STACK_GLOBAL without two strings");
+                    };
+                    self.global(&m, &n)?
+                }
+                b'q' => {
+                    let k = self.take(1)?[0] as u32;
+                    self.memo_put(k)?
+                }
+                b'r' => {
+                    let k = self.u32()?;
+                    self.memo_put(k)?
+                }
+                0x94 => self.memo_put(self.memo.len() as u32)?, // MEMOIZE
+                b'h' | b'j' => {
+                    let k = if op == b'h' {
+                        self.take(1)?[0] as u32
+                    } else {
+                        self.u32()?
+                    };
+                    let item = self
+                        .memo
+                        .get(&k)
+                        .cloned()
+                        .ok_or_else(|| anyhow!("pickle memo {k} missing"))?;
+                    self.count(item.nodes)?;
+                    self.stack.push(item)
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    let refs: Vec<&Item> = items.iter().collect();
+                    let v = Value::Tuple(items.iter().map(|i| i.value.clone()).collect());
+                    self.push(v, &refs)?
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    if self.stack.len() < n {
+                        bail!("pickle stack underflow");
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    let refs: Vec<&Item> = items.iter().collect();
+                    let v = Value::Tuple(items.iter().map(|i| i.value.clone()).collect());
+                    self.push(v, &refs)?
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.extend_top(vec![v])?
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.extend_top(items)?
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.extend_top(vec![k, v])?
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.extend_top(items)?
+                }
+                b'b' => {
+                    self.pop()?; // BUILD: state (e.g. _metadata) is not needed
+                }
+                b'Q' => {
+                    let pid = self.pop()?.value;
+                    let Value::Tuple(p) = pid else {
+                        bail!("unexpected persistent id")
+                    };
+                    match (p.first(), p.get(1), p.get(2)) {
+                        (Some(Value::Str(kind)), Some(Value::Global(g)), Some(Value::Str(key)))
+                            if kind == "storage" && is_storage_type(g) =>
+                        {
+                            let dtype = g.rsplit(' ').next().unwrap_or_default().to_string();
+                            self.push(
+                                Value::Storage {
+                                    key: key.clone(),
+                                    dtype,
+                                },
+                                &[],
+                            )?
                         }
-                        Value::Tensor {
-                            storage: Box::new(storage),
-                            offset,
-                            shape,
-                            stride,
-                        }
+                        _ => bail!("unexpected persistent id {p:?}"),
                     }
-                    Value::Global(g) if g == "collections OrderedDict" => Value::Dict(vec![]),
-                    _ => Value::Object,
-                })
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let f = self.pop()?;
+                    let size = Item {
+                        value: Value::None,
+                        depth: args.depth,
+                        nodes: args.nodes,
+                    };
+                    let v = reduce(&f.value, args.value)?;
+                    self.push(v, &[&size])?
+                }
+                _ => bail!(
+                    "unsupported pickle opcode 0x{op:02x} at byte {}",
+                    self.i - 1
+                ),
             }
-            _ => bail!("unsupported pickle opcode 0x{op:02x} at byte {}", i - 1),
         }
     }
+}
+
+/// What an allowed global builds from its arguments.
+fn reduce(f: &Value, args: Value) -> Result<Value> {
+    let Value::Tuple(args) = args else {
+        bail!("REDUCE without an argument tuple")
+    };
+    Ok(match f {
+        Value::Global(g)
+            if g == "torch._utils _rebuild_tensor_v2" || g == "torch._utils _rebuild_tensor" =>
+        {
+            let storage = args
+                .first()
+                .cloned()
+                .ok_or_else(|| anyhow!("tensor without storage"))?;
+            let offset = match args.get(1) {
+                Some(Value::Int(o)) if *o >= 0 => *o as usize,
+                _ => bail!("tensor without offset"),
+            };
+            let shape = as_usizes(args.get(2).unwrap_or(&Value::None))?;
+            let stride = as_usizes(args.get(3).unwrap_or(&Value::None))?;
+            if shape.len() != stride.len() || shape.len() > limits::RANK {
+                bail!("tensor of shape {shape:?} and stride {stride:?}");
+            }
+            Value::Tensor {
+                storage: Box::new(storage),
+                offset,
+                shape,
+                stride,
+            }
+        }
+        // A Parameter wraps its tensor; the tensor is what is kept.
+        Value::Global(g) if g == "torch._utils _rebuild_parameter" => args
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("parameter without tensor"))?,
+        Value::Global(g) if g == "collections OrderedDict" => Value::Dict(vec![]),
+        _ => bail!("REDUCE of something that is not an allowed global"),
+    })
+}
+
+fn unpickle(b: &[u8]) -> Result<Value> {
+    Machine {
+        b,
+        i: 0,
+        stack: Vec::new(),
+        memo: BTreeMap::new(),
+        nodes: 0,
+    }
+    .run()
 }

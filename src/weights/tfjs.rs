@@ -58,11 +58,15 @@ pub fn read(model_json: &Path, what: &str) -> Result<BTreeMap<String, Tensor>> {
             if e.dtype != "float32" {
                 bail!("{what}: {} is {}, expected float32", e.name, e.dtype);
             }
-            let n: usize = e.shape.iter().product();
-            let chunk = bytes.get(at..at + 4 * n).with_context(|| {
+            let end = e
+                .shape
+                .iter()
+                .try_fold(4usize, |n, &d| n.checked_mul(d))
+                .and_then(|b| b.checked_add(at));
+            let chunk = end.and_then(|end| bytes.get(at..end)).with_context(|| {
                 format!("{what}: the shards end inside {} (truncated?)", e.name)
             })?;
-            at += 4 * n;
+            at += chunk.len();
             let data = f32s_from_le(chunk);
             out.insert(
                 e.name,

@@ -1,5 +1,5 @@
-//! Every reader against hostile and broken files: seeded from the test data, each file is
-//! mutated many times (bits flipped, bytes overwritten with extremes, cut short, chunks
+//! Every reader against hostile and broken files (an in-tree mutation fuzzer): seeded from
+//! the test data, each file is mutated many times (bits flipped, bytes overwritten with extremes, cut short, chunks
 //! repeated or inserted, length fields made huge) and read. A reader must answer Ok or Err:
 //! never panic, never hang (a watchdog aborts after 20 s), never ask for more than 1 GiB at
 //! once (the allocator refuses, which aborts the test binary).
@@ -37,8 +37,14 @@ unsafe impl GlobalAlloc for Capped {
 #[global_allocator]
 static ALLOCATOR: Capped = Capped;
 
-/// Mutations per seed file; a few seconds per reader in all.
-const MUTATIONS: usize = 400;
+/// Mutations per seed file: 400 in `cargo test` (well under a second per reader);
+/// `IMPASTO_FUZZ_MUTATIONS=200000 cargo test --release --test hostile` for a long run.
+fn mutations() -> usize {
+    std::env::var("IMPASTO_FUZZ_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
 
 fn data(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -126,7 +132,7 @@ fn watchdog(start: Instant) {
     });
 }
 
-/// Feeds `MUTATIONS` mutants of each seed to `read`; fails listing the inputs that panicked
+/// Feeds [`mutations`] mutants of each seed to `read`; fails listing the inputs that panicked
 /// (saved under target/hostile/ for a regression test).
 fn fuzz(name: &str, seeds: &[Vec<u8>], read: impl Fn(&[u8]) -> bool) {
     let start = Instant::now();
@@ -136,7 +142,7 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], read: impl Fn(&[u8]) -> bool) {
     let mut panics = Vec::new();
     for seed in seeds {
         assert!(read(seed), "{name}: the unmutated seed must read");
-        for k in 0..MUTATIONS {
+        for k in 0..mutations() {
             let m = mutate(seed, &mut r);
             CASE_STARTED_MS.store(start.elapsed().as_millis().max(1) as u64, Ordering::SeqCst);
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&m))) {
@@ -155,7 +161,7 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], read: impl Fn(&[u8]) -> bool) {
     }
     println!(
         "{name}: {} mutants in {:.1} s: {ok} read, {refused} refused, {} panicked",
-        seeds.len() * MUTATIONS,
+        seeds.len() * mutations(),
         start.elapsed().as_secs_f64(),
         panics.len()
     );
@@ -255,10 +261,14 @@ fn tfjs_reader_survives_mutations() {
         let path = dir.path().join(target);
         let original = std::fs::read(&path).unwrap();
         let json = dir.path().join("model.json");
-        fuzz(&format!("tfjs {target}"), &[original.clone()], |b| {
-            std::fs::write(&path, b).unwrap();
-            impasto::weights::tfjs::read(&json, "mutant").is_ok()
-        });
+        fuzz(
+            &format!("tfjs {target}"),
+            std::slice::from_ref(&original),
+            |b| {
+                std::fs::write(&path, b).unwrap();
+                impasto::weights::tfjs::read(&json, "mutant").is_ok()
+            },
+        );
         std::fs::write(&path, original).unwrap();
     }
 }

@@ -19,7 +19,7 @@ pub fn run(cli: &Cli) -> i32 {
         Command::Weights { command } => weights::run(command).map(|_| 0),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        crate::say!("error: {e:#}");
         if e.downcast_ref::<FlagError>().is_some() {
             2
         } else {

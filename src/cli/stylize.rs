@@ -152,7 +152,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         let json = serde_json::to_string_pretty(&report)?;
         crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
     }
-    eprintln!(
+    crate::say!(
         "wrote {} ({}x{}, {} steps in {:.1} s on {})",
         args.output.display(),
         inputs.content.w,
@@ -314,9 +314,11 @@ fn optimise(session: &mut Session<'_>, args: &StylizeArgs, content: &Image) -> R
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
-        // A second Ctrl-C (or a failure to install the handler) falls back to the default.
+        // A second Ctrl-C exits at once, but not in the middle of writing a file (so no
+        // temporary file is left); a failure to install the handler falls back to the default.
         let _ = ctrlc::set_handler(move || {
             if flag.swap(true, Ordering::SeqCst) {
+                crate::io::atomic::wait_for_writes(std::time::Duration::from_secs(30));
                 std::process::exit(130);
             }
         });
@@ -387,7 +389,7 @@ impl Log {
                 bail!(NOT_FINITE_AT_START);
             }
             self.progress.finish();
-            eprintln!("the loss became non-finite at step {step}; keeping the image of the last finite loss");
+            crate::say!("the loss became non-finite at step {step}; keeping the image of the last finite loss");
             return Ok(false);
         }
         session.keep_last_evaluated();
@@ -456,7 +458,7 @@ impl Progress {
         );
         match &self.bar {
             Some(b) => b.set_message(msg),
-            None => eprintln!("step {step}/{}  {msg}  {rate:.2} steps/s", self.steps),
+            None => crate::say!("step {step}/{}  {msg}  {rate:.2} steps/s", self.steps),
         }
     }
 

@@ -93,7 +93,7 @@ fn import(path: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::R
     refuse_overwrite(&out, output, "PATH", path)?;
     let w = crate::weights::Weights::load(path)?;
     w.save_canonical(&out)?;
-    eprintln!(
+    crate::say!(
         "wrote {} ({} layers, input convention {})",
         out.display(),
         w.layers.len(),

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context, Result};
 
@@ -27,10 +28,39 @@ pub fn check_parent_dir(path: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Atomic writes under way in this process (see [`wait_for_writes`]).
+static IN_PROGRESS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one write in progress while it lives.
+struct Writing;
+
+impl Writing {
+    fn start() -> Writing {
+        IN_PROGRESS.fetch_add(1, Ordering::SeqCst);
+        Writing
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        IN_PROGRESS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Blocks (up to `limit`) until no atomic write is under way: an exit on Ctrl-C calls it
+/// first, so that it never leaves a temporary file behind.
+pub fn wait_for_writes(limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while IN_PROGRESS.load(Ordering::SeqCst) > 0 && start.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Writes `path` atomically with what `fill` writes to the temporary file.
 pub fn write_atomic(
     path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
+    let _writing = Writing::start();
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".impasto-")

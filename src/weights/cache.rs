@@ -49,7 +49,7 @@ pub fn fetch_default() -> Result<Weights> {
     let run = || -> Result<Weights> {
         std::fs::create_dir_all(crate::io::atomic::parent_dir(&out))?;
         let source = fetch::default_source()?;
-        eprintln!(
+        crate::say!(
             "no VGG19 weights given and none in the cache: fetching the default ({}, {}) into {} (once)",
             source.name, source.description, out.display()
         );
@@ -92,7 +92,7 @@ pub fn fetch_weights(d: &fetch::Download, out: &Path, timeout: Duration) -> Resu
             b.set_position(done);
         }),
     };
-    eprintln!(
+    crate::say!(
         "downloading {}",
         d.urls.first().map(String::as_str).unwrap_or("(no URL)")
     );
@@ -100,7 +100,7 @@ pub fn fetch_weights(d: &fetch::Download, out: &Path, timeout: Duration) -> Resu
     bar.finish_and_clear();
     result?;
     // Recorded for whoever pins the manifest (Keras publishes only an MD5).
-    eprintln!("sha256 of the download: {}", fetch::sha256_file(&raw)?);
+    crate::say!("sha256 of the download: {}", fetch::sha256_file(&raw)?);
     let converted = Weights::load(&raw).and_then(|w| {
         w.save_canonical(out)?;
         Ok(w)
@@ -108,7 +108,7 @@ pub fn fetch_weights(d: &fetch::Download, out: &Path, timeout: Duration) -> Resu
     let _ = std::fs::remove_file(&raw);
     let mut w = converted?;
     w.path = out.to_path_buf();
-    eprintln!(
+    crate::say!(
         "verified the checksum and wrote {} ({} layers, input convention {})",
         out.display(),
         w.layers.len(),

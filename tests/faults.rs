@@ -170,3 +170,30 @@ fn ctrl_c_twice_while_writing_leaves_no_temporary_file() {
         }
     }
 }
+
+#[test]
+fn a_lost_device_is_reported_not_panicked_on() {
+    // A device of its own (destroying it is how wgpu reports a loss, as after a driver reset).
+    let gpu = impasto::gpu::Gpu::new(None).expect("a GPU adapter");
+    let cfg = impasto::cli::bench::BenchConfig {
+        size: 16,
+        content_layers: vec!["block1_conv2".into()],
+        style_layers: vec!["block1_conv1".into()],
+        steps: 1,
+        tiling: None,
+        storage: impasto::kernels::Storage::F32,
+    };
+    let kernels = impasto::cli::bench::kernels(&gpu, &cfg).unwrap();
+    let mut session = impasto::cli::bench::session(&gpu, &kernels, &cfg).unwrap();
+    assert!(session.step(true).unwrap().is_some());
+    assert!(gpu.lost().is_none());
+    gpu.device.destroy();
+    let e = session
+        .step(true)
+        .map(|_| ())
+        .and_then(|_| gpu.check_errors());
+    let why = gpu.lost().expect("the loss is recorded");
+    assert!(why.contains("Destroyed"), "{why}");
+    let msg = format!("{:#}", e.unwrap_err());
+    assert!(msg.contains("device was lost"), "{msg}");
+}

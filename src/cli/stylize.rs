@@ -59,6 +59,7 @@ pub enum Outcome {
     Completed,
     Interrupted,
     NonFinite,
+    DeviceLost,
 }
 
 impl Outcome {
@@ -68,16 +69,17 @@ impl Outcome {
             Outcome::Completed => "completed",
             Outcome::Interrupted => "interrupted",
             Outcome::NonFinite => "non-finite loss",
+            Outcome::DeviceLost => "device lost",
         }
     }
 
     /// The process's exit status: 130 after Ctrl-C (as shells report SIGINT), 1 after a
-    /// non-finite loss (the output exists but is not what was asked for).
+    /// non-finite loss or a lost GPU (the output exists but is not what was asked for).
     pub fn exit_code(self) -> i32 {
         match self {
             Outcome::Completed => 0,
             Outcome::Interrupted => 130,
-            Outcome::NonFinite => 1,
+            Outcome::NonFinite | Outcome::DeviceLost => 1,
         }
     }
 }
@@ -127,7 +129,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let mut session = Session::new(&gpu, &kernels, &setup)?;
     let setup_seconds = t0.elapsed().as_secs_f64();
 
-    let done = optimise(&mut session, args, &inputs.content)?;
+    let done = optimise(&gpu, &mut session, args, &inputs.content)?;
     gpu.check_errors()?;
 
     image_io::save(
@@ -310,7 +312,9 @@ fn save_step(output: &Path, path: &Path) -> Option<usize> {
 /// The step loop: progress, logged losses, `--save-every`, Ctrl-C, and a loss that turns
 /// non-finite (the last image with a finite loss is kept). Ends with one more evaluation,
 /// so the last report entry describes the image returned.
-fn optimise(session: &mut Session<'_>, args: &StylizeArgs, content: &Image) -> Result<Optimised> {
+fn optimise(
+    gpu: &Gpu, session: &mut Session<'_>, args: &StylizeArgs, content: &Image,
+) -> Result<Optimised> {
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -328,6 +332,7 @@ fn optimise(session: &mut Session<'_>, args: &StylizeArgs, content: &Image) -> R
         progress: Progress::new(steps),
         entries: Vec::new(),
         started: Instant::now(),
+        last_good: None,
     };
     let mut outcome = Outcome::Completed;
     for s in 0..steps {
@@ -335,7 +340,15 @@ fn optimise(session: &mut Session<'_>, args: &StylizeArgs, content: &Image) -> R
             outcome = Outcome::Interrupted;
             break;
         }
-        let losses = session.step(s % args.log_every == 0)?;
+        let losses = match session.step(s % args.log_every == 0) {
+            Err(e) if gpu.lost().is_some() => {
+                log.progress.finish();
+                crate::say!("{e:#}; keeping the image of the last logged step");
+                outcome = Outcome::DeviceLost;
+                break;
+            }
+            r => r?,
+        };
         if let Some(v) = losses {
             if !log.accept(session, s, v)? {
                 outcome = Outcome::NonFinite;
@@ -354,13 +367,17 @@ fn optimise(session: &mut Session<'_>, args: &StylizeArgs, content: &Image) -> R
         }
     }
     let steps_done = session.steps_done;
-    if outcome != Outcome::NonFinite && !log.accept(session, steps_done, session.evaluate()?)? {
+    let more = !matches!(outcome, Outcome::NonFinite | Outcome::DeviceLost);
+    if more && !log.accept(session, steps_done, session.evaluate()?)? {
         outcome = Outcome::NonFinite;
     }
     let seconds = log.started.elapsed().as_secs_f64();
     log.progress.finish();
-    let image = match outcome {
-        Outcome::NonFinite => session.good_image()?,
+    let image = match (outcome, log.last_good) {
+        (Outcome::NonFinite | Outcome::DeviceLost, Some(good)) => good,
+        (Outcome::DeviceLost, None) => {
+            bail!("the GPU device was lost before the first step; nothing was written")
+        }
         _ => session.image()?,
     };
     Ok(Optimised {
@@ -372,15 +389,18 @@ fn optimise(session: &mut Session<'_>, args: &StylizeArgs, content: &Image) -> R
     })
 }
 
-/// The logged losses, shown as they come.
+/// The logged losses, shown as they come, and the last image whose losses were finite.
 struct Log {
     progress: Progress,
     entries: Vec<ReportEntry>,
     started: Instant,
+    /// Kept on the CPU (read back on logged steps, which wait for the GPU anyway), so it
+    /// survives a lost device.
+    last_good: Option<Image>,
 }
 
 impl Log {
-    /// Records the losses `v` of the image evaluated at `step`, and marks that image good.
+    /// Records the losses `v` of the image evaluated at `step`, and keeps that image.
     /// Ok(false) when they are non-finite after finite ones (the run stops, keeping the last
     /// good image); an error when the very first loss is non-finite (nothing to keep).
     fn accept(&mut self, session: &Session<'_>, step: usize, v: LossValues) -> Result<bool> {
@@ -392,7 +412,7 @@ impl Log {
             crate::say!("the loss became non-finite at step {step}; keeping the image of the last finite loss");
             return Ok(false);
         }
-        session.keep_last_evaluated();
+        self.last_good = Some(session.evaluated_image()?);
         let rate = step as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
         self.progress.log(step, &v, rate);
         self.entries.push(ReportEntry {

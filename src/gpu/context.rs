@@ -16,6 +16,8 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// Errors the device reported outside any error scope (e.g. out of memory during a step).
     errors: Arc<Mutex<Vec<String>>>,
+    /// Why the device was lost (driver reset, GPU removed, destroyed), once it is.
+    lost: Arc<Mutex<Option<String>>>,
     /// Bytes of storage buffers created so far (impasto's own GPU memory; freed buffers included).
     allocated: std::sync::atomic::AtomicU64,
     /// The most memory wgpu's allocator has held at once: (live allocations, reserved blocks),
@@ -141,6 +143,11 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().unwrap().push(e.to_string());
         }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_sink.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+        });
         Ok(Gpu {
             device,
             queue,
@@ -148,13 +155,30 @@ impl Gpu {
             limits,
             features,
             errors,
+            lost,
             allocated: Default::default(),
             peak: Mutex::new(None),
         })
     }
 
+    /// The error for a failed GPU operation: the device's loss when that is the cause.
+    fn failure(&self, what: String) -> anyhow::Error {
+        match self.lost() {
+            Some(why) => anyhow!("the GPU device was lost ({why})"),
+            None => anyhow!(what),
+        }
+    }
+
+    /// Why the device was lost, if it was: nothing more can run on it.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap().clone()
+    }
+
     /// Fails with the first error the device reported since the last check.
     pub fn check_errors(&self) -> Result<()> {
+        if let Some(why) = self.lost() {
+            bail!("the GPU device was lost ({why})");
+        }
         let mut errors = self.errors.lock().unwrap();
         if errors.is_empty() {
             return Ok(());
@@ -282,14 +306,14 @@ impl Gpu {
         });
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+            .map_err(|e| self.failure(format!("GPU poll failed: {e}")))?;
         rx.recv()
-            .map_err(|_| anyhow!("GPU readback was dropped"))?
-            .map_err(|e| anyhow!("GPU readback failed: {e}"))?;
+            .map_err(|_| self.failure("GPU readback was dropped".into()))?
+            .map_err(|e| self.failure(format!("GPU readback failed: {e}")))?;
         self.check_errors()?;
         let view = staging
             .get_mapped_range(..)
-            .map_err(|e| anyhow!("GPU readback failed: {e}"))?;
+            .map_err(|e| self.failure(format!("GPU readback failed: {e}")))?;
         let out = bytemuck::cast_slice(&view).to_vec();
         drop(view);
         staging.unmap();
@@ -300,7 +324,7 @@ impl Gpu {
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+            .map_err(|e| self.failure(format!("GPU poll failed: {e}")))?;
         self.check_errors()
     }
 }

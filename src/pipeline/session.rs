@@ -31,8 +31,6 @@ pub struct Session<'g> {
     pub x: wgpu::Buffer,
     /// The image of the last loss evaluation (copied on logged steps).
     evaluated_x: wgpu::Buffer,
-    /// The last evaluated image whose losses were finite.
-    good_x: wgpu::Buffer,
     pub objective: Objective,
     adam: Adam,
     pub steps_done: usize,
@@ -140,7 +138,6 @@ impl<'g> Session<'g> {
         let n = 3 * h * w;
         let x = gpu.storage("image", n)?;
         let evaluated_x = gpu.storage("last evaluated image", n)?;
-        let good_x = gpu.storage("last good image", n)?;
         let net = GpuNet::new(
             gpu,
             kernels,
@@ -178,7 +175,6 @@ impl<'g> Session<'g> {
             w,
             x,
             evaluated_x,
-            good_x,
             objective,
             adam,
             steps_done: 0,
@@ -229,17 +225,12 @@ impl<'g> Session<'g> {
         })
     }
 
-    /// Marks the image of the last loss evaluation as good (its losses were finite).
-    pub fn keep_last_evaluated(&self) {
-        submit(self.gpu, &[(&self.evaluated_x, &self.good_x)], &[]);
-    }
-
-    /// The last image marked good by [`Session::keep_last_evaluated`] (initially all zeros).
-    pub fn good_image(&self) -> Result<Image> {
+    /// The image of the last loss evaluation (the one its losses describe).
+    pub fn evaluated_image(&self) -> Result<Image> {
         Ok(Image {
             h: self.h,
             w: self.w,
-            data: self.gpu.read(&self.good_x, 3 * self.h * self.w)?,
+            data: self.gpu.read(&self.evaluated_x, 3 * self.h * self.w)?,
         })
     }
 }

@@ -74,8 +74,13 @@ pub fn read(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tensor>> {
         .find(|n| n.ends_with("data.pkl"))
         .ok_or_else(|| anyhow!("{what} has no data.pkl"))?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_owned();
-    let pkl = read_entry(&mut zip, &pkl_name, limits::PICKLE_BYTES)
-        .with_context(|| format!("{what}: {pkl_name}"))?;
+    let pkl = read_entry(
+        &mut zip,
+        &pkl_name,
+        limits::PICKLE_BYTES,
+        bytes.len() as u64,
+    )
+    .with_context(|| format!("{what}: {pkl_name}"))?;
     let root = unpickle(&pkl).with_context(|| format!("{what}: cannot read {pkl_name}"))?;
     let Value::Dict(items) = root else {
         bail!("{what}: the checkpoint is not a dict of tensors");
@@ -104,6 +109,7 @@ pub fn read(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tensor>> {
             &mut zip,
             &format!("{prefix}data/{key}"),
             limits::STORAGE_BYTES,
+            bytes.len() as u64,
         )
         .with_context(|| format!("{what}: storage {key} of tensor {name}"))?;
         let storage = f32s_from_le(&raw);
@@ -118,14 +124,22 @@ pub fn read(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Tensor>> {
 /// The bytes of one archive entry, refused past `limit` or past what the entry declares
 /// (read with a bound, so a lying header cannot make it allocate more).
 fn read_entry(
-    zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str, limit: u64,
+    zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str, limit: u64, archive_bytes: u64,
 ) -> Result<Vec<u8>> {
     let entry = zip.by_name(name).map_err(|e| anyhow!("missing ({e})"))?;
     let declared = entry.size();
     if declared > limit {
         bail!("declares {declared} bytes, more than the {limit} accepted");
     }
-    let mut out = Vec::with_capacity(declared as usize);
+    // Deflate packs at most ~1032:1; an entry claiming more is a bomb or a lie.
+    if declared > entry.compressed_size().saturating_mul(1100) {
+        bail!(
+            "declares {declared} bytes from {} compressed ones",
+            entry.compressed_size()
+        );
+    }
+    // Grown as data arrives, never reserved on the header's word alone.
+    let mut out = Vec::with_capacity(declared.min(archive_bytes) as usize);
     entry
         .take(declared + 1)
         .read_to_end(&mut out)

@@ -197,3 +197,86 @@ fn a_lost_device_is_reported_not_panicked_on() {
     let msg = format!("{:#}", e.unwrap_err());
     assert!(msg.contains("device was lost"), "{msg}");
 }
+
+#[cfg(unix)]
+#[test]
+fn an_output_directory_turning_read_only_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // Root writes through any mode bits: as root, the run drops to user `nobody` (65534) so
+    // that a read-only directory really is one; its inputs are copied where nobody can read.
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let open = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    open(dir.path(), 0o755).unwrap();
+    let mut copies = Vec::new();
+    for rel in [
+        "docs/images/tubingen.jpg",
+        "docs/images/starry_night.jpg",
+        "weights/vgg19-keras-block1-3.safetensors",
+    ] {
+        let to = dir.path().join(Path::new(rel).file_name().unwrap());
+        std::fs::copy(root.join(rel), &to).unwrap();
+        open(&to, 0o644).unwrap();
+        copies.push(to);
+    }
+    let results = dir.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    open(&results, 0o777).unwrap();
+    let xdg = dir.path().join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    open(&xdg, 0o777).unwrap();
+    let out = results.join("out.png");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_impasto"));
+    c.args([
+        "stylize",
+        "--content",
+        s(&copies[0]),
+        "--style",
+        s(&copies[1]),
+    ])
+    .args([
+        "--weights",
+        s(&copies[2]),
+        "--output",
+        s(&out),
+        "--size",
+        "16",
+    ])
+    .args([
+        "--content-layers",
+        "block1_conv2",
+        "--style-layers",
+        "block1_conv1",
+    ])
+    .args(["--steps", "400", "--log-every", "1"])
+    .env("XDG_RUNTIME_DIR", &xdg)
+    .env("HOME", &xdg)
+    .env_remove("IMPASTO_WEIGHTS")
+    .stderr(Stdio::piped());
+    if unsafe { libc::geteuid() } == 0 {
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = c.spawn().unwrap();
+    let lines = wait_for(&mut child, "step 1/");
+    open(&results, 0o555).unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let err = rest.join("\n");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("results") && err.contains("ermission denied"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(&results).unwrap().next().is_none(),
+        "nothing was written"
+    );
+}

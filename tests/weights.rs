@@ -126,6 +126,30 @@ fn tfjs_with_a_missing_shard_is_refused_with_its_name() {
     assert!(e.contains("group1-shard2of2.bin"), "{e}");
 }
 
+#[test]
+fn tfjs_shards_that_disagree_with_the_manifest_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model.json", "group1-shard1of2.bin", "group1-shard2of2.bin"] {
+        std::fs::copy(data(&format!("tfjs/{f}")), dir.path().join(f)).unwrap();
+    }
+    let shard = dir.path().join("group1-shard2of2.bin");
+    let bytes = std::fs::read(&shard).unwrap();
+    for cut in [
+        &bytes[..bytes.len() - 4],
+        &[&bytes[..], &[0u8; 8][..]].concat()[..],
+    ] {
+        std::fs::write(&shard, cut).unwrap();
+        let e = format!(
+            "{:#}",
+            Weights::load(&dir.path().join("model.json")).unwrap_err()
+        );
+        assert!(
+            e.contains("model.json") && e.contains("the manifest lists"),
+            "{e}"
+        );
+    }
+}
+
 /// A `.pth` archive holding `pickle` as its data.pkl (stored, as torch.save does).
 fn pth_with_pickle(path: &std::path::Path, pickle: &[u8]) {
     use std::io::Write;

@@ -45,6 +45,9 @@ pub struct Weights {
     pub path: PathBuf,
 }
 
+/// Largest weights file read, in bytes: VGG19 with its classifier is 548 MiB in f32.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// torchvision's `features.N` index of each VGG19 conv.
 const TORCHVISION_INDEX: [usize; 16] = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
 
@@ -58,6 +61,16 @@ impl Weights {
             // TF.js names weights like Keras (`block1_conv1/kernel`).
             let tensors = tfjs::read(path, &what)?;
             return Weights::from_tensors(tensors, &Default::default(), path);
+        }
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {what}"))?
+            .len();
+        if len > MAX_FILE_BYTES {
+            bail!(
+                "{what} is {} MiB; impasto accepts at most {} MiB",
+                len >> 20,
+                MAX_FILE_BYTES >> 20
+            );
         }
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {what}"))?;
         Weights::parse(&bytes, path)

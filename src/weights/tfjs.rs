@@ -39,7 +39,28 @@ pub fn read(model_json: &Path, what: &str) -> Result<BTreeMap<String, Tensor>> {
     let dir = model_json.parent().unwrap_or(Path::new("."));
     let mut out = BTreeMap::new();
     for group in model.weights_manifest {
-        let mut bytes = Vec::new();
+        // What the manifest lists must be what the shards hold, checked from their sizes
+        // before any is read (a shard paired with a lying manifest allocates nothing).
+        let listed = group.weights.iter().try_fold(0usize, |sum, e| {
+            e.shape
+                .iter()
+                .try_fold(4usize, |n, &d| n.checked_mul(d))
+                .and_then(|b| sum.checked_add(b))
+        });
+        let mut on_disk = 0u64;
+        for p in &group.paths {
+            let shard = dir.join(p);
+            let meta = std::fs::metadata(&shard)
+                .with_context(|| format!("{what}: cannot read shard {}", shard.display()))?;
+            on_disk = on_disk.saturating_add(meta.len());
+        }
+        if listed.is_none_or(|l| l as u64 != on_disk) {
+            bail!(
+                "{what}: the shards hold {on_disk} bytes but the manifest lists {} (truncated or mismatched?)",
+                listed.map_or("more than can be counted".to_string(), |l| l.to_string())
+            );
+        }
+        let mut bytes = Vec::with_capacity(on_disk as usize);
         for p in &group.paths {
             let shard = dir.join(p);
             bytes.extend(

@@ -2,6 +2,7 @@
 //! compute shaders run through wgpu.
 
 pub mod cli;
+pub mod cpu;
 pub mod gpu;
 pub mod io;
 pub mod kernels;

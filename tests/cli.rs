@@ -22,6 +22,8 @@ fn impasto(args: &[&str]) -> Output {
         .args(args)
         .env("XDG_RUNTIME_DIR", xdg)
         .env_remove("IMPASTO_WEIGHTS")
+        // These tests exercise the WGSL (on the software driver here); tests/cpu.rs the CPU engine.
+        .env("IMPASTO_ENGINE", "gpu")
         .output()
         .unwrap()
 }
@@ -685,6 +687,7 @@ fn ctrl_c_writes_the_current_image_then_exits() {
             s(&report),
         ])
         .env("XDG_RUNTIME_DIR", xdg)
+        .env("IMPASTO_ENGINE", "gpu")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -12,11 +12,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gpu", &[]),
     ("kernels", &["gpu", "model", "reference"]), // reference: the crate's own unit tests only
     ("pipeline", &["gpu", "kernels", "model", "weights"]),
+    ("cpu", &["model", "weights"]),
     ("io", &["model"]),
     ("weights", &["io", "model"]),
     (
         "cli",
         &[
+            "cpu",
             "gpu",
             "io",
             "kernels",

@@ -1,12 +1,18 @@
 //! `impasto devices`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-/// `impasto devices`: the adapters impasto can use, best first, with the limits that matter.
+/// `impasto devices`: the adapters impasto can use, best first, with the limits that matter,
+/// and the CPU engine.
 pub fn run() -> Result<()> {
     let adapters = crate::gpu::list_adapters();
+    println!(
+        "cpu: {} (--engine cpu; --engine auto without a hardware GPU)",
+        crate::cpu::describe()
+    );
     if adapters.is_empty() {
-        bail!("no GPU adapter found; install a Vulkan driver (on a machine without a GPU: `apt-get install mesa-vulkan-drivers`)");
+        println!("no GPU adapter found (for --engine gpu without a GPU: `apt-get install mesa-vulkan-drivers`)");
+        return Ok(());
     }
     for (i, a) in adapters.iter().enumerate() {
         println!(

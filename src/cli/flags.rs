@@ -191,6 +191,10 @@ pub struct StylizeArgs {
     /// with shader-f16; arithmetic stays f32)
     #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
     pub storage: crate::kernels::Storage,
+    /// Engine: auto (a hardware GPU if there is one, else the CPU engine), gpu (any adapter,
+    /// software drivers included) or cpu (SIMD and threads on the CPU)
+    #[arg(long, value_enum, env = "IMPASTO_ENGINE", default_value_t = EngineChoice::Auto)]
+    pub engine: EngineChoice,
     /// Log (and report) the losses every K steps
     #[arg(long, default_value_t = 10, value_parser = positive_usize)]
     pub log_every: usize,
@@ -251,6 +255,15 @@ fn sha256_hex(s: &str) -> Result<String, String> {
         return Err("expected 64 hexadecimal digits".into());
     }
     Ok(s)
+}
+
+/// Which engine computes the objective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    Auto,
+    Gpu,
+    Cpu,
 }
 
 /// A mistake in the command line found after parsing (exit status 2, like clap's own).

@@ -11,14 +11,15 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 
-use super::flags::{FlagError, StylizeArgs};
+use super::flags::{EngineChoice, FlagError, StylizeArgs};
+use crate::cpu::CpuSession;
 use crate::gpu::Gpu;
 use crate::io::image as image_io;
 use crate::io::same_file::{check_distinct, Named};
 use crate::kernels::{Kernels, Tiling};
 use crate::model::vgg19::Arch;
-use crate::model::AdamConfig;
 use crate::model::Image;
+use crate::model::{AdamConfig, Engine};
 use crate::model::{LossConfig, LossValues};
 use crate::pipeline::session::{Session, Setup};
 use crate::weights::{self, Weights};
@@ -36,6 +37,8 @@ struct ReportEntry {
 struct Report<'a> {
     steps: &'a [ReportEntry],
     outcome: &'a str,
+    /// "gpu" or "cpu".
+    engine: &'static str,
     adapter: String,
     backend: String,
     width: usize,
@@ -84,6 +87,53 @@ impl Outcome {
     }
 }
 
+/// Where a run ran, for the report.
+struct RanOn {
+    engine: &'static str,
+    adapter: String,
+    backend: String,
+    peak_gpu_memory_bytes: Option<u64>,
+    setup_seconds: f64,
+}
+
+/// The engine for `--engine` (auto: a hardware GPU adapter if there is one, else the CPU
+/// engine; gpu: any adapter, the software driver included), said on stderr with the reason.
+fn choose_engine(
+    choice: EngineChoice, adapter: Option<&str>,
+) -> Result<(&'static str, Option<Gpu>)> {
+    match choice {
+        EngineChoice::Gpu => Ok(("gpu", Some(Gpu::new(adapter)?))),
+        EngineChoice::Cpu => {
+            crate::say!("engine: {} (--engine cpu)", crate::cpu::describe());
+            Ok(("cpu", None))
+        }
+        EngineChoice::Auto => match Gpu::new(adapter) {
+            Ok(gpu) if adapter.is_some() || gpu.info.device_type != wgpu::DeviceType::Cpu => {
+                crate::say!(
+                    "engine: GPU, {} (--engine auto: a hardware adapter)",
+                    gpu.info.name
+                );
+                Ok(("gpu", Some(gpu)))
+            }
+            Ok(gpu) => {
+                crate::say!(
+                    "engine: {} (--engine auto: the only adapter, {}, is a software driver; --engine gpu uses it)",
+                    crate::cpu::describe(),
+                    gpu.info.name
+                );
+                Ok(("cpu", None))
+            }
+            Err(e) => {
+                crate::say!(
+                    "engine: {} (--engine auto: no GPU adapter: {e:#})",
+                    crate::cpu::describe()
+                );
+                Ok(("cpu", None))
+            }
+        },
+    }
+}
+
 /// Everything a run reads, checked and loaded before any GPU work.
 struct Inputs {
     arch: Arch,
@@ -109,28 +159,64 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let t0 = Instant::now();
     let inputs = load_inputs(args)?;
 
-    let gpu = Gpu::new(adapter)?;
-    let kernels = Kernels::with_options(&gpu, Tiling::for_adapter(&gpu.info), args.storage)?;
-    let setup = Setup {
-        arch: &inputs.arch,
-        weights: &inputs.weights,
-        loss: &inputs.loss,
-        pooling: args.pooling,
-        adam: AdamConfig {
-            lr: args.lr,
-            beta1: args.beta1,
-            beta2: args.beta2,
-            eps: args.eps,
-        },
-        content: &inputs.content,
-        styles: &inputs.styles,
-        init: &inputs.init,
+    let adam = AdamConfig {
+        lr: args.lr,
+        beta1: args.beta1,
+        beta2: args.beta2,
+        eps: args.eps,
     };
-    let mut session = Session::new(&gpu, &kernels, &setup)?;
-    let setup_seconds = t0.elapsed().as_secs_f64();
-
-    let done = optimise(&gpu, &mut session, args, &inputs.content)?;
-    gpu.check_errors()?;
+    let (engine, gpu) = choose_engine(args.engine, adapter)?;
+    let (done, ran_on) = match gpu {
+        Some(gpu) => {
+            let kernels =
+                Kernels::with_options(&gpu, Tiling::for_adapter(&gpu.info), args.storage)?;
+            let setup = Setup {
+                arch: &inputs.arch,
+                weights: &inputs.weights,
+                loss: &inputs.loss,
+                pooling: args.pooling,
+                adam,
+                content: &inputs.content,
+                styles: &inputs.styles,
+                init: &inputs.init,
+            };
+            let mut session = Session::new(&gpu, &kernels, &setup)?;
+            let setup_seconds = t0.elapsed().as_secs_f64();
+            let done = optimise(Some(&gpu), &mut session, args, &inputs.content)?;
+            gpu.check_errors()?;
+            let ran_on = RanOn {
+                engine,
+                adapter: gpu.info.name.clone(),
+                backend: format!("{:?}", gpu.info.backend),
+                peak_gpu_memory_bytes: gpu.memory().peak_allocated,
+                setup_seconds,
+            };
+            (done, ran_on)
+        }
+        None => {
+            let setup = crate::cpu::Setup {
+                arch: &inputs.arch,
+                weights: &inputs.weights,
+                loss: &inputs.loss,
+                pooling: args.pooling,
+                adam,
+                content: &inputs.content,
+                styles: &inputs.styles,
+                init: &inputs.init,
+            };
+            let mut session = CpuSession::new(&setup)?;
+            let setup_seconds = t0.elapsed().as_secs_f64();
+            let done = optimise(None, &mut session, args, &inputs.content)?;
+            let ran_on = RanOn {
+                engine,
+                adapter: crate::cpu::describe(),
+                backend: "cpu".into(),
+                peak_gpu_memory_bytes: None,
+                setup_seconds,
+            };
+            (done, ran_on)
+        }
+    };
 
     image_io::save(
         &finish(&done.image, &inputs.content, args.preserve_colors),
@@ -140,15 +226,16 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         let report = Report {
             steps: &done.log,
             outcome: done.outcome.name(),
-            adapter: gpu.info.name.clone(),
-            backend: format!("{:?}", gpu.info.backend),
+            engine: ran_on.engine,
+            adapter: ran_on.adapter.clone(),
+            backend: ran_on.backend,
             width: inputs.content.w,
             height: inputs.content.h,
             steps_done: done.steps_done,
-            setup_seconds,
+            setup_seconds: ran_on.setup_seconds,
             optimise_seconds: done.seconds,
             steps_per_second: done.steps_done as f64 / done.seconds.max(1e-9),
-            peak_gpu_memory_bytes: gpu.memory().peak_allocated,
+            peak_gpu_memory_bytes: ran_on.peak_gpu_memory_bytes,
             settings: settings_json(args, &inputs.weights),
         };
         let json = serde_json::to_string_pretty(&report)?;
@@ -161,7 +248,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         inputs.content.h,
         done.steps_done,
         done.seconds,
-        gpu.info.name
+        ran_on.adapter
     );
     Ok(done.outcome.exit_code())
 }
@@ -313,7 +400,7 @@ fn save_step(output: &Path, path: &Path) -> Option<usize> {
 /// non-finite (the last image with a finite loss is kept). Ends with one more evaluation,
 /// so the last report entry describes the image returned.
 fn optimise(
-    gpu: &Gpu, session: &mut Session<'_>, args: &StylizeArgs, content: &Image,
+    gpu: Option<&Gpu>, session: &mut dyn Engine, args: &StylizeArgs, content: &Image,
 ) -> Result<Optimised> {
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -341,7 +428,7 @@ fn optimise(
             break;
         }
         let losses = match session.step(s % args.log_every == 0) {
-            Err(e) if gpu.lost().is_some() => {
+            Err(e) if gpu.is_some_and(|g| g.lost().is_some()) => {
                 log.progress.finish();
                 crate::say!("{e:#}; keeping the image of the last logged step");
                 outcome = Outcome::DeviceLost;
@@ -366,10 +453,13 @@ fn optimise(
             }
         }
     }
-    let steps_done = session.steps_done;
+    let steps_done = session.steps_done();
     let more = !matches!(outcome, Outcome::NonFinite | Outcome::DeviceLost);
-    if more && !log.accept(session, steps_done, session.evaluate()?)? {
-        outcome = Outcome::NonFinite;
+    if more {
+        let v = session.evaluate()?;
+        if !log.accept(session, steps_done, v)? {
+            outcome = Outcome::NonFinite;
+        }
     }
     let seconds = log.started.elapsed().as_secs_f64();
     log.progress.finish();
@@ -403,7 +493,7 @@ impl Log {
     /// Records the losses `v` of the image evaluated at `step`, and keeps that image.
     /// Ok(false) when they are non-finite after finite ones (the run stops, keeping the last
     /// good image); an error when the very first loss is non-finite (nothing to keep).
-    fn accept(&mut self, session: &Session<'_>, step: usize, v: LossValues) -> Result<bool> {
+    fn accept(&mut self, session: &dyn Engine, step: usize, v: LossValues) -> Result<bool> {
         if !v.total.is_finite() {
             if self.entries.is_empty() {
                 bail!(NOT_FINITE_AT_START);

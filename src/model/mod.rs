@@ -2,12 +2,14 @@
 //! conventions, the loss configuration and the optimiser's settings. No wgpu here.
 
 pub mod convention;
+pub mod engine;
 pub mod image;
 pub mod loss;
 pub mod optim;
 pub mod vgg19;
 
 pub use convention::{Affine, Convention};
+pub use engine::Engine;
 pub use image::Image;
 pub use loss::{LossConfig, LossValues};
 pub use optim::AdamConfig;

@@ -259,3 +259,21 @@ fn check_size(
     }
     Ok(())
 }
+
+impl crate::model::Engine for Session<'_> {
+    fn step(&mut self, losses: bool) -> Result<Option<LossValues>> {
+        Session::step(self, losses)
+    }
+    fn evaluate(&mut self) -> Result<LossValues> {
+        Session::evaluate(self)
+    }
+    fn image(&self) -> Result<Image> {
+        Session::image(self)
+    }
+    fn evaluated_image(&self) -> Result<Image> {
+        Session::evaluated_image(self)
+    }
+    fn steps_done(&self) -> usize {
+        self.steps_done
+    }
+}

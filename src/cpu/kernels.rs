@@ -1,0 +1,377 @@
+//! The CPU engine's kernels, in f32. Feature maps are stored padded: each channel is an
+//! (h + 2) x (w + 2) plane with a zero border, so a 3x3 convolution is nine GEMMs, one per tap,
+//! each reading the input shifted by that tap with no im2col copy (the "wide" trick: the GEMM
+//! runs over h·(w+2) − 2 positions, and its two extra columns a row land on the border, which
+//! the epilogue clears). The border's zeros also leave Gram matrices and loss sums unchanged.
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use crate::model::{Affine, Pooling};
+
+/// Values in one padded plane of an h x w map.
+pub fn plane(h: usize, w: usize) -> usize {
+    (h + 2) * (w + 2)
+}
+
+fn parallelism() -> Parallelism {
+    Parallelism::Rayon(rayon::current_num_threads())
+}
+
+/// `dst[m][n] (= or +=) scale · lhs[m][k] · rhs[k][n]`, all row-major with the given row
+/// strides (columns contiguous unless `rhs_cs` says otherwise).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize), dst: &mut [f32], dst_at: usize, dst_rs: usize,
+    accumulate: bool, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_at: usize,
+    (rhs_rs, rhs_cs): (usize, usize), scale: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Bounds of every operand, checked once so that the unsafe call reads and writes inside.
+    assert!(dst_at + (m - 1) * dst_rs + n <= dst.len());
+    assert!((m - 1) * lhs_rs + k <= lhs.len() || k == 0);
+    assert!(k == 0 || rhs_at + (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
+    // SAFETY: the asserts above keep every access inside the slices; dst does not alias them.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dst_at),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            lhs_rs as isize,
+            rhs.as_ptr().add(rhs_at),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism(),
+        );
+    }
+}
+
+/// HWIO weights `[3][3][cin][cout]` → per-tap matrices `[9][cout][cin]` (the forward's lhs).
+pub fn forward_taps(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let mut out = vec![0.0; 9 * cout * cin];
+    for t in 0..9 {
+        for ci in 0..cin {
+            for co in 0..cout {
+                out[(t * cout + co) * cin + ci] = hwio[(t * cin + ci) * cout + co];
+            }
+        }
+    }
+    out
+}
+
+/// HWIO weights → per-tap matrices `[9][cin][cout]` (the input gradient's lhs): HWIO already is.
+pub fn backward_taps(hwio: &[f32]) -> Vec<f32> {
+    hwio.to_vec()
+}
+
+/// Sets every padded plane's border to zero.
+fn clear_border(maps: &mut [f32], h: usize, w: usize) {
+    let pw = w + 2;
+    maps.par_chunks_mut(plane(h, w)).for_each(|p| {
+        p[..pw].fill(0.0);
+        p[(h + 1) * pw..].fill(0.0);
+        for y in 1..=h {
+            p[y * pw] = 0.0;
+            p[y * pw + w + 1] = 0.0;
+        }
+    });
+}
+
+/// Nine GEMMs, one per tap: `dst[o] = Σ_t taps[t][o][i] · src[i] shifted by offset(t)`.
+#[allow(clippy::too_many_arguments)]
+fn conv_taps(
+    src: &[f32], taps: &[f32], (ci, co, h, w): (usize, usize, usize, usize), dst: &mut [f32],
+    offset: impl Fn(usize) -> usize,
+) {
+    let (pw, pl) = (w + 2, plane(h, w));
+    let n = h * pw - 2;
+    for t in 0..9 {
+        let lhs = &taps[t * co * ci..(t + 1) * co * ci];
+        matmul(
+            (co, n, ci),
+            dst,
+            pw + 1,
+            pl,
+            t > 0,
+            lhs,
+            ci,
+            src,
+            offset(t),
+            (pl, 1),
+            1.0,
+        );
+    }
+}
+
+/// `dst = relu(conv3x3(src) + bias)` on padded maps; `taps` from [`forward_taps`].
+pub fn conv_forward(
+    src: &[f32], taps: &[f32], bias: &[f32], (cin, cout, h, w): (usize, usize, usize, usize),
+    dst: &mut [f32],
+) {
+    let pw = w + 2;
+    conv_taps(src, taps, (cin, cout, h, w), dst, |t| (t / 3) * pw + t % 3);
+    dst.par_chunks_mut(plane(h, w))
+        .zip(bias)
+        .for_each(|(p, &b)| {
+            for v in p.iter_mut() {
+                *v = (*v + b).max(0.0);
+            }
+        });
+    clear_border(dst, h, w);
+}
+
+/// `dst` = dL/d(input) from `grad` = dL/d(output), both padded, grad already masked by this
+/// layer's ReLU; with `input_relu` (the layer's input, a ReLU's output), dst is zeroed where
+/// it is not positive. `taps` from [`backward_taps`].
+pub fn conv_backward_input(
+    grad: &[f32], taps: &[f32], input_relu: Option<&[f32]>,
+    (cin, cout, h, w): (usize, usize, usize, usize), dst: &mut [f32],
+) {
+    let pw = w + 2;
+    // Input (y, x) receives from output (y + 1 − ky, x + 1 − kx).
+    conv_taps(grad, taps, (cout, cin, h, w), dst, |t| {
+        (2 - t / 3) * pw + 2 - t % 3
+    });
+    if let Some(input) = input_relu {
+        dst.par_iter_mut().zip(input).for_each(|(g, &a)| {
+            if a <= 0.0 {
+                *g = 0.0;
+            }
+        });
+    }
+    clear_border(dst, h, w);
+}
+
+/// 2x2 stride-2 pooling of padded `src` (c, h, w) into padded `dst` (c, h/2, w/2).
+pub fn pool_forward(src: &[f32], (c, h, w): (usize, usize, usize), mode: Pooling, dst: &mut [f32]) {
+    let (oh, ow) = (h / 2, w / 2);
+    let (pw, opw) = (w + 2, ow + 2);
+    dst.par_chunks_mut(plane(oh, ow))
+        .zip(src.par_chunks(plane(h, w)))
+        .for_each(|(o, s)| {
+            o.fill(0.0);
+            for y in 0..oh {
+                for x in 0..ow {
+                    let b = (2 * y + 1) * pw + 2 * x + 1;
+                    let v = [s[b], s[b + 1], s[b + pw], s[b + pw + 1]];
+                    o[(y + 1) * opw + x + 1] = match mode {
+                        Pooling::Max => v[0].max(v[1]).max(v[2].max(v[3])),
+                        Pooling::Avg => 0.25 * ((v[0] + v[1]) + (v[2] + v[3])),
+                    };
+                }
+            }
+        });
+    let _ = c;
+}
+
+/// dL/d(src) of [`pool_forward`] (max: to the first maximum); with `mask`, zero where src is
+/// not positive (it came from a ReLU).
+pub fn pool_backward(
+    src: &[f32], grad: &[f32], (c, h, w): (usize, usize, usize), mode: Pooling, mask: bool,
+    dst: &mut [f32],
+) {
+    let (oh, ow) = (h / 2, w / 2);
+    let (pw, opw) = (w + 2, ow + 2);
+    let _ = c;
+    dst.par_chunks_mut(plane(h, w))
+        .zip(src.par_chunks(plane(h, w)))
+        .zip(grad.par_chunks(plane(oh, ow)))
+        .for_each(|((d, s), g)| {
+            d.fill(0.0);
+            for y in 0..oh {
+                for x in 0..ow {
+                    let gv = g[(y + 1) * opw + x + 1];
+                    let b = (2 * y + 1) * pw + 2 * x + 1;
+                    let cells = [b, b + 1, b + pw, b + pw + 1];
+                    match mode {
+                        Pooling::Max => {
+                            let mut best = 0;
+                            for k in 1..4 {
+                                if s[cells[k]] > s[cells[best]] {
+                                    best = k;
+                                }
+                            }
+                            d[cells[best]] = gv;
+                        }
+                        Pooling::Avg => cells.iter().for_each(|&i| d[i] = 0.25 * gv),
+                    }
+                }
+            }
+            if mask {
+                d.iter_mut().zip(s).for_each(|(v, &a)| {
+                    if a <= 0.0 {
+                        *v = 0.0;
+                    }
+                });
+            }
+        });
+}
+
+/// G = F Fᵀ for padded F with `n` channels of h x w.
+pub fn gram(feat: &[f32], n: usize, (h, w): (usize, usize), g: &mut [f32]) {
+    let pl = plane(h, w);
+    matmul((n, n, pl), g, 0, n, false, feat, pl, feat, 0, (1, pl), 1.0);
+}
+
+/// `grad (+)= coef · ((G − A) F) · [F > 0]` on padded maps.
+#[allow(clippy::too_many_arguments)]
+pub fn style_grad(
+    feat: &[f32], g: &[f32], target: &[f32], n: usize, (h, w): (usize, usize), coef: f32,
+    accumulate: bool, grad: &mut [f32], scratch: &mut Vec<f32>,
+) {
+    let pl = plane(h, w);
+    scratch.clear();
+    scratch.extend(g.iter().zip(target).map(|(a, b)| a - b));
+    matmul(
+        (n, pl, n),
+        grad,
+        0,
+        pl,
+        accumulate,
+        scratch,
+        n,
+        feat,
+        0,
+        (pl, 1),
+        coef,
+    );
+    mask_by(grad, feat);
+}
+
+/// `grad (+)= coef · (F − C) · [F > 0]`.
+pub fn content_grad(feat: &[f32], target: &[f32], coef: f32, accumulate: bool, grad: &mut [f32]) {
+    grad.par_iter_mut()
+        .zip(feat)
+        .zip(target)
+        .for_each(|((g, &f), &c)| {
+            let v = if f > 0.0 { coef * (f - c) } else { 0.0 };
+            *g = if accumulate { *g + v } else { v };
+        });
+}
+
+/// Zero where `feat` is not positive.
+fn mask_by(grad: &mut [f32], feat: &[f32]) {
+    grad.par_iter_mut().zip(feat).for_each(|(g, &f)| {
+        if f <= 0.0 {
+            *g = 0.0;
+        }
+    });
+}
+
+/// Σ (a − b)², in f64 and a fixed order.
+pub fn sq_diff_sum(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| ((a - b) as f64).powi(2))
+        .sum()
+}
+
+/// `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]` of an unpadded image, in f64.
+pub fn tv_sum(x: &[f32], (c, h, w): (usize, usize, usize)) -> f64 {
+    let mut s = 0.0f64;
+    for ch in 0..c {
+        for y in 0..h {
+            for xx in 0..w {
+                let i = (ch * h + y) * w + xx;
+                if y + 1 < h {
+                    s += ((x[i + w] - x[i]) as f64).powi(2);
+                }
+                if xx + 1 < w {
+                    s += ((x[i + 1] - x[i]) as f64).powi(2);
+                }
+            }
+        }
+    }
+    s
+}
+
+/// `grad += coef · d tv(x) / dx`.
+pub fn tv_grad(x: &[f32], (c, h, w): (usize, usize, usize), coef: f32, grad: &mut [f32]) {
+    for ch in 0..c {
+        for y in 0..h {
+            for xx in 0..w {
+                let i = (ch * h + y) * w + xx;
+                let v = x[i];
+                let mut g = 0.0;
+                if y + 1 < h {
+                    g -= 2.0 * (x[i + w] - v);
+                }
+                if y > 0 {
+                    g += 2.0 * (v - x[i - w]);
+                }
+                if xx + 1 < w {
+                    g -= 2.0 * (x[i + 1] - v);
+                }
+                if xx > 0 {
+                    g += 2.0 * (v - x[i - 1]);
+                }
+                grad[i] += coef * g;
+            }
+        }
+    }
+}
+
+/// The padded network input for the RGB image x `[3][h][w]`.
+pub fn preprocess(x: &[f32], (h, w): (usize, usize), a: &Affine, dst: &mut [f32]) {
+    let (pw, pl) = (w + 2, plane(h, w));
+    dst.fill(0.0);
+    for c in 0..3 {
+        for y in 0..h {
+            for xx in 0..w {
+                let v = x[(a.source[c] * h + y) * w + xx];
+                dst[c * pl + (y + 1) * pw + xx + 1] = v * a.mul[c] - a.sub[c];
+            }
+        }
+    }
+}
+
+/// dL/dx from the padded dL/d(network input).
+pub fn preprocess_backward(grad: &[f32], (h, w): (usize, usize), a: &Affine, dx: &mut [f32]) {
+    let (pw, pl) = (w + 2, plane(h, w));
+    for c in 0..3 {
+        for y in 0..h {
+            for xx in 0..w {
+                dx[(a.source[c] * h + y) * w + xx] =
+                    grad[c * pl + (y + 1) * pw + xx + 1] * a.mul[c];
+            }
+        }
+    }
+}
+
+/// A map `[c][h][w]` in the padded layout.
+pub fn pad(v: &[f32], (c, h, w): (usize, usize, usize)) -> Vec<f32> {
+    let (pw, pl) = (w + 2, plane(h, w));
+    let mut out = vec![0.0; c * pl];
+    for ch in 0..c {
+        for y in 0..h {
+            let row = &v[(ch * h + y) * w..(ch * h + y + 1) * w];
+            out[ch * pl + (y + 1) * pw + 1..ch * pl + (y + 1) * pw + 1 + w].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// The interior of a padded map, `[c][h][w]`.
+pub fn unpad(v: &[f32], (c, h, w): (usize, usize, usize)) -> Vec<f32> {
+    let (pw, pl) = (w + 2, plane(h, w));
+    let mut out = Vec::with_capacity(c * h * w);
+    for ch in 0..c {
+        for y in 0..h {
+            out.extend_from_slice(&v[ch * pl + (y + 1) * pw + 1..ch * pl + (y + 1) * pw + 1 + w]);
+        }
+    }
+    out
+}

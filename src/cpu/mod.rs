@@ -1,0 +1,411 @@
+//! The CPU engine: the same objective as the GPU pipeline, in f32 on the CPU with SIMD GEMMs
+//! (the `gemm` crate: runtime dispatch over AVX2 / AVX-512 / NEON) and rayon threads, for
+//! machines without a GPU. Buffers are allocated once per session; a step allocates nothing
+//! but the GEMMs' packing scratch.
+
+pub mod kernels;
+
+use anyhow::{bail, Result};
+
+use crate::model::{
+    AdamConfig, Affine, Arch, Engine, Image, LossConfig, LossValues, Pooling, Stage, StageOp,
+};
+use crate::weights::Weights;
+use kernels as k;
+
+/// What `impasto devices` and the run say about the CPU engine: threads and SIMD level.
+pub fn describe() -> String {
+    format!(
+        "CPU engine ({} threads, {})",
+        rayon::current_num_threads(),
+        simd_level()
+    )
+}
+
+/// The widest SIMD the GEMMs dispatch to on this CPU.
+pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2+FMA";
+        }
+        "SSE"
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "NEON"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
+/// A conv layer's weights in the layouts the CPU kernels read.
+struct Conv {
+    forward: Vec<f32>,
+    backward: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// The forward pass for one image size: padded input and every stage's padded output.
+struct Net {
+    stages: Vec<Stage>,
+    input: Vec<f32>,
+    acts: Vec<Vec<f32>>,
+}
+
+impl Net {
+    fn new(stages: Vec<Stage>) -> Net {
+        let s0 = stages[0];
+        let acts = stages
+            .iter()
+            .map(|s| {
+                let (h, w) = s.out_hw();
+                vec![0.0; s.cout * k::plane(h, w)]
+            })
+            .collect();
+        Net {
+            input: vec![0.0; 3 * k::plane(s0.h, s0.w)],
+            stages,
+            acts,
+        }
+    }
+
+    fn forward(&mut self, convs: &[Conv], affine: &Affine, x: &[f32]) {
+        let s0 = self.stages[0];
+        k::preprocess(x, (s0.h, s0.w), affine, &mut self.input);
+        for i in 0..self.stages.len() {
+            let s = self.stages[i];
+            let (before, rest) = self.acts.split_at_mut(i);
+            let src = before.last().unwrap_or(&self.input);
+            match s.op {
+                StageOp::Conv(l) => {
+                    let c = &convs[l];
+                    k::conv_forward(
+                        src,
+                        &c.forward,
+                        &c.bias,
+                        (s.cin, s.cout, s.h, s.w),
+                        &mut rest[0],
+                    )
+                }
+                StageOp::Pool(mode) => k::pool_forward(src, (s.cin, s.h, s.w), mode, &mut rest[0]),
+            }
+        }
+    }
+
+    fn stage_of(&self, layer: usize) -> usize {
+        crate::model::vgg19::conv_stage(&self.stages, layer).expect("loss layer within the stages")
+    }
+}
+
+/// What a session is set up from (the same as the GPU session's).
+pub struct Setup<'a> {
+    pub arch: &'a Arch,
+    pub weights: &'a Weights,
+    pub loss: &'a LossConfig,
+    pub pooling: Pooling,
+    pub adam: AdamConfig,
+    pub content: &'a Image,
+    /// Style images with their blend weights (normalised here to sum to 1).
+    pub styles: &'a [(Image, f64)],
+    pub init: &'a Image,
+}
+
+/// An optimisation session on the CPU.
+pub struct CpuSession {
+    h: usize,
+    w: usize,
+    convs: Vec<Conv>,
+    affine: Affine,
+    loss: LossConfig,
+    adam: AdamConfig,
+    net: Net,
+    content: Vec<Vec<f32>>,
+    style: Vec<Vec<f32>>,
+    grams: Vec<Vec<f32>>,
+    grads: [Vec<f32>; 2],
+    scratch: Vec<f32>,
+    x: Vec<f32>,
+    evaluated: Vec<f32>,
+    grad_x: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    steps: usize,
+}
+
+impl CpuSession {
+    pub fn new(s: &Setup<'_>) -> Result<CpuSession> {
+        let (h, w) = (s.content.h, s.content.w);
+        if (s.init.h, s.init.w) != (h, w) {
+            bail!(
+                "the initial image is {}x{}, the content image {w}x{h}",
+                s.init.w,
+                s.init.h
+            );
+        }
+        let deepest = s.loss.deepest();
+        let mut convs = Vec::new();
+        for spec in s.arch.convs.iter().take(deepest + 1) {
+            let cw = s.weights.layer(&spec.name)?;
+            if (cw.cin, cw.cout) != (spec.cin, spec.cout) {
+                bail!(
+                    "weights for {} are {}->{} channels, expected {}->{}",
+                    spec.name,
+                    cw.cin,
+                    cw.cout,
+                    spec.cin,
+                    spec.cout
+                );
+            }
+            convs.push(Conv {
+                forward: k::forward_taps(&cw.hwio, cw.cin, cw.cout),
+                backward: k::backward_taps(&cw.hwio),
+                bias: cw.bias.clone(),
+            });
+        }
+        let affine = s.weights.convention.affine();
+        // Style targets: Σ_k w_k G(s_k), blended in f64 (setup only).
+        let total_w: f64 = s.styles.iter().map(|(_, wt)| wt).sum();
+        if s.styles.is_empty() || total_w.is_nan() || total_w <= 0.0 {
+            bail!("at least one style image with a positive weight is needed");
+        }
+        let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
+        let mut blended: Vec<Vec<f64>> = Vec::new();
+        for (img, wt) in s.styles {
+            let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling));
+            net.forward(&convs, &affine, &img.data);
+            for (j, &l) in s.loss.style_layers.iter().enumerate() {
+                let i = net.stage_of(l);
+                let st = net.stages[i];
+                let mut g = vec![0.0; st.cout * st.cout];
+                k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g);
+                if blended.len() <= j {
+                    blended.push(vec![0.0; g.len()]);
+                }
+                let f = wt / total_w;
+                blended[j]
+                    .iter_mut()
+                    .zip(&g)
+                    .for_each(|(b, &v)| *b += f * v as f64);
+            }
+        }
+        let style: Vec<Vec<f32>> = blended
+            .iter()
+            .map(|b| b.iter().map(|&v| v as f32).collect())
+            .collect();
+        let mut net = Net::new(s.arch.stages(deepest, h, w, s.pooling));
+        net.forward(&convs, &affine, &s.content.data);
+        let content = s
+            .loss
+            .content_layers
+            .iter()
+            .map(|&l| net.acts[net.stage_of(l)].clone())
+            .collect();
+        let grams = style.iter().map(|g| vec![0.0; g.len()]).collect();
+        let max_len = net
+            .acts
+            .iter()
+            .map(Vec::len)
+            .chain([net.input.len()])
+            .max()
+            .unwrap();
+        let n = 3 * h * w;
+        Ok(CpuSession {
+            h,
+            w,
+            convs,
+            affine,
+            loss: s.loss.clone(),
+            adam: s.adam,
+            net,
+            content,
+            style,
+            grams,
+            grads: [vec![0.0; max_len], vec![0.0; max_len]],
+            scratch: Vec::new(),
+            x: s.init.data.clone(),
+            evaluated: s.init.data.clone(),
+            grad_x: vec![0.0; n],
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            steps: 0,
+        })
+    }
+
+    /// Forward, the Gram matrices at the style layers, and (with `losses`) the loss values.
+    fn forward(&mut self, losses: bool) -> Option<LossValues> {
+        self.net.forward(&self.convs, &self.affine, &self.x);
+        for (j, &l) in self.loss.style_layers.iter().enumerate() {
+            let i = self.net.stage_of(l);
+            let s = self.net.stages[i];
+            k::gram(&self.net.acts[i], s.cout, (s.h, s.w), &mut self.grams[j]);
+        }
+        if !losses {
+            return None;
+        }
+        self.evaluated.copy_from_slice(&self.x);
+        let nc = self.loss.content_layers.len() as f64;
+        let ns = self.loss.style_layers.len() as f64;
+        let mut content = 0.0;
+        for (j, &l) in self.loss.content_layers.iter().enumerate() {
+            content +=
+                0.5 / nc * k::sq_diff_sum(&self.net.acts[self.net.stage_of(l)], &self.content[j]);
+        }
+        let mut style = 0.0;
+        for (j, &l) in self.loss.style_layers.iter().enumerate() {
+            let s = self.net.stages[self.net.stage_of(l)];
+            let (n, m) = ((s.cout) as f64, (s.h * s.w) as f64);
+            style += k::sq_diff_sum(&self.grams[j], &self.style[j]) / (4.0 * n * n * m * m * ns);
+        }
+        let tv = k::tv_sum(&self.x, (3, self.h, self.w));
+        Some(self.loss.combine(content, style, tv))
+    }
+
+    /// dL/dx into `grad_x`, from the activations of the last forward.
+    fn backward(&mut self) {
+        let cfg = &self.loss;
+        let nc = cfg.content_layers.len() as f64;
+        let ns = cfg.style_layers.len() as f64;
+        let last = self.net.stages.len() - 1;
+        for i in (0..self.net.stages.len()).rev() {
+            let s = self.net.stages[i];
+            let (lo, hi) = self.grads.split_at_mut(1);
+            let (gi, below) = if i % 2 == 0 {
+                (&mut lo[0], &mut hi[0])
+            } else {
+                (&mut hi[0], &mut lo[0])
+            };
+            let (oh, ow) = s.out_hw();
+            let len = s.cout * k::plane(oh, ow);
+            let gi = &mut gi[..len];
+            // The deepest stage has no gradient from above: its first loss term overwrites.
+            let mut accumulate = i != last;
+            if let StageOp::Conv(l) = s.op {
+                let fa = &self.net.acts[i];
+                if let Some(j) = cfg.content_layers.iter().position(|&c| c == l) {
+                    let coef = (cfg.content_weight / nc) as f32;
+                    k::content_grad(fa, &self.content[j], coef, accumulate, gi);
+                    accumulate = true;
+                }
+                if let Some(j) = cfg.style_layers.iter().position(|&c| c == l) {
+                    let (n, m) = (s.cout, s.h * s.w);
+                    let coef = (cfg.style_weight / (ns * (n * n) as f64 * (m * m) as f64)) as f32;
+                    let scratch = &mut self.scratch;
+                    k::style_grad(
+                        fa,
+                        &self.grams[j],
+                        &self.style[j],
+                        n,
+                        (s.h, s.w),
+                        coef,
+                        accumulate,
+                        gi,
+                        scratch,
+                    );
+                    accumulate = true;
+                }
+            }
+            if !accumulate {
+                gi.fill(0.0);
+            }
+            let src: &[f32] = if i == 0 {
+                &self.net.input
+            } else {
+                &self.net.acts[i - 1]
+            };
+            let below_relu = i > 0 && matches!(self.net.stages[i - 1].op, StageOp::Conv(_));
+            let below = &mut below[..s.cin * k::plane(s.h, s.w)];
+            match s.op {
+                StageOp::Conv(l) => {
+                    let c = &self.convs[l];
+                    let mask = below_relu.then_some(src);
+                    k::conv_backward_input(gi, &c.backward, mask, (s.cin, s.cout, s.h, s.w), below)
+                }
+                StageOp::Pool(mode) => {
+                    k::pool_backward(src, gi, (s.cin, s.h, s.w), mode, below_relu, below)
+                }
+            }
+        }
+        // Stage 0 (even) wrote dL/d(network input) into the second buffer.
+        let g0 = &self.grads[1][..3 * k::plane(self.h, self.w)];
+        k::preprocess_backward(g0, (self.h, self.w), &self.affine, &mut self.grad_x);
+        if cfg.tv_weight != 0.0 {
+            k::tv_grad(
+                &self.x,
+                (3, self.h, self.w),
+                cfg.tv_weight as f32,
+                &mut self.grad_x,
+            );
+        }
+    }
+
+    /// Replaces the image being optimised (tests: evaluate a given image).
+    pub fn set_image(&mut self, x: &[f32]) {
+        self.x.copy_from_slice(x);
+    }
+
+    /// d(total)/dx of the current image, without updating it.
+    pub fn gradient(&mut self) -> Vec<f32> {
+        self.forward(false);
+        self.backward();
+        self.grad_x.clone()
+    }
+
+    fn adam_step(&mut self) {
+        self.steps += 1;
+        let c = &self.adam;
+        let t = self.steps as i32;
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        let b1t = 1.0 - b1.powi(t);
+        let b2t = 1.0 - b2.powi(t);
+        let (lr, eps) = (c.lr as f32, c.eps as f32);
+        for i in 0..self.x.len() {
+            let g = self.grad_x[i];
+            let m = b1 * self.m[i] + (1.0 - b1) * g;
+            let v = b2 * self.v[i] + (1.0 - b2) * g * g;
+            self.m[i] = m;
+            self.v[i] = v;
+            let step = lr * (m / b1t) / ((v / b2t).sqrt() + eps);
+            self.x[i] = (self.x[i] - step).clamp(0.0, 1.0);
+        }
+    }
+}
+
+impl Engine for CpuSession {
+    fn step(&mut self, losses: bool) -> Result<Option<LossValues>> {
+        let v = self.forward(losses);
+        self.backward();
+        self.adam_step();
+        Ok(v)
+    }
+
+    fn evaluate(&mut self) -> Result<LossValues> {
+        Ok(self.forward(true).expect("losses asked for"))
+    }
+
+    fn image(&self) -> Result<Image> {
+        Ok(Image {
+            h: self.h,
+            w: self.w,
+            data: self.x.clone(),
+        })
+    }
+
+    fn evaluated_image(&self) -> Result<Image> {
+        Ok(Image {
+            h: self.h,
+            w: self.w,
+            data: self.evaluated.clone(),
+        })
+    }
+
+    fn steps_done(&self) -> usize {
+        self.steps
+    }
+}

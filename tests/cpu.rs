@@ -1,0 +1,381 @@
+//! The CPU engine: each kernel against the f64 reference on awkward shapes, the whole
+//! objective's image gradient against the reference, and bit-identical reruns.
+
+mod common;
+
+use common::{check, random, rng, to_f64};
+use impasto::cpu::kernels as k;
+use impasto::cpu::{CpuSession, Setup};
+use impasto::model::{AdamConfig, Arch, Engine, Image, LossConfig, Pooling};
+use impasto::reference;
+use impasto::weights::Weights;
+
+const TOL: f64 = 1e-4;
+
+const CONV_SHAPES: [(usize, usize, usize, usize); 7] = [
+    (3, 64, 7, 5),
+    (20, 130, 9, 10),
+    (5, 3, 1, 1),
+    (3, 5, 33, 17),
+    (64, 5, 9, 6),
+    (16, 13, 4, 11),
+    (64, 64, 16, 16),
+];
+
+#[test]
+fn conv_forward_and_input_gradient_match_reference() {
+    let mut r = rng(31);
+    for (cin, cout, h, w) in CONV_SHAPES {
+        let (x, xd) = random(&mut r, cin * h * w, -1.0, 1.0);
+        let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
+        let (b, bd) = random(&mut r, cout, -0.2, 0.2);
+        let mut out = vec![7.0; cout * k::plane(h, w)];
+        k::conv_forward(
+            &k::pad(&x, (cin, h, w)),
+            &k::forward_taps(&wt, cin, cout),
+            &b,
+            (cin, cout, h, w),
+            &mut out,
+        );
+        let want = reference::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
+        check(
+            &format!("cpu conv_forward {cin}->{cout} {h}x{w}"),
+            &k::unpad(&out, (cout, h, w)),
+            &want,
+            TOL,
+        );
+        assert!(
+            k::pad(&k::unpad(&out, (cout, h, w)), (cout, h, w)) == out,
+            "border not zero"
+        );
+
+        // The gradient arrives masked by this layer's ReLU; every other shape the input came
+        // from a ReLU too, so the result must leave masked.
+        let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
+        let act: Vec<f64> = want.clone();
+        let masked: Vec<f32> = gr
+            .iter()
+            .zip(&act)
+            .map(|(g, a)| if *a > 0.0 { *g } else { 0.0 })
+            .collect();
+        let input_relu = (cin + h) % 2 == 0;
+        let (below, belowd) = random(&mut r, cin * h * w, -1.0, 1.0);
+        let below: Vec<f32> = below.iter().map(|v| v.max(0.0)).collect();
+        let below_p = k::pad(&below, (cin, h, w));
+        let mut dst = vec![7.0; cin * k::plane(h, w)];
+        k::conv_backward_input(
+            &k::pad(&masked, (cout, h, w)),
+            &k::backward_taps(&wt),
+            input_relu.then_some(&below_p[..]),
+            (cin, cout, h, w),
+            &mut dst,
+        );
+        let mut want = reference::conv_backward_input(&grd, &act, &kd, (cin, cout, h, w));
+        if input_relu {
+            want.iter_mut().zip(&belowd).for_each(|(v, b)| {
+                if *b <= 0.0 {
+                    *v = 0.0
+                }
+            });
+        }
+        check(
+            &format!("cpu conv_backward_input {cout}->{cin} {h}x{w}"),
+            &k::unpad(&dst, (cin, h, w)),
+            &want,
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn pool_gram_and_loss_gradients_match_reference() {
+    let mut r = rng(32);
+    for (c, h, w) in [(3, 7, 5), (13, 8, 9), (5, 1, 1), (64, 16, 16)] {
+        for mode in [Pooling::Max, Pooling::Avg] {
+            let (x, xd) = random(&mut r, c * h * w, -1.0, 1.0);
+            let xp = k::pad(&x, (c, h, w));
+            let mut out = vec![7.0; c * k::plane(h / 2, w / 2)];
+            k::pool_forward(&xp, (c, h, w), mode, &mut out);
+            let want = reference::pool_forward(&xd, (c, h, w), mode);
+            if !want.is_empty() {
+                check(
+                    &format!("cpu pool_forward {c}x{h}x{w} {mode:?}"),
+                    &k::unpad(&out, (c, h / 2, w / 2)),
+                    &want,
+                    TOL,
+                );
+            }
+            let (g, gd) = random(&mut r, c * (h / 2) * (w / 2), -1.0, 1.0);
+            let mut dst = vec![7.0; c * k::plane(h, w)];
+            k::pool_backward(
+                &xp,
+                &k::pad(&g, (c, h / 2, w / 2)),
+                (c, h, w),
+                mode,
+                false,
+                &mut dst,
+            );
+            let want = reference::pool_backward(&xd, &gd, (c, h, w), mode);
+            check(
+                &format!("cpu pool_backward {c}x{h}x{w} {mode:?}"),
+                &k::unpad(&dst, (c, h, w)),
+                &want,
+                TOL,
+            );
+        }
+    }
+    for (n, h, w) in [
+        (1, 1, 1),
+        (3, 5, 7),
+        (13, 20, 25),
+        (64, 9, 13),
+        (130, 10, 20),
+    ] {
+        let m = h * w;
+        let (f, fd) = random(&mut r, n * m, -1.0, 2.0);
+        let f: Vec<f32> = f.iter().map(|v| v.max(0.0)).collect();
+        let fd: Vec<f64> = fd.iter().map(|v| v.max(0.0)).collect();
+        let fp = k::pad(&f, (n, h, w));
+        let mut g = vec![0.0; n * n];
+        k::gram(&fp, n, (h, w), &mut g);
+        let gd = reference::gram(&fd, n, m);
+        check(&format!("cpu gram {n}x{m}"), &g, &gd, TOL);
+        let (a, _) = random(&mut r, n * n, 0.0, m as f32);
+        let a: Vec<f32> = (0..n * n)
+            .map(|q| a[(q / n).min(q % n) * n + (q / n).max(q % n)])
+            .collect();
+        let coef = 0.75f32;
+        let (d0, d0d) = random(&mut r, n * m, -1.0, 1.0);
+        // A gradient from above is zero where F is (as every masked gradient is).
+        let d0: Vec<f32> = d0
+            .iter()
+            .zip(&f)
+            .map(|(d, f)| if *f > 0.0 { *d } else { 0.0 })
+            .collect();
+        let mut grad = k::pad(&d0, (n, h, w));
+        let mut scratch = Vec::new();
+        k::style_grad(&fp, &g, &a, n, (h, w), coef, true, &mut grad, &mut scratch);
+        let sg = reference::style_grad(&fd, &gd, &to_f64(&a), n, m);
+        let scale = coef as f64 * (n * n * m * m) as f64;
+        let want: Vec<f64> = (0..n * m)
+            .map(|q| {
+                if fd[q] > 0.0 {
+                    d0d[q] * (fd[q] > 0.0) as u8 as f64 + scale * sg[q]
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        check(
+            &format!("cpu style_grad {n}x{m}"),
+            &k::unpad(&grad, (n, h, w)),
+            &want,
+            TOL,
+        );
+    }
+}
+
+/// Real weights of VGG19's first three convolutions (shipped), a 20x14 image, two styles.
+fn setup_parts() -> (Arch, Weights, LossConfig, Image, Vec<(Image, f64)>) {
+    let arch = Arch::vgg19();
+    let weights = Weights::load(&common::real_weights()).unwrap();
+    let loss = LossConfig {
+        content_layers: vec![arch.layer_index("block2_conv1").unwrap()],
+        style_layers: vec![0, 1, 2],
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 1e2,
+    };
+    let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
+    let content = load("tubingen.jpg", 20);
+    let styles = vec![
+        (load("starry_night.jpg", 18), 3.0),
+        (load("the_scream.jpg", 22), 1.0),
+    ];
+    (arch, weights, loss, content, styles)
+}
+
+fn session(parts: &(Arch, Weights, LossConfig, Image, Vec<(Image, f64)>)) -> CpuSession {
+    let (arch, weights, loss, content, styles) = parts;
+    CpuSession::new(&Setup {
+        arch,
+        weights,
+        loss,
+        pooling: Pooling::Max,
+        adam: AdamConfig::default(),
+        content,
+        styles,
+        init: content,
+    })
+    .unwrap()
+}
+
+#[test]
+fn cpu_losses_and_gradient_match_reference() {
+    let parts = setup_parts();
+    let (arch, weights, loss, content, styles) = &parts;
+    let mut s = session(&parts);
+    // Evaluate an image away from the content (else the content term is zero).
+    let mut r = rng(33);
+    let x: Vec<f32> = content
+        .data
+        .iter()
+        .map(|v| (v + r.random_range(-0.2f32..0.2)).clamp(0.0, 1.0))
+        .collect();
+    use rand::Rng;
+    let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=loss.deepest()]
+        .iter()
+        .map(|c| {
+            (
+                to_f64(&weights.layers[&c.name].hwio),
+                to_f64(&weights.layers[&c.name].bias),
+            )
+        })
+        .collect();
+    let stages = arch.stages(loss.deepest(), content.h, content.w, Pooling::Max);
+    let model = reference::Model {
+        stages: &stages,
+        weights: &cw,
+        affine: weights.convention.affine(),
+        loss,
+    };
+    let mut targets = model.targets(&to_f64(&content.data));
+    let total: f64 = styles.iter().map(|s| s.1).sum();
+    for t in targets.style.iter_mut() {
+        t.iter_mut().for_each(|v| *v = 0.0);
+    }
+    for (img, wt) in styles {
+        let st = arch.stages(loss.deepest(), img.h, img.w, Pooling::Max);
+        let m = reference::Model {
+            stages: &st,
+            weights: &cw,
+            affine: weights.convention.affine(),
+            loss,
+        };
+        for (t, g) in targets
+            .style
+            .iter_mut()
+            .zip(m.targets(&to_f64(&img.data)).style)
+        {
+            t.iter_mut().zip(g).for_each(|(t, g)| *t += wt / total * g);
+        }
+    }
+    let want = model.losses(&to_f64(&x), &targets);
+    let grad_want = model.gradient(&to_f64(&x), &targets);
+    s.set_image(&x);
+    let got = s.evaluate().unwrap();
+    for (name, g, w) in [
+        ("content", got.content, want.content),
+        ("style", got.style, want.style),
+        ("tv", got.tv, want.tv),
+    ] {
+        let e = ((g - w) / w).abs();
+        println!("cpu {name} loss: relative error {e:.2e}");
+        assert!(e < TOL, "{name}: {g} vs {w}");
+    }
+    check("cpu image gradient", &s.gradient(), &grad_want, TOL);
+}
+
+#[test]
+fn reruns_are_bit_identical() {
+    let parts = setup_parts();
+    let run = || {
+        let mut s = session(&parts);
+        let losses: Vec<f64> = (0..5)
+            .map(|_| s.step(true).unwrap().unwrap().total)
+            .collect();
+        (losses, s.image().unwrap().data)
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(
+        a.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    assert!(a
+        .1
+        .iter()
+        .zip(&b.1)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(a.0[4] < a.0[0], "the loss falls: {:?}", a.0);
+}
+
+fn run_cli(
+    engine: &str, out: &std::path::Path, report: &std::path::Path, extra: &[&str],
+) -> serde_json::Value {
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args(["stylize", "--content", &s(&common::image("tubingen.jpg"))])
+        .args(["--style", &s(&common::image("starry_night.jpg"))])
+        .args([
+            "--weights",
+            &s(&common::real_weights()),
+            "--output",
+            &s(out),
+            "--report",
+            &s(report),
+        ])
+        .args([
+            "--content-layers",
+            "block3_conv2",
+            "--style-layers",
+            "block1_conv1,block2_conv1,block3_conv1",
+        ])
+        .args(["--style-weight", "1e3", "--engine", engine])
+        .args(extra)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("engine:") || engine == "gpu",
+        "the run says which engine: {err}"
+    );
+    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+}
+
+#[test]
+fn the_two_engines_agree_over_a_20_step_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--size", "32", "--steps", "20", "--log-every", "5"];
+    let cpu = run_cli(
+        "cpu",
+        &dir.path().join("c.png"),
+        &dir.path().join("c.json"),
+        &args,
+    );
+    let gpu = run_cli(
+        "gpu",
+        &dir.path().join("g.png"),
+        &dir.path().join("g.json"),
+        &args,
+    );
+    assert_eq!(cpu["engine"], "cpu");
+    assert_eq!(gpu["engine"], "gpu");
+    let (cs, gs) = (
+        cpu["steps"].as_array().unwrap(),
+        gpu["steps"].as_array().unwrap(),
+    );
+    assert_eq!(cs.len(), 5, "steps 0, 5, 10, 15 and the final 20");
+    assert_eq!(cs.len(), gs.len());
+    for (c, g) in cs.iter().zip(gs) {
+        for term in ["content", "style", "tv", "total"] {
+            let (a, b) = (c[term].as_f64().unwrap(), g[term].as_f64().unwrap());
+            let e = if b == 0.0 {
+                a.abs()
+            } else {
+                ((a - b) / b).abs()
+            };
+            println!(
+                "step {} {term}: cpu {a:.6e} gpu {b:.6e} ({e:.1e})",
+                c["step"]
+            );
+            assert!(e <= 1e-3, "step {} {term}: cpu {a} vs gpu {b}", c["step"]);
+        }
+    }
+    let total = |s: &serde_json::Value| s["total"].as_f64().unwrap();
+    assert!(
+        total(&cs[4]) < total(&cs[0]),
+        "the loss falls on the CPU engine"
+    );
+}

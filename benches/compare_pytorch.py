@@ -78,6 +78,7 @@ def main():
     ap.add_argument("--impasto-bin", default=None)
     ap.add_argument("--tiling", default=None, help="passed to impasto bench (default: its choice)")
     ap.add_argument("--storage", default=None, help="passed to impasto bench: f32 or f16 feature maps")
+    ap.add_argument("--engine", default=None, help="passed to impasto bench: gpu or cpu")
     ap.add_argument("--tf32", action="store_true",
                     help="let cuDNN/cuBLAS use TF32 (off: the comparison is fp32 against fp32)")
     a = ap.parse_args()
@@ -144,7 +145,8 @@ def main():
         "bench", "--size", str(s), "--content-layers", a.content_layers,
         "--style-layers", a.style_layers, "--steps", str(a.steps)] + (
         ["--tiling", a.tiling] if a.tiling else []) + (
-        ["--storage", a.storage] if a.storage else [])
+        ["--storage", a.storage] if a.storage else []) + (
+        ["--engine", a.engine] if a.engine else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"full step .*?: ([0-9.]+) ms/step", out)
     mem_line = re.search(r"(peak )?GPU memory.*", out)

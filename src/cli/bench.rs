@@ -73,7 +73,17 @@ pub fn kernels(gpu: &Gpu, cfg: &BenchConfig) -> Result<Kernels> {
 }
 
 /// A session on random images and random weights of VGG19's shapes, as `cfg` describes.
-pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result<Session<'g>> {
+/// The benchmark's problem: random weights of VGG19's shapes, random content and style images
+/// of `cfg.size`, the default loss weights.
+struct Problem {
+    arch: Arch,
+    loss: LossConfig,
+    weights: Weights,
+    content: Image,
+    styles: [(Image, f64); 1],
+}
+
+fn problem(cfg: &BenchConfig) -> Result<Problem> {
     let arch = Arch::vgg19();
     let idx = |v: &[String]| {
         v.iter()
@@ -97,18 +107,53 @@ pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result
             .collect(),
     };
     let (content, style) = (image(), image());
-    let styles = [(style, 1.0)];
+    Ok(Problem {
+        arch,
+        loss,
+        weights,
+        content,
+        styles: [(style, 1.0)],
+    })
+}
+
+/// A session on random images and random weights of VGG19's shapes, as `cfg` describes.
+pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result<Session<'g>> {
+    let p = problem(cfg)?;
     let setup = Setup {
-        arch: &arch,
-        weights: &weights,
-        loss: &loss,
+        arch: &p.arch,
+        weights: &p.weights,
+        loss: &p.loss,
         pooling: Pooling::Max,
         adam: AdamConfig::default(),
-        content: &content,
-        styles: &styles,
-        init: &content,
+        content: &p.content,
+        styles: &p.styles,
+        init: &p.content,
     };
     Session::new(gpu, kernels, &setup)
+}
+
+/// The same problem on the CPU engine: milliseconds per whole step (after two warm-up steps).
+pub fn cpu_ms_per_step(cfg: &BenchConfig) -> Result<f64> {
+    let p = problem(cfg)?;
+    let mut s = crate::cpu::CpuSession::new(&crate::cpu::Setup {
+        arch: &p.arch,
+        weights: &p.weights,
+        loss: &p.loss,
+        pooling: Pooling::Max,
+        adam: AdamConfig::default(),
+        content: &p.content,
+        styles: &p.styles,
+        init: &p.content,
+    })?;
+    use crate::model::Engine;
+    for _ in 0..2 {
+        s.step(false)?;
+    }
+    let t = Instant::now();
+    for _ in 0..cfg.steps {
+        s.step(false)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / cfg.steps.max(1) as f64)
 }
 
 pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
@@ -272,7 +317,6 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
 
 /// Runs `impasto bench` and prints its table.
 pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
-    let gpu = Gpu::new(adapter)?;
     let cfg = BenchConfig {
         size: args.size,
         content_layers: args.layers.content_layers.clone(),
@@ -281,6 +325,25 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         tiling: args.tiling,
         storage: args.storage,
     };
+    if args.engine == super::flags::EngineChoice::Cpu {
+        // The whole step only: a per-layer table for the CPU engine is still to come.
+        let ms = cpu_ms_per_step(&cfg)?;
+        println!(
+            "impasto bench: {}x{} px, content {}, style {}, on the {}",
+            cfg.size,
+            cfg.size,
+            cfg.content_layers.join(","),
+            cfg.style_layers.join(","),
+            crate::cpu::describe()
+        );
+        println!(
+            "full step ({} timed steps): {ms:.2} ms/step, {:.2} steps/s",
+            cfg.steps,
+            1e3 / ms
+        );
+        return Ok(());
+    }
+    let gpu = Gpu::new(adapter)?;
     let t = run(&gpu, &cfg)?;
     print_table(&cfg, &gpu, &t);
     Ok(())

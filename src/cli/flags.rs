@@ -81,6 +81,9 @@ pub struct BenchArgs {
     /// How feature maps are stored (f16 needs shader-f16)
     #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
     pub storage: crate::kernels::Storage,
+    /// Engine: gpu (the default here: the per-kernel table) or cpu (whole-step time)
+    #[arg(long, value_enum, env = "IMPASTO_ENGINE", default_value_t = EngineChoice::Gpu)]
+    pub engine: EngineChoice,
 }
 
 #[derive(Subcommand, Debug)]

@@ -149,6 +149,7 @@ impl CpuSession {
                 s.init.h
             );
         }
+        crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)?;
         let deepest = s.loss.deepest();
         let mut convs = Vec::new();
         for spec in s.arch.convs.iter().take(deepest + 1) {

@@ -4,6 +4,8 @@
 
 use anyhow::{bail, Result};
 
+use super::image::Image;
+
 /// Pooling flavour; VGG19 uses max, average is a common alternative for style transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,4 +142,45 @@ impl Stage {
         let (h, w) = self.out_hw();
         self.cout * h * w
     }
+}
+
+/// Fails when an image is too small for the layers it feeds: the image being optimised
+/// (content-sized) feeds every loss layer, a style image only the style layers.
+pub fn check_sizes(
+    arch: &Arch, loss: &super::loss::LossConfig, pooling: Pooling, content: &Image,
+    styles: &[(Image, f64)],
+) -> Result<()> {
+    let all: Vec<usize> = loss
+        .content_layers
+        .iter()
+        .chain(&loss.style_layers)
+        .copied()
+        .collect();
+    check_size(arch, &all, pooling, "content", content)?;
+    for (img, _) in styles {
+        check_size(arch, &loss.style_layers, pooling, "style", img)?;
+    }
+    Ok(())
+}
+
+/// Fails when the feature map of `img` at one of `layers` would be empty (pooling halves it
+/// per block), naming the image and the layer.
+fn check_size(
+    arch: &Arch, layers: &[usize], pooling: Pooling, what: &str, img: &Image,
+) -> Result<()> {
+    let deepest = layers.iter().copied().max().unwrap_or(0);
+    let stages = arch.stages(deepest, img.h, img.w, pooling);
+    for &l in layers {
+        if let Some(st) = stages.iter().find(|st| st.op == StageOp::Conv(l)) {
+            if st.h == 0 || st.w == 0 {
+                bail!(
+                    "--size: the {what} image ({}x{}) is too small for layer {}: its feature map would be empty; use a larger --size (or --style-scale)",
+                    img.w,
+                    img.h,
+                    arch.convs[l].name
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -50,17 +50,7 @@ impl<'g> Session<'g> {
         }
         // The image being optimised (content-sized) feeds every loss layer; a style image
         // only the style layers.
-        let all: Vec<usize> = s
-            .loss
-            .content_layers
-            .iter()
-            .chain(&s.loss.style_layers)
-            .copied()
-            .collect();
-        check_size(s.arch, &all, s.pooling, "content", s.content)?;
-        for (img, _) in s.styles {
-            check_size(s.arch, &s.loss.style_layers, s.pooling, "style", img)?;
-        }
+        crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)?;
         let affine = s.weights.convention.affine();
         let deepest = s.loss.deepest();
         let mut convs: Vec<GpuConv> = Vec::new();
@@ -233,31 +223,6 @@ impl<'g> Session<'g> {
             data: self.gpu.read(&self.evaluated_x, 3 * self.h * self.w)?,
         })
     }
-}
-
-/// Fails when the feature map of `img` at one of `layers` would be empty (pooling halves it
-/// per block), naming the image and the layer.
-fn check_size(
-    arch: &Arch, layers: &[usize], pooling: Pooling, what: &str, img: &Image,
-) -> Result<()> {
-    let deepest = layers.iter().copied().max().unwrap_or(0);
-    let stages = arch.stages(deepest, img.h, img.w, pooling);
-    for &l in layers {
-        if let Some(st) = stages
-            .iter()
-            .find(|st| st.op == crate::model::StageOp::Conv(l))
-        {
-            if st.h == 0 || st.w == 0 {
-                bail!(
-                    "--size: the {what} image ({}x{}) is too small for layer {}: its feature map would be empty; use a larger --size (or --style-scale)",
-                    img.w,
-                    img.h,
-                    arch.convs[l].name
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 impl crate::model::Engine for Session<'_> {

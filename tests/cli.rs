@@ -422,15 +422,7 @@ fn reference_losses(
     let w = Weights::load(&common::real_weights()).unwrap();
     assert_eq!(w.convention, Convention::Caffe);
     let arch = Arch::vgg19();
-    let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=cfg.deepest()]
-        .iter()
-        .map(|c| {
-            (
-                to_f64(&w.layers[&c.name].hwio),
-                to_f64(&w.layers[&c.name].bias),
-            )
-        })
-        .collect();
+    let cw = common::reference_weights(&arch, &w, cfg.deepest());
     let model_for = |h: usize, wd: usize| arch.stages(cfg.deepest(), h, wd, Pooling::Max);
     let content = impasto::io::image::load(&common::image("tubingen.jpg"), Some(size)).unwrap();
     let stages = model_for(content.h, content.w);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{check, random, rng, to_f64};
+use common::{check, random, rng, to_f64, CONV_SHAPES};
 use impasto::cpu::kernels as k;
 use impasto::cpu::{CpuSession, Setup};
 use impasto::model::{AdamConfig, Arch, Engine, Image, LossConfig, Pooling};
@@ -11,16 +11,6 @@ use impasto::reference;
 use impasto::weights::Weights;
 
 const TOL: f64 = 1e-4;
-
-const CONV_SHAPES: [(usize, usize, usize, usize); 7] = [
-    (3, 64, 7, 5),
-    (20, 130, 9, 10),
-    (5, 3, 1, 1),
-    (3, 5, 33, 17),
-    (64, 5, 9, 6),
-    (16, 13, 4, 11),
-    (64, 64, 16, 16),
-];
 
 #[test]
 fn conv_forward_and_input_gradient_match_reference() {
@@ -51,16 +41,9 @@ fn conv_forward_and_input_gradient_match_reference() {
 
         // The gradient arrives masked by this layer's ReLU; every other shape the input came
         // from a ReLU too, so the result must leave masked.
-        let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
         let act: Vec<f64> = want.clone();
-        let masked: Vec<f32> = gr
-            .iter()
-            .zip(&act)
-            .map(|(g, a)| if *a > 0.0 { *g } else { 0.0 })
-            .collect();
+        let (masked, grd, (below, belowd)) = common::backward_case(&mut r, &act, (cin, cout, h, w));
         let input_relu = (cin + h) % 2 == 0;
-        let (below, belowd) = random(&mut r, cin * h * w, -1.0, 1.0);
-        let below: Vec<f32> = below.iter().map(|v| v.max(0.0)).collect();
         let below_p = k::pad(&below, (cin, h, w));
         let mut dst = vec![7.0; cin * k::plane(h, w)];
         k::conv_backward_input(
@@ -70,14 +53,11 @@ fn conv_forward_and_input_gradient_match_reference() {
             (cin, cout, h, w),
             &mut dst,
         );
-        let mut want = reference::conv_backward_input(&grd, &act, &kd, (cin, cout, h, w));
-        if input_relu {
-            want.iter_mut().zip(&belowd).for_each(|(v, b)| {
-                if *b <= 0.0 {
-                    *v = 0.0
-                }
-            });
-        }
+        let want = common::conv_backward_reference(
+            (&grd, &act, &kd),
+            input_relu.then_some(&belowd[..]),
+            (cin, cout, h, w),
+        );
         check(
             &format!("cpu conv_backward_input {cout}->{cin} {h}x{w}"),
             &k::unpad(&dst, (cin, h, w)),
@@ -175,6 +155,20 @@ fn pool_gram_and_loss_gradients_match_reference() {
     }
 }
 
+type LayerWeights = [(Vec<f64>, Vec<f64>)];
+
+fn model_with<'a>(
+    stages: &'a [impasto::model::Stage], cw: &'a LayerWeights, affine: impasto::model::Affine,
+    loss: &'a LossConfig,
+) -> reference::Model<'a> {
+    reference::Model {
+        stages,
+        weights: cw,
+        affine,
+        loss,
+    }
+}
+
 /// Real weights of VGG19's first three convolutions (shipped), a 20x14 image, two styles.
 fn setup_parts() -> (Arch, Weights, LossConfig, Image, Vec<(Image, f64)>) {
     let arch = Arch::vgg19();
@@ -223,22 +217,10 @@ fn cpu_losses_and_gradient_match_reference() {
         .map(|v| (v + r.random_range(-0.2f32..0.2)).clamp(0.0, 1.0))
         .collect();
     use rand::Rng;
-    let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=loss.deepest()]
-        .iter()
-        .map(|c| {
-            (
-                to_f64(&weights.layers[&c.name].hwio),
-                to_f64(&weights.layers[&c.name].bias),
-            )
-        })
-        .collect();
+    let cw = common::reference_weights(arch, weights, loss.deepest());
+    let affine = weights.convention.affine();
     let stages = arch.stages(loss.deepest(), content.h, content.w, Pooling::Max);
-    let model = reference::Model {
-        stages: &stages,
-        weights: &cw,
-        affine: weights.convention.affine(),
-        loss,
-    };
+    let model = model_with(&stages, &cw, affine, loss);
     let mut targets = model.targets(&to_f64(&content.data));
     let total: f64 = styles.iter().map(|s| s.1).sum();
     for t in targets.style.iter_mut() {
@@ -246,12 +228,7 @@ fn cpu_losses_and_gradient_match_reference() {
     }
     for (img, wt) in styles {
         let st = arch.stages(loss.deepest(), img.h, img.w, Pooling::Max);
-        let m = reference::Model {
-            stages: &st,
-            weights: &cw,
-            affine: weights.convention.affine(),
-            loss,
-        };
+        let m = model_with(&st, &cw, affine, loss);
         for (t, g) in targets
             .style
             .iter_mut()

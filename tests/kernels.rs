@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{check, ctx, features_from, random, read_features, rng, round_f16};
+use common::{check, ctx, features_from, random, read_features, rng, round_f16, CONV_SHAPES};
 use impasto::gpu::{submit, Dispatch};
 use impasto::kernels::conv::{pad_backward_weights, pad_forward_weights};
 use impasto::kernels::{Kernels, Storage, Tiling, TILINGS};
@@ -11,18 +11,6 @@ use impasto::model::{AdamConfig, Affine, Pooling};
 use impasto::reference;
 
 const TOL: f64 = 1e-4;
-
-/// (cin, cout, h, w): 1x1 and odd sizes, channel counts below, at and past the 8-channel block.
-/// (20, 130, 9, 10) spans three 64-channel GEMM tiles and a partial 16-row reduction step.
-const CONV_SHAPES: [(usize, usize, usize, usize); 7] = [
-    (3, 64, 7, 5),
-    (20, 130, 9, 10),
-    (5, 3, 1, 1),
-    (3, 5, 33, 17),
-    (64, 5, 9, 6),
-    (16, 13, 4, 11),
-    (64, 64, 16, 16),
-];
 
 #[test]
 fn conv_forward_matches_reference() {
@@ -67,22 +55,13 @@ fn conv_backward_input_matches_reference() {
         let k = Kernels::with_tiling(g, tile).unwrap();
         for (cin, cout, h, w) in CONV_SHAPES {
             let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
-            let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
             // An activation that is zero about half the time exercises the ReLU mask.
-            let (act, actd) = random(&mut r, cout * h * w, -1.0, 1.0);
-            let act: Vec<f32> = act.iter().map(|v| v.max(0.0)).collect();
+            let (_, actd) = random(&mut r, cout * h * w, -1.0, 1.0);
             let actd: Vec<f64> = actd.iter().map(|v| v.max(0.0)).collect();
-            // The kernel takes the gradient already masked by this layer's ReLU (its producers
-            // fuse the mask); the reference masks it itself.
-            let masked: Vec<f32> = gr
-                .iter()
-                .zip(&act)
-                .map(|(g, a)| if *a > 0.0 { *g } else { 0.0 })
-                .collect();
+            let (masked, grd, (below, belowd)) =
+                common::backward_case(&mut r, &actd, (cin, cout, h, w));
             // Every other shape, the input came from a ReLU too: the output must leave masked.
             let input_relu = (cin + h) % 2 == 0;
-            let (below, belowd) = random(&mut r, cin * h * w, -1.0, 1.0);
-            let below: Vec<f32> = below.iter().map(|v| v.max(0.0)).collect();
             let grb = g.storage_from("g", &masked).unwrap();
             let kb = g
                 .storage_from("k", &pad_backward_weights(&wt, cin, cout, tile.pad()))
@@ -99,14 +78,11 @@ fn conv_backward_input_matches_reference() {
             );
             submit(g, &[], &[&d]);
             let got = g.read(&out, cin * h * w).unwrap();
-            let mut want = reference::conv_backward_input(&grd, &actd, &kd, (cin, cout, h, w));
-            if input_relu {
-                want.iter_mut().zip(&belowd).for_each(|(v, b)| {
-                    if *b <= 0.0 {
-                        *v = 0.0
-                    }
-                });
-            }
+            let want = common::conv_backward_reference(
+                (&grd, &actd, &kd),
+                input_relu.then_some(&belowd[..]),
+                (cin, cout, h, w),
+            );
             check(
                 &format!("conv_backward_input (tile {tile}) {cin}->{cout} {h}x{w}"),
                 &got,

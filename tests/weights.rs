@@ -59,54 +59,35 @@ fn pth_imports_to_canonical_form() {
 }
 
 #[test]
-fn truncated_pth_is_refused_with_its_name() {
-    let bytes = std::fs::read(data("tiny_vgg.pth")).unwrap();
+fn truncated_pth_and_h5_are_refused_with_their_names() {
     let dir = tempfile::tempdir().unwrap();
-    let cut = dir.path().join("cut.pth");
-    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let e = format!("{:#}", Weights::load(&cut).unwrap_err());
-    assert!(e.contains("cut.pth"), "{e}");
-}
-
-#[test]
-fn keras_h5_in_both_layouts_matches_the_same_tensors_in_safetensors() {
-    let h5 = Weights::load(&data("tiny_keras.h5")).unwrap();
-    let st = Weights::load(&data("tiny_keras.safetensors")).unwrap();
-    assert_eq!(h5.convention, Convention::Caffe);
-    assert_eq!(
-        h5.layers.keys().collect::<Vec<_>>(),
-        ["block1_conv1", "block1_conv2"]
-    );
-    for (name, a) in &h5.layers {
-        let b = &st.layers[name];
-        assert_eq!(a.hwio, b.hwio, "{name} kernel");
-        assert_eq!(a.bias, b.bias, "{name} bias");
-        assert!(a.hwio.iter().any(|&v| v != 0.0));
+    for (file, cut_name, keep) in [
+        ("tiny_vgg.pth", "cut.pth", 2),
+        ("tiny_keras.h5", "cut.h5", 3),
+    ] {
+        let bytes = std::fs::read(data(file)).unwrap();
+        let cut = dir.path().join(cut_name);
+        std::fs::write(&cut, &bytes[..bytes.len() / keep]).unwrap();
+        let e = format!("{:#}", Weights::load(&cut).unwrap_err());
+        assert!(e.contains(cut_name), "{e}");
     }
 }
 
 #[test]
-fn truncated_h5_is_refused_with_its_name() {
-    let bytes = std::fs::read(data("tiny_keras.h5")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cut = dir.path().join("cut.h5");
-    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
-    let e = format!("{:#}", Weights::load(&cut).unwrap_err());
-    assert!(e.contains("cut.h5"), "{e}");
-}
-
-#[test]
-fn tfjs_layers_model_matches_the_same_tensors_in_safetensors() {
-    let tfjs = Weights::load(&data("tfjs/model.json")).unwrap();
+fn keras_h5_in_both_layouts_and_tfjs_match_the_same_tensors_in_safetensors() {
     let st = Weights::load(&data("tiny_keras.safetensors")).unwrap();
-    assert_eq!(tfjs.convention, Convention::Caffe);
-    assert_eq!(
-        tfjs.layers.keys().collect::<Vec<_>>(),
-        ["block1_conv1", "block1_conv2"]
-    );
-    for (name, a) in &tfjs.layers {
-        assert_eq!(a.hwio, st.layers[name].hwio, "{name} kernel");
-        assert_eq!(a.bias, st.layers[name].bias, "{name} bias");
+    for file in ["tiny_keras.h5", "tfjs/model.json"] {
+        let w = Weights::load(&data(file)).unwrap();
+        assert_eq!(w.convention, Convention::Caffe, "{file}");
+        assert_eq!(
+            w.layers.keys().collect::<Vec<_>>(),
+            ["block1_conv1", "block1_conv2"]
+        );
+        for (name, a) in &w.layers {
+            assert_eq!(a.hwio, st.layers[name].hwio, "{file}: {name} kernel");
+            assert_eq!(a.bias, st.layers[name].bias, "{file}: {name} bias");
+            assert!(a.hwio.iter().any(|&v| v != 0.0));
+        }
     }
 }
 

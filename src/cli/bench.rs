@@ -83,6 +83,21 @@ struct Problem {
     styles: [(Image, f64); 1],
 }
 
+impl Problem {
+    fn setup(&self) -> Setup<'_> {
+        Setup {
+            arch: &self.arch,
+            weights: &self.weights,
+            loss: &self.loss,
+            pooling: Pooling::Max,
+            adam: AdamConfig::default(),
+            content: &self.content,
+            styles: &self.styles,
+            init: &self.content,
+        }
+    }
+}
+
 fn problem(cfg: &BenchConfig) -> Result<Problem> {
     let arch = Arch::vgg19();
     let idx = |v: &[String]| {
@@ -119,32 +134,13 @@ fn problem(cfg: &BenchConfig) -> Result<Problem> {
 /// A session on random images and random weights of VGG19's shapes, as `cfg` describes.
 pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result<Session<'g>> {
     let p = problem(cfg)?;
-    let setup = Setup {
-        arch: &p.arch,
-        weights: &p.weights,
-        loss: &p.loss,
-        pooling: Pooling::Max,
-        adam: AdamConfig::default(),
-        content: &p.content,
-        styles: &p.styles,
-        init: &p.content,
-    };
-    Session::new(gpu, kernels, &setup)
+    Session::new(gpu, kernels, &p.setup())
 }
 
 /// The same problem on the CPU engine: milliseconds per whole step (after two warm-up steps).
 pub fn cpu_ms_per_step(cfg: &BenchConfig) -> Result<f64> {
     let p = problem(cfg)?;
-    let mut s = crate::cpu::CpuSession::new(&crate::cpu::Setup {
-        arch: &p.arch,
-        weights: &p.weights,
-        loss: &p.loss,
-        pooling: Pooling::Max,
-        adam: AdamConfig::default(),
-        content: &p.content,
-        styles: &p.styles,
-        init: &p.content,
-    })?;
+    let mut s = crate::cpu::CpuSession::new(&p.setup())?;
     use crate::model::Engine;
     for _ in 0..2 {
         s.step(false)?;

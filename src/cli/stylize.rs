@@ -165,21 +165,21 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         beta2: args.beta2,
         eps: args.eps,
     };
+    let setup = Setup {
+        arch: &inputs.arch,
+        weights: &inputs.weights,
+        loss: &inputs.loss,
+        pooling: args.pooling,
+        adam,
+        content: &inputs.content,
+        styles: &inputs.styles,
+        init: &inputs.init,
+    };
     let (engine, gpu) = choose_engine(args.engine, adapter)?;
     let (done, ran_on) = match gpu {
         Some(gpu) => {
             let kernels =
                 Kernels::with_options(&gpu, Tiling::for_adapter(&gpu.info), args.storage)?;
-            let setup = Setup {
-                arch: &inputs.arch,
-                weights: &inputs.weights,
-                loss: &inputs.loss,
-                pooling: args.pooling,
-                adam,
-                content: &inputs.content,
-                styles: &inputs.styles,
-                init: &inputs.init,
-            };
             let mut session = Session::new(&gpu, &kernels, &setup)?;
             let setup_seconds = t0.elapsed().as_secs_f64();
             let done = optimise(Some(&gpu), &mut session, args, &inputs.content)?;
@@ -194,16 +194,6 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             (done, ran_on)
         }
         None => {
-            let setup = crate::cpu::Setup {
-                arch: &inputs.arch,
-                weights: &inputs.weights,
-                loss: &inputs.loss,
-                pooling: args.pooling,
-                adam,
-                content: &inputs.content,
-                styles: &inputs.styles,
-                init: &inputs.init,
-            };
             let mut session = CpuSession::new(&setup)?;
             let setup_seconds = t0.elapsed().as_secs_f64();
             let done = optimise(None, &mut session, args, &inputs.content)?;

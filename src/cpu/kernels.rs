@@ -61,15 +61,7 @@ fn matmul(
 
 /// HWIO weights `[3][3][cin][cout]` → per-tap matrices `[9][cout][cin]` (the forward's lhs).
 pub fn forward_taps(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    let mut out = vec![0.0; 9 * cout * cin];
-    for t in 0..9 {
-        for ci in 0..cin {
-            for co in 0..cout {
-                out[(t * cout + co) * cin + ci] = hwio[(t * cin + ci) * cout + co];
-            }
-        }
-    }
-    out
+    crate::model::vgg19::taps_by_output(hwio, cin, cout, 1)
 }
 
 /// HWIO weights → per-tap matrices `[9][cin][cout]` (the input gradient's lhs): HWIO already is.

@@ -7,9 +7,7 @@ pub mod kernels;
 
 use anyhow::{bail, Result};
 
-use crate::model::{
-    AdamConfig, Affine, Arch, Engine, Image, LossConfig, LossValues, Pooling, Stage, StageOp,
-};
+use crate::model::{AdamConfig, Affine, Engine, Image, LossConfig, LossValues, Stage, StageOp};
 use crate::weights::Weights;
 use kernels as k;
 
@@ -104,18 +102,8 @@ impl Net {
     }
 }
 
-/// What a session is set up from (the same as the GPU session's).
-pub struct Setup<'a> {
-    pub arch: &'a Arch,
-    pub weights: &'a Weights,
-    pub loss: &'a LossConfig,
-    pub pooling: Pooling,
-    pub adam: AdamConfig,
-    pub content: &'a Image,
-    /// Style images with their blend weights (normalised here to sum to 1).
-    pub styles: &'a [(Image, f64)],
-    pub init: &'a Image,
-}
+/// What a CPU session is set up from.
+pub type Setup<'a> = crate::model::engine::Setup<'a, Weights>;
 
 /// An optimisation session on the CPU.
 pub struct CpuSession {
@@ -151,34 +139,22 @@ impl CpuSession {
         }
         crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)?;
         let deepest = s.loss.deepest();
-        let mut convs = Vec::new();
-        for spec in s.arch.convs.iter().take(deepest + 1) {
-            let cw = s.weights.layer(&spec.name)?;
-            if (cw.cin, cw.cout) != (spec.cin, spec.cout) {
-                bail!(
-                    "weights for {} are {}->{} channels, expected {}->{}",
-                    spec.name,
-                    cw.cin,
-                    cw.cout,
-                    spec.cin,
-                    spec.cout
-                );
-            }
-            convs.push(Conv {
+        let convs: Vec<Conv> = s
+            .weights
+            .layers_up_to(s.arch, deepest)?
+            .into_iter()
+            .map(|cw| Conv {
                 forward: k::forward_taps(&cw.hwio, cw.cin, cw.cout),
                 backward: k::backward_taps(&cw.hwio),
                 bias: cw.bias.clone(),
-            });
-        }
+            })
+            .collect();
         let affine = s.weights.convention.affine();
         // Style targets: Σ_k w_k G(s_k), blended in f64 (setup only).
-        let total_w: f64 = s.styles.iter().map(|(_, wt)| wt).sum();
-        if s.styles.is_empty() || total_w.is_nan() || total_w <= 0.0 {
-            bail!("at least one style image with a positive weight is needed");
-        }
+        let shares = s.style_shares()?;
         let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
         let mut blended: Vec<Vec<f64>> = Vec::new();
-        for (img, wt) in s.styles {
+        for ((img, _), share) in s.styles.iter().zip(&shares) {
             let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling));
             net.forward(&convs, &affine, &img.data);
             for (j, &l) in s.loss.style_layers.iter().enumerate() {
@@ -189,7 +165,7 @@ impl CpuSession {
                 if blended.len() <= j {
                     blended.push(vec![0.0; g.len()]);
                 }
-                let f = wt / total_w;
+                let f = *share;
                 blended[j]
                     .iter_mut()
                     .zip(&g)

@@ -161,14 +161,5 @@ pub fn pad_forward_weights(hwio: &[f32], cin: usize, cout: usize, block: usize) 
 
 /// HWIO weights `[3][3][cin][cout]` → the backward kernel's layout `[3][3][cout][cin padded to block]`.
 pub fn pad_backward_weights(hwio: &[f32], cin: usize, cout: usize, block: usize) -> Vec<f32> {
-    let cp = cin.next_multiple_of(block);
-    let mut out = vec![0.0; 9 * cout * cp];
-    for tap in 0..9 {
-        for ci in 0..cin {
-            for co in 0..cout {
-                out[(tap * cout + co) * cp + ci] = hwio[(tap * cin + ci) * cout + co];
-            }
-        }
-    }
-    out
+    crate::model::vgg19::taps_by_output(hwio, cin, cout, block)
 }

@@ -1,10 +1,12 @@
 //! What the optimisation loop needs from an engine (the GPU pipeline or the CPU engine): one
 //! step at a time, the losses now and then, and the image.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::image::Image;
-use super::loss::LossValues;
+use super::loss::{LossConfig, LossValues};
+use super::optim::AdamConfig;
+use super::vgg19::{Arch, Pooling};
 
 pub trait Engine {
     /// One optimiser step on the image. With `losses`, also returns the losses of the image
@@ -18,4 +20,30 @@ pub trait Engine {
     fn evaluated_image(&self) -> Result<Image>;
     /// Steps taken so far.
     fn steps_done(&self) -> usize;
+}
+
+/// What either engine sets a session up from; `W` is the weights (kept generic so that the
+/// model does not depend on the files they come from).
+pub struct Setup<'a, W> {
+    pub arch: &'a Arch,
+    pub weights: &'a W,
+    pub loss: &'a LossConfig,
+    pub pooling: Pooling,
+    pub adam: AdamConfig,
+    pub content: &'a Image,
+    /// Style images with their blend weights (normalised by the session to sum to 1).
+    pub styles: &'a [(Image, f64)],
+    /// The starting image, content-sized.
+    pub init: &'a Image,
+}
+
+impl<W> Setup<'_, W> {
+    /// Each style image's share of the blended target (its weight over the sum).
+    pub fn style_shares(&self) -> Result<Vec<f64>> {
+        let total: f64 = self.styles.iter().map(|(_, wt)| wt).sum();
+        if self.styles.is_empty() || total.is_nan() || total <= 0.0 {
+            bail!("at least one style image with a positive weight is needed");
+        }
+        Ok(self.styles.iter().map(|(_, wt)| wt / total).collect())
+    }
 }

@@ -184,3 +184,19 @@ fn check_size(
     }
     Ok(())
 }
+
+/// HWIO weights `[3][3][cin][cout]` → `[3][3][cout][cin padded to a multiple of pad]`: each tap's
+/// matrix with the output channels as rows (the GPU's input-gradient layout; the CPU engine's
+/// forward GEMM operand, unpadded).
+pub fn taps_by_output(hwio: &[f32], cin: usize, cout: usize, pad: usize) -> Vec<f32> {
+    let cp = cin.next_multiple_of(pad);
+    let mut out = vec![0.0; 9 * cout * cp];
+    for tap in 0..9 {
+        for ci in 0..cin {
+            for co in 0..cout {
+                out[(tap * cout + co) * cp + ci] = hwio[(tap * cin + ci) * cout + co];
+            }
+        }
+    }
+    out
+}

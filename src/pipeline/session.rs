@@ -5,24 +5,14 @@ use anyhow::{bail, Result};
 
 use crate::gpu::{submit, Dispatch, Gpu};
 use crate::kernels::Kernels;
-use crate::model::{AdamConfig, Arch, Image, LossConfig, LossValues, Pooling};
+use crate::model::{Image, LossValues};
 use crate::pipeline::adam::Adam;
 use crate::pipeline::network::{GpuConv, GpuNet};
 use crate::pipeline::objective::{GpuTargets, Objective};
 use crate::weights::Weights;
 
-pub struct Setup<'a> {
-    pub arch: &'a Arch,
-    pub weights: &'a Weights,
-    pub loss: &'a LossConfig,
-    pub pooling: Pooling,
-    pub adam: AdamConfig,
-    pub content: &'a Image,
-    /// Style images with their blend weights (normalised here to sum to 1).
-    pub styles: &'a [(Image, f64)],
-    /// The starting image, content-sized.
-    pub init: &'a Image,
-}
+/// What a GPU session is set up from.
+pub type Setup<'a> = crate::model::engine::Setup<'a, Weights>;
 
 pub struct Session<'g> {
     gpu: &'g Gpu,
@@ -53,29 +43,18 @@ impl<'g> Session<'g> {
         crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)?;
         let affine = s.weights.convention.affine();
         let deepest = s.loss.deepest();
-        let mut convs: Vec<GpuConv> = Vec::new();
-        for spec in s.arch.convs.iter().take(deepest + 1) {
-            let cw = s.weights.layer(&spec.name)?;
-            if (cw.cin, cw.cout) != (spec.cin, spec.cout) {
-                bail!(
-                    "weights for {} are {}->{} channels, expected {}->{}",
-                    spec.name,
-                    cw.cin,
-                    cw.cout,
-                    spec.cin,
-                    spec.cout
-                );
-            }
-            convs.push(GpuConv::upload(gpu, kernels, &spec.name, cw)?);
-        }
+        let convs = s
+            .weights
+            .layers_up_to(s.arch, deepest)?
+            .into_iter()
+            .zip(&s.arch.convs)
+            .map(|(cw, spec)| GpuConv::upload(gpu, kernels, &spec.name, cw))
+            .collect::<Result<Vec<_>>>()?;
         // Style targets: Σ_k w_k G(s_k), blended on the CPU in f64 (setup only).
-        let total_w: f64 = s.styles.iter().map(|(_, wt)| wt).sum();
-        if s.styles.is_empty() || total_w.is_nan() || total_w <= 0.0 {
-            bail!("at least one style image with a positive weight is needed");
-        }
+        let shares = s.style_shares()?;
         let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
         let mut blended: Vec<Vec<f64>> = Vec::new();
-        for (img, wt) in s.styles {
+        for ((img, _), share) in s.styles.iter().zip(&shares) {
             let sx = gpu.storage("style image", 3 * img.h * img.w)?;
             gpu.write(&sx, &img.data);
             let snet = GpuNet::new(
@@ -105,7 +84,7 @@ impl<'g> Session<'g> {
                 if blended.len() <= k {
                     blended.push(vec![0.0; *len]);
                 }
-                let f = wt / total_w;
+                let f = *share;
                 blended[k]
                     .iter_mut()
                     .zip(&v)

@@ -198,6 +198,28 @@ impl Weights {
         }
     }
 
+    /// The weights of `arch`'s conv layers 0..=`deepest`, each checked against its shape.
+    pub fn layers_up_to(&self, arch: &Arch, deepest: usize) -> Result<Vec<&ConvWeights>> {
+        arch.convs
+            .iter()
+            .take(deepest + 1)
+            .map(|spec| {
+                let cw = self.layer(&spec.name)?;
+                if (cw.cin, cw.cout) != (spec.cin, spec.cout) {
+                    bail!(
+                        "weights for {} are {}->{} channels, expected {}->{}",
+                        spec.name,
+                        cw.cin,
+                        cw.cout,
+                        spec.cin,
+                        spec.cout
+                    );
+                }
+                Ok(cw)
+            })
+            .collect()
+    }
+
     /// The weights of layer `name`, or an error saying which layers the file has.
     pub fn layer(&self, name: &str) -> Result<&ConvWeights> {
         self.layers.get(name).with_context(|| {

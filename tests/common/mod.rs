@@ -105,3 +105,66 @@ pub fn read_features(g: &Gpu, kernels: &Kernels, b: &wgpu::Buffer, len: usize) -
         }
     }
 }
+
+/// (cin, cout, h, w): 1x1 and odd sizes, channel counts below, at and past the 8-channel block.
+/// (20, 130, 9, 10) spans three 64-channel GEMM tiles and a partial 16-row reduction step.
+pub const CONV_SHAPES: [(usize, usize, usize, usize); 7] = [
+    (3, 64, 7, 5),
+    (20, 130, 9, 10),
+    (5, 3, 1, 1),
+    (3, 5, 33, 17),
+    (64, 5, 9, 6),
+    (16, 13, 4, 11),
+    (64, 64, 16, 16),
+];
+
+/// The reference input gradient of a conv layer (`grad`, its output `act`, HWIO `kernel`),
+/// zeroed where `below` (the layer's input, when it came from a ReLU) is not positive: what
+/// both engines' fused-mask kernels must produce.
+pub fn conv_backward_reference(
+    (grad, act, kernel): (&[f64], &[f64], &[f64]), below: Option<&[f64]>,
+    shape: (usize, usize, usize, usize),
+) -> Vec<f64> {
+    let mut want = impasto::reference::conv_backward_input(grad, act, kernel, shape);
+    if let Some(below) = below {
+        want.iter_mut().zip(below).for_each(|(v, b)| {
+            if *b <= 0.0 {
+                *v = 0.0
+            }
+        });
+    }
+    want
+}
+
+/// Random inputs of a conv input-gradient test, given the layer's output `act`: the gradient
+/// masked by `act`'s ReLU as the kernels take it (their producers fuse the mask; the reference
+/// masks it itself) and unmasked in f64, and a post-ReLU layer input (f32, f64).
+#[allow(clippy::type_complexity)]
+pub fn backward_case(
+    r: &mut impl Rng, act: &[f64], (cin, cout, h, w): (usize, usize, usize, usize),
+) -> (Vec<f32>, Vec<f64>, (Vec<f32>, Vec<f64>)) {
+    let (gr, grd) = random(r, cout * h * w, -1.0, 1.0);
+    let masked = gr
+        .iter()
+        .zip(act)
+        .map(|(g, a)| if *a > 0.0 { *g } else { 0.0 })
+        .collect();
+    let (below, belowd) = random(r, cin * h * w, -1.0, 1.0);
+    let below = below.iter().map(|v| v.max(0.0)).collect();
+    (masked, grd, (below, belowd))
+}
+
+/// Conv layers 0..=`deepest` of `w` in f64, as the reference model takes them.
+pub fn reference_weights(
+    arch: &impasto::model::Arch, w: &impasto::weights::Weights, deepest: usize,
+) -> Vec<(Vec<f64>, Vec<f64>)> {
+    arch.convs[..=deepest]
+        .iter()
+        .map(|c| {
+            (
+                to_f64(&w.layers[&c.name].hwio),
+                to_f64(&w.layers[&c.name].bias),
+            )
+        })
+        .collect()
+}

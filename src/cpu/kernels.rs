@@ -83,29 +83,59 @@ fn clear_border(maps: &mut [f32], h: usize, w: usize) {
 }
 
 /// Nine GEMMs, one per tap: `dst[o] = Σ_t taps[t][o][i] · src[i] shifted by offset(t)`.
-#[allow(clippy::too_many_arguments)]
+/// The positions are cut into chunks that keep a chunk of dst in cache while the nine taps
+/// accumulate into it (nine whole-map GEMMs would stream dst through memory nine times); the
+/// chunks run on rayon's threads, each output written by one thread in a fixed order.
 fn conv_taps(
     src: &[f32], taps: &[f32], (ci, co, h, w): (usize, usize, usize, usize), dst: &mut [f32],
-    offset: impl Fn(usize) -> usize,
+    offset: impl Fn(usize) -> usize + Sync,
 ) {
     let (pw, pl) = (w + 2, plane(h, w));
     let n = h * pw - 2;
-    for t in 0..9 {
-        let lhs = &taps[t * co * ci..(t + 1) * co * ci];
-        matmul(
-            (co, n, ci),
-            dst,
-            pw + 1,
-            pl,
-            t > 0,
-            lhs,
-            ci,
-            src,
-            offset(t),
-            (pl, 1),
-            1.0,
-        );
+    if co == 0 || ci == 0 || n == 0 {
+        return;
     }
+    // Every access below stays inside these bounds (the last tap reads up to 2·pw + 2 + n − 1
+    // of the last channel's plane; dst is written from pw + 1 on, n values a row).
+    assert!(taps.len() >= 9 * co * ci && src.len() >= ci * pl);
+    assert!((0..9).all(|t| offset(t) + (ci - 1) * pl + n <= src.len()));
+    assert!(pw + 1 + (co - 1) * pl + n <= dst.len());
+    // About 256 KiB of dst a chunk.
+    let chunk = ((1 << 16) / co).max(256).min(n);
+    struct Out(*mut f32);
+    // SAFETY: chunks write disjoint columns of dst.
+    unsafe impl Sync for Out {}
+    let out = Out(dst.as_mut_ptr());
+    let out = &out;
+    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let (n0, nn) = (c * chunk, chunk.min(n - c * chunk));
+        for t in 0..9 {
+            // SAFETY: inside the bounds asserted above; this chunk's columns are its own.
+            unsafe {
+                gemm(
+                    co,
+                    nn,
+                    ci,
+                    out.0.add(pw + 1 + n0),
+                    1,
+                    pl as isize,
+                    t > 0,
+                    taps.as_ptr().add(t * co * ci),
+                    1,
+                    ci as isize,
+                    src.as_ptr().add(offset(t) + n0),
+                    1,
+                    pl as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        }
+    });
 }
 
 /// `dst = relu(conv3x3(src) + bias)` on padded maps; `taps` from [`forward_taps`].

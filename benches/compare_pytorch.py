@@ -149,7 +149,7 @@ def main():
         ["--engine", a.engine] if a.engine else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"full step .*?: ([0-9.]+) ms/step", out)
-    mem_line = re.search(r"(peak )?GPU memory.*", out)
+    mem_line = re.search(r"(peak )?GPU memory.*|peak memory: .*", out)
     adapter = out.splitlines()[0]
     imp_ms = float(m.group(1))
     print(f"{adapter}\nimpasto: {imp_ms:.2f} ms/step{', ' + mem_line.group(0) if mem_line else ''}")

@@ -356,3 +356,31 @@ fn the_two_engines_agree_over_a_20_step_run() {
         "the loss falls on the CPU engine"
     );
 }
+
+#[test]
+fn bench_on_the_cpu_engine_prints_the_step_time_and_peak_memory() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args(["bench", "--engine", "cpu", "--size", "24", "--steps", "2"])
+        .args([
+            "--content-layers",
+            "block2_conv1",
+            "--style-layers",
+            "block1_conv1",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("CPU engine"), "{out}");
+    let ms: f64 = out
+        .split("full step (2 timed steps): ")
+        .nth(1)
+        .and_then(|r| r.split(" ms/step").next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no step time: {out}"));
+    assert!(ms > 0.0 && ms.is_finite());
+    assert!(
+        cfg!(not(target_os = "linux")) || out.contains("peak memory: "),
+        "{out}"
+    );
+}

@@ -323,7 +323,9 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
     };
     if args.engine == super::flags::EngineChoice::Cpu {
         // The whole step only: a per-layer table for the CPU engine is still to come.
+        let before = resident_kib("VmRSS");
         let ms = cpu_ms_per_step(&cfg)?;
+        let peak = resident_kib("VmHWM");
         println!(
             "impasto bench: {}x{} px, content {}, style {}, on the {}",
             cfg.size,
@@ -337,10 +339,22 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
             cfg.steps,
             1e3 / ms
         );
+        if let (Some(b), Some(p)) = (before, peak) {
+            // Measured as compare_pytorch.py measures PyTorch on the CPU.
+            let mib = p.saturating_sub(b) as f64 / 1024.0;
+            println!("peak memory: {mib:.1} MiB (resident set growth over setup and steps)");
+        }
         return Ok(());
     }
     let gpu = Gpu::new(adapter)?;
     let t = run(&gpu, &cfg)?;
     print_table(&cfg, &gpu, &t);
     Ok(())
+}
+
+/// A `/proc/self/status` figure in KiB (Linux; None elsewhere).
+fn resident_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -196,7 +196,7 @@ pub fn pool_forward(src: &[f32], (c, h, w): (usize, usize, usize), mode: Pooling
                 }
             }
         });
-    let _ = c;
+    debug_assert_eq!(src.len(), c * plane(h, w));
 }
 
 /// dL/d(src) of [`pool_forward`] (max: to the first maximum); with `mask`, zero where src is
@@ -207,7 +207,10 @@ pub fn pool_backward(
 ) {
     let (oh, ow) = (h / 2, w / 2);
     let (pw, opw) = (w + 2, ow + 2);
-    let _ = c;
+    debug_assert_eq!(
+        (src.len(), grad.len()),
+        (c * plane(h, w), c * plane(oh, ow))
+    );
     dst.par_chunks_mut(plane(h, w))
         .zip(src.par_chunks(plane(h, w)))
         .zip(grad.par_chunks(plane(oh, ow)))

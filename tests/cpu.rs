@@ -170,7 +170,14 @@ fn model_with<'a>(
 }
 
 /// Real weights of VGG19's first three convolutions (shipped), a 20x14 image, two styles.
-fn setup_parts() -> (Arch, Weights, LossConfig, Image, Vec<(Image, f64)>) {
+type Parts = (Arch, Weights, LossConfig, Image, Vec<(Image, f64)>);
+
+fn setup_parts() -> Parts {
+    setup_parts_at(20)
+}
+
+/// The real weights, a content image `size` px on its longest side and two blended styles.
+fn setup_parts_at(size: usize) -> Parts {
     let arch = Arch::vgg19();
     let weights = Weights::load(&common::real_weights()).unwrap();
     let loss = LossConfig {
@@ -181,15 +188,15 @@ fn setup_parts() -> (Arch, Weights, LossConfig, Image, Vec<(Image, f64)>) {
         tv_weight: 1e2,
     };
     let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
-    let content = load("tubingen.jpg", 20);
+    let content = load("tubingen.jpg", size);
     let styles = vec![
-        (load("starry_night.jpg", 18), 3.0),
-        (load("the_scream.jpg", 22), 1.0),
+        (load("starry_night.jpg", size * 9 / 10), 3.0),
+        (load("the_scream.jpg", size * 11 / 10), 1.0),
     ];
     (arch, weights, loss, content, styles)
 }
 
-fn session(parts: &(Arch, Weights, LossConfig, Image, Vec<(Image, f64)>)) -> CpuSession {
+fn session(parts: &Parts) -> CpuSession {
     let (arch, weights, loss, content, styles) = parts;
     CpuSession::new(&Setup {
         arch,
@@ -254,26 +261,39 @@ fn cpu_losses_and_gradient_match_reference() {
 }
 
 #[test]
-fn reruns_are_bit_identical() {
-    let parts = setup_parts();
-    let run = || {
-        let mut s = session(&parts);
-        let losses: Vec<f64> = (0..5)
-            .map(|_| s.step(true).unwrap().unwrap().total)
-            .collect();
-        (losses, s.image().unwrap().data)
+fn reruns_are_bit_identical_whatever_the_thread_count() {
+    // Large enough that the convolutions run in several chunks of positions.
+    let parts = setup_parts_at(72);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut s = session(&parts);
+            let losses: Vec<u64> = (0..5)
+                .map(|_| s.step(true).unwrap().unwrap().total.to_bits())
+                .collect();
+            let image: Vec<u32> = s
+                .image()
+                .unwrap()
+                .data
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            (losses, image)
+        })
     };
-    let (a, b) = (run(), run());
-    assert_eq!(
-        a.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        b.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    let first = run(2);
+    assert!(
+        f64::from_bits(first.0[4]) < f64::from_bits(first.0[0]),
+        "the loss falls"
     );
-    assert!(a
-        .1
-        .iter()
-        .zip(&b.1)
-        .all(|(x, y)| x.to_bits() == y.to_bits()));
-    assert!(a.0[4] < a.0[0], "the loss falls: {:?}", a.0);
+    for threads in [2, 1, 3] {
+        let again = run(threads);
+        assert_eq!(first.0, again.0, "losses with {threads} threads");
+        assert!(first.1 == again.1, "image with {threads} threads");
+    }
 }
 
 fn run_cli(
@@ -358,7 +378,7 @@ fn the_two_engines_agree_over_a_20_step_run() {
 }
 
 #[test]
-fn bench_on_the_cpu_engine_prints_the_step_time_and_peak_memory() {
+fn bench_on_the_cpu_engine_prints_the_per_layer_table_step_time_and_peak_memory() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
         .args(["bench", "--engine", "cpu", "--size", "24", "--steps", "2"])
         .args([
@@ -372,6 +392,34 @@ fn bench_on_the_cpu_engine_prints_the_step_time_and_peak_memory() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("CPU engine"), "{out}");
+    // The per-layer table: every conv of the step both ways, with shapes, times and flops.
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // The figures after the name and shape: ms, GFLOP, GFLOP/s, ...
+    let row = |name: &str, shape: &str| {
+        let n = 1 + shape.split(' ').count();
+        rows.iter()
+            .find(|r| r.len() > n + 1 && r[0] == name && r[1..n].join(" ") == shape)
+            .unwrap_or_else(|| panic!("no {name} {shape} row: {out}"))[n..]
+            .to_vec()
+    };
+    for (name, shape) in [
+        ("conv_forward", "3->64 24x24"),
+        ("conv_forward", "64->64 24x24"),
+        ("conv_forward", "64->128 12x12"),
+        ("conv_backward_input", "128->64 12x12"),
+        ("conv_backward_input_masked", "64->64 24x24"),
+        ("conv_backward_input", "64->3 24x24"),
+        ("pool_backward", "64x24x24"),
+    ] {
+        let r = row(name, shape);
+        let (ms, gflop): (f64, f64) = (r[0].parse().unwrap(), r[1].parse().unwrap());
+        assert!(ms >= 0.0 && ms.is_finite(), "{r:?}");
+        assert!(gflop > 0.0 || name.starts_with("pool"), "{r:?}");
+    }
+    assert!(out.contains("gram ") && out.contains("style_grad") && out.contains("content_grad"));
     let ms: f64 = out
         .split("full step (2 timed steps): ")
         .nth(1)

@@ -38,13 +38,7 @@ pub fn random_weights(arch: &Arch, deepest: usize, seed: u64) -> Weights {
 }
 
 /// One kernel launch of the step: what it is and how long it took.
-pub struct Row {
-    pub name: &'static str,
-    pub detail: String,
-    pub ms: f64,
-    pub flops: f64,
-    pub bytes: f64,
-}
+pub use crate::model::engine::KernelTime as Row;
 
 pub struct StepTiming {
     pub ms_per_step: f64,
@@ -137,8 +131,9 @@ pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result
     Session::new(gpu, kernels, &p.setup())
 }
 
-/// The same problem on the CPU engine: milliseconds per whole step (after two warm-up steps).
-pub fn cpu_ms_per_step(cfg: &BenchConfig) -> Result<f64> {
+/// The same problem on the CPU engine: milliseconds per whole step (after two warm-up
+/// steps), then one more step with each kernel timed.
+pub fn cpu_step_timing(cfg: &BenchConfig) -> Result<(f64, Vec<Row>)> {
     let p = problem(cfg)?;
     let mut s = crate::cpu::CpuSession::new(&p.setup())?;
     use crate::model::Engine;
@@ -149,7 +144,8 @@ pub fn cpu_ms_per_step(cfg: &BenchConfig) -> Result<f64> {
     for _ in 0..cfg.steps {
         s.step(false)?;
     }
-    Ok(t.elapsed().as_secs_f64() * 1e3 / cfg.steps.max(1) as f64)
+    let ms = t.elapsed().as_secs_f64() * 1e3 / cfg.steps.max(1) as f64;
+    Ok((ms, s.profiled_step()))
 }
 
 pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
@@ -244,8 +240,36 @@ fn time_with_wall_clock(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>>
         .collect()
 }
 
+/// The per-kernel table, either engine's.
+fn print_rows(rows: &[Row]) {
+    let total: f64 = rows.iter().map(|r| r.ms).sum();
+    println!(
+        "{:<26} {:<22} {:>10} {:>10} {:>9} {:>8} {:>7}",
+        "kernel", "shape", "ms", "GFLOP", "GFLOP/s", "GB/s", "share"
+    );
+    // GB/s counts the bytes a kernel must move at the least (see gpu::Dispatch::bytes).
+    for r in rows {
+        let ms = r.ms.max(1e-9);
+        println!(
+            "{:<26} {:<22} {:>10.3} {:>10.3} {:>9.1} {:>8.2} {:>6.1}%",
+            r.name,
+            r.detail,
+            r.ms,
+            r.flops / 1e9,
+            r.flops / 1e6 / ms,
+            r.bytes / 1e6 / ms,
+            100.0 * r.ms / total.max(1e-12)
+        );
+    }
+    let flops: f64 = rows.iter().map(|r| r.flops).sum();
+    println!(
+        "sum of kernels: {total:.2} ms, {:.2} GFLOP, {:.1} GFLOP/s",
+        flops / 1e9,
+        flops / 1e6 / total.max(1e-9)
+    );
+}
+
 pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
-    let total: f64 = t.rows.iter().map(|r| r.ms).sum();
     println!(
         "impasto bench: {}x{} px, content {}, style {}, tiling {}, {:?} feature maps, on {} ({:?})",
         cfg.size,
@@ -265,30 +289,7 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
             "wall clock, one submit per kernel"
         }
     );
-    println!(
-        "{:<26} {:<22} {:>10} {:>10} {:>9} {:>8} {:>7}",
-        "kernel", "shape", "ms", "GFLOP", "GFLOP/s", "GB/s", "share"
-    );
-    // GB/s counts the bytes a kernel must move at the least (see ops::Dispatch::bytes).
-    for r in &t.rows {
-        let ms = r.ms.max(1e-9);
-        println!(
-            "{:<26} {:<22} {:>10.3} {:>10.3} {:>9.1} {:>8.2} {:>6.1}%",
-            r.name,
-            r.detail,
-            r.ms,
-            r.flops / 1e9,
-            r.flops / 1e6 / ms,
-            r.bytes / 1e6 / ms,
-            100.0 * r.ms / total.max(1e-12)
-        );
-    }
-    let flops: f64 = t.rows.iter().map(|r| r.flops).sum();
-    println!(
-        "sum of kernels: {total:.2} ms, {:.2} GFLOP, {:.1} GFLOP/s",
-        flops / 1e9,
-        flops / 1e6 / total.max(1e-9)
-    );
+    print_rows(&t.rows);
     println!(
         "full step (one submit, {} timed steps): {:.2} ms/step, {:.2} steps/s",
         cfg.steps,
@@ -322,9 +323,8 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         storage: args.storage,
     };
     if args.engine == super::flags::EngineChoice::Cpu {
-        // The whole step only: a per-layer table for the CPU engine is still to come.
         let before = resident_kib("VmRSS");
-        let ms = cpu_ms_per_step(&cfg)?;
+        let (ms, rows) = cpu_step_timing(&cfg)?;
         let peak = resident_kib("VmHWM");
         println!(
             "impasto bench: {}x{} px, content {}, style {}, on the {}",
@@ -334,6 +334,8 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
             cfg.style_layers.join(","),
             crate::cpu::describe()
         );
+        println!("per-kernel times from the wall clock, one extra step timed kernel by kernel");
+        print_rows(&rows);
         println!(
             "full step ({} timed steps): {ms:.2} ms/step, {:.2} steps/s",
             cfg.steps,

@@ -3,12 +3,15 @@
 //! machines without a GPU. Buffers are allocated once per session; a step allocates nothing
 //! but the GEMMs' packing scratch.
 
+mod clock;
 pub mod kernels;
 
 use anyhow::{bail, Result};
 
+use crate::model::engine::KernelTime;
 use crate::model::{AdamConfig, Affine, Engine, Image, LossConfig, LossValues, Stage, StageOp};
 use crate::weights::Weights;
+use clock::{conv_flops, Clock};
 use kernels as k;
 
 /// What `impasto devices` and the run say about the CPU engine: threads and SIMD level.
@@ -74,25 +77,43 @@ impl Net {
         }
     }
 
-    fn forward(&mut self, convs: &[Conv], affine: &Affine, x: &[f32]) {
+    fn forward(&mut self, convs: &[Conv], affine: &Affine, x: &[f32], clock: &mut Clock) {
         let s0 = self.stages[0];
-        k::preprocess(x, (s0.h, s0.w), affine, &mut self.input);
+        let input = &mut self.input;
+        clock.time("preprocess", String::new, 0.0, 2 * x.len(), || {
+            k::preprocess(x, (s0.h, s0.w), affine, input)
+        });
         for i in 0..self.stages.len() {
             let s = self.stages[i];
             let (before, rest) = self.acts.split_at_mut(i);
             let src = before.last().unwrap_or(&self.input);
+            let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
             match s.op {
                 StageOp::Conv(l) => {
                     let c = &convs[l];
-                    k::conv_forward(
-                        src,
-                        &c.forward,
-                        &c.bias,
-                        (s.cin, s.cout, s.h, s.w),
-                        &mut rest[0],
+                    clock.time(
+                        "conv_forward",
+                        || format!("{cin}->{cout} {h}x{w}"),
+                        conv_flops(cin, cout, h, w),
+                        (cin + cout) * h * w + (9 * cin + 1) * cout,
+                        || {
+                            k::conv_forward(
+                                src,
+                                &c.forward,
+                                &c.bias,
+                                (cin, cout, h, w),
+                                &mut rest[0],
+                            )
+                        },
                     )
                 }
-                StageOp::Pool(mode) => k::pool_forward(src, (s.cin, s.h, s.w), mode, &mut rest[0]),
+                StageOp::Pool(mode) => clock.time(
+                    "pool_forward",
+                    || format!("{cin}x{h}x{w}"),
+                    (cin * h * w) as f64,
+                    cin * (h * w + (h / 2) * (w / 2)),
+                    || k::pool_forward(src, (cin, h, w), mode, &mut rest[0]),
+                ),
             }
         }
     }
@@ -125,6 +146,7 @@ pub struct CpuSession {
     m: Vec<f32>,
     v: Vec<f32>,
     steps: usize,
+    clock: Clock,
 }
 
 impl CpuSession {
@@ -156,7 +178,7 @@ impl CpuSession {
         let mut blended: Vec<Vec<f64>> = Vec::new();
         for ((img, _), share) in s.styles.iter().zip(&shares) {
             let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling));
-            net.forward(&convs, &affine, &img.data);
+            net.forward(&convs, &affine, &img.data, &mut Clock::default());
             for (j, &l) in s.loss.style_layers.iter().enumerate() {
                 let i = net.stage_of(l);
                 let st = net.stages[i];
@@ -177,7 +199,7 @@ impl CpuSession {
             .map(|b| b.iter().map(|&v| v as f32).collect())
             .collect();
         let mut net = Net::new(s.arch.stages(deepest, h, w, s.pooling));
-        net.forward(&convs, &affine, &s.content.data);
+        net.forward(&convs, &affine, &s.content.data, &mut Clock::default());
         let content = s
             .loss
             .content_layers
@@ -212,16 +234,26 @@ impl CpuSession {
             m: vec![0.0; n],
             v: vec![0.0; n],
             steps: 0,
+            clock: Clock::default(),
         })
     }
 
     /// Forward, the Gram matrices at the style layers, and (with `losses`) the loss values.
     fn forward(&mut self, losses: bool) -> Option<LossValues> {
-        self.net.forward(&self.convs, &self.affine, &self.x);
+        let clock = &mut self.clock;
+        self.net.forward(&self.convs, &self.affine, &self.x, clock);
         for (j, &l) in self.loss.style_layers.iter().enumerate() {
             let i = self.net.stage_of(l);
             let s = self.net.stages[i];
-            k::gram(&self.net.acts[i], s.cout, (s.h, s.w), &mut self.grams[j]);
+            let (n, m) = (s.cout, s.h * s.w);
+            let g = &mut self.grams[j];
+            clock.time(
+                "gram",
+                || format!("{n}x{m}"),
+                2.0 * (n * n * m) as f64,
+                n * m + n * n,
+                || k::gram(&self.net.acts[i], n, (s.h, s.w), g),
+            );
         }
         if !losses {
             return None;
@@ -231,22 +263,31 @@ impl CpuSession {
         let ns = self.loss.style_layers.len() as f64;
         let mut content = 0.0;
         for (j, &l) in self.loss.content_layers.iter().enumerate() {
-            content +=
-                0.5 / nc * k::sq_diff_sum(&self.net.acts[self.net.stage_of(l)], &self.content[j]);
+            let (a, b) = (&self.net.acts[self.net.stage_of(l)], &self.content[j]);
+            let d = clock.time("sq_diff_sum", String::new, 0.0, 2 * a.len(), || {
+                k::sq_diff_sum(a, b)
+            });
+            content += 0.5 / nc * d;
         }
         let mut style = 0.0;
         for (j, &l) in self.loss.style_layers.iter().enumerate() {
             let s = self.net.stages[self.net.stage_of(l)];
             let (n, m) = ((s.cout) as f64, (s.h * s.w) as f64);
-            style += k::sq_diff_sum(&self.grams[j], &self.style[j]) / (4.0 * n * n * m * m * ns);
+            let (a, b) = (&self.grams[j], &self.style[j]);
+            let d = clock.time("sq_diff_sum", String::new, 0.0, 2 * a.len(), || {
+                k::sq_diff_sum(a, b)
+            });
+            style += d / (4.0 * n * n * m * m * ns);
         }
-        let tv = k::tv_sum(&self.x, (3, self.h, self.w));
+        let (x, hw) = (&self.x, (3, self.h, self.w));
+        let tv = clock.time("tv_sum", String::new, 0.0, x.len(), || k::tv_sum(x, hw));
         Some(self.loss.combine(content, style, tv))
     }
 
     /// dL/dx into `grad_x`, from the activations of the last forward.
     fn backward(&mut self) {
         let cfg = &self.loss;
+        let clock = &mut self.clock;
         let nc = cfg.content_layers.len() as f64;
         let ns = cfg.style_layers.len() as f64;
         let last = self.net.stages.len() - 1;
@@ -267,23 +308,34 @@ impl CpuSession {
                 let fa = &self.net.acts[i];
                 if let Some(j) = cfg.content_layers.iter().position(|&c| c == l) {
                     let coef = (cfg.content_weight / nc) as f32;
-                    k::content_grad(fa, &self.content[j], coef, accumulate, gi);
+                    let target = &self.content[j];
+                    clock.time("content_grad", String::new, 0.0, 3 * len, || {
+                        k::content_grad(fa, target, coef, accumulate, gi)
+                    });
                     accumulate = true;
                 }
                 if let Some(j) = cfg.style_layers.iter().position(|&c| c == l) {
                     let (n, m) = (s.cout, s.h * s.w);
                     let coef = (cfg.style_weight / (ns * (n * n) as f64 * (m * m) as f64)) as f32;
-                    let scratch = &mut self.scratch;
-                    k::style_grad(
-                        fa,
-                        &self.grams[j],
-                        &self.style[j],
-                        n,
-                        (s.h, s.w),
-                        coef,
-                        accumulate,
-                        gi,
-                        scratch,
+                    let (g, target, scratch) = (&self.grams[j], &self.style[j], &mut self.scratch);
+                    clock.time(
+                        "style_grad",
+                        || format!("{n}x{m}"),
+                        2.0 * (n * n * m) as f64,
+                        n * m * (2 + accumulate as usize) + 2 * n * n,
+                        || {
+                            k::style_grad(
+                                fa,
+                                g,
+                                target,
+                                n,
+                                (s.h, s.w),
+                                coef,
+                                accumulate,
+                                gi,
+                                scratch,
+                            )
+                        },
                     );
                     accumulate = true;
                 }
@@ -297,29 +349,69 @@ impl CpuSession {
                 &self.net.acts[i - 1]
             };
             let below_relu = i > 0 && matches!(self.net.stages[i - 1].op, StageOp::Conv(_));
-            let below = &mut below[..s.cin * k::plane(s.h, s.w)];
+            let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
+            let below = &mut below[..cin * k::plane(h, w)];
             match s.op {
                 StageOp::Conv(l) => {
                     let c = &self.convs[l];
                     let mask = below_relu.then_some(src);
-                    k::conv_backward_input(gi, &c.backward, mask, (s.cin, s.cout, s.h, s.w), below)
+                    let name = if below_relu {
+                        "conv_backward_input_masked"
+                    } else {
+                        "conv_backward_input"
+                    };
+                    clock.time(
+                        name,
+                        || format!("{cout}->{cin} {h}x{w}"),
+                        conv_flops(cin, cout, h, w),
+                        (cout + cin * (1 + below_relu as usize)) * h * w + 9 * cin * cout,
+                        || k::conv_backward_input(gi, &c.backward, mask, (cin, cout, h, w), below),
+                    )
                 }
-                StageOp::Pool(mode) => {
-                    k::pool_backward(src, gi, (s.cin, s.h, s.w), mode, below_relu, below)
-                }
+                StageOp::Pool(mode) => clock.time(
+                    "pool_backward",
+                    || format!("{cin}x{h}x{w}"),
+                    (cin * h * w) as f64,
+                    2 * cin * h * w + cin * (h / 2) * (w / 2),
+                    || k::pool_backward(src, gi, (cin, h, w), mode, below_relu, below),
+                ),
             }
         }
         // Stage 0 (even) wrote dL/d(network input) into the second buffer.
         let g0 = &self.grads[1][..3 * k::plane(self.h, self.w)];
-        k::preprocess_backward(g0, (self.h, self.w), &self.affine, &mut self.grad_x);
+        let (hw, affine, grad_x) = ((self.h, self.w), &self.affine, &mut self.grad_x);
+        clock.time(
+            "preprocess_backward",
+            String::new,
+            0.0,
+            2 * grad_x.len(),
+            || k::preprocess_backward(g0, hw, affine, grad_x),
+        );
         if cfg.tv_weight != 0.0 {
-            k::tv_grad(
-                &self.x,
-                (3, self.h, self.w),
-                cfg.tv_weight as f32,
-                &mut self.grad_x,
-            );
+            let (x, chw) = (&self.x, (3, self.h, self.w));
+            clock.time("tv_grad", String::new, 0.0, 3 * x.len(), || {
+                k::tv_grad(x, chw, cfg.tv_weight as f32, grad_x)
+            });
         }
+    }
+
+    /// One step with each kernel timed: the per-layer table of `impasto bench --engine cpu`.
+    pub fn profiled_step(&mut self) -> Vec<KernelTime> {
+        self.clock.start();
+        self.forward(false);
+        self.backward();
+        let len = self.x.len();
+        let t = std::time::Instant::now();
+        self.adam_step();
+        let mut rows = self.clock.stop();
+        rows.push(KernelTime {
+            name: "adam",
+            detail: String::new(),
+            ms: t.elapsed().as_secs_f64() * 1e3,
+            flops: 0.0,
+            bytes: (7 * len * 4) as f64,
+        });
+        rows
     }
 
     /// Replaces the image being optimised (tests: evaluate a given image).

@@ -47,3 +47,15 @@ impl<W> Setup<'_, W> {
         Ok(self.styles.iter().map(|(_, wt)| wt / total).collect())
     }
 }
+
+/// One kernel of a profiled step, for `impasto bench`'s per-layer table (either engine).
+pub struct KernelTime {
+    pub name: &'static str,
+    /// Shape, e.g. `64->128 128x128`.
+    pub detail: String,
+    pub ms: f64,
+    /// Floating-point operations (multiply-adds count 2).
+    pub flops: f64,
+    /// Bytes the kernel must read and write at the least.
+    pub bytes: f64,
+}

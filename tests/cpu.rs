@@ -207,6 +207,7 @@ fn session(parts: &Parts) -> CpuSession {
         content,
         styles,
         init: content,
+        average: 0.0,
     })
     .unwrap()
 }

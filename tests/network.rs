@@ -163,6 +163,7 @@ fn gpu_losses_and_gradient_match_cpu() {
             content: &content,
             styles: &styles,
             init: &init,
+            average: 0.0,
         };
         let session = Session::new(&c.gpu, kernels, &setup).unwrap();
         let got_loss = session.evaluate().unwrap();
@@ -364,6 +365,7 @@ fn setup_peak_memory(style_side: usize) -> Option<u64> {
         content: &content,
         styles: &styles,
         init: &content,
+        average: 0.0,
     };
     let _session = Session::new(&gpu, &kernels, &setup).unwrap();
     gpu.memory().peak_allocated

@@ -88,6 +88,7 @@ impl Problem {
             content: &self.content,
             styles: &self.styles,
             init: &self.content,
+            average: 0.0,
         }
     }
 }

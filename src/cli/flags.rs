@@ -149,6 +149,14 @@ pub struct StylizeArgs {
     /// Longest side of the output in pixels
     #[arg(long, default_value_t = DEFAULT_SIZE, value_parser = positive_usize)]
     pub size: usize,
+    /// Coarse to fine: optimise first at this longest side, then at sizes growing by √2 up
+    /// to --size, each scale starting from the previous result upsampled [default: --size,
+    /// one scale]
+    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    pub min_size: Option<usize>,
+    /// Steps at the first scale [default: --steps]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub initial_steps: Option<u64>,
     /// Style images are resized to a longest side of style-scale x size
     #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
     pub style_scale: f64,
@@ -163,9 +171,21 @@ pub struct StylizeArgs {
     /// Total-variation weight (gamma); 0 turns it off
     #[arg(long, default_value_t = DEFAULT_TV_WEIGHT, value_parser = non_negative_f64)]
     pub tv_weight: f64,
-    /// Optimisation steps; 0 evaluates and writes the initial image
+    /// Optimisation steps per scale (objective and gradient evaluations, for every
+    /// optimizer); 0 evaluates and writes the initial image
     #[arg(long, default_value_t = DEFAULT_STEPS, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub steps: u64,
+    /// Optimizer: adam (the seed's), or lbfgs (further per evaluation; projected to keep
+    /// the image in [0, 1]; reads the gradient back every step)
+    #[arg(long, value_enum, default_value_t = Optimizer::Adam)]
+    pub optimizer: Optimizer,
+    /// L-BFGS: the number of past steps that shape its curvature estimate
+    #[arg(long, value_name = "M", default_value_t = 100, value_parser = positive_usize)]
+    pub history: usize,
+    /// Write the exponential moving average of the iterates with this decay (e.g. 0.99),
+    /// restarted at each scale; 0 writes the last iterate
+    #[arg(long, value_name = "DECAY", default_value_t = 0.0, value_parser = unit_f64)]
+    pub average: f64,
     /// Adam learning rate
     #[arg(long, default_value_t = DEFAULT_LR, value_parser = positive_f64)]
     pub lr: f64,
@@ -187,9 +207,14 @@ pub struct StylizeArgs {
     /// Pooling between blocks
     #[arg(long, value_enum, default_value_t = Pooling::Max)]
     pub pooling: Pooling,
-    /// Keep the content image's colours (luminance-only transfer)
-    #[arg(long)]
-    pub preserve_colors: bool,
+    /// Keep the content image's colours: luminance (bare flag: the result's luminance with
+    /// the content's colours) or histogram (the style images' colours matched to the
+    /// content's mean and covariance before the transfer)
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "luminance", value_name = "HOW")]
+    pub preserve_colors: Option<PreserveColors>,
+    /// Bits per channel of the output: 8, or 16 (.png, .tif)
+    #[arg(long, default_value_t = 8, value_parser = bit_depth)]
+    pub bit_depth: u8,
     /// How feature maps are stored: f32, or f16 (half their memory and traffic, on adapters
     /// with shader-f16; arithmetic stays f32)
     #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
@@ -258,6 +283,30 @@ fn sha256_hex(s: &str) -> Result<String, String> {
         return Err("expected 64 hexadecimal digits".into());
     }
     Ok(s)
+}
+
+fn bit_depth(s: &str) -> Result<u8, String> {
+    match s.trim() {
+        "8" => Ok(8),
+        "16" => Ok(16),
+        _ => Err(format!("{s:?}: use 8 or 16")),
+    }
+}
+
+/// Which optimiser moves the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adam,
+    Lbfgs,
+}
+
+/// How the content image's colours are kept (`--preserve-colors`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreserveColors {
+    Luminance,
+    Histogram,
 }
 
 /// Which engine computes the objective.

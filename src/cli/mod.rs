@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod devices;
 pub mod flags;
+pub mod optimise;
 pub mod stylize;
 pub mod weights;
 

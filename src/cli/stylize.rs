@@ -1,37 +1,31 @@
 //! `impasto stylize`: inputs checked and loaded, the session run with progress and logging,
 //! and the result written atomically, also on Ctrl-C or when the loss turns non-finite.
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 
-use super::flags::{EngineChoice, FlagError, StylizeArgs};
+use super::flags::{EngineChoice, FlagError, PreserveColors, StylizeArgs};
+use super::optimise::{
+    intermediate_path, resize_adam, save_step, write_image, Optimiser, Outcome, ReportEntry,
+    ScaleResult,
+};
 use crate::cpu::CpuSession;
 use crate::gpu::Gpu;
-use crate::io::image as image_io;
+use crate::io::image::{self as image_io, Original};
 use crate::io::same_file::{check_distinct, Named};
 use crate::kernels::{Kernels, Tiling};
+use crate::model::colour::match_histogram;
+use crate::model::scales::{schedule, Scale};
 use crate::model::vgg19::Arch;
+use crate::model::AdamConfig;
 use crate::model::Image;
-use crate::model::{AdamConfig, Engine};
-use crate::model::{LossConfig, LossValues};
+use crate::model::LossConfig;
 use crate::pipeline::session::{Session, Setup};
 use crate::weights::{self, Weights};
-
-#[derive(serde::Serialize)]
-struct ReportEntry {
-    step: usize,
-    content: f64,
-    style: f64,
-    tv: f64,
-    total: f64,
-}
 
 #[derive(serde::Serialize)]
 struct Report<'a> {
@@ -43,6 +37,8 @@ struct Report<'a> {
     backend: String,
     width: usize,
     height: usize,
+    /// Each scale's longest side and steps, smallest first.
+    scales: &'a [ScaleReport],
     steps_done: usize,
     setup_seconds: f64,
     optimise_seconds: f64,
@@ -52,39 +48,13 @@ struct Report<'a> {
     settings: serde_json::Value,
 }
 
-const NOT_FINITE_AT_START: &str =
-    "the loss of the initial image is non-finite (the weights or loss \
-weights overflow f32); nothing was written";
-
-/// How the run ended.
-#[derive(PartialEq, Eq, Clone, Copy, Debug)]
-pub enum Outcome {
-    Completed,
-    Interrupted,
-    NonFinite,
-    DeviceLost,
-}
-
-impl Outcome {
-    /// As the report names it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Interrupted => "interrupted",
-            Outcome::NonFinite => "non-finite loss",
-            Outcome::DeviceLost => "device lost",
-        }
-    }
-
-    /// The process's exit status: 130 after Ctrl-C (as shells report SIGINT), 1 after a
-    /// non-finite loss or a lost GPU (the output exists but is not what was asked for).
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Outcome::Completed => 0,
-            Outcome::Interrupted => 130,
-            Outcome::NonFinite | Outcome::DeviceLost => 1,
-        }
-    }
+#[derive(serde::Serialize)]
+struct ScaleReport {
+    size: usize,
+    width: usize,
+    height: usize,
+    steps: u64,
+    steps_done: usize,
 }
 
 /// Where a run ran, for the report.
@@ -134,97 +104,205 @@ fn choose_engine(
     }
 }
 
-/// Everything a run reads, checked and loaded before any GPU work.
+/// Where the first scale starts.
+enum Init {
+    Content,
+    Noise(u64),
+    Image(Original),
+}
+
+/// Everything a run reads, checked and loaded before any GPU work. The images are kept as
+/// decoded and resized for each scale.
 struct Inputs {
     arch: Arch,
     loss: LossConfig,
     weights: Weights,
+    content: Original,
+    styles: Vec<(Original, f64)>,
+    init: Init,
+}
+
+/// The images of one scale: content, styles (colour-matched when asked) and the start.
+struct ScaleImages {
     content: Image,
     styles: Vec<(Image, f64)>,
     init: Image,
 }
 
-/// What the optimisation left: how it ended, the log, and the image to write.
-struct Optimised {
-    outcome: Outcome,
-    log: Vec<ReportEntry>,
-    steps_done: usize,
-    seconds: f64,
-    image: Image,
+impl Inputs {
+    /// The images at `size`; `previous` (the last scale's result) upsampled as the start.
+    fn at(&self, args: &StylizeArgs, size: usize, previous: Option<&Image>) -> ScaleImages {
+        let content = self.content.at(size);
+        let style_side = ((size as f64 * args.style_scale).round() as usize).max(1);
+        let styles = self
+            .styles
+            .iter()
+            .map(|(s, w)| {
+                let img = s.at(style_side);
+                let img = match args.preserve_colors {
+                    Some(PreserveColors::Histogram) => match_histogram(&img, &content),
+                    _ => img,
+                };
+                (img, *w)
+            })
+            .collect();
+        let (h, w) = (content.h, content.w);
+        let init = match (previous, &self.init) {
+            (Some(p), _) => upsample(p, (h, w)),
+            (None, Init::Content) => content.clone(),
+            (None, Init::Noise(seed)) => {
+                let mut r = rand::rngs::StdRng::seed_from_u64(*seed);
+                Image {
+                    h,
+                    w,
+                    data: (0..3 * h * w).map(|_| r.random::<f32>()).collect(),
+                }
+            }
+            (None, Init::Image(o)) => o.exactly(w, h),
+        };
+        ScaleImages {
+            content,
+            styles,
+            init,
+        }
+    }
 }
 
-/// Runs `impasto stylize`: inputs, session, optimisation with progress, outputs. Returns the
-/// process exit status ([`Outcome::exit_code`]).
+/// An image resized to h x w in f32 (Lanczos3), clamped to [0, 1].
+fn upsample(img: &Image, (h, w): (usize, usize)) -> Image {
+    if (img.h, img.w) == (h, w) {
+        return img.clone();
+    }
+    let mut data = image_io::resize_planes(&img.data, (img.h, img.w), (h, w));
+    data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+    Image { h, w, data }
+}
+
+/// The scales of this run (`--min-size`, `--size`, `--initial-steps`, `--steps`).
+fn run_scales(args: &StylizeArgs) -> Vec<Scale> {
+    schedule(
+        args.min_size.unwrap_or(args.size),
+        args.size,
+        args.initial_steps.unwrap_or(args.steps),
+        args.steps,
+    )
+}
+
+/// Runs `impasto stylize`: inputs, then each scale (session, optimisation with progress),
+/// then the outputs. Returns the process exit status ([`Outcome::exit_code`]).
 pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let t0 = Instant::now();
     let inputs = load_inputs(args)?;
-
+    let scales = run_scales(args);
     let adam = AdamConfig {
         lr: args.lr,
         beta1: args.beta1,
         beta2: args.beta2,
         eps: args.eps,
     };
-    let setup = Setup {
-        arch: &inputs.arch,
-        weights: &inputs.weights,
-        loss: &inputs.loss,
-        pooling: args.pooling,
-        adam,
-        content: &inputs.content,
-        styles: &inputs.styles,
-        init: &inputs.init,
-    };
     let (engine, gpu) = choose_engine(args.engine, adapter)?;
-    let (done, ran_on) = match gpu {
-        Some(gpu) => {
-            let kernels =
-                Kernels::with_options(&gpu, Tiling::for_adapter(&gpu.info), args.storage)?;
-            let mut session = Session::new(&gpu, &kernels, &setup)?;
-            let setup_seconds = t0.elapsed().as_secs_f64();
-            let done = optimise(Some(&gpu), &mut session, args, &inputs.content)?;
-            gpu.check_errors()?;
-            let ran_on = RanOn {
-                engine,
-                adapter: gpu.info.name.clone(),
-                backend: format!("{:?}", gpu.info.backend),
-                peak_gpu_memory_bytes: gpu.memory().peak_allocated,
-                setup_seconds,
-            };
-            (done, ran_on)
+    let kernels = match &gpu {
+        Some(g) => Some(Kernels::with_options(
+            g,
+            Tiling::for_adapter(&g.info),
+            args.storage,
+        )?),
+        None => None,
+    };
+    let mut opt = Optimiser::new(args, &scales, &inputs.content);
+    let mut setup_seconds = None;
+    let mut result: Option<ScaleResult> = None;
+    let mut scale_reports = Vec::new();
+    for (index, scale) in scales.iter().enumerate() {
+        let images = inputs.at(args, scale.size, result.as_ref().map(|r| &r.image));
+        let (h, w) = (images.content.h, images.content.w);
+        let setup = Setup {
+            arch: &inputs.arch,
+            weights: &inputs.weights,
+            loss: &inputs.loss,
+            pooling: args.pooling,
+            adam,
+            content: &images.content,
+            styles: &images.styles,
+            init: &images.init,
+            average: args.average,
+        };
+        let carried = result.as_ref().and_then(|r| {
+            Some(resize_adam(
+                r.adam.as_ref()?,
+                (r.image.h, r.image.w),
+                (h, w),
+            ))
+        });
+        // The previous scale's session is gone before this one allocates.
+        let r = match (&gpu, &kernels) {
+            (Some(gpu), Some(kernels)) => {
+                let mut session = Session::new(gpu, kernels, &setup)?;
+                setup_seconds.get_or_insert(t0.elapsed().as_secs_f64());
+                let r = opt.scale(index, Some(gpu), &mut session, carried.as_ref(), (h, w))?;
+                gpu.check_errors()?;
+                r
+            }
+            _ => {
+                let mut session = CpuSession::new(&setup)?;
+                setup_seconds.get_or_insert(t0.elapsed().as_secs_f64());
+                opt.scale(index, None, &mut session, carried.as_ref(), (h, w))?
+            }
+        };
+        scale_reports.push(ScaleReport {
+            size: scale.size,
+            width: w,
+            height: h,
+            steps: scale.steps,
+            steps_done: r.steps,
+        });
+        let stop = r.outcome != Outcome::Completed;
+        result = Some(r);
+        if stop {
+            break;
         }
-        None => {
-            let mut session = CpuSession::new(&setup)?;
-            let setup_seconds = t0.elapsed().as_secs_f64();
-            let done = optimise(None, &mut session, args, &inputs.content)?;
-            let ran_on = RanOn {
-                engine,
-                adapter: crate::cpu::describe(),
-                backend: "cpu".into(),
-                peak_gpu_memory_bytes: None,
-                setup_seconds,
-            };
-            (done, ran_on)
-        }
+    }
+    let done = result.expect("at least one scale");
+    let ran_on = match &gpu {
+        Some(gpu) => RanOn {
+            engine,
+            adapter: gpu.info.name.clone(),
+            backend: format!("{:?}", gpu.info.backend),
+            peak_gpu_memory_bytes: gpu.memory().peak_allocated,
+            setup_seconds: setup_seconds.unwrap_or_default(),
+        },
+        None => RanOn {
+            engine,
+            adapter: crate::cpu::describe(),
+            backend: "cpu".into(),
+            peak_gpu_memory_bytes: None,
+            setup_seconds: setup_seconds.unwrap_or_default(),
+        },
     };
 
-    image_io::save(
-        &finish(&done.image, &inputs.content, args.preserve_colors),
-        &args.output,
-    )?;
+    // A run stopped at a coarse scale still writes the size asked for.
+    let (fh, fw) = {
+        let last = scales.last().expect("a scale");
+        let c = inputs.content.at(last.size);
+        (c.h, c.w)
+    };
+    let image = upsample(&done.image, (fh, fw));
+    write_image(args, &inputs.content, &image, &args.output)?;
+    let seconds = opt.seconds();
     if let Some(path) = &args.report {
         let report = Report {
-            steps: &done.log,
+            steps: &opt.entries,
             outcome: done.outcome.name(),
             engine: ran_on.engine,
             adapter: ran_on.adapter.clone(),
             backend: ran_on.backend,
-            width: inputs.content.w,
-            height: inputs.content.h,
-            steps_done: done.steps_done,
+            width: fw,
+            height: fh,
+            scales: &scale_reports,
+            steps_done: opt.steps_done(),
             setup_seconds: ran_on.setup_seconds,
-            optimise_seconds: done.seconds,
-            steps_per_second: done.steps_done as f64 / done.seconds.max(1e-9),
+            optimise_seconds: seconds,
+            steps_per_second: opt.steps_done() as f64 / seconds.max(1e-9),
             peak_gpu_memory_bytes: ran_on.peak_gpu_memory_bytes,
             settings: settings_json(args, &inputs.weights),
         };
@@ -232,12 +310,9 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
     }
     crate::say!(
-        "wrote {} ({}x{}, {} steps in {:.1} s on {})",
+        "wrote {} ({fw}x{fh}, {} steps in {seconds:.1} s on {})",
         args.output.display(),
-        inputs.content.w,
-        inputs.content.h,
-        done.steps_done,
-        done.seconds,
+        opt.steps_done(),
         ran_on.adapter
     );
     Ok(done.outcome.exit_code())
@@ -245,7 +320,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
 
 /// Checks the flags and output paths, then loads the weights and images.
 fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
-    image_io::check_output(&args.output)?;
+    image_io::check_output(&args.output, args.bit_depth)?;
     if let Some(r) = &args.report {
         crate::io::atomic::check_parent_dir(r, "--report")?;
     }
@@ -295,8 +370,7 @@ fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
         }
     }
 
-    let content = image_io::load(&args.content, Some(args.size))?;
-    let style_side = ((args.size as f64 * args.style_scale).round() as usize).max(1);
+    let content = image_io::load_original(&args.content)?;
     let blend = args
         .style_blend
         .clone()
@@ -305,19 +379,12 @@ fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
         .style
         .iter()
         .zip(&blend)
-        .map(|(p, &w)| Ok((image_io::load(p, Some(style_side))?, w)))
+        .map(|(p, &w)| Ok((image_io::load_original(p)?, w)))
         .collect::<Result<Vec<_>>>()?;
     let init = match args.init.as_str() {
-        "content" => content.clone(),
-        "noise" => {
-            let mut r = rand::rngs::StdRng::seed_from_u64(args.seed);
-            Image {
-                h: content.h,
-                w: content.w,
-                data: (0..content.data.len()).map(|_| r.random::<f32>()).collect(),
-            }
-        }
-        path => image_io::load_exact(Path::new(path), content.w, content.h).context("--init")?,
+        "content" => Init::Content,
+        "noise" => Init::Noise(args.seed),
+        path => Init::Image(image_io::load_original(Path::new(path)).context("--init")?),
     };
     Ok(Inputs {
         arch,
@@ -349,18 +416,26 @@ fn check_outputs_spare_inputs(args: &StylizeArgs, weights: Option<&Path>) -> Res
     if let Some(r) = &args.report {
         outputs.push(named("--report", r.as_path()));
     }
-    // --save-every writes OUT.stepNNNNNN.EXT for every K-th step: look for a file of that
-    // form among the others rather than listing them all.
+    // --save-every writes OUT[.scaleK].stepNNNNNN.EXT for every K-th step of each scale:
+    // look for a file of that form among the others rather than listing them all.
     let mut saves = Vec::new();
     if let Some(k) = args.save_every {
+        let scales = run_scales(args);
+        let several = scales.len() > 1;
         for f in inputs.iter().chain(&outputs) {
-            if let Some(step) = save_step(&args.output, f.path) {
-                if step > 0 && step % k == 0 && (step as u64) < args.steps {
-                    saves.push((
-                        format!("--save-every (step {step})"),
-                        intermediate_path(&args.output, step),
-                    ));
-                }
+            let Some((scale, step)) = save_step(&args.output, f.path) else {
+                continue;
+            };
+            let steps = match (scale, several) {
+                (Some(i), true) if i < scales.len() => scales[i].steps,
+                (None, false) => scales[0].steps,
+                _ => continue,
+            };
+            if step > 0 && step % k == 0 && (step as u64) < steps {
+                saves.push((
+                    format!("--save-every (step {step})"),
+                    intermediate_path(&args.output, scale, step),
+                ));
             }
         }
     }
@@ -369,155 +444,6 @@ fn check_outputs_spare_inputs(args: &StylizeArgs, weights: Option<&Path>) -> Res
         path: p.as_path(),
     }));
     check_distinct(&inputs, &outputs).map_err(|e| FlagError(e).into())
-}
-
-/// The step of `path` if its name has the form of an intermediate of `output` (any case).
-fn save_step(output: &Path, path: &Path) -> Option<usize> {
-    let stem = output.file_stem()?.to_str()?.to_lowercase();
-    let ext = output
-        .extension()
-        .and_then(|s| s.to_str())
-        .unwrap_or("png")
-        .to_lowercase();
-    let name = path.file_name()?.to_str()?.to_lowercase();
-    let digits = name
-        .strip_prefix(&format!("{stem}.step"))?
-        .strip_suffix(&format!(".{ext}"))?;
-    digits.parse().ok()
-}
-
-/// The step loop: progress, logged losses, `--save-every`, Ctrl-C, and a loss that turns
-/// non-finite (the last image with a finite loss is kept). Ends with one more evaluation,
-/// so the last report entry describes the image returned.
-fn optimise(
-    gpu: Option<&Gpu>, session: &mut dyn Engine, args: &StylizeArgs, content: &Image,
-) -> Result<Optimised> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        // A second Ctrl-C exits at once, but not in the middle of writing a file (so no
-        // temporary file is left); a failure to install the handler falls back to the default.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                crate::io::atomic::wait_for_writes(std::time::Duration::from_secs(30));
-                std::process::exit(130);
-            }
-        });
-    }
-    let steps = args.steps as usize;
-    let mut log = Log {
-        progress: Progress::new(steps),
-        entries: Vec::new(),
-        started: Instant::now(),
-        last_good: None,
-    };
-    let mut outcome = Outcome::Completed;
-    for s in 0..steps {
-        if interrupted.load(Ordering::SeqCst) {
-            outcome = Outcome::Interrupted;
-            break;
-        }
-        let losses = match session.step(s % args.log_every == 0) {
-            Err(e) if gpu.is_some_and(|g| g.lost().is_some()) => {
-                log.progress.finish();
-                crate::say!("{e:#}; keeping the image of the last logged step");
-                outcome = Outcome::DeviceLost;
-                break;
-            }
-            r => r?,
-        };
-        if let Some(v) = losses {
-            if !log.accept(session, s, v)? {
-                outcome = Outcome::NonFinite;
-                break;
-            }
-        }
-        log.progress.advance();
-        if let Some(k) = args.save_every {
-            if (s + 1) % k == 0 && s + 1 < steps {
-                let path = intermediate_path(&args.output, s + 1);
-                image_io::save(
-                    &finish(&session.image()?, content, args.preserve_colors),
-                    &path,
-                )?;
-            }
-        }
-    }
-    let steps_done = session.steps_done();
-    let more = !matches!(outcome, Outcome::NonFinite | Outcome::DeviceLost);
-    if more {
-        let v = session.evaluate()?;
-        if !log.accept(session, steps_done, v)? {
-            outcome = Outcome::NonFinite;
-        }
-    }
-    let seconds = log.started.elapsed().as_secs_f64();
-    log.progress.finish();
-    let image = match (outcome, log.last_good) {
-        (Outcome::NonFinite | Outcome::DeviceLost, Some(good)) => good,
-        (Outcome::DeviceLost, None) => {
-            bail!("the GPU device was lost before the first step; nothing was written")
-        }
-        _ => session.image()?,
-    };
-    Ok(Optimised {
-        outcome,
-        log: log.entries,
-        steps_done,
-        seconds,
-        image,
-    })
-}
-
-/// The logged losses, shown as they come, and the last image whose losses were finite.
-struct Log {
-    progress: Progress,
-    entries: Vec<ReportEntry>,
-    started: Instant,
-    /// Kept on the CPU (read back on logged steps, which wait for the GPU anyway), so it
-    /// survives a lost device.
-    last_good: Option<Image>,
-}
-
-impl Log {
-    /// Records the losses `v` of the image evaluated at `step`, and keeps that image.
-    /// Ok(false) when they are non-finite after finite ones (the run stops, keeping the last
-    /// good image); an error when the very first loss is non-finite (nothing to keep).
-    fn accept(&mut self, session: &dyn Engine, step: usize, v: LossValues) -> Result<bool> {
-        if !v.total.is_finite() {
-            if self.entries.is_empty() {
-                bail!(NOT_FINITE_AT_START);
-            }
-            self.progress.finish();
-            crate::say!("the loss became non-finite at step {step}; keeping the image of the last finite loss");
-            return Ok(false);
-        }
-        self.last_good = Some(session.evaluated_image()?);
-        let rate = step as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        self.progress.log(step, &v, rate);
-        self.entries.push(ReportEntry {
-            step,
-            content: v.content,
-            style: v.style,
-            tv: v.tv,
-            total: v.total,
-        });
-        Ok(true)
-    }
-}
-
-fn finish(img: &Image, content: &Image, preserve_colors: bool) -> Image {
-    if preserve_colors {
-        image_io::preserve_colors(img, content)
-    } else {
-        img.clone()
-    }
-}
-
-fn intermediate_path(output: &Path, step: usize) -> PathBuf {
-    let stem = output.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
-    let ext = output.extension().and_then(|s| s.to_str()).unwrap_or("png");
-    output.with_file_name(format!("{stem}.step{step:06}.{ext}"))
 }
 
 fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
@@ -529,48 +455,7 @@ fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
         "content_weight": a.content_weight, "style_weight": a.style_weight, "tv_weight": a.tv_weight,
         "steps": a.steps, "lr": a.lr, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps,
         "init": a.init, "seed": a.seed, "pooling": a.pooling, "preserve_colors": a.preserve_colors, "storage": a.storage,
+        "min_size": a.min_size.unwrap_or(a.size), "initial_steps": a.initial_steps.unwrap_or(a.steps),
+        "optimizer": a.optimizer, "history": a.history, "average": a.average, "bit_depth": a.bit_depth,
     })
-}
-
-/// A progress bar on a terminal, plain lines on logged steps otherwise.
-struct Progress {
-    bar: Option<ProgressBar>,
-    steps: usize,
-}
-
-impl Progress {
-    fn new(steps: usize) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = ProgressBar::new(steps as u64);
-            b.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}")
-                    .expect("valid template"),
-            );
-            b
-        });
-        Progress { bar, steps }
-    }
-
-    fn log(&self, step: usize, v: &LossValues, rate: f64) {
-        let msg = format!(
-            "content {:.4e} style {:.4e} tv {:.4e} total {:.4e}",
-            v.content, v.style, v.tv, v.total
-        );
-        match &self.bar {
-            Some(b) => b.set_message(msg),
-            None => crate::say!("step {step}/{}  {msg}  {rate:.2} steps/s", self.steps),
-        }
-    }
-
-    fn advance(&self) {
-        if let Some(b) = &self.bar {
-            b.inc(1);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }

@@ -9,7 +9,9 @@ pub mod kernels;
 use anyhow::{bail, Result};
 
 use crate::model::engine::KernelTime;
-use crate::model::{AdamConfig, Affine, Engine, Image, LossConfig, LossValues, Stage, StageOp};
+use crate::model::{
+    AdamConfig, AdamState, Affine, Average, Engine, Image, LossConfig, LossValues, Stage, StageOp,
+};
 use crate::weights::Weights;
 use clock::{conv_flops, Clock};
 use kernels as k;
@@ -145,7 +147,11 @@ pub struct CpuSession {
     grad_x: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// Adam's step count (carried over between scales).
+    adam_t: usize,
     steps: usize,
+    /// The moving average of the iterates, raw (see [`Average`]).
+    average: Option<(Average, Vec<f32>)>,
     clock: Clock,
 }
 
@@ -233,7 +239,13 @@ impl CpuSession {
             grad_x: vec![0.0; n],
             m: vec![0.0; n],
             v: vec![0.0; n],
+            adam_t: 0,
             steps: 0,
+            average: (s.average > 0.0).then(|| {
+                let d = s.average as f32;
+                let raw = s.init.data.iter().map(|&x| (1.0 - d) * x).collect();
+                (Average::new(s.average), raw)
+            }),
             clock: Clock::default(),
         })
     }
@@ -428,8 +440,9 @@ impl CpuSession {
 
     fn adam_step(&mut self) {
         self.steps += 1;
+        self.adam_t += 1;
         let c = &self.adam;
-        let t = self.steps as i32;
+        let t = self.adam_t as i32;
         let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
         let b1t = 1.0 - b1.powi(t);
         let b2t = 1.0 - b2.powi(t);
@@ -442,6 +455,17 @@ impl CpuSession {
             self.v[i] = v;
             let step = lr * (m / b1t) / ((v / b2t).sqrt() + eps);
             self.x[i] = (self.x[i] - step).clamp(0.0, 1.0);
+        }
+        self.fold();
+    }
+
+    fn fold(&mut self) {
+        if let Some((a, raw)) = &mut self.average {
+            let d = a.decay as f32;
+            raw.iter_mut()
+                .zip(&self.x)
+                .for_each(|(r, &x)| *r = d * *r + (1.0 - d) * x);
+            a.fold();
         }
     }
 }
@@ -476,5 +500,50 @@ impl Engine for CpuSession {
 
     fn steps_done(&self) -> usize {
         self.steps
+    }
+
+    fn set_image(&mut self, x: &[f32]) -> Result<()> {
+        CpuSession::set_image(self, x);
+        Ok(())
+    }
+
+    fn loss_and_gradient(&mut self) -> Result<(LossValues, Vec<f32>)> {
+        let v = self.forward(true).expect("losses asked for");
+        self.backward();
+        Ok((v, self.grad_x.clone()))
+    }
+
+    fn adam_state(&self) -> Result<AdamState> {
+        Ok(AdamState {
+            m: self.m.clone(),
+            v: self.v.clone(),
+            t: self.adam_t,
+        })
+    }
+
+    fn set_adam_state(&mut self, state: &AdamState) -> Result<()> {
+        if state.m.len() != self.m.len() || state.v.len() != self.v.len() {
+            bail!("Adam's state is for another image size");
+        }
+        self.m.copy_from_slice(&state.m);
+        self.v.copy_from_slice(&state.v);
+        self.adam_t = state.t;
+        Ok(())
+    }
+
+    fn fold_average(&mut self) -> Result<()> {
+        self.fold();
+        Ok(())
+    }
+
+    fn averaged_image(&self) -> Result<Option<Image>> {
+        Ok(self.average.as_ref().map(|(a, raw)| {
+            let c = a.correction() as f32;
+            Image {
+                h: self.h,
+                w: self.w,
+                data: raw.iter().map(|&r| (r * c).clamp(0.0, 1.0)).collect(),
+            }
+        }))
     }
 }

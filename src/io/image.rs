@@ -24,6 +24,67 @@ pub fn load(path: &Path, longest: Option<usize>) -> Result<Image> {
     Ok(from_rgb(&rgb))
 }
 
+/// An input image as decoded (8-bit sRGB), to be resized for each scale, with the colour
+/// profile it carries.
+pub struct Original {
+    pub rgb: RgbImage,
+    pub icc: Option<Vec<u8>>,
+}
+
+/// Reads an image whole, with its ICC profile.
+pub fn load_original(path: &Path) -> Result<Original> {
+    let rgb = read_rgb(path)?;
+    // The file was just read and decoded whole: a second, header-only read for the profile.
+    let icc = std::fs::read(path).ok().and_then(|b| {
+        ImageReader::new(std::io::Cursor::new(b))
+            .with_guessed_format()
+            .ok()?
+            .into_decoder()
+            .ok()
+            .and_then(|mut d| image::ImageDecoder::icc_profile(&mut d).ok().flatten())
+    });
+    Ok(Original { rgb, icc })
+}
+
+impl Original {
+    /// Resized (Lanczos3) to a longest side of `n` px; unchanged, bit for bit, at its own size.
+    pub fn at(&self, n: usize) -> Image {
+        from_rgb(&resize_longest(self.rgb.clone(), n))
+    }
+
+    /// Resized to exactly w x h.
+    pub fn exactly(&self, w: usize, h: usize) -> Image {
+        if self.rgb.dimensions() == (w as u32, h as u32) {
+            return from_rgb(&self.rgb);
+        }
+        from_rgb(&image::imageops::resize(
+            &self.rgb,
+            w as u32,
+            h as u32,
+            FilterType::Lanczos3,
+        ))
+    }
+}
+
+/// Three CHW planes of f32 (an image, or Adam's moments) resized to nw x nh with Lanczos3,
+/// in f32 (no 8-bit rounding). Lanczos rings: callers clamp what must stay in a range.
+pub fn resize_planes(data: &[f32], (h, w): (usize, usize), (nh, nw): (usize, usize)) -> Vec<f32> {
+    let hw = h * w;
+    let img = image::Rgb32FImage::from_fn(w as u32, h as u32, |x, y| {
+        let p = y as usize * w + x as usize;
+        image::Rgb([data[p], data[hw + p], data[2 * hw + p]])
+    });
+    let r = image::imageops::resize(&img, nw as u32, nh as u32, FilterType::Lanczos3);
+    let mut out = vec![0.0; 3 * nh * nw];
+    for (x, y, px) in r.enumerate_pixels() {
+        let p = y as usize * nw + x as usize;
+        for c in 0..3 {
+            out[c * nh * nw + p] = px[c];
+        }
+    }
+    out
+}
+
 /// Loads an image resized to exactly w x h (unchanged when it already is that size).
 pub fn load_exact(path: &Path, w: usize, h: usize) -> Result<Image> {
     let rgb = read_rgb(path)?;
@@ -70,6 +131,12 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
             .with_guessed_format()
             .expect("reading from memory cannot fail")
     };
+    if !matches!(
+        reader().format(),
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)
+    ) {
+        bail!("is not a PNG or JPEG image");
+    }
     let (w, h) = reader()
         .into_dimensions()
         .context("is not a readable image (PNG or JPEG)")?;
@@ -186,47 +253,100 @@ pub fn output_format(path: &Path) -> Result<image::ImageFormat> {
     match ext.as_str() {
         "png" => Ok(image::ImageFormat::Png),
         "jpg" | "jpeg" => Ok(image::ImageFormat::Jpeg),
+        "tif" | "tiff" => Ok(image::ImageFormat::Tiff),
         _ => bail!(
-            "--output {}: unsupported extension {ext:?}; use .png, .jpg or .jpeg",
+            "--output {}: unsupported extension {ext:?}; use .png, .tif, .tiff, .jpg or .jpeg",
             path.display()
         ),
     }
 }
 
-/// Checks that `path` can be written later: a known extension and an existing directory.
-pub fn check_output(path: &Path) -> Result<()> {
-    output_format(path)?;
+/// Checks that `path` can be written later: a known extension that holds `bit_depth`, and an
+/// existing directory.
+pub fn check_output(path: &Path, bit_depth: u8) -> Result<()> {
+    let format = output_format(path)?;
+    if bit_depth == 16 && format == image::ImageFormat::Jpeg {
+        bail!(
+            "--output {}: JPEG holds 8 bits a channel; use .png or .tif for --bit-depth 16",
+            path.display()
+        );
+    }
     crate::io::atomic::check_parent_dir(path, "--output")
 }
 
-/// Writes `img` to `path` atomically: a partial file never stands at `path`.
-pub fn save(img: &Image, path: &Path) -> Result<()> {
-    let format = output_format(path)?;
-    let rgb = to_rgb(img);
-    crate::io::atomic::write_atomic(path, |f| {
-        rgb.write_to(&mut std::io::BufWriter::new(f), format)?;
-        Ok(())
+/// How an image is written: bits per channel and the colour profile to embed.
+#[derive(Clone, Debug, Default)]
+pub struct Encoding {
+    /// 8 or 16.
+    pub bit_depth: u8,
+    pub icc: Option<Vec<u8>>,
+}
+
+fn to_rgb16(img: &Image) -> image::ImageBuffer<image::Rgb<u16>, Vec<u16>> {
+    let (h, w) = (img.h, img.w);
+    image::ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
+        let px = |c: usize| {
+            let v = img.data[(c * h + y as usize) * w + x as usize];
+            (v.clamp(0.0, 1.0) * 65535.0).round() as u16
+        };
+        image::Rgb([px(0), px(1), px(2)])
     })
 }
 
-/// Luminance-only transfer: the result's luma (Y of YIQ) with the content's chroma (I, Q).
-pub fn preserve_colors(result: &Image, content: &Image) -> Image {
-    let hw = result.h * result.w;
-    let mut data = vec![0.0; 3 * hw];
-    for p in 0..hw {
-        let rgb = |img: &Image| [img.data[p], img.data[hw + p], img.data[2 * hw + p]];
-        let [r, g, b] = rgb(result);
-        let y = 0.299 * r + 0.587 * g + 0.114 * b;
-        let [cr, cg, cb] = rgb(content);
-        let i = 0.595_716 * cr - 0.274_453 * cg - 0.321_263 * cb;
-        let q = 0.211_456 * cr - 0.522_591 * cg + 0.311_135 * cb;
-        data[p] = (y + 0.956_3 * i + 0.621_0 * q).clamp(0.0, 1.0);
-        data[hw + p] = (y - 0.272_1 * i - 0.647_4 * q).clamp(0.0, 1.0);
-        data[2 * hw + p] = (y - 1.106_9 * i + 1.704_6 * q).clamp(0.0, 1.0);
-    }
-    Image {
-        h: result.h,
-        w: result.w,
-        data,
-    }
+/// Writes `img` to `path` atomically (a partial file never stands at `path`), 8 or 16 bits a
+/// channel from the f32 values, with the ICC profile where the format holds one.
+pub fn save(img: &Image, path: &Path, enc: &Encoding) -> Result<()> {
+    use image::codecs::{jpeg::JpegEncoder, png::PngEncoder, tiff::TiffEncoder};
+    use image::{ExtendedColorType, ImageEncoder};
+    let format = output_format(path)?;
+    let (w, h) = (img.w as u32, img.h as u32);
+    let sixteen = enc.bit_depth == 16;
+    let bytes: Vec<u8> = if sixteen {
+        to_rgb16(img)
+            .into_raw()
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect()
+    } else {
+        to_rgb(img).into_raw()
+    };
+    let color = if sixteen {
+        ExtendedColorType::Rgb16
+    } else {
+        ExtendedColorType::Rgb8
+    };
+    crate::io::atomic::write_atomic(path, |f| {
+        let mut out = std::io::BufWriter::new(f);
+        fn encode(
+            mut e: impl ImageEncoder, icc: &Option<Vec<u8>>, b: &[u8], w: u32, h: u32,
+            c: ExtendedColorType,
+        ) -> Result<()> {
+            if let Some(p) = icc {
+                // A format that cannot hold a profile writes the image without one.
+                let _ = e.set_icc_profile(p.clone());
+            }
+            e.write_image(b, w, h, c)?;
+            Ok(())
+        }
+        match format {
+            image::ImageFormat::Png => {
+                encode(PngEncoder::new(&mut out), &enc.icc, &bytes, w, h, color)?
+            }
+            image::ImageFormat::Tiff => {
+                let mut seek = std::io::Cursor::new(Vec::new());
+                encode(TiffEncoder::new(&mut seek), &enc.icc, &bytes, w, h, color)?;
+                std::io::Write::write_all(&mut out, &seek.into_inner())?;
+            }
+            _ => encode(
+                JpegEncoder::new_with_quality(&mut out, 95),
+                &enc.icc,
+                &bytes,
+                w,
+                h,
+                color,
+            )?,
+        }
+        std::io::Write::flush(&mut out)?;
+        Ok(())
+    })
 }

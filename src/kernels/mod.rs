@@ -4,6 +4,7 @@
 //! [`Kernels`] builds every family's pipelines once per device; `setup.rs` holds what they share.
 
 pub mod adam;
+pub mod average;
 pub mod conv;
 pub mod gram;
 pub mod loss;
@@ -15,6 +16,7 @@ use anyhow::Result;
 
 use crate::gpu::Gpu;
 use adam::AdamKernels;
+use average::AverageKernels;
 use conv::ConvKernels;
 use gram::GramKernels;
 use loss::LossKernels;
@@ -36,6 +38,7 @@ pub fn shaders() -> Vec<(&'static str, String)> {
         ("loss.wgsl", loss::WGSL.to_string()),
         ("preprocess.wgsl", preprocess::WGSL.to_string()),
         ("adam.wgsl", adam::WGSL.to_string()),
+        ("average.wgsl", average::WGSL.to_string()),
     ]
 }
 
@@ -58,6 +61,7 @@ pub struct Kernels {
     pub loss: LossKernels,
     pub preprocess: PreprocessKernels,
     pub adam: AdamKernels,
+    pub average: AverageKernels,
 }
 
 impl Kernels {
@@ -96,6 +100,7 @@ impl Kernels {
             loss: LossKernels::build(&b),
             preprocess: PreprocessKernels::build(&b),
             adam: AdamKernels::build(&b),
+            average: AverageKernels::build(&b),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             anyhow::bail!("building the compute pipelines failed: {e}");

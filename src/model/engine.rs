@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use super::image::Image;
 use super::loss::{LossConfig, LossValues};
-use super::optim::AdamConfig;
+use super::optim::{AdamConfig, AdamState};
 use super::vgg19::{Arch, Pooling};
 
 pub trait Engine {
@@ -20,6 +20,20 @@ pub trait Engine {
     fn evaluated_image(&self) -> Result<Image>;
     /// Steps taken so far.
     fn steps_done(&self) -> usize;
+    /// Replaces the current image (L-BFGS's iterates; a scale's starting image).
+    fn set_image(&mut self, x: &[f32]) -> Result<()>;
+    /// The losses of the current image, which becomes the evaluated one, and d(total)/dx
+    /// (read back: L-BFGS runs on the host).
+    fn loss_and_gradient(&mut self) -> Result<(LossValues, Vec<f32>)>;
+    /// Adam's moments and step count.
+    fn adam_state(&self) -> Result<AdamState>;
+    /// Replaces Adam's moments and step count (carried over from the previous scale).
+    fn set_adam_state(&mut self, state: &AdamState) -> Result<()>;
+    /// Folds the current image into the moving average ([`Setup::average`]); Adam's steps
+    /// fold by themselves.
+    fn fold_average(&mut self) -> Result<()>;
+    /// The bias-corrected moving average of the iterates; None when averaging is off.
+    fn averaged_image(&self) -> Result<Option<Image>>;
 }
 
 /// What either engine sets a session up from; `W` is the weights (kept generic so that the
@@ -35,6 +49,8 @@ pub struct Setup<'a, W> {
     pub styles: &'a [(Image, f64)],
     /// The starting image, content-sized.
     pub init: &'a Image,
+    /// Decay of the moving average of the iterates (0: off); it starts from `init`.
+    pub average: f64,
 }
 
 impl<W> Setup<'_, W> {

@@ -35,3 +35,39 @@ impl Default for AdamConfig {
         }
     }
 }
+
+/// Adam's state on an image: the moments and the step count, read from one scale's session
+/// and given, resized, to the next.
+#[derive(Clone, Debug)]
+pub struct AdamState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub t: usize,
+}
+
+/// An exponential moving average of the iterates with bias correction (as in
+/// crowsonkb/style-transfer-pytorch): started from the first image, then
+/// `avg ← decay·avg + (1 − decay)·x` after every step, read as `avg / (1 − decay^(n+1))`.
+/// The engines keep `avg` where the image is; this holds the decay and the fold count.
+#[derive(Clone, Copy, Debug)]
+pub struct Average {
+    pub decay: f64,
+    folds: u32,
+}
+
+impl Average {
+    /// `avg`'s starting value for a first image `x`: (1 − decay)·x.
+    pub fn new(decay: f64) -> Average {
+        Average { decay, folds: 0 }
+    }
+
+    /// Counts one more fold.
+    pub fn fold(&mut self) {
+        self.folds += 1;
+    }
+
+    /// The factor that turns the raw average into the bias-corrected one.
+    pub fn correction(&self) -> f64 {
+        1.0 / (1.0 - self.decay.powi(self.folds as i32 + 1))
+    }
+}

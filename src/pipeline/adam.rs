@@ -6,11 +6,15 @@ use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::kernels::adam::{AdamBuffers, AdamParams};
 use crate::kernels::Kernels;
-use crate::model::AdamConfig;
+use crate::model::{AdamConfig, AdamState};
 
 pub struct Adam {
     pub dispatches: [Dispatch; 2],
-    _moments: [wgpu::Buffer; 3],
+    pub m: wgpu::Buffer,
+    pub v: wgpu::Buffer,
+    /// [t, 1 − β1^t, 1 − β2^t, unused]
+    pub state: wgpu::Buffer,
+    config: AdamConfig,
 }
 
 impl Adam {
@@ -35,7 +39,34 @@ impl Adam {
         );
         Ok(Adam {
             dispatches,
-            _moments: [m, v, state],
+            m,
+            v,
+            state,
+            config: *config,
         })
+    }
+
+    /// The moments and step count (read back).
+    pub fn read(&self, gpu: &Gpu, len: usize) -> Result<AdamState> {
+        Ok(AdamState {
+            m: gpu.read(&self.m, len)?,
+            v: gpu.read(&self.v, len)?,
+            t: gpu.read(&self.state, 1)?[0] as usize,
+        })
+    }
+
+    /// Replaces the moments and step count.
+    pub fn write(&self, gpu: &Gpu, s: &AdamState) {
+        gpu.write(&self.m, &s.m);
+        gpu.write(&self.v, &s.v);
+        let t = s.t as i32;
+        let c = &self.config;
+        let state = [
+            s.t as f32,
+            (1.0 - c.beta1.powi(t)) as f32,
+            (1.0 - c.beta2.powi(t)) as f32,
+            0.0,
+        ];
+        gpu.write(&self.state, &state);
     }
 }

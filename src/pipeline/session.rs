@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::gpu::{submit, Dispatch, Gpu};
 use crate::kernels::Kernels;
-use crate::model::{Image, LossValues};
+use crate::model::{AdamState, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
 use crate::pipeline::network::{GpuConv, GpuNet};
 use crate::pipeline::objective::{GpuTargets, Objective};
@@ -23,6 +23,8 @@ pub struct Session<'g> {
     evaluated_x: wgpu::Buffer,
     pub objective: Objective,
     adam: Adam,
+    /// The moving average of the iterates: its count, raw buffer and fold dispatch.
+    average: Option<(Average, wgpu::Buffer, Dispatch)>,
     pub steps_done: usize,
 }
 
@@ -137,6 +139,15 @@ impl<'g> Session<'g> {
         let objective = Objective::new(gpu, kernels, net, &convs, s.loss, &targets, &affine, &x)?;
         let adam = Adam::new(gpu, kernels, &s.adam, &x, &objective.grad_x, n)?;
         gpu.write(&x, &s.init.data);
+        let average = if s.average > 0.0 {
+            let d = s.average as f32;
+            let raw: Vec<f32> = s.init.data.iter().map(|&x| (1.0 - d) * x).collect();
+            let buf = gpu.storage_from("moving average", &raw)?;
+            let fold = kernels.average.fold(gpu, d, n, &x, &buf);
+            Some((Average::new(s.average), buf, fold))
+        } else {
+            None
+        };
         gpu.wait()?;
         Ok(Session {
             gpu,
@@ -146,15 +157,18 @@ impl<'g> Session<'g> {
             evaluated_x,
             objective,
             adam,
+            average,
             steps_done: 0,
         })
     }
 
     /// One Adam step. With `losses`, also returns the losses of the image before the update.
-    /// Everything one step runs, in order: forward, (loss values), backward, Adam.
+    /// Everything one step runs, in order: forward, (loss values), backward, Adam, and the
+    /// moving average's fold.
     pub fn step_dispatches(&self, losses: bool) -> Vec<&Dispatch> {
         let mut d = self.objective.step_dispatches(losses);
         d.extend(&self.adam.dispatches);
+        d.extend(self.average.as_ref().map(|a| &a.2));
         d
     }
 
@@ -167,6 +181,9 @@ impl<'g> Session<'g> {
         };
         submit(self.gpu, copies, &self.step_dispatches(losses));
         self.steps_done += 1;
+        if let Some(a) = &mut self.average {
+            a.0.fold();
+        }
         if losses {
             return Ok(Some(self.objective.read_losses(self.gpu)?));
         }
@@ -219,5 +236,59 @@ impl crate::model::Engine for Session<'_> {
     }
     fn steps_done(&self) -> usize {
         self.steps_done
+    }
+    fn set_image(&mut self, x: &[f32]) -> Result<()> {
+        if x.len() != 3 * self.h * self.w {
+            bail!(
+                "an image of {} values for a {}x{} session",
+                x.len(),
+                self.w,
+                self.h
+            );
+        }
+        self.gpu.write(&self.x, x);
+        Ok(())
+    }
+    fn loss_and_gradient(&mut self) -> Result<(LossValues, Vec<f32>)> {
+        submit(
+            self.gpu,
+            &[(&self.x, &self.evaluated_x)],
+            &self.objective.step_dispatches(true),
+        );
+        let v = self.objective.read_losses(self.gpu)?;
+        Ok((
+            v,
+            self.gpu.read(&self.objective.grad_x, 3 * self.h * self.w)?,
+        ))
+    }
+    fn adam_state(&self) -> Result<AdamState> {
+        self.adam.read(self.gpu, 3 * self.h * self.w)
+    }
+    fn set_adam_state(&mut self, state: &AdamState) -> Result<()> {
+        let n = 3 * self.h * self.w;
+        if state.m.len() != n || state.v.len() != n {
+            bail!("Adam's state is for another image size");
+        }
+        self.adam.write(self.gpu, state);
+        Ok(())
+    }
+    fn fold_average(&mut self) -> Result<()> {
+        if let Some((a, _, fold)) = &mut self.average {
+            submit(self.gpu, &[], &[fold]);
+            a.fold();
+        }
+        Ok(())
+    }
+    fn averaged_image(&self) -> Result<Option<Image>> {
+        let Some((a, raw, _)) = &self.average else {
+            return Ok(None);
+        };
+        let c = a.correction() as f32;
+        let data = self.gpu.read(raw, 3 * self.h * self.w)?;
+        Ok(Some(Image {
+            h: self.h,
+            w: self.w,
+            data: data.iter().map(|&r| (r * c).clamp(0.0, 1.0)).collect(),
+        }))
     }
 }

@@ -320,7 +320,8 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
 
 /// Checks the flags and output paths, then loads the weights and images.
 fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
-    image_io::check_output(&args.output, args.bit_depth)?;
+    image_io::check_output(&args.output, args.bit_depth)
+        .map_err(|e| FlagError(format!("{e:#}")))?;
     if let Some(r) = &args.report {
         crate::io::atomic::check_parent_dir(r, "--report")?;
     }

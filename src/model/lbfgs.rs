@@ -1,8 +1,8 @@
 //! L-BFGS (Nocedal & Wright, algorithm 7.4: the two-loop recursion over the last `history`
 //! steps) on an image kept in [0, 1] by projection: each step goes to clamp(x + d), and the
-//! curvature pair is the step actually taken. No line search: the full step (after a first
-//! step scaled to 1/|g|₁, as PyTorch's L-BFGS does) measured against a backtracking search,
-//! which spends evaluations the budget counts (see the README).
+//! curvature pair is the step actually taken. No line search, as in jcjohnson/neural-style
+//! and PyTorch's L-BFGS by default: the full step, the first one scaled to 1/|g|₁; a search
+//! would spend evaluations, which `--steps` counts.
 //!
 //! Vectors are stored in f32 (100 pairs of a 512-px image are 470 MB); dot products run in f64.
 

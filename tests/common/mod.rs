@@ -168,3 +168,31 @@ pub fn reference_weights(
         })
         .collect()
 }
+
+/// The ICC profile an image file carries: from the decoder for PNG and JPEG; for TIFF from
+/// the first directory's tag 34675, read here (the image crate's TIFF decoder reads only the
+/// UNDEFINED type, while its encoder writes BYTE, which TIFF readers accept).
+pub fn icc_profile(path: &std::path::Path) -> Option<Vec<u8>> {
+    use image::ImageDecoder;
+    let b = std::fs::read(path).unwrap();
+    if !b.starts_with(b"II*\0") {
+        let mut d = image::ImageReader::open(path)
+            .unwrap()
+            .with_guessed_format()
+            .unwrap()
+            .into_decoder()
+            .unwrap();
+        return d.icc_profile().unwrap();
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as usize;
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+    let ifd = u32_at(4);
+    (0..u16_at(ifd)).find_map(|k| {
+        let e = ifd + 2 + 12 * k;
+        (u16_at(e) == 34675).then(|| {
+            let n = u32_at(e + 4);
+            let at = if n <= 4 { e + 8 } else { u32_at(e + 8) };
+            b[at..at + n].to_vec()
+        })
+    })
+}

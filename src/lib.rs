@@ -8,5 +8,6 @@ pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod pipeline;
+pub mod preview;
 pub mod reference;
 pub mod weights;

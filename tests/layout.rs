@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cpu", &["model", "weights"]),
     ("io", &["model"]),
     ("weights", &["io", "model"]),
+    ("preview", &["io", "model"]),
     (
         "cli",
         &[
@@ -24,6 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "kernels",
             "model",
             "pipeline",
+            "preview",
             "reference",
             "weights",
         ],

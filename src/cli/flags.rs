@@ -232,6 +232,16 @@ pub struct StylizeArgs {
     /// Write a JSON report of the losses, settings and timings
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+    /// Serve a live preview page (image, loss curves, progress) at this address; the bare
+    /// flag picks a free port on 127.0.0.1, and the URL is printed before the first step
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub preview: Option<String>,
+    /// With --preview: keep serving the final state after the run, until Ctrl-C
+    #[arg(long, requires = "preview")]
+    pub preview_hold: bool,
+    /// Write the loss curves at the end of the run: SVG, or PNG by the extension
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {

@@ -18,6 +18,7 @@ use crate::model::colour::keep_luminance;
 use crate::model::lbfgs::{projected, Lbfgs};
 use crate::model::scales::Scale;
 use crate::model::{AdamState, Engine, Image, LossValues};
+use crate::preview::Preview;
 
 /// One logged evaluation, as the report lists it.
 #[derive(serde::Serialize, Clone)]
@@ -28,6 +29,10 @@ pub struct ReportEntry {
     pub height: usize,
     /// Steps taken at this scale before the evaluation.
     pub step: usize,
+    /// Steps taken over every scale before the evaluation.
+    pub steps_done: usize,
+    /// Seconds since the optimisation started.
+    pub seconds: f64,
     pub content: f64,
     pub style: f64,
     pub tv: f64,
@@ -84,6 +89,7 @@ pub struct ScaleResult {
 pub struct Optimiser<'a> {
     args: &'a StylizeArgs,
     content: &'a Original,
+    preview: Option<&'a Preview>,
     scales: &'a [Scale],
     interrupted: Arc<AtomicBool>,
     progress: Progress,
@@ -98,7 +104,10 @@ pub struct Optimiser<'a> {
 }
 
 impl<'a> Optimiser<'a> {
-    pub fn new(args: &'a StylizeArgs, scales: &'a [Scale], content: &'a Original) -> Optimiser<'a> {
+    pub fn new(
+        args: &'a StylizeArgs, scales: &'a [Scale], content: &'a Original,
+        preview: Option<&'a Preview>,
+    ) -> Optimiser<'a> {
         let interrupted = Arc::new(AtomicBool::new(false));
         let flag = interrupted.clone();
         // A second Ctrl-C exits at once, but not in the middle of writing a file (so no
@@ -113,6 +122,7 @@ impl<'a> Optimiser<'a> {
         Optimiser {
             args,
             content,
+            preview,
             scales,
             interrupted,
             progress: Progress::new(total),
@@ -121,6 +131,13 @@ impl<'a> Optimiser<'a> {
             steps_done: 0,
             current: (0, 0, 0),
             last_good: None,
+        }
+    }
+
+    /// Waits for Ctrl-C (`--preview-hold`).
+    pub fn wait_for_interrupt(&self) {
+        while !self.interrupted.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
@@ -282,16 +299,22 @@ impl<'a> Optimiser<'a> {
         self.progress
             .log(step, self.scales[self.current.0].steps, &v, rate);
         let (scale, width, height) = self.current;
-        self.entries.push(ReportEntry {
+        let entry = ReportEntry {
             scale,
             width,
             height,
             step,
+            steps_done: self.steps_done,
+            seconds: self.seconds(),
             content: v.content,
             style: v.style,
             tv: v.tv,
             total: v.total,
-        });
+        };
+        if let (Some(p), Some(img)) = (self.preview, &self.last_good) {
+            p.log(serde_json::to_value(&entry)?, img);
+        }
+        self.entries.push(entry);
         Ok(true)
     }
 }

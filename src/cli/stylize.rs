@@ -16,6 +16,7 @@ use super::optimise::{
 use crate::cpu::CpuSession;
 use crate::gpu::Gpu;
 use crate::io::image::{self as image_io, Original};
+use crate::io::plot::Point;
 use crate::io::same_file::{check_distinct, Named};
 use crate::kernels::{Kernels, Tiling};
 use crate::model::colour::match_histogram;
@@ -25,6 +26,7 @@ use crate::model::AdamConfig;
 use crate::model::Image;
 use crate::model::LossConfig;
 use crate::pipeline::session::{Session, Setup};
+use crate::preview::Preview;
 use crate::weights::{self, Weights};
 
 #[derive(serde::Serialize)]
@@ -192,7 +194,15 @@ fn run_scales(args: &StylizeArgs) -> Vec<Scale> {
 /// then the outputs. Returns the process exit status ([`Outcome::exit_code`]).
 pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let t0 = Instant::now();
+    // Listening first: a taken port is refused before any work.
+    let preview = match &args.preview {
+        Some(addr) => Some(Preview::start(addr).map_err(|e| FlagError(format!("{e:#}")))?),
+        None => None,
+    };
     let inputs = load_inputs(args)?;
+    if let Some(p) = &preview {
+        crate::say!("preview: {}", p.url);
+    }
     let scales = run_scales(args);
     let adam = AdamConfig {
         lr: args.lr,
@@ -209,7 +219,26 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         )?),
         None => None,
     };
-    let mut opt = Optimiser::new(args, &scales, &inputs.content);
+    // The output's size (the last scale's).
+    let (fh, fw) = {
+        let c = inputs.content.at(args.size);
+        (c.h, c.w)
+    };
+    if let Some(p) = &preview {
+        let (adapter, backend) = match &gpu {
+            Some(g) => (g.info.name.clone(), format!("{:?}", g.info.backend)),
+            None => (crate::cpu::describe(), "cpu".into()),
+        };
+        let planned: Vec<_> = scales
+            .iter()
+            .map(|s| serde_json::json!({ "size": s.size, "steps": s.steps }))
+            .collect();
+        p.set_head(serde_json::json!({
+            "engine": engine, "adapter": adapter, "backend": backend, "width": fw, "height": fh,
+            "scales": planned, "settings": settings_json(args, &inputs.weights),
+        }));
+    }
+    let mut opt = Optimiser::new(args, &scales, &inputs.content, preview.as_ref());
     let mut setup_seconds = None;
     let mut result: Option<ScaleResult> = None;
     let mut scale_reports = Vec::new();
@@ -281,15 +310,10 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     };
 
     // A run stopped at a coarse scale still writes the size asked for.
-    let (fh, fw) = {
-        let last = scales.last().expect("a scale");
-        let c = inputs.content.at(last.size);
-        (c.h, c.w)
-    };
     let image = upsample(&done.image, (fh, fw));
     write_image(args, &inputs.content, &image, &args.output)?;
     let seconds = opt.seconds();
-    if let Some(path) = &args.report {
+    {
         let report = Report {
             steps: &opt.entries,
             outcome: done.outcome.name(),
@@ -307,7 +331,27 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             settings: settings_json(args, &inputs.weights),
         };
         let json = serde_json::to_string_pretty(&report)?;
-        crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
+        if let Some(path) = &args.report {
+            crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(json.as_bytes())?))?;
+        }
+        if let Some(p) = &preview {
+            p.finish(json, done.outcome.name(), seconds, &image);
+        }
+    }
+    if let Some(path) = &args.plot {
+        let points: Vec<Point> = opt
+            .entries
+            .iter()
+            .map(|e| Point {
+                step: e.steps_done,
+                content: e.content,
+                style: e.style,
+                tv: e.tv,
+                total: e.total,
+            })
+            .collect();
+        let title = format!("impasto: losses, {fw}x{fh}, {}", done.outcome.name());
+        crate::io::plot::write(path, &points, &title)?;
     }
     crate::say!(
         "wrote {} ({fw}x{fh}, {} steps in {seconds:.1} s on {})",
@@ -315,6 +359,10 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         opt.steps_done(),
         ran_on.adapter
     );
+    if let (Some(p), true) = (&preview, args.preview_hold) {
+        crate::say!("preview: serving the final state at {} until Ctrl-C", p.url);
+        opt.wait_for_interrupt();
+    }
     Ok(done.outcome.exit_code())
 }
 
@@ -324,6 +372,9 @@ fn load_inputs(args: &StylizeArgs) -> Result<Inputs> {
         .map_err(|e| FlagError(format!("{e:#}")))?;
     if let Some(r) = &args.report {
         crate::io::atomic::check_parent_dir(r, "--report")?;
+    }
+    if let Some(p) = &args.plot {
+        crate::io::plot::check_plot_path(p).map_err(|e| FlagError(format!("{e:#}")))?;
     }
     if let Some(b) = &args.style_blend {
         if b.len() != args.style.len() {
@@ -417,6 +468,9 @@ fn check_outputs_spare_inputs(args: &StylizeArgs, weights: Option<&Path>) -> Res
     if let Some(r) = &args.report {
         outputs.push(named("--report", r.as_path()));
     }
+    if let Some(p) = &args.plot {
+        outputs.push(named("--plot", p.as_path()));
+    }
     // --save-every writes OUT[.scaleK].stepNNNNNN.EXT for every K-th step of each scale:
     // look for a file of that form among the others rather than listing them all.
     let mut saves = Vec::new();
@@ -457,6 +511,6 @@ fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
         "steps": a.steps, "lr": a.lr, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps,
         "init": a.init, "seed": a.seed, "pooling": a.pooling, "preserve_colors": a.preserve_colors, "storage": a.storage,
         "min_size": a.min_size.unwrap_or(a.size), "initial_steps": a.initial_steps.unwrap_or(a.steps),
-        "optimizer": a.optimizer, "history": a.history, "average": a.average, "bit_depth": a.bit_depth,
+        "optimizer": a.optimizer, "plot": a.plot, "history": a.history, "average": a.average, "bit_depth": a.bit_depth,
     })
 }

@@ -1,7 +1,9 @@
-//! Files and the terminal: images in and out, atomic writes, output-versus-input checks.
+//! Files and the terminal: images in and out, loss plots, atomic writes, output-versus-input
+//! checks.
 
 pub mod atomic;
 pub mod image;
+pub mod plot;
 pub mod same_file;
 
 /// `eprintln!` that never panics: progress and notes are not worth dying for when stderr has

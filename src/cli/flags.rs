@@ -239,6 +239,10 @@ pub struct StylizeArgs {
     /// With --preview: keep serving the final state after the run, until Ctrl-C
     #[arg(long, requires = "preview")]
     pub preview_hold: bool,
+    /// Print the memory plan (what the largest scale holds, by kind, its peak, whether it
+    /// fits) from every buffer made on the chosen engine, run no kernel, write no image
+    #[arg(long)]
+    pub dry_run: bool,
     /// Write the loss curves at the end of the run: SVG, or PNG by the extension
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod devices;
 pub mod flags;
 pub mod optimise;
+pub mod plan;
 pub mod stylize;
 pub mod weights;
 

@@ -13,6 +13,7 @@ use super::optimise::{
     intermediate_path, resize_adam, save_step, write_image, Optimiser, Outcome, ReportEntry,
     ScaleResult,
 };
+use super::plan;
 use crate::cpu::CpuSession;
 use crate::gpu::Gpu;
 use crate::io::image::{self as image_io, Original};
@@ -180,6 +181,101 @@ fn upsample(img: &Image, (h, w): (usize, usize)) -> Image {
     Image { h, w, data }
 }
 
+/// The dry session's plan at longest side `size` (see [`plan::plan`]).
+fn plan_at(
+    inputs: &Inputs, args: &StylizeArgs, adam: AdamConfig, engine: Option<(&Gpu, &Kernels)>,
+    size: usize,
+) -> Result<plan::Planned> {
+    let images = inputs.at(args, size, None);
+    let setup = Setup {
+        arch: &inputs.arch,
+        weights: &inputs.weights,
+        loss: &inputs.loss,
+        pooling: args.pooling,
+        adam,
+        content: &images.content,
+        styles: &images.styles,
+        init: &images.init,
+        average: args.average,
+    };
+    plan::plan(engine, &setup)
+}
+
+/// The largest `--size` below the asked one whose plan fits (binary search; sizes too small
+/// for the layers count as fitting, so the search stays monotone), or None.
+fn largest_fitting(
+    inputs: &Inputs, args: &StylizeArgs, adam: AdamConfig, engine: Option<(&Gpu, &Kernels)>,
+) -> Option<usize> {
+    let fits = |s: usize| match plan_at(inputs, args, adam, engine, s) {
+        Ok(p) => p.fits(),
+        Err(e) => format!("{e:#}").contains("too small"),
+    };
+    let (mut lo, mut hi) = (1, args.size);
+    if !fits(lo) {
+        return None;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    // A size too small for the layers is no answer.
+    plan_at(inputs, args, adam, engine, lo)
+        .is_ok()
+        .then_some(lo)
+}
+
+/// `--dry-run`: prints the plan (or why the largest scale cannot be held, with the largest
+/// size that can), writes the report; exit status 0 when it fits, 1 when not.
+fn dry_run(
+    args: &StylizeArgs, inputs: &Inputs, planned: Result<plan::Planned>, what: &str,
+    engine: Option<(&Gpu, &Kernels)>,
+) -> Result<i32> {
+    let adam = AdamConfig {
+        lr: args.lr,
+        beta1: args.beta1,
+        beta2: args.beta2,
+        eps: args.eps,
+    };
+    let (fits, json) = match &planned {
+        Ok(p) => {
+            plan::print(p, what);
+            let json = serde_json::json!({
+                "dry_run": true, "fits": p.fits(), "peak_bytes": p.plan.peak(),
+                "peak_gpu_memory_bytes": p.allocator_peak, "available_bytes": p.available,
+                "held_bytes": p.plan.held(), "setup_only_bytes": p.plan.setup_only,
+                "plan": p.plan.kinds, "settings": settings_json(args, &inputs.weights),
+            });
+            (p.fits(), json)
+        }
+        Err(e) => {
+            println!("memory plan: {what}: cannot be held: {e:#}");
+            let json = serde_json::json!({
+                "dry_run": true, "fits": false, "error": format!("{e:#}"),
+                "settings": settings_json(args, &inputs.weights),
+            });
+            (false, json)
+        }
+    };
+    let mut json = json;
+    if !fits {
+        let largest = largest_fitting(inputs, args, adam, engine);
+        match largest {
+            Some(s) => println!("  the largest --size that fits: {s}"),
+            None => println!("  no --size fits"),
+        }
+        json["largest_fitting_size"] = serde_json::json!(largest);
+    }
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&json)?;
+        crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(text.as_bytes())?))?;
+    }
+    Ok(if fits { 0 } else { 1 })
+}
+
 /// The scales of this run (`--min-size`, `--size`, `--initial-steps`, `--steps`).
 fn run_scales(args: &StylizeArgs) -> Vec<Scale> {
     schedule(
@@ -237,6 +333,42 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             "engine": engine, "adapter": adapter, "backend": backend, "width": fw, "height": fh,
             "scales": planned, "settings": settings_json(args, &inputs.weights),
         }));
+    }
+    // The memory plan of the largest scale, from a dry session: every buffer made, no kernel.
+    let engine_parts = gpu.as_ref().zip(kernels.as_ref());
+    let last = scales.last().expect("a scale").size;
+    let planned = plan_at(&inputs, args, adam, engine_parts, last);
+    let what = format!(
+        "{fw}x{fh}, {} engine on {}{}",
+        engine,
+        gpu.as_ref()
+            .map_or_else(crate::cpu::describe, |g| g.info.name.clone()),
+        if gpu.is_some() {
+            format!(", {:?} feature maps", args.storage)
+        } else {
+            String::new()
+        }
+    );
+    if args.dry_run {
+        return dry_run(args, &inputs, planned, &what, engine_parts);
+    }
+    match planned {
+        Ok(p) if p.fits() => {}
+        refused => {
+            let why = match refused {
+                Ok(p) => format!(
+                    "its peak, {} MiB, is more than the {} MiB available",
+                    p.plan.peak() >> 20,
+                    p.available.unwrap_or(0) >> 20
+                ),
+                Err(e) => format!("{e:#}"),
+            };
+            let largest = largest_fitting(&inputs, args, adam, engine_parts);
+            bail!(
+                "this run would not fit ({what}): {why}; the largest --size that fits is {}",
+                largest.map_or("none".into(), |s| s.to_string())
+            );
+        }
     }
     let mut opt = Optimiser::new(args, &scales, &inputs.content, preview.as_ref());
     let mut setup_seconds = None;

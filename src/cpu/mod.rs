@@ -5,6 +5,7 @@
 
 mod clock;
 pub mod kernels;
+mod plan;
 
 use anyhow::{bail, Result};
 
@@ -153,10 +154,21 @@ pub struct CpuSession {
     /// The moving average of the iterates, raw (see [`Average`]).
     average: Option<(Average, Vec<f32>)>,
     clock: Clock,
+    /// Bytes of the largest style network, held during setup only.
+    setup_peak: u64,
 }
 
 impl CpuSession {
     pub fn new(s: &Setup<'_>) -> Result<CpuSession> {
+        CpuSession::build(s, false)
+    }
+
+    /// A session with every buffer made but no target computed (`--dry-run`).
+    pub fn dry(s: &Setup<'_>) -> Result<CpuSession> {
+        CpuSession::build(s, true)
+    }
+
+    fn build(s: &Setup<'_>, dry: bool) -> Result<CpuSession> {
         let (h, w) = (s.content.h, s.content.w);
         if (s.init.h, s.init.w) != (h, w) {
             bail!(
@@ -182,14 +194,22 @@ impl CpuSession {
         let shares = s.style_shares()?;
         let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
         let mut blended: Vec<Vec<f64>> = Vec::new();
+        // The largest style network, held while its targets are made.
+        let mut setup_peak = 0u64;
         for ((img, _), share) in s.styles.iter().zip(&shares) {
             let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling));
-            net.forward(&convs, &affine, &img.data, &mut Clock::default());
+            let held = net.input.len() + net.acts.iter().map(Vec::len).sum::<usize>();
+            setup_peak = setup_peak.max(4 * held as u64);
+            if !dry {
+                net.forward(&convs, &affine, &img.data, &mut Clock::default());
+            }
             for (j, &l) in s.loss.style_layers.iter().enumerate() {
                 let i = net.stage_of(l);
                 let st = net.stages[i];
                 let mut g = vec![0.0; st.cout * st.cout];
-                k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g);
+                if !dry {
+                    k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g);
+                }
                 if blended.len() <= j {
                     blended.push(vec![0.0; g.len()]);
                 }
@@ -205,7 +225,9 @@ impl CpuSession {
             .map(|b| b.iter().map(|&v| v as f32).collect())
             .collect();
         let mut net = Net::new(s.arch.stages(deepest, h, w, s.pooling));
-        net.forward(&convs, &affine, &s.content.data, &mut Clock::default());
+        if !dry {
+            net.forward(&convs, &affine, &s.content.data, &mut Clock::default());
+        }
         let content = s
             .loss
             .content_layers
@@ -247,6 +269,7 @@ impl CpuSession {
                 (Average::new(s.average), raw)
             }),
             clock: Clock::default(),
+            setup_peak,
         })
     }
 

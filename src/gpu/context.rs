@@ -23,6 +23,8 @@ pub struct Gpu {
     /// The most memory wgpu's allocator has held at once: (live allocations, reserved blocks),
     /// sampled after every storage buffer is made, which is when it can grow.
     peak: Mutex<Option<(u64, u64)>>,
+    /// Every storage buffer made, in order: its label and bytes (the memory plan's source).
+    ledger: Mutex<Vec<(String, u64)>>,
 }
 
 /// Peak GPU memory, from wgpu's allocator report where the backend gives one.
@@ -158,6 +160,7 @@ impl Gpu {
             lost,
             allocated: Default::default(),
             peak: Mutex::new(None),
+            ledger: Mutex::new(Vec::new()),
         })
     }
 
@@ -243,6 +246,16 @@ impl Gpu {
             })
     }
 
+    /// How many storage buffers have been made so far (a mark in the ledger).
+    pub fn ledger_len(&self) -> usize {
+        self.ledger.lock().unwrap().len()
+    }
+
+    /// The storage buffers made between two marks: label and bytes.
+    pub fn ledger(&self, range: std::ops::Range<usize>) -> Vec<(String, u64)> {
+        self.ledger.lock().unwrap()[range].to_vec()
+    }
+
     /// Peak GPU memory so far, and the bytes of storage buffers created in all.
     pub fn memory(&self) -> MemoryUse {
         let peak = *self.peak.lock().unwrap();
@@ -280,6 +293,7 @@ impl Gpu {
         }
         self.allocated
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.ledger.lock().unwrap().push((label.to_string(), bytes));
         Ok(())
     }
 

@@ -75,3 +75,40 @@ pub struct KernelTime {
     /// Bytes the kernel must read and write at the least.
     pub bytes: f64,
 }
+
+/// What a session holds, by kind (`--dry-run`'s plan), and what its setup held only briefly.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MemoryPlan {
+    /// Bytes held through the optimisation, by kind, largest first.
+    pub kinds: Vec<(String, u64)>,
+    /// Bytes held only while the style targets are made (the style images' networks),
+    /// freed before the optimisation's own buffers are made.
+    pub setup_only: u64,
+    /// Bytes held all along from the setup on (the weights), counted in `kinds` too.
+    pub from_setup: u64,
+}
+
+impl MemoryPlan {
+    /// Bytes held through the optimisation.
+    pub fn held(&self) -> u64 {
+        self.kinds.iter().map(|k| k.1).sum()
+    }
+
+    /// The most held at once: the optimisation's buffers, or the setup's.
+    pub fn peak(&self) -> u64 {
+        self.held().max(self.from_setup + self.setup_only)
+    }
+
+    /// Sums `(kind, bytes)` items by kind, largest first.
+    pub fn by_kind(items: impl IntoIterator<Item = (&'static str, u64)>) -> Vec<(String, u64)> {
+        let mut kinds: Vec<(String, u64)> = Vec::new();
+        for (k, b) in items {
+            match kinds.iter_mut().find(|e| e.0 == k) {
+                Some(e) => e.1 += b,
+                None => kinds.push((k.to_string(), b)),
+            }
+        }
+        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds
+    }
+}

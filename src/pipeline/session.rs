@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::gpu::{submit, Dispatch, Gpu};
 use crate::kernels::Kernels;
+use crate::model::engine::MemoryPlan;
 use crate::model::{AdamState, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
 use crate::pipeline::network::{GpuConv, GpuNet};
@@ -26,10 +27,57 @@ pub struct Session<'g> {
     /// The moving average of the iterates: its count, raw buffer and fold dispatch.
     average: Option<(Average, wgpu::Buffer, Dispatch)>,
     pub steps_done: usize,
+    /// Ledger marks: session start, weights uploaded, style phase over, all made.
+    marks: [usize; 4],
+}
+
+/// The kind of memory a storage buffer is, by its label (see `Session::plan`).
+fn kind_of(label: &str) -> &'static str {
+    match label {
+        "network input" | "activation" => "activations kept for the backward",
+        "gradient A" | "gradient B" | "dL/dx" => "gradients",
+        "content target" | "style target" => "targets",
+        "gram" | "loss values" => "Gram matrices and loss values",
+        "image"
+        | "last evaluated image"
+        | "adam m"
+        | "adam v"
+        | "adam state"
+        | "moving average" => "image and optimiser state",
+        _ => "reduction scratch",
+    }
 }
 
 impl<'g> Session<'g> {
     pub fn new(gpu: &'g Gpu, kernels: &Kernels, s: &Setup<'_>) -> Result<Session<'g>> {
+        Session::build(gpu, kernels, s, false)
+    }
+
+    /// A session whose buffers are all made, in the order a real one makes and frees them,
+    /// but whose targets are never computed: no kernel runs (`--dry-run`).
+    pub fn dry(gpu: &'g Gpu, kernels: &Kernels, s: &Setup<'_>) -> Result<Session<'g>> {
+        Session::build(gpu, kernels, s, true)
+    }
+
+    /// What the session holds, by kind, from the buffers it made.
+    pub fn plan(&self) -> MemoryPlan {
+        let [start, weights, style, end] = self.marks;
+        let sum = |r: std::ops::Range<usize>| self.gpu.ledger(r).iter().map(|e| e.1).sum::<u64>();
+        let from_setup = sum(start..weights);
+        let items = self.gpu.ledger(style..end);
+        MemoryPlan {
+            kinds: MemoryPlan::by_kind(
+                [("weights", from_setup)]
+                    .into_iter()
+                    .chain(items.iter().map(|(l, b)| (kind_of(l), *b))),
+            ),
+            setup_only: sum(weights..style),
+            from_setup,
+        }
+    }
+
+    fn build(gpu: &'g Gpu, kernels: &Kernels, s: &Setup<'_>, dry: bool) -> Result<Session<'g>> {
+        let start = gpu.ledger_len();
         let (h, w) = (s.content.h, s.content.w);
         if (s.init.h, s.init.w) != (h, w) {
             bail!(
@@ -52,6 +100,7 @@ impl<'g> Session<'g> {
             .zip(&s.arch.convs)
             .map(|(cw, spec)| GpuConv::upload(gpu, kernels, &spec.name, cw))
             .collect::<Result<Vec<_>>>()?;
+        let weights_made = gpu.ledger_len();
         // Style targets: Σ_k w_k G(s_k), blended on the CPU in f64 (setup only).
         let shares = s.style_shares()?;
         let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
@@ -80,9 +129,15 @@ impl<'g> Session<'g> {
                 );
                 grams.push((g, st.cout * st.cout));
             }
-            submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
+            if !dry {
+                submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
+            }
             for (k, (g, len)) in grams.iter().enumerate() {
-                let v = gpu.read(g, *len)?;
+                let v = if dry {
+                    vec![0.0; *len]
+                } else {
+                    gpu.read(g, *len)?
+                };
                 if blended.len() <= k {
                     blended.push(vec![0.0; *len]);
                 }
@@ -93,6 +148,7 @@ impl<'g> Session<'g> {
                     .for_each(|(b, &g)| *b += f * g as f64);
             }
         }
+        let style_made = gpu.ledger_len();
         let style = blended
             .iter()
             .map(|b| {
@@ -120,13 +176,17 @@ impl<'g> Session<'g> {
 
         // Content targets: the content image's features at the content layers.
         gpu.write(&x, &s.content.data);
-        submit(gpu, &[], &net.forward.iter().collect::<Vec<_>>());
+        if !dry {
+            submit(gpu, &[], &net.forward.iter().collect::<Vec<_>>());
+        }
         let mut content = Vec::new();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for &l in &s.loss.content_layers {
             let i = net.conv_stage(l);
             let t = kernels.feature_map(gpu, "content target", net.stages[i].out_len())?;
-            enc.copy_buffer_to_buffer(&net.acts[i], 0, &t, 0, None);
+            if !dry {
+                enc.copy_buffer_to_buffer(&net.acts[i], 0, &t, 0, None);
+            }
             content.push(t);
         }
         gpu.queue.submit([enc.finish()]);
@@ -159,6 +219,7 @@ impl<'g> Session<'g> {
             adam,
             average,
             steps_done: 0,
+            marks: [start, weights_made, style_made, gpu.ledger_len()],
         })
     }
 

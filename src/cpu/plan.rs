@@ -1,0 +1,40 @@
+//! The CPU engine's memory plan (`--dry-run`): its buffers' sizes, by kind.
+
+use super::CpuSession;
+use crate::model::engine::MemoryPlan;
+
+impl CpuSession {
+    /// What the session holds, by kind (f32 values, padded maps), and its setup's peak.
+    pub fn plan(&self) -> MemoryPlan {
+        let f = |n: usize| 4 * n as u64;
+        let sum = |v: &[Vec<f32>]| v.iter().map(|b| f(b.len())).sum::<u64>();
+        let weights: u64 = self
+            .convs
+            .iter()
+            .map(|c| f(c.forward.len() + c.backward.len() + c.bias.len()))
+            .sum();
+        let avg = self.average.as_ref().map_or(0, |a| a.1.len());
+        let items = [
+            ("weights", weights),
+            (
+                "activations kept for the backward",
+                f(self.net.input.len()) + sum(&self.net.acts),
+            ),
+            ("gradients", sum(&self.grads) + f(self.grad_x.len())),
+            ("targets", sum(&self.content) + sum(&self.style)),
+            (
+                "Gram matrices and loss values",
+                sum(&self.grams) + f(self.style.iter().map(Vec::len).max().unwrap_or(0)),
+            ),
+            (
+                "image and optimiser state",
+                f(self.x.len() + self.evaluated.len() + self.m.len() + self.v.len() + avg),
+            ),
+        ];
+        MemoryPlan {
+            kinds: MemoryPlan::by_kind(items),
+            setup_only: self.setup_peak,
+            from_setup: weights,
+        }
+    }
+}

@@ -108,7 +108,7 @@ impl MemoryPlan {
                 None => kinds.push((k.to_string(), b)),
             }
         }
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
         kinds
     }
 }

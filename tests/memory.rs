@@ -148,3 +148,56 @@ fn a_run_that_cannot_fit_is_refused_before_any_work_with_the_largest_size_that_f
     assert_eq!(fits(largest), Some(0), "{largest} fits");
     assert_eq!(fits(largest + 1), Some(1), "{} does not", largest + 1);
 }
+
+#[test]
+fn steps_split_into_several_submits_give_the_same_bits() {
+    use impasto::model::{AdamConfig, Arch, Engine, LossConfig, Pooling};
+    use impasto::pipeline::session::{Session, Setup};
+    let c = common::ctx();
+    let arch = Arch::vgg19();
+    let weights = impasto::weights::Weights::load(&common::real_weights()).unwrap();
+    let loss = LossConfig {
+        content_layers: vec![arch.layer_index("block2_conv1").unwrap()],
+        style_layers: vec![0, 2],
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 1e2,
+    };
+    let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
+    let content = load("tubingen.jpg", 40);
+    let styles = vec![(load("starry_night.jpg", 36), 1.0)];
+    let setup = Setup {
+        arch: &arch,
+        weights: &weights,
+        loss: &loss,
+        pooling: Pooling::Max,
+        adam: AdamConfig::default(),
+        content: &content,
+        styles: &styles,
+        init: &content,
+        average: 0.5,
+    };
+    let run = |budget: f64| {
+        c.gpu.set_submit_budget(budget);
+        let mut s = Session::new(&c.gpu, &c.kernels, &setup).unwrap();
+        let groups = impasto::gpu::submit_groups(&c.gpu, &s.step_dispatches(true)).len();
+        let losses: Vec<u64> = (0..3)
+            .map(|_| s.step(true).unwrap().unwrap().total.to_bits())
+            .collect();
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let image = bits(s.image().unwrap().data);
+        let average = bits(s.averaged_image().unwrap().unwrap().data);
+        (groups, losses, image, average)
+    };
+    let before = c.gpu.submit_budget();
+    let whole = run(f64::INFINITY);
+    // A budget of 1e6 flop-equivalents: every convolution in a submit of its own.
+    let split = run(1e6);
+    c.gpu.set_submit_budget(before);
+    println!("one step: {} submit(s) whole, {} split", whole.0, split.0);
+    assert_eq!(whole.0, 1);
+    assert!(split.0 > 10, "{}", split.0);
+    assert_eq!(whole.1, split.1, "losses");
+    assert!(whole.2 == split.2, "images");
+    assert!(whole.3 == split.3, "averages");
+}

@@ -25,7 +25,15 @@ pub struct Gpu {
     peak: Mutex<Option<(u64, u64)>>,
     /// Every storage buffer made, in order: its label and bytes (the memory plan's source).
     ledger: Mutex<Vec<(String, u64)>>,
+    /// The most work (see `gpu::submit`) one submit may carry, as f64 bits.
+    submit_budget: std::sync::atomic::AtomicU64,
 }
+
+/// Work one submit may carry on a hardware adapter: 2e11 flop-equivalents, about 0.2 s on a
+/// 1-TFLOP/s integrated GPU, well inside the 2 s after which Windows resets a GPU that has not
+/// finished a command buffer (TDR; macOS has a similar watchdog). Software drivers run on the
+/// CPU, where no watchdog applies: one submit a step.
+pub const SUBMIT_BUDGET: f64 = 2e11;
 
 /// Peak GPU memory, from wgpu's allocator report where the backend gives one.
 #[derive(Clone, Copy, Debug)]
@@ -129,6 +137,7 @@ impl Gpu {
             }
         };
         let info = adapter.get_info();
+        let software = info.device_type == wgpu::DeviceType::Cpu;
         // Ask for everything the adapter allows: big storage bindings matter for big images.
         let limits = adapter.limits();
         let features =
@@ -161,6 +170,14 @@ impl Gpu {
             allocated: Default::default(),
             peak: Mutex::new(None),
             ledger: Mutex::new(Vec::new()),
+            submit_budget: std::sync::atomic::AtomicU64::new(
+                if software {
+                    f64::INFINITY
+                } else {
+                    SUBMIT_BUDGET
+                }
+                .to_bits(),
+            ),
         })
     }
 
@@ -244,6 +261,20 @@ impl Gpu {
                 contents: bytemuck::bytes_of(value),
                 usage: wgpu::BufferUsages::UNIFORM,
             })
+    }
+
+    /// The most work one submit may carry (flop-equivalents, see `gpu::submit`).
+    pub fn submit_budget(&self) -> f64 {
+        f64::from_bits(
+            self.submit_budget
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Changes it (tests, and tuning for a slow GPU behind a watchdog).
+    pub fn set_submit_budget(&self, work: f64) {
+        self.submit_budget
+            .store(work.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many storage buffers have been made so far (a mark in the ledger).

@@ -221,20 +221,51 @@ impl Dispatch {
     }
 }
 
+/// A dispatch's work for splitting submits: its flops, and 10 per byte it moves (a GPU does
+/// about ten flops in the time it moves a byte), so memory-bound kernels count too.
+fn work(d: &Dispatch) -> f64 {
+    d.flops + 10.0 * d.bytes
+}
+
 /// Records `copies` (source, destination: whole-buffer copies, done first), then
-/// `dispatches` into one compute pass, and submits it all as one command buffer.
+/// `dispatches` into compute passes, and submits them: one command buffer, or, when their
+/// work exceeds the adapter's submit budget ([`Gpu::submit_budget`]), consecutive groups in
+/// one submit each, so that no command buffer runs long enough to trip the operating
+/// system's GPU watchdog. The dispatches run in the same order either way, so the results
+/// are the same bits.
 pub fn submit(gpu: &Gpu, copies: &[(&wgpu::Buffer, &wgpu::Buffer)], dispatches: &[&Dispatch]) {
-    let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    for (from, to) in copies {
-        encoder.copy_buffer_to_buffer(from, 0, to, 0, None);
-    }
-    if !dispatches.is_empty() {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        for d in dispatches {
-            d.record(&mut pass);
+    for (k, group) in submit_groups(gpu, dispatches).iter().enumerate() {
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        if k == 0 {
+            for (from, to) in copies {
+                encoder.copy_buffer_to_buffer(from, 0, to, 0, None);
+            }
         }
+        if !group.is_empty() {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for d in group.iter() {
+                d.record(&mut pass);
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
     }
-    gpu.queue.submit([encoder.finish()]);
+}
+
+/// The consecutive groups of `dispatches` that [`submit`] submits one by one: as many as
+/// fit the budget, and at least one dispatch each.
+pub fn submit_groups<'a, 'd>(gpu: &Gpu, dispatches: &'a [&'d Dispatch]) -> Vec<&'a [&'d Dispatch]> {
+    let budget = gpu.submit_budget();
+    let mut groups = Vec::new();
+    let (mut start, mut acc) = (0, 0.0);
+    for (i, d) in dispatches.iter().enumerate() {
+        if i > start && acc + work(d) > budget {
+            groups.push(&dispatches[start..i]);
+            (start, acc) = (i, 0.0);
+        }
+        acc += work(d);
+    }
+    groups.push(&dispatches[start..]);
+    groups
 }
 
 /// `src` with the named element-type aliases (`alias Src = f32;` ...) switched to f16.

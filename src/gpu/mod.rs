@@ -4,5 +4,7 @@
 mod context;
 mod kernel;
 
-pub use context::{list_adapters, AdapterSummary, Gpu, MemoryUse, ADAPTER_ENV};
-pub use kernel::{bindings_in, specialise, submit, Access, Binding, Dispatch, Kernel};
+pub use context::{list_adapters, AdapterSummary, Gpu, MemoryUse, ADAPTER_ENV, SUBMIT_BUDGET};
+pub use kernel::{
+    bindings_in, specialise, submit, submit_groups, Access, Binding, Dispatch, Kernel,
+};

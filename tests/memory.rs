@@ -3,19 +3,12 @@
 //! `--size` that fits.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 
 fn stylize(dir: &Path, engine: &str, size: &str, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_impasto"))
-        .env("XDG_RUNTIME_DIR", dir)
-        .args(["stylize", "--engine", engine, "--content"])
-        .arg(common::image("tubingen.jpg"))
-        .arg("--style")
-        .arg(common::image("starry_night.jpg"))
-        .arg("--weights")
-        .arg(common::real_weights())
+    common::stylize_command(dir, engine)
         .args(["--content-layers", "block3_conv2", "--style-layers"])
         .args([
             "block1_conv1,block2_conv1,block3_conv1",

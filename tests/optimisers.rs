@@ -155,14 +155,7 @@ fn adams_state_carries_into_a_new_session() {
 
 fn stylize(engine: &str, dir: &Path, out: &str, extra: &[&str]) -> (serde_json::Value, String) {
     let report = dir.join(format!("{out}.json"));
-    let o = Command::new(env!("CARGO_BIN_EXE_impasto"))
-        .env("XDG_RUNTIME_DIR", dir)
-        .args(["stylize", "--engine", engine, "--content"])
-        .arg(common::image("tubingen.jpg"))
-        .arg("--style")
-        .arg(common::image("starry_night.jpg"))
-        .arg("--weights")
-        .arg(common::real_weights())
+    let o = common::stylize_command(dir, engine)
         .args(["--content-layers", "block2_conv1", "--style-layers"])
         .args(["block1_conv1,block2_conv1", "--log-every", "1", "--output"])
         .arg(dir.join(out))

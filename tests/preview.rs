@@ -12,15 +12,8 @@ mod common;
 
 /// `impasto stylize` on the CPU engine with the real weights, at `size` px.
 fn stylize(dir: &Path, size: &str, steps: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_impasto"));
-    c.env("XDG_RUNTIME_DIR", dir)
-        .args(["stylize", "--engine", "cpu", "--content"])
-        .arg(common::image("tubingen.jpg"))
-        .arg("--style")
-        .arg(common::image("starry_night.jpg"))
-        .arg("--weights")
-        .arg(common::real_weights())
-        .args(["--content-layers", "block2_conv1", "--style-layers"])
+    let mut c = common::stylize_command(dir, "cpu");
+    c.args(["--content-layers", "block2_conv1", "--style-layers"])
         .args([
             "block1_conv1,block2_conv1",
             "--size",

@@ -270,13 +270,21 @@ fn print_rows(rows: &[Row]) {
     );
 }
 
-pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
-    println!(
-        "impasto bench: {}x{} px, content {}, style {}, tiling {}, {:?} feature maps, on {} ({:?})",
+/// The table's first words: the problem benchmarked.
+fn problem_line(cfg: &BenchConfig) -> String {
+    format!(
+        "impasto bench: {}x{} px, content {}, style {}",
         cfg.size,
         cfg.size,
         cfg.content_layers.join(","),
-        cfg.style_layers.join(","),
+        cfg.style_layers.join(",")
+    )
+}
+
+pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
+    println!(
+        "{}, tiling {}, {:?} feature maps, on {} ({:?})",
+        problem_line(cfg),
         t.tiling,
         cfg.storage,
         gpu.info.name,
@@ -327,14 +335,7 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         let before = resident_kib("VmRSS");
         let (ms, rows) = cpu_step_timing(&cfg)?;
         let peak = resident_kib("VmHWM");
-        println!(
-            "impasto bench: {}x{} px, content {}, style {}, on the {}",
-            cfg.size,
-            cfg.size,
-            cfg.content_layers.join(","),
-            cfg.style_layers.join(","),
-            crate::cpu::describe()
-        );
+        println!("{}, on the {}", problem_line(&cfg), crate::cpu::describe());
         println!("per-kernel times from the wall clock, one extra step timed kernel by kernel");
         print_rows(&rows);
         println!(

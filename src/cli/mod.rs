@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod devices;
 pub mod flags;
+pub mod inputs;
 pub mod optimise;
 pub mod plan;
 pub mod stylize;

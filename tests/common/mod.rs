@@ -196,3 +196,17 @@ pub fn icc_profile(path: &std::path::Path) -> Option<Vec<u8>> {
         })
     })
 }
+
+/// `impasto stylize --engine ENGINE` of tubingen in the style of starry_night with the real
+/// weights, its runtime directory in `dir`; callers add the layers, size and outputs.
+pub fn stylize_command(dir: &std::path::Path, engine: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"));
+    c.env("XDG_RUNTIME_DIR", dir)
+        .args(["stylize", "--engine", engine, "--content"])
+        .arg(image("tubingen.jpg"))
+        .arg("--style")
+        .arg(image("starry_night.jpg"))
+        .arg("--weights")
+        .arg(real_weights());
+    c
+}

@@ -8,8 +8,9 @@
 # There:             device run, carry [".gl", ".gpu"], timeout_s 540:
 #   bash benches/gpu_check.sh run
 #   checks every kernel against the CPU reference on the real GPU, then times the 512-px step with
-#   the default layers against PyTorch + CUDA (fp32, TF32 off) for each conv tile; the log lands
-#   in $OUT/gpu_check.log.
+#   the default layers against PyTorch + CUDA (fp32, TF32 off) for each conv tile, prints the
+#   memory plans up to 3840x2160 (--dry-run) and times Adam, L-BFGS and coarse to fine at
+#   512 px; the log lands in $OUT/gpu_check.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +61,26 @@ run() {
         timeout 150 python3 benches/compare_pytorch.py --size 512 --steps 10 --device cuda \
             --impasto-bin .gpu/impasto --tiling "$1" --storage "$2"
     done
+    echo "== memory plans (--dry-run), default layers, weights of VGG19's shapes"
+    python3 benches/vgg19_zeros.py /tmp/vgg19-zeros.safetensors /tmp/wide.png
+    for st in f32 f16; do
+        for s in 1024 2048 2896; do
+            timeout 60 .gpu/impasto stylize --content docs/images/tubingen.jpg \
+                --style docs/images/starry_night.jpg --weights /tmp/vgg19-zeros.safetensors \
+                --engine gpu --storage "$st" --size "$s" --dry-run --output /tmp/plan.png
+        done
+        timeout 60 .gpu/impasto stylize --content /tmp/wide.png --style docs/images/starry_night.jpg \
+            --weights /tmp/vgg19-zeros.safetensors --engine gpu --storage "$st" --size 3840 \
+            --dry-run --output /tmp/plan.png
+    done
+    echo "== 512 px, shallow layers, 300 evaluations: Adam, L-BFGS, coarse to fine"
+    local shallow=(--content docs/images/tubingen.jpg --style docs/images/starry_night.jpg
+        --weights weights/vgg19-keras-block1-3.safetensors --content-layers block3_conv2
+        --style-layers block1_conv1,block2_conv1,block3_conv1 --engine gpu --size 512 --log-every 100)
+    timeout 60 .gpu/impasto stylize "${shallow[@]}" --steps 300 --output /tmp/adam.png
+    timeout 60 .gpu/impasto stylize "${shallow[@]}" --steps 300 --optimizer lbfgs --output /tmp/lbfgs.png
+    timeout 60 .gpu/impasto stylize "${shallow[@]}" --min-size 256 --initial-steps 150 --steps 75 \
+        --optimizer lbfgs --output /tmp/c2f.png
     date -u
 }
 

@@ -129,7 +129,13 @@ fn lbfgs_iterates_match_an_independent_dense_implementation() {
             let sub = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a - b).collect();
             dense.push(sub(&xd, &lx), sub(&gd, &lg));
         }
-        let d = dense.direction(&gd);
+        let mut d = dense.direction(&gd);
+        // The step rule: no pixel moves by more than MAX_STEP (the whole step shortened).
+        let longest = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let cap = impasto::model::lbfgs::MAX_STEP as f64;
+        if longest > cap {
+            d.iter_mut().for_each(|v| *v *= cap / longest);
+        }
         let nd: Vec<f64> = xd
             .iter()
             .zip(&d)

@@ -2,7 +2,12 @@
 //! steps) on an image kept in [0, 1] by projection: each step goes to clamp(x + d), and the
 //! curvature pair is the step actually taken. No line search, as in jcjohnson/neural-style
 //! and PyTorch's L-BFGS by default: the full step, the first one scaled to 1/|g|₁; a search
-//! would spend evaluations, which `--steps` counts.
+//! would spend evaluations, which `--steps` counts. One safeguard: a step that would move some
+//! pixel by more than [`MAX_STEP`] is shortened as a whole (its direction kept) before the
+//! projection. Without it, the early steps, before the curvature estimate has settled, overshoot
+//! by far and the projection clips them pixel by pixel: measured at 128 and 256 px (shallow
+//! layers, 150 evaluations), the loss climbed 50x in the first 25 steps and ended 1.75x and
+//! 1.38x higher than with the cap; caps from 0.3 to 1.0 all gave the same gain.
 //!
 //! Vectors are stored in f32 (100 pairs of a 512-px image are 470 MB); dot products run in f64.
 
@@ -90,10 +95,20 @@ impl Lbfgs {
     }
 }
 
-/// The projected step: clamp(x + d) into [0, 1].
+/// The most a step may move a pixel (the image is in [0, 1]).
+pub const MAX_STEP: f32 = 0.5;
+
+/// The step taken from x along d: d shortened as a whole if some |dᵢ| > [`MAX_STEP`], then
+/// x + d projected into [0, 1].
 pub fn projected(x: &[f32], d: &[f32]) -> Vec<f32> {
+    let longest = d.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = if longest > MAX_STEP {
+        MAX_STEP / longest
+    } else {
+        1.0
+    };
     x.iter()
         .zip(d)
-        .map(|(&x, &d)| (x + d).clamp(0.0, 1.0))
+        .map(|(&x, &d)| (x + scale * d).clamp(0.0, 1.0))
         .collect()
 }

@@ -187,15 +187,16 @@ fn accept(server: &Server, shared: &Arc<Shared>) {
             let _ = request.respond(text(503, "too many connections\n"));
             continue;
         }
-        let shared = shared.clone();
+        let client = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("preview-client".into())
             .spawn(move || {
-                serve(request, &shared);
-                shared.connections.fetch_sub(1, Ordering::SeqCst);
+                serve(request, &client);
+                client.connections.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             // No thread for it: the request is dropped (the client sees the connection close).
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -117,7 +117,7 @@ fn pool_gram_and_loss_gradients_match_reference() {
         let fd: Vec<f64> = fd.iter().map(|v| v.max(0.0)).collect();
         let fp = k::pad(&f, (n, h, w));
         let mut g = vec![0.0; n * n];
-        k::gram(&fp, n, (h, w), &mut g);
+        k::gram(&fp, n, (h, w), &mut g, &mut Vec::new());
         let gd = reference::gram(&fd, n, m);
         check(&format!("cpu gram {n}x{m}"), &g, &gd, TOL);
         let (a, _) = random(&mut r, n * n, 0.0, m as f32);

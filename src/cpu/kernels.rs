@@ -14,51 +14,6 @@ pub fn plane(h: usize, w: usize) -> usize {
     (h + 2) * (w + 2)
 }
 
-fn parallelism() -> Parallelism {
-    Parallelism::Rayon(rayon::current_num_threads())
-}
-
-/// `dst[m][n] (= or +=) scale · lhs[m][k] · rhs[k][n]`, all row-major with the given row
-/// strides (columns contiguous unless `rhs_cs` says otherwise).
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    (m, n, k): (usize, usize, usize), dst: &mut [f32], dst_at: usize, dst_rs: usize,
-    accumulate: bool, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_at: usize,
-    (rhs_rs, rhs_cs): (usize, usize), scale: f32,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // Bounds of every operand, checked once so that the unsafe call reads and writes inside.
-    assert!(dst_at + (m - 1) * dst_rs + n <= dst.len());
-    assert!((m - 1) * lhs_rs + k <= lhs.len() || k == 0);
-    assert!(k == 0 || rhs_at + (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
-    // SAFETY: the asserts above keep every access inside the slices; dst does not alias them.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().add(dst_at),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            lhs_rs as isize,
-            rhs.as_ptr().add(rhs_at),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            parallelism(),
-        );
-    }
-}
-
 /// HWIO weights `[3][3][cin][cout]` → per-tap matrices `[9][cout][cin]` (the forward's lhs).
 pub fn forward_taps(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
     crate::model::vgg19::taps_by_output(hwio, cin, cout, 1)
@@ -245,10 +200,63 @@ pub fn pool_backward(
         });
 }
 
-/// G = F Fᵀ for padded F with `n` channels of h x w.
-pub fn gram(feat: &[f32], n: usize, (h, w): (usize, usize), g: &mut [f32]) {
+/// Positions a chunk of a Gram or style-gradient GEMM: about 256 KiB of an n-channel map.
+fn position_chunk(n: usize, positions: usize) -> usize {
+    ((1 << 16) / n.max(1)).max(256).min(positions.max(1))
+}
+
+/// A raw pointer that chunks on other threads write through, each to its own part.
+struct Shared(*mut f32);
+// SAFETY: every user writes disjoint parts of the buffer.
+unsafe impl Sync for Shared {}
+
+/// G = F Fᵀ for padded F with `n` channels of h x w. The positions are cut into fixed chunks
+/// whose partial Grams are made on rayon's threads (a 64 x 64 result leaves one GEMM nothing
+/// to spread over threads) into `parts` (kept by the caller, so a step allocates nothing),
+/// then summed in chunk order: the same bits whatever the threads.
+pub fn gram(feat: &[f32], n: usize, (h, w): (usize, usize), g: &mut [f32], parts: &mut Vec<f32>) {
     let pl = plane(h, w);
-    matmul((n, n, pl), g, 0, n, false, feat, pl, feat, 0, (1, pl), 1.0);
+    let chunk = position_chunk(n, pl);
+    let chunks = pl.div_ceil(chunk);
+    assert!(feat.len() >= n * pl && g.len() >= n * n);
+    if n == 0 {
+        return;
+    }
+    parts.resize(chunks * n * n, 0.0);
+    let out = Shared(parts.as_mut_ptr());
+    let out = &out;
+    (0..chunks).into_par_iter().for_each(|c| {
+        let (k0, kk) = (c * chunk, chunk.min(pl - c * chunk));
+        // SAFETY: reads rows of feat within [0, n·pl) (asserted above); writes this chunk's
+        // own n x n block of parts.
+        unsafe {
+            gemm(
+                n,
+                n,
+                kk,
+                out.0.add(c * n * n),
+                1,
+                n as isize,
+                false,
+                feat.as_ptr().add(k0),
+                1,
+                pl as isize,
+                feat.as_ptr().add(k0),
+                pl as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
+    g[..n * n].copy_from_slice(&parts[..n * n]);
+    for part in parts[n * n..].chunks_exact(n * n) {
+        g.iter_mut().zip(part).for_each(|(g, p)| *g += p);
+    }
 }
 
 /// `grad (+)= coef · ((G − A) F) · [F > 0]` on padded maps.
@@ -260,19 +268,40 @@ pub fn style_grad(
     let pl = plane(h, w);
     scratch.clear();
     scratch.extend(g.iter().zip(target).map(|(a, b)| a - b));
-    matmul(
-        (n, pl, n),
-        grad,
-        0,
-        pl,
-        accumulate,
-        scratch,
-        n,
-        feat,
-        0,
-        (pl, 1),
-        coef,
-    );
+    assert!(feat.len() >= n * pl && grad.len() >= n * pl && scratch.len() >= n * n);
+    // grad (+)= coef · (G − A) F, by chunks of positions on rayon's threads.
+    let chunk = position_chunk(n, pl);
+    let out = Shared(grad.as_mut_ptr());
+    let out = &out;
+    let d = &scratch[..];
+    (0..pl.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let (p0, pp) = (c * chunk, chunk.min(pl - c * chunk));
+        // SAFETY: reads and writes columns [p0, p0 + pp) of n rows of pl (asserted above);
+        // each chunk's columns are its own.
+        unsafe {
+            gemm(
+                n,
+                pp,
+                n,
+                out.0.add(p0),
+                1,
+                pl as isize,
+                accumulate,
+                d.as_ptr(),
+                1,
+                n as isize,
+                feat.as_ptr().add(p0),
+                1,
+                pl as isize,
+                1.0,
+                coef,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
     mask_by(grad, feat);
 }
 

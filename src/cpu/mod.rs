@@ -143,6 +143,8 @@ pub struct CpuSession {
     grams: Vec<Vec<f32>>,
     grads: [Vec<f32>; 2],
     scratch: Vec<f32>,
+    /// The Gram matrices' partial sums (see [`k::gram`]).
+    gram_parts: Vec<f32>,
     x: Vec<f32>,
     evaluated: Vec<f32>,
     grad_x: Vec<f32>,
@@ -208,7 +210,7 @@ impl CpuSession {
                 let st = net.stages[i];
                 let mut g = vec![0.0; st.cout * st.cout];
                 if !dry {
-                    k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g);
+                    k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g, &mut Vec::new());
                 }
                 if blended.len() <= j {
                     blended.push(vec![0.0; g.len()]);
@@ -256,6 +258,7 @@ impl CpuSession {
             grams,
             grads: [vec![0.0; max_len], vec![0.0; max_len]],
             scratch: Vec::new(),
+            gram_parts: Vec::new(),
             x: s.init.data.clone(),
             evaluated: s.init.data.clone(),
             grad_x: vec![0.0; n],
@@ -281,13 +284,13 @@ impl CpuSession {
             let i = self.net.stage_of(l);
             let s = self.net.stages[i];
             let (n, m) = (s.cout, s.h * s.w);
-            let g = &mut self.grams[j];
+            let (g, parts) = (&mut self.grams[j], &mut self.gram_parts);
             clock.time(
                 "gram",
                 || format!("{n}x{m}"),
                 2.0 * (n * n * m) as f64,
                 n * m + n * n,
-                || k::gram(&self.net.acts[i], n, (s.h, s.w), g),
+                || k::gram(&self.net.acts[i], n, (s.h, s.w), g, parts),
             );
         }
         if !losses {

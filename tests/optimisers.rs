@@ -357,3 +357,34 @@ fn the_contents_colour_profile_reaches_16_bit_png_and_tiff_outputs() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--bit-depth 16"));
 }
+
+#[test]
+fn a_first_scale_too_small_for_the_layers_is_refused_naming_min_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = common::stylize_command(dir.path(), "cpu")
+        .args([
+            "--content-layers",
+            "block3_conv2",
+            "--style-layers",
+            "block1_conv1",
+        ])
+        .args([
+            "--size",
+            "32",
+            "--min-size",
+            "3",
+            "--steps",
+            "1",
+            "--output",
+        ])
+        .arg(dir.path().join("o.png"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--min-size 3") && err.contains("block3_conv2"),
+        "{err}"
+    );
+    assert!(!dir.path().join("o.png").exists());
+}

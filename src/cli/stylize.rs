@@ -229,6 +229,24 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             "scales": planned, "settings": settings_json(args, &inputs.weights),
         }));
     }
+    // The smallest scale must still be large enough for the layers.
+    if let (Some(first), true) = (scales.first(), scales.len() > 1) {
+        let images = inputs.at(args, first.size, None);
+        crate::model::vgg19::check_sizes(
+            &inputs.arch,
+            &inputs.loss,
+            args.pooling,
+            &images.content,
+            &images.styles,
+        )
+        .map_err(|e| {
+            FlagError(format!(
+                "--min-size {}: the first scale, {} px, is too small ({e:#})",
+                args.min_size.unwrap_or(args.size),
+                first.size
+            ))
+        })?;
+    }
     // The memory plan of the largest scale, from a dry session: every buffer made, no kernel.
     let engine_parts = gpu.as_ref().zip(kernels.as_ref());
     let last = scales.last().expect("a scale").size;

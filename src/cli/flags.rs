@@ -137,7 +137,7 @@ pub struct StylizeArgs {
     /// Style image; repeat for a blend of several
     #[arg(long, value_name = "PATH", required = true)]
     pub style: Vec<PathBuf>,
-    /// Output image; the format follows the extension (.png, .jpg)
+    /// Output image; the format follows the extension (.png, .tif, .tiff, .jpg)
     #[arg(long, short, value_name = "PATH")]
     pub output: PathBuf,
     /// Blend weights of the style images, one per --style (normalised to sum to 1)
@@ -213,7 +213,7 @@ pub struct StylizeArgs {
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "luminance", value_name = "HOW")]
     pub preserve_colors: Option<PreserveColors>,
     /// Bits per channel of the output: 8, or 16 (.png, .tif)
-    #[arg(long, default_value_t = 8, value_parser = bit_depth)]
+    #[arg(long, value_name = "8|16", default_value_t = 8, value_parser = bit_depth)]
     pub bit_depth: u8,
     /// How feature maps are stored: f32, or f16 (half their memory and traffic, on adapters
     /// with shader-f16; arithmetic stays f32)

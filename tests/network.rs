@@ -261,7 +261,7 @@ fn real_vgg19_features_match_cpu() {
         .collect();
     let x = g.storage_from("x", &img.data).unwrap();
     let affine = weights.convention.affine();
-    let net = GpuNet::new(g, &c.kernels, stages.clone(), &convs, &affine, &x).unwrap();
+    let net = GpuNet::new(g, &c.kernels, stages.clone(), &convs, &affine, &x, None).unwrap();
     submit(g, &[], &net.forward.iter().collect::<Vec<_>>());
 
     let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=deepest]
@@ -334,6 +334,7 @@ fn real_weights_imported_to_canonical_form_give_the_same_features() {
             &convs,
             &w.convention.affine(),
             &x,
+            None,
         )
         .unwrap();
         submit(g, &[], &net.forward.iter().collect::<Vec<_>>());

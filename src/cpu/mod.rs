@@ -63,14 +63,22 @@ struct Net {
     acts: Vec<Vec<f32>>,
 }
 
+/// Values in a stage's output as the CPU kernels store it (padded planes).
+fn padded_len(s: &Stage) -> usize {
+    let (h, w) = s.out_hw();
+    s.cout * k::plane(h, w)
+}
+
 impl Net {
-    fn new(stages: Vec<Stage>) -> Net {
+    /// With `external_pools`, the pooling stages get no buffer of their own: the forward pass
+    /// writes them into the buffer it is given (see [`Net::forward`]).
+    fn new(stages: Vec<Stage>, external_pools: bool) -> Net {
         let s0 = stages[0];
         let acts = stages
             .iter()
-            .map(|s| {
-                let (h, w) = s.out_hw();
-                vec![0.0; s.cout * k::plane(h, w)]
+            .map(|s| match s.op {
+                StageOp::Pool(_) if external_pools => Vec::new(),
+                _ => vec![0.0; padded_len(s)],
             })
             .collect();
         Net {
@@ -80,7 +88,13 @@ impl Net {
         }
     }
 
-    fn forward(&mut self, convs: &[Conv], affine: &Affine, x: &[f32], clock: &mut Clock) {
+    /// The forward pass from image `x`. With `pooled` (a net made with `external_pools`), the
+    /// pooling outputs go there: the backward never reads them, and each is dead once the
+    /// next convolution has read it, so the session lends its first gradient buffer.
+    fn forward(
+        &mut self, convs: &[Conv], affine: &Affine, x: &[f32], clock: &mut Clock,
+        mut pooled: Option<&mut [f32]>,
+    ) {
         let s0 = self.stages[0];
         let input = &mut self.input;
         clock.time("preprocess", String::new, 0.0, 2 * x.len(), || {
@@ -89,10 +103,15 @@ impl Net {
         for i in 0..self.stages.len() {
             let s = self.stages[i];
             let (before, rest) = self.acts.split_at_mut(i);
-            let src = before.last().unwrap_or(&self.input);
             let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
+            let below_is_pool = i > 0 && matches!(self.stages[i - 1].op, StageOp::Pool(_));
             match s.op {
                 StageOp::Conv(l) => {
+                    let src: &[f32] = match (&pooled, i) {
+                        (_, 0) => &self.input,
+                        (Some(p), _) if below_is_pool => &p[..cin * k::plane(h, w)],
+                        _ => &before[i - 1],
+                    };
                     let c = &convs[l];
                     clock.time(
                         "conv_forward",
@@ -110,13 +129,21 @@ impl Net {
                         },
                     )
                 }
-                StageOp::Pool(mode) => clock.time(
-                    "pool_forward",
-                    || format!("{cin}x{h}x{w}"),
-                    (cin * h * w) as f64,
-                    cin * (h * w + (h / 2) * (w / 2)),
-                    || k::pool_forward(src, (cin, h, w), mode, &mut rest[0]),
-                ),
+                StageOp::Pool(mode) => {
+                    // A pooling stage follows a convolution (or the input), never another pool.
+                    let src = before.last().unwrap_or(&self.input);
+                    let dst: &mut [f32] = match pooled.as_deref_mut() {
+                        Some(p) => &mut p[..padded_len(&s)],
+                        None => &mut rest[0],
+                    };
+                    clock.time(
+                        "pool_forward",
+                        || format!("{cin}x{h}x{w}"),
+                        (cin * h * w) as f64,
+                        cin * (h * w + (h / 2) * (w / 2)),
+                        || k::pool_forward(src, (cin, h, w), mode, dst),
+                    )
+                }
             }
         }
     }
@@ -199,11 +226,11 @@ impl CpuSession {
         // The largest style network, held while its targets are made.
         let mut setup_peak = 0u64;
         for ((img, _), share) in s.styles.iter().zip(&shares) {
-            let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling));
+            let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling), false);
             let held = net.input.len() + net.acts.iter().map(Vec::len).sum::<usize>();
             setup_peak = setup_peak.max(4 * held as u64);
             if !dry {
-                net.forward(&convs, &affine, &img.data, &mut Clock::default());
+                net.forward(&convs, &affine, &img.data, &mut Clock::default(), None);
             }
             for (j, &l) in s.loss.style_layers.iter().enumerate() {
                 let i = net.stage_of(l);
@@ -226,9 +253,24 @@ impl CpuSession {
             .iter()
             .map(|b| b.iter().map(|&v| v as f32).collect())
             .collect();
-        let mut net = Net::new(s.arch.stages(deepest, h, w, s.pooling));
+        let stages = s.arch.stages(deepest, h, w, s.pooling);
+        let max_len = stages
+            .iter()
+            .map(padded_len)
+            .chain([3 * k::plane(h, w)])
+            .max()
+            .unwrap();
+        let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
+        let mut net = Net::new(stages, true);
         if !dry {
-            net.forward(&convs, &affine, &s.content.data, &mut Clock::default());
+            let pooled = Some(&mut grads[0][..]);
+            net.forward(
+                &convs,
+                &affine,
+                &s.content.data,
+                &mut Clock::default(),
+                pooled,
+            );
         }
         let content = s
             .loss
@@ -237,13 +279,6 @@ impl CpuSession {
             .map(|&l| net.acts[net.stage_of(l)].clone())
             .collect();
         let grams = style.iter().map(|g| vec![0.0; g.len()]).collect();
-        let max_len = net
-            .acts
-            .iter()
-            .map(Vec::len)
-            .chain([net.input.len()])
-            .max()
-            .unwrap();
         let n = 3 * h * w;
         Ok(CpuSession {
             h,
@@ -256,7 +291,7 @@ impl CpuSession {
             content,
             style,
             grams,
-            grads: [vec![0.0; max_len], vec![0.0; max_len]],
+            grads,
             scratch: Vec::new(),
             gram_parts: Vec::new(),
             x: s.init.data.clone(),
@@ -279,7 +314,9 @@ impl CpuSession {
     /// Forward, the Gram matrices at the style layers, and (with `losses`) the loss values.
     fn forward(&mut self, losses: bool) -> Option<LossValues> {
         let clock = &mut self.clock;
-        self.net.forward(&self.convs, &self.affine, &self.x, clock);
+        let pooled = Some(&mut self.grads[0][..]);
+        self.net
+            .forward(&self.convs, &self.affine, &self.x, clock, pooled);
         for (j, &l) in self.loss.style_layers.iter().enumerate() {
             let i = self.net.stage_of(l);
             let s = self.net.stages[i];

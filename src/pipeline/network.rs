@@ -40,17 +40,23 @@ pub struct GpuNet {
 }
 
 impl GpuNet {
-    /// `convs[l]` holds conv layer l, for every layer the stages use.
+    /// `convs[l]` holds conv layer l, for every layer the stages use. With `pooled`, the
+    /// pooling stages write their outputs there (a buffer the forward pass does not otherwise
+    /// use, large enough for any of them: each is dead once the next convolution has read
+    /// it) instead of into buffers of their own.
     pub fn new(
         gpu: &Gpu, kernels: &Kernels, stages: Vec<Stage>, convs: &[GpuConv], affine: &Affine,
-        x: &wgpu::Buffer,
+        x: &wgpu::Buffer, pooled: Option<&wgpu::Buffer>,
     ) -> Result<GpuNet> {
         let (h, w) = (stages[0].h, stages[0].w);
         let input = kernels.feature_map(gpu, "network input", 3 * h * w)?;
         let mut forward = vec![kernels.preprocess.forward(gpu, h * w, affine, x, &input)];
         let mut acts: Vec<wgpu::Buffer> = Vec::new();
         for s in &stages {
-            let out = kernels.feature_map(gpu, "activation", s.out_len())?;
+            let out = match (s.op, pooled) {
+                (StageOp::Pool(_), Some(p)) => p.clone(),
+                _ => kernels.feature_map(gpu, "activation", s.out_len())?,
+            };
             let src = acts.last().unwrap_or(&input);
             forward.push(match s.op {
                 StageOp::Conv(l) => {

@@ -32,11 +32,29 @@ pub struct Objective {
     _grads: [wgpu::Buffer; 2],
 }
 
+/// The two gradient buffers of a network of `stages`: each holds the largest stage output
+/// (or the image). The first also holds the pooling layers' outputs during the forward pass
+/// (`GpuNet::new`'s `pooled`): the backward never reads them, and each is dead once the next
+/// convolution has read it, so they need no memory of their own.
+pub fn gradient_buffers(gpu: &Gpu, stages: &[Stage]) -> Result<[wgpu::Buffer; 2]> {
+    let (h, w) = (stages[0].h, stages[0].w);
+    let max_len = stages
+        .iter()
+        .map(Stage::out_len)
+        .chain([3 * h * w])
+        .max()
+        .unwrap();
+    Ok([
+        gpu.storage("gradient A", max_len)?,
+        gpu.storage("gradient B", max_len)?,
+    ])
+}
+
 impl Objective {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu, kernels: &Kernels, net: GpuNet, convs: &[GpuConv], config: &LossConfig,
-        targets: &GpuTargets, affine: &Affine, x: &wgpu::Buffer,
+        targets: &GpuTargets, affine: &Affine, x: &wgpu::Buffer, grads: [wgpu::Buffer; 2],
     ) -> Result<Objective> {
         let s0 = net.stages[0];
         let (h, w) = (s0.h, s0.w);
@@ -44,18 +62,10 @@ impl Objective {
         let ns = config.style_layers.len();
         let loss_buf = gpu.storage("loss values", nc + ns + 1)?;
         let grad_x = gpu.storage("dL/dx", 3 * h * w)?;
-        let max_len = net
-            .stages
-            .iter()
-            .map(Stage::out_len)
-            .chain([3 * h * w])
-            .max()
-            .unwrap();
-        // Gradients of consecutive stage outputs alternate between two buffers.
-        let grads = [
-            gpu.storage("gradient A", max_len)?,
-            gpu.storage("gradient B", max_len)?,
-        ];
+        // Gradients of consecutive stage outputs alternate between two buffers, made by the
+        // session before the network (whose pooling outputs live in the first: see
+        // `gradient_buffers`).
+        let grads = grads;
         let grad_of = |i: isize| &grads[((i + 1) % 2) as usize];
 
         let mut grams = Vec::new();

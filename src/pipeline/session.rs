@@ -9,7 +9,7 @@ use crate::model::engine::MemoryPlan;
 use crate::model::{AdamState, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
 use crate::pipeline::network::{GpuConv, GpuNet};
-use crate::pipeline::objective::{GpuTargets, Objective};
+use crate::pipeline::objective::{gradient_buffers, GpuTargets, Objective};
 use crate::weights::Weights;
 
 /// What a GPU session is set up from.
@@ -115,6 +115,7 @@ impl<'g> Session<'g> {
                 &convs,
                 &affine,
                 &sx,
+                None,
             )?;
             let mut grams = Vec::new();
             let mut d: Vec<Dispatch> = Vec::new();
@@ -165,14 +166,9 @@ impl<'g> Session<'g> {
         let n = 3 * h * w;
         let x = gpu.storage("image", n)?;
         let evaluated_x = gpu.storage("last evaluated image", n)?;
-        let net = GpuNet::new(
-            gpu,
-            kernels,
-            s.arch.stages(deepest, h, w, s.pooling),
-            &convs,
-            &affine,
-            &x,
-        )?;
+        let stages = s.arch.stages(deepest, h, w, s.pooling);
+        let grads = gradient_buffers(gpu, &stages)?;
+        let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(&grads[0]))?;
 
         // Content targets: the content image's features at the content layers.
         gpu.write(&x, &s.content.data);
@@ -196,7 +192,9 @@ impl<'g> Session<'g> {
 
         let targets = GpuTargets { content, style };
 
-        let objective = Objective::new(gpu, kernels, net, &convs, s.loss, &targets, &affine, &x)?;
+        let objective = Objective::new(
+            gpu, kernels, net, &convs, s.loss, &targets, &affine, &x, grads,
+        )?;
         let adam = Adam::new(gpu, kernels, &s.adam, &x, &objective.grad_x, n)?;
         gpu.write(&x, &s.init.data);
         let average = if s.average > 0.0 {

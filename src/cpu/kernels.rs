@@ -37,6 +37,46 @@ fn clear_border(maps: &mut [f32], h: usize, w: usize) {
     });
 }
 
+/// A strided matrix operand of [`gemm_here`]: its first element, row stride, column stride.
+#[derive(Clone, Copy)]
+struct Operand(*const f32, usize, usize);
+
+/// `dst[m][n] (= or +=) scale · lhs[m][k] · rhs[k][n]` on the calling thread (the callers
+/// spread chunks over rayon's threads themselves, so that each output has one writer and the
+/// bits do not depend on the threads). `dst` has columns contiguous and row stride `dst_rs`.
+///
+/// SAFETY: every element each operand's extent and strides reach lies inside its
+/// allocation, and no other thread writes the part of `dst` reached.
+unsafe fn gemm_here(
+    (m, n, k): (usize, usize, usize), dst: *mut f32, dst_rs: usize, accumulate: bool, lhs: Operand,
+    rhs: Operand, scale: f32,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
 /// Nine GEMMs, one per tap: `dst[o] = Σ_t taps[t][o][i] · src[i] shifted by offset(t)`.
 /// The positions are cut into chunks that keep a chunk of dst in cache while the nine taps
 /// accumulate into it (nine whole-map GEMMs would stream dst through memory nine times); the
@@ -57,38 +97,25 @@ fn conv_taps(
     assert!(pw + 1 + (co - 1) * pl + n <= dst.len());
     // About 256 KiB of dst a chunk.
     let chunk = ((1 << 16) / co).max(256).min(n);
-    struct Out(*mut f32);
-    // SAFETY: chunks write disjoint columns of dst.
-    unsafe impl Sync for Out {}
-    let out = Out(dst.as_mut_ptr());
+    let out = Shared(dst.as_mut_ptr());
     let out = &out;
     (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let (n0, nn) = (c * chunk, chunk.min(n - c * chunk));
         for t in 0..9 {
+            let lhs = Operand(taps[t * co * ci..].as_ptr(), ci, 1);
+            let rhs = Operand(src[offset(t) + n0..].as_ptr(), pl, 1);
             // SAFETY: inside the bounds asserted above; this chunk's columns are its own.
             unsafe {
-                gemm(
-                    co,
-                    nn,
-                    ci,
+                gemm_here(
+                    (co, nn, ci),
                     out.0.add(pw + 1 + n0),
-                    1,
-                    pl as isize,
+                    pl,
                     t > 0,
-                    taps.as_ptr().add(t * co * ci),
-                    1,
-                    ci as isize,
-                    src.as_ptr().add(offset(t) + n0),
-                    1,
-                    pl as isize,
+                    lhs,
+                    rhs,
                     1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
+                )
+            };
         }
     });
 }
@@ -227,31 +254,14 @@ pub fn gram(feat: &[f32], n: usize, (h, w): (usize, usize), g: &mut [f32], parts
     let out = &out;
     (0..chunks).into_par_iter().for_each(|c| {
         let (k0, kk) = (c * chunk, chunk.min(pl - c * chunk));
+        // F's chunk, and the same chunk read transposed.
+        let (f, ft) = (
+            Operand(feat[k0..].as_ptr(), pl, 1),
+            Operand(feat[k0..].as_ptr(), 1, pl),
+        );
         // SAFETY: reads rows of feat within [0, n·pl) (asserted above); writes this chunk's
         // own n x n block of parts.
-        unsafe {
-            gemm(
-                n,
-                n,
-                kk,
-                out.0.add(c * n * n),
-                1,
-                n as isize,
-                false,
-                feat.as_ptr().add(k0),
-                1,
-                pl as isize,
-                feat.as_ptr().add(k0),
-                pl as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
+        unsafe { gemm_here((n, n, kk), out.0.add(c * n * n), n, false, f, ft, 1.0) };
     });
     g[..n * n].copy_from_slice(&parts[..n * n]);
     for part in parts[n * n..].chunks_exact(n * n) {
@@ -276,31 +286,13 @@ pub fn style_grad(
     let d = &scratch[..];
     (0..pl.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let (p0, pp) = (c * chunk, chunk.min(pl - c * chunk));
+        let (lhs, rhs) = (
+            Operand(d.as_ptr(), n, 1),
+            Operand(feat[p0..].as_ptr(), pl, 1),
+        );
         // SAFETY: reads and writes columns [p0, p0 + pp) of n rows of pl (asserted above);
         // each chunk's columns are its own.
-        unsafe {
-            gemm(
-                n,
-                pp,
-                n,
-                out.0.add(p0),
-                1,
-                pl as isize,
-                accumulate,
-                d.as_ptr(),
-                1,
-                n as isize,
-                feat.as_ptr().add(p0),
-                1,
-                pl as isize,
-                1.0,
-                coef,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
+        unsafe { gemm_here((n, pp, n), out.0.add(p0), pl, accumulate, lhs, rhs, coef) };
     });
     mask_by(grad, feat);
 }

@@ -144,18 +144,12 @@ fn a_run_that_cannot_fit_is_refused_before_any_work_with_the_largest_size_that_f
 
 #[test]
 fn steps_split_into_several_submits_give_the_same_bits() {
-    use impasto::model::{AdamConfig, Arch, Engine, LossConfig, Pooling};
+    use impasto::model::{AdamConfig, Arch, Engine, Pooling};
     use impasto::pipeline::session::{Session, Setup};
     let c = common::ctx();
     let arch = Arch::vgg19();
     let weights = impasto::weights::Weights::load(&common::real_weights()).unwrap();
-    let loss = LossConfig {
-        content_layers: vec![arch.layer_index("block2_conv1").unwrap()],
-        style_layers: vec![0, 2],
-        content_weight: 1.0,
-        style_weight: 1e3,
-        tv_weight: 1e2,
-    };
+    let loss = common::small_loss(&arch);
     let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
     let content = load("tubingen.jpg", 40);
     let styles = vec![(load("starry_night.jpg", 36), 1.0)];

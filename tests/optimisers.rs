@@ -23,13 +23,7 @@ struct Parts {
 
 fn parts() -> Parts {
     let arch = Arch::vgg19();
-    let loss = LossConfig {
-        content_layers: vec![arch.layer_index("block2_conv1").unwrap()],
-        style_layers: vec![0, 2],
-        content_weight: 1.0,
-        style_weight: 1e3,
-        tv_weight: 1e2,
-    };
+    let loss = common::small_loss(&arch);
     let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
     Parts {
         weights: Weights::load(&common::real_weights()).unwrap(),

@@ -210,3 +210,15 @@ pub fn stylize_command(dir: &std::path::Path, engine: &str) -> std::process::Com
         .arg(real_weights());
     c
 }
+
+/// A small objective for the real (block1-3) weights: content block2_conv1, style
+/// block1_conv1 and block2_conv1, loss weights that balance at tens of pixels.
+pub fn small_loss(arch: &impasto::model::Arch) -> impasto::model::LossConfig {
+    impasto::model::LossConfig {
+        content_layers: vec![arch.layer_index("block2_conv1").unwrap()],
+        style_layers: vec![0, 2],
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 1e2,
+    }
+}

@@ -136,15 +136,9 @@ fn largest_fitting(
 /// `--dry-run`: prints the plan (or why the largest scale cannot be held, with the largest
 /// size that can), writes the report; exit status 0 when it fits, 1 when not.
 fn dry_run(
-    args: &StylizeArgs, inputs: &Inputs, planned: Result<plan::Planned>, what: &str,
-    engine: Option<(&Gpu, &Kernels)>,
+    args: &StylizeArgs, inputs: &Inputs, adam: AdamConfig, planned: Result<plan::Planned>,
+    what: &str, engine: Option<(&Gpu, &Kernels)>,
 ) -> Result<i32> {
-    let adam = AdamConfig {
-        lr: args.lr,
-        beta1: args.beta1,
-        beta2: args.beta2,
-        eps: args.eps,
-    };
     let (fits, json) = match &planned {
         Ok(p) => {
             plan::print(p, what);
@@ -263,7 +257,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         }
     );
     if args.dry_run {
-        return dry_run(args, &inputs, planned, &what, engine_parts);
+        return dry_run(args, &inputs, adam, planned, &what, engine_parts);
     }
     match planned {
         Ok(p) if p.fits() => {}

@@ -33,16 +33,14 @@ pub struct Original {
 
 /// Reads an image whole, with its ICC profile.
 pub fn load_original(path: &Path) -> Result<Original> {
-    let rgb = read_rgb(path)?;
-    // The file was just read and decoded whole: a second, header-only read for the profile.
-    let icc = std::fs::read(path).ok().and_then(|b| {
-        ImageReader::new(std::io::Cursor::new(b))
-            .with_guessed_format()
-            .ok()?
-            .into_decoder()
-            .ok()
-            .and_then(|mut d| image::ImageDecoder::icc_profile(&mut d).ok().flatten())
-    });
+    let bytes = read_bytes(path)?;
+    let rgb = decode(&bytes).with_context(|| format!("image {}", path.display()))?;
+    // The bytes decoded whole above: the profile is read from their header.
+    let icc = ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_decoder().ok())
+        .and_then(|mut d| image::ImageDecoder::icc_profile(&mut d).ok().flatten());
     Ok(Original { rgb, icc })
 }
 
@@ -85,24 +83,16 @@ pub fn resize_planes(data: &[f32], (h, w): (usize, usize), (nh, nw): (usize, usi
     out
 }
 
-/// Loads an image resized to exactly w x h (unchanged when it already is that size).
-pub fn load_exact(path: &Path, w: usize, h: usize) -> Result<Image> {
-    let rgb = read_rgb(path)?;
-    if rgb.dimensions() == (w as u32, h as u32) {
-        return Ok(from_rgb(&rgb));
-    }
-    Ok(from_rgb(&image::imageops::resize(
-        &rgb,
-        w as u32,
-        h as u32,
-        FilterType::Lanczos3,
-    )))
-}
-
 /// Largest accepted image file, in bytes (a 64-megapixel PNG is well under it).
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 fn read_rgb(path: &Path) -> Result<RgbImage> {
+    let bytes = read_bytes(path)?;
+    decode(&bytes).with_context(|| format!("image {}", path.display()))
+}
+
+/// An image file's bytes, refusing a directory, an empty file or one over [`MAX_FILE_BYTES`].
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     let shown = path.display();
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read image {shown}"))?;
     if meta.is_dir() {
@@ -118,8 +108,7 @@ fn read_rgb(path: &Path) -> Result<RgbImage> {
             MAX_FILE_BYTES >> 20
         );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read image {shown}"))?;
-    decode(&bytes).with_context(|| format!("image {shown}"))
+    std::fs::read(path).with_context(|| format!("cannot read image {shown}"))
 }
 
 /// Decodes PNG or JPEG bytes, refusing what cannot be decoded whole: a header declaring too

@@ -1,12 +1,17 @@
 // 2x2 stride-2 pooling on CHW maps; odd sizes floor (the last row / column is dropped),
 // as in PyTorch and Keras. mode 0: max, 1: average.
+//
+// The forward pass also writes each window's routes: 4 bits, one per input element, set where
+// the backward sends gradient (max: the first maximum, row-major as PyTorch's argmax; average:
+// all four), cleared where the input is not positive when it came from a ReLU. So the backward
+// needs 1 bit per input element instead of the input itself, which the network need not keep.
 
 struct PoolParams {
     channels: u32,
     h: u32, // input height
     w: u32, // input width
     mode: u32,
-    // pool_backward: 1 to zero grad_src where the input is not positive (it came from a ReLU)
+    // pool_forward: 1 when src is a ReLU's output (its non-positive elements get no gradient)
     mask: u32,
     _pad0: u32,
     _pad1: u32,
@@ -19,7 +24,7 @@ alias Src = f32;
 alias Pooled = f32;
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
-// The layer's input [c][h][w] (the backward reads it to find each window's maximum).
+// pool_forward: the layer's input [c][h][w].
 @group(0) @binding(1) var<storage, read> src: array<Src>;
 // pool_forward: the output [c][h/2][w/2].
 @group(0) @binding(2) var<storage, read_write> pooled: array<Pooled>;
@@ -27,27 +32,54 @@ alias Pooled = f32;
 @group(0) @binding(3) var<storage, read> grad_pooled: array<f32>;
 // pool_backward: dL/d(input) [c][h][w].
 @group(0) @binding(4) var<storage, read_write> grad_src: array<f32>;
+// pool_forward writes, pool_backward reads: [c][h/2][words], 8 windows a word (window x at
+// bits 4·(x % 8) .. +3 of word x / 8, in the order top-left, top-right, bottom-left, bottom-right).
+@group(0) @binding(5) var<storage, read_write> routes: array<u32>;
 
-// Both kernels run on a grid of 2x2 windows: x = window column (64 per workgroup), y = window
-// row, z = channel, so no invocation divides.
+fn route_words(ow: u32) -> u32 {
+    return (ow + 7u) / 8u;
+}
+
+// One invocation per 8 windows of a row (one routes word): x = word, y = window row,
+// z = channel, so no invocation divides and no two write the same word.
 @compute @workgroup_size(64, 1, 1)
 fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let oh = p.h / 2u;
     let ow = p.w / 2u;
-    if (gid.x >= ow || gid.y >= oh) {
+    let words = route_words(ow);
+    if (gid.x >= words || gid.y >= oh) {
         return;
     }
-    let base = (gid.z * p.h + gid.y * 2u) * p.w + gid.x * 2u;
-    let a = f32(src[base]);
-    let b = f32(src[base + 1u]);
-    let d = f32(src[base + p.w]);
-    let e = f32(src[base + p.w + 1u]);
-    let i = (gid.z * oh + gid.y) * ow + gid.x;
-    if (p.mode == 0u) {
-        pooled[i] = Pooled(max(max(a, b), max(d, e)));
-    } else {
-        pooled[i] = Pooled(0.25 * ((a + b) + (d + e)));
+    var word = 0u;
+    for (var j = 0u; j < 8u; j++) {
+        let x = gid.x * 8u + j;
+        if (x >= ow) {
+            break;
+        }
+        let base = (gid.z * p.h + gid.y * 2u) * p.w + x * 2u;
+        let win = vec4<f32>(vec4<Src>(src[base], src[base + 1u], src[base + p.w], src[base + p.w + 1u]));
+        let i = (gid.z * oh + gid.y) * ow + x;
+        var bits = 0u;
+        if (p.mode == 0u) {
+            var best = 0u;
+            for (var k = 1u; k < 4u; k++) {
+                if (win[k] > win[best]) {
+                    best = k;
+                }
+            }
+            pooled[i] = Pooled(win[best]);
+            bits = select(1u << best, 0u, p.mask != 0u && win[best] <= 0.0);
+        } else {
+            pooled[i] = Pooled(0.25 * ((win.x + win.y) + (win.z + win.w)));
+            for (var k = 0u; k < 4u; k++) {
+                if (p.mask == 0u || win[k] > 0.0) {
+                    bits |= 1u << k;
+                }
+            }
+        }
+        word |= bits << (4u * j);
     }
+    routes[(gid.z * oh + gid.y) * words + gid.x] = word;
 }
 
 // One invocation per window writes its (up to) four input gradients, so every input element is
@@ -71,24 +103,11 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         return;
     }
+    let word = routes[(gid.z * oh + gid.y) * route_words(ow) + gid.x / 8u];
+    let bits = (word >> (4u * (gid.x % 8u))) & 15u;
+    let g = grad_pooled[(gid.z * oh + gid.y) * ow + gid.x] * select(1.0, 0.25, p.mode != 0u);
     let at = array<u32, 4>(base, base + 1u, base + p.w, base + p.w + 1u);
-    let win = vec4<f32>(vec4<Src>(src[at[0]], src[at[1]], src[at[2]], src[at[3]]));
-    let g = f32(grad_pooled[(gid.z * oh + gid.y) * ow + gid.x]);
-    var out = vec4<f32>(0.25 * g);
-    if (p.mode == 0u) {
-        // The gradient goes to the first maximum in row-major order, as PyTorch's argmax does.
-        var best = 0u;
-        for (var k = 1u; k < 4u; k++) {
-            if (win[k] > win[best]) {
-                best = k;
-            }
-        }
-        out = select(vec4<f32>(0.0), vec4<f32>(g), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(best));
-    }
-    if (p.mask != 0u) {
-        out = select(vec4<f32>(0.0), out, win > vec4<f32>(0.0));
-    }
     for (var k = 0u; k < 4u; k++) {
-        grad_src[at[k]] = f32(out[k]);
+        grad_src[at[k]] = select(0.0, g, (bits & (1u << k)) != 0u);
     }
 }

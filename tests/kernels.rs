@@ -5,7 +5,7 @@ mod common;
 use common::{check, ctx, features_from, random, read_features, rng, round_f16, CONV_SHAPES};
 use impasto::gpu::{submit, Dispatch};
 use impasto::kernels::conv::{pad_backward_weights, pad_forward_weights};
-use impasto::kernels::{Kernels, Storage, Tiling, TILINGS};
+use impasto::kernels::{pool, Kernels, Storage, Tiling, TILINGS};
 use impasto::model::Convention;
 use impasto::model::{AdamConfig, Affine, Pooling};
 use impasto::reference;
@@ -165,7 +165,15 @@ fn pool_forward_and_backward_match_reference() {
     let c = ctx();
     let g = &c.gpu;
     let mut r = rng(3);
-    for (ch, h, w) in [(3, 7, 5), (5, 33, 17), (64, 2, 2), (1, 1, 1), (2, 3, 9)] {
+    // Widths past 16 windows: several route words a row, the last one partial.
+    for (ch, h, w) in [
+        (3, 7, 5),
+        (5, 33, 17),
+        (64, 2, 2),
+        (1, 1, 1),
+        (2, 3, 9),
+        (3, 4, 37),
+    ] {
         for mode in [Pooling::Max, Pooling::Avg] {
             let (x, mut xd) = random(&mut r, ch * h * w, -1.0, 1.0);
             // A few exact ties: the gradient must go to the first maximum.
@@ -183,13 +191,23 @@ fn pool_forward_and_backward_match_reference() {
             let out = g.storage("out", ch * oh * ow).unwrap();
             // Filled with a sentinel: every element, dropped rows and columns included, must be written.
             let gin = g.storage_from("gin", &vec![7.0; ch * h * w]).unwrap();
-            let f = c.kernels.pool.forward(g, (ch, h, w), mode, &xb, &out);
+            // Filled with ones: every word must be written.
+            let routes = g
+                .storage_from(
+                    "routes",
+                    &vec![f32::from_bits(!0); pool::routes_len((ch, h, w))],
+                )
+                .unwrap();
             // With the mask (the input came from a ReLU), the gradient is zero where x <= 0.
             let mask = mode == Pooling::Avg || ch % 2 == 1;
+            let f = c
+                .kernels
+                .pool
+                .forward(g, (ch, h, w), mode, mask, &xb, &out, &routes);
             let b = c
                 .kernels
                 .pool
-                .backward(g, (ch, h, w), mode, mask, &xb, &gb, &gin);
+                .backward(g, (ch, h, w), mode, &routes, &gb, &gin);
             submit(g, &[], &[&f, &b]);
             let name = format!("pool {mode:?} {ch}x{h}x{w}");
             if oh * ow > 0 {

@@ -74,6 +74,15 @@ fn tiny_config() -> LossConfig {
     }
 }
 
+/// The same without a loss on t1, the convolution before the pool: its output is then held
+/// only during the forward pass (in a gradient buffer), the backward reading the pool's routes.
+fn tiny_config_t1_transient() -> LossConfig {
+    LossConfig {
+        style_layers: vec![2],
+        ..tiny_config()
+    }
+}
+
 #[test]
 fn cpu_gradient_matches_finite_differences() {
     let (arch, w) = tiny();
@@ -120,7 +129,6 @@ fn cpu_gradient_matches_finite_differences() {
 fn gpu_losses_and_gradient_match_cpu() {
     let c = ctx();
     let (arch, w) = tiny();
-    let cfg = tiny_config();
     let (h, wd) = (13, 11);
     let mut r = rng(13);
     let content = image(&mut r, h, wd);
@@ -131,10 +139,11 @@ fn gpu_losses_and_gradient_match_cpu() {
     // then 16-bit feature maps with each: f16 keeps 11 significant bits (relative rounding
     // 4.9e-4 per stored value), hence the looser tolerance.
     let gemm = Kernels::with_tiling(&c.gpu, Tiling::Workgroup).unwrap();
+    let (kept, transient) = (tiny_config(), tiny_config_t1_transient());
     let mut runs = vec![
-        (Pooling::Max, &c.kernels, 1e-4),
-        (Pooling::Avg, &c.kernels, 1e-4),
-        (Pooling::Max, &gemm, 1e-4),
+        (Pooling::Max, &c.kernels, 1e-4, &kept),
+        (Pooling::Avg, &c.kernels, 1e-4, &transient),
+        (Pooling::Max, &gemm, 1e-4, &transient),
     ];
     let half: Vec<Kernels> = if c.gpu.features.contains(wgpu::Features::SHADER_F16) {
         [Tiling::Registers(8), Tiling::Workgroup]
@@ -148,16 +157,28 @@ fn gpu_losses_and_gradient_match_cpu() {
         );
         Vec::new()
     };
-    for (k, pooling) in half.iter().zip([Pooling::Max, Pooling::Avg]) {
-        runs.push((pooling, k, 2e-3));
+    // A style loss on t2 alone is too sensitive to f16 rounding (the gradient moves by 6.5e-3,
+    // as it did before t1 was transient): the f16 run without a loss on t1 has one on t0 too.
+    let transient_f16 = LossConfig {
+        style_layers: vec![0, 2],
+        ..tiny_config()
+    };
+    for (k, (pooling, cfg)) in half
+        .iter()
+        .zip([(Pooling::Max, &kept), (Pooling::Avg, &transient_f16)])
+    {
+        runs.push((pooling, k, 2e-3, cfg));
     }
-    for (pooling, kernels, tol) in runs {
-        let tile = format!("{} {:?}", kernels.tiling, kernels.storage);
+    for (pooling, kernels, tol, cfg) in runs {
+        let tile = format!(
+            "{} {:?} style {:?}",
+            kernels.tiling, kernels.storage, cfg.style_layers
+        );
         let styles = vec![(style_a.clone(), 3.0), (style_b.clone(), 1.0)];
         let setup = Setup {
             arch: &arch,
             weights: &w,
-            loss: &cfg,
+            loss: cfg,
             pooling,
             adam: ADAM,
             content: &content,
@@ -176,7 +197,7 @@ fn gpu_losses_and_gradient_match_cpu() {
             stages: &stages,
             weights: &cw,
             affine: Convention::Caffe.affine(),
-            loss: &cfg,
+            loss: cfg,
         };
         let targets_of = |img: &Image| {
             let st = arch.stages(cfg.deepest(), img.h, img.w, pooling);
@@ -184,7 +205,7 @@ fn gpu_losses_and_gradient_match_cpu() {
                 stages: &st,
                 weights: &cw,
                 affine: Convention::Caffe.affine(),
-                loss: &cfg,
+                loss: cfg,
             };
             m.targets(&to_f64(&img.data))
         };

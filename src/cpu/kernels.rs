@@ -159,70 +159,100 @@ pub fn conv_backward_input(
     clear_border(dst, h, w);
 }
 
-/// 2x2 stride-2 pooling of padded `src` (c, h, w) into padded `dst` (c, h/2, w/2).
-pub fn pool_forward(src: &[f32], (c, h, w): (usize, usize, usize), mode: Pooling, dst: &mut [f32]) {
+/// u32 words of the routes of a `(c, h, w)` input: 4 bits a window, 8 windows a word (the
+/// GPU's layout, `shaders/pool.wgsl`).
+pub fn routes_len((c, h, w): (usize, usize, usize)) -> usize {
+    c * (h / 2) * (w / 2).div_ceil(8)
+}
+
+/// 2x2 stride-2 pooling of padded `src` (c, h, w) into padded `dst` (c, h/2, w/2), and the
+/// routes of the backward: bit k of a window set where its gradient goes (max: the first
+/// maximum; average: all four), cleared with `mask` where src is not positive (a ReLU's output).
+pub fn pool_forward(
+    src: &[f32], (c, h, w): (usize, usize, usize), mode: Pooling, mask: bool, dst: &mut [f32],
+    routes: &mut [u32],
+) {
     let (oh, ow) = (h / 2, w / 2);
-    let (pw, opw) = (w + 2, ow + 2);
+    let (pw, opw, words) = (w + 2, ow + 2, ow.div_ceil(8));
+    debug_assert_eq!(
+        (src.len(), routes.len()),
+        (c * plane(h, w), routes_len((c, h, w)))
+    );
+    if routes.is_empty() {
+        // No whole window: nothing pooled, nothing routed.
+        dst.fill(0.0);
+        return;
+    }
     dst.par_chunks_mut(plane(oh, ow))
         .zip(src.par_chunks(plane(h, w)))
-        .for_each(|(o, s)| {
+        .zip(routes.par_chunks_mut((oh * words).max(1)))
+        .for_each(|((o, s), r)| {
             o.fill(0.0);
+            r.fill(0);
             for y in 0..oh {
                 for x in 0..ow {
                     let b = (2 * y + 1) * pw + 2 * x + 1;
                     let v = [s[b], s[b + 1], s[b + pw], s[b + pw + 1]];
-                    o[(y + 1) * opw + x + 1] = match mode {
-                        Pooling::Max => v[0].max(v[1]).max(v[2].max(v[3])),
-                        Pooling::Avg => 0.25 * ((v[0] + v[1]) + (v[2] + v[3])),
-                    };
-                }
-            }
-        });
-    debug_assert_eq!(src.len(), c * plane(h, w));
-}
-
-/// dL/d(src) of [`pool_forward`] (max: to the first maximum); with `mask`, zero where src is
-/// not positive (it came from a ReLU).
-pub fn pool_backward(
-    src: &[f32], grad: &[f32], (c, h, w): (usize, usize, usize), mode: Pooling, mask: bool,
-    dst: &mut [f32],
-) {
-    let (oh, ow) = (h / 2, w / 2);
-    let (pw, opw) = (w + 2, ow + 2);
-    debug_assert_eq!(
-        (src.len(), grad.len()),
-        (c * plane(h, w), c * plane(oh, ow))
-    );
-    dst.par_chunks_mut(plane(h, w))
-        .zip(src.par_chunks(plane(h, w)))
-        .zip(grad.par_chunks(plane(oh, ow)))
-        .for_each(|((d, s), g)| {
-            d.fill(0.0);
-            for y in 0..oh {
-                for x in 0..ow {
-                    let gv = g[(y + 1) * opw + x + 1];
-                    let b = (2 * y + 1) * pw + 2 * x + 1;
-                    let cells = [b, b + 1, b + pw, b + pw + 1];
-                    match mode {
+                    let (out, bits) = match mode {
                         Pooling::Max => {
                             let mut best = 0;
                             for k in 1..4 {
-                                if s[cells[k]] > s[cells[best]] {
+                                if v[k] > v[best] {
                                     best = k;
                                 }
                             }
-                            d[cells[best]] = gv;
+                            let routed = !mask || v[best] > 0.0;
+                            (v[best], (routed as u32) << best)
                         }
-                        Pooling::Avg => cells.iter().for_each(|&i| d[i] = 0.25 * gv),
-                    }
+                        Pooling::Avg => {
+                            let bits = (0..4).filter(|&k| !mask || v[k] > 0.0);
+                            (
+                                0.25 * ((v[0] + v[1]) + (v[2] + v[3])),
+                                bits.fold(0, |acc, k| acc | 1 << k),
+                            )
+                        }
+                    };
+                    o[(y + 1) * opw + x + 1] = out;
+                    r[y * words + x / 8] |= bits << (4 * (x % 8));
                 }
             }
-            if mask {
-                d.iter_mut().zip(s).for_each(|(v, &a)| {
-                    if a <= 0.0 {
-                        *v = 0.0;
+        });
+}
+
+/// dL/d(src) of [`pool_forward`] from its routes and grad = dL/d(output).
+pub fn pool_backward(
+    routes: &[u32], grad: &[f32], (c, h, w): (usize, usize, usize), mode: Pooling, dst: &mut [f32],
+) {
+    let (oh, ow) = (h / 2, w / 2);
+    let (pw, opw, words) = (w + 2, ow + 2, ow.div_ceil(8));
+    debug_assert_eq!(
+        (routes.len(), grad.len()),
+        (routes_len((c, h, w)), c * plane(oh, ow))
+    );
+    let share = match mode {
+        Pooling::Max => 1.0,
+        Pooling::Avg => 0.25,
+    };
+    if routes.is_empty() {
+        dst.fill(0.0);
+        return;
+    }
+    dst.par_chunks_mut(plane(h, w))
+        .zip(routes.par_chunks((oh * words).max(1)))
+        .zip(grad.par_chunks(plane(oh, ow)))
+        .for_each(|((d, r), g)| {
+            d.fill(0.0);
+            for y in 0..oh {
+                for x in 0..ow {
+                    let gv = share * g[(y + 1) * opw + x + 1];
+                    let bits = r[y * words + x / 8] >> (4 * (x % 8));
+                    let b = (2 * y + 1) * pw + 2 * x + 1;
+                    for (k, i) in [b, b + 1, b + pw, b + pw + 1].into_iter().enumerate() {
+                        if bits & (1 << k) != 0 {
+                            d[i] = gv;
+                        }
                     }
-                });
+                }
             }
         });
 }

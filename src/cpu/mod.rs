@@ -124,8 +124,8 @@ impl CpuSession {
         // The largest style network, held while its targets are made.
         let mut setup_peak = 0u64;
         for ((img, _), share) in s.styles.iter().zip(&shares) {
-            let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling), false);
-            let held = net.input.len() + net.acts.iter().map(Vec::len).sum::<usize>();
+            let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling), None);
+            let held = net.held();
             setup_peak = setup_peak.max(4 * held as u64);
             if !dry {
                 net.forward(&convs, &affine, &img.data, &mut Clock::default(), None);
@@ -159,15 +159,21 @@ impl CpuSession {
             .max()
             .unwrap();
         let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
-        let mut net = Net::new(stages, true);
+        let loss_layers: Vec<usize> = s
+            .loss
+            .content_layers
+            .iter()
+            .chain(&s.loss.style_layers)
+            .copied()
+            .collect();
+        let mut net = Net::new(stages, Some(&loss_layers));
         if !dry {
-            let pooled = Some(&mut grads[0][..]);
             net.forward(
                 &convs,
                 &affine,
                 &s.content.data,
                 &mut Clock::default(),
-                pooled,
+                Some(&mut grads),
             );
         }
         let content = s
@@ -212,9 +218,9 @@ impl CpuSession {
     /// Forward, the Gram matrices at the style layers, and (with `losses`) the loss values.
     fn forward(&mut self, losses: bool) -> Option<LossValues> {
         let clock = &mut self.clock;
-        let pooled = Some(&mut self.grads[0][..]);
+        let lent = Some(&mut self.grads);
         self.net
-            .forward(&self.convs, &self.affine, &self.x, clock, pooled);
+            .forward(&self.convs, &self.affine, &self.x, clock, lent);
         for (j, &l) in self.loss.style_layers.iter().enumerate() {
             let i = self.net.stage_of(l);
             let s = self.net.stages[i];
@@ -341,13 +347,16 @@ impl CpuSession {
                         || k::conv_backward_input(gi, &c.backward, mask, (cin, cout, h, w), below),
                     )
                 }
-                StageOp::Pool(mode) => clock.time(
-                    "pool_backward",
-                    || format!("{cin}x{h}x{w}"),
-                    (cin * h * w) as f64,
-                    2 * cin * h * w + cin * (h / 2) * (w / 2),
-                    || k::pool_backward(src, gi, (cin, h, w), mode, below_relu, below),
-                ),
+                StageOp::Pool(mode) => {
+                    let routes = &self.net.routes[i];
+                    clock.time(
+                        "pool_backward",
+                        || format!("{cin}x{h}x{w}"),
+                        (cin * h * w) as f64,
+                        cin * h * w + cin * (h / 2) * (w / 2) + routes.len(),
+                        || k::pool_backward(routes, gi, (cin, h, w), mode, below),
+                    )
+                }
             }
         }
         // Stage 0 (even) wrote dL/d(network input) into the second buffer.

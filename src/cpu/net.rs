@@ -12,11 +12,22 @@ pub struct Conv {
     pub bias: Vec<f32>,
 }
 
-/// The forward pass for one image size: padded input and every stage's padded output.
+/// The forward pass for one image size: padded input, every stage's padded output, and each
+/// pooling stage's routes (`kernels::pool_forward`).
 pub struct Net {
     pub stages: Vec<Stage>,
     pub input: Vec<f32>,
     pub acts: Vec<Vec<f32>>,
+    pub routes: Vec<Vec<u32>>,
+    places: Vec<Place>,
+}
+
+/// Where a stage's output lives during the forward pass.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Place {
+    Own,
+    /// In the first / second lent buffer: see [`Net::new`].
+    Lent(usize),
 }
 
 /// Values in a stage's output as the CPU kernels store it (padded planes).
@@ -26,30 +37,60 @@ pub fn padded_len(s: &Stage) -> usize {
 }
 
 impl Net {
-    /// With `external_pools`, the pooling stages get no buffer of their own: the forward pass
-    /// writes them into the buffer it is given (see [`Net::forward`]).
-    pub fn new(stages: Vec<Stage>, external_pools: bool) -> Net {
+    /// With `loss_layers`, the outputs the backward never reads get no buffer of their own:
+    /// the forward pass writes them into the two buffers it is lent (the session's gradient
+    /// buffers, idle until the backward): the pooling stages' outputs (dead once the next
+    /// convolution has read them) into the first, and those of convolutions that feed a pool
+    /// and are no loss layer (the backward reads only the pool's routes) into the second.
+    pub fn new(stages: Vec<Stage>, loss_layers: Option<&[usize]>) -> Net {
         let s0 = stages[0];
+        let places: Vec<Place> = (0..stages.len())
+            .map(|i| {
+                let feeds_pool =
+                    matches!(stages.get(i + 1), Some(n) if matches!(n.op, StageOp::Pool(_)));
+                match (stages[i].op, loss_layers) {
+                    (StageOp::Pool(_), Some(_)) => Place::Lent(0),
+                    (StageOp::Conv(l), Some(keep)) if feeds_pool && !keep.contains(&l) => {
+                        Place::Lent(1)
+                    }
+                    _ => Place::Own,
+                }
+            })
+            .collect();
         let acts = stages
             .iter()
+            .zip(&places)
+            .map(|(s, &p)| match p {
+                Place::Own => vec![0.0; padded_len(s)],
+                Place::Lent(_) => Vec::new(),
+            })
+            .collect();
+        let routes = stages
+            .iter()
             .map(|s| match s.op {
-                StageOp::Pool(_) if external_pools => Vec::new(),
-                _ => vec![0.0; padded_len(s)],
+                StageOp::Pool(_) => vec![0; k::routes_len((s.cin, s.h, s.w))],
+                StageOp::Conv(_) => Vec::new(),
             })
             .collect();
         Net {
             input: vec![0.0; 3 * k::plane(s0.h, s0.w)],
             stages,
             acts,
+            routes,
+            places,
         }
     }
 
-    /// The forward pass from image `x`. With `pooled` (a net made with `external_pools`), the
-    /// pooling outputs go there: the backward never reads them, and each is dead once the
-    /// next convolution has read it, so the session lends its first gradient buffer.
+    /// Values held: the input, the outputs kept and the routes (4-byte words all).
+    pub fn held(&self) -> usize {
+        let acts: usize = self.acts.iter().map(Vec::len).sum();
+        self.input.len() + acts + self.routes.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// The forward pass from image `x`; a net made with loss layers needs `lent`.
     pub fn forward(
         &mut self, convs: &[Conv], affine: &Affine, x: &[f32], clock: &mut Clock,
-        mut pooled: Option<&mut [f32]>,
+        mut lent: Option<&mut [Vec<f32>; 2]>,
     ) {
         let s0 = self.stages[0];
         let input = &mut self.input;
@@ -60,44 +101,43 @@ impl Net {
             let s = self.stages[i];
             let (before, rest) = self.acts.split_at_mut(i);
             let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
-            let below_is_pool = i > 0 && matches!(self.stages[i - 1].op, StageOp::Pool(_));
+            let [mut l0, mut l1] = match lent.as_deref_mut() {
+                Some([a, b]) => [Some(a), Some(b)],
+                None => [None, None],
+            };
+            let mut take = |p: usize| {
+                let lent = if p == 0 { l0.take() } else { l1.take() };
+                lent.expect("a net with loss layers is lent two buffers")
+            };
+            let dst: &mut [f32] = match self.places[i] {
+                Place::Own => &mut rest[0],
+                Place::Lent(p) => &mut take(p)[..padded_len(&s)],
+            };
+            let src: &[f32] = match i.checked_sub(1).map(|b| self.places[b]) {
+                None => &self.input,
+                Some(Place::Own) => &before[i - 1],
+                Some(Place::Lent(p)) => &take(p)[..cin * k::plane(h, w)],
+            };
             match s.op {
                 StageOp::Conv(l) => {
-                    let src: &[f32] = match (&pooled, i) {
-                        (_, 0) => &self.input,
-                        (Some(p), _) if below_is_pool => &p[..cin * k::plane(h, w)],
-                        _ => &before[i - 1],
-                    };
                     let c = &convs[l];
                     clock.time(
                         "conv_forward",
                         || format!("{cin}->{cout} {h}x{w}"),
                         conv_flops(cin, cout, h, w),
                         (cin + cout) * h * w + (9 * cin + 1) * cout,
-                        || {
-                            k::conv_forward(
-                                src,
-                                &c.forward,
-                                &c.bias,
-                                (cin, cout, h, w),
-                                &mut rest[0],
-                            )
-                        },
+                        || k::conv_forward(src, &c.forward, &c.bias, (cin, cout, h, w), dst),
                     )
                 }
                 StageOp::Pool(mode) => {
-                    // A pooling stage follows a convolution (or the input), never another pool.
-                    let src = before.last().unwrap_or(&self.input);
-                    let dst: &mut [f32] = match pooled.as_deref_mut() {
-                        Some(p) => &mut p[..padded_len(&s)],
-                        None => &mut rest[0],
-                    };
+                    let after_relu = i > 0 && matches!(self.stages[i - 1].op, StageOp::Conv(_));
+                    let routes = &mut self.routes[i];
                     clock.time(
                         "pool_forward",
                         || format!("{cin}x{h}x{w}"),
                         (cin * h * w) as f64,
-                        cin * (h * w + (h / 2) * (w / 2)),
-                        || k::pool_forward(src, (cin, h, w), mode, dst),
+                        cin * (h * w + (h / 2) * (w / 2)) + routes.len(),
+                        || k::pool_forward(src, (cin, h, w), mode, after_relu, dst, routes),
                     )
                 }
             }

@@ -20,6 +20,10 @@ impl CpuSession {
                 "activations kept for the backward",
                 f(self.net.input.len()) + sum(&self.net.acts),
             ),
+            (
+                "pooling routes",
+                self.net.routes.iter().map(|r| f(r.len())).sum(),
+            ),
             ("gradients", sum(&self.grads) + f(self.grad_x.len())),
             ("targets", sum(&self.content) + sum(&self.style)),
             (

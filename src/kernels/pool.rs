@@ -1,4 +1,6 @@
-//! 2x2 stride-2 pooling (max or average) and its backward: `shaders/pool.wgsl`.
+//! 2x2 stride-2 pooling (max or average) and its backward: `shaders/pool.wgsl`. The forward
+//! pass writes each window's routes (1 bit per input element), which is all the backward
+//! reads of the input.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -29,15 +31,25 @@ impl PoolKernels {
     pub(super) fn build(b: &Builder<'_>) -> PoolKernels {
         PoolKernels {
             setup: b.setup,
-            forward: b.kernel("pool_forward", WGSL, &["Src", "Pooled"], &["src", "pooled"]),
+            forward: b.kernel(
+                "pool_forward",
+                WGSL,
+                &["Src", "Pooled"],
+                &["src", "pooled", "routes"],
+            ),
             backward: b.kernel(
                 "pool_backward",
                 WGSL,
-                &["Src"],
-                &["src", "grad_pooled", "grad_src"],
+                &[],
+                &["routes", "grad_pooled", "grad_src"],
             ),
         }
     }
+}
+
+/// u32 words of the routes of a `[c][h][w]` input.
+pub fn routes_len((c, h, w): (usize, usize, usize)) -> usize {
+    c * (h / 2) * (w / 2).div_ceil(8)
 }
 
 /// Workgroups for pool.wgsl's grid of windows: columns along x (64 per group), rows, channels.
@@ -61,40 +73,44 @@ fn pool_params(c: usize, h: usize, w: usize, mode: Pooling, mask: bool) -> PoolP
 }
 
 impl PoolKernels {
-    /// `dst[c][h/2][w/2]` = 2x2 stride-2 pooling of `src[c][h][w]`.
+    /// `dst[c][h/2][w/2]` = 2x2 stride-2 pooling of `src[c][h][w]`, and `routes`
+    /// ([`routes_len`] words) for the backward; with `mask` (src is a ReLU's output), no
+    /// gradient is routed to src's non-positive elements.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
-        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, src: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, mask: bool,
+        src: &wgpu::Buffer, dst: &wgpu::Buffer, routes: &wgpu::Buffer,
     ) -> Dispatch {
-        let params = pool_params(c, h, w, mode, false);
+        let params = pool_params(c, h, w, mode, mask);
+        let groups = pool_groups(c, h / 2, (w / 2).div_ceil(8));
         self.forward
-            .dispatch(gpu, &params, &[src, dst], pool_groups(c, h / 2, w / 2))
+            .dispatch(gpu, &params, &[src, dst, routes], groups)
             .info(
                 format!("{c}x{h}x{w}"),
                 (c * h * w) as f64,
-                c * (h * w + (h / 2) * (w / 2)) * self.setup.storage.bytes(),
+                c * (h * w + (h / 2) * (w / 2)) * self.setup.storage.bytes()
+                    + routes_len((c, h, w)) * F32,
             )
     }
 
-    /// dst = dL/d(src) `[c][h][w]` from grad = dL/d(output) `[c][h/2][w/2]`; with `mask`
-    /// (src is a ReLU's output), zero where src is not positive.
-    #[allow(clippy::too_many_arguments)]
+    /// dst = dL/d(src) `[c][h][w]` from grad = dL/d(output) `[c][h/2][w/2]` and the
+    /// forward pass's routes.
     pub fn backward(
-        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, mask: bool,
-        src: &wgpu::Buffer, grad: &wgpu::Buffer, dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, routes: &wgpu::Buffer,
+        grad: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Dispatch {
-        let params = pool_params(c, h, w, mode, mask);
+        let params = pool_params(c, h, w, mode, false);
         self.backward
             .dispatch(
                 gpu,
                 &params,
-                &[src, grad, dst],
+                &[routes, grad, dst],
                 pool_groups(c, h.div_ceil(2), w.div_ceil(2)),
             )
             .info(
                 format!("{c}x{h}x{w}"),
                 (c * h * w) as f64,
-                c * h * w * (self.setup.storage.bytes() + F32) + c * (h / 2) * (w / 2) * F32,
+                c * h * w * F32 + c * (h / 2) * (w / 2) * F32 + routes_len((c, h, w)) * F32,
             )
     }
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::kernels::conv::{pad_backward_weights, pad_forward_weights};
+use crate::kernels::pool::routes_len;
 use crate::kernels::Kernels;
 use crate::model::convention::Affine;
 use crate::model::vgg19::{conv_stage, Stage, StageOp};
@@ -31,33 +32,50 @@ impl GpuConv {
 }
 
 /// The forward pass of the network for one image size: the preprocessed input, every stage's
-/// output, and the dispatches that compute them from the image buffer `x`.
+/// output, each pooling stage's routes, and the dispatches that compute them from the image
+/// buffer `x`.
 pub struct GpuNet {
     pub stages: Vec<Stage>,
     pub input: wgpu::Buffer,
     pub acts: Vec<wgpu::Buffer>,
+    /// Per stage: where a pooling stage's backward sends each gradient (`kernels::pool`).
+    pub routes: Vec<Option<wgpu::Buffer>>,
     pub forward: Vec<Dispatch>,
 }
 
+/// Two buffers the forward pass may write the outputs the backward never reads into, instead
+/// of buffers of their own (the gradient buffers, idle until the backward): the pooling
+/// stages' outputs (dead once the next convolution has read them) go to the first, and the
+/// outputs of convolutions that feed a pooling stage and are no loss layer (the backward
+/// reads only the pool's routes) to the second.
+pub struct Lent<'a> {
+    pub buffers: &'a [wgpu::Buffer; 2],
+    pub loss_layers: Vec<usize>,
+}
+
 impl GpuNet {
-    /// `convs[l]` holds conv layer l, for every layer the stages use. With `pooled`, the
-    /// pooling stages write their outputs there (a buffer the forward pass does not otherwise
-    /// use, large enough for any of them: each is dead once the next convolution has read
-    /// it) instead of into buffers of their own.
+    /// `convs[l]` holds conv layer l, for every layer the stages use.
     pub fn new(
         gpu: &Gpu, kernels: &Kernels, stages: Vec<Stage>, convs: &[GpuConv], affine: &Affine,
-        x: &wgpu::Buffer, pooled: Option<&wgpu::Buffer>,
+        x: &wgpu::Buffer, lent: Option<Lent<'_>>,
     ) -> Result<GpuNet> {
         let (h, w) = (stages[0].h, stages[0].w);
         let input = kernels.feature_map(gpu, "network input", 3 * h * w)?;
         let mut forward = vec![kernels.preprocess.forward(gpu, h * w, affine, x, &input)];
         let mut acts: Vec<wgpu::Buffer> = Vec::new();
-        for s in &stages {
-            let out = match (s.op, pooled) {
-                (StageOp::Pool(_), Some(p)) => p.clone(),
+        let mut routes = Vec::new();
+        for (i, s) in stages.iter().enumerate() {
+            let feeds_pool =
+                matches!(stages.get(i + 1), Some(n) if matches!(n.op, StageOp::Pool(_)));
+            let out = match (s.op, &lent) {
+                (StageOp::Pool(_), Some(lent)) => lent.buffers[0].clone(),
+                (StageOp::Conv(l), Some(lent)) if feeds_pool && !lent.loss_layers.contains(&l) => {
+                    lent.buffers[1].clone()
+                }
                 _ => kernels.feature_map(gpu, "activation", s.out_len())?,
             };
             let src = acts.last().unwrap_or(&input);
+            let mut stage_routes = None;
             forward.push(match s.op {
                 StageOp::Conv(l) => {
                     let c = &convs[l];
@@ -71,17 +89,24 @@ impl GpuNet {
                     )
                 }
                 StageOp::Pool(mode) => {
-                    kernels
+                    let dims = (s.cin, s.h, s.w);
+                    let r = gpu.storage("pool routes", routes_len(dims))?;
+                    let after_relu = i > 0 && matches!(stages[i - 1].op, StageOp::Conv(_));
+                    let d = kernels
                         .pool
-                        .forward(gpu, (s.cin, s.h, s.w), mode, src, &out)
+                        .forward(gpu, dims, mode, after_relu, src, &out, &r);
+                    stage_routes = Some(r);
+                    d
                 }
             });
             acts.push(out);
+            routes.push(stage_routes);
         }
         Ok(GpuNet {
             stages,
             input,
             acts,
+            routes,
             forward,
         })
     }

@@ -33,9 +33,8 @@ pub struct Objective {
 }
 
 /// The two gradient buffers of a network of `stages`: each holds the largest stage output
-/// (or the image). The first also holds the pooling layers' outputs during the forward pass
-/// (`GpuNet::new`'s `pooled`): the backward never reads them, and each is dead once the next
-/// convolution has read it, so they need no memory of their own.
+/// (or the image). The forward pass borrows them for the outputs the backward never reads
+/// (`network::Lent`).
 pub fn gradient_buffers(gpu: &Gpu, stages: &[Stage]) -> Result<[wgpu::Buffer; 2]> {
     let (h, w) = (stages[0].h, stages[0].w);
     let max_len = stages
@@ -155,9 +154,10 @@ impl Objective {
                     below,
                 ),
                 StageOp::Pool(mode) => {
+                    let routes = net.routes[i].as_ref().expect("a pooling stage's routes");
                     kernels
                         .pool
-                        .backward(gpu, (s.cin, s.h, s.w), mode, below_relu, src, gi, below)
+                        .backward(gpu, (s.cin, s.h, s.w), mode, routes, gi, below)
                 }
             });
         }

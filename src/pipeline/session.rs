@@ -8,7 +8,7 @@ use crate::kernels::Kernels;
 use crate::model::engine::MemoryPlan;
 use crate::model::{AdamState, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
-use crate::pipeline::network::{GpuConv, GpuNet};
+use crate::pipeline::network::{GpuConv, GpuNet, Lent};
 use crate::pipeline::objective::{gradient_buffers, GpuTargets, Objective};
 use crate::weights::Weights;
 
@@ -38,6 +38,7 @@ fn kind_of(label: &str) -> &'static str {
         "gradient A" | "gradient B" | "dL/dx" => "gradients",
         "content target" | "style target" => "targets",
         "gram" | "loss values" => "Gram matrices and loss values",
+        "pool routes" => "pooling routes",
         "image"
         | "last evaluated image"
         | "adam m"
@@ -168,7 +169,17 @@ impl<'g> Session<'g> {
         let evaluated_x = gpu.storage("last evaluated image", n)?;
         let stages = s.arch.stages(deepest, h, w, s.pooling);
         let grads = gradient_buffers(gpu, &stages)?;
-        let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(&grads[0]))?;
+        let lent = Lent {
+            buffers: &grads,
+            loss_layers: s
+                .loss
+                .content_layers
+                .iter()
+                .chain(&s.loss.style_layers)
+                .copied()
+                .collect(),
+        };
+        let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(lent))?;
 
         // Content targets: the content image's features at the content layers.
         gpu.write(&x, &s.content.data);

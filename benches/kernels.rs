@@ -29,13 +29,19 @@ fn conv_shapes() -> Vec<(usize, usize, usize)> {
     shapes
 }
 
-fn time(gpu: &Gpu, d: &Dispatch, iters: u64) -> Duration {
+/// Times a launch's dispatches (several when its maps are bound in pieces).
+fn time(gpu: &Gpu, d: &[Dispatch], iters: u64) -> Duration {
+    let all: Vec<&Dispatch> = d.iter().collect();
     let t = Instant::now();
     for _ in 0..iters {
-        submit(gpu, &[], &[d]);
+        submit(gpu, &[], &all);
     }
     gpu.wait().unwrap();
     t.elapsed()
+}
+
+fn flops(d: &[Dispatch]) -> f64 {
+    d.iter().map(|d| d.flops).sum()
 }
 
 fn bench(c: &mut Criterion) {
@@ -69,21 +75,21 @@ fn bench(c: &mut Criterion) {
                 .conv
                 .backward_input(&gpu, (cin, cout, h, w), &y, &wb, Some(&below), &x);
             for (name, d) in [("conv_forward", &fwd), ("conv_backward_input", &bwd)] {
-                g.throughput(Throughput::Elements(d.flops as u64));
-                g.bench_function(format!("{name} {}", d.detail), |bch| {
+                g.throughput(Throughput::Elements(flops(d) as u64));
+                g.bench_function(format!("{name} {}", d[0].detail), |bch| {
                     bch.iter_custom(|n| time(&gpu, d, n))
                 });
             }
             if down <= 8 && cin == cout {
                 let (n, m) = (cout, h * w);
                 let gram = gpu.storage("g", n * n).unwrap();
-                let gd = k.gram.matrix(&gpu, (n, m), &y, &gram).unwrap().remove(0);
+                let gd = k.gram.matrix(&gpu, (n, m), &y, &gram).unwrap();
                 let sd = k
                     .gram
                     .style_grad(&gpu, (n, m), 1.0, false, &y, &gram, &gram, &x);
                 for (name, d) in [("gram", &gd), ("style_grad", &sd)] {
-                    g.throughput(Throughput::Elements(d.flops as u64));
-                    g.bench_function(format!("{name} {}", d.detail), |bch| {
+                    g.throughput(Throughput::Elements(flops(d) as u64));
+                    g.bench_function(format!("{name} {}", d[0].detail), |bch| {
                         bch.iter_custom(|n| time(&gpu, d, n))
                     });
                 }

@@ -33,7 +33,7 @@ fn window(row: u32, x0: u32) -> array<f32, 6> {
     for (var j = 0u; j < 6u; j++) {
         let xx = x0 + j;
         if (xx >= 1u && xx <= p.w) {
-            v[j] = f32(src[row + xx - 1u]);
+            v[j] = f32(src[p.src_base + row + xx - 1u]);
         }
     }
     return v;
@@ -47,7 +47,7 @@ fn bias_relu(acc: Acc, c0: u32) -> Acc {
     for (var c = 0u; c < CV; c++) {
         for (var e = 0u; e < 4u; e++) {
             let ch = c0 + 4u * c + e;
-            let b = select(0.0, bias[min(ch, p.cout - 1u)], ch < p.cout);
+            let b = select(0.0, bias[p.out0 + min(ch, p.outs - 1u)], ch < p.outs);
             for (var j = 0u; j < 4u; j++) {
                 out[j][c][e] = max(acc[j][c][e] + b, 0.0);
             }
@@ -68,7 +68,7 @@ fn mask_by_input(acc: Acc, c0: u32, y: u32, x0: u32) -> Acc {
         for (var c = 0u; c < CV; c++) {
             for (var e = 0u; e < 4u; e++) {
                 let ch = c0 + 4u * c + e;
-                if (ch < p.cin && f32(mask[ch * hw + y * p.w + x]) <= 0.0) {
+                if (ch < p.outs && f32(mask[p.mask_base + ch * hw + y * p.w + x]) <= 0.0) {
                     out[j][c][e] = 0.0;
                 }
             }
@@ -77,8 +77,29 @@ fn mask_by_input(acc: Acc, c0: u32, y: u32, x0: u32) -> Acc {
     return out;
 }
 
+// Adds what earlier reduction pieces left in dst.
+fn add_previous(acc: Acc, c0: u32, y: u32, x0: u32) -> Acc {
+    let hw = p.h * p.w;
+    var out = acc;
+    for (var j = 0u; j < 4u; j++) {
+        let x = x0 + j;
+        if (x >= p.w) {
+            break;
+        }
+        for (var c = 0u; c < CV; c++) {
+            for (var e = 0u; e < 4u; e++) {
+                let ch = c0 + 4u * c + e;
+                if (ch < p.outs) {
+                    out[j][c][e] += f32(dst[p.dst_base + ch * hw + y * p.w + x]);
+                }
+            }
+        }
+    }
+    return out;
+}
+
 // Writes the block to dst, skipping padding.
-fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32) {
+fn store(acc: Acc, c0: u32, y: u32, x0: u32) {
     let hw = p.h * p.w;
     for (var j = 0u; j < 4u; j++) {
         let x = x0 + j;
@@ -89,8 +110,8 @@ fn store(acc: Acc, c0: u32, channels: u32, y: u32, x0: u32) {
         for (var c = 0u; c < CV; c++) {
             for (var e = 0u; e < 4u; e++) {
                 let ch = c0 + 4u * c + e;
-                if (ch < channels) {
-                    dst[ch * hw + base] = Dst(acc[j][c][e]);
+                if (ch < p.outs) {
+                    dst[p.dst_base + ch * hw + base] = Dst(acc[j][c][e]);
                 }
             }
         }
@@ -107,7 +128,7 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let hw = p.h * p.w;
     var acc: Acc;
-    for (var ci = 0u; ci < p.cin; ci++) {
+    for (var ci = 0u; ci < p.red; ci++) {
         for (var ky = 0u; ky < 3u; ky++) {
             let yy = i32(y) + i32(ky) - 1;
             if (yy < 0 || yy >= i32(p.h)) {
@@ -115,13 +136,19 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
             let v = window(ci * hw + u32(yy) * p.w, x0);
             for (var kx = 0u; kx < 3u; kx++) {
-                let k = ((ky * 3u + kx) * p.cin + ci) * p.row_vec4s + gid.z * CV;
+                let k = weight_index(ky * 3u + kx, ci, gid.z * CV);
                 // pixel j at kernel column kx reads x0 + j + kx - 1 = v[j + kx]
                 accumulate(&acc, v, kx, k);
             }
         }
     }
-    store(bias_relu(acc, c0), c0, p.cout, y, x0);
+    if ((p.flags & ADD_PREVIOUS) != 0u) {
+        acc = add_previous(acc, c0, y, x0);
+    }
+    if ((p.flags & LAST_PIECE) != 0u) {
+        acc = bias_relu(acc, c0);
+    }
+    store(acc, c0, y, x0);
 }
 
 // dL/d(input) of the block at input channels gid.z·4·CV.., row gid.y, pixels gid.x·4..
@@ -130,7 +157,7 @@ fn backward(gid: vec3<u32>) -> Acc {
     let y = gid.y;
     let hw = p.h * p.w;
     var acc: Acc;
-    for (var co = 0u; co < p.cout; co++) {
+    for (var co = 0u; co < p.red; co++) {
         for (var ky = 0u; ky < 3u; ky++) {
             // input row y receives from output row y + 1 - ky
             let yy = i32(y) + 1 - i32(ky);
@@ -140,11 +167,14 @@ fn backward(gid: vec3<u32>) -> Acc {
             // (the gradient arrives already masked by this layer's ReLU)
             let v = window(co * hw + u32(yy) * p.w, x0);
             for (var kx = 0u; kx < 3u; kx++) {
-                let k = ((ky * 3u + kx) * p.cout + co) * p.row_vec4s + gid.z * CV;
+                let k = weight_index(ky * 3u + kx, co, gid.z * CV);
                 // input pixel x0 + j receives from output x0 + j + 1 - kx = v[j + 2 - kx]
                 accumulate(&acc, v, 2u - kx, k);
             }
         }
+    }
+    if ((p.flags & ADD_PREVIOUS) != 0u) {
+        acc = add_previous(acc, gid.z * 4u * CV, y, x0);
     }
     return acc;
 }
@@ -154,8 +184,7 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x * 4u >= p.w || gid.y >= p.h) {
         return;
     }
-    let c0 = gid.z * 4u * CV;
-    store(backward(gid), c0, p.cin, gid.y, gid.x * 4u);
+    store(backward(gid), gid.z * 4u * CV, gid.y, gid.x * 4u);
 }
 
 @compute @workgroup_size(8, 8, 1)
@@ -165,5 +194,9 @@ fn conv_backward_input_masked(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let c0 = gid.z * 4u * CV;
     let x0 = gid.x * 4u;
-    store(mask_by_input(backward(gid), c0, gid.y, x0), c0, p.cin, gid.y, x0);
+    var acc = backward(gid);
+    if ((p.flags & LAST_PIECE) != 0u) {
+        acc = mask_by_input(acc, c0, gid.y, x0);
+    }
+    store(acc, c0, gid.y, x0);
 }

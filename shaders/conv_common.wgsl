@@ -10,17 +10,34 @@
 //                               the mask), dst is dL/d(input).
 //   conv_backward_input_masked: the same, dst zeroed where `mask` (the layer's input, a ReLU's
 //                               output) is not positive, so it leaves masked for the layer below.
+//
+// A map too large for one binding is bound a range of channels at a time (kernels::setup):
+// a dispatch computes output channels out0 .. out0 + outs from reduction channels red0 ..
+// red0 + red, adds what earlier reduction pieces left in dst, and only the last applies the
+// epilogue (bias and ReLU; the mask). Each binding's piece starts at its *_base element.
 
 struct ConvParams {
-    cin: u32,
-    cout: u32,
+    red: u32,  // reduction channels of this piece: input channels (forward), output (backward)
+    outs: u32, // channels written by this piece: output channels (forward), input (backward)
     h: u32,
     w: u32,
     // vec4s per weight row: padded output channels / 4 (forward), padded input channels / 4 (backward)
     row_vec4s: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    red_rows: u32, // all reduction channels: weight rows per tap
+    red0: u32,
+    out0: u32,
+    src_base: u32,
+    dst_base: u32,
+    mask_base: u32,
+    flags: u32, // ADD_PREVIOUS | LAST_PIECE
+}
+
+const ADD_PREVIOUS: u32 = 1u; // a later reduction piece: add to what dst holds
+const LAST_PIECE: u32 = 2u;   // the last reduction piece: apply the epilogue
+
+// Weight vec4 index: tap t, reduction channel r of this piece, output column (vec4) q of it.
+fn weight_index(t: u32, r: u32, q: u32) -> u32 {
+    return (t * p.red_rows + p.red0 + r) * p.row_vec4s + p.out0 / 4u + q;
 }
 
 // Element types of the bindings that can hold feature maps: the host rewrites these to f16

@@ -36,7 +36,9 @@ fn gemm(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
         ly[j] = select(-2, i32(q / p.w), q < hw);
         lx[j] = i32(q % p.w);
     }
+    // (Past the weight row only in a piece's last, partial tile: those columns are never stored.)
     let wcol = c0 / 4u + lq;
+    let wok = p.out0 / 4u + wcol < p.row_vec4s;
     // What it computes from the tiles.
     let tc = lid / 16u;
     let tp = lid % 16u;
@@ -57,8 +59,10 @@ fn gemm(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
             var wv = vec4<f32>(0.0);
             var xv = vec4<f32>(0.0);
             if (r < red) {
-                wv = weight[(tap * red + r) * p.row_vec4s + wcol];
-                let base = r * hw;
+                if (wok) {
+                    wv = weight[weight_index(tap, r, wcol)];
+                }
+                let base = p.src_base + r * hw;
                 for (var j = 0u; j < 4u; j++) {
                     if (off[j] >= 0) {
                         xv[j] = f32(src[base + u32(off[j])]);
@@ -89,7 +93,7 @@ fn bias_relu(acc: Acc, lid: u32, c0: u32) -> Acc {
     var out = acc;
     for (var e = 0u; e < 4u; e++) {
         let ch = c0 + 4u * (lid / 16u) + e;
-        let b = select(0.0, bias[min(ch, p.cout - 1u)], ch < p.cout);
+        let b = select(0.0, bias[p.out0 + min(ch, p.outs - 1u)], ch < p.outs);
         for (var j = 0u; j < 4u; j++) {
             out[j][e] = max(acc[j][e] + b, 0.0);
         }
@@ -105,7 +109,7 @@ fn mask_by_input(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
         let ch = c0 + 4u * (lid / 16u) + e;
         for (var j = 0u; j < 4u; j++) {
             let q = q0 + 4u * (lid % 16u) + j;
-            if (ch < p.cin && q < hw && f32(mask[ch * hw + q]) <= 0.0) {
+            if (ch < p.outs && q < hw && f32(mask[p.mask_base + ch * hw + q]) <= 0.0) {
                 out[j][e] = 0.0;
             }
         }
@@ -113,18 +117,37 @@ fn mask_by_input(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
     return out;
 }
 
+// Adds what earlier reduction pieces left in dst (only when ADD_PREVIOUS is set).
+fn add_previous(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
+    if ((p.flags & ADD_PREVIOUS) == 0u) {
+        return acc;
+    }
+    let hw = p.h * p.w;
+    var out = acc;
+    for (var e = 0u; e < 4u; e++) {
+        let ch = c0 + 4u * (lid / 16u) + e;
+        for (var j = 0u; j < 4u; j++) {
+            let q = q0 + 4u * (lid % 16u) + j;
+            if (ch < p.outs && q < hw) {
+                out[j][e] += f32(dst[p.dst_base + ch * hw + q]);
+            }
+        }
+    }
+    return out;
+}
+
 // Writes the invocation's 4 x 4 outputs, skipping padding.
-fn store(acc: Acc, lid: u32, q0: u32, c0: u32, channels: u32) {
+fn store(acc: Acc, lid: u32, q0: u32, c0: u32) {
     let hw = p.h * p.w;
     for (var e = 0u; e < 4u; e++) {
         let ch = c0 + 4u * (lid / 16u) + e;
-        if (ch >= channels) {
+        if (ch >= p.outs) {
             return;
         }
         for (var j = 0u; j < 4u; j++) {
             let q = q0 + 4u * (lid % 16u) + j;
             if (q < hw) {
-                dst[ch * hw + q] = Dst(acc[j][e]);
+                dst[p.dst_base + ch * hw + q] = Dst(acc[j][e]);
             }
         }
     }
@@ -137,8 +160,11 @@ fn conv_forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let o = tile_origin(wid, nwg);
-    let acc = gemm(lid, o.x, o.y, p.cin, 1);
-    store(bias_relu(acc, lid, o.y), lid, o.x, o.y, p.cout);
+    var acc = add_previous(gemm(lid, o.x, o.y, p.red, 1), lid, o.x, o.y);
+    if ((p.flags & LAST_PIECE) != 0u) {
+        acc = bias_relu(acc, lid, o.y);
+    }
+    store(acc, lid, o.x, o.y);
 }
 
 // The first pixel and channel of the workgroup's tile: x (+ y past 65535) over pixel tiles,
@@ -154,7 +180,7 @@ fn conv_backward_input(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let o = tile_origin(wid, nwg);
-    store(gemm(lid, o.x, o.y, p.cout, -1), lid, o.x, o.y, p.cin);
+    store(add_previous(gemm(lid, o.x, o.y, p.red, -1), lid, o.x, o.y), lid, o.x, o.y);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -164,6 +190,9 @@ fn conv_backward_input_masked(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let o = tile_origin(wid, nwg);
-    let acc = gemm(lid, o.x, o.y, p.cout, -1);
-    store(mask_by_input(acc, lid, o.x, o.y), lid, o.x, o.y, p.cin);
+    var acc = add_previous(gemm(lid, o.x, o.y, p.red, -1), lid, o.x, o.y);
+    if ((p.flags & LAST_PIECE) != 0u) {
+        acc = mask_by_input(acc, lid, o.x, o.y);
+    }
+    store(acc, lid, o.x, o.y);
 }

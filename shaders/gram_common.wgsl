@@ -9,6 +9,11 @@
 //   style_grad:  grad_feat (+)= coef · ((G − A) F) · [F > 0], coef = weight / (N² M²): F is
 //                post-ReLU, so the ReLU mask of the backward is fused here. G and A must be
 //                symmetric (as every Gram matrix is).
+//
+// A map too large for one binding is bound a range of channels at a time (kernels::setup):
+// F's rows a0 .. a0 + na as `feat` and rows b0 .. b0 + nb as `feat_b`. gram then computes
+// G's block [a][b] (and its transpose; only the upper triangle of tiles when a = b), and
+// style_grad rows a of dF from rows b of F (the host adds the pieces b in order).
 
 struct GramParams {
     n: u32,
@@ -17,6 +22,14 @@ struct GramParams {
     accumulate: u32, // style_grad: 0 overwrites grad_feat, 1 adds to it
     chunks: u32,     // gram, gram_reduce: positions are split into this many chunks of chunk_len
     chunk_len: u32,
+    na: u32,         // rows of F in feat, from row a0 (with feat_b: nb from b0)
+    nb: u32,
+    a0: u32,
+    b0: u32,
+    a_base: u32,     // where row a0 starts in feat (and in grad_feat: a_grad_base)
+    b_base: u32,
+    grad_base: u32,
+    diagonal: u32,   // gram: 1 when feat and feat_b are the same rows (a = b)
     _pad0: u32,
     _pad1: u32,
 }
@@ -26,8 +39,10 @@ struct GramParams {
 alias Feat = f32;
 
 @group(0) @binding(0) var<uniform> p: GramParams;
-// F, [N][M].
+// F, [N][M]: rows a (gram: G's rows; style_grad: the rows of dF computed, and their mask).
 @group(0) @binding(1) var<storage, read> feat: array<Feat>;
+// F again: rows b (gram: G's columns; style_grad: the rows summed over).
+@group(0) @binding(7) var<storage, read> feat_b: array<Feat>;
 // style_grad: G, [N][N].
 @group(0) @binding(2) var<storage, read> gram_matrix: array<f32>;
 // style_grad: the target A, [N][N].

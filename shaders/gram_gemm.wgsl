@@ -30,11 +30,11 @@ fn multiply_tiles(lid: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
     }
 }
 
-// Workgroups: x over column tiles, y over row tiles (only y <= x: G is symmetric, each tile
-// is written to both halves), z over chunks of positions.
+// Workgroups: x over column tiles (rows b), y over row tiles (rows a; on a diagonal block
+// only y <= x: G is symmetric, each tile is written to both halves), z over chunks of positions.
 @compute @workgroup_size(256, 1, 1)
 fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    if (wid.y > wid.x) {
+    if (p.diagonal != 0u && wid.y > wid.x) {
         return; // uniform across the workgroup
     }
     let i0 = wid.y * T;
@@ -54,11 +54,11 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             var va = 0.0;
             var vb = 0.0;
             if (m < m_end) {
-                if (ra < p.n) {
-                    va = f32(feat[ra * p.m + m]);
+                if (ra < p.na) {
+                    va = f32(feat[p.a_base + ra * p.m + m]);
                 }
-                if (rb < p.n) {
-                    vb = f32(feat[rb * p.m + m]);
+                if (rb < p.nb) {
+                    vb = f32(feat_b[p.b_base + rb * p.m + m]);
                 }
             }
             a_tile[k * 16u + sr / 4u][sr % 4u] = va;
@@ -70,10 +70,12 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     let out = wid.z * p.n * p.n;
     for (var e = 0u; e < 4u; e++) {
-        let i = i0 + 4u * (lid / 16u) + e;
+        let ia = i0 + 4u * (lid / 16u) + e;
+        let i = p.a0 + ia;
         for (var l = 0u; l < 4u; l++) {
-            let j = j0 + 4u * (lid % 16u) + l;
-            if (i < p.n && j < p.n) {
+            let jb = j0 + 4u * (lid % 16u) + l;
+            let j = p.b0 + jb;
+            if (ia < p.na && jb < p.nb) {
                 // On diagonal tiles both halves come out of the same products: the same bits.
                 chunk_grams[out + i * p.n + j] = acc[e][l];
                 chunk_grams[out + j * p.n + i] = acc[e][l];
@@ -95,20 +97,21 @@ fn style_grad(
     let sr = lid / 16u;
     let sq = 4u * (lid % 16u);
     var acc: array<vec4<f32>, 4>;
-    for (var c0 = 0u; c0 < p.n; c0 += TK) {
+    for (var c0 = 0u; c0 < p.nb; c0 += TK) {
         let c = c0 + sr;
         var va = vec4<f32>(0.0);
         var vb = vec4<f32>(0.0);
-        if (c < p.n) {
+        if (c < p.nb) {
+            let row = (p.b0 + c) * p.n + p.a0;
             for (var e = 0u; e < 4u; e++) {
                 // (G − A)[i][c] read as row c: both are symmetric, so rows load contiguously.
                 let i = i0 + sq + e;
-                if (i < p.n) {
-                    va[e] = gram_matrix[c * p.n + i] - target_gram[c * p.n + i];
+                if (i < p.na) {
+                    va[e] = gram_matrix[row + i] - target_gram[row + i];
                 }
                 let m = m0 + sq + e;
                 if (m < p.m) {
-                    vb[e] = f32(feat[c * p.m + m]);
+                    vb[e] = f32(feat_b[p.b_base + c * p.m + m]);
                 }
             }
         }
@@ -120,15 +123,16 @@ fn style_grad(
     }
     for (var e = 0u; e < 4u; e++) {
         let i = i0 + 4u * (lid / 16u) + e;
-        if (i >= p.n) {
+        if (i >= p.na) {
             return;
         }
         for (var l = 0u; l < 4u; l++) {
             let m = m0 + 4u * (lid % 16u) + l;
             if (m < p.m) {
                 let o = i * p.m + m;
-                let prev = select(0.0, grad_feat[o], p.accumulate != 0u);
-                grad_feat[o] = prev + select(0.0, p.coef * acc[e][l], f32(feat[o]) > 0.0);
+                let prev = select(0.0, grad_feat[p.grad_base + o], p.accumulate != 0u);
+                let g = select(0.0, p.coef * acc[e][l], f32(feat[p.a_base + o]) > 0.0);
+                grad_feat[p.grad_base + o] = prev + g;
             }
         }
     }

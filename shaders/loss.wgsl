@@ -5,6 +5,9 @@
 //   tv_sum:       sums[slot] = scale · Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]
 //   tv_grad:      grad += scale · d(tv)/dx           (x = image)
 // The sums run in one workgroup with a fixed order, so a value is the same bits run after run.
+// The host gives each dispatch at most 8M elements (32768 per invocation, below the software
+// driver's limit of 65535 iterations a loop, past which it silently stops) and adds the
+// dispatches' sums in order.
 
 struct LossParams {
     len: u32,     // elements (sq_diff_sum, content_grad) or channels (tv_*)
@@ -12,9 +15,15 @@ struct LossParams {
     w: u32,       // tv_*: image width
     slot: u32,    // sq_diff_sum, tv_sum: the index in `sums`
     scale: f32,
-    accumulate: u32, // content_grad: 0 overwrites grad, 1 adds to it
+    accumulate: u32, // sq_diff_sum, content_grad: 0 overwrites the sum / grad, 1 adds to it
+    // Where this dispatch's elements start in a, b and grad (maps too large to bind whole are
+    // bound a range of channels at a time: kernels::setup).
+    a_base: u32,
+    b_base: u32,
+    grad_base: u32,
+    begin: u32, // tv_sum: the elements of the image this dispatch sums
+    end: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 // Element types of the bindings that can hold feature maps: the host rewrites these to f16
@@ -46,7 +55,7 @@ fn reduce_and_store(lid: u32, mine: f32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        sums[p.slot] = p.scale * partial[0];
+        sums[p.slot] = select(0.0, sums[p.slot], p.accumulate != 0u) + p.scale * partial[0];
     }
 }
 
@@ -54,7 +63,7 @@ fn reduce_and_store(lid: u32, mine: f32) {
 fn sq_diff_sum(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
     for (var i = lid; i < p.len; i += WG) {
-        let d = f32(a[i]) - f32(b[i]);
+        let d = f32(a[p.a_base + i]) - f32(b[p.b_base + i]);
         s = fma(d, d, s);
     }
     reduce_and_store(lid, s);
@@ -64,7 +73,7 @@ fn sq_diff_sum(@builtin(local_invocation_index) lid: u32) {
 fn tv_sum(@builtin(local_invocation_index) lid: u32) {
     let hw = p.h * p.w;
     var s = 0.0;
-    for (var i = lid; i < p.len * hw; i += WG) {
+    for (var i = p.begin + lid; i < p.end; i += WG) {
         let y = (i % hw) / p.w;
         let x = i % p.w;
         if (y + 1u < p.h) {
@@ -89,9 +98,10 @@ fn content_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= p.len) {
         return;
     }
-    let prev = select(0.0, grad[i], p.accumulate != 0u);
-    let g = select(0.0, p.scale * (f32(a[i]) - f32(b[i])), f32(a[i]) > 0.0);
-    grad[i] = prev + g;
+    let f = f32(a[p.a_base + i]);
+    let prev = select(0.0, grad[p.grad_base + i], p.accumulate != 0u);
+    let g = select(0.0, p.scale * (f - f32(b[p.b_base + i])), f > 0.0);
+    grad[p.grad_base + i] = prev + g;
 }
 
 // Always accumulates: the preprocessing backward writes dL/dx first.

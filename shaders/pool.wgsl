@@ -13,6 +13,11 @@ struct PoolParams {
     mode: u32,
     // pool_forward: 1 when src is a ReLU's output (its non-positive elements get no gradient)
     mask: u32,
+    // Where this dispatch's channels start in each binding (maps too large to bind whole are
+    // bound a range of channels at a time: kernels::setup).
+    src_base: u32,    // src (forward), grad_src (backward)
+    pooled_base: u32, // pooled (forward), grad_pooled (backward)
+    routes_base: u32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -56,9 +61,9 @@ fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (x >= ow) {
             break;
         }
-        let base = (gid.z * p.h + gid.y * 2u) * p.w + x * 2u;
+        let base = p.src_base + (gid.z * p.h + gid.y * 2u) * p.w + x * 2u;
         let win = vec4<f32>(vec4<Src>(src[base], src[base + 1u], src[base + p.w], src[base + p.w + 1u]));
-        let i = (gid.z * oh + gid.y) * ow + x;
+        let i = p.pooled_base + (gid.z * oh + gid.y) * ow + x;
         var bits = 0u;
         if (p.mode == 0u) {
             var best = 0u;
@@ -79,7 +84,7 @@ fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         word |= bits << (4u * j);
     }
-    routes[(gid.z * oh + gid.y) * words + gid.x] = word;
+    routes[p.routes_base + (gid.z * oh + gid.y) * words + gid.x] = word;
 }
 
 // One invocation per window writes its (up to) four input gradients, so every input element is
@@ -94,7 +99,7 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (x >= p.w || y >= p.h) {
         return;
     }
-    let base = (gid.z * p.h + y) * p.w + x;
+    let base = p.src_base + (gid.z * p.h + y) * p.w + x;
     if (gid.x >= ow || gid.y >= oh) {
         for (var dy = 0u; dy < 2u && y + dy < p.h; dy++) {
             for (var dx = 0u; dx < 2u && x + dx < p.w; dx++) {
@@ -103,9 +108,9 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         return;
     }
-    let word = routes[(gid.z * oh + gid.y) * route_words(ow) + gid.x / 8u];
+    let word = routes[p.routes_base + (gid.z * oh + gid.y) * route_words(ow) + gid.x / 8u];
     let bits = (word >> (4u * (gid.x % 8u))) & 15u;
-    let g = grad_pooled[(gid.z * oh + gid.y) * ow + gid.x] * select(1.0, 0.25, p.mode != 0u);
+    let g = grad_pooled[p.pooled_base + (gid.z * oh + gid.y) * ow + gid.x] * select(1.0, 0.25, p.mode != 0u);
     let at = array<u32, 4>(base, base + 1u, base + p.w, base + p.w + 1u);
     for (var k = 0u; k < 4u; k++) {
         grad_src[at[k]] = select(0.0, g, (bits & (1u << k)) != 0u);

@@ -2,8 +2,10 @@
 
 mod common;
 
-use common::{check, ctx, features_from, random, read_features, rng, round_f16, CONV_SHAPES};
-use impasto::gpu::{submit, Dispatch};
+use common::{
+    check, ctx, features_from, random, read_features, rng, round_f16, submit_all, CONV_SHAPES,
+};
+use impasto::gpu::submit;
 use impasto::kernels::conv::{pad_backward_weights, pad_forward_weights};
 use impasto::kernels::{pool, Kernels, Storage, Tiling, TILINGS};
 use impasto::model::Convention;
@@ -30,7 +32,7 @@ fn conv_forward_matches_reference() {
             let bb = g.storage_from("b", &b).unwrap();
             let out = g.storage("out", cout * h * w).unwrap();
             let d = k.conv.forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
-            submit(g, &[], &[&d]);
+            submit_all(g, &[&d]);
             let got = g.read(&out, cout * h * w).unwrap();
             let want = reference::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
             // Both sides of the ReLU are exercised (a 1x1 map may land on one side only).
@@ -76,7 +78,7 @@ fn conv_backward_input_matches_reference() {
                 input_relu.then_some(&bb),
                 &out,
             );
-            submit(g, &[], &[&d]);
+            submit_all(g, &[&d]);
             let got = g.read(&out, cin * h * w).unwrap();
             let want = common::conv_backward_reference(
                 (&grd, &actd, &kd),
@@ -115,9 +117,8 @@ fn f16_storage_convolutions_match_reference() {
                 .unwrap();
             let bb = g.storage_from("b", &b).unwrap();
             let out = k.feature_map(g, "out", cout * h * w).unwrap();
-            submit(
+            submit_all(
                 g,
-                &[],
                 &[&k.conv.forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out)],
             );
             let want = reference::conv_forward(&common::to_f64(&x), &kd, &bd, (cin, cout, h, w));
@@ -143,7 +144,7 @@ fn f16_storage_convolutions_match_reference() {
             let d = k
                 .conv
                 .backward_input(g, (cin, cout, h, w), &grb, &kb, Some(&bb), &out);
-            submit(g, &[], &[&d]);
+            submit_all(g, &[&d]);
             let mut want = reference::conv_backward_input(&grd, &ones, &kd, (cin, cout, h, w));
             want.iter_mut().zip(&below).for_each(|(v, b)| {
                 if *b <= 0.0 {
@@ -208,7 +209,7 @@ fn pool_forward_and_backward_match_reference() {
                 .kernels
                 .pool
                 .backward(g, (ch, h, w), mode, &routes, &gb, &gin);
-            submit(g, &[], &[&f, &b]);
+            submit_all(g, &[&f, &b]);
             let name = format!("pool {mode:?} {ch}x{h}x{w}");
             if oh * ow > 0 {
                 let got = g.read(&out, ch * oh * ow).unwrap();
@@ -290,9 +291,7 @@ fn gram_and_style_loss_match_reference() {
             let grad = kernels
                 .gram
                 .style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
-            let mut all: Vec<&Dispatch> = gram.iter().collect();
-            all.extend([&val, &grad]);
-            submit(g, &[], &all);
+            submit_all(g, &[&gram, &val, &grad]);
             let gram_ref = reference::gram(&fd, n, m);
             check(
                 &format!("gram ({tiling}) {n}x{m}"),
@@ -361,7 +360,7 @@ fn content_loss_and_grad_match_reference() {
             .kernels
             .loss
             .content_grad(g, len, 0.3, false, &fb, &tb, &over);
-        submit(g, &[], &[&v, &ga, &go]);
+        submit_all(g, &[&v, &ga, &go]);
         check(
             &format!("content loss {len}"),
             &[g.read(&loss, 3).unwrap()[2]],
@@ -405,7 +404,7 @@ fn tv_loss_and_grad_match_reference() {
         let loss = g.storage("loss", 1).unwrap();
         let v = c.kernels.loss.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 0));
         let gr = c.kernels.loss.tv_grad(g, (ch, h, w), 0.5, &xb, &dst);
-        submit(g, &[], &[&v, &gr]);
+        submit_all(g, &[&v, std::slice::from_ref(&gr)]);
         let want_l = 2.0 * reference::tv_loss(&xd, (ch, h, w));
         check(
             &format!("tv loss {ch}x{h}x{w}"),
@@ -422,6 +421,51 @@ fn tv_loss_and_grad_match_reference() {
             TOL,
         );
     }
+}
+
+/// The software driver stops a shader loop silently after 65535 iterations: sums over more
+/// than 256 · 65535 elements (a 64-channel map at 700 px, a 4K image's TV) must still be whole.
+#[test]
+fn sums_over_millions_of_elements_are_whole() {
+    let c = ctx();
+    let g = &c.gpu;
+    let mut r = rng(10);
+    let (ch, h, w) = (3, 2400, 2400);
+    let len = ch * h * w;
+    let (x, xd) = random(&mut r, len, 0.0, 1.0);
+    let (y, yd) = random(&mut r, len, 0.0, 1.0);
+    let (xb, yb) = (
+        g.storage_from("x", &x).unwrap(),
+        g.storage_from("y", &y).unwrap(),
+    );
+    let loss = g.storage("loss", 2).unwrap();
+    let k = &c.kernels.loss;
+    let sq = k.sq_diff_sum(g, (len, false), 0.5, (&xb, &yb), (&loss, 0));
+    let tv = k.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 1));
+    assert!(
+        sq.len() > 1 && tv.len() > 1,
+        "long sums take several dispatches"
+    );
+    submit_all(g, &[&sq, &tv]);
+    let got = g.read(&loss, 2).unwrap();
+    let want_sq: f64 = 0.5
+        * xd.iter()
+            .zip(&yd)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>();
+    let want_tv = 2.0 * reference::tv_loss(&xd, (ch, h, w));
+    check(
+        &format!("sq_diff_sum of {len}"),
+        &got[..1],
+        &[want_sq],
+        1e-4,
+    );
+    check(
+        &format!("tv_sum of {ch}x{h}x{w}"),
+        &got[1..],
+        &[want_tv],
+        1e-4,
+    );
 }
 
 #[test]
@@ -528,14 +572,14 @@ fn loss_sums_are_deterministic() {
     let first = g
         .read(
             &{
-                submit(g, &[], &[&d]);
+                submit_all(g, &[&d]);
                 loss.clone()
             },
             1,
         )
         .unwrap()[0];
     for _ in 0..5 {
-        submit(g, &[], &[&d]);
+        submit_all(g, &[&d]);
         assert_eq!(g.read(&loss, 1).unwrap()[0].to_bits(), first.to_bits());
     }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{check, ctx, random, rng, to_f64};
 use impasto::gpu::submit;
-use impasto::kernels::{Kernels, Storage, Tiling};
+use impasto::kernels::{Kernels, Storage, Tiling, TILINGS};
 use impasto::model::vgg19::{Arch, ConvSpec, StageOp};
 use impasto::model::Convention;
 use impasto::model::Image;
@@ -128,13 +128,6 @@ fn cpu_gradient_matches_finite_differences() {
 #[test]
 fn gpu_losses_and_gradient_match_cpu() {
     let c = ctx();
-    let (arch, w) = tiny();
-    let (h, wd) = (13, 11);
-    let mut r = rng(13);
-    let content = image(&mut r, h, wd);
-    let style_a = image(&mut r, 10, 12);
-    let style_b = image(&mut r, h, wd);
-    let init = image(&mut r, h, wd);
     // The adapter's own tiling and the GPU one (the whole pipeline, not just the kernels),
     // then 16-bit feature maps with each: f16 keeps 11 significant bits (relative rounding
     // 4.9e-4 per stored value), hence the looser tolerance.
@@ -170,6 +163,67 @@ fn gpu_losses_and_gradient_match_cpu() {
         runs.push((pooling, k, 2e-3, cfg));
     }
     for (pooling, kernels, tol, cfg) in runs {
+        session_matches_reference(kernels, pooling, cfg, tol);
+    }
+}
+
+/// Maps larger than a binding are bound a range of channels at a time: with the limit
+/// lowered to 4 channels of the smallest map, every map of more than 4 channels (and every
+/// loss sum, by ranges of elements) is split, in every tiling and in f16.
+#[test]
+fn maps_bound_in_pieces_give_the_reference_losses_and_gradient() {
+    let c = ctx();
+    let (kept, transient) = (tiny_config(), tiny_config_t1_transient());
+    let mut runs: Vec<(Kernels, f64, Pooling, &LossConfig)> = TILINGS
+        .into_iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let (pooling, cfg) = match k % 2 {
+                0 => (Pooling::Max, &kept),
+                _ => (Pooling::Avg, &transient),
+            };
+            (Kernels::with_tiling(&c.gpu, t).unwrap(), 1e-4, pooling, cfg)
+        })
+        .collect();
+    if c.gpu.features.contains(wgpu::Features::SHADER_F16) {
+        for (t, pooling) in [
+            (Tiling::Registers(8), Pooling::Max),
+            (Tiling::Workgroup, Pooling::Avg),
+        ] {
+            let k = Kernels::with_options(&c.gpu, t, Storage::F16).unwrap();
+            runs.push((k, 2e-3, pooling, &kept));
+        }
+    }
+    let align = c.gpu.limits.min_storage_buffer_offset_alignment as u64;
+    // 4 channels of the 6x5 maps after the pool, in f32.
+    let limit = align + 4 + 4 * 30 * 4;
+    for (mut kernels, tol, pooling, cfg) in runs {
+        let whole = session_matches_reference(&kernels, pooling, cfg, tol);
+        kernels.set_binding_limit(limit);
+        let split = session_matches_reference(&kernels, pooling, cfg, tol);
+        println!(
+            "{} {:?}: {whole} -> {split} dispatches on pieces",
+            kernels.tiling, kernels.storage
+        );
+        assert!(split > whole + 10, "the maps were not split");
+    }
+}
+
+/// A session of the tiny network on small random images, its losses and image gradient
+/// against the f64 reference.
+/// Returns how many of a step's dispatches work on pieces of maps.
+fn session_matches_reference(
+    kernels: &Kernels, pooling: Pooling, cfg: &LossConfig, tol: f64,
+) -> usize {
+    let c = ctx();
+    let (arch, w) = tiny();
+    let (h, wd) = (13, 11);
+    let mut r = rng(13);
+    let content = image(&mut r, h, wd);
+    let style_a = image(&mut r, 10, 12);
+    let style_b = image(&mut r, h, wd);
+    let init = image(&mut r, h, wd);
+    {
         let tile = format!(
             "{} {:?} style {:?}",
             kernels.tiling, kernels.storage, cfg.style_layers
@@ -189,6 +243,16 @@ fn gpu_losses_and_gradient_match_cpu() {
         let session = Session::new(&c.gpu, kernels, &setup).unwrap();
         let got_loss = session.evaluate().unwrap();
         let got_grad = session.gradient().unwrap();
+        let pieces = session
+            .objective
+            .step_dispatches(true)
+            .iter()
+            .filter(|d| {
+                d.detail.contains(" [")
+                    || d.name.starts_with("sq_diff_sum")
+                    || d.name == "content_grad"
+            })
+            .count();
 
         // CPU reference, with the style target blended 3:1 from two differently sized images.
         let cw = cpu_weights(&arch, &w);
@@ -263,6 +327,7 @@ fn gpu_losses_and_gradient_match_cpu() {
             &want_grad,
             tol,
         );
+        pieces
     }
 }
 

@@ -243,6 +243,11 @@ pub struct StylizeArgs {
     /// fits) from every buffer made on the chosen engine, run no kernel, write no image
     #[arg(long)]
     pub dry_run: bool,
+    /// Refuse a run whose memory plan peaks above this (e.g. 6G, 800M, 1.5GiB), before any
+    /// work: to leave room for other work, or to respect a GPU's memory, which wgpu does not
+    /// report [default: the host memory available, for the CPU engine and software adapters]
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
     /// Write the loss curves at the end of the run: SVG, or PNG by the extension
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
@@ -343,3 +348,51 @@ impl std::fmt::Display for FlagError {
 }
 
 impl std::error::Error for FlagError {}
+
+/// A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024; "B",
+/// "iB" and "iB"-less forms accepted): 6G, 800M, 1.5GiB, 123456.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 6G, 800M or 123456"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{s:?} is not a positive size"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_bytes("123456"), Ok(123456));
+        assert_eq!(parse_bytes("800M"), Ok(800 << 20));
+        assert_eq!(parse_bytes("6G"), Ok(6 << 30));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("2 kb"), Ok(2048));
+        for bad in ["", "G", "6X", "-1G", "0"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+}

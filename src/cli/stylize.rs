@@ -103,7 +103,11 @@ fn plan_at(
 ) -> Result<plan::Planned> {
     let images = inputs.at(args, size, None);
     let setup = inputs.setup(&images, args, adam);
-    plan::plan(engine, &setup)
+    let mut planned = plan::plan(engine, &setup)?;
+    if let Some(max) = args.max_memory {
+        planned.available = Some(planned.available.map_or(max, |a| a.min(max)));
+    }
+    Ok(planned)
 }
 
 /// The largest `--size` below the asked one whose plan fits (binary search; sizes too small

@@ -218,7 +218,19 @@ impl Gpu {
     /// A zeroed storage buffer of at least `bytes` (rounded up to whole 32-bit words).
     pub fn storage_bytes(&self, label: &str, bytes: usize) -> Result<wgpu::Buffer> {
         let bytes = (bytes.max(1) as u64).next_multiple_of(4);
-        self.check_binding_size(label, bytes)?;
+        self.check_size(label, bytes, self.binding_limit())?;
+        self.make_storage(label, bytes)
+    }
+
+    /// A zeroed storage buffer for a feature map or gradient of `bytes`: the kernels bind it
+    /// by ranges of channels, so only the adapter's buffer size limits it.
+    pub fn map_storage(&self, label: &str, bytes: usize) -> Result<wgpu::Buffer> {
+        let bytes = (bytes.max(1) as u64).next_multiple_of(4);
+        self.check_size(label, bytes, self.limits.max_buffer_size)?;
+        self.make_storage(label, bytes)
+    }
+
+    fn make_storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.next_multiple_of(4),
@@ -236,7 +248,7 @@ impl Gpu {
         if data.is_empty() {
             return self.storage(label, 1);
         }
-        self.check_binding_size(label, (data.len() * 4) as u64)?;
+        self.check_size(label, (data.len() * 4) as u64, self.binding_limit())?;
         let buffer = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -309,14 +321,22 @@ impl Gpu {
         }
     }
 
-    fn check_binding_size(&self, label: &str, bytes: u64) -> Result<()> {
-        let limit = self
-            .limits
+    /// The most bytes a buffer bound whole may have.
+    fn binding_limit(&self) -> u64 {
+        self.limits
             .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size);
+            .min(self.limits.max_buffer_size)
+    }
+
+    fn check_size(&self, label: &str, bytes: u64, limit: u64) -> Result<()> {
         if bytes > limit {
+            let what = if limit < self.limits.max_buffer_size {
+                "binds at most"
+            } else {
+                "makes buffers of at most"
+            };
             bail!(
-                "{label} needs {} MiB but this adapter ({}) binds at most {} MiB per buffer; try a smaller --size",
+                "{label} needs {} MiB but this adapter ({}) {what} {} MiB; try a smaller --size",
                 bytes >> 20,
                 self.info.name,
                 limit >> 20

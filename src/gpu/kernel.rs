@@ -149,9 +149,17 @@ impl Kernel {
     }
 
     /// A dispatch of this kernel over `groups` workgroups: `uniform` at binding 0, then
-    /// `buffers` in the order of the kernel's storage bindings.
+    /// `buffers` (whole) in the order of the kernel's storage bindings.
     pub fn dispatch<T: Pod>(
         &self, gpu: &Gpu, uniform: &T, buffers: &[&wgpu::Buffer], groups: [u32; 3],
+    ) -> Dispatch {
+        let bound: Vec<Bound<'_>> = buffers.iter().map(|&b| Bound::whole(b)).collect();
+        self.dispatch_bound(gpu, uniform, &bound, groups)
+    }
+
+    /// The same with each buffer bound whole or by a byte range.
+    pub fn dispatch_bound<T: Pod>(
+        &self, gpu: &Gpu, uniform: &T, buffers: &[Bound<'_>], groups: [u32; 3],
     ) -> Dispatch {
         assert_eq!(
             buffers.len(),
@@ -165,10 +173,17 @@ impl Kernel {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        for (b, buffer) in self.storage.iter().zip(buffers) {
+        for (b, bound) in self.storage.iter().zip(buffers) {
             entries.push(wgpu::BindGroupEntry {
                 binding: b.index,
-                resource: buffer.as_entire_binding(),
+                resource: match bound.range {
+                    None => bound.buffer.as_entire_binding(),
+                    Some((offset, size)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: bound.buffer,
+                        offset,
+                        size: std::num::NonZeroU64::new(size),
+                    }),
+                },
             });
         }
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -185,6 +200,22 @@ impl Kernel {
             bind_group,
             groups,
             _uniform: uniform,
+        }
+    }
+}
+
+/// A buffer as a dispatch binds it: whole, or the bytes `offset .. offset + size`.
+#[derive(Clone, Copy)]
+pub struct Bound<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub range: Option<(u64, u64)>,
+}
+
+impl<'a> Bound<'a> {
+    pub fn whole(buffer: &'a wgpu::Buffer) -> Bound<'a> {
+        Bound {
+            buffer,
+            range: None,
         }
     }
 }

@@ -6,5 +6,5 @@ mod kernel;
 
 pub use context::{list_adapters, AdapterSummary, Gpu, MemoryUse, ADAPTER_ENV, SUBMIT_BUDGET};
 pub use kernel::{
-    bindings_in, specialise, submit, submit_groups, Access, Binding, Dispatch, Kernel,
+    bindings_in, specialise, submit, submit_groups, Access, Binding, Bound, Dispatch, Kernel,
 };

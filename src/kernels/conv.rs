@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::setup::{fold_tiles, Builder, Setup, Tiling, F32, GEMM_TILE};
-use crate::gpu::{Dispatch, Gpu, Kernel};
+use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/conv_common.wgsl");
 pub const REGISTERS_WGSL: &str = include_str!("../../shaders/conv.wgsl");
@@ -29,13 +29,22 @@ pub fn source(tiling: Tiling) -> String {
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct ConvParams {
-    cin: u32,
-    cout: u32,
+    red: u32,
+    outs: u32,
     h: u32,
     w: u32,
     row_vec4s: u32,
-    _pad: [u32; 3],
+    red_rows: u32,
+    red0: u32,
+    out0: u32,
+    src_base: u32,
+    dst_base: u32,
+    mask_base: u32,
+    flags: u32,
 }
+
+const ADD_PREVIOUS: u32 = 1;
+const LAST_PIECE: u32 = 2;
 
 pub struct ConvKernels {
     pub(super) setup: Setup,
@@ -70,32 +79,83 @@ fn conv_flops(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
     2.0 * 9.0 * (cin * cout * h * w) as f64
 }
 
+/// One conv launch as [`ConvKernels::launch`] takes it: the reduction and output channels
+/// (all of them), the map size, the buffers, and their bytes per element.
+struct Launch<'a> {
+    kernel: &'a Kernel,
+    red: usize,
+    outs: usize,
+    hw: (usize, usize),
+    src: (&'a wgpu::Buffer, usize),
+    dst: (&'a wgpu::Buffer, usize),
+    mask: Option<(&'a wgpu::Buffer, usize)>,
+    weight: &'a wgpu::Buffer,
+    bias: Option<&'a wgpu::Buffer>,
+}
+
 impl ConvKernels {
-    /// Uniforms and workgroups of a conv kernel whose invocations own blocks of `blocked` channels.
-    fn launch(
-        &self, (cin, cout, h, w): (usize, usize, usize, usize), blocked: usize,
-    ) -> (ConvParams, [u32; 3]) {
-        let params = ConvParams {
-            cin: cin as u32,
-            cout: cout as u32,
-            h: h as u32,
-            w: w as u32,
-            row_vec4s: (blocked.next_multiple_of(self.setup.tiling.pad()) / 4) as u32,
-            _pad: [0; 3],
-        };
-        let groups = match self.setup.tiling {
-            Tiling::Registers(block) => [
-                w.div_ceil(4).div_ceil(8) as u32,
-                h.div_ceil(8) as u32,
-                blocked.div_ceil(block) as u32,
-            ],
-            Tiling::Workgroup => fold_tiles(
-                (h * w).div_ceil(GEMM_TILE),
-                blocked.div_ceil(GEMM_TILE),
-                self.setup.fold_limit,
-            ),
-        };
-        (params, groups)
+    /// The dispatches of a launch: one, or, when a map is too large to bind whole, one per
+    /// piece of output channels and piece of reduction channels (reduction pieces in order,
+    /// each adding to the last; the final one applies the epilogue).
+    fn launch(&self, gpu: &Gpu, l: Launch<'_>) -> Vec<Dispatch> {
+        let (h, w) = l.hw;
+        let setup = &self.setup;
+        let mut out_maps = vec![(h * w, l.dst.1)];
+        out_maps.extend(l.mask.map(|m| (h * w, m.1)));
+        let reds = setup.pieces(l.red, &[(h * w, l.src.1)]);
+        let mut dispatches = Vec::new();
+        for outs in setup.pieces(l.outs, &out_maps) {
+            let dst = setup.piece(l.dst.0, &outs, (h * w, l.dst.1));
+            let mask = l.mask.map(|m| setup.piece(m.0, &outs, (h * w, m.1)));
+            for (k, red) in reds.iter().enumerate() {
+                let src = setup.piece(l.src.0, red, (h * w, l.src.1));
+                let params = ConvParams {
+                    red: red.len() as u32,
+                    outs: outs.len() as u32,
+                    h: h as u32,
+                    w: w as u32,
+                    row_vec4s: (l.outs.next_multiple_of(setup.tiling.pad()) / 4) as u32,
+                    red_rows: l.red as u32,
+                    red0: red.start as u32,
+                    out0: outs.start as u32,
+                    src_base: src.base,
+                    dst_base: dst.base,
+                    mask_base: mask.as_ref().map_or(0, |m| m.base),
+                    flags: if k > 0 { ADD_PREVIOUS } else { 0 }
+                        | if k + 1 == reds.len() { LAST_PIECE } else { 0 },
+                };
+                let groups = match setup.tiling {
+                    Tiling::Registers(block) => [
+                        w.div_ceil(4).div_ceil(8) as u32,
+                        h.div_ceil(8) as u32,
+                        outs.len().div_ceil(block) as u32,
+                    ],
+                    Tiling::Workgroup => fold_tiles(
+                        (h * w).div_ceil(GEMM_TILE),
+                        outs.len().div_ceil(GEMM_TILE),
+                        setup.fold_limit,
+                    ),
+                };
+                let mut bound = vec![src.bound, Bound::whole(l.weight)];
+                bound.extend(l.bias.map(Bound::whole));
+                bound.push(dst.bound);
+                bound.extend(mask.as_ref().map(|m| m.bound));
+                let (r, o) = (red.len(), outs.len());
+                let bytes = (r * l.src.1 + o * l.dst.1 * (1 + (k > 0) as usize)) * h * w
+                    + 9 * r * o * F32
+                    + l.mask.map_or(0, |m| o * h * w * m.1);
+                let mut detail = format!("{}->{} {h}x{w}", l.red, l.outs);
+                if (r, o) != (l.red, l.outs) {
+                    detail += &format!(" [{red:?} -> {outs:?}]");
+                }
+                dispatches.push(l.kernel.dispatch_bound(gpu, &params, &bound, groups).info(
+                    detail,
+                    conv_flops(r, o, h, w),
+                    bytes,
+                ));
+            }
+        }
+        dispatches
     }
 
     /// `dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias)`. `weight` holds
@@ -104,17 +164,22 @@ impl ConvKernels {
     pub fn forward(
         &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), src: &wgpu::Buffer,
         weight: &wgpu::Buffer, bias: &wgpu::Buffer, dst: &wgpu::Buffer,
-    ) -> Dispatch {
-        // Invocations own blocks of output channels.
-        let (params, groups) = self.launch((cin, cout, h, w), cout);
-        let bytes = (cin + cout) * h * w * self.setup.storage.bytes() + (9 * cin + 1) * cout * F32;
-        self.forward
-            .dispatch(gpu, &params, &[src, weight, bias, dst], groups)
-            .info(
-                format!("{cin}->{cout} {h}x{w}"),
-                conv_flops(cin, cout, h, w),
-                bytes,
-            )
+    ) -> Vec<Dispatch> {
+        let bytes = self.setup.storage.bytes();
+        self.launch(
+            gpu,
+            Launch {
+                kernel: &self.forward,
+                red: cin,
+                outs: cout,
+                hw: (h, w),
+                src: (src, bytes),
+                dst: (dst, bytes),
+                mask: None,
+                weight,
+                bias: Some(bias),
+            },
+        )
     }
 
     /// `dst[cin][h][w]` = dL/d(input) from grad = dL/d(output) `[cout][h][w]`, already masked by
@@ -125,30 +190,27 @@ impl ConvKernels {
     pub fn backward_input(
         &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), grad: &wgpu::Buffer,
         weight_t: &wgpu::Buffer, input_relu: Option<&wgpu::Buffer>, dst: &wgpu::Buffer,
-    ) -> Dispatch {
-        // Invocations own blocks of input channels.
-        let (params, groups) = self.launch((cin, cout, h, w), cin);
-        let bytes = (cout + cin) * h * w * F32 + 9 * cin * cout * F32;
-        let d = match input_relu {
-            None => self
-                .backward_input
-                .dispatch(gpu, &params, &[grad, weight_t, dst], groups),
-            Some(mask) => self.backward_input_masked.dispatch(
-                gpu,
-                &params,
-                &[grad, weight_t, dst, mask],
-                groups,
-            ),
+    ) -> Vec<Dispatch> {
+        let kernel = match input_relu {
+            None => &self.backward_input,
+            Some(_) => &self.backward_input_masked,
         };
-        let mask_bytes = input_relu.map_or(0, |_| cin * h * w * self.setup.storage.bytes());
-        d.info(
-            format!("{cout}->{cin} {h}x{w}"),
-            conv_flops(cin, cout, h, w),
-            bytes + mask_bytes,
+        self.launch(
+            gpu,
+            Launch {
+                kernel,
+                red: cout,
+                outs: cin,
+                hw: (h, w),
+                src: (grad, F32),
+                dst: (dst, F32),
+                mask: input_relu.map(|m| (m, self.setup.storage.bytes())),
+                weight: weight_t,
+                bias: None,
+            },
         )
     }
 }
-
 /// HWIO weights `[3][3][cin][cout]` → the forward kernel's layout, output channels padded to `block`.
 pub fn pad_forward_weights(hwio: &[f32], cin: usize, cout: usize, block: usize) -> Vec<f32> {
     let cp = cout.next_multiple_of(block);

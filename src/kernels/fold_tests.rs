@@ -59,8 +59,8 @@ fn folded_launches_match_reference() {
         let bwd = k
             .conv
             .backward_input(g, (cin, cout, h, w), &out, &kt, None, &back);
-        assert!(fwd.groups[1] > 1 || matches!(tiling, Tiling::Registers(_)));
-        submit(g, &[], &[&fwd, &bwd]);
+        assert!(fwd[0].groups[1] > 1 || matches!(tiling, Tiling::Registers(_)));
+        submit(g, &[], &fwd.iter().chain(&bwd).collect::<Vec<_>>());
         let act = reference::conv_forward(&f64s(&x), &f64s(&wt), &f64s(&b), (cin, cout, h, w));
         assert_close(
             &format!("conv_forward {tiling}"),
@@ -86,7 +86,7 @@ fn folded_launches_match_reference() {
         let gb = g.storage("g", n * n).unwrap();
         let dst = g.storage("dst", n * m).unwrap();
         let mut d = k.gram.matrix(g, (n, m), &fb, &gb).unwrap();
-        d.push(
+        d.extend(
             k.gram
                 .style_grad(g, (n, m), 0.5, false, &fb, &gb, &ab, &dst),
         );

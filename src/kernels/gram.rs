@@ -6,7 +6,9 @@ use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
 use super::setup::{fold_tiles, groups_1d, Builder, Setup, Tiling, F32, GEMM_TILE};
-use crate::gpu::{Dispatch, Gpu, Kernel};
+use std::ops::Range;
+
+use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/gram_common.wgsl");
 pub const REGISTERS_WGSL: &str = include_str!("../../shaders/gram.wgsl");
@@ -30,7 +32,40 @@ struct GramParams {
     accumulate: u32,
     chunks: u32,
     chunk_len: u32,
+    na: u32,
+    nb: u32,
+    a0: u32,
+    b0: u32,
+    a_base: u32,
+    b_base: u32,
+    grad_base: u32,
+    diagonal: u32,
     _pad: [u32; 2],
+}
+
+impl GramParams {
+    /// F's rows `a` (in piece `fa`) against rows `b` (in piece `fb`).
+    fn rows(
+        (n, m): (usize, usize), a: &Range<usize>, b: &Range<usize>, (fa, fb): (u32, u32),
+    ) -> GramParams {
+        GramParams {
+            n: n as u32,
+            m: m as u32,
+            coef: 0.0,
+            accumulate: 0,
+            chunks: 1,
+            chunk_len: m as u32,
+            na: a.len() as u32,
+            nb: b.len() as u32,
+            a0: a.start as u32,
+            b0: b.start as u32,
+            a_base: fa,
+            b_base: fb,
+            grad_base: 0,
+            diagonal: (a == b) as u32,
+            _pad: [0; 2],
+        }
+    }
 }
 
 pub struct GramKernels {
@@ -45,7 +80,7 @@ impl GramKernels {
         let src = source(b.setup.tiling);
         GramKernels {
             setup: b.setup,
-            gram: b.kernel("gram", &src, &["Feat"], &["feat", "chunk_grams"]),
+            gram: b.kernel("gram", &src, &["Feat"], &["feat", "feat_b", "chunk_grams"]),
             // Only gram.wgsl has the reduction; both tilings share it.
             reduce: b.kernel(
                 "gram_reduce",
@@ -57,7 +92,7 @@ impl GramKernels {
                 "style_grad",
                 &src,
                 &["Feat"],
-                &["feat", "gram_matrix", "target_gram", "grad_feat"],
+                &["feat", "feat_b", "gram_matrix", "target_gram", "grad_feat"],
             ),
         }
     }
@@ -65,92 +100,144 @@ impl GramKernels {
 
 impl GramKernels {
     /// dst = feat · featᵀ for feat `[n][m]`: one dispatch, or two (partial Grams over chunks of
-    /// positions, then their fixed-order sum) when n is small next to m.
+    /// positions, then their fixed-order sum) when n is small next to m; with a map too large
+    /// to bind whole, one Gram dispatch per pair of channel pieces (a ≤ b) before the sum.
     pub fn matrix(
         &self, gpu: &Gpu, (n, m): (usize, usize), feat: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>> {
-        // Workgroups over the tiles on or above G's diagonal, and how many chunks of positions
-        // fill the device: a few thousand register-blocked invocations (one 8 x 8 tile each,
-        // listed in x), or a few hundred workgroups (one 64 x 64 tile each, y <= x), each chunk
-        // with at least 1024 positions.
-        let ([x, y], chunks) = match self.setup.tiling {
+        // How many chunks of positions fill the device: a few thousand register-blocked
+        // invocations (one 8 x 8 tile each), or a few hundred workgroups (one 64 x 64 tile
+        // each), each chunk with at least 1024 positions.
+        let chunks = match self.setup.tiling {
             Tiling::Registers(_) => {
-                let tiles = n.div_ceil(8) * (n.div_ceil(8) + 1) / 2;
-                ([tiles.div_ceil(64), 1], 4096usize.div_ceil(tiles.max(1)))
+                4096usize.div_ceil((n.div_ceil(8) * (n.div_ceil(8) + 1) / 2).max(1))
             }
             Tiling::Workgroup => {
                 let t = n.div_ceil(GEMM_TILE);
-                ([t, t], 512usize.div_ceil(t * (t + 1) / 2))
+                512usize.div_ceil(t * (t + 1) / 2)
             }
         };
-        let chunks = chunks.min(m.div_ceil(1024)).max(1);
+        // At most 32768 positions a chunk: the software driver stops loops silently after
+        // 65535 iterations.
+        let chunks = chunks.min(m.div_ceil(1024)).max(m.div_ceil(32768)).max(1);
         let chunk_len = m.div_ceil(chunks);
-        let params = GramParams {
-            n: n as u32,
-            m: m as u32,
-            coef: 0.0,
-            accumulate: 0,
-            chunks: chunks as u32,
-            chunk_len: chunk_len as u32,
-            _pad: [0; 2],
+        let sb = self.setup.storage.bytes();
+        let pieces = self.setup.pieces(n, &[(m, sb)]);
+        // One chunk's Gram is G itself.
+        let partial = match chunks {
+            1 => None,
+            _ => Some(gpu.storage("partial grams", chunks * n * n)?),
         };
-        let info = |d: Dispatch| {
-            let bytes = n * m * self.setup.storage.bytes() + chunks * n * n * F32;
-            d.info(format!("{n}x{m}"), 2.0 * (n * n * m) as f64, bytes)
-        };
-        let groups = [x as u32, y as u32, chunks as u32];
-        if chunks == 1 {
-            // One chunk's Gram is G itself.
-            let d = self.gram.dispatch(gpu, &params, &[feat, dst], groups);
-            return Ok(vec![info(d)]);
+        let out = partial.as_ref().unwrap_or(dst);
+        let mut dispatches = Vec::new();
+        for (ka, a) in pieces.iter().enumerate() {
+            for b in &pieces[ka..] {
+                let (fa, fb) = (
+                    self.setup.piece(feat, a, (m, sb)),
+                    self.setup.piece(feat, b, (m, sb)),
+                );
+                let params = GramParams {
+                    chunks: chunks as u32,
+                    chunk_len: chunk_len as u32,
+                    ..GramParams::rows((n, m), a, b, (fa.base, fb.base))
+                };
+                let (na, nb) = (a.len(), b.len());
+                let [x, y] = match (self.setup.tiling, a == b) {
+                    (Tiling::Registers(_), true) => {
+                        [(na.div_ceil(8) * (na.div_ceil(8) + 1) / 2).div_ceil(64), 1]
+                    }
+                    (Tiling::Registers(_), false) => {
+                        [(na.div_ceil(8) * nb.div_ceil(8)).div_ceil(64), 1]
+                    }
+                    (Tiling::Workgroup, _) => [nb.div_ceil(GEMM_TILE), na.div_ceil(GEMM_TILE)],
+                };
+                let bytes = (na + nb) * m * sb + chunks * na * nb * F32;
+                let mut detail = format!("{n}x{m}");
+                if pieces.len() > 1 {
+                    detail += &format!(" [{a:?} x {b:?}]");
+                }
+                let bound = [fa.bound, fb.bound, Bound::whole(out)];
+                dispatches.push(
+                    self.gram
+                        .dispatch_bound(gpu, &params, &bound, [x as u32, y as u32, chunks as u32])
+                        .info(detail, 2.0 * (na * nb * m) as f64, bytes),
+                );
+            }
         }
-        let partial = gpu.storage("partial grams", chunks * n * n)?;
-        Ok(vec![
-            info(self.gram.dispatch(gpu, &params, &[feat, &partial], groups)),
-            self.reduce
-                .dispatch(gpu, &params, &[&partial, dst], groups_1d(n * n))
-                .info(
-                    format!("{chunks} chunks"),
-                    (chunks * n * n) as f64,
-                    (chunks + 1) * n * n * F32,
-                ),
-        ])
+        if let Some(partial) = &partial {
+            let params = GramParams {
+                chunks: chunks as u32,
+                ..GramParams::rows((n, m), &(0..n), &(0..n), (0, 0))
+            };
+            dispatches.push(
+                self.reduce
+                    .dispatch(gpu, &params, &[partial, dst], groups_1d(n * n))
+                    .info(
+                        format!("{chunks} chunks"),
+                        (chunks * n * n) as f64,
+                        (chunks + 1) * n * n * F32,
+                    ),
+            );
+        }
+        Ok(dispatches)
     }
 
-    /// `dst (+)= coef · ((gram − target) · feat) · [feat > 0]` (feat is post-ReLU).
+    /// `dst (+)= coef · ((gram − target) · feat) · [feat > 0]` (feat is post-ReLU); with a map
+    /// too large to bind whole, by pieces of rows, each summing over the pieces in order.
     #[allow(clippy::too_many_arguments)]
     pub fn style_grad(
         &self, gpu: &Gpu, (n, m): (usize, usize), coef: f32, accumulate: bool, feat: &wgpu::Buffer,
         gram: &wgpu::Buffer, target: &wgpu::Buffer, dst: &wgpu::Buffer,
-    ) -> Dispatch {
-        let params = GramParams {
-            n: n as u32,
-            m: m as u32,
-            coef,
-            accumulate: accumulate as u32,
-            chunks: 1,
-            chunk_len: m as u32,
-            _pad: [0; 2],
-        };
-        let groups = match self.setup.tiling {
-            Tiling::Registers(_) => fold_tiles(
-                m.div_ceil(8).div_ceil(64),
-                n.div_ceil(8),
-                self.setup.fold_limit,
-            ),
-            Tiling::Workgroup => fold_tiles(
-                m.div_ceil(GEMM_TILE),
-                n.div_ceil(GEMM_TILE),
-                self.setup.fold_limit,
-            ),
-        };
-        self.style_grad
-            .dispatch(gpu, &params, &[feat, gram, target, dst], groups)
-            .info(
-                format!("{n}x{m}"),
-                2.0 * (n * n * m) as f64,
-                n * m * (self.setup.storage.bytes() + (1 + accumulate as usize) * F32)
-                    + 2 * n * n * F32,
-            )
+    ) -> Vec<Dispatch> {
+        let sb = self.setup.storage.bytes();
+        let pieces = self.setup.pieces(n, &[(m, sb), (m, F32)]);
+        let mut dispatches = Vec::new();
+        for a in &pieces {
+            let fa = self.setup.piece(feat, a, (m, sb));
+            let grad = self.setup.piece(dst, a, (m, F32));
+            for (k, b) in pieces.iter().enumerate() {
+                let fb = self.setup.piece(feat, b, (m, sb));
+                let add = accumulate || k > 0;
+                let params = GramParams {
+                    coef,
+                    accumulate: add as u32,
+                    grad_base: grad.base,
+                    ..GramParams::rows((n, m), a, b, (fa.base, fb.base))
+                };
+                let na = a.len();
+                let groups = match self.setup.tiling {
+                    Tiling::Registers(_) => fold_tiles(
+                        m.div_ceil(8).div_ceil(64),
+                        na.div_ceil(8),
+                        self.setup.fold_limit,
+                    ),
+                    Tiling::Workgroup => fold_tiles(
+                        m.div_ceil(GEMM_TILE),
+                        na.div_ceil(GEMM_TILE),
+                        self.setup.fold_limit,
+                    ),
+                };
+                let bound = [
+                    fa.bound,
+                    fb.bound,
+                    Bound::whole(gram),
+                    Bound::whole(target),
+                    grad.bound,
+                ];
+                let mut detail = format!("{n}x{m}");
+                if pieces.len() > 1 {
+                    detail += &format!(" [{a:?} from {b:?}]");
+                }
+                let bytes = (na + b.len()) * m * sb
+                    + na * m * (1 + add as usize) * F32
+                    + 2 * na * b.len() * F32;
+                dispatches.push(
+                    self.style_grad
+                        .dispatch_bound(gpu, &params, &bound, groups)
+                        .info(detail, 2.0 * (na * b.len() * m) as f64, bytes),
+                );
+            }
+        }
+        dispatches
     }
 }

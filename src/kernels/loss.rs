@@ -4,7 +4,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::setup::{groups_1d, Builder, Setup, F32};
-use crate::gpu::{Dispatch, Gpu, Kernel};
+use std::ops::Range;
+
+use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
 
 pub const WGSL: &str = include_str!("../../shaders/loss.wgsl");
 
@@ -17,7 +19,12 @@ struct LossParams {
     slot: u32,
     scale: f32,
     accumulate: u32,
-    _pad: [u32; 2],
+    a_base: u32,
+    b_base: u32,
+    grad_base: u32,
+    begin: u32,
+    end: u32,
+    _pad: u32,
 }
 
 impl LossParams {
@@ -29,9 +36,26 @@ impl LossParams {
             slot: 0,
             scale,
             accumulate: 0,
-            _pad: [0; 2],
+            a_base: 0,
+            b_base: 0,
+            grad_base: 0,
+            begin: 0,
+            end: 0,
+            _pad: 0,
         }
     }
+}
+
+/// The most elements one sum dispatch adds: 32768 a thread (the software driver stops loops
+/// silently after 65535 iterations).
+const MAX_SUM: usize = 256 * 32768;
+
+/// `r` cut into consecutive chunks of at most [`MAX_SUM`] elements.
+fn sum_chunks(r: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    let end = r.end;
+    (r.start..r.end.max(r.start + 1))
+        .step_by(MAX_SUM)
+        .map(move |s| s..(s + MAX_SUM).min(end))
 }
 
 pub struct LossKernels {
@@ -58,54 +82,100 @@ impl LossKernels {
 
 impl LossKernels {
     /// `out[slot] = scale · Σ (a − b)²` over `len` values: f32s (Gram matrices), or feature
-    /// maps stored as [`super::Kernels::storage`] says when `features`.
+    /// maps stored as [`super::Kernels::storage`] says when `features` (by ranges, each adding
+    /// to the sum in order, when they are too large to bind whole).
     pub fn sq_diff_sum(
         &self, gpu: &Gpu, (len, features): (usize, bool), scale: f32,
         (a, b): (&wgpu::Buffer, &wgpu::Buffer), (out, slot): (&wgpu::Buffer, usize),
-    ) -> Dispatch {
-        let (kernel, element_bytes) = match features {
+    ) -> Vec<Dispatch> {
+        let (kernel, bytes) = match features {
             true => (&self.sq_diff_sum_features, self.setup.storage.bytes()),
             false => (&self.sq_diff_sum, F32),
         };
-        let params = LossParams {
-            slot: slot as u32,
-            ..LossParams::new(len, (0, 0), scale)
-        };
-        kernel.dispatch(gpu, &params, &[a, b, out], [1, 1, 1]).info(
-            String::new(),
-            0.0,
-            2 * len * element_bytes,
-        )
+        let setup = &self.setup;
+        let pieces: Vec<Range<usize>> = setup
+            .pieces(len, &[(1, bytes)])
+            .into_iter()
+            .flat_map(sum_chunks)
+            .collect();
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                let (pa, pb) = (setup.piece(a, r, (1, bytes)), setup.piece(b, r, (1, bytes)));
+                let params = LossParams {
+                    slot: slot as u32,
+                    accumulate: (k > 0) as u32,
+                    a_base: pa.base,
+                    b_base: pb.base,
+                    ..LossParams::new(r.len(), (0, 0), scale)
+                };
+                let bound = [pa.bound, pb.bound, Bound::whole(out)];
+                kernel.dispatch_bound(gpu, &params, &bound, [1, 1, 1]).info(
+                    String::new(),
+                    0.0,
+                    2 * r.len() * bytes,
+                )
+            })
+            .collect()
     }
 
     /// `out[slot] = scale · tv(x)` for x `[c][h][w]`.
     pub fn tv_sum(
         &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), scale: f32, x: &wgpu::Buffer,
         (out, slot): (&wgpu::Buffer, usize),
-    ) -> Dispatch {
-        let params = LossParams {
-            slot: slot as u32,
-            ..LossParams::new(c, (h, w), scale)
-        };
-        self.tv_sum
-            .dispatch(gpu, &params, &[out, x], [1, 1, 1])
-            .info(String::new(), 0.0, c * h * w * F32)
+    ) -> Vec<Dispatch> {
+        sum_chunks(0..c * h * w)
+            .enumerate()
+            .map(|(k, r)| {
+                let params = LossParams {
+                    slot: slot as u32,
+                    accumulate: (k > 0) as u32,
+                    begin: r.start as u32,
+                    end: r.end as u32,
+                    ..LossParams::new(c, (h, w), scale)
+                };
+                self.tv_sum
+                    .dispatch(gpu, &params, &[out, x], [1, 1, 1])
+                    .info(String::new(), 0.0, r.len() * F32)
+            })
+            .collect()
     }
 
-    /// `dst (+)= coef · (feat − target) · [feat > 0]` (feat is post-ReLU).
+    /// `dst (+)= coef · (feat − target) · [feat > 0]` (feat is post-ReLU), by ranges when
+    /// the maps are too large to bind whole.
     #[allow(clippy::too_many_arguments)]
     pub fn content_grad(
         &self, gpu: &Gpu, len: usize, coef: f32, accumulate: bool, feat: &wgpu::Buffer,
         target: &wgpu::Buffer, dst: &wgpu::Buffer,
-    ) -> Dispatch {
-        let params = LossParams {
-            accumulate: accumulate as u32,
-            ..LossParams::new(len, (0, 0), coef)
-        };
-        let bytes = len * (2 * self.setup.storage.bytes() + (1 + accumulate as usize) * F32);
-        self.content_grad
-            .dispatch(gpu, &params, &[feat, target, dst], groups_1d(len))
-            .info(String::new(), 0.0, bytes)
+    ) -> Vec<Dispatch> {
+        let setup = &self.setup;
+        let sb = setup.storage.bytes();
+        let pieces = setup.pieces(len, &[(1, sb), (1, F32)]);
+        pieces
+            .iter()
+            .map(|r| {
+                let pa = setup.piece(feat, r, (1, sb));
+                let pb = setup.piece(target, r, (1, sb));
+                let pg = setup.piece(dst, r, (1, F32));
+                let params = LossParams {
+                    accumulate: accumulate as u32,
+                    a_base: pa.base,
+                    b_base: pb.base,
+                    grad_base: pg.base,
+                    ..LossParams::new(r.len(), (0, 0), coef)
+                };
+                let bytes = r.len() * (2 * sb + (1 + accumulate as usize) * F32);
+                self.content_grad
+                    .dispatch_bound(
+                        gpu,
+                        &params,
+                        &[pa.bound, pb.bound, pg.bound],
+                        groups_1d(r.len()),
+                    )
+                    .info(String::new(), 0.0, bytes)
+            })
+            .collect()
     }
 
     /// dst += coef · d tv(x) / dx.

@@ -89,6 +89,8 @@ impl Kernels {
             tiling,
             storage,
             fold_limit: MAX_GROUPS,
+            binding_limit: gpu.limits.max_storage_buffer_binding_size,
+            align: gpu.limits.min_storage_buffer_offset_alignment as u64,
         };
         let b = Builder { gpu, setup };
         let kernels = Kernels {
@@ -115,9 +117,23 @@ impl Kernels {
         self.gram.setup.fold_limit = limit;
     }
 
-    /// A zeroed buffer for a feature map of `len` values, in this kernel set's storage.
+    /// Binds feature maps and gradients by ranges of at most `bytes` (the adapter's limit
+    /// by default): the tests lower it to split small maps.
+    pub fn set_binding_limit(&mut self, bytes: u64) {
+        for setup in [
+            &mut self.conv.setup,
+            &mut self.pool.setup,
+            &mut self.gram.setup,
+            &mut self.loss.setup,
+        ] {
+            setup.binding_limit = bytes;
+        }
+    }
+
+    /// A zeroed buffer for a feature map of `len` values, in this kernel set's storage. It may
+    /// exceed the adapter's binding limit: the kernels bind it by ranges of channels.
     pub fn feature_map(&self, gpu: &Gpu, label: &str, len: usize) -> Result<wgpu::Buffer> {
-        gpu.storage_bytes(label, len * self.storage.bytes())
+        gpu.map_storage(label, len * self.storage.bytes())
     }
 }
 

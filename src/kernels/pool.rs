@@ -18,7 +18,10 @@ struct PoolParams {
     w: u32,
     mode: u32,
     mask: u32,
-    _pad: [u32; 3],
+    src_base: u32,
+    pooled_base: u32,
+    routes_base: u32,
+    _pad: [u32; 4],
 }
 
 pub struct PoolKernels {
@@ -61,18 +64,55 @@ fn pool_groups(c: usize, rows: usize, cols: usize) -> [u32; 3] {
     ]
 }
 
-fn pool_params(c: usize, h: usize, w: usize, mode: Pooling, mask: bool) -> PoolParams {
-    PoolParams {
-        channels: c as u32,
-        h: h as u32,
-        w: w as u32,
-        mode: (mode == Pooling::Avg) as u32,
-        mask: mask as u32,
-        _pad: [0; 3],
-    }
-}
-
 impl PoolKernels {
+    /// One dispatch per range of channels small enough to bind the three maps (the whole
+    /// map, unless it is larger than a binding): `maps` are the full-size map, the pooled one
+    /// and the routes, each a buffer and its bytes per element; `groups` the workgroups for
+    /// a number of channels.
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &self, gpu: &Gpu, kernel: &Kernel, (c, h, w): (usize, usize, usize), mode: Pooling,
+        mask: bool, maps: [(&wgpu::Buffer, usize); 3], groups: impl Fn(usize) -> [u32; 3],
+        info: impl Fn(usize) -> (f64, usize),
+    ) -> Vec<Dispatch> {
+        let planes = [h * w, (h / 2) * (w / 2), routes_len((1, h, w))];
+        let shapes: Vec<(usize, usize)> =
+            planes.iter().zip(&maps).map(|(&p, m)| (p, m.1)).collect();
+        let pieces = self.setup.pieces(c, &shapes);
+        pieces
+            .iter()
+            .map(|r| {
+                let [full, pooled, routes] =
+                    [0, 1, 2].map(|k| self.setup.piece(maps[k].0, r, shapes[k]));
+                let params = PoolParams {
+                    channels: r.len() as u32,
+                    h: h as u32,
+                    w: w as u32,
+                    mode: (mode == Pooling::Avg) as u32,
+                    mask: mask as u32,
+                    src_base: full.base,
+                    pooled_base: pooled.base,
+                    routes_base: routes.base,
+                    _pad: [0; 4],
+                };
+                // The kernels bind (full, pooled, routes) forward, (routes, pooled, full) backward.
+                let bound = if kernel.name == "pool_forward" {
+                    [full.bound, pooled.bound, routes.bound]
+                } else {
+                    [routes.bound, pooled.bound, full.bound]
+                };
+                let (flops, bytes) = info(r.len());
+                let mut detail = format!("{c}x{h}x{w}");
+                if pieces.len() > 1 {
+                    detail += &format!(" [{r:?}]");
+                }
+                kernel
+                    .dispatch_bound(gpu, &params, &bound, groups(r.len()))
+                    .info(detail, flops, bytes)
+            })
+            .collect()
+    }
+
     /// `dst[c][h/2][w/2]` = 2x2 stride-2 pooling of `src[c][h][w]`, and `routes`
     /// ([`routes_len`] words) for the backward; with `mask` (src is a ReLU's output), no
     /// gradient is routed to src's non-positive elements.
@@ -80,17 +120,21 @@ impl PoolKernels {
     pub fn forward(
         &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, mask: bool,
         src: &wgpu::Buffer, dst: &wgpu::Buffer, routes: &wgpu::Buffer,
-    ) -> Dispatch {
-        let params = pool_params(c, h, w, mode, mask);
-        let groups = pool_groups(c, h / 2, (w / 2).div_ceil(8));
-        self.forward
-            .dispatch(gpu, &params, &[src, dst, routes], groups)
-            .info(
-                format!("{c}x{h}x{w}"),
-                (c * h * w) as f64,
-                c * (h * w + (h / 2) * (w / 2)) * self.setup.storage.bytes()
-                    + routes_len((c, h, w)) * F32,
-            )
+    ) -> Vec<Dispatch> {
+        let sb = self.setup.storage.bytes();
+        self.launch(
+            gpu,
+            &self.forward,
+            (c, h, w),
+            mode,
+            mask,
+            [(src, sb), (dst, sb), (routes, F32)],
+            |c| pool_groups(c, h / 2, (w / 2).div_ceil(8)),
+            |c| {
+                let bytes = c * (h * w + (h / 2) * (w / 2)) * sb + routes_len((c, h, w)) * F32;
+                ((c * h * w) as f64, bytes)
+            },
+        )
     }
 
     /// dst = dL/d(src) `[c][h][w]` from grad = dL/d(output) `[c][h/2][w/2]` and the
@@ -98,19 +142,20 @@ impl PoolKernels {
     pub fn backward(
         &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, routes: &wgpu::Buffer,
         grad: &wgpu::Buffer, dst: &wgpu::Buffer,
-    ) -> Dispatch {
-        let params = pool_params(c, h, w, mode, false);
-        self.backward
-            .dispatch(
-                gpu,
-                &params,
-                &[routes, grad, dst],
-                pool_groups(c, h.div_ceil(2), w.div_ceil(2)),
-            )
-            .info(
-                format!("{c}x{h}x{w}"),
-                (c * h * w) as f64,
-                c * h * w * F32 + c * (h / 2) * (w / 2) * F32 + routes_len((c, h, w)) * F32,
-            )
+    ) -> Vec<Dispatch> {
+        self.launch(
+            gpu,
+            &self.backward,
+            (c, h, w),
+            mode,
+            false,
+            [(dst, F32), (grad, F32), (routes, F32)],
+            |c| pool_groups(c, h.div_ceil(2), w.div_ceil(2)),
+            |c| {
+                let bytes =
+                    c * h * w * F32 + c * (h / 2) * (w / 2) * F32 + routes_len((c, h, w)) * F32;
+                ((c * h * w) as f64, bytes)
+            },
+        )
     }
 }

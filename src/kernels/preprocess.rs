@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::setup::{groups_1d, Builder, Setup, F32};
-use crate::gpu::{Dispatch, Gpu, Kernel};
+use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
 use crate::model::Affine;
 
 pub const WGSL: &str = include_str!("../../shaders/preprocess.wgsl");
@@ -80,7 +80,12 @@ fn launch(
     (from, to): (&wgpu::Buffer, &wgpu::Buffer), bytes: usize,
 ) -> Dispatch {
     let params = PreParams::new(hw, affine);
+    // The gradient buffers are larger than dL/d(network input) and may be past the binding limit.
+    let from = Bound {
+        buffer: from,
+        range: Some((0, (3 * hw * F32) as u64)),
+    };
     kernel
-        .dispatch(gpu, &params, &[from, to], groups_1d(3 * hw))
+        .dispatch_bound(gpu, &params, &[from, Bound::whole(to)], groups_1d(3 * hw))
         .info(String::new(), 0.0, bytes)
 }

@@ -1,7 +1,9 @@
 //! How a kernel set is built and launched: the tiling of the matrix-heavy kernels, the storage
 //! of feature maps, the pipeline builder, and workgroup counts folded past the dispatch limit.
 
-use crate::gpu::{bindings_in, specialise, Binding, Gpu, Kernel};
+use std::ops::Range;
+
+use crate::gpu::{bindings_in, specialise, Binding, Bound, Gpu, Kernel};
 
 /// How the matrix-heavy kernels (convolutions, Gram matrices, style gradient) split the work.
 /// Every tiling computes the same thing with the same bindings and weight layouts; each
@@ -118,6 +120,65 @@ pub struct Setup {
     /// Tiled kernels fold workgroups along x into y past this many ([`MAX_GROUPS`]; the
     /// crate's own tests lower it to exercise the folding on small inputs).
     pub(crate) fold_limit: usize,
+    /// The most bytes one binding may span (the adapter's storage-binding limit; tests lower
+    /// it): larger feature maps are bound a range of channels at a time ([`Setup::pieces`]).
+    pub(crate) binding_limit: u64,
+    /// The adapter's alignment of binding offsets.
+    pub(crate) align: u64,
+}
+
+/// A map bound by a range of its channels: the binding, and the index of the range's first
+/// element within it (binding offsets must be aligned; channel boundaries need not be).
+pub(super) struct Piece<'a> {
+    pub bound: Bound<'a>,
+    pub base: u32,
+}
+
+/// Pieces of a map split by channels start at multiples of this many, so that conv weight
+/// columns (vec4s) and register blocks line up with them.
+const CHANNEL_QUANTUM: usize = 16;
+
+impl Setup {
+    /// Consecutive ranges covering `channels` channels, each small enough to bind every map
+    /// in `maps` (`(elements per channel, bytes per element)`) by that range of its channels:
+    /// the whole range when it fits, else equal pieces of a multiple of 16 channels (4 at the
+    /// least).
+    pub(super) fn pieces(&self, channels: usize, maps: &[(usize, usize)]) -> Vec<Range<usize>> {
+        let room = self.binding_limit.saturating_sub(self.align + 4);
+        let fit = maps
+            .iter()
+            .map(|&(plane, bytes)| (room / (plane * bytes).max(1) as u64) as usize)
+            .min()
+            .unwrap_or(channels);
+        if fit >= channels {
+            return std::iter::once(0..channels).collect();
+        }
+        let step = if fit >= CHANNEL_QUANTUM {
+            fit / CHANNEL_QUANTUM * CHANNEL_QUANTUM
+        } else {
+            (fit / 4 * 4).max(4)
+        };
+        (0..channels)
+            .step_by(step)
+            .map(|c| c..(c + step).min(channels))
+            .collect()
+    }
+
+    /// Channels `range` of the map in `buffer` (`plane` elements of `bytes` each a channel).
+    pub(super) fn piece<'a>(
+        &self, buffer: &'a wgpu::Buffer, range: &Range<usize>, (plane, bytes): (usize, usize),
+    ) -> Piece<'a> {
+        let start = (range.start * plane * bytes) as u64;
+        let end = ((range.end * plane * bytes) as u64).next_multiple_of(4);
+        let offset = start / self.align * self.align;
+        Piece {
+            bound: Bound {
+                buffer,
+                range: Some((offset, (end - offset).max(4))),
+            },
+            base: ((start - offset) / bytes as u64) as u32,
+        }
+    }
 }
 
 /// Builds one entry point's pipeline, its feature-map aliases switched to f16 when the

@@ -76,7 +76,7 @@ impl GpuNet {
             };
             let src = acts.last().unwrap_or(&input);
             let mut stage_routes = None;
-            forward.push(match s.op {
+            forward.extend(match s.op {
                 StageOp::Conv(l) => {
                     let c = &convs[l];
                     kernels.conv.forward(

@@ -43,9 +43,10 @@ pub fn gradient_buffers(gpu: &Gpu, stages: &[Stage]) -> Result<[wgpu::Buffer; 2]
         .chain([3 * h * w])
         .max()
         .unwrap();
+    // Bound by ranges of channels (kernels::setup), so only the buffer size limits them.
     Ok([
-        gpu.storage("gradient A", max_len)?,
-        gpu.storage("gradient B", max_len)?,
+        gpu.map_storage("gradient A", 4 * max_len)?,
+        gpu.map_storage("gradient B", 4 * max_len)?,
     ])
 }
 
@@ -74,7 +75,7 @@ impl Objective {
             let i = net.conv_stage(l);
             let s = &net.stages[i];
             let scale = 0.5 / nc as f32;
-            loss_values.push(kernels.loss.sq_diff_sum(
+            loss_values.extend(kernels.loss.sq_diff_sum(
                 gpu,
                 (s.out_len(), true),
                 scale,
@@ -89,7 +90,7 @@ impl Objective {
             let g = gpu.storage("gram", n * n)?;
             forward_extra.extend(kernels.gram.matrix(gpu, (n, m), &net.acts[i], &g)?);
             let scale = (1.0 / (4.0 * (n * n) as f64 * (m * m) as f64 * ns as f64)) as f32;
-            loss_values.push(kernels.loss.sq_diff_sum(
+            loss_values.extend(kernels.loss.sq_diff_sum(
                 gpu,
                 (n * n, false),
                 scale,
@@ -98,7 +99,7 @@ impl Objective {
             ));
             grams.push(g);
         }
-        loss_values.push(
+        loss_values.extend(
             kernels
                 .loss
                 .tv_sum(gpu, (3, h, w), 1.0, x, (&loss_buf, nc + ns)),
@@ -113,7 +114,7 @@ impl Objective {
             if let StageOp::Conv(l) = s.op {
                 if let Some(k) = config.content_layers.iter().position(|&c| c == l) {
                     let coef = (config.content_weight / nc as f64) as f32;
-                    backward.push(kernels.loss.content_grad(
+                    backward.extend(kernels.loss.content_grad(
                         gpu,
                         s.out_len(),
                         coef,
@@ -128,7 +129,7 @@ impl Objective {
                     let (n, m) = (s.cout, s.h * s.w);
                     let coef = (config.style_weight / (ns as f64 * (n * n) as f64 * (m * m) as f64))
                         as f32;
-                    backward.push(kernels.gram.style_grad(
+                    backward.extend(kernels.gram.style_grad(
                         gpu,
                         (n, m),
                         coef,
@@ -144,7 +145,7 @@ impl Objective {
             let src = if i == 0 { &net.input } else { &net.acts[i - 1] };
             // The gradient for the stage below leaves masked when that stage ends in a ReLU.
             let below_relu = i > 0 && matches!(net.stages[i - 1].op, StageOp::Conv(_));
-            backward.push(match s.op {
+            backward.extend(match s.op {
                 StageOp::Conv(l) => kernels.conv.backward_input(
                     gpu,
                     (s.cin, s.cout, s.h, s.w),

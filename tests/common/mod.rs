@@ -222,3 +222,10 @@ pub fn small_loss(arch: &impasto::model::Arch) -> impasto::model::LossConfig {
         tv_weight: 1e2,
     }
 }
+
+/// Submits the dispatches of several kernel launches (each a list: a launch may take several
+/// dispatches when its maps are bound in pieces), in order.
+pub fn submit_all(g: &Gpu, launches: &[&[impasto::gpu::Dispatch]]) {
+    let all: Vec<&impasto::gpu::Dispatch> = launches.iter().flat_map(|l| l.iter()).collect();
+    impasto::gpu::submit(g, &[], &all);
+}

@@ -84,9 +84,13 @@ fn bench(c: &mut Criterion) {
                 let (n, m) = (cout, h * w);
                 let gram = gpu.storage("g", n * n).unwrap();
                 let gd = k.gram.matrix(&gpu, (n, m), &y, &gram).unwrap();
-                let sd = k
-                    .gram
-                    .style_grad(&gpu, (n, m), 1.0, false, &y, &gram, &gram, &x);
+                let state = impasto::kernels::preprocess::initial_grad_scale(1.0);
+                let scale = gpu
+                    .storage_from("gradient scale", bytemuck::cast_slice(&state))
+                    .unwrap();
+                let sd =
+                    k.gram
+                        .style_grad(&gpu, (n, m), 1.0, false, &y, &gram, &gram, (&x, &scale));
                 for (name, d) in [("gram", &gd), ("style_grad", &sd)] {
                     g.throughput(Throughput::Elements(flops(d) as u64));
                     g.bench_function(format!("{name} {}", d[0].detail), |bch| {

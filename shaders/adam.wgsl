@@ -19,9 +19,15 @@ struct AdamParams {
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
+// The gradient scale's state (preprocess.wgsl): [scale, 1 / scale, overflow, skipped]. A step
+// whose gradient overflowed is skipped, its count included.
+@group(0) @binding(6) var<storage, read> grad_scale: array<u32>;
 
 @compute @workgroup_size(1, 1, 1)
 fn adam_tick() {
+    if (grad_scale[2] != 0u) {
+        return;
+    }
     let t = state[0] + 1.0;
     state[0] = t;
     state[1] = 1.0 - pow(p.beta1, t);
@@ -31,7 +37,7 @@ fn adam_tick() {
 @compute @workgroup_size(64, 1, 1)
 fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= p.len) {
+    if (i >= p.len || grad_scale[2] != 0u) {
         return;
     }
     let g = grad[i];

@@ -111,7 +111,7 @@ fn store(acc: Acc, c0: u32, y: u32, x0: u32) {
             for (var e = 0u; e < 4u; e++) {
                 let ch = c0 + 4u * c + e;
                 if (ch < p.outs) {
-                    dst[p.dst_base + ch * hw + base] = Dst(acc[j][c][e]);
+                    dst[p.dst_base + ch * hw + base] = to_dst(acc[j][c][e]);
                 }
             }
         }

@@ -42,9 +42,13 @@ fn weight_index(t: u32, r: u32, q: u32) -> u32 {
 
 // Element types of the bindings that can hold feature maps: the host rewrites these to f16
 // for 16-bit storage (gpu::specialise); arithmetic stays f32.
+// The backward's src and dst are gradients, f16 too with 16-bit storage.
 alias Src = f32;
 alias Dst = f32;
 alias Mask = f32;
+
+// Stores a value in dst (saturating to infinity past f16's range: gpu::specialise).
+fn to_dst(v: f32) -> Dst { return Dst(v); }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 // The map convolved, [channels][h][w].

@@ -147,7 +147,7 @@ fn store(acc: Acc, lid: u32, q0: u32, c0: u32) {
         for (var j = 0u; j < 4u; j++) {
             let q = q0 + 4u * (lid % 16u) + j;
             if (q < hw) {
-                dst[p.dst_base + ch * hw + q] = Dst(acc[j][e]);
+                dst[p.dst_base + ch * hw + q] = to_dst(acc[j][e]);
             }
         }
     }

@@ -106,6 +106,7 @@ fn style_grad(
     for (var l = 0u; l < 8u; l++) {
         cm[l] = min(m0 + l, p.m - 1u);
     }
+    let coef = p.coef * grad_scale[0];
     var lo: array<vec4<f32>, 8>; // positions m0 .. m0 + 3
     var hi: array<vec4<f32>, 8>; // positions m0 + 4 .. m0 + 7
     for (var c = 0u; c < p.nb; c++) {
@@ -124,9 +125,9 @@ fn style_grad(
             if (i0 + r < p.na && m0 + l < p.m) {
                 let o = (i0 + r) * p.m + m0 + l;
                 let v = select(hi[r][max(l, 4u) - 4u], lo[r][min(l, 3u)], l < 4u);
-                let prev = select(0.0, grad_feat[p.grad_base + o], p.accumulate != 0u);
-                let g = select(0.0, p.coef * v, f32(feat[p.a_base + o]) > 0.0);
-                grad_feat[p.grad_base + o] = prev + g;
+                let prev = select(0.0, f32(grad_feat[p.grad_base + o]), p.accumulate != 0u);
+                let g = select(0.0, coef * v, f32(feat[p.a_base + o]) > 0.0);
+                grad_feat[p.grad_base + o] = to_grad(prev + g);
             }
         }
     }

@@ -37,10 +37,18 @@ struct GramParams {
 // Element types of the bindings that can hold feature maps: the host rewrites these to f16
 // for 16-bit storage (gpu::specialise); arithmetic stays f32.
 alias Feat = f32;
+// dL/dF, f16 too with 16-bit storage.
+alias Grad = f32;
+
+// Stores a gradient (saturating to infinity past f16's range: gpu::specialise).
+fn to_grad(v: f32) -> Grad { return Grad(v); }
 
 @group(0) @binding(0) var<uniform> p: GramParams;
 // F, [N][M]: rows a (gram: G's rows; style_grad: the rows of dF computed, and their mask).
 @group(0) @binding(1) var<storage, read> feat: array<Feat>;
+// style_grad: [gradient scale, its inverse, ...] (kernels::preprocess): the loss gradients are
+// scaled by it so that 16-bit gradients neither overflow nor lose their small values.
+@group(0) @binding(8) var<storage, read> grad_scale: array<f32>;
 // F again: rows b (gram: G's columns; style_grad: the rows summed over).
 @group(0) @binding(7) var<storage, read> feat_b: array<Feat>;
 // style_grad: G, [N][N].
@@ -48,7 +56,7 @@ alias Feat = f32;
 // style_grad: the target A, [N][N].
 @group(0) @binding(3) var<storage, read> target_gram: array<f32>;
 // style_grad: dL/dF, [N][M].
-@group(0) @binding(4) var<storage, read_write> grad_feat: array<f32>;
+@group(0) @binding(4) var<storage, read_write> grad_feat: array<Grad>;
 // gram writes, gram_reduce reads: one Gram per chunk of positions, [chunks][N][N].
 @group(0) @binding(5) var<storage, read_write> chunk_grams: array<f32>;
 // gram_reduce: G, [N][N].

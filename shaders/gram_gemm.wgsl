@@ -93,6 +93,7 @@ fn style_grad(
 ) {
     let m0 = (wid.x + wid.y * nwg.x) * T;
     let i0 = wid.z * T;
+    let coef = p.coef * grad_scale[0];
     // Staging: reduction row lid / 16, output row / position quad lid % 16.
     let sr = lid / 16u;
     let sq = 4u * (lid % 16u);
@@ -130,9 +131,9 @@ fn style_grad(
             let m = m0 + 4u * (lid % 16u) + l;
             if (m < p.m) {
                 let o = i * p.m + m;
-                let prev = select(0.0, grad_feat[p.grad_base + o], p.accumulate != 0u);
-                let g = select(0.0, p.coef * acc[e][l], f32(feat[p.a_base + o]) > 0.0);
-                grad_feat[p.grad_base + o] = prev + g;
+                let prev = select(0.0, f32(grad_feat[p.grad_base + o]), p.accumulate != 0u);
+                let g = select(0.0, coef * acc[e][l], f32(feat[p.a_base + o]) > 0.0);
+                grad_feat[p.grad_base + o] = to_grad(prev + g);
             }
         }
     }

@@ -30,6 +30,11 @@ struct LossParams {
 // for 16-bit storage (gpu::specialise); arithmetic stays f32.
 alias A = f32;
 alias B = f32;
+// dL/dF (content_grad), f16 too with 16-bit storage.
+alias Grad = f32;
+
+// Stores a gradient (saturating to infinity past f16's range: gpu::specialise).
+fn to_grad(v: f32) -> Grad { return Grad(v); }
 
 @group(0) @binding(0) var<uniform> p: LossParams;
 // A value and its target: feature maps F and C, or Gram matrices G and A.
@@ -37,10 +42,15 @@ alias B = f32;
 @group(0) @binding(2) var<storage, read> b: array<B>;
 // The loss values, one slot per term.
 @group(0) @binding(3) var<storage, read_write> sums: array<f32>;
-// The gradient written: dL/dF (content_grad) or dL/dx (tv_grad).
-@group(0) @binding(4) var<storage, read_write> grad: array<f32>;
+// content_grad: dL/dF.
+@group(0) @binding(4) var<storage, read_write> grad: array<Grad>;
+// tv_grad: dL/dx.
+@group(0) @binding(7) var<storage, read_write> grad_image: array<f32>;
 // The image x, [3][h][w].
 @group(0) @binding(5) var<storage, read> image: array<f32>;
+// content_grad: [gradient scale, its inverse, ...] (kernels::preprocess): the loss gradients
+// are scaled by it so that 16-bit gradients neither overflow nor lose their small values.
+@group(0) @binding(6) var<storage, read> grad_scale: array<f32>;
 
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, WG>;
@@ -99,9 +109,9 @@ fn content_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         return;
     }
     let f = f32(a[p.a_base + i]);
-    let prev = select(0.0, grad[p.grad_base + i], p.accumulate != 0u);
-    let g = select(0.0, p.scale * (f - f32(b[p.b_base + i])), f > 0.0);
-    grad[p.grad_base + i] = prev + g;
+    let prev = select(0.0, f32(grad[p.grad_base + i]), p.accumulate != 0u);
+    let g = select(0.0, p.scale * grad_scale[0] * (f - f32(b[p.b_base + i])), f > 0.0);
+    grad[p.grad_base + i] = to_grad(prev + g);
 }
 
 // Always accumulates: the preprocessing backward writes dL/dx first.
@@ -128,5 +138,5 @@ fn tv_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (x > 0u) {
         g += 2.0 * (v - f32(image[i - 1u]));
     }
-    grad[i] += p.scale * g;
+    grad_image[i] += p.scale * g;
 }

@@ -27,6 +27,11 @@ struct PoolParams {
 // for 16-bit storage (gpu::specialise); arithmetic stays f32.
 alias Src = f32;
 alias Pooled = f32;
+// Gradients (pool_backward), f16 too with 16-bit storage.
+alias Grad = f32;
+
+// Stores a gradient (saturating to infinity past f16's range: gpu::specialise).
+fn to_grad(v: f32) -> Grad { return Grad(v); }
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
 // pool_forward: the layer's input [c][h][w].
@@ -34,9 +39,9 @@ alias Pooled = f32;
 // pool_forward: the output [c][h/2][w/2].
 @group(0) @binding(2) var<storage, read_write> pooled: array<Pooled>;
 // pool_backward: dL/d(output) [c][h/2][w/2].
-@group(0) @binding(3) var<storage, read> grad_pooled: array<f32>;
+@group(0) @binding(3) var<storage, read> grad_pooled: array<Grad>;
 // pool_backward: dL/d(input) [c][h][w].
-@group(0) @binding(4) var<storage, read_write> grad_src: array<f32>;
+@group(0) @binding(4) var<storage, read_write> grad_src: array<Grad>;
 // pool_forward writes, pool_backward reads: [c][h/2][words], 8 windows a word (window x at
 // bits 4·(x % 8) .. +3 of word x / 8, in the order top-left, top-right, bottom-left, bottom-right).
 @group(0) @binding(5) var<storage, read_write> routes: array<u32>;
@@ -103,16 +108,16 @@ fn pool_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= ow || gid.y >= oh) {
         for (var dy = 0u; dy < 2u && y + dy < p.h; dy++) {
             for (var dx = 0u; dx < 2u && x + dx < p.w; dx++) {
-                grad_src[base + dy * p.w + dx] = f32(0.0);
+                grad_src[base + dy * p.w + dx] = Grad(0.0);
             }
         }
         return;
     }
     let word = routes[p.routes_base + (gid.z * oh + gid.y) * route_words(ow) + gid.x / 8u];
     let bits = (word >> (4u * (gid.x % 8u))) & 15u;
-    let g = grad_pooled[p.pooled_base + (gid.z * oh + gid.y) * ow + gid.x] * select(1.0, 0.25, p.mode != 0u);
+    let g = f32(grad_pooled[p.pooled_base + (gid.z * oh + gid.y) * ow + gid.x]) * select(1.0, 0.25, p.mode != 0u);
     let at = array<u32, 4>(base, base + 1u, base + p.w, base + p.w + 1u);
     for (var k = 0u; k < 4u; k++) {
-        grad_src[at[k]] = select(0.0, g, (bits & (1u << k)) != 0u);
+        grad_src[at[k]] = to_grad(select(0.0, g, (bits & (1u << k)) != 0u));
     }
 }

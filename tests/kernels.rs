@@ -3,7 +3,8 @@
 mod common;
 
 use common::{
-    check, ctx, features_from, random, read_features, rng, round_f16, submit_all, CONV_SHAPES,
+    check, ctx, features_from, grad_scale, random, read_features, rng, round_f16, submit_all,
+    CONV_SHAPES,
 };
 use impasto::gpu::submit;
 use impasto::kernels::conv::{pad_backward_weights, pad_forward_weights};
@@ -130,17 +131,19 @@ fn f16_storage_convolutions_match_reference() {
                 1e-3,
             );
 
-            // Backward: the gradient stays f32, the ReLU mask comes from an f16 feature map.
-            let (gr, grd) = random(&mut r, cout * h * w, -1.0, 1.0);
+            // Backward: the gradients are f16 too, and the ReLU mask comes from an f16 map.
+            let (gr, _) = random(&mut r, cout * h * w, -1.0, 1.0);
+            let gr = round_f16(&gr);
+            let grd = common::to_f64(&gr);
             let ones = vec![1.0; cout * h * w];
             let (below, _) = random(&mut r, cin * h * w, -1.0, 1.0);
             let below = round_f16(&below.iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
-            let grb = g.storage_from("g", &gr).unwrap();
+            let grb = features_from(g, &k, &gr);
             let kb = g
                 .storage_from("k", &pad_backward_weights(&wt, cin, cout, tiling.pad()))
                 .unwrap();
             let bb = features_from(g, &k, &below);
-            let out = g.storage("out", cin * h * w).unwrap();
+            let out = k.feature_map(g, "out", cin * h * w).unwrap();
             let d = k
                 .conv
                 .backward_input(g, (cin, cout, h, w), &grb, &kb, Some(&bb), &out);
@@ -151,11 +154,12 @@ fn f16_storage_convolutions_match_reference() {
                     *v = 0.0
                 }
             });
+            // The output is stored as f16: 2^-11 relative rounding.
             check(
                 &format!("f16 conv_backward_input ({tiling}) {cin}->{cout} {h}x{w}"),
-                &g.read(&out, cin * h * w).unwrap(),
+                &read_features(g, &k, &out, cin * h * w),
                 &want,
-                TOL,
+                1e-3,
             );
         }
     }
@@ -244,6 +248,7 @@ fn pool_forward_and_backward_match_reference() {
 #[test]
 fn gram_and_style_loss_match_reference() {
     let g = &ctx().gpu;
+    let two = grad_scale(g, 2.0);
     let mut r = rng(4);
     // (13, 5000) and (9, 2049) split the positions into chunks (partial Grams + reduce);
     // (130, 201) spans 3 x 3 tiles of 64 (off-diagonal ones mirrored) and partial steps.
@@ -290,7 +295,8 @@ fn gram_and_style_loss_match_reference() {
                 .sq_diff_sum(g, (n * n, false), scale, (&gb, &ab), (&loss, 1));
             let grad = kernels
                 .gram
-                .style_grad(g, (n, m), coef * 1.0, true, &fb, &gb, &ab, &dst);
+                // Under a gradient scale of 2 (kernels::preprocess), half the coefficient.
+                .style_grad(g, (n, m), coef * 0.5, true, &fb, &gb, &ab, (&dst, &two));
             submit_all(g, &[&gram, &val, &grad]);
             let gram_ref = reference::gram(&fd, n, m);
             check(
@@ -336,6 +342,7 @@ fn gram_and_style_loss_match_reference() {
 fn content_loss_and_grad_match_reference() {
     let c = ctx();
     let g = &c.gpu;
+    let two = grad_scale(g, 2.0);
     let mut r = rng(5);
     for len in [1, 35, 5 * 33 * 17, 70_000] {
         let (f, fd) = random(&mut r, len, -1.0, 3.0);
@@ -355,11 +362,11 @@ fn content_loss_and_grad_match_reference() {
         let ga = c
             .kernels
             .loss
-            .content_grad(g, len, 0.3, true, &fb, &tb, &acc);
+            .content_grad(g, len, 0.15, true, &fb, &tb, (&acc, &two));
         let go = c
             .kernels
             .loss
-            .content_grad(g, len, 0.3, false, &fb, &tb, &over);
+            .content_grad(g, len, 0.15, false, &fb, &tb, (&over, &two));
         submit_all(g, &[&v, &ga, &go]);
         check(
             &format!("content loss {len}"),
@@ -472,6 +479,7 @@ fn sums_over_millions_of_elements_are_whole() {
 fn preprocess_matches_reference_for_both_conventions() {
     let c = ctx();
     let g = &c.gpu;
+    let one = grad_scale(g, 1.0);
     let mut r = rng(7);
     for conv in [Convention::Caffe, Convention::Torch] {
         let a: Affine = conv.affine();
@@ -483,7 +491,7 @@ fn preprocess_matches_reference_for_both_conventions() {
             let out = g.storage("out", 3 * hw).unwrap();
             let gx = g.storage("gx", 3 * hw).unwrap();
             let f = c.kernels.preprocess.forward(g, hw, &a, &xb, &out);
-            let b = c.kernels.preprocess.backward(g, hw, &a, &gb, &gx);
+            let b = c.kernels.preprocess.backward(g, hw, &a, &gb, &gx, &one);
             submit(g, &[], &[&f, &b]);
             check(
                 &format!("preprocess {conv:?} {hw}"),
@@ -537,21 +545,49 @@ fn adam_matches_reference_over_several_steps() {
     let (x, mut xd) = random(&mut r, n, 0.0, 1.0);
     let xb = g.storage_from("x", &x).unwrap();
     let gb = g.storage("g", n).unwrap();
-    let adam = impasto::pipeline::adam::Adam::new(g, &c.kernels, &cfg, &xb, &gb, n).unwrap();
+    let scale = grad_scale(g, 8.0);
+    let adam =
+        impasto::pipeline::adam::Adam::new(g, &c.kernels, &cfg, &xb, &gb, &scale, n).unwrap();
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
-    for t in 1..=5 {
+    let update = c.kernels.preprocess.scale_update(g, &scale);
+    let state = || -> Vec<u32> {
+        g.read(&scale, 4)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let mut t = 0;
+    for step in 1..=7 {
         // Large gradients push some pixels past [0, 1]: the clamp must act.
         let (gr, grd) = random(&mut r, n, -50.0, 50.0);
         g.write(&gb, &gr);
-        submit(g, &[], &[&adam.dispatches[0], &adam.dispatches[1]]);
-        reference::adam_step(&mut xd, &mut m, &mut v, &grd, t, &cfg);
+        // Steps 3 and 6 overflowed (the flag preprocess_backward raises): skipped, the step
+        // count included; then the scale halves.
+        let overflow = step % 3 == 0;
+        if overflow {
+            let mut s = state();
+            s[2] = 1;
+            g.write(&scale, bytemuck::cast_slice(&s));
+        }
+        submit(g, &[], &[&adam.dispatches[0], &adam.dispatches[1], &update]);
+        if !overflow {
+            t += 1;
+            reference::adam_step(&mut xd, &mut m, &mut v, &grd, t, &cfg);
+        }
         check(
-            &format!("adam step {t}"),
+            &format!("adam step {step} (t = {t})"),
             &g.read(&xb, n).unwrap(),
             &xd,
             TOL,
         );
     }
+    let s = state();
+    assert_eq!(
+        (f32::from_bits(s[0]), f32::from_bits(s[1]), s[2], s[3]),
+        (2.0, 0.5, 0, 2),
+        "the scale halved at each overflow, the flag lowered, two steps skipped"
+    );
 }
 
 #[test]

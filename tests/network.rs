@@ -198,9 +198,9 @@ fn maps_bound_in_pieces_give_the_reference_losses_and_gradient() {
     // 4 channels of the 6x5 maps after the pool, in f32.
     let limit = align + 4 + 4 * 30 * 4;
     for (mut kernels, tol, pooling, cfg) in runs {
-        let whole = session_matches_reference(&kernels, pooling, cfg, tol);
+        let whole = session_matches_reference(&kernels, pooling, cfg, tol).0;
         kernels.set_binding_limit(limit);
-        let split = session_matches_reference(&kernels, pooling, cfg, tol);
+        let split = session_matches_reference(&kernels, pooling, cfg, tol).0;
         println!(
             "{} {:?}: {whole} -> {split} dispatches on pieces",
             kernels.tiling, kernels.storage
@@ -210,11 +210,11 @@ fn maps_bound_in_pieces_give_the_reference_losses_and_gradient() {
 }
 
 /// A session of the tiny network on small random images, its losses and image gradient
-/// against the f64 reference.
-/// Returns how many of a step's dispatches work on pieces of maps.
+/// against the f64 reference. Returns how many of a step's dispatches work on pieces of
+/// maps, and the session's gradient scale.
 fn session_matches_reference(
     kernels: &Kernels, pooling: Pooling, cfg: &LossConfig, tol: f64,
-) -> usize {
+) -> (usize, f32) {
     let c = ctx();
     let (arch, w) = tiny();
     let (h, wd) = (13, 11);
@@ -327,8 +327,65 @@ fn session_matches_reference(
             &want_grad,
             tol,
         );
-        pieces
+        (pieces, session.grad_scale().unwrap().0)
     }
+}
+
+/// With style weights a million times larger, 16-bit gradients would overflow at a scale of
+/// 1: the session calibrates a smaller one, and the gradient is still the reference's. Should
+/// a later step overflow, Adam skips it and the scale halves.
+#[test]
+fn f16_gradients_past_f16s_range_are_scaled_down() {
+    let c = ctx();
+    if !c.gpu.features.contains(wgpu::Features::SHADER_F16) {
+        println!("SKIPPED: {} has no shader-f16", c.gpu.info.name);
+        return;
+    }
+    let kernels = Kernels::with_options(&c.gpu, Tiling::Registers(8), Storage::F16).unwrap();
+    let usual = session_matches_reference(&kernels, Pooling::Max, &tiny_config(), 2e-3).1;
+    let huge = LossConfig {
+        style_weight: 1e12,
+        content_weight: 1e6,
+        ..tiny_config()
+    };
+    let scaled = session_matches_reference(&kernels, Pooling::Max, &huge, 2e-3).1;
+    println!(
+        "gradient scale: {usual} with the usual weights, {scaled} with weights 1e6 times larger"
+    );
+    assert_eq!(usual, 1.0);
+    assert!(scaled <= 1.0 / 16.0, "{scaled}");
+
+    // A step past the range: skipped (the image and Adam's step count unchanged), the
+    // scale halved.
+    let (arch, w) = tiny();
+    let mut r = rng(14);
+    let img = image(&mut r, 13, 11);
+    let styles = vec![(image(&mut r, 13, 11), 1.0)];
+    let setup = Setup {
+        arch: &arch,
+        weights: &w,
+        loss: &huge,
+        pooling: Pooling::Max,
+        adam: ADAM,
+        content: &img,
+        styles: &styles,
+        init: &img,
+        average: 0.0,
+    };
+    let mut session = Session::new(&c.gpu, &kernels, &setup).unwrap();
+    let before = session.image().unwrap().data;
+    let state = impasto::kernels::preprocess::initial_grad_scale(65536.0);
+    c.gpu
+        .write(&session.objective.grad_scale, bytemuck::cast_slice(&state));
+    session.step(false).unwrap();
+    assert_eq!(
+        session.image().unwrap().data,
+        before,
+        "the step was skipped"
+    );
+    assert_eq!(session.grad_scale().unwrap(), (32768.0, 1));
+    use impasto::model::Engine;
+    assert_eq!(session.adam_state().unwrap().t, 0);
 }
 
 #[test]

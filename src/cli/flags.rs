@@ -382,7 +382,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use crate::cli::flags::parse_bytes;
 
     #[test]
     fn sizes_parse_with_binary_units() {

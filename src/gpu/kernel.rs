@@ -299,7 +299,11 @@ pub fn submit_groups<'a, 'd>(gpu: &Gpu, dispatches: &'a [&'d Dispatch]) -> Vec<&
     groups
 }
 
-/// `src` with the named element-type aliases (`alias Src = f32;` ...) switched to f16.
+/// `src` with the named element-type aliases (`alias Src = f32;` ...) switched to f16. An
+/// alias's store helper, `fn to_src(v: f32) -> Src { return Src(v); }` where the shader has
+/// one, then goes to ±infinity past f16's range (a plain conversion is indeterminate there;
+/// the largest f16 doubled, at run time, is infinity), so that an overflow shows as a
+/// non-finite value downstream.
 pub fn specialise(src: &str, f16_aliases: &[&str]) -> String {
     if f16_aliases.is_empty() {
         return src.to_string();
@@ -310,6 +314,16 @@ pub fn specialise(src: &str, f16_aliases: &[&str]) -> String {
         let line = format!("alias {a} = f32;");
         assert!(out.contains(&line), "no {line:?} to specialise");
         out = out.replace(&line, &format!("alias {a} = f16;"));
+        let helper = format!(
+            "fn to_{}(v: f32) -> {a} {{ return {a}(v); }}",
+            a.to_lowercase()
+        );
+        let saturating = format!(
+            "fn to_{}(v: f32) -> {a} {{ if (abs(v) <= 65504.0) {{ return {a}(v); }} \
+             return {a}(select(65504.0, -65504.0, v < 0.0)) * {a}(2.0); }}",
+            a.to_lowercase()
+        );
+        out = out.replace(&helper, &saturating);
     }
     out
 }

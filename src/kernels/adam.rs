@@ -40,8 +40,13 @@ pub struct AdamKernels {
 impl AdamKernels {
     pub(super) fn build(b: &Builder<'_>) -> AdamKernels {
         AdamKernels {
-            tick: b.kernel("adam_tick", WGSL, &[], &["state"]),
-            update: b.kernel("adam_update", WGSL, &[], &["grad", "x", "m", "v", "state"]),
+            tick: b.kernel("adam_tick", WGSL, &[], &["state", "grad_scale"]),
+            update: b.kernel(
+                "adam_update",
+                WGSL,
+                &[],
+                &["grad", "x", "m", "v", "state", "grad_scale"],
+            ),
         }
     }
 }
@@ -53,6 +58,9 @@ pub struct AdamBuffers<'a> {
     pub v: &'a wgpu::Buffer,
     /// 4 f32s: [t, 1 − β1^t, 1 − β2^t, unused], zero at the start.
     pub state: &'a wgpu::Buffer,
+    /// The gradient scale's state (`kernels::preprocess`): a step whose gradient overflowed
+    /// is skipped.
+    pub grad_scale: &'a wgpu::Buffer,
 }
 
 impl AdamKernels {
@@ -61,14 +69,14 @@ impl AdamKernels {
         let len = params.len as usize;
         [
             self.tick
-                .dispatch(gpu, &params, &[b.state], [1, 1, 1])
+                .dispatch(gpu, &params, &[b.state, b.grad_scale], [1, 1, 1])
                 .info(String::new(), 0.0, 8 * F32),
             // grad read; x, m and v read and written
             self.update
                 .dispatch(
                     gpu,
                     &params,
-                    &[b.grad, b.x, b.m, b.v, b.state],
+                    &[b.grad, b.x, b.m, b.v, b.state, b.grad_scale],
                     groups_1d(len),
                 )
                 .info(String::new(), 0.0, 7 * len * F32),

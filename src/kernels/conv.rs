@@ -64,11 +64,17 @@ impl ConvKernels {
                 &["Src", "Dst"],
                 &["src", "weight", "bias", "dst"],
             ),
-            backward_input: b.kernel("conv_backward_input", &src, &[], &["src", "weight", "dst"]),
+            // The backward's src and dst are gradients, stored as feature maps are.
+            backward_input: b.kernel(
+                "conv_backward_input",
+                &src,
+                &["Src", "Dst"],
+                &["src", "weight", "dst"],
+            ),
             backward_input_masked: b.kernel(
                 "conv_backward_input_masked",
                 &src,
-                &["Mask"],
+                &["Src", "Dst", "Mask"],
                 &["src", "weight", "dst", "mask"],
             ),
         }
@@ -202,8 +208,8 @@ impl ConvKernels {
                 red: cout,
                 outs: cin,
                 hw: (h, w),
-                src: (grad, F32),
-                dst: (dst, F32),
+                src: (grad, self.setup.storage.bytes()),
+                dst: (dst, self.setup.storage.bytes()),
                 mask: input_relu.map(|m| (m, self.setup.storage.bytes())),
                 weight: weight_t,
                 bias: None,

@@ -86,9 +86,15 @@ fn folded_launches_match_reference() {
         let gb = g.storage("g", n * n).unwrap();
         let dst = g.storage("dst", n * m).unwrap();
         let mut d = k.gram.matrix(g, (n, m), &fb, &gb).unwrap();
+        let scale = g
+            .storage_from(
+                "gradient scale",
+                bytemuck::cast_slice(&super::preprocess::initial_grad_scale(1.0)),
+            )
+            .unwrap();
         d.extend(
             k.gram
-                .style_grad(g, (n, m), 0.5, false, &fb, &gb, &ab, &dst),
+                .style_grad(g, (n, m), 0.5, false, &fb, &gb, &ab, (&dst, &scale)),
         );
         assert!(
             d.last().unwrap().groups[1] > 1,

@@ -91,8 +91,15 @@ impl GramKernels {
             style_grad: b.kernel(
                 "style_grad",
                 &src,
-                &["Feat"],
-                &["feat", "feat_b", "gram_matrix", "target_gram", "grad_feat"],
+                &["Feat", "Grad"],
+                &[
+                    "feat",
+                    "feat_b",
+                    "gram_matrix",
+                    "target_gram",
+                    "grad_feat",
+                    "grad_scale",
+                ],
             ),
         }
     }
@@ -182,19 +189,21 @@ impl GramKernels {
         Ok(dispatches)
     }
 
-    /// `dst (+)= coef · ((gram − target) · feat) · [feat > 0]` (feat is post-ReLU); with a map
-    /// too large to bind whole, by pieces of rows, each summing over the pieces in order.
+    /// `dst (+)= s · coef · ((gram − target) · feat) · [feat > 0]` (feat is post-ReLU; s the
+    /// gradient scale in `scale`); with a map too large to bind whole, by pieces of rows, each
+    /// summing over the pieces in order.
     #[allow(clippy::too_many_arguments)]
     pub fn style_grad(
         &self, gpu: &Gpu, (n, m): (usize, usize), coef: f32, accumulate: bool, feat: &wgpu::Buffer,
-        gram: &wgpu::Buffer, target: &wgpu::Buffer, dst: &wgpu::Buffer,
+        gram: &wgpu::Buffer, target: &wgpu::Buffer, (dst, scale): (&wgpu::Buffer, &wgpu::Buffer),
     ) -> Vec<Dispatch> {
         let sb = self.setup.storage.bytes();
-        let pieces = self.setup.pieces(n, &[(m, sb), (m, F32)]);
+        // Gradients are stored as feature maps are.
+        let pieces = self.setup.pieces(n, &[(m, sb)]);
         let mut dispatches = Vec::new();
         for a in &pieces {
             let fa = self.setup.piece(feat, a, (m, sb));
-            let grad = self.setup.piece(dst, a, (m, F32));
+            let grad = self.setup.piece(dst, a, (m, sb));
             for (k, b) in pieces.iter().enumerate() {
                 let fb = self.setup.piece(feat, b, (m, sb));
                 let add = accumulate || k > 0;
@@ -223,14 +232,14 @@ impl GramKernels {
                     Bound::whole(gram),
                     Bound::whole(target),
                     grad.bound,
+                    Bound::whole(scale),
                 ];
                 let mut detail = format!("{n}x{m}");
                 if pieces.len() > 1 {
                     detail += &format!(" [{a:?} from {b:?}]");
                 }
-                let bytes = (na + b.len()) * m * sb
-                    + na * m * (1 + add as usize) * F32
-                    + 2 * na * b.len() * F32;
+                let bytes =
+                    (na + b.len() + na * (1 + add as usize)) * m * sb + 2 * na * b.len() * F32;
                 dispatches.push(
                     self.style_grad
                         .dispatch_bound(gpu, &params, &bound, groups)

@@ -74,8 +74,13 @@ impl LossKernels {
             sq_diff_sum: b.kernel("sq_diff_sum", WGSL, &[], &["a", "b", "sums"]),
             sq_diff_sum_features: b.kernel("sq_diff_sum", WGSL, &["A", "B"], &["a", "b", "sums"]),
             tv_sum: b.kernel("tv_sum", WGSL, &[], &["sums", "image"]),
-            content_grad: b.kernel("content_grad", WGSL, &["A", "B"], &["a", "b", "grad"]),
-            tv_grad: b.kernel("tv_grad", WGSL, &[], &["grad", "image"]),
+            content_grad: b.kernel(
+                "content_grad",
+                WGSL,
+                &["A", "B", "Grad"],
+                &["a", "b", "grad", "grad_scale"],
+            ),
+            tv_grad: b.kernel("tv_grad", WGSL, &[], &["grad_image", "image"]),
         }
     }
 }
@@ -142,22 +147,22 @@ impl LossKernels {
             .collect()
     }
 
-    /// `dst (+)= coef · (feat − target) · [feat > 0]` (feat is post-ReLU), by ranges when
-    /// the maps are too large to bind whole.
+    /// `dst (+)= s · coef · (feat − target) · [feat > 0]` (feat is post-ReLU; s the gradient
+    /// scale in `scale`), by ranges when the maps are too large to bind whole.
     #[allow(clippy::too_many_arguments)]
     pub fn content_grad(
         &self, gpu: &Gpu, len: usize, coef: f32, accumulate: bool, feat: &wgpu::Buffer,
-        target: &wgpu::Buffer, dst: &wgpu::Buffer,
+        target: &wgpu::Buffer, (dst, scale): (&wgpu::Buffer, &wgpu::Buffer),
     ) -> Vec<Dispatch> {
         let setup = &self.setup;
         let sb = setup.storage.bytes();
-        let pieces = setup.pieces(len, &[(1, sb), (1, F32)]);
+        let pieces = setup.pieces(len, &[(1, sb)]);
         pieces
             .iter()
             .map(|r| {
                 let pa = setup.piece(feat, r, (1, sb));
                 let pb = setup.piece(target, r, (1, sb));
-                let pg = setup.piece(dst, r, (1, F32));
+                let pg = setup.piece(dst, r, (1, sb));
                 let params = LossParams {
                     accumulate: accumulate as u32,
                     a_base: pa.base,
@@ -165,14 +170,10 @@ impl LossKernels {
                     grad_base: pg.base,
                     ..LossParams::new(r.len(), (0, 0), coef)
                 };
-                let bytes = r.len() * (2 * sb + (1 + accumulate as usize) * F32);
+                let bytes = r.len() * (2 + 1 + accumulate as usize) * sb;
+                let bound = [pa.bound, pb.bound, pg.bound, Bound::whole(scale)];
                 self.content_grad
-                    .dispatch_bound(
-                        gpu,
-                        &params,
-                        &[pa.bound, pb.bound, pg.bound],
-                        groups_1d(r.len()),
-                    )
+                    .dispatch_bound(gpu, &params, &bound, groups_1d(r.len()))
                     .info(String::new(), 0.0, bytes)
             })
             .collect()

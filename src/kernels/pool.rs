@@ -43,7 +43,7 @@ impl PoolKernels {
             backward: b.kernel(
                 "pool_backward",
                 WGSL,
-                &[],
+                &["Grad"],
                 &["routes", "grad_pooled", "grad_src"],
             ),
         }
@@ -143,17 +143,18 @@ impl PoolKernels {
         &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), mode: Pooling, routes: &wgpu::Buffer,
         grad: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
+        // Gradients are stored as feature maps are.
+        let gb = self.setup.storage.bytes();
         self.launch(
             gpu,
             &self.backward,
             (c, h, w),
             mode,
             false,
-            [(dst, F32), (grad, F32), (routes, F32)],
+            [(dst, gb), (grad, gb), (routes, F32)],
             |c| pool_groups(c, h.div_ceil(2), w.div_ceil(2)),
             |c| {
-                let bytes =
-                    c * h * w * F32 + c * (h / 2) * (w / 2) * F32 + routes_len((c, h, w)) * F32;
+                let bytes = c * (h * w + (h / 2) * (w / 2)) * gb + routes_len((c, h, w)) * F32;
                 ((c * h * w) as f64, bytes)
             },
         )

@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::setup::{groups_1d, Builder, Setup, F32};
 use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
-use crate::model::Affine;
+use crate::model::{Affine, Convention};
 
 pub const WGSL: &str = include_str!("../../shaders/preprocess.wgsl");
 
@@ -39,6 +39,12 @@ pub struct PreprocessKernels {
     pub(super) setup: Setup,
     forward: Kernel,
     backward: Kernel,
+    scale_update: Kernel,
+}
+
+/// The gradient scale's state at the start ([`PreprocessKernels::backward`]): scale 1.
+pub fn initial_grad_scale(scale: f32) -> [u32; 4] {
+    [scale.to_bits(), (1.0 / scale).to_bits(), 0, 0]
 }
 
 impl PreprocessKernels {
@@ -49,9 +55,10 @@ impl PreprocessKernels {
             backward: b.kernel(
                 "preprocess_backward",
                 WGSL,
-                &[],
-                &["grad_input", "grad_image"],
+                &["Grad"],
+                &["grad_input", "grad_image", "grad_scale"],
             ),
+            scale_update: b.kernel("grad_scale_update", WGSL, &[], &["grad_scale"]),
         }
     }
 }
@@ -65,12 +72,36 @@ impl PreprocessKernels {
         launch(&self.forward, gpu, (hw, affine), (x, dst), bytes)
     }
 
-    /// dst = dL/dx from grad = dL/d(network input).
+    /// dst = dL/dx from grad = dL/d(network input), divided by the gradient scale in
+    /// `scale` (its state: [`initial_grad_scale`]), whose overflow flag it raises when the
+    /// result is not finite.
     pub fn backward(
         &self, gpu: &Gpu, hw: usize, affine: &Affine, grad: &wgpu::Buffer, dst: &wgpu::Buffer,
+        scale: &wgpu::Buffer,
     ) -> Dispatch {
-        let bytes = 2 * 3 * hw * F32;
-        launch(&self.backward, gpu, (hw, affine), (grad, dst), bytes)
+        let gb = self.setup.storage.bytes();
+        let bytes = 3 * hw * (gb + F32);
+        // The gradient buffers are larger than dL/d(network input) and may be past the binding limit.
+        let from = Bound {
+            buffer: grad,
+            range: Some((0, (3 * hw * gb).next_multiple_of(4) as u64)),
+        };
+        let bound = [from, Bound::whole(dst), Bound::whole(scale)];
+        self.backward
+            .dispatch_bound(gpu, &PreParams::new(hw, affine), &bound, groups_1d(3 * hw))
+            .info(String::new(), 0.0, bytes)
+    }
+
+    /// After a step: halves the scale when the step's gradient overflowed (Adam skipped it).
+    pub fn scale_update(&self, gpu: &Gpu, scale: &wgpu::Buffer) -> Dispatch {
+        self.scale_update
+            .dispatch(
+                gpu,
+                &PreParams::new(0, &Convention::Torch.affine()),
+                &[scale],
+                [1, 1, 1],
+            )
+            .info(String::new(), 0.0, 16)
     }
 }
 
@@ -80,12 +111,7 @@ fn launch(
     (from, to): (&wgpu::Buffer, &wgpu::Buffer), bytes: usize,
 ) -> Dispatch {
     let params = PreParams::new(hw, affine);
-    // The gradient buffers are larger than dL/d(network input) and may be past the binding limit.
-    let from = Bound {
-        buffer: from,
-        range: Some((0, (3 * hw * F32) as u64)),
-    };
     kernel
-        .dispatch_bound(gpu, &params, &[from, Bound::whole(to)], groups_1d(3 * hw))
+        .dispatch(gpu, &params, &[from, to], groups_1d(3 * hw))
         .info(String::new(), 0.0, bytes)
 }

@@ -20,7 +20,7 @@ pub struct Adam {
 impl Adam {
     pub fn new(
         gpu: &Gpu, kernels: &Kernels, config: &AdamConfig, x: &wgpu::Buffer, grad: &wgpu::Buffer,
-        len: usize,
+        grad_scale: &wgpu::Buffer, len: usize,
     ) -> Result<Adam> {
         let m = gpu.storage("adam m", len)?;
         let v = gpu.storage("adam v", len)?;
@@ -35,6 +35,7 @@ impl Adam {
                 m: &m,
                 v: &v,
                 state: &state,
+                grad_scale,
             },
         );
         Ok(Adam {

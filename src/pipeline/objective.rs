@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
+use crate::kernels::preprocess::initial_grad_scale;
 use crate::kernels::Kernels;
 use crate::model::{Affine, LossConfig, LossValues};
 use crate::model::{Stage, StageOp};
@@ -23,6 +24,10 @@ pub struct Objective {
     pub grams: Vec<wgpu::Buffer>,
     /// dL/dx, 3 x H x W.
     pub grad_x: wgpu::Buffer,
+    /// The gradient scale's state, [scale, 1 / scale, overflow, skipped] as bits
+    /// (`kernels::preprocess`), and the dispatch that halves the scale after an overflow.
+    pub grad_scale: wgpu::Buffer,
+    pub scale_update: Dispatch,
     /// Loss slots: content layers, then style layers, then tv.
     pub loss_buf: wgpu::Buffer,
     forward_extra: Vec<Dispatch>,
@@ -35,7 +40,9 @@ pub struct Objective {
 /// The two gradient buffers of a network of `stages`: each holds the largest stage output
 /// (or the image). The forward pass borrows them for the outputs the backward never reads
 /// (`network::Lent`).
-pub fn gradient_buffers(gpu: &Gpu, stages: &[Stage]) -> Result<[wgpu::Buffer; 2]> {
+pub fn gradient_buffers(
+    gpu: &Gpu, kernels: &Kernels, stages: &[Stage],
+) -> Result<[wgpu::Buffer; 2]> {
     let (h, w) = (stages[0].h, stages[0].w);
     let max_len = stages
         .iter()
@@ -43,10 +50,10 @@ pub fn gradient_buffers(gpu: &Gpu, stages: &[Stage]) -> Result<[wgpu::Buffer; 2]
         .chain([3 * h * w])
         .max()
         .unwrap();
-    // Bound by ranges of channels (kernels::setup), so only the buffer size limits them.
+    // Stored as feature maps are, and like them bound by ranges of channels.
     Ok([
-        gpu.map_storage("gradient A", 4 * max_len)?,
-        gpu.map_storage("gradient B", 4 * max_len)?,
+        kernels.feature_map(gpu, "gradient A", max_len)?,
+        kernels.feature_map(gpu, "gradient B", max_len)?,
     ])
 }
 
@@ -62,6 +69,10 @@ impl Objective {
         let ns = config.style_layers.len();
         let loss_buf = gpu.storage("loss values", nc + ns + 1)?;
         let grad_x = gpu.storage("dL/dx", 3 * h * w)?;
+        let grad_scale = gpu.storage_from(
+            "gradient scale",
+            bytemuck::cast_slice(&initial_grad_scale(1.0)),
+        )?;
         // Gradients of consecutive stage outputs alternate between two buffers, made by the
         // session before the network (whose pooling outputs live in the first: see
         // `gradient_buffers`).
@@ -121,7 +132,7 @@ impl Objective {
                         accumulate,
                         &net.acts[i],
                         &targets.content[k],
-                        gi,
+                        (gi, &grad_scale),
                     ));
                     accumulate = true;
                 }
@@ -137,7 +148,7 @@ impl Objective {
                         &net.acts[i],
                         &grams[k],
                         &targets.style[k],
-                        gi,
+                        (gi, &grad_scale),
                     ));
                 }
             }
@@ -162,11 +173,14 @@ impl Objective {
                 }
             });
         }
-        backward.push(
-            kernels
-                .preprocess
-                .backward(gpu, h * w, affine, grad_of(-1), &grad_x),
-        );
+        backward.push(kernels.preprocess.backward(
+            gpu,
+            h * w,
+            affine,
+            grad_of(-1),
+            &grad_x,
+            &grad_scale,
+        ));
         if config.tv_weight != 0.0 {
             backward.push(kernels.loss.tv_grad(
                 gpu,
@@ -180,6 +194,8 @@ impl Objective {
             net,
             grams,
             grad_x,
+            scale_update: kernels.preprocess.scale_update(gpu, &grad_scale),
+            grad_scale,
             loss_buf,
             forward_extra,
             loss_values,

@@ -4,7 +4,8 @@
 use anyhow::{bail, Result};
 
 use crate::gpu::{submit, Dispatch, Gpu};
-use crate::kernels::Kernels;
+use crate::kernels::preprocess::initial_grad_scale;
+use crate::kernels::{Kernels, Storage};
 use crate::model::engine::MemoryPlan;
 use crate::model::{AdamState, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
@@ -27,6 +28,8 @@ pub struct Session<'g> {
     /// The moving average of the iterates: its count, raw buffer and fold dispatch.
     average: Option<(Average, wgpu::Buffer, Dispatch)>,
     pub steps_done: usize,
+    /// Gradients stored in f16, under a scale (`kernels::preprocess`).
+    grads_f16: bool,
     /// Ledger marks: session start, weights uploaded, style phase over, all made.
     marks: [usize; 4],
 }
@@ -168,7 +171,7 @@ impl<'g> Session<'g> {
         let x = gpu.storage("image", n)?;
         let evaluated_x = gpu.storage("last evaluated image", n)?;
         let stages = s.arch.stages(deepest, h, w, s.pooling);
-        let grads = gradient_buffers(gpu, &stages)?;
+        let grads = gradient_buffers(gpu, kernels, &stages)?;
         let lent = Lent {
             buffers: &grads,
             loss_layers: s
@@ -206,7 +209,15 @@ impl<'g> Session<'g> {
         let objective = Objective::new(
             gpu, kernels, net, &convs, s.loss, &targets, &affine, &x, grads,
         )?;
-        let adam = Adam::new(gpu, kernels, &s.adam, &x, &objective.grad_x, n)?;
+        let adam = Adam::new(
+            gpu,
+            kernels,
+            &s.adam,
+            &x,
+            &objective.grad_x,
+            &objective.grad_scale,
+            n,
+        )?;
         gpu.write(&x, &s.init.data);
         let average = if s.average > 0.0 {
             let d = s.average as f32;
@@ -218,7 +229,7 @@ impl<'g> Session<'g> {
             None
         };
         gpu.wait()?;
-        Ok(Session {
+        let session = Session {
             gpu,
             h,
             w,
@@ -228,8 +239,77 @@ impl<'g> Session<'g> {
             adam,
             average,
             steps_done: 0,
+            grads_f16: kernels.storage == Storage::F16,
             marks: [start, weights_made, style_made, gpu.ledger_len()],
-        })
+        };
+        if session.grads_f16 && !dry {
+            session.calibrate_grad_scale()?;
+        }
+        Ok(session)
+    }
+
+    /// 16-bit gradients: the largest power-of-two scale, from 1 down by factors of 16, at
+    /// which the initial image's gradient does not overflow. (Should a later step's
+    /// overflow, Adam skips it and the scale halves: `kernels::preprocess`.)
+    fn calibrate_grad_scale(&self) -> Result<()> {
+        let mut scale = 1.0f32;
+        for _ in 0..16 {
+            self.set_grad_scale(scale);
+            submit(self.gpu, &[], &self.objective.step_dispatches(false));
+            if !self.grad_overflowed()? {
+                return Ok(());
+            }
+            scale /= 16.0;
+        }
+        bail!("the gradient is not finite even at a scale of {scale:e}")
+    }
+
+    fn set_grad_scale(&self, scale: f32) {
+        let state = initial_grad_scale(scale);
+        self.gpu
+            .write(&self.objective.grad_scale, bytemuck::cast_slice(&state));
+    }
+
+    fn grad_scale_state(&self) -> Result<[u32; 4]> {
+        let v = self.gpu.read(&self.objective.grad_scale, 4)?;
+        Ok([0, 1, 2, 3].map(|i| v[i].to_bits()))
+    }
+
+    fn grad_overflowed(&self) -> Result<bool> {
+        Ok(self.grad_scale_state()?[2] != 0)
+    }
+
+    /// The gradient scale now (1 unless 16-bit gradients needed less), and how many steps
+    /// were skipped because their gradient overflowed.
+    pub fn grad_scale(&self) -> Result<(f32, usize)> {
+        let s = self.grad_scale_state()?;
+        Ok((f32::from_bits(s[0]), s[3] as usize))
+    }
+
+    /// The objective's dispatches; with 16-bit gradients, if the gradient overflowed, the
+    /// scale's halving and again (the losses, when asked for, are those of the last run).
+    fn gradient_without_overflow(&self, losses: bool) -> Result<()> {
+        let copies: &[_] = if losses {
+            &[(&self.x, &self.evaluated_x)]
+        } else {
+            &[]
+        };
+        if !self.grads_f16 {
+            // An f32 gradient that is not finite stays so (the caller sees it); only the flag
+            // is lowered, so that Adam's next step is not skipped.
+            let mut d = self.objective.step_dispatches(losses);
+            d.push(&self.objective.scale_update);
+            submit(self.gpu, copies, &d);
+            return Ok(());
+        }
+        for _ in 0..16 {
+            submit(self.gpu, copies, &self.objective.step_dispatches(losses));
+            if !self.grad_overflowed()? {
+                return Ok(());
+            }
+            submit(self.gpu, &[], &[&self.objective.scale_update]);
+        }
+        bail!("the gradient is not finite")
     }
 
     /// One Adam step. With `losses`, also returns the losses of the image before the update.
@@ -239,6 +319,7 @@ impl<'g> Session<'g> {
         let mut d = self.objective.step_dispatches(losses);
         d.extend(&self.adam.dispatches);
         d.extend(self.average.as_ref().map(|a| &a.2));
+        d.push(&self.objective.scale_update);
         d
     }
 
@@ -269,7 +350,7 @@ impl<'g> Session<'g> {
 
     /// d(total)/dx of the current image, without updating it.
     pub fn gradient(&self) -> Result<Vec<f32>> {
-        submit(self.gpu, &[], &self.objective.step_dispatches(false));
+        self.gradient_without_overflow(false)?;
         self.gpu.read(&self.objective.grad_x, 3 * self.h * self.w)
     }
 
@@ -320,11 +401,7 @@ impl crate::model::Engine for Session<'_> {
         Ok(())
     }
     fn loss_and_gradient(&mut self) -> Result<(LossValues, Vec<f32>)> {
-        submit(
-            self.gpu,
-            &[(&self.x, &self.evaluated_x)],
-            &self.objective.step_dispatches(true),
-        );
+        self.gradient_without_overflow(true)?;
         let v = self.objective.read_losses(self.gpu)?;
         Ok((
             v,

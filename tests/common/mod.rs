@@ -229,3 +229,10 @@ pub fn submit_all(g: &Gpu, launches: &[&[impasto::gpu::Dispatch]]) {
     let all: Vec<&impasto::gpu::Dispatch> = launches.iter().flat_map(|l| l.iter()).collect();
     impasto::gpu::submit(g, &[], &all);
 }
+
+/// A gradient-scale state buffer (`kernels::preprocess`) at `scale`.
+pub fn grad_scale(g: &Gpu, scale: f32) -> wgpu::Buffer {
+    let state = impasto::kernels::preprocess::initial_grad_scale(scale);
+    g.storage_from("gradient scale", bytemuck::cast_slice(&state))
+        .unwrap()
+}

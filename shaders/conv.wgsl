@@ -77,6 +77,27 @@ fn mask_by_input(acc: Acc, c0: u32, y: u32, x0: u32) -> Acc {
     return out;
 }
 
+// The same from the input's signs as bits.
+fn mask_by_bits(acc: Acc, c0: u32, y: u32, x0: u32) -> Acc {
+    let hw = p.h * p.w;
+    var out = acc;
+    for (var j = 0u; j < 4u; j++) {
+        let x = x0 + j;
+        if (x >= p.w) {
+            break;
+        }
+        for (var c = 0u; c < CV; c++) {
+            for (var e = 0u; e < 4u; e++) {
+                let ch = c0 + 4u * c + e;
+                if (ch < p.outs && !positive_bit(p.mask_base + ch * hw + y * p.w + x)) {
+                    out[j][c][e] = 0.0;
+                }
+            }
+        }
+    }
+    return out;
+}
+
 // Adds what earlier reduction pieces left in dst.
 fn add_previous(acc: Acc, c0: u32, y: u32, x0: u32) -> Acc {
     let hw = p.h * p.w;
@@ -197,6 +218,20 @@ fn conv_backward_input_masked(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc = backward(gid);
     if ((p.flags & LAST_PIECE) != 0u) {
         acc = mask_by_input(acc, c0, gid.y, x0);
+    }
+    store(acc, c0, gid.y, x0);
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn conv_backward_input_bitmask(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x * 4u >= p.w || gid.y >= p.h) {
+        return;
+    }
+    let c0 = gid.z * 4u * CV;
+    let x0 = gid.x * 4u;
+    var acc = backward(gid);
+    if ((p.flags & LAST_PIECE) != 0u) {
+        acc = mask_by_bits(acc, c0, gid.y, x0);
     }
     store(acc, c0, gid.y, x0);
 }

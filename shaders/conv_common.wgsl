@@ -10,6 +10,8 @@
 //                               the mask), dst is dL/d(input).
 //   conv_backward_input_masked: the same, dst zeroed where `mask` (the layer's input, a ReLU's
 //                               output) is not positive, so it leaves masked for the layer below.
+//   conv_backward_input_bitmask: the same with the input's signs as bits (signs.wgsl), for a
+//                               layer whose input the network keeps only as that mask.
 //
 // A map too large for one binding is bound a range of channels at a time (kernels::setup):
 // a dispatch computes output channels out0 .. out0 + outs from reduction channels red0 ..
@@ -62,3 +64,10 @@ fn to_dst(v: f32) -> Dst { return Dst(v); }
 @group(0) @binding(4) var<storage, read_write> dst: array<Dst>;
 // conv_backward_input_masked only: the layer's input, [cin][h][w].
 @group(0) @binding(5) var<storage, read> mask: array<Mask>;
+// conv_backward_input_bitmask only: where the layer's input is positive, 1 bit an element
+// (bound whole; element mask_base + i is this piece's element i).
+@group(0) @binding(6) var<storage, read> mask_bits: array<u32>;
+
+fn positive_bit(e: u32) -> bool {
+    return ((mask_bits[e / 32u] >> (e % 32u)) & 1u) != 0u;
+}

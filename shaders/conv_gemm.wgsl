@@ -117,6 +117,22 @@ fn mask_by_input(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
     return out;
 }
 
+// The same from the input's signs as bits.
+fn mask_by_bits(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
+    let hw = p.h * p.w;
+    var out = acc;
+    for (var e = 0u; e < 4u; e++) {
+        let ch = c0 + 4u * (lid / 16u) + e;
+        for (var j = 0u; j < 4u; j++) {
+            let q = q0 + 4u * (lid % 16u) + j;
+            if (ch < p.outs && q < hw && !positive_bit(p.mask_base + ch * hw + q)) {
+                out[j][e] = 0.0;
+            }
+        }
+    }
+    return out;
+}
+
 // Adds what earlier reduction pieces left in dst (only when ADD_PREVIOUS is set).
 fn add_previous(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
     if ((p.flags & ADD_PREVIOUS) == 0u) {
@@ -193,6 +209,20 @@ fn conv_backward_input_masked(
     var acc = add_previous(gemm(lid, o.x, o.y, p.red, -1), lid, o.x, o.y);
     if ((p.flags & LAST_PIECE) != 0u) {
         acc = mask_by_input(acc, lid, o.x, o.y);
+    }
+    store(acc, lid, o.x, o.y);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn conv_backward_input_bitmask(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let o = tile_origin(wid, nwg);
+    var acc = add_previous(gemm(lid, o.x, o.y, p.red, -1), lid, o.x, o.y);
+    if ((p.flags & LAST_PIECE) != 0u) {
+        acc = mask_by_bits(acc, lid, o.x, o.y);
     }
     store(acc, lid, o.x, o.y);
 }

@@ -45,25 +45,36 @@ fn conv_forward_and_input_gradient_match_reference() {
         let (masked, grd, (below, belowd)) = common::backward_case(&mut r, &act, (cin, cout, h, w));
         let input_relu = (cin + h) % 2 == 0;
         let below_p = k::pad(&below, (cin, h, w));
-        let mut dst = vec![7.0; cin * k::plane(h, w)];
-        k::conv_backward_input(
-            &k::pad(&masked, (cout, h, w)),
-            &k::backward_taps(&wt),
-            input_relu.then_some(&below_p[..]),
-            (cin, cout, h, w),
-            &mut dst,
-        );
+        // The input's ReLU mask from its values, or from its signs as bits.
+        let mut bits = vec![!0; below_p.len().div_ceil(32)];
+        k::relu_signs(&below_p, &mut bits);
         let want = common::conv_backward_reference(
             (&grd, &act, &kd),
             input_relu.then_some(&belowd[..]),
             (cin, cout, h, w),
         );
-        check(
-            &format!("cpu conv_backward_input {cout}->{cin} {h}x{w}"),
-            &k::unpad(&dst, (cin, h, w)),
-            &want,
-            TOL,
-        );
+        for (name, mask) in [
+            (
+                "values",
+                input_relu.then_some(k::InputRelu::Values(&below_p)),
+            ),
+            ("signs", input_relu.then_some(k::InputRelu::Signs(&bits))),
+        ] {
+            let mut dst = vec![7.0; cin * k::plane(h, w)];
+            k::conv_backward_input(
+                &k::pad(&masked, (cout, h, w)),
+                &k::backward_taps(&wt),
+                mask,
+                (cin, cout, h, w),
+                &mut dst,
+            );
+            check(
+                &format!("cpu conv_backward_input {cout}->{cin} {h}x{w} (mask from {name})"),
+                &k::unpad(&dst, (cin, h, w)),
+                &want,
+                TOL,
+            );
+        }
     }
 }
 
@@ -238,7 +249,11 @@ fn cpu_losses_and_gradient_match_reference() {
     // pool's routes.
     let mut transient = setup_parts();
     transient.2.style_layers = vec![0, 2];
-    for parts in [parts, transient] {
+    // Without a loss on block1_conv1, the backward of block1_conv2 needs it only as a ReLU
+    // mask: it is kept as signs, one bit an element.
+    let mut signs = setup_parts();
+    signs.2.style_layers = vec![1, 2];
+    for parts in [parts, transient, signs] {
         losses_and_gradient_match_reference(&parts);
     }
 }

@@ -92,6 +92,40 @@ fn conv_backward_input_matches_reference() {
                 &want,
                 TOL,
             );
+            if input_relu {
+                // The same mask from the input's signs as bits (kernels::signs), the bits
+                // buffer filled with ones first: every word must be written.
+                let words = impasto::kernels::signs::words(cin * h * w);
+                let bits = g
+                    .storage_from("bits", &vec![f32::from_bits(!0); words])
+                    .unwrap();
+                let signs = k.signs.relu_signs(g, cin * h * w, &bb, &bits);
+                let d = k
+                    .conv
+                    .backward_input_bitmask(g, (cin, cout, h, w), &grb, &kb, &bits, &out);
+                submit_all(g, &[&signs, &d]);
+                let want_bits: Vec<u32> = below
+                    .chunks(32)
+                    .map(|c| {
+                        c.iter()
+                            .enumerate()
+                            .fold(0, |a, (k, &v)| a | ((v > 0.0) as u32) << k)
+                    })
+                    .collect();
+                let got_bits: Vec<u32> = g
+                    .read(&bits, words)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(got_bits, want_bits, "relu_signs {cin}x{h}x{w}");
+                check(
+                    &format!("conv_backward_input_bitmask (tile {tile}) {cin}->{cout} {h}x{w}"),
+                    &g.read(&out, cin * h * w).unwrap(),
+                    &want,
+                    TOL,
+                );
+            }
         }
     }
 }

@@ -137,11 +137,32 @@ pub fn conv_forward(
     clear_border(dst, h, w);
 }
 
+/// A conv layer's input as its backward needs it when the input is a ReLU's output: the
+/// values, or their signs as bits ([`relu_signs`]).
+#[derive(Clone, Copy)]
+pub enum InputRelu<'a> {
+    Values(&'a [f32]),
+    Signs(&'a [u32]),
+}
+
+/// Bit e % 32 of word e / 32 set where element e of padded `src` is positive.
+pub fn relu_signs(src: &[f32], bits: &mut [u32]) {
+    debug_assert_eq!(bits.len(), src.len().div_ceil(32));
+    bits.par_iter_mut()
+        .zip(src.par_chunks(32))
+        .for_each(|(word, values)| {
+            *word = values
+                .iter()
+                .enumerate()
+                .fold(0, |acc, (k, &v)| acc | ((v > 0.0) as u32) << k);
+        });
+}
+
 /// `dst` = dL/d(input) from `grad` = dL/d(output), both padded, grad already masked by this
 /// layer's ReLU; with `input_relu` (the layer's input, a ReLU's output), dst is zeroed where
 /// it is not positive. `taps` from [`backward_taps`].
 pub fn conv_backward_input(
-    grad: &[f32], taps: &[f32], input_relu: Option<&[f32]>,
+    grad: &[f32], taps: &[f32], input_relu: Option<InputRelu<'_>>,
     (cin, cout, h, w): (usize, usize, usize, usize), dst: &mut [f32],
 ) {
     let pw = w + 2;
@@ -149,12 +170,20 @@ pub fn conv_backward_input(
     conv_taps(grad, taps, (cout, cin, h, w), dst, |t| {
         (2 - t / 3) * pw + 2 - t % 3
     });
-    if let Some(input) = input_relu {
-        dst.par_iter_mut().zip(input).for_each(|(g, &a)| {
+    match input_relu {
+        Some(InputRelu::Values(input)) => dst.par_iter_mut().zip(input).for_each(|(g, &a)| {
             if a <= 0.0 {
                 *g = 0.0;
             }
-        });
+        }),
+        Some(InputRelu::Signs(bits)) => dst.par_chunks_mut(32).zip(bits).for_each(|(g, &word)| {
+            for (k, v) in g.iter_mut().enumerate() {
+                if word >> k & 1 == 0 {
+                    *v = 0.0;
+                }
+            }
+        }),
+        None => {}
     }
     clear_border(dst, h, w);
 }

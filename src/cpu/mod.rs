@@ -328,12 +328,19 @@ impl CpuSession {
                 &self.net.acts[i - 1]
             };
             let below_relu = i > 0 && matches!(self.net.stages[i - 1].op, StageOp::Conv(_));
+            // The stage below may have kept only its output's signs.
+            let below_signs = i.checked_sub(1).map(|b| &self.net.signs[b][..]);
             let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
             let below = &mut below[..cin * k::plane(h, w)];
             match s.op {
                 StageOp::Conv(l) => {
                     let c = &self.convs[l];
-                    let mask = below_relu.then_some(src);
+                    let mask = match below_signs {
+                        Some(bits) if below_relu && !bits.is_empty() => {
+                            Some(k::InputRelu::Signs(bits))
+                        }
+                        _ => below_relu.then_some(k::InputRelu::Values(src)),
+                    };
                     let name = if below_relu {
                         "conv_backward_input_masked"
                     } else {

@@ -3,7 +3,8 @@
 
 use super::clock::{conv_flops, Clock};
 use super::kernels as k;
-use crate::model::{Affine, Stage, StageOp};
+use crate::model::vgg19::held;
+use crate::model::{Affine, Held, Stage, StageOp};
 
 /// A conv layer's weights in the layouts the CPU kernels read.
 pub struct Conv {
@@ -12,22 +13,16 @@ pub struct Conv {
     pub bias: Vec<f32>,
 }
 
-/// The forward pass for one image size: padded input, every stage's padded output, and each
-/// pooling stage's routes (`kernels::pool_forward`).
+/// The forward pass for one image size: padded input, every stage's padded output (those it
+/// keeps), each pooling stage's routes (`kernels::pool_forward`), and the signs of the
+/// convolutions kept only as the next one's ReLU mask (`kernels::relu_signs`).
 pub struct Net {
     pub stages: Vec<Stage>,
     pub input: Vec<f32>,
     pub acts: Vec<Vec<f32>>,
     pub routes: Vec<Vec<u32>>,
-    places: Vec<Place>,
-}
-
-/// Where a stage's output lives during the forward pass.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Place {
-    Own,
-    /// In the first / second lent buffer: see [`Net::new`].
-    Lent(usize),
+    pub signs: Vec<Vec<u32>>,
+    held: Vec<Held>,
 }
 
 /// Values in a stage's output as the CPU kernels store it (padded planes).
@@ -37,32 +32,29 @@ pub fn padded_len(s: &Stage) -> usize {
 }
 
 impl Net {
-    /// With `loss_layers`, the outputs the backward never reads get no buffer of their own:
-    /// the forward pass writes them into the two buffers it is lent (the session's gradient
-    /// buffers, idle until the backward): the pooling stages' outputs (dead once the next
-    /// convolution has read them) into the first, and those of convolutions that feed a pool
-    /// and are no loss layer (the backward reads only the pool's routes) into the second.
+    /// With `loss_layers`, the outputs the backward does not read whole get no buffer of
+    /// their own: the forward pass writes them into the two buffers it is lent (the session's
+    /// gradient buffers, idle until the backward), as [`Held`] says.
     pub fn new(stages: Vec<Stage>, loss_layers: Option<&[usize]>) -> Net {
         let s0 = stages[0];
-        let places: Vec<Place> = (0..stages.len())
-            .map(|i| {
-                let feeds_pool =
-                    matches!(stages.get(i + 1), Some(n) if matches!(n.op, StageOp::Pool(_)));
-                match (stages[i].op, loss_layers) {
-                    (StageOp::Pool(_), Some(_)) => Place::Lent(0),
-                    (StageOp::Conv(l), Some(keep)) if feeds_pool && !keep.contains(&l) => {
-                        Place::Lent(1)
-                    }
-                    _ => Place::Own,
-                }
-            })
-            .collect();
+        let held = match loss_layers {
+            Some(keep) => held(&stages, keep),
+            None => vec![Held::Own; stages.len()],
+        };
         let acts = stages
             .iter()
-            .zip(&places)
+            .zip(&held)
             .map(|(s, &p)| match p {
-                Place::Own => vec![0.0; padded_len(s)],
-                Place::Lent(_) => Vec::new(),
+                Held::Own => vec![0.0; padded_len(s)],
+                Held::Lent { .. } => Vec::new(),
+            })
+            .collect();
+        let signs = stages
+            .iter()
+            .zip(&held)
+            .map(|(s, &p)| match p {
+                Held::Lent { signs: true, .. } => vec![0; padded_len(s).div_ceil(32)],
+                _ => Vec::new(),
             })
             .collect();
         let routes = stages
@@ -77,14 +69,21 @@ impl Net {
             stages,
             acts,
             routes,
-            places,
+            signs,
+            held,
         }
     }
 
-    /// Values held: the input, the outputs kept and the routes (4-byte words all).
+    /// Values held: the input, the outputs kept, the routes and signs (4-byte words all).
     pub fn held(&self) -> usize {
         let acts: usize = self.acts.iter().map(Vec::len).sum();
-        self.input.len() + acts + self.routes.iter().map(Vec::len).sum::<usize>()
+        let bits = self
+            .routes
+            .iter()
+            .chain(&self.signs)
+            .map(Vec::len)
+            .sum::<usize>();
+        self.input.len() + acts + bits
     }
 
     /// The forward pass from image `x`; a net made with loss layers needs `lent`.
@@ -109,14 +108,14 @@ impl Net {
                 let lent = if p == 0 { l0.take() } else { l1.take() };
                 lent.expect("a net with loss layers is lent two buffers")
             };
-            let dst: &mut [f32] = match self.places[i] {
-                Place::Own => &mut rest[0],
-                Place::Lent(p) => &mut take(p)[..padded_len(&s)],
+            let dst: &mut [f32] = match self.held[i] {
+                Held::Own => &mut rest[0],
+                Held::Lent { lent, .. } => &mut take(lent)[..padded_len(&s)],
             };
-            let src: &[f32] = match i.checked_sub(1).map(|b| self.places[b]) {
+            let src: &[f32] = match i.checked_sub(1).map(|b| self.held[b]) {
                 None => &self.input,
-                Some(Place::Own) => &before[i - 1],
-                Some(Place::Lent(p)) => &take(p)[..cin * k::plane(h, w)],
+                Some(Held::Own) => &before[i - 1],
+                Some(Held::Lent { lent, .. }) => &take(lent)[..cin * k::plane(h, w)],
             };
             match s.op {
                 StageOp::Conv(l) => {
@@ -127,7 +126,15 @@ impl Net {
                         conv_flops(cin, cout, h, w),
                         (cin + cout) * h * w + (9 * cin + 1) * cout,
                         || k::conv_forward(src, &c.forward, &c.bias, (cin, cout, h, w), dst),
-                    )
+                    );
+                    let signs = &mut self.signs[i];
+                    if !signs.is_empty() {
+                        let dst = &*dst;
+                        let bytes = dst.len() + signs.len();
+                        clock.time("relu_signs", String::new, 0.0, bytes, || {
+                            k::relu_signs(dst, signs)
+                        });
+                    }
                 }
                 StageOp::Pool(mode) => {
                     let after_relu = i > 0 && matches!(self.stages[i - 1].op, StageOp::Conv(_));

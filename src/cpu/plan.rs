@@ -21,8 +21,13 @@ impl CpuSession {
                 f(self.net.input.len()) + sum(&self.net.acts),
             ),
             (
-                "pooling routes",
-                self.net.routes.iter().map(|r| f(r.len())).sum(),
+                "pooling routes and ReLU signs",
+                self.net
+                    .routes
+                    .iter()
+                    .chain(&self.net.signs)
+                    .map(|r| f(r.len()))
+                    .sum(),
             ),
             ("gradients", sum(&self.grads) + f(self.grad_x.len())),
             ("targets", sum(&self.content) + sum(&self.style)),

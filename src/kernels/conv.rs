@@ -51,6 +51,7 @@ pub struct ConvKernels {
     forward: Kernel,
     backward_input: Kernel,
     backward_input_masked: Kernel,
+    backward_input_bitmask: Kernel,
 }
 
 impl ConvKernels {
@@ -77,6 +78,12 @@ impl ConvKernels {
                 &["Src", "Dst", "Mask"],
                 &["src", "weight", "dst", "mask"],
             ),
+            backward_input_bitmask: b.kernel(
+                "conv_backward_input_bitmask",
+                &src,
+                &["Src", "Dst"],
+                &["src", "weight", "dst", "mask_bits"],
+            ),
         }
     }
 }
@@ -95,6 +102,8 @@ struct Launch<'a> {
     src: (&'a wgpu::Buffer, usize),
     dst: (&'a wgpu::Buffer, usize),
     mask: Option<(&'a wgpu::Buffer, usize)>,
+    /// The input's signs as bits (`kernels::signs`), bound whole.
+    mask_bits: Option<&'a wgpu::Buffer>,
     weight: &'a wgpu::Buffer,
     bias: Option<&'a wgpu::Buffer>,
 }
@@ -126,7 +135,12 @@ impl ConvKernels {
                     out0: outs.start as u32,
                     src_base: src.base,
                     dst_base: dst.base,
-                    mask_base: mask.as_ref().map_or(0, |m| m.base),
+                    mask_base: match (&mask, l.mask_bits) {
+                        (Some(m), _) => m.base,
+                        // The bits are bound whole: the piece's first element in the map.
+                        (None, Some(_)) => (outs.start * h * w) as u32,
+                        (None, None) => 0,
+                    },
                     flags: if k > 0 { ADD_PREVIOUS } else { 0 }
                         | if k + 1 == reds.len() { LAST_PIECE } else { 0 },
                 };
@@ -146,6 +160,7 @@ impl ConvKernels {
                 bound.extend(l.bias.map(Bound::whole));
                 bound.push(dst.bound);
                 bound.extend(mask.as_ref().map(|m| m.bound));
+                bound.extend(l.mask_bits.map(Bound::whole));
                 let (r, o) = (red.len(), outs.len());
                 let bytes = (r * l.src.1 + o * l.dst.1 * (1 + (k > 0) as usize)) * h * w
                     + 9 * r * o * F32
@@ -182,6 +197,7 @@ impl ConvKernels {
                 src: (src, bytes),
                 dst: (dst, bytes),
                 mask: None,
+                mask_bits: None,
                 weight,
                 bias: Some(bias),
             },
@@ -211,6 +227,30 @@ impl ConvKernels {
                 src: (grad, self.setup.storage.bytes()),
                 dst: (dst, self.setup.storage.bytes()),
                 mask: input_relu.map(|m| (m, self.setup.storage.bytes())),
+                mask_bits: None,
+                weight: weight_t,
+                bias: None,
+            },
+        )
+    }
+
+    /// The same, dst zeroed where the layer's input is not positive as `input_signs` (its
+    /// signs as bits, `kernels::signs`) say.
+    pub fn backward_input_bitmask(
+        &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), grad: &wgpu::Buffer,
+        weight_t: &wgpu::Buffer, input_signs: &wgpu::Buffer, dst: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        self.launch(
+            gpu,
+            Launch {
+                kernel: &self.backward_input_bitmask,
+                red: cout,
+                outs: cin,
+                hw: (h, w),
+                src: (grad, self.setup.storage.bytes()),
+                dst: (dst, self.setup.storage.bytes()),
+                mask: None,
+                mask_bits: Some(input_signs),
                 weight: weight_t,
                 bias: None,
             },

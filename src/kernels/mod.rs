@@ -11,6 +11,7 @@ pub mod loss;
 pub mod pool;
 pub mod preprocess;
 pub mod setup;
+pub mod signs;
 
 use anyhow::Result;
 
@@ -23,6 +24,7 @@ use loss::LossKernels;
 use pool::PoolKernels;
 use preprocess::PreprocessKernels;
 use setup::{Builder, Setup, MAX_GROUPS};
+use signs::SignKernels;
 
 pub use setup::{Storage, Tiling, TILINGS};
 
@@ -39,6 +41,7 @@ pub fn shaders() -> Vec<(&'static str, String)> {
         ("preprocess.wgsl", preprocess::WGSL.to_string()),
         ("adam.wgsl", adam::WGSL.to_string()),
         ("average.wgsl", average::WGSL.to_string()),
+        ("signs.wgsl", signs::WGSL.to_string()),
     ]
 }
 
@@ -62,6 +65,7 @@ pub struct Kernels {
     pub preprocess: PreprocessKernels,
     pub adam: AdamKernels,
     pub average: AverageKernels,
+    pub signs: SignKernels,
 }
 
 impl Kernels {
@@ -103,6 +107,7 @@ impl Kernels {
             preprocess: PreprocessKernels::build(&b),
             adam: AdamKernels::build(&b),
             average: AverageKernels::build(&b),
+            signs: SignKernels::build(&b),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             anyhow::bail!("building the compute pipelines failed: {e}");
@@ -125,6 +130,7 @@ impl Kernels {
             &mut self.pool.setup,
             &mut self.gram.setup,
             &mut self.loss.setup,
+            &mut self.signs.setup,
         ] {
             setup.binding_limit = bytes;
         }

@@ -16,4 +16,4 @@ pub use engine::Engine;
 pub use image::Image;
 pub use loss::{LossConfig, LossValues};
 pub use optim::{AdamConfig, AdamState, Average};
-pub use vgg19::{Arch, Pooling, Stage, StageOp};
+pub use vgg19::{Arch, Held, Pooling, Stage, StageOp};

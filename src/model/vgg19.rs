@@ -144,6 +144,50 @@ impl Stage {
     }
 }
 
+/// Where the forward pass leaves a stage's output, so that the backward has what it needs and
+/// no more (both engines follow this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// A buffer of its own, kept through the backward: loss layers (their values), and
+    /// convolutions whose output the next convolution's backward reads as its ReLU mask
+    /// when no signs are kept.
+    Own,
+    /// One of the two gradient buffers, idle until the backward (`lent`, 0 or 1, never the
+    /// one holding the stage's input): pooling outputs (dead once the next convolution has
+    /// read them), convolutions feeding a pool (the backward reads the pool's routes), and,
+    /// with `signs`, convolutions feeding a convolution, whose backward needs only the
+    /// signs, kept as bits.
+    Lent { lent: usize, signs: bool },
+}
+
+/// How the forward pass holds each of `stages`' outputs when it may borrow the gradient
+/// buffers; `loss_layers` are kept whole. The deepest stage is always a loss layer.
+pub fn held(stages: &[Stage], loss_layers: &[usize]) -> Vec<Held> {
+    let mut out: Vec<Held> = Vec::with_capacity(stages.len());
+    for (i, s) in stages.iter().enumerate() {
+        let next = stages.get(i + 1).map(|n| n.op);
+        let signs = match (s.op, next) {
+            (StageOp::Conv(l), _) if loss_layers.contains(&l) => None,
+            (_, None) => None,
+            (StageOp::Pool(_), _) => Some(false),
+            (StageOp::Conv(_), Some(StageOp::Pool(_))) => Some(false),
+            (StageOp::Conv(_), Some(StageOp::Conv(_))) => Some(true),
+        };
+        out.push(match signs {
+            None => Held::Own,
+            Some(signs) => {
+                // Not the buffer this stage reads from.
+                let lent = match out.last() {
+                    Some(Held::Lent { lent, .. }) => 1 - lent,
+                    _ => matches!(s.op, StageOp::Conv(_)) as usize,
+                };
+                Held::Lent { lent, signs }
+            }
+        });
+    }
+    out
+}
+
 /// Fails when an image is too small for the layers it feeds: the image being optimised
 /// (content-sized) feeds every loss layer, a style image only the style layers.
 pub fn check_sizes(

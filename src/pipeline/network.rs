@@ -7,9 +7,10 @@ use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::kernels::conv::{pad_backward_weights, pad_forward_weights};
 use crate::kernels::pool::routes_len;
+use crate::kernels::signs::words;
 use crate::kernels::Kernels;
 use crate::model::convention::Affine;
-use crate::model::vgg19::{conv_stage, Stage, StageOp};
+use crate::model::vgg19::{conv_stage, held, Held, Stage, StageOp};
 use crate::weights::ConvWeights;
 
 /// A conv layer's parameters on the GPU, in the layouts the forward and backward kernels read.
@@ -40,6 +41,9 @@ pub struct GpuNet {
     pub acts: Vec<wgpu::Buffer>,
     /// Per stage: where a pooling stage's backward sends each gradient (`kernels::pool`).
     pub routes: Vec<Option<wgpu::Buffer>>,
+    /// Per stage: the signs of a convolution's output, as bits, when the network keeps only
+    /// those for the next convolution's backward (`model::Held`; `kernels::signs`).
+    pub signs: Vec<Option<wgpu::Buffer>>,
     pub forward: Vec<Dispatch>,
 }
 
@@ -64,15 +68,15 @@ impl GpuNet {
         let mut forward = vec![kernels.preprocess.forward(gpu, h * w, affine, x, &input)];
         let mut acts: Vec<wgpu::Buffer> = Vec::new();
         let mut routes = Vec::new();
+        let mut signs = Vec::new();
+        let held = match &lent {
+            Some(l) => held(&stages, &l.loss_layers),
+            None => vec![Held::Own; stages.len()],
+        };
         for (i, s) in stages.iter().enumerate() {
-            let feeds_pool =
-                matches!(stages.get(i + 1), Some(n) if matches!(n.op, StageOp::Pool(_)));
-            let out = match (s.op, &lent) {
-                (StageOp::Pool(_), Some(lent)) => lent.buffers[0].clone(),
-                (StageOp::Conv(l), Some(lent)) if feeds_pool && !lent.loss_layers.contains(&l) => {
-                    lent.buffers[1].clone()
-                }
-                _ => kernels.feature_map(gpu, "activation", s.out_len())?,
+            let (out, keep_signs) = match (held[i], &lent) {
+                (Held::Lent { lent: k, signs }, Some(lent)) => (lent.buffers[k].clone(), signs),
+                _ => (kernels.feature_map(gpu, "activation", s.out_len())?, false),
             };
             let src = acts.last().unwrap_or(&input);
             let mut stage_routes = None;
@@ -99,14 +103,24 @@ impl GpuNet {
                     d
                 }
             });
+            let stage_signs = match keep_signs {
+                true => {
+                    let bits = gpu.storage("relu signs", words(s.out_len()))?;
+                    forward.extend(kernels.signs.relu_signs(gpu, s.out_len(), &out, &bits));
+                    Some(bits)
+                }
+                false => None,
+            };
             acts.push(out);
             routes.push(stage_routes);
+            signs.push(stage_signs);
         }
         Ok(GpuNet {
             stages,
             input,
             acts,
             routes,
+            signs,
             forward,
         })
     }

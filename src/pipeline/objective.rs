@@ -157,14 +157,24 @@ impl Objective {
             // The gradient for the stage below leaves masked when that stage ends in a ReLU.
             let below_relu = i > 0 && matches!(net.stages[i - 1].op, StageOp::Conv(_));
             backward.extend(match s.op {
-                StageOp::Conv(l) => kernels.conv.backward_input(
-                    gpu,
-                    (s.cin, s.cout, s.h, s.w),
-                    gi,
-                    &convs[l].backward,
-                    below_relu.then_some(src),
-                    below,
-                ),
+                StageOp::Conv(l) => {
+                    let dims = (s.cin, s.cout, s.h, s.w);
+                    let weights = &convs[l].backward;
+                    // The stage below may have kept only its output's signs.
+                    match i.checked_sub(1).and_then(|b| net.signs[b].as_ref()) {
+                        Some(bits) if below_relu => kernels
+                            .conv
+                            .backward_input_bitmask(gpu, dims, gi, weights, bits, below),
+                        _ => kernels.conv.backward_input(
+                            gpu,
+                            dims,
+                            gi,
+                            weights,
+                            below_relu.then_some(src),
+                            below,
+                        ),
+                    }
+                }
                 StageOp::Pool(mode) => {
                     let routes = net.routes[i].as_ref().expect("a pooling stage's routes");
                     kernels

@@ -41,7 +41,7 @@ fn kind_of(label: &str) -> &'static str {
         "gradient A" | "gradient B" | "dL/dx" => "gradients",
         "content target" | "style target" => "targets",
         "gram" | "loss values" => "Gram matrices and loss values",
-        "pool routes" => "pooling routes",
+        "pool routes" | "relu signs" => "pooling routes and ReLU signs",
         "image"
         | "last evaluated image"
         | "adam m"

@@ -51,6 +51,17 @@ pub fn simd_level() -> &'static str {
     }
 }
 
+/// Values in the largest of `stages`' padded outputs, or their padded input.
+fn largest_map(stages: &[crate::model::Stage]) -> usize {
+    let s0 = stages[0];
+    stages
+        .iter()
+        .map(padded_len)
+        .chain([3 * k::plane(s0.h, s0.w)])
+        .max()
+        .unwrap()
+}
+
 /// What a CPU session is set up from.
 pub type Setup<'a> = crate::model::engine::Setup<'a, Weights>;
 
@@ -124,11 +135,15 @@ impl CpuSession {
         // The largest style network, held while its targets are made.
         let mut setup_peak = 0u64;
         for ((img, _), share) in s.styles.iter().zip(&shares) {
-            let mut net = Net::new(s.arch.stages(style_deepest, img.h, img.w, s.pooling), None);
-            let held = net.held();
+            // Only the style layers' outputs are kept: the rest go through two scratch buffers.
+            let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
+            let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
+            let mut net = Net::new(stages, Some(&s.loss.style_layers));
+            let held = net.held() + 2 * scratch[0].len();
             setup_peak = setup_peak.max(4 * held as u64);
             if !dry {
-                net.forward(&convs, &affine, &img.data, &mut Clock::default(), None);
+                let clock = &mut Clock::default();
+                net.forward(&convs, &affine, &img.data, clock, Some(&mut scratch));
             }
             for (j, &l) in s.loss.style_layers.iter().enumerate() {
                 let i = net.stage_of(l);
@@ -152,12 +167,7 @@ impl CpuSession {
             .map(|b| b.iter().map(|&v| v as f32).collect())
             .collect();
         let stages = s.arch.stages(deepest, h, w, s.pooling);
-        let max_len = stages
-            .iter()
-            .map(padded_len)
-            .chain([3 * k::plane(h, w)])
-            .max()
-            .unwrap();
+        let max_len = largest_map(&stages);
         let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
         let loss_layers: Vec<usize> = s
             .loss

@@ -112,15 +112,14 @@ impl<'g> Session<'g> {
         for ((img, _), share) in s.styles.iter().zip(&shares) {
             let sx = gpu.storage("style image", 3 * img.h * img.w)?;
             gpu.write(&sx, &img.data);
-            let snet = GpuNet::new(
-                gpu,
-                kernels,
-                s.arch.stages(style_deepest, img.h, img.w, s.pooling),
-                &convs,
-                &affine,
-                &sx,
-                None,
-            )?;
+            // Only the style layers' outputs are kept: the rest go through two scratch buffers.
+            let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
+            let scratch = gradient_buffers(gpu, kernels, &stages)?;
+            let lent = Lent {
+                buffers: &scratch,
+                loss_layers: s.loss.style_layers.clone(),
+            };
+            let snet = GpuNet::new(gpu, kernels, stages, &convs, &affine, &sx, Some(lent))?;
             let mut grams = Vec::new();
             let mut d: Vec<Dispatch> = Vec::new();
             for &l in &s.loss.style_layers {

@@ -76,11 +76,19 @@ run() {
     echo "== 512 px, shallow layers, 300 evaluations: Adam, L-BFGS, coarse to fine"
     local shallow=(--content docs/images/tubingen.jpg --style docs/images/starry_night.jpg
         --weights weights/vgg19-keras-block1-3.safetensors --content-layers block3_conv2
-        --style-layers block1_conv1,block2_conv1,block3_conv1 --engine gpu --size 512 --log-every 100)
-    timeout 60 .gpu/impasto stylize "${shallow[@]}" --steps 300 --output /tmp/adam.png
-    timeout 60 .gpu/impasto stylize "${shallow[@]}" --steps 300 --optimizer lbfgs --output /tmp/lbfgs.png
-    timeout 60 .gpu/impasto stylize "${shallow[@]}" --min-size 256 --initial-steps 150 --steps 75 \
+        --style-layers block1_conv1,block2_conv1,block3_conv1 --engine gpu)
+    local at512=(--size 512 --log-every 100)
+    timeout 60 .gpu/impasto stylize "${shallow[@]}" "${at512[@]}" --steps 300 --output /tmp/adam.png
+    timeout 60 .gpu/impasto stylize "${shallow[@]}" "${at512[@]}" --steps 300 --optimizer lbfgs \
+        --output /tmp/lbfgs.png
+    timeout 60 .gpu/impasto stylize "${shallow[@]}" "${at512[@]}" --min-size 256 --initial-steps 150 --steps 75 \
         --optimizer lbfgs --output /tmp/c2f.png
+    echo "== 2896x2172, shallow layers, 3 steps, f32 and f16 (maps bound in pieces where needed)"
+    for st in f32 f16; do
+        timeout 60 .gpu/impasto stylize "${shallow[@]}" --size 2896 --steps 3 --log-every 1 \
+            --storage "$st" --output /tmp/big.png --report /tmp/big-$st.json
+        grep -o '"peak_gpu_memory_bytes": *[0-9]*' /tmp/big-$st.json
+    done
     date -u
 }
 

@@ -117,7 +117,8 @@ fn mask_by_input(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
     return out;
 }
 
-// The same from the input's signs as bits.
+// The same from the input's signs as bits (a twin, not a flag: an entry point may use only the
+// bindings it binds).
 fn mask_by_bits(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
     let hw = p.h * p.w;
     var out = acc;

@@ -522,6 +522,8 @@ fn f16_storage_run_matches_the_reference_and_loss_falls() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v = read_report(&report);
     assert_eq!(v["settings"]["storage"], "f16");
+    // The gradients are f16 too, calibrated at setup: no step overflowed.
+    assert_eq!(v["scales"][0]["skipped_steps"], 0);
     let steps = report_steps(&report);
     // Feature maps keep 11 significant bits; Grams and losses still sum in f32.
     let want = reference_losses(64, &[("starry_night.jpg", 1.0)], &shallow_config());

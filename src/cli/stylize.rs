@@ -47,6 +47,8 @@ struct ScaleReport {
     height: usize,
     steps: u64,
     steps_done: usize,
+    /// Adam steps skipped because their 16-bit gradient overflowed (the scale halved each time).
+    skipped_steps: usize,
 }
 
 /// Where a run ran, for the report.
@@ -297,26 +299,33 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
             ))
         });
         // The previous scale's session is gone before this one allocates.
-        let r = match (&gpu, &kernels) {
+        let (r, skipped_steps) = match (&gpu, &kernels) {
             (Some(gpu), Some(kernels)) => {
                 let mut session = Session::new(gpu, kernels, &setup)?;
                 setup_seconds.get_or_insert(t0.elapsed().as_secs_f64());
                 let r = opt.scale(index, Some(gpu), &mut session, carried.as_ref(), (h, w))?;
                 gpu.check_errors()?;
-                r
+                (r, session.grad_scale()?.1)
             }
             _ => {
                 let mut session = CpuSession::new(&setup)?;
                 setup_seconds.get_or_insert(t0.elapsed().as_secs_f64());
-                opt.scale(index, None, &mut session, carried.as_ref(), (h, w))?
+                let r = opt.scale(index, None, &mut session, carried.as_ref(), (h, w))?;
+                (r, 0)
             }
         };
+        if skipped_steps > 0 {
+            crate::say!(
+                "{skipped_steps} steps at {w}x{h} skipped: their 16-bit gradient overflowed (the gradient scale was halved each time)"
+            );
+        }
         scale_reports.push(ScaleReport {
             size: scale.size,
             width: w,
             height: h,
             steps: scale.steps,
             steps_done: r.steps,
+            skipped_steps,
         });
         let stop = r.outcome != Outcome::Completed;
         result = Some(r);

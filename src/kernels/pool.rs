@@ -44,7 +44,8 @@ impl PoolKernels {
                 "pool_backward",
                 WGSL,
                 &["Grad"],
-                &["routes", "grad_pooled", "grad_src"],
+                // In the forward's order: the full-size map, the pooled one, the routes.
+                &["grad_src", "grad_pooled", "routes"],
             ),
         }
     }
@@ -95,12 +96,7 @@ impl PoolKernels {
                     routes_base: routes.base,
                     _pad: [0; 4],
                 };
-                // The kernels bind (full, pooled, routes) forward, (routes, pooled, full) backward.
-                let bound = if kernel.name == "pool_forward" {
-                    [full.bound, pooled.bound, routes.bound]
-                } else {
-                    [routes.bound, pooled.bound, full.bound]
-                };
+                let bound = [full.bound, pooled.bound, routes.bound];
                 let (flops, bytes) = info(r.len());
                 let mut detail = format!("{c}x{h}x{w}");
                 if pieces.len() > 1 {

@@ -169,14 +169,7 @@ impl CpuSession {
         let stages = s.arch.stages(deepest, h, w, s.pooling);
         let max_len = largest_map(&stages);
         let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
-        let loss_layers: Vec<usize> = s
-            .loss
-            .content_layers
-            .iter()
-            .chain(&s.loss.style_layers)
-            .copied()
-            .collect();
-        let mut net = Net::new(stages, Some(&loss_layers));
+        let mut net = Net::new(stages, Some(&s.loss.layers()));
         if !dry {
             net.forward(
                 &convs,

@@ -34,14 +34,18 @@ impl LossConfig {
         }
     }
 
-    /// The deepest conv layer any loss reads.
-    pub fn deepest(&self) -> usize {
+    /// Every conv layer a loss reads: the content layers, then the style layers.
+    pub fn layers(&self) -> Vec<usize> {
         self.content_layers
             .iter()
             .chain(&self.style_layers)
             .copied()
-            .max()
-            .unwrap_or(0)
+            .collect()
+    }
+
+    /// The deepest conv layer any loss reads.
+    pub fn deepest(&self) -> usize {
+        self.layers().into_iter().max().unwrap_or(0)
     }
 }
 

@@ -194,13 +194,7 @@ pub fn check_sizes(
     arch: &Arch, loss: &super::loss::LossConfig, pooling: Pooling, content: &Image,
     styles: &[(Image, f64)],
 ) -> Result<()> {
-    let all: Vec<usize> = loss
-        .content_layers
-        .iter()
-        .chain(&loss.style_layers)
-        .copied()
-        .collect();
-    check_size(arch, &all, pooling, "content", content)?;
+    check_size(arch, &loss.layers(), pooling, "content", content)?;
     for (img, _) in styles {
         check_size(arch, &loss.style_layers, pooling, "style", img)?;
     }

@@ -173,13 +173,7 @@ impl<'g> Session<'g> {
         let grads = gradient_buffers(gpu, kernels, &stages)?;
         let lent = Lent {
             buffers: &grads,
-            loss_layers: s
-                .loss
-                .content_layers
-                .iter()
-                .chain(&s.loss.style_layers)
-                .copied()
-                .collect(),
+            loss_layers: s.loss.layers(),
         };
         let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(lent))?;
 

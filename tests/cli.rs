@@ -342,6 +342,20 @@ fn refuses_non_finite_learning_rate() {
 }
 
 #[test]
+fn refuses_a_bad_memory_cap() {
+    let f = Fixture::new();
+    for bad in ["6X", "0", "lots", "1.5Q"] {
+        let o = f.run(&["--max-memory", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        f.assert_refused(&o, "--max-memory");
+    }
+    // A cap below what the run needs: refused before any work, exit 1, the output untouched.
+    let o = f.run(&["--max-memory", "1K"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    f.assert_refused(&o, "the largest --size that fits is none");
+}
+
+#[test]
 fn refuses_non_positive_loss_weight() {
     let f = Fixture::new();
     f.assert_refused(&f.run(&["--style-weight", "-1"]), "--style-weight");

@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::setup::{groups_1d, Builder, Setup, F32};
 use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
-use crate::model::{Affine, Convention};
+use crate::model::Affine;
 
 pub const WGSL: &str = include_str!("../../shaders/preprocess.wgsl");
 
@@ -94,13 +94,9 @@ impl PreprocessKernels {
 
     /// After a step: halves the scale when the step's gradient overflowed (Adam skipped it).
     pub fn scale_update(&self, gpu: &Gpu, scale: &wgpu::Buffer) -> Dispatch {
+        // The kernel reads no parameters; the uniform is bound all the same.
         self.scale_update
-            .dispatch(
-                gpu,
-                &PreParams::new(0, &Convention::Torch.affine()),
-                &[scale],
-                [1, 1, 1],
-            )
+            .dispatch(gpu, &PreParams::zeroed(), &[scale], [1, 1, 1])
             .info(String::new(), 0.0, 16)
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{check, random, rng, to_f64, CONV_SHAPES};
 use impasto::cpu::kernels as k;
 use impasto::cpu::{CpuSession, Setup};
-use impasto::model::{AdamConfig, Arch, Engine, Image, LossConfig, Pooling};
+use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling};
 use impasto::reference;
 use impasto::weights::Weights;
 
@@ -237,6 +237,7 @@ fn session(parts: &Parts) -> CpuSession {
         styles,
         init: content,
         average: 0.0,
+        style_targets: None,
     })
     .unwrap()
 }

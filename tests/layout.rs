@@ -16,12 +16,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("io", &["model"]),
     ("weights", &["io", "model"]),
     ("preview", &["io", "model"]),
+    // The library: below the commands, above the engines (it alone chooses between them).
+    (
+        "job",
+        &[
+            "cpu", "gpu", "io", "kernels", "model", "pipeline", "weights",
+        ],
+    ),
     (
         "cli",
         &[
             "cpu",
             "gpu",
             "io",
+            "job",
             "kernels",
             "model",
             "pipeline",
@@ -32,8 +40,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The commands that run jobs drive the library: they never reach an engine themselves.
+const JOB_COMMANDS: &[&str] = &["cli::stylize", "cli::inputs", "cli::observers"];
+const ENGINES: &[&str] = &["cpu", "gpu", "kernels", "pipeline"];
+
 const MAX_LINES: usize = 600;
 const LONG_BY_NATURE: &[&str] = &["weights/pth.rs"];
+/// Longest function body, in lines (rustfmt's layout).
+const MAX_FN_LINES: usize = 80;
+/// Functions that are flat tables: the pickle machine's opcode match.
+const LONG_FNS: &[&str] = &["weights/pth.rs: run"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -294,4 +310,86 @@ fn no_source_file_outgrows_a_reader() {
             "{rel}: {n} lines"
         );
     }
+}
+
+#[test]
+fn job_commands_reach_no_engine_but_through_the_library() {
+    let g = import_graph();
+    for m in JOB_COMMANDS {
+        let targets = g.get(*m).unwrap_or_else(|| panic!("no module {m}"));
+        assert!(
+            targets.iter().any(|t| t.starts_with("job")),
+            "{m}: {targets:?}"
+        );
+        for t in targets {
+            let top = t.split("::").next().unwrap();
+            assert!(
+                !ENGINES.contains(&top),
+                "{m} imports {t}: it should go through job"
+            );
+        }
+    }
+}
+
+/// `(name, lines)` of each function in `text`: from its `fn` line to the closing brace
+/// at the same indentation (as rustfmt lays them out).
+fn functions(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        let indent = &l[..l.len() - t.len()];
+        let t = t
+            .strip_prefix("pub(crate) ")
+            .or(t.strip_prefix("pub(super) "));
+        let t = t.unwrap_or(l.trim_start());
+        let t = t.strip_prefix("pub ").unwrap_or(t);
+        let Some(rest) = t.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{indent}}}");
+        // A declaration without a body ends with `;` before any line opens one.
+        let body = lines[i..].iter().position(|l| l.ends_with('{'));
+        let decl = lines[i..].iter().position(|l| l.ends_with(';'));
+        if body.is_none() || decl.is_some_and(|d| d < body.unwrap()) {
+            continue;
+        }
+        if let Some(end) = lines[i..].iter().position(|l| *l == close) {
+            out.push((name, end + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_outgrows_a_reader() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut seen = 0;
+    for f in files {
+        let rel = f
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        for (name, n) in functions(&std::fs::read_to_string(&f).unwrap()) {
+            seen += 1;
+            let here = format!("{rel}: {name}");
+            assert!(
+                n <= MAX_FN_LINES || LONG_FNS.contains(&here.as_str()),
+                "{here}: {n} lines"
+            );
+        }
+    }
+    assert!(seen > 300, "the parser sees functions: {seen}");
+    // And it measures them: the pickle machine is long.
+    let pth = std::fs::read_to_string(src.join("weights/pth.rs")).unwrap();
+    assert!(functions(&pth)
+        .iter()
+        .any(|(n, l)| n == "run" && *l > MAX_FN_LINES));
 }

@@ -206,7 +206,7 @@ fn a_1024x768_run_over_the_binding_limit_completes_with_the_cpu_engines_losses()
 
 #[test]
 fn steps_split_into_several_submits_give_the_same_bits() {
-    use impasto::model::{AdamConfig, Arch, Engine, Pooling};
+    use impasto::model::{AdamConfig, Arch, EngineSession, Pooling};
     use impasto::pipeline::session::{Session, Setup};
     let c = common::ctx();
     let arch = Arch::vgg19();
@@ -225,6 +225,7 @@ fn steps_split_into_several_submits_give_the_same_bits() {
         styles: &styles,
         init: &content,
         average: 0.5,
+        style_targets: None,
     };
     let run = |budget: f64| {
         c.gpu.set_submit_budget(budget);

@@ -239,6 +239,7 @@ fn session_matches_reference(
             styles: &styles,
             init: &init,
             average: 0.0,
+            style_targets: None,
         };
         let session = Session::new(&c.gpu, kernels, &setup).unwrap();
         let got_loss = session.evaluate().unwrap();
@@ -371,6 +372,7 @@ fn f16_gradients_past_f16s_range_are_scaled_down() {
         styles: &styles,
         init: &img,
         average: 0.0,
+        style_targets: None,
     };
     let mut session = Session::new(&c.gpu, &kernels, &setup).unwrap();
     let before = session.image().unwrap().data;
@@ -384,7 +386,7 @@ fn f16_gradients_past_f16s_range_are_scaled_down() {
         "the step was skipped"
     );
     assert_eq!(session.grad_scale().unwrap(), (32768.0, 1));
-    use impasto::model::Engine;
+    use impasto::model::EngineSession;
     assert_eq!(session.adam_state().unwrap().t, 0);
 }
 
@@ -510,6 +512,7 @@ fn setup_peak_memory(style_side: usize) -> Option<u64> {
         styles: &styles,
         init: &content,
         average: 0.0,
+        style_targets: None,
     };
     let _session = Session::new(&gpu, &kernels, &setup).unwrap();
     gpu.memory().peak_allocated

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use impasto::cpu::CpuSession;
-use impasto::model::{AdamConfig, AdamState, Arch, Engine, Image, LossConfig, Pooling};
+use impasto::model::{AdamConfig, AdamState, Arch, EngineSession, Image, LossConfig, Pooling};
 use impasto::pipeline::session::{Session, Setup};
 use impasto::reference;
 use impasto::weights::Weights;
@@ -45,11 +45,12 @@ fn setup(p: &Parts, average: f64) -> Setup<'_> {
         styles: &p.styles,
         init: &p.content,
         average,
+        style_targets: None,
     }
 }
 
 /// Runs `f` on a CPU session and on a GPU session of the same setup.
-fn on_both_engines(p: &Parts, average: f64, f: impl Fn(&str, &mut dyn Engine)) {
+fn on_both_engines(p: &Parts, average: f64, f: impl Fn(&str, &mut dyn EngineSession)) {
     let mut cpu = CpuSession::new(&setup(p, average)).unwrap();
     f("cpu", &mut cpu);
     let c = common::ctx();

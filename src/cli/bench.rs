@@ -89,6 +89,7 @@ impl Problem {
             styles: &self.styles,
             init: &self.content,
             average: 0.0,
+            style_targets: None,
         }
     }
 }
@@ -137,7 +138,7 @@ pub fn session<'g>(gpu: &'g Gpu, kernels: &Kernels, cfg: &BenchConfig) -> Result
 pub fn cpu_step_timing(cfg: &BenchConfig) -> Result<(f64, Vec<Row>)> {
     let p = problem(cfg)?;
     let mut s = crate::cpu::CpuSession::new(&p.setup())?;
-    use crate::model::Engine;
+    use crate::model::EngineSession;
     for _ in 0..2 {
         s.step(false)?;
     }
@@ -331,7 +332,7 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         tiling: args.tiling,
         storage: args.storage,
     };
-    if args.engine == super::flags::EngineChoice::Cpu {
+    if args.engine == crate::job::EngineChoice::Cpu {
         let before = resident_kib("VmRSS");
         let (ms, rows) = cpu_step_timing(&cfg)?;
         let peak = resident_kib("VmHWM");

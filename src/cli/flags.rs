@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::job::{EngineChoice, Optimizer, PreserveColors, DEFAULT_SIZE};
 use crate::model::Pooling;
 
 use crate::model::loss::{
@@ -11,10 +12,6 @@ use crate::model::loss::{
     DEFAULT_TV_WEIGHT,
 };
 use crate::model::optim::{DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_EPS, DEFAULT_LR, DEFAULT_STEPS};
-
-/// Output size: the seed's; at 512 px the default step needs about 600 MiB of GPU memory
-/// (README, Performance), which every GPU has.
-pub const DEFAULT_SIZE: usize = 512;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -310,31 +307,6 @@ fn bit_depth(s: &str) -> Result<u8, String> {
         "16" => Ok(16),
         _ => Err(format!("{s:?}: use 8 or 16")),
     }
-}
-
-/// Which optimiser moves the image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    Adam,
-    Lbfgs,
-}
-
-/// How the content image's colours are kept (`--preserve-colors`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PreserveColors {
-    Luminance,
-    Histogram,
-}
-
-/// Which engine computes the objective.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineChoice {
-    Auto,
-    Gpu,
-    Cpu,
 }
 
 /// A mistake in the command line found after parsing (exit status 2, like clap's own).

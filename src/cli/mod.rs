@@ -1,10 +1,11 @@
-//! The command-line interface: `flags.rs` declares the flags, one file per command runs it.
+//! The command-line interface: `flags.rs` declares the flags, one file per command turns
+//! them into the library's terms (`crate::job`) and prints what comes back.
 
 pub mod bench;
 pub mod devices;
 pub mod flags;
 pub mod inputs;
-pub mod optimise;
+pub mod observers;
 pub mod plan;
 pub mod stylize;
 pub mod weights;
@@ -23,10 +24,10 @@ pub fn run(cli: &Cli) -> i32 {
     };
     result.unwrap_or_else(|e| {
         crate::say!("error: {e:#}");
-        if e.downcast_ref::<FlagError>().is_some() {
-            2
-        } else {
-            1
+        match e.downcast_ref::<crate::job::Error>() {
+            Some(typed) => typed.exit_status(),
+            None if e.downcast_ref::<FlagError>().is_some() => 2,
+            None => 1,
         }
     })
 }

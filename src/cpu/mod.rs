@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 
 use crate::model::engine::KernelTime;
 use crate::model::{
-    AdamConfig, AdamState, Affine, Average, Engine, Image, LossConfig, LossValues, StageOp,
+    AdamConfig, AdamState, Affine, Average, EngineSession, Image, LossConfig, LossValues, StageOp,
 };
 use crate::weights::Weights;
 use clock::{conv_flops, Clock};
@@ -60,6 +60,51 @@ fn largest_map(stages: &[crate::model::Stage]) -> usize {
         .chain([3 * k::plane(s0.h, s0.w)])
         .max()
         .unwrap()
+}
+
+/// The blended style targets Σ_k w_k G(s_k), one per style layer (blended in f64, setup
+/// only), and the bytes of the largest style network, held while its targets are made. Only
+/// the style layers' outputs are kept: the rest go through two scratch buffers. A dry session
+/// computes nothing (the targets are zeros).
+fn style_targets(
+    s: &Setup<'_>, convs: &[Conv], affine: &Affine, dry: bool,
+) -> Result<(Vec<Vec<f32>>, u64)> {
+    let shares = s.style_shares()?;
+    let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
+    let mut blended: Vec<Vec<f64>> = Vec::new();
+    let mut setup_peak = 0u64;
+    for ((img, _), share) in s.styles.iter().zip(&shares) {
+        let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
+        let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
+        let mut net = Net::new(stages, Some(&s.loss.style_layers));
+        let held = net.held() + 2 * scratch[0].len();
+        setup_peak = setup_peak.max(4 * held as u64);
+        if !dry {
+            let clock = &mut Clock::default();
+            net.forward(convs, affine, &img.data, clock, Some(&mut scratch));
+        }
+        for (j, &l) in s.loss.style_layers.iter().enumerate() {
+            let i = net.stage_of(l);
+            let st = net.stages[i];
+            let mut g = vec![0.0; st.cout * st.cout];
+            if !dry {
+                k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g, &mut Vec::new());
+            }
+            if blended.len() <= j {
+                blended.push(vec![0.0; g.len()]);
+            }
+            let f = *share;
+            blended[j]
+                .iter_mut()
+                .zip(&g)
+                .for_each(|(b, &v)| *b += f * v as f64);
+        }
+    }
+    let style = blended
+        .iter()
+        .map(|b| b.iter().map(|&v| v as f32).collect())
+        .collect();
+    Ok((style, setup_peak))
 }
 
 /// What a CPU session is set up from.
@@ -128,44 +173,10 @@ impl CpuSession {
             })
             .collect();
         let affine = s.weights.convention.affine();
-        // Style targets: Σ_k w_k G(s_k), blended in f64 (setup only).
-        let shares = s.style_shares()?;
-        let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
-        let mut blended: Vec<Vec<f64>> = Vec::new();
-        // The largest style network, held while its targets are made.
-        let mut setup_peak = 0u64;
-        for ((img, _), share) in s.styles.iter().zip(&shares) {
-            // Only the style layers' outputs are kept: the rest go through two scratch buffers.
-            let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
-            let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
-            let mut net = Net::new(stages, Some(&s.loss.style_layers));
-            let held = net.held() + 2 * scratch[0].len();
-            setup_peak = setup_peak.max(4 * held as u64);
-            if !dry {
-                let clock = &mut Clock::default();
-                net.forward(&convs, &affine, &img.data, clock, Some(&mut scratch));
-            }
-            for (j, &l) in s.loss.style_layers.iter().enumerate() {
-                let i = net.stage_of(l);
-                let st = net.stages[i];
-                let mut g = vec![0.0; st.cout * st.cout];
-                if !dry {
-                    k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g, &mut Vec::new());
-                }
-                if blended.len() <= j {
-                    blended.push(vec![0.0; g.len()]);
-                }
-                let f = *share;
-                blended[j]
-                    .iter_mut()
-                    .zip(&g)
-                    .for_each(|(b, &v)| *b += f * v as f64);
-            }
-        }
-        let style: Vec<Vec<f32>> = blended
-            .iter()
-            .map(|b| b.iter().map(|&v| v as f32).collect())
-            .collect();
+        let (style, setup_peak) = match s.style_targets {
+            Some(t) => (t.to_vec(), 0),
+            None => style_targets(s, &convs, &affine, dry)?,
+        };
         let stages = s.arch.stages(deepest, h, w, s.pooling);
         let max_len = largest_map(&stages);
         let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
@@ -268,10 +279,6 @@ impl CpuSession {
 
     /// dL/dx into `grad_x`, from the activations of the last forward.
     fn backward(&mut self) {
-        let cfg = &self.loss;
-        let clock = &mut self.clock;
-        let nc = cfg.content_layers.len() as f64;
-        let ns = cfg.style_layers.len() as f64;
         let last = self.net.stages.len() - 1;
         for i in (0..self.net.stages.len()).rev() {
             let s = self.net.stages[i];
@@ -282,96 +289,27 @@ impl CpuSession {
                 (&mut hi[0], &mut lo[0])
             };
             let (oh, ow) = s.out_hw();
-            let len = s.cout * k::plane(oh, ow);
-            let gi = &mut gi[..len];
-            // The deepest stage has no gradient from above: its first loss term overwrites.
-            let mut accumulate = i != last;
-            if let StageOp::Conv(l) = s.op {
-                let fa = &self.net.acts[i];
-                if let Some(j) = cfg.content_layers.iter().position(|&c| c == l) {
-                    let coef = (cfg.content_weight / nc) as f32;
-                    let target = &self.content[j];
-                    clock.time("content_grad", String::new, 0.0, 3 * len, || {
-                        k::content_grad(fa, target, coef, accumulate, gi)
-                    });
-                    accumulate = true;
-                }
-                if let Some(j) = cfg.style_layers.iter().position(|&c| c == l) {
-                    let (n, m) = (s.cout, s.h * s.w);
-                    let coef = (cfg.style_weight / (ns * (n * n) as f64 * (m * m) as f64)) as f32;
-                    let (g, target, scratch) = (&self.grams[j], &self.style[j], &mut self.scratch);
-                    clock.time(
-                        "style_grad",
-                        || format!("{n}x{m}"),
-                        2.0 * (n * n * m) as f64,
-                        n * m * (2 + accumulate as usize) + 2 * n * n,
-                        || {
-                            k::style_grad(
-                                fa,
-                                g,
-                                target,
-                                n,
-                                (s.h, s.w),
-                                coef,
-                                accumulate,
-                                gi,
-                                scratch,
-                            )
-                        },
-                    );
-                    accumulate = true;
-                }
-            }
-            if !accumulate {
+            let gi = &mut gi[..s.cout * k::plane(oh, ow)];
+            let losses = LossTerms {
+                net: &self.net,
+                cfg: &self.loss,
+                content: &self.content,
+                style: &self.style,
+                grams: &self.grams,
+            };
+            // The deepest stage has no gradient from above: its first loss term overwrites,
+            // and without one the gradient is zero.
+            let clock = &mut self.clock;
+            if !losses.gradients(i, i != last, gi, &mut self.scratch, clock) {
                 gi.fill(0.0);
             }
-            let src: &[f32] = if i == 0 {
-                &self.net.input
-            } else {
-                &self.net.acts[i - 1]
-            };
-            let below_relu = i > 0 && matches!(self.net.stages[i - 1].op, StageOp::Conv(_));
-            // The stage below may have kept only its output's signs.
-            let below_signs = i.checked_sub(1).map(|b| &self.net.signs[b][..]);
-            let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
-            let below = &mut below[..cin * k::plane(h, w)];
-            match s.op {
-                StageOp::Conv(l) => {
-                    let c = &self.convs[l];
-                    let mask = match below_signs {
-                        Some(bits) if below_relu && !bits.is_empty() => {
-                            Some(k::InputRelu::Signs(bits))
-                        }
-                        _ => below_relu.then_some(k::InputRelu::Values(src)),
-                    };
-                    let name = if below_relu {
-                        "conv_backward_input_masked"
-                    } else {
-                        "conv_backward_input"
-                    };
-                    clock.time(
-                        name,
-                        || format!("{cout}->{cin} {h}x{w}"),
-                        conv_flops(cin, cout, h, w),
-                        (cout + cin * (1 + below_relu as usize)) * h * w + 9 * cin * cout,
-                        || k::conv_backward_input(gi, &c.backward, mask, (cin, cout, h, w), below),
-                    )
-                }
-                StageOp::Pool(mode) => {
-                    let routes = &self.net.routes[i];
-                    clock.time(
-                        "pool_backward",
-                        || format!("{cin}x{h}x{w}"),
-                        (cin * h * w) as f64,
-                        cin * h * w + cin * (h / 2) * (w / 2) + routes.len(),
-                        || k::pool_backward(routes, gi, (cin, h, w), mode, below),
-                    )
-                }
-            }
+            let below = &mut below[..s.cin * k::plane(s.h, s.w)];
+            stage_backward(&self.net, &self.convs, i, gi, below, clock);
         }
         // Stage 0 (even) wrote dL/d(network input) into the second buffer.
         let g0 = &self.grads[1][..3 * k::plane(self.h, self.w)];
         let (hw, affine, grad_x) = ((self.h, self.w), &self.affine, &mut self.grad_x);
+        let clock = &mut self.clock;
         clock.time(
             "preprocess_backward",
             String::new,
@@ -379,10 +317,10 @@ impl CpuSession {
             2 * grad_x.len(),
             || k::preprocess_backward(g0, hw, affine, grad_x),
         );
-        if cfg.tv_weight != 0.0 {
-            let (x, chw) = (&self.x, (3, self.h, self.w));
+        if self.loss.tv_weight != 0.0 {
+            let (x, chw, tv) = (&self.x, (3, self.h, self.w), self.loss.tv_weight as f32);
             clock.time("tv_grad", String::new, 0.0, 3 * x.len(), || {
-                k::tv_grad(x, chw, cfg.tv_weight as f32, grad_x)
+                k::tv_grad(x, chw, tv, grad_x)
             });
         }
     }
@@ -450,7 +388,102 @@ impl CpuSession {
     }
 }
 
-impl Engine for CpuSession {
+/// What the loss terms' gradients are computed from.
+struct LossTerms<'a> {
+    net: &'a Net,
+    cfg: &'a LossConfig,
+    content: &'a [Vec<f32>],
+    style: &'a [Vec<f32>],
+    grams: &'a [Vec<f32>],
+}
+
+impl LossTerms<'_> {
+    /// The loss terms' gradients at stage `i`'s output, when it is a loss layer, into `gi`
+    /// (added when `accumulate`, else the first overwrites). Whether any was written.
+    fn gradients(
+        &self, i: usize, mut accumulate: bool, gi: &mut [f32], scratch: &mut Vec<f32>,
+        clock: &mut Clock,
+    ) -> bool {
+        let (cfg, s) = (self.cfg, self.net.stages[i]);
+        let StageOp::Conv(l) = s.op else {
+            return accumulate;
+        };
+        let fa = &self.net.acts[i];
+        let nc = cfg.content_layers.len() as f64;
+        let ns = cfg.style_layers.len() as f64;
+        if let Some(j) = cfg.content_layers.iter().position(|&c| c == l) {
+            let coef = (cfg.content_weight / nc) as f32;
+            let target = &self.content[j];
+            clock.time("content_grad", String::new, 0.0, 3 * gi.len(), || {
+                k::content_grad(fa, target, coef, accumulate, gi)
+            });
+            accumulate = true;
+        }
+        if let Some(j) = cfg.style_layers.iter().position(|&c| c == l) {
+            let (n, m) = (s.cout, s.h * s.w);
+            let coef = (cfg.style_weight / (ns * (n * n) as f64 * (m * m) as f64)) as f32;
+            let (g, target) = (&self.grams[j], &self.style[j]);
+            clock.time(
+                "style_grad",
+                || format!("{n}x{m}"),
+                2.0 * (n * n * m) as f64,
+                n * m * (2 + accumulate as usize) + 2 * n * n,
+                || {
+                    let hw = (s.h, s.w);
+                    k::style_grad(fa, g, target, n, hw, coef, accumulate, gi, scratch)
+                },
+            );
+            accumulate = true;
+        }
+        accumulate
+    }
+}
+
+/// Stage `i`'s backward: the gradient of its output, `gi`, taken down to its input's, `below`
+/// (masked by the ReLU of the stage below, from its output or its kept signs).
+fn stage_backward(
+    net: &Net, convs: &[Conv], i: usize, gi: &[f32], below: &mut [f32], clock: &mut Clock,
+) {
+    let s = net.stages[i];
+    let src: &[f32] = if i == 0 { &net.input } else { &net.acts[i - 1] };
+    let below_relu = i > 0 && matches!(net.stages[i - 1].op, StageOp::Conv(_));
+    // The stage below may have kept only its output's signs.
+    let below_signs = i.checked_sub(1).map(|b| &net.signs[b][..]);
+    let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
+    match s.op {
+        StageOp::Conv(l) => {
+            let c = &convs[l];
+            let mask = match below_signs {
+                Some(bits) if below_relu && !bits.is_empty() => Some(k::InputRelu::Signs(bits)),
+                _ => below_relu.then_some(k::InputRelu::Values(src)),
+            };
+            let name = if below_relu {
+                "conv_backward_input_masked"
+            } else {
+                "conv_backward_input"
+            };
+            clock.time(
+                name,
+                || format!("{cout}->{cin} {h}x{w}"),
+                conv_flops(cin, cout, h, w),
+                (cout + cin * (1 + below_relu as usize)) * h * w + 9 * cin * cout,
+                || k::conv_backward_input(gi, &c.backward, mask, (cin, cout, h, w), below),
+            )
+        }
+        StageOp::Pool(mode) => {
+            let routes = &net.routes[i];
+            clock.time(
+                "pool_backward",
+                || format!("{cin}x{h}x{w}"),
+                (cin * h * w) as f64,
+                cin * h * w + cin * (h / 2) * (w / 2) + routes.len(),
+                || k::pool_backward(routes, gi, (cin, h, w), mode, below),
+            )
+        }
+    }
+}
+
+impl EngineSession for CpuSession {
     fn step(&mut self, losses: bool) -> Result<Option<LossValues>> {
         let v = self.forward(losses);
         self.backward();
@@ -514,6 +547,10 @@ impl Engine for CpuSession {
     fn fold_average(&mut self) -> Result<()> {
         self.fold();
         Ok(())
+    }
+
+    fn style_targets(&self) -> Vec<Vec<f32>> {
+        self.style.clone()
     }
 
     fn averaged_image(&self) -> Result<Option<Image>> {

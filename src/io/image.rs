@@ -26,6 +26,7 @@ pub fn load(path: &Path, longest: Option<usize>) -> Result<Image> {
 
 /// An input image as decoded (8-bit sRGB), to be resized for each scale, with the colour
 /// profile it carries.
+#[derive(Clone)]
 pub struct Original {
     pub rgb: RgbImage,
     pub icc: Option<Vec<u8>>,

@@ -74,44 +74,48 @@ fn folded_launches_match_reference() {
             &want,
         );
 
-        // Style gradient over n x m features, folded along the positions.
-        let (n, m) = (9, 4000);
-        let f: Vec<f32> = random(&mut r, n * m, -1.0, 2.0)
-            .iter()
-            .map(|v| v.max(0.0))
-            .collect();
-        let a: Vec<f32> = (0..n * n).map(|i| ((i / n + i % n) % 5) as f32).collect();
-        let fb = g.storage_from("f", &f).unwrap();
-        let ab = g.storage_from("a", &a).unwrap();
-        let gb = g.storage("g", n * n).unwrap();
-        let dst = g.storage("dst", n * m).unwrap();
-        let mut d = k.gram.matrix(g, (n, m), &fb, &gb).unwrap();
-        let scale = g
-            .storage_from(
-                "gradient scale",
-                bytemuck::cast_slice(&super::preprocess::initial_grad_scale(1.0)),
-            )
-            .unwrap();
-        d.extend(
-            k.gram
-                .style_grad(g, (n, m), 0.5, false, &fb, &gb, &ab, (&dst, &scale)),
-        );
-        assert!(
-            d.last().unwrap().groups[1] > 1,
-            "{tiling}: style_grad did not fold"
-        );
-        submit(g, &[], &d.iter().collect::<Vec<_>>());
-        let fd = f64s(&f);
-        let gram = reference::gram(&fd, n, m);
-        let mut want = reference::style_grad(&fd, &gram, &f64s(&a), n, m);
-        let scale = 0.5 * (n * n * m * m) as f64;
-        want.iter_mut()
-            .zip(&fd)
-            .for_each(|(v, f)| *v = if *f > 0.0 { *v * scale } else { 0.0 });
-        assert_close(
-            &format!("style_grad {tiling}"),
-            &g.read(&dst, n * m).unwrap(),
-            &want,
-        );
+        folded_style_grad(g, &k, tiling, &mut r);
     }
+}
+
+/// The style gradient over n x m features, folded along the positions.
+fn folded_style_grad(g: &Gpu, k: &Kernels, tiling: Tiling, r: &mut rand::rngs::StdRng) {
+    let (n, m) = (9, 4000);
+    let f: Vec<f32> = random(r, n * m, -1.0, 2.0)
+        .iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    let a: Vec<f32> = (0..n * n).map(|i| ((i / n + i % n) % 5) as f32).collect();
+    let fb = g.storage_from("f", &f).unwrap();
+    let ab = g.storage_from("a", &a).unwrap();
+    let gb = g.storage("g", n * n).unwrap();
+    let dst = g.storage("dst", n * m).unwrap();
+    let mut d = k.gram.matrix(g, (n, m), &fb, &gb).unwrap();
+    let scale = g
+        .storage_from(
+            "gradient scale",
+            bytemuck::cast_slice(&super::preprocess::initial_grad_scale(1.0)),
+        )
+        .unwrap();
+    d.extend(
+        k.gram
+            .style_grad(g, (n, m), 0.5, false, &fb, &gb, &ab, (&dst, &scale)),
+    );
+    assert!(
+        d.last().unwrap().groups[1] > 1,
+        "{tiling}: style_grad did not fold"
+    );
+    submit(g, &[], &d.iter().collect::<Vec<_>>());
+    let fd = f64s(&f);
+    let gram = reference::gram(&fd, n, m);
+    let mut want = reference::style_grad(&fd, &gram, &f64s(&a), n, m);
+    let scale = 0.5 * (n * n * m * m) as f64;
+    want.iter_mut()
+        .zip(&fd)
+        .for_each(|(v, f)| *v = if *f > 0.0 { *v * scale } else { 0.0 });
+    assert_close(
+        &format!("style_grad {tiling}"),
+        &g.read(&dst, n * m).unwrap(),
+        &want,
+    );
 }

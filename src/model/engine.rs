@@ -8,7 +8,7 @@ use super::loss::{LossConfig, LossValues};
 use super::optim::{AdamConfig, AdamState};
 use super::vgg19::{Arch, Pooling};
 
-pub trait Engine {
+pub trait EngineSession {
     /// One optimiser step on the image. With `losses`, also returns the losses of the image
     /// before the update (and keeps that image as the evaluated one).
     fn step(&mut self, losses: bool) -> Result<Option<LossValues>>;
@@ -34,6 +34,13 @@ pub trait Engine {
     fn fold_average(&mut self) -> Result<()>;
     /// The bias-corrected moving average of the iterates; None when averaging is off.
     fn averaged_image(&self) -> Result<Option<Image>>;
+    /// The blended style targets Σ_k w_k G(s_k), one per style layer, as the session uses
+    /// them (for [`Setup::style_targets`] of a later session).
+    fn style_targets(&self) -> Vec<Vec<f32>>;
+    /// Steps skipped because their 16-bit gradient overflowed (the GPU's f16 gradients).
+    fn skipped_steps(&self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// What either engine sets a session up from; `W` is the weights (kept generic so that the
@@ -51,6 +58,10 @@ pub struct Setup<'a, W> {
     pub init: &'a Image,
     /// Decay of the moving average of the iterates (0: off); it starts from `init`.
     pub average: f64,
+    /// The blended style targets, one per style layer, when an earlier session with the same
+    /// style images, layers and pooling computed them ([`EngineSession::style_targets`]): the
+    /// style images' networks are then not run again.
+    pub style_targets: Option<&'a [Vec<f32>]>,
 }
 
 impl<W> Setup<'_, W> {

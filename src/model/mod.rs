@@ -12,7 +12,7 @@ pub mod scales;
 pub mod vgg19;
 
 pub use convention::{Affine, Convention};
-pub use engine::Engine;
+pub use engine::EngineSession;
 pub use image::Image;
 pub use loss::{LossConfig, LossValues};
 pub use optim::{AdamConfig, AdamState, Average};

@@ -7,7 +7,7 @@ use crate::gpu::{submit, Dispatch, Gpu};
 use crate::kernels::preprocess::initial_grad_scale;
 use crate::kernels::{Kernels, Storage};
 use crate::model::engine::MemoryPlan;
-use crate::model::{AdamState, Average, Image, LossValues};
+use crate::model::{AdamState, Affine, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
 use crate::pipeline::network::{GpuConv, GpuNet, Lent};
 use crate::pipeline::objective::{gradient_buffers, GpuTargets, Objective};
@@ -24,6 +24,8 @@ pub struct Session<'g> {
     /// The image of the last loss evaluation (copied on logged steps).
     evaluated_x: wgpu::Buffer,
     pub objective: Objective,
+    /// The style targets as uploaded, kept for later sessions with the same styles.
+    style_host: Vec<Vec<f32>>,
     adam: Adam,
     /// The moving average of the iterates: its count, raw buffer and fold dispatch.
     average: Option<(Average, wgpu::Buffer, Dispatch)>,
@@ -83,18 +85,7 @@ impl<'g> Session<'g> {
     fn build(gpu: &'g Gpu, kernels: &Kernels, s: &Setup<'_>, dry: bool) -> Result<Session<'g>> {
         let start = gpu.ledger_len();
         let (h, w) = (s.content.h, s.content.w);
-        if (s.init.h, s.init.w) != (h, w) {
-            bail!(
-                "the initial image is {}x{}, the content image {}x{}",
-                s.init.w,
-                s.init.h,
-                w,
-                h
-            );
-        }
-        // The image being optimised (content-sized) feeds every loss layer; a style image
-        // only the style layers.
-        crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)?;
+        check_images(s)?;
         let affine = s.weights.convention.affine();
         let deepest = s.loss.deepest();
         let convs = s
@@ -105,62 +96,14 @@ impl<'g> Session<'g> {
             .map(|(cw, spec)| GpuConv::upload(gpu, kernels, &spec.name, cw))
             .collect::<Result<Vec<_>>>()?;
         let weights_made = gpu.ledger_len();
-        // Style targets: Σ_k w_k G(s_k), blended on the CPU in f64 (setup only).
-        let shares = s.style_shares()?;
-        let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
-        let mut blended: Vec<Vec<f64>> = Vec::new();
-        for ((img, _), share) in s.styles.iter().zip(&shares) {
-            let sx = gpu.storage("style image", 3 * img.h * img.w)?;
-            gpu.write(&sx, &img.data);
-            // Only the style layers' outputs are kept: the rest go through two scratch buffers.
-            let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
-            let scratch = gradient_buffers(gpu, kernels, &stages)?;
-            let lent = Lent {
-                buffers: &scratch,
-                loss_layers: s.loss.style_layers.clone(),
-            };
-            let snet = GpuNet::new(gpu, kernels, stages, &convs, &affine, &sx, Some(lent))?;
-            let mut grams = Vec::new();
-            let mut d: Vec<Dispatch> = Vec::new();
-            for &l in &s.loss.style_layers {
-                let i = snet.conv_stage(l);
-                let st = &snet.stages[i];
-                let g = gpu.storage("style gram", st.cout * st.cout)?;
-                d.extend(
-                    kernels
-                        .gram
-                        .matrix(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?,
-                );
-                grams.push((g, st.cout * st.cout));
-            }
-            if !dry {
-                submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
-            }
-            for (k, (g, len)) in grams.iter().enumerate() {
-                let v = if dry {
-                    vec![0.0; *len]
-                } else {
-                    gpu.read(g, *len)?
-                };
-                if blended.len() <= k {
-                    blended.push(vec![0.0; *len]);
-                }
-                let f = *share;
-                blended[k]
-                    .iter_mut()
-                    .zip(&v)
-                    .for_each(|(b, &g)| *b += f * g as f64);
-            }
-        }
+        let style_host = match s.style_targets {
+            Some(t) => t.to_vec(),
+            None => style_targets(gpu, kernels, &convs, &affine, s, dry)?,
+        };
         let style_made = gpu.ledger_len();
-        let style = blended
+        let style = style_host
             .iter()
-            .map(|b| {
-                gpu.storage_from(
-                    "style target",
-                    &b.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                )
-            })
+            .map(|b| gpu.storage_from("style target", b))
             .collect::<Result<Vec<_>>>()?;
         // The style networks' buffers are gone once the GPU has finished with them: wait, so
         // that the main network's allocations do not stack on top of them.
@@ -178,25 +121,7 @@ impl<'g> Session<'g> {
         let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(lent))?;
 
         // Content targets: the content image's features at the content layers.
-        gpu.write(&x, &s.content.data);
-        if !dry {
-            submit(gpu, &[], &net.forward.iter().collect::<Vec<_>>());
-        }
-        let mut content = Vec::new();
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for &l in &s.loss.content_layers {
-            let i = net.conv_stage(l);
-            let t = kernels.feature_map(gpu, "content target", net.stages[i].out_len())?;
-            if !dry {
-                enc.copy_buffer_to_buffer(&net.acts[i], 0, &t, 0, None);
-            }
-            content.push(t);
-        }
-        gpu.queue.submit([enc.finish()]);
-        // Let the content image's upload finish, so its staging copy is gone before the
-        // objective's buffers are made.
-        gpu.wait()?;
-
+        let content = content_targets(gpu, kernels, &net, s, &x, dry)?;
         let targets = GpuTargets { content, style };
 
         let objective = Objective::new(
@@ -212,15 +137,7 @@ impl<'g> Session<'g> {
             n,
         )?;
         gpu.write(&x, &s.init.data);
-        let average = if s.average > 0.0 {
-            let d = s.average as f32;
-            let raw: Vec<f32> = s.init.data.iter().map(|&x| (1.0 - d) * x).collect();
-            let buf = gpu.storage_from("moving average", &raw)?;
-            let fold = kernels.average.fold(gpu, d, n, &x, &buf);
-            Some((Average::new(s.average), buf, fold))
-        } else {
-            None
-        };
+        let average = moving_average(gpu, kernels, s, &x)?;
         gpu.wait()?;
         let session = Session {
             gpu,
@@ -229,6 +146,7 @@ impl<'g> Session<'g> {
             x,
             evaluated_x,
             objective,
+            style_host,
             adam,
             average,
             steps_done: 0,
@@ -365,7 +283,123 @@ impl<'g> Session<'g> {
     }
 }
 
-impl crate::model::Engine for Session<'_> {
+/// Fails when the starting image is not content-sized, or an image is too small for the
+/// layers: the image being optimised (content-sized) feeds every loss layer, a style image
+/// only the style layers.
+fn check_images(s: &Setup<'_>) -> Result<()> {
+    let (h, w) = (s.content.h, s.content.w);
+    if (s.init.h, s.init.w) != (h, w) {
+        bail!(
+            "the initial image is {}x{}, the content image {}x{}",
+            s.init.w,
+            s.init.h,
+            w,
+            h
+        );
+    }
+    crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)
+}
+
+/// The moving average of the iterates (when `s.average` asks for one), started from the
+/// initial image: its count, raw buffer and fold dispatch.
+fn moving_average(
+    gpu: &Gpu, kernels: &Kernels, s: &Setup<'_>, x: &wgpu::Buffer,
+) -> Result<Option<(Average, wgpu::Buffer, Dispatch)>> {
+    if s.average <= 0.0 {
+        return Ok(None);
+    }
+    let d = s.average as f32;
+    let raw: Vec<f32> = s.init.data.iter().map(|&x| (1.0 - d) * x).collect();
+    let buf = gpu.storage_from("moving average", &raw)?;
+    let fold = kernels.average.fold(gpu, d, raw.len(), x, &buf);
+    Ok(Some((Average::new(s.average), buf, fold)))
+}
+
+/// The blended style targets Σ_k w_k G(s_k), one per style layer: each style image through
+/// a network that keeps only the style layers' outputs (the rest go through two scratch
+/// buffers), its Gram matrices read back and blended on the CPU in f64 (setup only). A dry
+/// session makes every buffer but runs nothing (the targets are zeros).
+fn style_targets(
+    gpu: &Gpu, kernels: &Kernels, convs: &[GpuConv], affine: &Affine, s: &Setup<'_>, dry: bool,
+) -> Result<Vec<Vec<f32>>> {
+    let shares = s.style_shares()?;
+    let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
+    let mut blended: Vec<Vec<f64>> = Vec::new();
+    for ((img, _), share) in s.styles.iter().zip(&shares) {
+        let sx = gpu.storage("style image", 3 * img.h * img.w)?;
+        gpu.write(&sx, &img.data);
+        let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
+        let scratch = gradient_buffers(gpu, kernels, &stages)?;
+        let lent = Lent {
+            buffers: &scratch,
+            loss_layers: s.loss.style_layers.clone(),
+        };
+        let snet = GpuNet::new(gpu, kernels, stages, convs, affine, &sx, Some(lent))?;
+        let mut grams = Vec::new();
+        let mut d: Vec<Dispatch> = Vec::new();
+        for &l in &s.loss.style_layers {
+            let i = snet.conv_stage(l);
+            let st = &snet.stages[i];
+            let g = gpu.storage("style gram", st.cout * st.cout)?;
+            d.extend(
+                kernels
+                    .gram
+                    .matrix(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?,
+            );
+            grams.push((g, st.cout * st.cout));
+        }
+        if !dry {
+            submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
+        }
+        for (k, (g, len)) in grams.iter().enumerate() {
+            let v = if dry {
+                vec![0.0; *len]
+            } else {
+                gpu.read(g, *len)?
+            };
+            if blended.len() <= k {
+                blended.push(vec![0.0; *len]);
+            }
+            let f = *share;
+            blended[k]
+                .iter_mut()
+                .zip(&v)
+                .for_each(|(b, &g)| *b += f * g as f64);
+        }
+    }
+    Ok(blended
+        .iter()
+        .map(|b| b.iter().map(|&v| v as f32).collect())
+        .collect())
+}
+
+/// The content image's features at the content layers, through the main network `net`
+/// (whose input is `x`).
+fn content_targets(
+    gpu: &Gpu, kernels: &Kernels, net: &GpuNet, s: &Setup<'_>, x: &wgpu::Buffer, dry: bool,
+) -> Result<Vec<wgpu::Buffer>> {
+    gpu.write(x, &s.content.data);
+    if !dry {
+        submit(gpu, &[], &net.forward.iter().collect::<Vec<_>>());
+    }
+    let mut content = Vec::new();
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    for &l in &s.loss.content_layers {
+        let i = net.conv_stage(l);
+        let t = kernels.feature_map(gpu, "content target", net.stages[i].out_len())?;
+        if !dry {
+            enc.copy_buffer_to_buffer(&net.acts[i], 0, &t, 0, None);
+        }
+        content.push(t);
+    }
+    gpu.queue.submit([enc.finish()]);
+    // Let the content image's upload finish, so its staging copy is gone before the
+    // objective's buffers are made.
+    gpu.wait()?;
+    Ok(content)
+}
+
+impl crate::model::EngineSession for Session<'_> {
     fn step(&mut self, losses: bool) -> Result<Option<LossValues>> {
         Session::step(self, losses)
     }
@@ -418,6 +452,12 @@ impl crate::model::Engine for Session<'_> {
             a.fold();
         }
         Ok(())
+    }
+    fn style_targets(&self) -> Vec<Vec<f32>> {
+        self.style_host.clone()
+    }
+    fn skipped_steps(&self) -> Result<usize> {
+        Ok(self.grad_scale()?.1)
     }
     fn averaged_image(&self) -> Result<Option<Image>> {
         let Some((a, raw, _)) = &self.average else {

@@ -1,0 +1,25 @@
+//! The job as a library: what every command drives.
+//!
+//! An [`Engine`] (the GPU with its kernels, or the CPU engine) is made once; a [`Stylizer`]
+//! holds it with the weights and the loss settings and runs [`Job`]s: one content image, its
+//! style images, its scales and optimiser. Style targets are computed once per style set and
+//! size and reused by later jobs. A run tells an [`Observer`] what it does (each step, each
+//! logged evaluation with its image) and returns an [`Outcome`]; errors are typed ([`Error`]).
+//! See the crate's front page for a complete example.
+
+mod engine;
+mod error;
+mod inputs;
+mod observer;
+mod outcome;
+mod run;
+mod settings;
+mod stylizer;
+
+pub use engine::{host_available, Engine, EngineChoice, Planned};
+pub use error::{bad_setting, Error, Result};
+pub use inputs::{open_image, upsample, Job, ScaleImages};
+pub use observer::{Observer, Quiet, ScaleStart, StepDone};
+pub use outcome::{Ending, LogEntry, Outcome, ScaleReport};
+pub use settings::{Init, Optimizer, PreserveColors, Settings, DEFAULT_SIZE};
+pub use stylizer::{Losses, Stylizer};

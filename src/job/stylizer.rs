@@ -1,0 +1,397 @@
+//! The Stylizer: an engine, the weights and the loss settings, made once and run on any number
+//! of jobs. Style targets are computed once per style set and size and reused by the jobs
+//! that share them; each job runs its scales, smallest first, through the loop (`run.rs`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::engine::{Engine, Planned};
+use super::error::{bad_setting, Error, Result};
+use super::inputs::{upsample, Job, ScaleImages};
+use super::observer::Observer;
+use super::outcome::{Ending, Outcome, ScaleReport};
+use super::run::{resize_adam, Loop, ScaleResult};
+use crate::model::engine::Setup;
+use crate::model::loss::{
+    DEFAULT_CONTENT_LAYERS, DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT,
+    DEFAULT_TV_WEIGHT,
+};
+use crate::model::{Arch, Image, LossConfig, Pooling};
+use crate::weights::Weights;
+
+/// The loss settings by layer name (Keras names such as `block5_conv2`, or Caffe names such
+/// as `conv5_2` / `relu5_2`).
+#[derive(Clone, Debug)]
+pub struct Losses {
+    pub content_layers: Vec<String>,
+    pub style_layers: Vec<String>,
+    pub content_weight: f64,
+    pub style_weight: f64,
+    pub tv_weight: f64,
+    pub pooling: Pooling,
+}
+
+impl Default for Losses {
+    /// The seed's layers and weights (`model::loss` gives the reasons).
+    fn default() -> Losses {
+        let names = |s: &str| s.split(',').map(String::from).collect();
+        Losses {
+            content_layers: names(DEFAULT_CONTENT_LAYERS),
+            style_layers: names(DEFAULT_STYLE_LAYERS),
+            content_weight: DEFAULT_CONTENT_WEIGHT,
+            style_weight: DEFAULT_STYLE_WEIGHT,
+            tv_weight: DEFAULT_TV_WEIGHT,
+            pooling: Pooling::Max,
+        }
+    }
+}
+
+impl Losses {
+    /// The layers the shipped weights (VGG19's blocks 1-3) hold: content `block3_conv2`,
+    /// style `block1_conv1`, `block2_conv1`, `block3_conv1`; style weight 1e3.
+    pub fn shallow() -> Losses {
+        let names = |s: &[&str]| s.iter().map(|n| n.to_string()).collect();
+        Losses {
+            content_layers: names(&["block3_conv2"]),
+            style_layers: names(&["block1_conv1", "block2_conv1", "block3_conv1"]),
+            style_weight: 1e3,
+            ..Losses::default()
+        }
+    }
+
+    /// The layer indices and weights; an unknown layer is a bad setting naming its flag.
+    fn config(&self, arch: &Arch) -> Result<LossConfig> {
+        let layers = |names: &[String], flag: &str| -> Result<Vec<usize>> {
+            names
+                .iter()
+                .map(|n| {
+                    arch.layer_index(n.trim())
+                        .map_err(|e| Error::BadSetting(format!("--{flag}: {e:#}")))
+                })
+                .collect()
+        };
+        Ok(LossConfig {
+            content_layers: layers(&self.content_layers, "content-layers")?,
+            style_layers: layers(&self.style_layers, "style-layers")?,
+            content_weight: self.content_weight,
+            style_weight: self.style_weight,
+            tv_weight: self.tv_weight,
+        })
+    }
+}
+
+/// Style targets a session computed, with the style images they were computed from.
+struct Targets {
+    styles: Vec<(Image, f64)>,
+    grams: Vec<Vec<f32>>,
+}
+
+/// How many style sets (a set at one size) the Stylizer keeps the targets of.
+const KEPT_TARGETS: usize = 8;
+
+/// An engine, weights and loss settings, ready to run jobs.
+pub struct Stylizer {
+    engine: Engine,
+    weights: Weights,
+    arch: Arch,
+    loss: LossConfig,
+    pooling: Pooling,
+    max_memory: Option<u64>,
+    cancel: Arc<AtomicBool>,
+    /// The most recent first.
+    targets: Vec<Targets>,
+}
+
+impl Stylizer {
+    /// Checks that the weights hold every layer the losses need (and those below them).
+    pub fn new(engine: Engine, weights: Weights, losses: &Losses) -> Result<Stylizer> {
+        let arch = Arch::vgg19();
+        let loss = losses.config(&arch)?;
+        let asked = [
+            (&loss.content_layers, "--content-layers"),
+            (&loss.style_layers, "--style-layers"),
+        ];
+        for (layers, flag) in asked {
+            for &l in layers {
+                for spec in &arch.convs[..=l] {
+                    weights
+                        .layer(&spec.name)
+                        .with_context(|| {
+                            format!("{flag} {} needs every layer up to it", arch.convs[l].name)
+                        })
+                        .map_err(Error::BadFile)?;
+                }
+            }
+        }
+        Ok(Stylizer {
+            engine,
+            weights,
+            arch,
+            loss,
+            pooling: losses.pooling,
+            max_memory: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            targets: Vec::new(),
+        })
+    }
+
+    /// Refuse runs whose memory plan peaks above `bytes` (besides the memory available).
+    pub fn with_max_memory(mut self, bytes: Option<u64>) -> Stylizer {
+        self.max_memory = bytes;
+        self
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The flag that stops a run after its current step when raised (e.g. by Ctrl-C): the
+    /// run ends [`Ending::Interrupted`] with the image it has. It stays raised.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// A session's setup for the images of one scale.
+    fn setup<'a>(
+        &'a self, job: &Job, images: &'a ScaleImages, targets: Option<&'a [Vec<f32>]>,
+    ) -> Setup<'a, Weights> {
+        Setup {
+            arch: &self.arch,
+            weights: &self.weights,
+            loss: &self.loss,
+            pooling: self.pooling,
+            adam: job.settings.adam,
+            content: &images.content,
+            styles: &images.styles,
+            init: &images.init,
+            average: job.settings.average,
+            style_targets: targets,
+        }
+    }
+
+    /// The memory plan of `job` at longest side `size` (its dry session: every buffer made,
+    /// no kernel run), against the memory available and the `max_memory` cap.
+    pub fn plan(&self, job: &Job, size: usize) -> Result<Planned> {
+        let images = job.at(size, None);
+        let mut planned = self.engine.plan(&self.setup(job, &images, None))?;
+        if let Some(max) = self.max_memory {
+            planned.available = Some(planned.available.map_or(max, |a| a.min(max)));
+        }
+        Ok(planned)
+    }
+
+    /// Whether `job`'s images at `size` are large enough for the layers.
+    fn large_enough(&self, job: &Job, size: usize) -> anyhow::Result<()> {
+        let images = job.at(size, None);
+        crate::model::vgg19::check_sizes(
+            &self.arch,
+            &self.loss,
+            self.pooling,
+            &images.content,
+            &images.styles,
+        )
+    }
+
+    /// The largest size up to `job`'s whose plan fits (binary search; sizes too small for
+    /// the layers count as fitting, so the search stays monotone), or None.
+    pub fn largest_fitting(&self, job: &Job) -> Option<usize> {
+        let fits = |s: usize| {
+            self.large_enough(job, s).is_err() || self.plan(job, s).is_ok_and(|p| p.fits())
+        };
+        let (mut lo, mut hi) = (1, job.settings.size);
+        if !fits(lo) {
+            return None;
+        }
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        // A size too small for the layers is no answer.
+        (self.large_enough(job, lo).is_ok() && self.plan(job, lo).is_ok()).then_some(lo)
+    }
+
+    /// Refuses a job whose first scale (of several) is too small for the layers.
+    pub fn check_scales(&self, job: &Job) -> Result<()> {
+        let scales = job.settings.scales();
+        if let (Some(first), true) = (scales.first(), scales.len() > 1) {
+            self.large_enough(job, first.size).map_err(|e| {
+                bad_setting(format!(
+                    "--min-size {}: the first scale, {} px, is too small ({e:#})",
+                    job.settings.min_size.unwrap_or(job.settings.size),
+                    first.size
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a job whose largest scale's memory plan does not fit, naming the largest size
+    /// that does.
+    pub fn check_fits(&self, job: &Job) -> Result<()> {
+        let (fh, fw) = job.output_size();
+        let what = format!("{fw}x{fh}, {}", self.engine.describe());
+        let why = match self.plan(job, job.settings.size) {
+            Ok(p) if p.fits() => return Ok(()),
+            Ok(p) => format!(
+                "its peak, {} MiB, is more than the {} MiB available",
+                p.plan.peak() >> 20,
+                p.available.unwrap_or(0) >> 20
+            ),
+            Err(e) => format!("{e}"),
+        };
+        let largest = self.largest_fitting(job);
+        Err(Error::DoesNotFit {
+            message: format!(
+                "this run would not fit ({what}): {why}; the largest --size that fits is {}",
+                largest.map_or("none".into(), |s| s.to_string())
+            ),
+            largest_size: largest,
+        })
+    }
+
+    /// The style targets for `images`' styles, if a session computed them.
+    fn known_targets(&self, images: &ScaleImages) -> Option<&[Vec<f32>]> {
+        let t = self.targets.iter().find(|t| t.styles == images.styles)?;
+        Some(&t.grams)
+    }
+
+    fn keep_targets(&mut self, images: &ScaleImages, grams: Vec<Vec<f32>>) {
+        if self.known_targets(images).is_none() {
+            self.targets.insert(
+                0,
+                Targets {
+                    styles: images.styles.clone(),
+                    grams,
+                },
+            );
+            self.targets.truncate(KEPT_TARGETS);
+        }
+    }
+
+    /// Runs `job`: checks it before any work ([`Stylizer::check_scales`],
+    /// [`Stylizer::check_fits`]), then each scale (a session, the optimisation), telling
+    /// `observer` as it goes. A run stopped by the cancel flag, a non-finite loss or a lost
+    /// device still returns an outcome, with the image it kept.
+    ///
+    /// An observer that keeps the total loss of each logged step; a second job with the same
+    /// style reuses the first one's style targets:
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use impasto::job::{Engine, Job, LogEntry, Losses, Observer, Stylizer};
+    /// use impasto::model::Image;
+    ///
+    /// struct Totals(Vec<f64>);
+    /// impl Observer for Totals {
+    ///     fn logged(&mut self, e: &LogEntry, _image: &Image) -> anyhow::Result<()> {
+    ///         self.0.push(e.total);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    /// let weights = impasto::weights::Weights::load(
+    ///     &repo.join("weights/vgg19-keras-block1-3.safetensors"),
+    /// )?;
+    /// let mut stylizer = Stylizer::new(Engine::cpu(), weights, &Losses::shallow())?;
+    /// let style = repo.join("docs/images/the_scream.jpg");
+    /// let mut job = Job::open(&repo.join("docs/images/tubingen.jpg"), &[&style])?;
+    /// job.settings.size = 40;
+    /// job.settings.steps = 20;
+    /// job.settings.log_every = 5;
+    ///
+    /// let mut totals = Totals(Vec::new());
+    /// let first = stylizer.run(&job, &mut totals)?;
+    /// // Steps 0, 5, 10, 15, and the result: the loss falls.
+    /// assert_eq!(totals.0.len(), 5);
+    /// assert!(totals.0[4] < totals.0[0]);
+    ///
+    /// // The same style again: its targets are not computed again, and the run is the same.
+    /// let again = stylizer.run(&job, &mut Totals(Vec::new()))?;
+    /// assert_eq!(first.image, again.image);
+    /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    /// ```
+    pub fn run(&mut self, job: &Job, observer: &mut dyn Observer) -> Result<Outcome> {
+        let t0 = Instant::now();
+        self.check_scales(job)?;
+        self.check_fits(job)?;
+        let scales = job.settings.scales();
+        let cancel = self.cancel.clone();
+        let mut steps = Loop::new(&job.settings, &scales, &self.engine, observer, &cancel);
+        let mut setup_seconds = None;
+        let mut result: Option<ScaleResult> = None;
+        let mut reports = Vec::new();
+        let mut computed = Vec::new();
+        for (index, scale) in scales.iter().enumerate() {
+            let images = job.at(scale.size, result.as_ref().map(|r| &r.image));
+            let (h, w) = (images.content.h, images.content.w);
+            let carried = result.as_ref().and_then(|r| {
+                Some(resize_adam(
+                    r.adam.as_ref()?,
+                    (r.image.h, r.image.w),
+                    (h, w),
+                ))
+            });
+            // The previous scale's session is gone before this one allocates.
+            let known = self.known_targets(&images);
+            let mut session = self.engine.session(&self.setup(job, &images, known))?;
+            setup_seconds.get_or_insert(t0.elapsed().as_secs_f64());
+            let r = steps.scale(index, session.as_mut(), carried.as_ref(), (h, w))?;
+            self.engine.check_errors()?;
+            let skipped_steps = session.skipped_steps()?;
+            let grams = known.is_none().then(|| session.style_targets());
+            drop(session);
+            if skipped_steps > 0 {
+                steps.observer.note(&format!(
+                    "{skipped_steps} steps at {w}x{h} skipped: their 16-bit gradient overflowed (the gradient scale was halved each time)"
+                ));
+            }
+            reports.push(ScaleReport {
+                size: scale.size,
+                width: w,
+                height: h,
+                steps: scale.steps,
+                steps_done: r.steps,
+                skipped_steps,
+            });
+            let stop = r.ending != Ending::Completed;
+            result = Some(r);
+            computed.extend(grams.map(|g| (images, g)));
+            if stop {
+                break;
+            }
+        }
+        let done = result.expect("at least one scale");
+        // A run stopped at a coarse scale still gives the size asked for.
+        let outcome = Outcome {
+            ending: done.ending,
+            image: upsample(&done.image, job.output_size()),
+            steps_done: steps.steps_done,
+            optimise_seconds: steps.seconds(),
+            entries: std::mem::take(&mut steps.entries),
+            scales: reports,
+            setup_seconds: setup_seconds.unwrap_or_default(),
+            engine: self.engine.name(),
+            adapter: self.engine.adapter(),
+            backend: self.engine.backend(),
+            peak_gpu_memory_bytes: self.engine.peak_memory(),
+        };
+        steps.observer.finished(&outcome)?;
+        drop(steps);
+        for (images, grams) in computed {
+            self.keep_targets(&images, grams);
+        }
+        Ok(outcome)
+    }
+}

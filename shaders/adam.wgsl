@@ -1,4 +1,5 @@
-// Adam on the image, then a clamp to [0, 1].
+// The optimiser's kernels on the image: Adam, then a clamp to [0, 1]; and the moving average
+// of the iterates, whichever optimiser made them.
 // The step count lives on the GPU (adam_tick bumps it), so a step needs no upload.
 // state: [t, 1 − β1^t, 1 − β2^t, unused]
 
@@ -8,9 +9,10 @@ struct AdamParams {
     beta2: f32,
     eps: f32,
     len: u32,
+    // The moving average's decay (average_fold only).
+    decay: f32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
@@ -22,6 +24,9 @@ struct AdamParams {
 // The gradient scale's state (preprocess.wgsl): [scale, 1 / scale, overflow, skipped]. A step
 // whose gradient overflowed is skipped, its count included.
 @group(0) @binding(6) var<storage, read> grad_scale: array<u32>;
+// The moving average, raw: the host applies the bias correction when it reads it back (it
+// knows how many folds were made), so a step needs no upload.
+@group(0) @binding(7) var<storage, read_write> avg: array<f32>;
 
 @compute @workgroup_size(1, 1, 1)
 fn adam_tick() {
@@ -47,4 +52,13 @@ fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     v[i] = vi;
     let step = p.lr * (mi / state[1]) / (sqrt(vi / state[2]) + p.eps);
     x[i] = clamp(x[i] - step, 0.0, 1.0);
+}
+
+// avg = decay·avg + (1 − decay)·x, after each optimiser step.
+@compute @workgroup_size(64, 1, 1)
+fn average_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i < p.len) {
+        avg[i] = p.decay * avg[i] + (1.0 - p.decay) * x[i];
+    }
 }

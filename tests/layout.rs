@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// What each folder of src/ may import (besides itself); see README, "How it is built".
+/// What each folder of src/ may import (besides itself); see docs/architecture.md.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("reference", &["model"]),
@@ -60,6 +60,20 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
+}
+
+/// Every source file of src/: its path from there (with `/`) and its text.
+fn sources() -> Vec<(String, String)> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&src).unwrap().to_string_lossy();
+            (rel.replace('\\', "/"), std::fs::read_to_string(f).unwrap())
+        })
+        .collect()
 }
 
 /// `a::b::c` for src/a/b/c.rs or src/a/b/c/mod.rs.
@@ -295,16 +309,8 @@ fn folders_import_only_the_folders_below_them() {
 
 #[test]
 fn no_source_file_outgrows_a_reader() {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    for f in files {
-        let rel = f
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
-        let n = std::fs::read_to_string(&f).unwrap().lines().count();
+    for (rel, text) in sources() {
+        let n = text.lines().count();
         assert!(
             n <= MAX_LINES || LONG_BY_NATURE.contains(&rel.as_str()),
             "{rel}: {n} lines"
@@ -367,17 +373,9 @@ fn functions(text: &str) -> Vec<(String, usize)> {
 
 #[test]
 fn no_function_outgrows_a_reader() {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut seen = 0;
-    for f in files {
-        let rel = f
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
-        for (name, n) in functions(&std::fs::read_to_string(&f).unwrap()) {
+    for (rel, text) in sources() {
+        for (name, n) in functions(&text) {
             seen += 1;
             let here = format!("{rel}: {name}");
             assert!(
@@ -388,6 +386,7 @@ fn no_function_outgrows_a_reader() {
     }
     assert!(seen > 300, "the parser sees functions: {seen}");
     // And it measures them: the pickle machine is long.
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let pth = std::fs::read_to_string(src.join("weights/pth.rs")).unwrap();
     assert!(functions(&pth)
         .iter()

@@ -55,12 +55,13 @@ fn image(r: &mut impl Rng, h: usize, w: usize) -> Image {
 }
 
 /// The optimiser settings of the tests' sessions.
-const ADAM: AdamConfig = AdamConfig {
-    lr: 0.02,
-    beta1: 0.9,
-    beta2: 0.999,
-    eps: 1e-8,
-};
+fn adam() -> AdamConfig {
+    AdamConfig {
+        beta1: 0.9,
+        eps: 1e-8,
+        ..AdamConfig::default()
+    }
+}
 
 /// Losses on deeper layers only and a small TV weight, so the image gradient depends on every
 /// ReLU mask on the way down (a loss on the first layer would dominate and hide them).
@@ -234,7 +235,7 @@ fn session_matches_reference(
             weights: &w,
             loss: cfg,
             pooling,
-            adam: ADAM,
+            adam: adam(),
             content: &content,
             styles: &styles,
             init: &init,
@@ -367,7 +368,7 @@ fn f16_gradients_past_f16s_range_are_scaled_down() {
         weights: &w,
         loss: &huge,
         pooling: Pooling::Max,
-        adam: ADAM,
+        adam: adam(),
         content: &img,
         styles: &styles,
         init: &img,
@@ -507,7 +508,7 @@ fn setup_peak_memory(style_side: usize) -> Option<u64> {
         weights: &w,
         loss: &cfg,
         pooling: Pooling::Max,
-        adam: ADAM,
+        adam: adam(),
         content: &content,
         styles: &styles,
         init: &content,

@@ -1,4 +1,5 @@
-//! Adam on the image with a clamp to [0, 1], the step count kept on the GPU: `shaders/adam.wgsl`.
+//! The optimiser's kernels on the image (`shaders/adam.wgsl`): Adam with a clamp to [0, 1], the
+//! step count kept on the GPU; and the moving average of the iterates (`--average`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -16,7 +17,9 @@ pub struct AdamParams {
     pub beta2: f32,
     pub eps: f32,
     pub len: u32,
-    pub _pad: [u32; 3],
+    /// The moving average's decay (its fold only).
+    pub decay: f32,
+    pub _pad: [u32; 2],
 }
 
 impl AdamParams {
@@ -27,7 +30,8 @@ impl AdamParams {
             beta2: config.beta2 as f32,
             eps: config.eps as f32,
             len: len as u32,
-            _pad: [0; 3],
+            decay: 0.0,
+            _pad: [0; 2],
         }
     }
 }
@@ -35,6 +39,7 @@ impl AdamParams {
 pub struct AdamKernels {
     tick: Kernel,
     update: Kernel,
+    fold: Kernel,
 }
 
 impl AdamKernels {
@@ -47,7 +52,22 @@ impl AdamKernels {
                 &[],
                 &["grad", "x", "m", "v", "state", "grad_scale"],
             ),
+            fold: b.kernel("average_fold", WGSL, &[], &["x", "avg"]),
         }
+    }
+
+    /// `avg = decay·avg + (1 − decay)·x` over `len` values (the other parameters unused).
+    pub fn fold(
+        &self, gpu: &Gpu, decay: f32, len: usize, x: &wgpu::Buffer, avg: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = AdamParams {
+            decay,
+            len: len as u32,
+            ..AdamParams::zeroed()
+        };
+        self.fold
+            .dispatch(gpu, &params, &[x, avg], groups_1d(len))
+            .info(String::new(), 2.0 * len as f64, 3 * len * F32)
     }
 }
 

@@ -4,7 +4,6 @@
 //! [`Kernels`] builds every family's pipelines once per device; `setup.rs` holds what they share.
 
 pub mod adam;
-pub mod average;
 pub mod conv;
 pub mod gram;
 pub mod loss;
@@ -17,7 +16,6 @@ use anyhow::Result;
 
 use crate::gpu::Gpu;
 use adam::AdamKernels;
-use average::AverageKernels;
 use conv::ConvKernels;
 use gram::GramKernels;
 use loss::LossKernels;
@@ -40,7 +38,6 @@ pub fn shaders() -> Vec<(&'static str, String)> {
         ("loss.wgsl", loss::WGSL.to_string()),
         ("preprocess.wgsl", preprocess::WGSL.to_string()),
         ("adam.wgsl", adam::WGSL.to_string()),
-        ("average.wgsl", average::WGSL.to_string()),
         ("signs.wgsl", signs::WGSL.to_string()),
     ]
 }
@@ -64,7 +61,6 @@ pub struct Kernels {
     pub loss: LossKernels,
     pub preprocess: PreprocessKernels,
     pub adam: AdamKernels,
-    pub average: AverageKernels,
     pub signs: SignKernels,
 }
 
@@ -106,7 +102,6 @@ impl Kernels {
             loss: LossKernels::build(&b),
             preprocess: PreprocessKernels::build(&b),
             adam: AdamKernels::build(&b),
-            average: AverageKernels::build(&b),
             signs: SignKernels::build(&b),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {

@@ -42,7 +42,7 @@ impl Tiling {
     /// The tiling for an adapter.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Tiling {
         match info.device_type {
-            // Measured on lavapipe (2 cores): see README, Performance.
+            // Measured on lavapipe (2 cores): see docs/performance.md.
             wgpu::DeviceType::Cpu => Tiling::Registers(8),
             _ => Tiling::Workgroup,
         }

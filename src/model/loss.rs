@@ -49,7 +49,7 @@ impl LossConfig {
     }
 }
 
-// The defaults, each with the reason for it (README, "The algorithm", has the measurements).
+// The defaults, each with the reason for it (docs/algorithm.md has the measurements).
 
 /// Content layer: the seed algorithm's; deep enough that it fixes the layout, not the
 /// pixels (Gatys et al. use conv4_2, one block earlier, for a more literal content).
@@ -63,5 +63,5 @@ pub const DEFAULT_CONTENT_WEIGHT: f64 = 1.0;
 /// 1e-5 .. 1e-2), fitting a tool whose users ask for the style.
 pub const DEFAULT_STYLE_WEIGHT: f64 = 1e5;
 /// γ: removes the pixel-level noise Adam leaves at 512 px without blurring brush strokes;
-/// tv is an unnormalised sum that grows with the pixel count (sweep at 96 px in the README).
+/// tv is an unnormalised sum that grows with the pixel count (sweep at 96 px in docs/algorithm.md).
 pub const DEFAULT_TV_WEIGHT: f64 = 1e7;

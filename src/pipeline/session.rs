@@ -311,7 +311,7 @@ fn moving_average(
     let d = s.average as f32;
     let raw: Vec<f32> = s.init.data.iter().map(|&x| (1.0 - d) * x).collect();
     let buf = gpu.storage_from("moving average", &raw)?;
-    let fold = kernels.average.fold(gpu, d, raw.len(), x, &buf);
+    let fold = kernels.adam.fold(gpu, d, raw.len(), x, &buf);
     Ok(Some((Average::new(s.average), buf, fold)))
 }
 

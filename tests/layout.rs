@@ -41,7 +41,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// The commands that run jobs drive the library: they never reach an engine themselves.
-const JOB_COMMANDS: &[&str] = &["cli::stylize", "cli::inputs", "cli::observers"];
+const JOB_COMMANDS: &[&str] = &[
+    "cli::stylize",
+    "cli::batch",
+    "cli::manifest",
+    "cli::inputs",
+    "cli::observers",
+];
 const ENGINES: &[&str] = &["cpu", "gpu", "kernels", "pipeline"];
 
 const MAX_LINES: usize = 600;

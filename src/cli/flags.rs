@@ -31,6 +31,15 @@ pub struct Cli {
 pub enum Command {
     /// Stylize a content image with one or more style images
     Stylize(Box<StylizeArgs>),
+    /// Stylize the jobs of a manifest (CSV or JSON Lines), sharded over Slurm array tasks or
+    /// Kubernetes Indexed Jobs; jobs whose output exists are skipped
+    ///
+    /// The manifest has a header row: content, style (several separated by ;), output, and
+    /// optionally any stylize option's long name (size, style_weight or style-weight, ...)
+    /// overriding the defaults given here for that job. Relative paths are relative to the
+    /// manifest's folder. Jobs run one after another on one engine; the weights are loaded
+    /// once and style targets are reused by the jobs that share them.
+    Batch(Box<BatchArgs>),
     /// List the GPU adapters impasto can use, best first
     Devices,
     /// Time one optimisation step and each kernel in it (random weights of VGG19's shapes)
@@ -137,6 +146,40 @@ pub struct StylizeArgs {
     /// Output image; the format follows the extension (.png, .tif, .tiff, .jpg)
     #[arg(long, short, value_name = "PATH")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub options: JobOptions,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct BatchArgs {
+    /// The manifest: CSV with a header row, or JSON Lines (.jsonl) with the same keys
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+    /// Run the jobs i with i mod N = K [default: Slurm's array variables, then a Kubernetes
+    /// Indexed Job's JOB_COMPLETION_INDEX, else every job]
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// With JOB_COMPLETION_INDEX: how many shards there are (the Job's completions; also
+    /// IMPASTO_SHARDS)
+    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    pub shards: Option<usize>,
+    /// Append a JSON line per job of this shard as it ends (output, status, seconds, losses,
+    /// error); `{shard}` in the path becomes the shard's number
+    #[arg(long, value_name = "PATH")]
+    pub results: Option<PathBuf>,
+    /// Run jobs whose output exists too (by default they are skipped)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// The jobs' defaults: any stylize option
+    #[command(flatten)]
+    pub options: JobOptions,
+}
+
+/// Everything `stylize` takes besides its images and output: `batch` takes them as the
+/// defaults of its jobs, and a manifest column of the same name overrides them for a job.
+#[derive(Args, Debug, Clone)]
+pub struct JobOptions {
     /// Blend weights of the style images, one per --style (normalised to sum to 1)
     #[arg(long, value_name = "W1,W2,...", value_delimiter = ',', value_parser = positive_f64)]
     pub style_blend: Option<Vec<f64>>,

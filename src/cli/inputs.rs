@@ -1,7 +1,7 @@
 //! `impasto stylize`'s flags made into the library's terms: the output paths checked, the
 //! weights and images loaded, the settings and losses of the job.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -15,48 +15,55 @@ use crate::weights::{self, Weights};
 /// The job's settings from the flags.
 pub fn settings(args: &StylizeArgs) -> Settings {
     Settings {
-        size: args.size,
-        min_size: args.min_size,
-        initial_steps: args.initial_steps,
-        steps: args.steps,
-        style_scale: args.style_scale,
-        optimizer: args.optimizer,
-        history: args.history,
-        average: args.average,
+        size: args.options.size,
+        min_size: args.options.min_size,
+        initial_steps: args.options.initial_steps,
+        steps: args.options.steps,
+        style_scale: args.options.style_scale,
+        optimizer: args.options.optimizer,
+        history: args.options.history,
+        average: args.options.average,
         adam: AdamConfig {
-            lr: args.lr,
-            beta1: args.beta1,
-            beta2: args.beta2,
-            eps: args.eps,
+            lr: args.options.lr,
+            beta1: args.options.beta1,
+            beta2: args.options.beta2,
+            eps: args.options.eps,
         },
-        preserve_colors: args.preserve_colors,
-        log_every: args.log_every,
+        preserve_colors: args.options.preserve_colors,
+        log_every: args.options.log_every,
     }
 }
 
 /// The loss settings from the flags.
 pub fn losses(args: &StylizeArgs) -> Losses {
     Losses {
-        content_layers: args.layers.content_layers.clone(),
-        style_layers: args.layers.style_layers.clone(),
-        content_weight: args.content_weight,
-        style_weight: args.style_weight,
-        tv_weight: args.tv_weight,
-        pooling: args.pooling,
+        content_layers: args.options.layers.content_layers.clone(),
+        style_layers: args.options.layers.style_layers.clone(),
+        content_weight: args.options.content_weight,
+        style_weight: args.options.style_weight,
+        tv_weight: args.options.tv_weight,
+        pooling: args.options.pooling,
     }
 }
 
 /// Checks the flags and output paths, then loads the weights (fetched when none are named).
 pub fn check_and_load_weights(args: &StylizeArgs) -> Result<Weights> {
-    crate::io::image::check_output(&args.output, args.bit_depth)
+    load_weights(check_paths(args)?.as_deref())
+}
+
+/// Checks the flags and output paths (an output over an input is refused); returns the
+/// weights file to read (None: the default source, fetched into the cache).
+pub fn check_paths(args: &StylizeArgs) -> Result<Option<PathBuf>> {
+    let o = &args.options;
+    crate::io::image::check_output(&args.output, o.bit_depth)
         .map_err(|e| FlagError(format!("{e:#}")))?;
-    if let Some(r) = &args.report {
+    if let Some(r) = &o.report {
         crate::io::atomic::check_parent_dir(r, "--report")?;
     }
-    if let Some(p) = &args.plot {
+    if let Some(p) = &o.plot {
         crate::io::plot::check_plot_path(p).map_err(|e| FlagError(format!("{e:#}")))?;
     }
-    if let Some(b) = &args.style_blend {
+    if let Some(b) = &o.style_blend {
         if b.len() != args.style.len() {
             bail!(
                 "--style-blend has {} weights for {} --style images",
@@ -65,9 +72,14 @@ pub fn check_and_load_weights(args: &StylizeArgs) -> Result<Weights> {
             );
         }
     }
-    let weights_path = weights::cache::resolve_path(args.weights.as_deref())?;
+    let weights_path = weights::cache::resolve_path(o.weights.as_deref())?;
     check_outputs_spare_inputs(args, weights_path.as_deref())?;
-    match &weights_path {
+    Ok(weights_path)
+}
+
+/// The weights of `path`, or of the default source (fetched into the cache when missing).
+pub fn load_weights(path: Option<&Path>) -> Result<Weights> {
+    match path {
         Some(path) => Weights::load(path),
         None => weights::cache::fetch_default(),
     }
@@ -77,6 +89,7 @@ pub fn check_and_load_weights(args: &StylizeArgs) -> Result<Weights> {
 pub fn load_job(args: &StylizeArgs) -> Result<Job> {
     let content = open_image(&args.content)?;
     let blend = args
+        .options
         .style_blend
         .clone()
         .unwrap_or_else(|| vec![1.0; args.style.len()]);
@@ -86,9 +99,9 @@ pub fn load_job(args: &StylizeArgs) -> Result<Job> {
         .zip(&blend)
         .map(|(p, &w)| Ok((open_image(p)?, w)))
         .collect::<Result<Vec<_>>>()?;
-    let init = match args.init.as_str() {
+    let init = match args.options.init.as_str() {
         "content" => Init::Content,
-        "noise" => Init::Noise(args.seed),
+        "noise" => Init::Noise(args.options.seed),
         path => Init::Image(open_image(Path::new(path)).context("--init")?),
     };
     Ok(Job {
@@ -109,17 +122,17 @@ fn check_outputs_spare_inputs(args: &StylizeArgs, weights: Option<&Path>) -> Res
     };
     let mut inputs = vec![named("--content", args.content.as_path())];
     inputs.extend(args.style.iter().map(|s| named("--style", s.as_path())));
-    if !matches!(args.init.as_str(), "content" | "noise") {
-        inputs.push(named("--init", Path::new(&args.init)));
+    if !matches!(args.options.init.as_str(), "content" | "noise") {
+        inputs.push(named("--init", Path::new(&args.options.init)));
     }
     if let Some(w) = weights {
         inputs.push(named("--weights", w));
     }
     let mut outputs = vec![named("--output", args.output.as_path())];
-    if let Some(r) = &args.report {
+    if let Some(r) = &args.options.report {
         outputs.push(named("--report", r.as_path()));
     }
-    if let Some(p) = &args.plot {
+    if let Some(p) = &args.options.plot {
         outputs.push(named("--plot", p.as_path()));
     }
     let saves = save_every_files(args, inputs.iter().chain(&outputs).map(|f| f.path));
@@ -136,7 +149,7 @@ fn check_outputs_spare_inputs(args: &StylizeArgs, weights: Option<&Path>) -> Res
 fn save_every_files<'p>(
     args: &StylizeArgs, paths: impl Iterator<Item = &'p Path>,
 ) -> Vec<(String, std::path::PathBuf)> {
-    let Some(k) = args.save_every else {
+    let Some(k) = args.options.save_every else {
         return Vec::new();
     };
     let scales = settings(args).scales();

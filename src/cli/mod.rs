@@ -1,10 +1,12 @@
 //! The command-line interface: `flags.rs` declares the flags, one file per command turns
 //! them into the library's terms (`crate::job`) and prints what comes back.
 
+pub mod batch;
 pub mod bench;
 pub mod devices;
 pub mod flags;
 pub mod inputs;
+pub mod manifest;
 pub mod observers;
 pub mod plan;
 pub mod stylize;
@@ -18,6 +20,7 @@ pub fn run(cli: &Cli) -> i32 {
     let adapter = cli.adapter.as_deref();
     let result = match &cli.command {
         Command::Stylize(args) => stylize::run(args, adapter),
+        Command::Batch(args) => batch::run(args, adapter),
         Command::Devices => devices::run().map(|_| 0),
         Command::Bench(args) => bench::command(args, adapter).map(|_| 0),
         Command::Weights { command } => weights::run(command).map(|_| 0),

@@ -9,7 +9,7 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::io::plot::Point;
-use crate::job::{Job, LogEntry, Observer, Outcome, ScaleReport, ScaleStart, StepDone};
+use crate::job::{Ending, Job, LogEntry, Observer, Outcome, ScaleReport, ScaleStart, StepDone};
 use crate::model::Image;
 use crate::preview::Preview;
 
@@ -130,10 +130,16 @@ pub struct Outputs<'a> {
     pub settings: serde_json::Value,
     /// Seconds spent before the run started (reading the inputs, choosing the engine).
     pub loading_seconds: f64,
+    /// Write nothing unless the run completed (a batch's job: an output that exists is a job
+    /// done).
+    pub only_completed: bool,
 }
 
 impl Observer for Outputs<'_> {
     fn finished(&mut self, o: &Outcome) -> Result<()> {
+        if self.only_completed && o.ending != Ending::Completed {
+            return Ok(());
+        }
         self.job.save(&o.image, self.output, self.bit_depth)?;
         let json = serde_json::to_string_pretty(&Report::of(o, self))?;
         if let Some(path) = self.report {

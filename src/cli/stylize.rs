@@ -22,7 +22,7 @@ use crate::weights::Weights;
 pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let t0 = Instant::now();
     // Listening first: a taken port is refused before any work.
-    let preview = match &args.preview {
+    let preview = match &args.options.preview {
         Some(addr) => Some(Preview::start(addr).map_err(|e| FlagError(format!("{e:#}")))?),
         None => None,
     };
@@ -30,38 +30,39 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     if let Some(p) = &preview {
         crate::say!("preview: {}", p.url);
     }
-    let (engine, why) = Engine::choose(args.engine, adapter, args.storage)?;
+    let (engine, why) = Engine::choose(args.options.engine, adapter, args.options.storage)?;
     if !why.is_empty() {
         crate::say!("{why}");
     }
     let settings = settings_json(args, &weights);
     let mut stylizer = Stylizer::new(engine, weights, &losses(args))?;
-    stylizer = stylizer.with_max_memory(args.max_memory);
+    stylizer = stylizer.with_max_memory(args.options.max_memory);
     let job = load_job(args)?;
     if let Some(p) = &preview {
         p.set_head(preview_head(&stylizer, &job, settings.clone()));
     }
     stylizer.check_scales(&job)?;
-    if args.dry_run {
+    if args.options.dry_run {
         return dry_run(args, &stylizer, &job, settings);
     }
     let mut outputs = Outputs {
         job: &job,
         output: &args.output,
-        bit_depth: args.bit_depth,
-        report: args.report.as_deref(),
+        bit_depth: args.options.bit_depth,
+        report: args.options.report.as_deref(),
         preview: preview.as_ref(),
-        plot: args.plot.as_deref(),
+        plot: args.options.plot.as_deref(),
         settings,
         loading_seconds: t0.elapsed().as_secs_f64(),
+        only_completed: false,
     };
     let total = job.settings.scales().iter().map(|s| s.steps as usize).sum();
     let mut progress = Progress::new(total);
-    let mut saves = args.save_every.map(|every| SaveEvery {
+    let mut saves = args.options.save_every.map(|every| SaveEvery {
         job: &job,
         output: &args.output,
         every,
-        bit_depth: args.bit_depth,
+        bit_depth: args.options.bit_depth,
     });
     let mut feed = preview.as_ref().map(PreviewFeed);
     let mut observers: Vec<&mut dyn Observer> = vec![&mut progress];
@@ -79,7 +80,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         done.optimise_seconds,
         done.adapter
     );
-    if let (Some(p), true) = (&preview, args.preview_hold) {
+    if let (Some(p), true) = (&preview, args.options.preview_hold) {
         crate::say!("preview: serving the final state at {} until Ctrl-C", p.url);
         while !cancel.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -91,7 +92,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
 /// Ctrl-C raises `cancel` (the run stops after its step and writes what it has); a second
 /// Ctrl-C exits at once, but not in the middle of writing a file (so no temporary file is
 /// left). A failure to install the handler leaves the default.
-fn handle_ctrl_c(cancel: &Arc<AtomicBool>) {
+pub(super) fn handle_ctrl_c(cancel: &Arc<AtomicBool>) {
     let flag = cancel.clone();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
@@ -147,23 +148,24 @@ fn dry_run(
         }
         json["largest_fitting_size"] = serde_json::json!(largest);
     }
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.options.report {
         let text = serde_json::to_string_pretty(&json)?;
         crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(text.as_bytes())?))?;
     }
     Ok(if fits { 0 } else { 1 })
 }
 
-fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
+pub(super) fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
+    let o = &a.options;
     serde_json::json!({
-        "content": a.content, "style": a.style, "style_blend": a.style_blend,
+        "content": a.content, "style": a.style, "style_blend": o.style_blend,
         "weights": w.path, "input_convention": w.convention,
-        "size": a.size, "style_scale": a.style_scale,
-        "content_layers": a.layers.content_layers, "style_layers": a.layers.style_layers,
-        "content_weight": a.content_weight, "style_weight": a.style_weight, "tv_weight": a.tv_weight,
-        "steps": a.steps, "lr": a.lr, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps,
-        "init": a.init, "seed": a.seed, "pooling": a.pooling, "preserve_colors": a.preserve_colors, "storage": a.storage,
-        "min_size": a.min_size.unwrap_or(a.size), "initial_steps": a.initial_steps.unwrap_or(a.steps),
-        "optimizer": a.optimizer, "plot": a.plot, "history": a.history, "average": a.average, "bit_depth": a.bit_depth,
+        "size": o.size, "style_scale": o.style_scale,
+        "content_layers": o.layers.content_layers, "style_layers": o.layers.style_layers,
+        "content_weight": o.content_weight, "style_weight": o.style_weight, "tv_weight": o.tv_weight,
+        "steps": o.steps, "lr": o.lr, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps,
+        "init": o.init, "seed": o.seed, "pooling": o.pooling, "preserve_colors": o.preserve_colors, "storage": o.storage,
+        "min_size": o.min_size.unwrap_or(o.size), "initial_steps": o.initial_steps.unwrap_or(o.steps),
+        "optimizer": o.optimizer, "plot": o.plot, "history": o.history, "average": o.average, "bit_depth": o.bit_depth,
     })
 }

@@ -89,3 +89,30 @@ pub fn check_distinct(inputs: &[Named<'_>], outputs: &[Named<'_>]) -> Result<(),
     }
     Ok(())
 }
+
+/// Keys equal for paths that name the same file, for checking many paths at once (a batch's
+/// manifest) in linear time: an existing file's device and inode, else its resolved path
+/// (lowercased where its directory's filesystem ignores case; each directory probed once).
+#[derive(Default)]
+pub struct FileKeys {
+    case_blind: std::collections::HashMap<PathBuf, bool>,
+}
+
+impl FileKeys {
+    pub fn key(&mut self, path: &Path) -> String {
+        if let Some((dev, ino)) = identity(path) {
+            return format!("inode {dev}:{ino}");
+        }
+        let Some(r) = resolved(path) else {
+            // A path whose folder does not exist yet: as written.
+            return format!("path {}", path.display());
+        };
+        let dir = r.parent().map(Path::to_path_buf).unwrap_or_default();
+        let blind = *(self.case_blind.entry(dir.clone())).or_insert_with(|| ignores_case(&dir));
+        let text = r.to_string_lossy();
+        match blind {
+            true => format!("path {}", text.to_lowercase()),
+            false => format!("path {text}"),
+        }
+    }
+}

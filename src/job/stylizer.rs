@@ -92,9 +92,10 @@ struct Targets {
 /// How many style sets (a set at one size) the Stylizer keeps the targets of.
 const KEPT_TARGETS: usize = 8;
 
-/// An engine, weights and loss settings, ready to run jobs.
+/// An engine, weights and loss settings, ready to run jobs. The engine is shared (several
+/// stylizers, e.g. for jobs with other layers, may use one engine, one after another).
 pub struct Stylizer {
-    engine: Engine,
+    engine: Arc<Engine>,
     weights: Weights,
     arch: Arch,
     loss: LossConfig,
@@ -107,7 +108,9 @@ pub struct Stylizer {
 
 impl Stylizer {
     /// Checks that the weights hold every layer the losses need (and those below them).
-    pub fn new(engine: Engine, weights: Weights, losses: &Losses) -> Result<Stylizer> {
+    pub fn new(
+        engine: impl Into<Arc<Engine>>, weights: Weights, losses: &Losses,
+    ) -> Result<Stylizer> {
         let arch = Arch::vgg19();
         let loss = losses.config(&arch)?;
         let asked = [
@@ -127,7 +130,7 @@ impl Stylizer {
             }
         }
         Ok(Stylizer {
-            engine,
+            engine: engine.into(),
             weights,
             arch,
             loss,
@@ -140,8 +143,13 @@ impl Stylizer {
 
     /// Refuse runs whose memory plan peaks above `bytes` (besides the memory available).
     pub fn with_max_memory(mut self, bytes: Option<u64>) -> Stylizer {
-        self.max_memory = bytes;
+        self.set_max_memory(bytes);
         self
+    }
+
+    /// As [`Stylizer::with_max_memory`], for the jobs from now on.
+    pub fn set_max_memory(&mut self, bytes: Option<u64>) {
+        self.max_memory = bytes;
     }
 
     pub fn engine(&self) -> &Engine {
@@ -156,6 +164,11 @@ impl Stylizer {
     /// run ends [`Ending::Interrupted`] with the image it has. It stays raised.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         self.cancel.clone()
+    }
+
+    /// Makes `flag` the cancel flag (one flag for several stylizers).
+    pub fn set_cancel_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = flag;
     }
 
     /// A session's setup for the images of one scale.

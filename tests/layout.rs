@@ -44,7 +44,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
 const JOB_COMMANDS: &[&str] = &[
     "cli::stylize",
     "cli::batch",
-    "cli::manifest",
     "cli::inputs",
     "cli::observers",
 ];

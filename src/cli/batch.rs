@@ -223,51 +223,9 @@ pub fn run(args: &BatchArgs, adapter: Option<&str>) -> Result<i32> {
     super::stylize::handle_ctrl_c(&cancel);
     let mut failed = 0;
     for (i, row) in mine.iter().enumerate() {
-        let t0 = Instant::now();
-        let (status, outcome, error) = if row.output.exists() && !args.overwrite {
-            ("skipped", None, None)
-        } else {
-            match run_job(row, defaults, &mut stylizers, &cancel) {
-                Ok(o) if o.ending == Ending::Completed => ("done", Some(o), None),
-                Ok(o) => (
-                    "failed",
-                    None,
-                    Some(format!("{}: not written", o.ending.name())),
-                ),
-                Err(e) => ("failed", None, Some(format!("{e:#}"))),
-            }
-        };
+        let (status, said) = one_job(row, args, &mut stylizers, &cancel, &mut results)?;
         failed += (status == "failed") as usize;
-        let seconds = t0.elapsed().as_secs_f64();
-        let losses =
-            outcome
-                .as_ref()
-                .and_then(|o| o.entries.last())
-                .map(|e| crate::model::LossValues {
-                    content: e.content,
-                    style: e.style,
-                    tv: e.tv,
-                    total: e.total,
-                });
-        crate::say!(
-            "[{}/{}] line {} {}: {status} ({seconds:.1} s){}",
-            i + 1,
-            mine.len(),
-            row.line,
-            row.output.display(),
-            error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        );
-        results.add(&JobResult {
-            line: row.line,
-            output: &row.output,
-            status,
-            seconds,
-            losses,
-            error,
-        })?;
+        crate::say!("[{}/{}] {said}", i + 1, mine.len());
         if cancel.load(Ordering::SeqCst) {
             crate::say!("batch: interrupted; rerun the same command to finish the rest");
             return Ok(130);
@@ -275,6 +233,51 @@ pub fn run(args: &BatchArgs, adapter: Option<&str>) -> Result<i32> {
     }
     crate::say!("batch: {} jobs, {failed} failed", mine.len());
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Runs (or skips) one job and adds its line to the results; its status, and a line saying
+/// how it went.
+fn one_job(
+    row: &Row, args: &BatchArgs, stylizers: &mut Stylizers, cancel: &Arc<AtomicBool>,
+    results: &mut Results,
+) -> Result<(&'static str, String)> {
+    let t0 = Instant::now();
+    let (status, outcome, error) = if row.output.exists() && !args.overwrite {
+        ("skipped", None, None)
+    } else {
+        match run_job(row, &args.options, stylizers, cancel) {
+            Ok(o) if o.ending == Ending::Completed => ("done", Some(o), None),
+            Ok(o) => (
+                "failed",
+                None,
+                Some(format!("{}: not written", o.ending.name())),
+            ),
+            Err(e) => ("failed", None, Some(format!("{e:#}"))),
+        }
+    };
+    let seconds = t0.elapsed().as_secs_f64();
+    let losses =
+        (outcome.as_ref().and_then(|o| o.entries.last())).map(|e| crate::model::LossValues {
+            content: e.content,
+            style: e.style,
+            tv: e.tv,
+            total: e.total,
+        });
+    let said = format!(
+        "line {} {}: {status} ({seconds:.1} s){}",
+        row.line,
+        row.output.display(),
+        (error.as_deref().map(|e| format!(": {e}"))).unwrap_or_default()
+    );
+    results.add(&JobResult {
+        line: row.line,
+        output: &row.output,
+        status,
+        seconds,
+        losses,
+        error,
+    })?;
+    Ok((status, said))
 }
 
 /// One job: its options, checks and images, then the run; its outputs are written only when
@@ -334,7 +337,7 @@ fn run_job(
 
 #[cfg(test)]
 mod tests {
-    use super::shard;
+    use crate::cli::batch::{shard, Shard};
 
     fn from<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| vars.iter().find(|v| v.0 == name).map(|v| v.1.to_string())
@@ -342,7 +345,7 @@ mod tests {
 
     #[test]
     fn shards_follow_the_flag_then_slurm_then_kubernetes() {
-        let at = |s: super::Shard| (s.k, s.n);
+        let at = |s: Shard| (s.k, s.n);
         assert_eq!(at(shard(Some("2/5"), None, from(&[])).unwrap()), (2, 5));
         assert_eq!(at(shard(None, None, from(&[])).unwrap()), (0, 1));
         let slurm = [

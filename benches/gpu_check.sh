@@ -50,10 +50,10 @@ run() {
     .gpu/impasto devices
     echo "== kernels and network against the CPU reference, on this GPU"
     for t in .gpu/kernels-* .gpu/network-*; do timeout 120 "$t" --test-threads 1 2>&1 | grep -E "error|test result|FAIL|panicked"; done
-    for run in "gemm64 f32" "gemm64 f16" "regs8 f32"; do
+    for run in "gemm64 f32 0" "gemm64 f32 1" "gemm64 f16 0" "regs8 f32 0"; do
         set -- $run
-        echo "== impasto bench, 512 px, default layers, tiling $1, $2 feature maps"
-        timeout 120 .gpu/impasto bench --size 512 --steps 10 --tiling "$1" --storage "$2"
+        echo "== impasto bench, 512 px, default layers, tiling $1, $2 feature maps, IMPASTO_CHECKED_SHADERS=$3"
+        IMPASTO_CHECKED_SHADERS=$3 timeout 120 .gpu/impasto bench --size 512 --steps 10 --tiling "$1" --storage "$2"
     done
     for run in "gemm64 f32" "gemm64 f16"; do
         set -- $run

@@ -541,3 +541,73 @@ fn session_setup_peak_memory_leaves_out_the_style_network() {
         "the {side}-px style network ({style_net} B) raised the peak from {small} to {big} B"
     );
 }
+
+/// Three steps of a session (losses, image, image gradient, moving average) as bits.
+fn session_bits(kernels: &Kernels, pooling: Pooling, cfg: &LossConfig) -> Vec<u32> {
+    use impasto::model::EngineSession;
+    let (arch, w) = tiny();
+    let mut r = rng(29);
+    let (content, init) = (image(&mut r, 19, 23), image(&mut r, 19, 23));
+    let styles = vec![(image(&mut r, 17, 16), 1.0)];
+    let setup = Setup {
+        arch: &arch,
+        weights: &w,
+        loss: cfg,
+        pooling,
+        adam: adam(),
+        content: &content,
+        styles: &styles,
+        init: &init,
+        average: 0.5,
+        style_targets: None,
+    };
+    let mut s = Session::new(&ctx().gpu, kernels, &setup).unwrap();
+    let mut bits = Vec::new();
+    for _ in 0..3 {
+        let v = s.step(true).unwrap().unwrap();
+        for x in [v.content, v.style, v.tv, v.total] {
+            bits.extend([(x.to_bits() >> 32) as u32, x.to_bits() as u32]);
+        }
+    }
+    let (_, g) = s.loss_and_gradient().unwrap();
+    let avg = s.averaged_image().unwrap().unwrap().data;
+    let img = s.image().unwrap().data;
+    bits.extend(g.iter().chain(&avg).chain(&img).map(|x| x.to_bits()));
+    bits
+}
+
+/// Shader modules without wgpu's runtime checks (and without zeroed workgroup memory), the
+/// default, compute what the checked ones do, to the bit: every kernel of a step in every
+/// tiling, f32 and f16 maps, whole and bound in pieces.
+#[test]
+fn unchecked_shaders_give_the_checked_ones_bits() {
+    use impasto::kernels::Checks;
+    let c = ctx();
+    let (kept, transient) = (tiny_config(), tiny_config_t1_transient());
+    let mut cases = vec![];
+    for (k, t) in TILINGS.into_iter().enumerate() {
+        let (pooling, cfg) = [(Pooling::Max, &kept), (Pooling::Avg, &transient)][k % 2];
+        cases.push((t, Storage::F32, pooling, cfg));
+    }
+    if c.gpu.features.contains(wgpu::Features::SHADER_F16) {
+        cases.push((Tiling::Workgroup, Storage::F16, Pooling::Max, &kept));
+    }
+    let align = c.gpu.limits.min_storage_buffer_offset_alignment as u64;
+    for (tiling, storage, pooling, cfg) in cases {
+        for limit in [None, Some(align + 4 + 4 * 30 * 4)] {
+            let mut bits = [Checks::Checked, Checks::Unchecked].map(|checks| {
+                let mut k = Kernels::with_checks(&c.gpu, tiling, storage, checks).unwrap();
+                if let Some(l) = limit {
+                    k.set_binding_limit(l);
+                }
+                session_bits(&k, pooling, cfg)
+            });
+            assert!(bits[0].iter().any(|&b| b != 0));
+            let [checked, unchecked] = std::mem::take(&mut bits);
+            assert!(
+                checked == unchecked,
+                "{tiling} {storage:?} {limit:?}: unchecked shaders differ"
+            );
+        }
+    }
+}

@@ -46,6 +46,7 @@ pub struct StepTiming {
     pub gpu_timestamps: bool,
     pub memory: crate::gpu::MemoryUse,
     pub tiling: crate::kernels::Tiling,
+    pub checks: crate::kernels::Checks,
 }
 
 /// Image sides for the criterion benchmarks (`benches/`): IMPASTO_BENCH_SIZES, a comma-separated
@@ -188,6 +189,7 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
         gpu_timestamps,
         memory: gpu.memory(),
         tiling: kernels.tiling,
+        checks: kernels.checks,
     })
 }
 
@@ -284,10 +286,11 @@ fn problem_line(cfg: &BenchConfig) -> String {
 
 pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
     println!(
-        "{}, tiling {}, {:?} feature maps, on {} ({:?})",
+        "{}, tiling {}, {:?} feature maps, {:?} shaders, on {} ({:?})",
         problem_line(cfg),
         t.tiling,
         cfg.storage,
+        t.checks,
         gpu.info.name,
         gpu.info.backend
     );

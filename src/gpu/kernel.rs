@@ -93,8 +93,11 @@ pub struct Kernel {
 
 impl Kernel {
     /// The pipeline of entry point `name` in `module`; `bindings` starts with the uniform at 0.
+    /// Workgroup memory is zeroed at each workgroup's start only with `zero_workgroup_memory`
+    /// (WebGPU's default; a kernel that writes before it reads does not need it).
     pub fn new(
         gpu: &Gpu, module: &wgpu::ShaderModule, name: &'static str, bindings: &[Binding],
+        zero_workgroup_memory: bool,
     ) -> Kernel {
         assert!(
             matches!(bindings.first(), Some(b) if b.index == 0 && b.access == Access::Uniform),
@@ -137,7 +140,10 @@ impl Kernel {
                 layout: Some(&pipeline_layout),
                 module,
                 entry_point: Some(name),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    zero_initialize_workgroup_memory: zero_workgroup_memory,
+                    ..Default::default()
+                },
                 cache: None,
             });
         Kernel {

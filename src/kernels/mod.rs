@@ -24,7 +24,7 @@ use preprocess::PreprocessKernels;
 use setup::{Builder, Setup, MAX_GROUPS};
 use signs::SignKernels;
 
-pub use setup::{Storage, Tiling, TILINGS};
+pub use setup::{Checks, Storage, Tiling, TILINGS};
 
 /// Every WGSL file as the host compiles it (preludes joined; conv.wgsl in its default
 /// tiling), by file name, for validation and listing.
@@ -62,6 +62,8 @@ pub struct Kernels {
     pub preprocess: PreprocessKernels,
     pub adam: AdamKernels,
     pub signs: SignKernels,
+    /// Whether the shader modules carry wgpu's runtime checks.
+    pub checks: Checks,
 }
 
 impl Kernels {
@@ -74,7 +76,14 @@ impl Kernels {
         Kernels::with_options(gpu, tiling, Storage::F32)
     }
 
+    /// The kernels of `tiling` and `storage`, checked as `IMPASTO_CHECKED_SHADERS` says.
     pub fn with_options(gpu: &Gpu, tiling: Tiling, storage: Storage) -> Result<Kernels> {
+        Kernels::with_checks(gpu, tiling, storage, Checks::from_env())
+    }
+
+    pub fn with_checks(
+        gpu: &Gpu, tiling: Tiling, storage: Storage, checks: Checks,
+    ) -> Result<Kernels> {
         anyhow::ensure!(
             TILINGS.contains(&tiling),
             "tiling {tiling} is not one the host can build"
@@ -91,11 +100,13 @@ impl Kernels {
             fold_limit: MAX_GROUPS,
             binding_limit: gpu.limits.max_storage_buffer_binding_size,
             align: gpu.limits.min_storage_buffer_offset_alignment as u64,
+            checks,
         };
         let b = Builder { gpu, setup };
         let kernels = Kernels {
             tiling,
             storage,
+            checks,
             conv: ConvKernels::build(&b),
             pool: PoolKernels::build(&b),
             gram: GramKernels::build(&b),

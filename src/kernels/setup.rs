@@ -125,6 +125,34 @@ pub struct Setup {
     pub(crate) binding_limit: u64,
     /// The adapter's alignment of binding offsets.
     pub(crate) align: u64,
+    /// Shader modules with wgpu's runtime checks (bounds checks, loop bounding, guarded
+    /// integer division) and zero-initialised workgroup memory: [`Checks`].
+    pub checks: Checks,
+}
+
+/// Whether the kernels' shader modules carry wgpu's runtime checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checks {
+    /// naga's bounds checks on every buffer and array access, bounded loops, guarded
+    /// division, and workgroup memory zeroed at the start of each workgroup.
+    Checked,
+    /// None of them: every kernel checks its own indices against its parameters (loads past
+    /// a map's edge read zero by an explicit test, weight rows are padded on the host, tile
+    /// stores skip padding), its loops run to parameters, its divisors are sizes (never zero
+    /// in a launch), and each GEMM tile writes its workgroup arrays before a barrier and a
+    /// read. Tested: the two give the same bits (tests/kernels.rs).
+    Unchecked,
+}
+
+impl Checks {
+    /// `IMPASTO_CHECKED_SHADERS=1` asks for [`Checks::Checked`]; the default is unchecked.
+    pub fn from_env() -> Checks {
+        match std::env::var("IMPASTO_CHECKED_SHADERS").as_deref() {
+            Ok("1") | Ok("true") | Ok("yes") => Checks::Checked,
+            _ => Checks::Unchecked,
+        }
+    }
 }
 
 /// A map bound by a range of its channels: the binding, and the index of the range's first
@@ -201,13 +229,21 @@ impl Builder<'_> {
         } else {
             &[]
         };
-        let module = self
-            .gpu
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(specialise(src, aliases).into()),
-            });
-        Kernel::new(self.gpu, &module, name, &bindings)
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(specialise(src, aliases).into()),
+        };
+        let device = &self.gpu.device;
+        let module = match self.setup.checks {
+            Checks::Checked => device.create_shader_module(desc),
+            // SAFETY: the kernels keep their accesses in bounds, their loops finite and their
+            // divisors non-zero by construction (see `Checks::Unchecked`), and the tests hold
+            // the unchecked modules to the checked ones' bits.
+            Checks::Unchecked => unsafe {
+                device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            },
+        };
+        let zero_workgroup_memory = self.setup.checks == Checks::Checked;
+        Kernel::new(self.gpu, &module, name, &bindings, zero_workgroup_memory)
     }
 }

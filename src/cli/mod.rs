@@ -25,12 +25,19 @@ pub fn run(cli: &Cli) -> i32 {
         Command::Bench(args) => bench::command(args, adapter).map(|_| 0),
         Command::Weights { command } => weights::run(command).map(|_| 0),
     };
-    result.unwrap_or_else(|e| {
+    let status = result.unwrap_or_else(|e| {
         crate::say!("error: {e:#}");
         match e.downcast_ref::<crate::job::Error>() {
             Some(typed) => typed.exit_status(),
             None if e.downcast_ref::<FlagError>().is_some() => 2,
             None => 1,
         }
-    })
+    });
+    // Under IMPASTO_VALIDATE=1, any error or warning the validation reported fails the run.
+    let reported = crate::gpu::validation::messages();
+    if reported > 0 && status == 0 {
+        crate::say!("error: the validation layer reported {reported} errors or warnings (above)");
+        return 1;
+    }
+    status
 }

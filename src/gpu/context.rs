@@ -54,7 +54,9 @@ pub struct AdapterSummary {
 }
 
 fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.flags = super::validation::instance_flags();
+    wgpu::Instance::new(desc)
 }
 
 fn type_rank(t: wgpu::DeviceType) -> u8 {

@@ -3,6 +3,7 @@
 
 mod context;
 mod kernel;
+pub mod validation;
 
 pub use context::{list_adapters, AdapterSummary, Gpu, MemoryUse, ADAPTER_ENV, SUBMIT_BUDGET};
 pub use kernel::{

@@ -17,9 +17,9 @@ use anyhow::Result;
 use super::flags::{BatchArgs, FlagError, StylizeArgs};
 use super::inputs::{check_paths, load_job, load_weights, losses};
 use super::manifest::{self, Row};
-use super::observers::{Outputs, Progress, SaveEvery};
+use super::observers::{CommandObservers, Outputs};
 use crate::io::same_file::FileKeys;
-use crate::job::{Ending, Engine, Losses, Observer, Outcome, Stylizer};
+use crate::job::{Ending, Engine, Losses, Outcome, Stylizer};
 
 /// Which jobs this process runs: job i when i mod n == k.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,7 +310,7 @@ fn run_job(
     stylizer.set_cancel_flag(cancel.clone());
     let job = load_job(&args)?;
     let settings = super::stylize::settings_json(&args, stylizer.weights());
-    let mut outputs = Outputs {
+    let outputs = Outputs {
         job: &job,
         output: &args.output,
         bit_depth: args.options.bit_depth,
@@ -321,18 +321,8 @@ fn run_job(
         loading_seconds: 0.0,
         only_completed: true,
     };
-    let total = job.settings.scales().iter().map(|s| s.steps as usize).sum();
-    let mut progress = Progress::new(total);
-    let mut saves = args.options.save_every.map(|every| SaveEvery {
-        job: &job,
-        output: &args.output,
-        every,
-        bit_depth: args.options.bit_depth,
-    });
-    let mut observers: Vec<&mut dyn Observer> = vec![&mut progress];
-    observers.extend(saves.as_mut().map(|o| o as &mut dyn Observer));
-    observers.push(&mut outputs);
-    Ok(stylizer.run(&job, &mut observers)?)
+    let mut observers = CommandObservers::new(&job, &args, outputs);
+    Ok(stylizer.run(&job, &mut observers.all())?)
 }
 
 #[cfg(test)]

@@ -166,6 +166,44 @@ impl Observer for Outputs<'_> {
     }
 }
 
+/// Everything a job command tells about a run: the progress, `--save-every`, the preview
+/// feed when there is one, and the outputs at the end (in that order).
+pub struct CommandObservers<'a> {
+    progress: Progress,
+    saves: Option<SaveEvery<'a>>,
+    feed: Option<PreviewFeed<'a>>,
+    outputs: Outputs<'a>,
+}
+
+impl<'a> CommandObservers<'a> {
+    /// The observers of `job` run from `args`, writing `outputs`.
+    pub fn new(
+        job: &'a Job, args: &'a super::flags::StylizeArgs, outputs: Outputs<'a>,
+    ) -> CommandObservers<'a> {
+        let total = job.settings.scales().iter().map(|s| s.steps as usize).sum();
+        CommandObservers {
+            progress: Progress::new(total),
+            saves: args.options.save_every.map(|every| SaveEvery {
+                job,
+                output: &args.output,
+                every,
+                bit_depth: args.options.bit_depth,
+            }),
+            feed: outputs.preview.map(PreviewFeed),
+            outputs,
+        }
+    }
+
+    /// The observers, as one.
+    pub fn all(&mut self) -> Vec<&mut dyn Observer> {
+        let mut all: Vec<&mut dyn Observer> = vec![&mut self.progress];
+        all.extend(self.saves.as_mut().map(|o| o as &mut dyn Observer));
+        all.extend(self.feed.as_mut().map(|o| o as &mut dyn Observer));
+        all.push(&mut self.outputs);
+        all
+    }
+}
+
 /// The `--report` JSON.
 #[derive(serde::Serialize)]
 struct Report<'a> {

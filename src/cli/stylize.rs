@@ -11,9 +11,9 @@ use anyhow::Result;
 
 use super::flags::{FlagError, StylizeArgs};
 use super::inputs::{check_and_load_weights, load_job, losses};
-use super::observers::{Outputs, PreviewFeed, Progress, SaveEvery};
+use super::observers::{CommandObservers, Outputs};
 use super::plan;
-use crate::job::{Engine, Job, Observer, Stylizer};
+use crate::job::{Engine, Job, Stylizer};
 use crate::preview::Preview;
 use crate::weights::Weights;
 
@@ -45,7 +45,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     if args.options.dry_run {
         return dry_run(args, &stylizer, &job, settings);
     }
-    let mut outputs = Outputs {
+    let outputs = Outputs {
         job: &job,
         output: &args.output,
         bit_depth: args.options.bit_depth,
@@ -56,22 +56,10 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
         loading_seconds: t0.elapsed().as_secs_f64(),
         only_completed: false,
     };
-    let total = job.settings.scales().iter().map(|s| s.steps as usize).sum();
-    let mut progress = Progress::new(total);
-    let mut saves = args.options.save_every.map(|every| SaveEvery {
-        job: &job,
-        output: &args.output,
-        every,
-        bit_depth: args.options.bit_depth,
-    });
-    let mut feed = preview.as_ref().map(PreviewFeed);
-    let mut observers: Vec<&mut dyn Observer> = vec![&mut progress];
-    observers.extend(saves.as_mut().map(|o| o as &mut dyn Observer));
-    observers.extend(feed.as_mut().map(|o| o as &mut dyn Observer));
-    observers.push(&mut outputs);
+    let mut observers = CommandObservers::new(&job, args, outputs);
     let cancel = stylizer.cancel_flag();
     handle_ctrl_c(&cancel);
-    let done = stylizer.run(&job, &mut observers)?;
+    let done = stylizer.run(&job, &mut observers.all())?;
     let (w, h) = (done.image.w, done.image.h);
     crate::say!(
         "wrote {} ({w}x{h}, {} steps in {:.1} s on {})",

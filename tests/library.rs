@@ -156,6 +156,15 @@ fn targets_are_reused_exactly(engine: impl Fn() -> Engine) {
         .run(&job("the_scream.jpg", 36, 5), &mut Quiet)
         .unwrap();
     assert_ne!(other.entries[0].style, first.entries[0].style);
+    // The report's kernel variants: the GPU's per family, none on the CPU engine.
+    match first.engine {
+        "gpu" => {
+            assert!(!first.tiling["conv"].is_empty(), "{:?}", first.tiling);
+            assert_eq!(first.tiling["storage"], "f32");
+            assert!(["checked", "unchecked"].contains(&first.tiling["shader_checks"].as_str()));
+        }
+        _ => assert!(first.tiling.is_empty()),
+    }
     eprintln!("{}: second run {reused_seconds:.2} s", first.engine);
 }
 

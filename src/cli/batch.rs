@@ -221,11 +221,26 @@ pub fn run(args: &BatchArgs, adapter: Option<&str>) -> Result<i32> {
     };
     let cancel = Arc::new(AtomicBool::new(false));
     super::stylize::handle_ctrl_c(&cancel);
-    let mut failed = 0;
+    let (mut failed, mut ran, started) = (0, 0, Instant::now());
     for (i, row) in mine.iter().enumerate() {
         let (status, said) = one_job(row, args, &mut stylizers, &cancel, &mut results)?;
         failed += (status == "failed") as usize;
-        crate::say!("[{}/{}] {said}", i + 1, mine.len());
+        ran += (status != "skipped") as usize;
+        // The time left, from the jobs run so far (skipped ones cost nothing).
+        let left = mine.len() - i - 1;
+        let eta = match ran {
+            0 => String::new(),
+            _ => {
+                let each = started.elapsed().as_secs_f64() / ran as f64;
+                format!(", about {:.0} s left", each * left as f64)
+            }
+        };
+        crate::say!(
+            "[{}/{}] {said}{}",
+            i + 1,
+            mine.len(),
+            if left > 0 { eta } else { String::new() }
+        );
         if cancel.load(Ordering::SeqCst) {
             crate::say!("batch: interrupted; rerun the same command to finish the rest");
             return Ok(130);

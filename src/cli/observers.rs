@@ -213,6 +213,8 @@ struct Report<'a> {
     engine: &'static str,
     adapter: &'a str,
     backend: &'a str,
+    /// The GPU kernels' variant per family (empty on the CPU engine).
+    tiling: &'a std::collections::BTreeMap<String, String>,
     width: usize,
     height: usize,
     /// Each scale's longest side and steps, smallest first.
@@ -234,6 +236,7 @@ impl<'a> Report<'a> {
             engine: o.engine,
             adapter: &o.adapter,
             backend: &o.backend,
+            tiling: &o.tiling,
             width: o.image.w,
             height: o.image.h,
             scales: &o.scales,

@@ -136,6 +136,23 @@ impl Engine {
         }
     }
 
+    /// The kernel variant each family runs, for the report (empty for the CPU engine):
+    /// `conv` and `gram` (the tiling), `storage` (feature maps) and `shader_checks`.
+    pub fn variants(&self) -> std::collections::BTreeMap<String, String> {
+        let Some((_, k)) = &self.gpu else {
+            return Default::default();
+        };
+        [
+            ("conv", k.tiling.to_string()),
+            ("gram", k.tiling.to_string()),
+            ("storage", format!("{:?}", k.storage).to_lowercase()),
+            ("shader_checks", format!("{:?}", k.checks).to_lowercase()),
+        ]
+        .into_iter()
+        .map(|(f, v)| (f.to_string(), v))
+        .collect()
+    }
+
     /// The GPU and its kernels (None for the CPU engine).
     pub fn gpu_parts(&self) -> Option<(&Gpu, &Kernels)> {
         self.gpu.as_ref().map(|(g, k)| (g, k))

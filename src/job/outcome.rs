@@ -84,6 +84,8 @@ pub struct Outcome {
     pub engine: &'static str,
     pub adapter: String,
     pub backend: String,
+    /// The GPU kernels' variant per family ([`super::Engine::variants`]; empty on the CPU).
+    pub tiling: std::collections::BTreeMap<String, String>,
     /// The most GPU memory held at once (wgpu's allocator report; None where there is none).
     pub peak_gpu_memory_bytes: Option<u64>,
 }

@@ -398,6 +398,7 @@ impl Stylizer {
             engine: self.engine.name(),
             adapter: self.engine.adapter(),
             backend: self.engine.backend(),
+            tiling: self.engine.variants(),
             peak_gpu_memory_bytes: self.engine.peak_memory(),
         };
         steps.observer.finished(&outcome)?;

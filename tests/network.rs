@@ -210,6 +210,26 @@ fn maps_bound_in_pieces_give_the_reference_losses_and_gradient() {
     }
 }
 
+/// A session's setup on the tiny network: its images (content, styles, start) and the decay
+/// of the moving average.
+fn tiny_setup<'a>(
+    (arch, w): (&'a Arch, &'a Weights), cfg: &'a LossConfig, pooling: Pooling,
+    (content, styles, init): (&'a Image, &'a [(Image, f64)], &'a Image), average: f64,
+) -> Setup<'a> {
+    Setup {
+        arch,
+        weights: w,
+        loss: cfg,
+        pooling,
+        adam: adam(),
+        content,
+        styles,
+        init,
+        average,
+        style_targets: None,
+    }
+}
+
 /// A session of the tiny network on small random images, its losses and image gradient
 /// against the f64 reference. Returns how many of a step's dispatches work on pieces of
 /// maps, and the session's gradient scale.
@@ -230,18 +250,7 @@ fn session_matches_reference(
             kernels.tiling, kernels.storage, cfg.style_layers
         );
         let styles = vec![(style_a.clone(), 3.0), (style_b.clone(), 1.0)];
-        let setup = Setup {
-            arch: &arch,
-            weights: &w,
-            loss: cfg,
-            pooling,
-            adam: adam(),
-            content: &content,
-            styles: &styles,
-            init: &init,
-            average: 0.0,
-            style_targets: None,
-        };
+        let setup = tiny_setup((&arch, &w), cfg, pooling, (&content, &styles, &init), 0.0);
         let session = Session::new(&c.gpu, kernels, &setup).unwrap();
         let got_loss = session.evaluate().unwrap();
         let got_grad = session.gradient().unwrap();
@@ -549,18 +558,7 @@ fn session_bits(kernels: &Kernels, pooling: Pooling, cfg: &LossConfig) -> Vec<u3
     let mut r = rng(29);
     let (content, init) = (image(&mut r, 19, 23), image(&mut r, 19, 23));
     let styles = vec![(image(&mut r, 17, 16), 1.0)];
-    let setup = Setup {
-        arch: &arch,
-        weights: &w,
-        loss: cfg,
-        pooling,
-        adam: adam(),
-        content: &content,
-        styles: &styles,
-        init: &init,
-        average: 0.5,
-        style_targets: None,
-    };
+    let setup = tiny_setup((&arch, &w), cfg, pooling, (&content, &styles, &init), 0.5);
     let mut s = Session::new(&ctx().gpu, kernels, &setup).unwrap();
     let mut bits = Vec::new();
     for _ in 0..3 {

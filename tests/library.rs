@@ -140,8 +140,11 @@ fn targets_are_reused_exactly(engine: impl Fn() -> Engine) {
     let j = job("starry_night.jpg", 36, 5);
     let mut stylizer = Stylizer::new(engine(), weights(), &losses()).unwrap();
     let first = stylizer.run(&j, &mut Quiet).unwrap();
+    assert_eq!(stylizer.kept_style_sets(), 1);
     let t = std::time::Instant::now();
     let again = stylizer.run(&j, &mut Quiet).unwrap();
+    // Found, not computed and kept again.
+    assert_eq!(stylizer.kept_style_sets(), 1);
     let reused_seconds = t.elapsed().as_secs_f64();
     let fresh = Stylizer::new(engine(), weights(), &losses())
         .unwrap()
@@ -156,6 +159,7 @@ fn targets_are_reused_exactly(engine: impl Fn() -> Engine) {
         .run(&job("the_scream.jpg", 36, 5), &mut Quiet)
         .unwrap();
     assert_ne!(other.entries[0].style, first.entries[0].style);
+    assert_eq!(stylizer.kept_style_sets(), 2);
     // The report's kernel variants: the GPU's per family, none on the CPU engine.
     match first.engine {
         "gpu" => {

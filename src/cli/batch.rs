@@ -160,20 +160,19 @@ impl Results {
 /// from the last one's; the engine is made once.
 struct Stylizers {
     engine: Arc<Engine>,
-    current: Option<(Option<PathBuf>, String, Stylizer)>,
+    current: Option<(Option<PathBuf>, Losses, Stylizer)>,
 }
 
 impl Stylizers {
     fn get(&mut self, weights: Option<PathBuf>, losses: &Losses) -> Result<&mut Stylizer> {
-        let key = format!("{losses:?}");
-        let same = matches!(&self.current, Some((w, l, _)) if *w == weights && *l == key);
+        let same = matches!(&self.current, Some((w, l, _)) if *w == weights && l == losses);
         if !same {
             let w = match self.current.take() {
                 Some((w, _, s)) if w == weights => s.weights().clone(),
                 _ => load_weights(weights.as_deref())?,
             };
             let stylizer = Stylizer::new(self.engine.clone(), w, losses)?;
-            self.current = Some((weights, key, stylizer));
+            self.current = Some((weights, losses.clone(), stylizer));
         }
         Ok(&mut self.current.as_mut().expect("made above").2)
     }

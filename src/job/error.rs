@@ -93,6 +93,6 @@ impl From<anyhow::Error> for Error {
 }
 
 /// A bad setting as an `anyhow::Error`, for code that returns anyhow's results.
-pub fn bad_setting(message: impl Into<String>) -> anyhow::Error {
+pub(super) fn bad_setting(message: impl Into<String>) -> anyhow::Error {
     Error::BadSetting(message.into()).into()
 }

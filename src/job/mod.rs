@@ -17,7 +17,7 @@ mod settings;
 mod stylizer;
 
 pub use engine::{host_available, Engine, EngineChoice, Planned};
-pub use error::{bad_setting, Error, Result};
+pub use error::{Error, Result};
 pub use inputs::{open_image, upsample, Job, ScaleImages};
 pub use observer::{Observer, Quiet, ScaleStart, StepDone};
 pub use outcome::{Ending, LogEntry, Outcome, ScaleReport};

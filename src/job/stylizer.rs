@@ -24,7 +24,7 @@ use crate::weights::Weights;
 
 /// The loss settings by layer name (Keras names such as `block5_conv2`, or Caffe names such
 /// as `conv5_2` / `relu5_2`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Losses {
     pub content_layers: Vec<String>,
     pub style_layers: Vec<String>,
@@ -273,23 +273,23 @@ impl Stylizer {
         })
     }
 
-    /// The style targets for `images`' styles, if a session computed them.
-    fn known_targets(&self, images: &ScaleImages) -> Option<&[Vec<f32>]> {
-        let t = self.targets.iter().find(|t| t.styles == images.styles)?;
+    /// The style targets of `styles`, if a session computed them.
+    fn known_targets(&self, styles: &[(Image, f64)]) -> Option<&[Vec<f32>]> {
+        let t = self.targets.iter().find(|t| t.styles == styles)?;
         Some(&t.grams)
     }
 
-    fn keep_targets(&mut self, images: &ScaleImages, grams: Vec<Vec<f32>>) {
-        if self.known_targets(images).is_none() {
-            self.targets.insert(
-                0,
-                Targets {
-                    styles: images.styles.clone(),
-                    grams,
-                },
-            );
+    /// Keeps targets a session computed (the most recent first, a few sets at most).
+    fn keep_targets(&mut self, styles: Vec<(Image, f64)>, grams: Vec<Vec<f32>>) {
+        if self.known_targets(&styles).is_none() {
+            self.targets.insert(0, Targets { styles, grams });
             self.targets.truncate(KEPT_TARGETS);
         }
+    }
+
+    /// How many style sets (a set at one size) have their targets kept for later jobs.
+    pub fn kept_style_sets(&self) -> usize {
+        self.targets.len()
     }
 
     /// Runs `job`: checks it before any work ([`Stylizer::check_scales`],
@@ -357,7 +357,7 @@ impl Stylizer {
                 ))
             });
             // The previous scale's session is gone before this one allocates.
-            let known = self.known_targets(&images);
+            let known = self.known_targets(&images.styles);
             let mut session = self.engine.session(&self.setup(job, &images, known))?;
             setup_seconds.get_or_insert(t0.elapsed().as_secs_f64());
             let r = steps.scale(index, session.as_mut(), carried.as_ref(), (h, w))?;
@@ -380,7 +380,7 @@ impl Stylizer {
             });
             let stop = r.ending != Ending::Completed;
             result = Some(r);
-            computed.extend(grams.map(|g| (images, g)));
+            computed.extend(grams.map(|g| (images.styles, g)));
             if stop {
                 break;
             }
@@ -403,8 +403,8 @@ impl Stylizer {
         };
         steps.observer.finished(&outcome)?;
         drop(steps);
-        for (images, grams) in computed {
-            self.keep_targets(&images, grams);
+        for (styles, grams) in computed {
+            self.keep_targets(styles, grams);
         }
         Ok(outcome)
     }

@@ -448,24 +448,21 @@ fn reference_losses(
     };
     let x = to_f64(&content.data);
     let mut targets = model.targets(&x);
-    let total: f64 = styles.iter().map(|(_, b)| b).sum();
-    for t in targets.style.iter_mut() {
-        t.iter_mut().for_each(|v| *v = 0.0);
-    }
-    for (name, b) in styles {
-        let img = impasto::io::image::load(&common::image(name), Some(size)).unwrap();
-        let st = model_for(img.h, img.w);
-        let m = reference::Model {
-            stages: &st,
-            weights: &cw,
-            affine: w.convention.affine(),
-            loss: cfg,
-        };
-        let ts = m.targets(&to_f64(&img.data));
-        for (acc, g) in targets.style.iter_mut().zip(&ts.style) {
-            acc.iter_mut().zip(g).for_each(|(a, g)| *a += b / total * g);
-        }
-    }
+    let per_style: Vec<_> = styles
+        .iter()
+        .map(|(name, b)| {
+            let img = impasto::io::image::load(&common::image(name), Some(size)).unwrap();
+            let st = model_for(img.h, img.w);
+            let m = reference::Model {
+                stages: &st,
+                weights: &cw,
+                affine: w.convention.affine(),
+                loss: cfg,
+            };
+            (m.grams_per_position(&to_f64(&img.data)), *b)
+        })
+        .collect();
+    targets.style = model.blended_style(&per_style);
     model.losses(&x, &targets)
 }
 

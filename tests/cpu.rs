@@ -163,7 +163,17 @@ fn pool_gram_and_loss_gradients_match_reference() {
             .collect();
         let mut grad = k::pad(&d0, (n, h, w));
         let mut scratch = Vec::new();
-        k::style_grad(&fp, &g, &a, n, (h, w), coef, true, &mut grad, &mut scratch);
+        k::style_grad(
+            (&fp, &fp),
+            &g,
+            &a,
+            n,
+            (h, w),
+            coef,
+            true,
+            &mut grad,
+            &mut scratch,
+        );
         let sg = reference::style_grad(&fd, &gd, &to_f64(&a), n, m);
         let scale = coef as f64 * (n * n * m * m) as f64;
         let want: Vec<f64> = (0..n * m)
@@ -238,6 +248,7 @@ fn session(parts: &Parts) -> CpuSession {
         init: content,
         average: 0.0,
         style_targets: None,
+        style_masks: None,
     })
     .unwrap()
 }
@@ -275,21 +286,15 @@ fn losses_and_gradient_match_reference(parts: &Parts) {
     let stages = arch.stages(loss.deepest(), content.h, content.w, Pooling::Max);
     let model = model_with(&stages, &cw, affine, loss);
     let mut targets = model.targets(&to_f64(&content.data));
-    let total: f64 = styles.iter().map(|s| s.1).sum();
-    for t in targets.style.iter_mut() {
-        t.iter_mut().for_each(|v| *v = 0.0);
-    }
-    for (img, wt) in styles {
-        let st = arch.stages(loss.deepest(), img.h, img.w, Pooling::Max);
-        let m = model_with(&st, &cw, affine, loss);
-        for (t, g) in targets
-            .style
-            .iter_mut()
-            .zip(m.targets(&to_f64(&img.data)).style)
-        {
-            t.iter_mut().zip(g).for_each(|(t, g)| *t += wt / total * g);
-        }
-    }
+    let per_style: Vec<_> = styles
+        .iter()
+        .map(|(img, wt)| {
+            let st = arch.stages(loss.deepest(), img.h, img.w, Pooling::Max);
+            let m = model_with(&st, &cw, affine, loss);
+            (m.grams_per_position(&to_f64(&img.data)), *wt)
+        })
+        .collect();
+    targets.style = model.blended_style(&per_style);
     let want = model.losses(&to_f64(&x), &targets);
     let grad_want = model.gradient(&to_f64(&x), &targets);
     s.set_image(&x);

@@ -46,6 +46,7 @@ fn setup(p: &Parts, average: f64) -> Setup<'_> {
         init: &p.content,
         average,
         style_targets: None,
+        style_masks: None,
     }
 }
 

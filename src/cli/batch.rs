@@ -304,6 +304,8 @@ fn run_job(
     let args = StylizeArgs {
         content: row.content.clone(),
         style: row.styles.clone(),
+        style_mask: Vec::new(),
+        regions: None,
         output: row.output.clone(),
         options,
     };

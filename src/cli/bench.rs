@@ -91,6 +91,7 @@ impl Problem {
             init: &self.content,
             average: 0.0,
             style_targets: None,
+            style_masks: None,
         }
     }
 }

@@ -140,14 +140,48 @@ pub struct StylizeArgs {
     /// Content image (PNG or JPEG)
     #[arg(long, value_name = "PATH")]
     pub content: PathBuf,
-    /// Style image; repeat for a blend of several
+    /// Style image; repeat for a blend of several. With --regions: COLOR=PATH, the style of
+    /// the map's pixels of that colour (e.g. '#ff0000=starry.jpg')
     #[arg(long, value_name = "PATH", required = true)]
     pub style: Vec<PathBuf>,
+    /// Where the style of the same rank applies: a grayscale image (white: fully, black: not
+    /// at all; resized to the output). Repeat, one per --style, in the same order
+    #[arg(long, value_name = "PATH", conflicts_with = "regions")]
+    pub style_mask: Vec<PathBuf>,
+    /// A colour-coded region map: each --style COLOR=PATH applies where the map has that
+    /// colour (within a small tolerance, for JPEG noise); other colours get no style
+    #[arg(long, value_name = "MAP")]
+    pub regions: Option<PathBuf>,
     /// Output image; the format follows the extension (.png, .tif, .tiff, .jpg)
     #[arg(long, short, value_name = "PATH")]
     pub output: PathBuf,
     #[command(flatten)]
     pub options: JobOptions,
+}
+
+impl StylizeArgs {
+    /// The style images' paths, with their region colours under --regions (refused, naming
+    /// the flag, when a --style is not COLOR=PATH there or a colour is not one).
+    pub fn styles(&self) -> Result<Vec<(PathBuf, Option<[u8; 3]>)>, FlagError> {
+        if self.regions.is_none() {
+            return Ok(self.style.iter().map(|p| (p.clone(), None)).collect());
+        }
+        self.style
+            .iter()
+            .map(|s| {
+                let text = s.to_string_lossy();
+                let parsed = text
+                    .split_once('=')
+                    .and_then(|(c, p)| Some((crate::job::parse_colour(c)?, p)));
+                match parsed {
+                    Some((colour, path)) if !path.is_empty() => Ok((PathBuf::from(path), Some(colour))),
+                    _ => Err(FlagError(format!(
+                        "--style {text}: with --regions, each --style is COLOR=PATH, e.g. '#ff0000=starry.jpg'"
+                    ))),
+                }
+            })
+            .collect()
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use super::flags::{FlagError, StylizeArgs};
 use super::observers::{intermediate_path, save_step};
 use crate::io::same_file::{check_distinct, Named};
-use crate::job::{open_image, Init, Job, Losses, Settings};
+use crate::job::{open_image, Init, Job, Losses, Settings, StyleMask};
 use crate::model::AdamConfig;
 use crate::weights::{self, Weights};
 
@@ -63,6 +63,15 @@ pub fn check_paths(args: &StylizeArgs) -> Result<Option<PathBuf>> {
     if let Some(p) = &o.plot {
         crate::io::plot::check_plot_path(p).map_err(|e| FlagError(format!("{e:#}")))?;
     }
+    let styles = args.styles()?;
+    if !args.style_mask.is_empty() && args.style_mask.len() != styles.len() {
+        return Err(FlagError(format!(
+            "--style-mask: {} masks for {} --style images; give one mask per --style, in the same order",
+            args.style_mask.len(),
+            styles.len()
+        ))
+        .into());
+    }
     if let Some(b) = &o.style_blend {
         if b.len() != args.style.len() {
             bail!(
@@ -93,12 +102,24 @@ pub fn load_job(args: &StylizeArgs) -> Result<Job> {
         .style_blend
         .clone()
         .unwrap_or_else(|| vec![1.0; args.style.len()]);
-    let styles = args
-        .style
+    let parsed = args.styles()?;
+    let styles = parsed
         .iter()
         .zip(&blend)
-        .map(|(p, &w)| Ok((open_image(p)?, w)))
+        .map(|((p, _), &w)| Ok((open_image(p).context("--style")?, w)))
         .collect::<Result<Vec<_>>>()?;
+    let style_masks = match &args.regions {
+        Some(map) => {
+            let colours: Vec<[u8; 3]> = parsed.iter().filter_map(|s| s.1).collect();
+            Some(StyleMask::regions(map, &colours)?)
+        }
+        None if args.style_mask.is_empty() => None,
+        None => Some(
+            (args.style_mask.iter())
+                .map(|p| StyleMask::open(p).context("--style-mask"))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
     let init = match args.options.init.as_str() {
         "content" => Init::Content,
         "noise" => Init::Noise(args.options.seed),
@@ -107,6 +128,7 @@ pub fn load_job(args: &StylizeArgs) -> Result<Job> {
     Ok(Job {
         content,
         styles,
+        style_masks,
         init,
         settings: settings(args),
     })
@@ -121,7 +143,14 @@ fn check_outputs_spare_inputs(args: &StylizeArgs, weights: Option<&Path>) -> Res
         path,
     };
     let mut inputs = vec![named("--content", args.content.as_path())];
-    inputs.extend(args.style.iter().map(|s| named("--style", s.as_path())));
+    let styles = args.styles()?;
+    inputs.extend(styles.iter().map(|s| named("--style", s.0.as_path())));
+    inputs.extend(
+        args.style_mask
+            .iter()
+            .map(|s| named("--style-mask", s.as_path())),
+    );
+    inputs.extend(args.regions.iter().map(|s| named("--regions", s.as_path())));
     if !matches!(args.options.init.as_str(), "content" | "noise") {
         inputs.push(named("--init", Path::new(&args.options.init)));
     }

@@ -328,16 +328,19 @@ pub fn gram(feat: &[f32], n: usize, (h, w): (usize, usize), g: &mut [f32], parts
     }
 }
 
-/// `grad (+)= coef · ((G − A) F) · [F > 0]` on padded maps.
+/// `grad (+)= coef · ((G − A) F) · [R > 0]` on padded maps: R is F itself (post-ReLU), or,
+/// with a style mask, F is F ∘ m² and R the layer's own output (the gate of the ReLU's
+/// backward, which must not zero the other terms' gradients where m is zero).
 #[allow(clippy::too_many_arguments)]
 pub fn style_grad(
-    feat: &[f32], g: &[f32], target: &[f32], n: usize, (h, w): (usize, usize), coef: f32,
-    accumulate: bool, grad: &mut [f32], scratch: &mut Vec<f32>,
+    (feat, relu): (&[f32], &[f32]), g: &[f32], target: &[f32], n: usize, (h, w): (usize, usize),
+    coef: f32, accumulate: bool, grad: &mut [f32], scratch: &mut Vec<f32>,
 ) {
     let pl = plane(h, w);
     scratch.clear();
     scratch.extend(g.iter().zip(target).map(|(a, b)| a - b));
     assert!(feat.len() >= n * pl && grad.len() >= n * pl && scratch.len() >= n * n);
+    assert!(relu.len() >= n * pl);
     // grad (+)= coef · (G − A) F, by chunks of positions on rayon's threads.
     let chunk = position_chunk(n, pl);
     let out = Shared(grad.as_mut_ptr());
@@ -353,7 +356,7 @@ pub fn style_grad(
         // each chunk's columns are its own.
         unsafe { gemm_here((n, pp, n), out.0.add(p0), pl, accumulate, lhs, rhs, coef) };
     });
-    mask_by(grad, feat);
+    mask_by(grad, relu);
 }
 
 /// `grad (+)= coef · (F − C) · [F > 0]`.
@@ -477,6 +480,29 @@ pub fn unpad(v: &[f32], (c, h, w): (usize, usize, usize)) -> Vec<f32> {
         for y in 0..h {
             out.extend_from_slice(&v[ch * pl + (y + 1) * pw + 1..ch * pl + (y + 1) * pw + 1 + w]);
         }
+    }
+    out
+}
+
+/// `out = feat ∘ m` (or `feat ∘ m²` when `squared`) on padded maps of `n` channels: `m` is one
+/// padded plane, applied to every channel.
+pub fn mask_features(feat: &[f32], n: usize, m: &[f32], squared: bool, out: &mut [f32]) {
+    let pl = m.len();
+    out[..n * pl]
+        .par_chunks_mut(pl)
+        .zip(feat.par_chunks(pl))
+        .for_each(|(o, f)| {
+            for ((o, &f), &m) in o.iter_mut().zip(f).zip(m) {
+                *o = if squared { f * (m * m) } else { f * m };
+            }
+        });
+}
+
+/// A row-major h x w map as one padded plane (zero border).
+pub fn padded_plane(m: &[f32], (h, w): (usize, usize)) -> Vec<f32> {
+    let mut out = vec![0.0; plane(h, w)];
+    for y in 0..h {
+        out[(y + 1) * (w + 2) + 1..][..w].copy_from_slice(&m[y * w..][..w]);
     }
     out
 }

@@ -7,10 +7,12 @@ mod clock;
 pub mod kernels;
 mod net;
 mod plan;
+mod style;
 
 use anyhow::{bail, Result};
 
 use crate::model::engine::KernelTime;
+use crate::model::style::{per_position, StyleGrams};
 use crate::model::{
     AdamConfig, AdamState, Affine, Average, EngineSession, Image, LossConfig, LossValues, StageOp,
 };
@@ -18,6 +20,7 @@ use crate::weights::Weights;
 use clock::{conv_flops, Clock};
 use kernels as k;
 use net::{padded_len, Conv, Net};
+use style::StyleLoss;
 
 /// What `impasto devices` and the run say about the CPU engine: threads and SIMD level.
 pub fn describe() -> String {
@@ -62,49 +65,43 @@ fn largest_map(stages: &[crate::model::Stage]) -> usize {
         .unwrap()
 }
 
-/// The blended style targets Σ_k w_k G(s_k), one per style layer (blended in f64, setup
-/// only), and the bytes of the largest style network, held while its targets are made. Only
-/// the style layers' outputs are kept: the rest go through two scratch buffers. A dry session
-/// computes nothing (the targets are zeros).
+/// Each style image's Gram matrices per position ([`StyleGrams`]), and the bytes of the
+/// largest style network, held while its targets are made. Only the style layers' outputs are
+/// kept: the rest go through two scratch buffers. A dry session computes nothing (the Grams
+/// are zeros).
 fn style_targets(
     s: &Setup<'_>, convs: &[Conv], affine: &Affine, dry: bool,
-) -> Result<(Vec<Vec<f32>>, u64)> {
-    let shares = s.style_shares()?;
+) -> Result<(Vec<StyleGrams>, u64)> {
     let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
-    let mut blended: Vec<Vec<f64>> = Vec::new();
+    let mut out = Vec::new();
     let mut setup_peak = 0u64;
-    for ((img, _), share) in s.styles.iter().zip(&shares) {
+    for (img, _) in s.styles {
         let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
         let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
-        let mut net = Net::new(stages, Some(&s.loss.style_layers));
+        let mut net = Net::new(stages.clone(), Some(&s.loss.style_layers));
         let held = net.held() + 2 * scratch[0].len();
         setup_peak = setup_peak.max(4 * held as u64);
         if !dry {
             let clock = &mut Clock::default();
             net.forward(convs, affine, &img.data, clock, Some(&mut scratch));
         }
-        for (j, &l) in s.loss.style_layers.iter().enumerate() {
-            let i = net.stage_of(l);
-            let st = net.stages[i];
-            let mut g = vec![0.0; st.cout * st.cout];
-            if !dry {
-                k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g, &mut Vec::new());
-            }
-            if blended.len() <= j {
-                blended.push(vec![0.0; g.len()]);
-            }
-            let f = *share;
-            blended[j]
-                .iter_mut()
-                .zip(&g)
-                .for_each(|(b, &v)| *b += f * v as f64);
-        }
+        let grams = s
+            .loss
+            .style_layers
+            .iter()
+            .map(|&l| {
+                let i = net.stage_of(l);
+                let st = net.stages[i];
+                let mut g = vec![0.0; st.cout * st.cout];
+                if !dry {
+                    k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g, &mut Vec::new());
+                }
+                g
+            })
+            .collect();
+        out.push(per_position(&stages, &s.loss.style_layers, grams));
     }
-    let style = blended
-        .iter()
-        .map(|b| b.iter().map(|&v| v as f32).collect())
-        .collect();
-    Ok((style, setup_peak))
+    Ok((out, setup_peak))
 }
 
 /// What a CPU session is set up from.
@@ -120,12 +117,10 @@ pub struct CpuSession {
     adam: AdamConfig,
     net: Net,
     content: Vec<Vec<f32>>,
-    style: Vec<Vec<f32>>,
-    grams: Vec<Vec<f32>>,
+    /// Each style image's Gram matrices per position (kept for later sessions).
+    style_grams: Vec<StyleGrams>,
+    style: StyleLoss,
     grads: [Vec<f32>; 2],
-    scratch: Vec<f32>,
-    /// The Gram matrices' partial sums (see [`k::gram`]).
-    gram_parts: Vec<f32>,
     x: Vec<f32>,
     evaluated: Vec<f32>,
     grad_x: Vec<f32>,
@@ -173,11 +168,12 @@ impl CpuSession {
             })
             .collect();
         let affine = s.weights.convention.affine();
-        let (style, setup_peak) = match s.style_targets {
+        let (style_grams, setup_peak) = match s.style_targets {
             Some(t) => (t.to_vec(), 0),
             None => style_targets(s, &convs, &affine, dry)?,
         };
         let stages = s.arch.stages(deepest, h, w, s.pooling);
+        let terms = s.style_terms(&stages, &style_grams)?;
         let max_len = largest_map(&stages);
         let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
         let mut net = Net::new(stages, Some(&s.loss.layers()));
@@ -196,7 +192,7 @@ impl CpuSession {
             .iter()
             .map(|&l| net.acts[net.stage_of(l)].clone())
             .collect();
-        let grams = style.iter().map(|g| vec![0.0; g.len()]).collect();
+        let style = StyleLoss::new(terms, &net, s.loss);
         let n = 3 * h * w;
         Ok(CpuSession {
             h,
@@ -207,11 +203,9 @@ impl CpuSession {
             adam: s.adam,
             net,
             content,
+            style_grams,
             style,
-            grams,
             grads,
-            scratch: Vec::new(),
-            gram_parts: Vec::new(),
             x: s.init.data.clone(),
             evaluated: s.init.data.clone(),
             grad_x: vec![0.0; n],
@@ -235,25 +229,12 @@ impl CpuSession {
         let lent = Some(&mut self.grads);
         self.net
             .forward(&self.convs, &self.affine, &self.x, clock, lent);
-        for (j, &l) in self.loss.style_layers.iter().enumerate() {
-            let i = self.net.stage_of(l);
-            let s = self.net.stages[i];
-            let (n, m) = (s.cout, s.h * s.w);
-            let (g, parts) = (&mut self.grams[j], &mut self.gram_parts);
-            clock.time(
-                "gram",
-                || format!("{n}x{m}"),
-                2.0 * (n * n * m) as f64,
-                n * m + n * n,
-                || k::gram(&self.net.acts[i], n, (s.h, s.w), g, parts),
-            );
-        }
+        self.style.grams(&self.net, &self.loss, clock);
         if !losses {
             return None;
         }
         self.evaluated.copy_from_slice(&self.x);
         let nc = self.loss.content_layers.len() as f64;
-        let ns = self.loss.style_layers.len() as f64;
         let mut content = 0.0;
         for (j, &l) in self.loss.content_layers.iter().enumerate() {
             let (a, b) = (&self.net.acts[self.net.stage_of(l)], &self.content[j]);
@@ -262,16 +243,7 @@ impl CpuSession {
             });
             content += 0.5 / nc * d;
         }
-        let mut style = 0.0;
-        for (j, &l) in self.loss.style_layers.iter().enumerate() {
-            let s = self.net.stages[self.net.stage_of(l)];
-            let (n, m) = ((s.cout) as f64, (s.h * s.w) as f64);
-            let (a, b) = (&self.grams[j], &self.style[j]);
-            let d = clock.time("sq_diff_sum", String::new, 0.0, 2 * a.len(), || {
-                k::sq_diff_sum(a, b)
-            });
-            style += d / (4.0 * n * n * m * m * ns);
-        }
+        let style = self.style.loss(&self.net, &self.loss, clock);
         let (x, hw) = (&self.x, (3, self.h, self.w));
         let tv = clock.time("tv_sum", String::new, 0.0, x.len(), || k::tv_sum(x, hw));
         Some(self.loss.combine(content, style, tv))
@@ -290,17 +262,16 @@ impl CpuSession {
             };
             let (oh, ow) = s.out_hw();
             let gi = &mut gi[..s.cout * k::plane(oh, ow)];
-            let losses = LossTerms {
+            let mut losses = LossTerms {
                 net: &self.net,
                 cfg: &self.loss,
                 content: &self.content,
-                style: &self.style,
-                grams: &self.grams,
+                style: &mut self.style,
             };
             // The deepest stage has no gradient from above: its first loss term overwrites,
             // and without one the gradient is zero.
             let clock = &mut self.clock;
-            if !losses.gradients(i, i != last, gi, &mut self.scratch, clock) {
+            if !losses.gradients(i, i != last, gi, clock) {
                 gi.fill(0.0);
             }
             let below = &mut below[..s.cin * k::plane(s.h, s.w)];
@@ -393,16 +364,14 @@ struct LossTerms<'a> {
     net: &'a Net,
     cfg: &'a LossConfig,
     content: &'a [Vec<f32>],
-    style: &'a [Vec<f32>],
-    grams: &'a [Vec<f32>],
+    style: &'a mut StyleLoss,
 }
 
 impl LossTerms<'_> {
     /// The loss terms' gradients at stage `i`'s output, when it is a loss layer, into `gi`
     /// (added when `accumulate`, else the first overwrites). Whether any was written.
     fn gradients(
-        &self, i: usize, mut accumulate: bool, gi: &mut [f32], scratch: &mut Vec<f32>,
-        clock: &mut Clock,
+        &mut self, i: usize, mut accumulate: bool, gi: &mut [f32], clock: &mut Clock,
     ) -> bool {
         let (cfg, s) = (self.cfg, self.net.stages[i]);
         let StageOp::Conv(l) = s.op else {
@@ -410,7 +379,6 @@ impl LossTerms<'_> {
         };
         let fa = &self.net.acts[i];
         let nc = cfg.content_layers.len() as f64;
-        let ns = cfg.style_layers.len() as f64;
         if let Some(j) = cfg.content_layers.iter().position(|&c| c == l) {
             let coef = (cfg.content_weight / nc) as f32;
             let target = &self.content[j];
@@ -420,19 +388,8 @@ impl LossTerms<'_> {
             accumulate = true;
         }
         if let Some(j) = cfg.style_layers.iter().position(|&c| c == l) {
-            let (n, m) = (s.cout, s.h * s.w);
-            let coef = (cfg.style_weight / (ns * (n * n) as f64 * (m * m) as f64)) as f32;
-            let (g, target) = (&self.grams[j], &self.style[j]);
-            clock.time(
-                "style_grad",
-                || format!("{n}x{m}"),
-                2.0 * (n * n * m) as f64,
-                n * m * (2 + accumulate as usize) + 2 * n * n,
-                || {
-                    let hw = (s.h, s.w);
-                    k::style_grad(fa, g, target, n, hw, coef, accumulate, gi, scratch)
-                },
-            );
+            self.style
+                .gradient(self.net, cfg, (i, j), accumulate, gi, clock);
             accumulate = true;
         }
         accumulate
@@ -549,8 +506,8 @@ impl EngineSession for CpuSession {
         Ok(())
     }
 
-    fn style_targets(&self) -> Vec<Vec<f32>> {
-        self.style.clone()
+    fn style_targets(&self) -> Vec<StyleGrams> {
+        self.style_grams.clone()
     }
 
     fn averaged_image(&self) -> Result<Option<Image>> {

@@ -30,10 +30,15 @@ impl CpuSession {
                     .sum(),
             ),
             ("gradients", sum(&self.grads) + f(self.grad_x.len())),
-            ("targets", sum(&self.content) + sum(&self.style)),
             (
-                "Gram matrices and loss values",
-                sum(&self.grams) + f(self.style.iter().map(Vec::len).max().unwrap_or(0)),
+                "targets",
+                sum(&self.content)
+                    + self.style_grams.iter().map(|g| sum(g)).sum::<u64>()
+                    + self.style.target_bytes(),
+            ),
+            (
+                "Gram matrices, style masks and loss values",
+                self.style.held(),
             ),
             (
                 "image and optimiser state",

@@ -6,6 +6,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 
 use super::error::{Error, Result};
+use super::masks::StyleMask;
 use super::settings::{Init, PreserveColors, Settings};
 use crate::io::image::{self as image_io, Original};
 use crate::model::colour::{keep_luminance, match_histogram};
@@ -18,6 +19,8 @@ use crate::model::Image;
 pub struct Job {
     pub content: Original,
     pub styles: Vec<(Original, f64)>,
+    /// One mask per style (where it applies), or None: every style everywhere, blended.
+    pub style_masks: Option<Vec<StyleMask>>,
     pub init: Init,
     pub settings: Settings,
 }
@@ -26,6 +29,8 @@ pub struct Job {
 pub struct ScaleImages {
     pub content: Image,
     pub styles: Vec<(Image, f64)>,
+    /// The style masks at the content's size.
+    pub masks: Option<Vec<Vec<f32>>>,
     pub init: Image,
 }
 
@@ -41,6 +46,7 @@ impl Job {
         Job {
             content,
             styles,
+            style_masks: None,
             init: Init::Content,
             settings: Settings::default(),
         }
@@ -93,10 +99,17 @@ impl Job {
             (None, Init::Image(o)) => o.exactly(w, h),
         };
         ScaleImages {
+            masks: self.masks_at((h, w)),
             content,
             styles,
             init,
         }
+    }
+
+    /// The style masks resized to h x w.
+    pub fn masks_at(&self, (h, w): (usize, usize)) -> Option<Vec<Vec<f32>>> {
+        let masks = self.style_masks.as_ref()?;
+        Some(masks.iter().map(|m| m.at((h, w))).collect())
     }
 
     /// A result as it is written: with `PreserveColors::Luminance`, the result's luminance

@@ -2,7 +2,7 @@
 //!
 //! An [`Engine`] (the GPU with its kernels, or the CPU engine) is made once; a [`Stylizer`]
 //! holds it with the weights and the loss settings and runs [`Job`]s: one content image, its
-//! style images, its scales and optimiser. Style targets are computed once per style set and
+//! style images (with a mask each, when each style has its region), its scales and optimiser. Style targets are computed once per style set and
 //! size and reused by later jobs. A run tells an [`Observer`] what it does (each step, each
 //! logged evaluation with its image) and returns an [`Outcome`]; errors are typed ([`Error`]).
 //! See the crate's front page for a complete example.
@@ -10,6 +10,7 @@
 mod engine;
 mod error;
 mod inputs;
+mod masks;
 mod observer;
 mod outcome;
 mod run;
@@ -19,6 +20,7 @@ mod stylizer;
 pub use engine::{host_available, Engine, EngineChoice, Planned};
 pub use error::{Error, Result};
 pub use inputs::{open_image, upsample, Job, ScaleImages};
+pub use masks::{parse_colour, StyleMask, REGION_TOLERANCE};
 pub use observer::{Observer, Quiet, ScaleStart, StepDone};
 pub use outcome::{Ending, LogEntry, Outcome, ScaleReport};
 pub use settings::{Init, Optimizer, PreserveColors, Settings, DEFAULT_SIZE};

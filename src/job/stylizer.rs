@@ -19,6 +19,7 @@ use crate::model::loss::{
     DEFAULT_CONTENT_LAYERS, DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT,
     DEFAULT_TV_WEIGHT,
 };
+use crate::model::style::{empty_mask, StyleGrams};
 use crate::model::{Arch, Image, LossConfig, Pooling};
 use crate::weights::Weights;
 
@@ -86,7 +87,7 @@ impl Losses {
 /// Style targets a session computed, with the style images they were computed from.
 struct Targets {
     styles: Vec<(Image, f64)>,
-    grams: Vec<Vec<f32>>,
+    grams: Vec<StyleGrams>,
 }
 
 /// How many style sets (a set at one size) the Stylizer keeps the targets of.
@@ -173,7 +174,7 @@ impl Stylizer {
 
     /// A session's setup for the images of one scale.
     fn setup<'a>(
-        &'a self, job: &Job, images: &'a ScaleImages, targets: Option<&'a [Vec<f32>]>,
+        &'a self, job: &Job, images: &'a ScaleImages, targets: Option<&'a [StyleGrams]>,
     ) -> Setup<'a, Weights> {
         Setup {
             arch: &self.arch,
@@ -186,6 +187,7 @@ impl Stylizer {
             init: &images.init,
             average: job.settings.average,
             style_targets: targets,
+            style_masks: images.masks.as_deref(),
         }
     }
 
@@ -234,6 +236,37 @@ impl Stylizer {
         (self.large_enough(job, lo).is_ok() && self.plan(job, lo).is_ok()).then_some(lo)
     }
 
+    /// Refuses a job whose masks do not match its styles, or with a mask that selects no
+    /// pixel at a style layer at one of its scales, naming the mask's file and the layer.
+    pub fn check_masks(&self, job: &Job) -> Result<()> {
+        let Some(masks) = &job.style_masks else {
+            return Ok(());
+        };
+        if masks.len() != job.styles.len() {
+            return Err(Error::BadSetting(format!(
+                "--style-mask: {} masks for {} styles; give one mask per --style, in the same order",
+                masks.len(),
+                job.styles.len()
+            )));
+        }
+        let deepest = self.loss.style_layers.iter().copied().max().unwrap_or(0);
+        for scale in job.settings.scales() {
+            let c = job.content.at(scale.size);
+            let stages = self.arch.stages(deepest, c.h, c.w, self.pooling);
+            let at = job.masks_at((c.h, c.w)).unwrap_or_default();
+            if let Some(e) = empty_mask(&stages, &self.loss.style_layers, &at) {
+                return Err(Error::BadSetting(format!(
+                    "--style-mask {}: at {}x{} {}",
+                    masks[e.style].source,
+                    c.w,
+                    c.h,
+                    e.describe(&self.arch)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a job whose first scale (of several) is too small for the layers.
     pub fn check_scales(&self, job: &Job) -> Result<()> {
         let scales = job.settings.scales();
@@ -274,13 +307,13 @@ impl Stylizer {
     }
 
     /// The style targets of `styles`, if a session computed them.
-    fn known_targets(&self, styles: &[(Image, f64)]) -> Option<&[Vec<f32>]> {
+    fn known_targets(&self, styles: &[(Image, f64)]) -> Option<&[StyleGrams]> {
         let t = self.targets.iter().find(|t| t.styles == styles)?;
         Some(&t.grams)
     }
 
     /// Keeps targets a session computed (the most recent first, a few sets at most).
-    fn keep_targets(&mut self, styles: Vec<(Image, f64)>, grams: Vec<Vec<f32>>) {
+    fn keep_targets(&mut self, styles: Vec<(Image, f64)>, grams: Vec<StyleGrams>) {
         if self.known_targets(&styles).is_none() {
             self.targets.insert(0, Targets { styles, grams });
             self.targets.truncate(KEPT_TARGETS);
@@ -338,6 +371,7 @@ impl Stylizer {
     pub fn run(&mut self, job: &Job, observer: &mut dyn Observer) -> Result<Outcome> {
         let t0 = Instant::now();
         self.check_scales(job)?;
+        self.check_masks(job)?;
         self.check_fits(job)?;
         let scales = job.settings.scales();
         let cancel = self.cancel.clone();

@@ -7,6 +7,7 @@ pub mod adam;
 pub mod conv;
 pub mod gram;
 pub mod loss;
+pub mod mask;
 pub mod pool;
 pub mod preprocess;
 pub mod setup;
@@ -19,6 +20,7 @@ use adam::AdamKernels;
 use conv::ConvKernels;
 use gram::GramKernels;
 use loss::LossKernels;
+use mask::MaskKernels;
 use pool::PoolKernels;
 use preprocess::PreprocessKernels;
 use setup::{Builder, Setup, MAX_GROUPS};
@@ -36,6 +38,7 @@ pub fn shaders() -> Vec<(&'static str, String)> {
         ("gram.wgsl", gram::source(Tiling::Registers(8))),
         ("gram_gemm.wgsl", gram::source(Tiling::Workgroup)),
         ("loss.wgsl", loss::WGSL.to_string()),
+        ("mask.wgsl", mask::WGSL.to_string()),
         ("preprocess.wgsl", preprocess::WGSL.to_string()),
         ("adam.wgsl", adam::WGSL.to_string()),
         ("signs.wgsl", signs::WGSL.to_string()),
@@ -59,6 +62,7 @@ pub struct Kernels {
     pub pool: PoolKernels,
     pub gram: GramKernels,
     pub loss: LossKernels,
+    pub mask: MaskKernels,
     pub preprocess: PreprocessKernels,
     pub adam: AdamKernels,
     pub signs: SignKernels,
@@ -111,6 +115,7 @@ impl Kernels {
             pool: PoolKernels::build(&b),
             gram: GramKernels::build(&b),
             loss: LossKernels::build(&b),
+            mask: MaskKernels::build(&b),
             preprocess: PreprocessKernels::build(&b),
             adam: AdamKernels::build(&b),
             signs: SignKernels::build(&b),
@@ -136,6 +141,7 @@ impl Kernels {
             &mut self.pool.setup,
             &mut self.gram.setup,
             &mut self.loss.setup,
+            &mut self.mask.setup,
             &mut self.signs.setup,
         ] {
             setup.binding_limit = bytes;

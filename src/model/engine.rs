@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use super::image::Image;
 use super::loss::{LossConfig, LossValues};
 use super::optim::{AdamConfig, AdamState};
+use super::style::{StyleGrams, StyleTerm};
 use super::vgg19::{Arch, Pooling};
 
 pub trait EngineSession {
@@ -34,9 +35,9 @@ pub trait EngineSession {
     fn fold_average(&mut self) -> Result<()>;
     /// The bias-corrected moving average of the iterates; None when averaging is off.
     fn averaged_image(&self) -> Result<Option<Image>>;
-    /// The blended style targets Σ_k w_k G(s_k), one per style layer, as the session uses
+    /// Each style image's Gram matrices per position, as the session computed or was given
     /// them (for [`Setup::style_targets`] of a later session).
-    fn style_targets(&self) -> Vec<Vec<f32>>;
+    fn style_targets(&self) -> Vec<StyleGrams>;
     /// Steps skipped because their 16-bit gradient overflowed (the GPU's f16 gradients).
     fn skipped_steps(&self) -> Result<usize> {
         Ok(0)
@@ -58,10 +59,13 @@ pub struct Setup<'a, W> {
     pub init: &'a Image,
     /// Decay of the moving average of the iterates (0: off); it starts from `init`.
     pub average: f64,
-    /// The blended style targets, one per style layer, when an earlier session with the same
+    /// Each style image's Gram matrices per position, when an earlier session with the same
     /// style images, layers and pooling computed them ([`EngineSession::style_targets`]): the
     /// style images' networks are then not run again.
-    pub style_targets: Option<&'a [Vec<f32>]>,
+    pub style_targets: Option<&'a [StyleGrams]>,
+    /// One mask per style image, content-sized (h x w values in [0, 1]): where each style
+    /// applies ([`super::style`]); None: every style everywhere, blended.
+    pub style_masks: Option<&'a [Vec<f32>]>,
 }
 
 impl<W> Setup<'_, W> {
@@ -72,6 +76,35 @@ impl<W> Setup<'_, W> {
             bail!("at least one style image with a positive weight is needed");
         }
         Ok(self.styles.iter().map(|(_, wt)| wt / total).collect())
+    }
+
+    /// The style loss's terms for the content-sized network `stages`, from each style
+    /// image's Gram matrices per position ([`super::style::style_terms`]).
+    pub fn style_terms(
+        &self, stages: &[super::Stage], grams: &[StyleGrams],
+    ) -> Result<Vec<StyleTerm>> {
+        if let Some(m) = self.style_masks {
+            if m.len() != self.styles.len() {
+                bail!(
+                    "{} style masks for {} style images",
+                    m.len(),
+                    self.styles.len()
+                );
+            }
+            let hw = self.content.h * self.content.w;
+            if let Some(k) = m.iter().position(|m| m.len() != hw) {
+                bail!("style mask {} is not the content image's size", k + 1);
+            }
+        }
+        let shares = self.style_shares()?;
+        super::style::style_terms(
+            self.arch,
+            stages,
+            &self.loss.style_layers,
+            grams,
+            &shares,
+            self.style_masks,
+        )
     }
 }
 

@@ -9,6 +9,7 @@ pub mod lbfgs;
 pub mod loss;
 pub mod optim;
 pub mod scales;
+pub mod style;
 pub mod vgg19;
 
 pub use convention::{Affine, Convention};

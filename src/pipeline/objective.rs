@@ -8,14 +8,45 @@ use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::kernels::preprocess::initial_grad_scale;
 use crate::kernels::Kernels;
+use crate::model::style::StyleTerm;
 use crate::model::{Affine, LossConfig, LossValues};
 use crate::model::{Stage, StageOp};
 use crate::pipeline::network::{GpuConv, GpuNet};
 
-/// Targets uploaded to the GPU: content features per content layer, blended Grams per style layer.
+/// Targets uploaded to the GPU: content features per content layer, and the style loss's
+/// terms ([`crate::model::style`]).
 pub struct GpuTargets {
     pub content: Vec<wgpu::Buffer>,
-    pub style: Vec<wgpu::Buffer>,
+    pub style: Vec<GpuStyleTerm>,
+}
+
+/// One term of the style loss on the GPU: its target per style layer, and its mask at each
+/// style layer's resolution when it has one.
+pub struct GpuStyleTerm {
+    pub term: StyleTerm,
+    pub targets: Vec<wgpu::Buffer>,
+    pub masks: Option<Vec<wgpu::Buffer>>,
+}
+
+impl GpuStyleTerm {
+    pub fn upload(gpu: &Gpu, term: StyleTerm) -> Result<GpuStyleTerm> {
+        let targets = (term.targets.iter())
+            .map(|t| gpu.storage_from("style target", t))
+            .collect::<Result<Vec<_>>>()?;
+        let masks = match &term.masks {
+            Some(m) => Some(
+                m.iter()
+                    .map(|m| gpu.storage_from("style mask", m))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
+        Ok(GpuStyleTerm {
+            term,
+            targets,
+            masks,
+        })
+    }
 }
 
 /// One optimisation step's GPU work, minus the optimiser: forward, losses, backward to dL/dx.
@@ -28,13 +59,16 @@ pub struct Objective {
     /// (`kernels::preprocess`), and the dispatch that halves the scale after an overflow.
     pub grad_scale: wgpu::Buffer,
     pub scale_update: Dispatch,
-    /// Loss slots: content layers, then style layers, then tv.
+    /// Loss slots: content layers, then style layers x terms, then tv.
     pub loss_buf: wgpu::Buffer,
     forward_extra: Vec<Dispatch>,
     loss_values: Vec<Dispatch>,
     backward: Vec<Dispatch>,
     config: LossConfig,
-    _grads: [wgpu::Buffer; 2],
+    /// Loss slots of the style terms: style layers x terms.
+    style_slots: usize,
+    /// Buffers only the dispatches use: the gradients, and the masked map.
+    _buffers: ([wgpu::Buffer; 2], Option<wgpu::Buffer>),
 }
 
 /// The two gradient buffers of a network of `stages`: each holds the largest stage output
@@ -70,6 +104,9 @@ struct Parts<'a> {
     /// [`gradient_buffers`]).
     grads: &'a [wgpu::Buffer; 2],
     grad_scale: &'a wgpu::Buffer,
+    /// F ∘ m (Gram) or F ∘ m² (gradient) of the masked style layer at hand, as large as the
+    /// largest; None without masks.
+    masked: Option<&'a wgpu::Buffer>,
 }
 
 /// The loss terms' dispatches: the Gram matrices (after the forward pass), and the loss
@@ -107,29 +144,53 @@ impl Parts<'_> {
                 (loss_buf, k),
             ));
         }
-        for (k, &l) in config.style_layers.iter().enumerate() {
+        let terms = &self.targets.style;
+        for (j, &l) in config.style_layers.iter().enumerate() {
             let i = net.conv_stage(l);
             let s = &net.stages[i];
             let (n, m) = (s.cout, s.h * s.w);
-            let g = gpu.storage("gram", n * n)?;
-            (out.forward_extra).extend(kernels.gram.matrix(gpu, (n, m), &net.acts[i], &g)?);
-            let scale = (1.0 / (4.0 * (n * n) as f64 * (m * m) as f64 * ns as f64)) as f32;
-            out.loss_values.extend(kernels.loss.sq_diff_sum(
-                gpu,
-                (n * n, false),
-                scale,
-                (&g, &self.targets.style[k]),
-                (loss_buf, nc + k),
-            ));
-            out.grams.push(g);
+            for (t, term) in terms.iter().enumerate() {
+                let g = gpu.storage("gram", n * n)?;
+                let f = self.masked_map(&mut out.forward_extra, term, (i, j), false);
+                (out.forward_extra).extend(kernels.gram.matrix(gpu, (n, m), f, &g)?);
+                out.loss_values.extend(kernels.loss.sq_diff_sum(
+                    gpu,
+                    (n * n, false),
+                    term.term.loss_scale(j, n, ns) as f32,
+                    (&g, &term.targets[j]),
+                    (loss_buf, nc + j * terms.len() + t),
+                ));
+                out.grams.push(g);
+            }
         }
         let (h, w) = (net.stages[0].h, net.stages[0].w);
+        let tv_slot = nc + ns * terms.len();
         (out.loss_values).extend(
             kernels
                 .loss
-                .tv_sum(gpu, (3, h, w), 1.0, x, (loss_buf, nc + ns)),
+                .tv_sum(gpu, (3, h, w), 1.0, x, (loss_buf, tv_slot)),
         );
         Ok(out)
+    }
+
+    /// The map a style term's kernels read at style layer `j` (stage `i`): the layer's output,
+    /// or with a mask, the output times the mask (squared for the gradient) made into the
+    /// scratch map by dispatches pushed onto `d`.
+    fn masked_map<'b>(
+        &'b self, d: &mut Vec<Dispatch>, term: &GpuStyleTerm, (i, j): (usize, usize), squared: bool,
+    ) -> &'b wgpu::Buffer {
+        let feat = &self.net.acts[i];
+        let (Some(masks), Some(masked)) = (&term.masks, self.masked) else {
+            return feat;
+        };
+        let s = &self.net.stages[i];
+        let dims = (s.cout, s.h * s.w);
+        d.extend(
+            self.kernels
+                .mask
+                .apply(self.gpu, dims, squared, feat, &masks[j], masked),
+        );
+        masked
     }
 
     /// The loss terms' gradients at stage `i`'s output (when it is a loss layer), added into
@@ -145,7 +206,7 @@ impl Parts<'_> {
         // The deepest stage has no gradient from above: its first loss term overwrites.
         let mut accumulate = i != net.stages.len() - 1;
         let nc = config.content_layers.len() as f64;
-        let ns = config.style_layers.len() as f64;
+        let ns = config.style_layers.len();
         if let Some(k) = config.content_layers.iter().position(|&c| c == l) {
             let coef = (config.content_weight / nc) as f32;
             d.extend(kernels.loss.content_grad(
@@ -159,19 +220,24 @@ impl Parts<'_> {
             ));
             accumulate = true;
         }
-        if let Some(k) = config.style_layers.iter().position(|&c| c == l) {
+        if let Some(j) = config.style_layers.iter().position(|&c| c == l) {
             let (n, m) = (s.cout, s.h * s.w);
-            let coef = (config.style_weight / (ns * (n * n) as f64 * (m * m) as f64)) as f32;
-            d.extend(kernels.gram.style_grad(
-                gpu,
-                (n, m),
-                coef,
-                accumulate,
-                &net.acts[i],
-                &grams[k],
-                &self.targets.style[k],
-                (gi, self.grad_scale),
-            ));
+            let terms = &self.targets.style;
+            for (t, term) in terms.iter().enumerate() {
+                let coef = term.term.grad_coef(j, n, ns, config.style_weight);
+                let f = self.masked_map(&mut d, term, (i, j), true);
+                d.extend(kernels.gram.style_grad(
+                    gpu,
+                    (n, m),
+                    coef,
+                    accumulate,
+                    f,
+                    &grams[j * terms.len() + t],
+                    &term.targets[j],
+                    (gi, self.grad_scale),
+                ));
+                accumulate = true;
+            }
         }
         d
     }
@@ -221,8 +287,17 @@ impl Objective {
     ) -> Result<Objective> {
         let (h, w) = (net.stages[0].h, net.stages[0].w);
         let nc = config.content_layers.len();
-        let ns = config.style_layers.len();
+        let ns = config.style_layers.len() * targets.style.len();
         let loss_buf = gpu.storage("loss values", nc + ns + 1)?;
+        // The scratch map of masked style terms: as large as the largest masked style layer.
+        let masked_len = (config.style_layers.iter())
+            .map(|&l| net.stages[net.conv_stage(l)].out_len())
+            .max()
+            .filter(|_| targets.style.iter().any(|t| t.masks.is_some()));
+        let masked = match masked_len {
+            Some(len) => Some(kernels.feature_map(gpu, "masked features", len)?),
+            None => None,
+        };
         let grad_x = gpu.storage("dL/dx", 3 * h * w)?;
         let grad_scale = gpu.storage_from(
             "gradient scale",
@@ -237,6 +312,7 @@ impl Objective {
             targets,
             grads: &grads,
             grad_scale: &grad_scale,
+            masked: masked.as_ref(),
         };
         let losses = parts.losses(x, &loss_buf)?;
         let mut backward = Vec::new();
@@ -267,7 +343,8 @@ impl Objective {
             loss_values: losses.loss_values,
             backward,
             config: config.clone(),
-            _grads: grads,
+            style_slots: ns,
+            _buffers: (grads, masked),
         })
     }
 
@@ -294,7 +371,7 @@ impl Objective {
     /// Reads back the loss values the last recorded loss dispatches produced.
     pub fn read_losses(&self, gpu: &Gpu) -> Result<LossValues> {
         let nc = self.config.content_layers.len();
-        let ns = self.config.style_layers.len();
+        let ns = self.style_slots;
         let v = gpu.read(&self.loss_buf, nc + ns + 1)?;
         let content = v[..nc].iter().map(|&x| x as f64).sum();
         let style = v[nc..nc + ns].iter().map(|&x| x as f64).sum();

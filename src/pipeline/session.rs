@@ -7,10 +7,11 @@ use crate::gpu::{submit, Dispatch, Gpu};
 use crate::kernels::preprocess::initial_grad_scale;
 use crate::kernels::{Kernels, Storage};
 use crate::model::engine::MemoryPlan;
+use crate::model::style::{per_position, StyleGrams};
 use crate::model::{AdamState, Affine, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
 use crate::pipeline::network::{GpuConv, GpuNet, Lent};
-use crate::pipeline::objective::{gradient_buffers, GpuTargets, Objective};
+use crate::pipeline::objective::{gradient_buffers, GpuStyleTerm, GpuTargets, Objective};
 use crate::weights::Weights;
 
 /// What a GPU session is set up from.
@@ -24,8 +25,9 @@ pub struct Session<'g> {
     /// The image of the last loss evaluation (copied on logged steps).
     evaluated_x: wgpu::Buffer,
     pub objective: Objective,
-    /// The style targets as uploaded, kept for later sessions with the same styles.
-    style_host: Vec<Vec<f32>>,
+    /// Each style image's Gram matrices per position, kept for later sessions with the same
+    /// styles.
+    style_host: Vec<StyleGrams>,
     adam: Adam,
     /// The moving average of the iterates: its count, raw buffer and fold dispatch.
     average: Option<(Average, wgpu::Buffer, Dispatch)>,
@@ -42,7 +44,9 @@ fn kind_of(label: &str) -> &'static str {
         "network input" | "activation" => "activations kept for the backward",
         "gradient A" | "gradient B" | "dL/dx" => "gradients",
         "content target" | "style target" => "targets",
-        "gram" | "loss values" => "Gram matrices and loss values",
+        "gram" | "loss values" | "style mask" | "masked features" => {
+            "Gram matrices, style masks and loss values"
+        }
         "pool routes" | "relu signs" => "pooling routes and ReLU signs",
         "image"
         | "last evaluated image"
@@ -101,9 +105,11 @@ impl<'g> Session<'g> {
             None => style_targets(gpu, kernels, &convs, &affine, s, dry)?,
         };
         let style_made = gpu.ledger_len();
-        let style = style_host
-            .iter()
-            .map(|b| gpu.storage_from("style target", b))
+        let stages = s.arch.stages(deepest, h, w, s.pooling);
+        let style = s
+            .style_terms(&stages, &style_host)?
+            .into_iter()
+            .map(|t| GpuStyleTerm::upload(gpu, t))
             .collect::<Result<Vec<_>>>()?;
         // The style networks' buffers are gone once the GPU has finished with them: wait, so
         // that the main network's allocations do not stack on top of them.
@@ -112,7 +118,6 @@ impl<'g> Session<'g> {
         let n = 3 * h * w;
         let x = gpu.storage("image", n)?;
         let evaluated_x = gpu.storage("last evaluated image", n)?;
-        let stages = s.arch.stages(deepest, h, w, s.pooling);
         let grads = gradient_buffers(gpu, kernels, &stages)?;
         let lent = Lent {
             buffers: &grads,
@@ -315,17 +320,17 @@ fn moving_average(
     Ok(Some((Average::new(s.average), buf, fold)))
 }
 
-/// The blended style targets Σ_k w_k G(s_k), one per style layer: each style image through
+/// Each style image's Gram matrices per position ([`StyleGrams`]): each style image through
 /// a network that keeps only the style layers' outputs (the rest go through two scratch
-/// buffers), its Gram matrices read back and blended on the CPU in f64 (setup only). A dry
-/// session makes every buffer but runs nothing (the targets are zeros).
+/// buffers), its Gram matrices read back (setup only). A dry session makes every buffer but
+/// runs nothing (the Grams are zeros).
 fn style_targets(
     gpu: &Gpu, kernels: &Kernels, convs: &[GpuConv], affine: &Affine, s: &Setup<'_>, dry: bool,
-) -> Result<Vec<Vec<f32>>> {
-    let shares = s.style_shares()?;
+) -> Result<Vec<StyleGrams>> {
+    s.style_shares()?;
     let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
-    let mut blended: Vec<Vec<f64>> = Vec::new();
-    for ((img, _), share) in s.styles.iter().zip(&shares) {
+    let mut out = Vec::new();
+    for (img, _) in s.styles {
         let sx = gpu.storage("style image", 3 * img.h * img.w)?;
         gpu.write(&sx, &img.data);
         let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
@@ -334,7 +339,7 @@ fn style_targets(
             buffers: &scratch,
             loss_layers: s.loss.style_layers.clone(),
         };
-        let snet = GpuNet::new(gpu, kernels, stages, convs, affine, &sx, Some(lent))?;
+        let snet = GpuNet::new(gpu, kernels, stages.clone(), convs, affine, &sx, Some(lent))?;
         let mut grams = Vec::new();
         let mut d: Vec<Dispatch> = Vec::new();
         for &l in &s.loss.style_layers {
@@ -351,26 +356,16 @@ fn style_targets(
         if !dry {
             submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
         }
-        for (k, (g, len)) in grams.iter().enumerate() {
-            let v = if dry {
-                vec![0.0; *len]
-            } else {
-                gpu.read(g, *len)?
-            };
-            if blended.len() <= k {
-                blended.push(vec![0.0; *len]);
-            }
-            let f = *share;
-            blended[k]
-                .iter_mut()
-                .zip(&v)
-                .for_each(|(b, &g)| *b += f * g as f64);
-        }
+        let values = grams
+            .iter()
+            .map(|(g, len)| match dry {
+                true => Ok(vec![0.0; *len]),
+                false => gpu.read(g, *len),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push(per_position(&stages, &s.loss.style_layers, values));
     }
-    Ok(blended
-        .iter()
-        .map(|b| b.iter().map(|&v| v as f32).collect())
-        .collect())
+    Ok(out)
 }
 
 /// The content image's features at the content layers, through the main network `net`
@@ -453,7 +448,7 @@ impl crate::model::EngineSession for Session<'_> {
         }
         Ok(())
     }
-    fn style_targets(&self) -> Vec<Vec<f32>> {
+    fn style_targets(&self) -> Vec<StyleGrams> {
         self.style_host.clone()
     }
     fn skipped_steps(&self) -> Result<usize> {

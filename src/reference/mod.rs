@@ -242,10 +242,59 @@ pub struct Forward {
     pub acts: Vec<Vec<f64>>,
 }
 
-/// Loss targets: content features by content layer, Gram matrices by style layer.
+/// Loss targets: content features by content layer, Gram matrices by style layer; with
+/// `masked` styles, those instead of `style` (guided Gram matrices, one term per style).
 pub struct Targets {
     pub content: Vec<Vec<f64>>,
     pub style: Vec<Vec<f64>>,
+    pub masked: Vec<MaskedStyle>,
+}
+
+/// A style with its mask: where it applies (the optimised image's size, h x w, row-major),
+/// its blend weight (normalised), and its Gram matrices per position, G(s) / M_s, one per
+/// style layer ([`Model::grams_per_position`]).
+pub struct MaskedStyle {
+    pub mask: Vec<f64>,
+    pub weight: f64,
+    pub grams: Vec<Vec<f64>>,
+}
+
+/// The masked style loss of one layer and style: w / (4 n²) Σ (G_m − A)², with
+/// G_m = (F ∘ m)(F ∘ m)ᵀ / Σ m² and A the style's Gram per position.
+pub fn masked_style_loss(f: &[f64], mask: &[f64], a: &[f64], n: usize, w: f64) -> f64 {
+    let (g, _) = masked_gram(f, mask, n);
+    let s: f64 = g.iter().zip(a).map(|(g, a)| (g - a) * (g - a)).sum();
+    w * s / (4.0 * (n * n) as f64)
+}
+
+/// (F ∘ m)(F ∘ m)ᵀ / Σ m², and F ∘ m.
+fn masked_gram(f: &[f64], mask: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let m = mask.len();
+    let fm: Vec<f64> = (0..n * m).map(|i| f[i] * mask[i % m]).collect();
+    let norm: f64 = mask.iter().map(|v| v * v).sum();
+    let g = gram(&fm, n, m).into_iter().map(|v| v / norm).collect();
+    (g, fm)
+}
+
+/// d/dF of [`masked_style_loss`]: m ∘ (w / (n² Σ m²)) (G_m − A)(F ∘ m).
+pub fn masked_style_grad(f: &[f64], mask: &[f64], a: &[f64], n: usize, w: f64) -> Vec<f64> {
+    let m = mask.len();
+    let (g, fm) = masked_gram(f, mask, n);
+    let norm: f64 = mask.iter().map(|v| v * v).sum();
+    let coef = w / ((n * n) as f64 * norm);
+    let mut out = vec![0.0; n * m];
+    for i in 0..n {
+        for k in 0..n {
+            let d = coef * (g[i * n + k] - a[i * n + k]);
+            for q in 0..m {
+                out[i * m + q] += d * fm[k * m + q];
+            }
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o *= mask[i % m];
+    }
+    out
 }
 
 impl Model<'_> {
@@ -275,6 +324,7 @@ impl Model<'_> {
     pub fn targets(&self, x: &[f64]) -> Targets {
         let f = self.forward(x);
         Targets {
+            masked: Vec::new(),
             content: self
                 .loss
                 .content_layers
@@ -293,6 +343,52 @@ impl Model<'_> {
         }
     }
 
+    /// Each style layer's Gram matrix of x divided by its positions, G / M (a style image's
+    /// part of the targets, whatever its size).
+    pub fn grams_per_position(&self, x: &[f64]) -> Vec<Vec<f64>> {
+        let t = self.targets(x);
+        (self.loss.style_layers.iter())
+            .zip(t.style)
+            .map(|(&l, g)| {
+                let s = &self.stages[self.conv_stage(l)];
+                let m = (s.h * s.w) as f64;
+                g.into_iter().map(|v| v / m).collect()
+            })
+            .collect()
+    }
+
+    /// The blended style targets of this (the optimised image's) network: M_l Σ_k w_k A_k
+    /// for styles' Gram matrices per position A_k and weights w_k (normalised here).
+    pub fn blended_style(&self, styles: &[(Vec<Vec<f64>>, f64)]) -> Vec<Vec<f64>> {
+        let total: f64 = styles.iter().map(|s| s.1).sum();
+        (self.loss.style_layers.iter())
+            .enumerate()
+            .map(|(j, &l)| {
+                let s = &self.stages[self.conv_stage(l)];
+                let m = (s.h * s.w) as f64;
+                let mut out = vec![0.0; s.cout * s.cout];
+                for (a, w) in styles {
+                    out.iter_mut()
+                        .zip(&a[j])
+                        .for_each(|(o, a)| *o += m * w / total * a);
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// A content-sized mask at conv layer `l`: 2x2 averages (floor) at each pooling stage
+    /// before it.
+    pub fn mask_at(&self, mask: &[f64], l: usize) -> Vec<f64> {
+        let mut cur = mask.to_vec();
+        for s in &self.stages[..self.conv_stage(l)] {
+            if let StageOp::Pool(_) = s.op {
+                cur = pool_forward(&cur, (1, s.h, s.w), Pooling::Avg);
+            }
+        }
+        cur
+    }
+
     /// The unweighted loss terms of x.
     pub fn losses(&self, x: &[f64], t: &Targets) -> LossValues {
         let f = self.forward(x);
@@ -305,17 +401,24 @@ impl Model<'_> {
             .zip(&t.content)
             .map(|(&l, c)| content_loss(&f.acts[self.conv_stage(l)], c) / nc)
             .sum();
-        let style: f64 = self
-            .loss
-            .style_layers
-            .iter()
-            .zip(&t.style)
-            .map(|(&l, a)| {
-                let s = &self.stages[self.conv_stage(l)];
-                let (n, m) = (s.cout, s.h * s.w);
-                style_loss(&gram(&f.acts[self.conv_stage(l)], n, m), a, n, m) / ns
-            })
-            .sum();
+        let style: f64 = match t.masked.is_empty() {
+            true => (self.loss.style_layers.iter())
+                .zip(&t.style)
+                .map(|(&l, a)| {
+                    let s = &self.stages[self.conv_stage(l)];
+                    let (n, m) = (s.cout, s.h * s.w);
+                    style_loss(&gram(&f.acts[self.conv_stage(l)], n, m), a, n, m) / ns
+                })
+                .sum(),
+            false => (self.loss.style_layers.iter().enumerate())
+                .flat_map(|(j, &l)| t.masked.iter().map(move |ms| (j, l, ms)))
+                .map(|(j, l, ms)| {
+                    let (i, n) = (self.conv_stage(l), self.stages[self.conv_stage(l)].cout);
+                    let m = self.mask_at(&ms.mask, l);
+                    masked_style_loss(&f.acts[i], &m, &ms.grams[j], n, ms.weight) / ns
+                })
+                .sum(),
+        };
         let s0 = &self.stages[0];
         let tv = tv_loss(x, (3, s0.h, s0.w));
         self.loss.combine(content, style, tv)
@@ -337,8 +440,15 @@ impl Model<'_> {
                 }
                 if let Some(k) = cfg.style_layers.iter().position(|&c| c == l) {
                     let (n, m) = (s.cout, s.h * s.w);
-                    let g = style_grad(fa, &gram(fa, n, m), &t.style[k], n, m);
-                    axpy(&mut grad, cfg.style_weight / ns, &g);
+                    if t.masked.is_empty() {
+                        let g = style_grad(fa, &gram(fa, n, m), &t.style[k], n, m);
+                        axpy(&mut grad, cfg.style_weight / ns, &g);
+                    }
+                    for ms in &t.masked {
+                        let mask = self.mask_at(&ms.mask, l);
+                        let g = masked_style_grad(fa, &mask, &ms.grams[k], n, ms.weight);
+                        axpy(&mut grad, cfg.style_weight / ns, &g);
+                    }
                 }
             }
             let src = if i == 0 { &f.input } else { &f.acts[i - 1] };

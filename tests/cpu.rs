@@ -236,6 +236,10 @@ fn setup_parts_at(size: usize) -> Parts {
 }
 
 fn session(parts: &Parts) -> CpuSession {
+    masked_session(parts, None)
+}
+
+fn masked_session(parts: &Parts, masks: Option<&[Vec<f32>]>) -> CpuSession {
     let (arch, weights, loss, content, styles) = parts;
     CpuSession::new(&Setup {
         arch,
@@ -248,7 +252,7 @@ fn session(parts: &Parts) -> CpuSession {
         init: content,
         average: 0.0,
         style_targets: None,
-        style_masks: None,
+        style_masks: masks,
     })
     .unwrap()
 }
@@ -266,13 +270,28 @@ fn cpu_losses_and_gradient_match_reference() {
     let mut signs = setup_parts();
     signs.2.style_layers = vec![1, 2];
     for parts in [parts, transient, signs] {
-        losses_and_gradient_match_reference(&parts);
+        losses_and_gradient_match_reference(&parts, None);
     }
 }
 
-fn losses_and_gradient_match_reference(parts: &Parts) {
+/// Two styles under soft masks (a ramp, and its complement with a band of zeros): the guided
+/// Gram matrices' losses and gradient against the f64 reference's.
+#[test]
+fn cpu_masked_losses_and_gradient_match_reference() {
+    let parts = setup_parts();
+    let (h, w) = (parts.3.h, parts.3.w);
+    let ramp: Vec<f32> = (0..h * w)
+        .map(|p| ((p % w) as f32 / (w - 1) as f32).sqrt())
+        .collect();
+    let rest = (0..h * w)
+        .map(|p| if p / w < 3 { 0.0 } else { 1.0 - ramp[p] })
+        .collect();
+    losses_and_gradient_match_reference(&parts, Some(&[ramp, rest]));
+}
+
+fn losses_and_gradient_match_reference(parts: &Parts, masks: Option<&[Vec<f32>]>) {
     let (arch, weights, loss, content, styles) = parts;
-    let mut s = session(parts);
+    let mut s = masked_session(parts, masks);
     // Evaluate an image away from the content (else the content term is zero).
     let mut r = rng(33);
     let x: Vec<f32> = content
@@ -295,6 +314,14 @@ fn losses_and_gradient_match_reference(parts: &Parts) {
         })
         .collect();
     targets.style = model.blended_style(&per_style);
+    let total: f64 = per_style.iter().map(|s| s.1).sum();
+    for (m, (grams, wt)) in masks.unwrap_or_default().iter().zip(per_style) {
+        targets.masked.push(reference::MaskedStyle {
+            mask: to_f64(m),
+            weight: wt / total,
+            grams,
+        });
+    }
     let want = model.losses(&to_f64(&x), &targets);
     let grad_want = model.gradient(&to_f64(&x), &targets);
     s.set_image(&x);
@@ -306,8 +333,9 @@ fn losses_and_gradient_match_reference(parts: &Parts) {
     ] {
         let e = ((g - w) / w).abs();
         println!(
-            "cpu {name} loss (styles {:?}): relative error {e:.2e}",
-            loss.style_layers
+            "cpu {name} loss (styles {:?}, masked {}): relative error {e:.2e}",
+            loss.style_layers,
+            masks.is_some()
         );
         assert!(e < TOL, "{name}: {g} vs {w}");
     }

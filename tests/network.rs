@@ -84,12 +84,19 @@ fn tiny_config_t1_transient() -> LossConfig {
     }
 }
 
+/// The f64 reference's gradient against finite differences of its losses, unmasked and with
+/// two styles under soft masks (the guided Gram matrices' objective).
 #[test]
 fn cpu_gradient_matches_finite_differences() {
     let (arch, w) = tiny();
     let cfg = tiny_config();
     let (h, wd) = (9, 7);
-    for pooling in [Pooling::Max, Pooling::Avg] {
+    for (pooling, masked) in [
+        (Pooling::Max, false),
+        (Pooling::Avg, false),
+        (Pooling::Max, true),
+        (Pooling::Avg, true),
+    ] {
         let stages = arch.stages(cfg.deepest(), h, wd, pooling);
         let cw = cpu_weights(&arch, &w);
         let model = reference::Model {
@@ -101,12 +108,18 @@ fn cpu_gradient_matches_finite_differences() {
         let mut r = rng(12);
         let content = to_f64(&image(&mut r, h, wd).data);
         let style = to_f64(&image(&mut r, h, wd).data);
-        let t_c = model.targets(&content);
-        let t_s = model.targets(&style);
+        let other = to_f64(&image(&mut r, h, wd).data);
+        let per_style = [
+            (model.grams_per_position(&style), 2.0),
+            (model.grams_per_position(&other), 1.0),
+        ];
         let targets = reference::Targets {
-            content: t_c.content,
-            style: t_s.style,
-            masked: Vec::new(),
+            content: model.targets(&content).content,
+            style: model.targets(&style).style,
+            masked: match masked {
+                true => masked_styles(per_style, &soft_masks((h, wd))),
+                false => Vec::new(),
+            },
         };
         let x = to_f64(&image(&mut r, h, wd).data);
         let grad = model.gradient(&x, &targets);
@@ -122,7 +135,7 @@ fn cpu_gradient_matches_finite_differences() {
                 / (2.0 * eps);
             worst = worst.max((fd - grad[i]).abs() / scale);
         }
-        println!("{pooling:?}: finite differences vs analytic gradient, max relative error {worst:.2e} (24 pixels)");
+        println!("{pooling:?} masked {masked}: finite differences vs analytic gradient, max relative error {worst:.2e} (24 pixels)");
         assert!(worst < 1e-5, "finite differences disagree: {worst:e}");
     }
 }

@@ -159,10 +159,13 @@ pub struct StylizeArgs {
     pub options: JobOptions,
 }
 
+/// A style image's path, with its region colour under --regions.
+pub type StyleArg = (PathBuf, Option<[u8; 3]>);
+
 impl StylizeArgs {
     /// The style images' paths, with their region colours under --regions (refused, naming
     /// the flag, when a --style is not COLOR=PATH there or a colour is not one).
-    pub fn styles(&self) -> Result<Vec<(PathBuf, Option<[u8; 3]>)>, FlagError> {
+    pub fn styles(&self) -> Result<Vec<StyleArg>, FlagError> {
         if self.regions.is_none() {
             return Ok(self.style.iter().map(|p| (p.clone(), None)).collect());
         }

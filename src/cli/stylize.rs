@@ -34,14 +34,16 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     if !why.is_empty() {
         crate::say!("{why}");
     }
-    let settings = settings_json(args, &weights);
+    let mut settings = settings_json(args, &weights);
     let mut stylizer = Stylizer::new(engine, weights, &losses(args))?;
     stylizer = stylizer.with_max_memory(args.options.max_memory);
     let job = load_job(args)?;
+    settings["styles"] = styles_json(args, &job)?;
     if let Some(p) = &preview {
         p.set_head(preview_head(&stylizer, &job, settings.clone()));
     }
     stylizer.check_scales(&job)?;
+    stylizer.check_masks(&job)?;
     if args.options.dry_run {
         return dry_run(args, &stylizer, &job, settings);
     }
@@ -143,10 +145,30 @@ fn dry_run(
     Ok(if fits { 0 } else { 1 })
 }
 
+/// Each style with its share of the style loss and its mask (the file, or the region map and
+/// colour, and the fraction of the picture it covers; null without masks): the report's and
+/// the preview's list of styles.
+fn styles_json(args: &StylizeArgs, job: &Job) -> Result<serde_json::Value> {
+    let paths = args.styles()?;
+    let total: f64 = job.styles.iter().map(|s| s.1).sum();
+    let masks = job.style_masks.as_deref();
+    let list = (paths.iter().zip(&job.styles).enumerate())
+        .map(|(k, ((path, _), (_, w)))| {
+            let mask = masks.map(|m| &m[k]);
+            serde_json::json!({
+                "image": path, "share": w / total,
+                "mask": mask.map(|m| &m.source), "mask_coverage": mask.map(|m| m.coverage()),
+            })
+        })
+        .collect();
+    Ok(serde_json::Value::Array(list))
+}
+
 pub(super) fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
     let o = &a.options;
     serde_json::json!({
         "content": a.content, "style": a.style, "style_blend": o.style_blend,
+        "style_mask": a.style_mask, "regions": a.regions,
         "weights": w.path, "input_convention": w.convention,
         "size": o.size, "style_scale": o.style_scale,
         "content_layers": o.layers.content_layers, "style_layers": o.layers.style_layers,

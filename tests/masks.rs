@@ -431,3 +431,50 @@ fn bad_masks_are_refused_before_any_work() {
         assert!(!out.exists(), "{flags:?} wrote an output");
     }
 }
+
+/// The library's job with masks: coarse to fine (the masks resized per scale), L-BFGS and the
+/// moving average together complete with a falling loss; a mask count other than the styles'
+/// is a `BadSetting` before any work.
+#[test]
+fn masks_work_with_coarse_to_fine_lbfgs_and_averaging() {
+    use impasto::job::{Engine, Error, Job, Losses, Optimizer, Quiet, StyleMask, Stylizer};
+    let dir = tempfile::tempdir().unwrap();
+    let [left, right, _, _] = write_masks(dir.path(), (64, 48));
+    let losses = Losses {
+        content_layers: vec!["block2_conv1".into()],
+        style_layers: vec!["block1_conv1".into(), "block2_conv1".into()],
+        style_weight: 1e3,
+        tv_weight: 1e2,
+        ..Losses::default()
+    };
+    let weights = Weights::load(&common::real_weights()).unwrap();
+    let mut stylizer = Stylizer::new(Engine::cpu(), weights, &losses).unwrap();
+    let (c, s1, s2) = (
+        common::image("tubingen.jpg"),
+        common::image("starry_night.jpg"),
+        common::image("the_scream.jpg"),
+    );
+    let mut job = Job::open(&c, &[&s1, &s2]).unwrap();
+    job.style_masks = Some(vec![StyleMask::open(&left).unwrap(), StyleMask::open(&right).unwrap()]);
+    job.settings.size = 40;
+    job.settings.min_size = Some(24);
+    job.settings.steps = 8;
+    job.settings.log_every = 1;
+    job.settings.optimizer = Optimizer::Lbfgs;
+    job.settings.average = 0.5;
+    let outcome = stylizer.run(&job, &mut Quiet).unwrap();
+    assert_eq!(outcome.ending, impasto::job::Ending::Completed);
+    assert_eq!(outcome.scales.len(), 2, "{:?}", outcome.scales);
+    let last_scale: Vec<_> = (outcome.entries.iter())
+        .filter(|e| e.scale == outcome.scales.len() - 1)
+        .collect();
+    let (first, last) = (last_scale[0].total, last_scale.last().unwrap().total);
+    println!("last scale: total {first:e} -> {last:e}");
+    assert!(last < first);
+
+    job.style_masks.as_mut().unwrap().pop();
+    match stylizer.run(&job, &mut Quiet) {
+        Err(Error::BadSetting(m)) => assert!(m.contains("1 masks for 2 styles"), "{m}"),
+        other => panic!("{:?}", other.map(|o| o.ending)),
+    }
+}

@@ -455,7 +455,10 @@ fn masks_work_with_coarse_to_fine_lbfgs_and_averaging() {
         common::image("the_scream.jpg"),
     );
     let mut job = Job::open(&c, &[&s1, &s2]).unwrap();
-    job.style_masks = Some(vec![StyleMask::open(&left).unwrap(), StyleMask::open(&right).unwrap()]);
+    job.style_masks = Some(vec![
+        StyleMask::open(&left).unwrap(),
+        StyleMask::open(&right).unwrap(),
+    ]);
     job.settings.size = 40;
     job.settings.min_size = Some(24);
     job.settings.steps = 8;
@@ -476,5 +479,40 @@ fn masks_work_with_coarse_to_fine_lbfgs_and_averaging() {
     match stylizer.run(&job, &mut Quiet) {
         Err(Error::BadSetting(m)) => assert!(m.contains("1 masks for 2 styles"), "{m}"),
         other => panic!("{:?}", other.map(|o| o.ending)),
+    }
+}
+
+/// Not a check: prints how far a 2x Lanczos upscale of a style image moves its style targets
+/// (docs/masks.md). `cargo test --release --test masks -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn upscaled_style_targets() {
+    let parts = shallow();
+    let content = load("tubingen.jpg", 48);
+    let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    for (name, size) in [
+        ("the_scream.jpg", 128),
+        ("starry_night.jpg", 128),
+        ("starry_night.jpg", 256),
+    ] {
+        let small = load(name, size);
+        let large = impasto::job::upsample(&small, (2 * small.h, 2 * small.w));
+        let targets = |img: &Image| {
+            let styles = [(img.clone(), 1.0)];
+            let s = CpuSession::new(&setup(&parts, &content, &styles, None)).unwrap();
+            s.style_targets().remove(0)
+        };
+        let (a, b) = (targets(&small), targets(&large));
+        for (j, (a, b)) in a.iter().zip(&b).enumerate() {
+            let diff: Vec<f32> = a.iter().zip(b).map(|(a, b)| a - b).collect();
+            let ratio = norm(b) / norm(a);
+            println!(
+                "| {name} | {}x{} | {j} | {:.1} % | {ratio:.2} | {:.2} |",
+                small.w,
+                small.h,
+                100.0 * norm(&diff) / norm(a),
+                4.0 * ratio
+            );
+        }
     }
 }

@@ -7,7 +7,12 @@ use std::path::Path;
 use image::{imageops::FilterType, ImageBuffer, Luma, RgbImage};
 
 use super::error::{Error, Result};
-use super::inputs::open_image;
+use crate::io::image::{load_original, Original};
+
+/// An image file whole; one that cannot be read or decoded is an [`Error::BadFile`].
+fn open_image(path: &Path) -> Result<Original> {
+    load_original(path).map_err(Error::BadFile)
+}
 
 /// A plane of f32 luminance values.
 type Plane = ImageBuffer<Luma<f32>, Vec<f32>>;

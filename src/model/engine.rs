@@ -81,7 +81,7 @@ impl<W> Setup<'_, W> {
     /// The style loss's terms for the content-sized network `stages`, from each style
     /// image's Gram matrices per position ([`super::style::style_terms`]).
     pub fn style_terms(
-        &self, stages: &[super::Stage], grams: &[StyleGrams],
+        &self, stages: &[super::vgg19::Stage], grams: &[StyleGrams],
     ) -> Result<Vec<StyleTerm>> {
         if let Some(m) = self.style_masks {
             if m.len() != self.styles.len() {

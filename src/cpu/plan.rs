@@ -37,7 +37,7 @@ impl CpuSession {
                     + self.style.target_bytes(),
             ),
             (
-                "Gram matrices, style masks and loss values",
+                "Gram matrices, masks and loss values",
                 self.style.held(),
             ),
             (

@@ -45,7 +45,7 @@ fn kind_of(label: &str) -> &'static str {
         "gradient A" | "gradient B" | "dL/dx" => "gradients",
         "content target" | "style target" => "targets",
         "gram" | "loss values" | "style mask" | "masked features" => {
-            "Gram matrices, style masks and loss values"
+            "Gram matrices, masks and loss values"
         }
         "pool routes" | "relu signs" => "pooling routes and ReLU signs",
         "image"

@@ -36,10 +36,7 @@ impl CpuSession {
                     + self.style_grams.iter().map(|g| sum(g)).sum::<u64>()
                     + self.style.target_bytes(),
             ),
-            (
-                "Gram matrices, masks and loss values",
-                self.style.held(),
-            ),
+            ("Gram matrices, masks and loss values", self.style.held()),
             (
                 "image and optimiser state",
                 f(self.x.len() + self.evaluated.len() + self.m.len() + self.v.len() + avg),

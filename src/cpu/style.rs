@@ -22,6 +22,21 @@ pub struct StyleLoss {
     diff: Vec<f32>,
 }
 
+/// The map a term's kernels read: `feat` itself without a mask, else feat ∘ m (or ∘ m² when
+/// `squared`) made into `out`.
+fn masked<'a>(
+    feat: &'a [f32], (n, mask): (usize, Option<&[f32]>), squared: bool, out: &'a mut [f32],
+    clock: &mut Clock,
+) -> &'a [f32] {
+    let Some(mask) = mask else {
+        return feat;
+    };
+    clock.time("mask", String::new, 0.0, 2 * n * mask.len(), || {
+        k::mask_features(feat, n, mask, squared, out)
+    });
+    out
+}
+
 impl StyleLoss {
     /// The terms' buffers for the content-sized network `net` (the masks at their layers'
     /// sizes are laid out as the engine's padded planes here, once).
@@ -91,16 +106,8 @@ impl StyleLoss {
             let s = net.stages[i];
             let (n, m) = (s.cout, s.h * s.w);
             for t in 0..self.terms.len() {
-                let f = match &self.masks[t] {
-                    Some(planes) => {
-                        let (mask, out) = (&planes[j], &mut self.masked);
-                        clock.time("mask", String::new, 0.0, 2 * n * mask.len(), || {
-                            k::mask_features(&net.acts[i], n, mask, false, out)
-                        });
-                        &self.masked
-                    }
-                    None => &net.acts[i],
-                };
+                let mask = self.masks[t].as_ref().map(|planes| &planes[j][..]);
+                let f = masked(&net.acts[i], (n, mask), false, &mut self.masked, clock);
                 let (g, parts) = (&mut self.grams[j][t], &mut self.gram_parts);
                 clock.time(
                     "gram",
@@ -140,16 +147,8 @@ impl StyleLoss {
         let (n, m) = (s.cout, s.h * s.w);
         let ns = cfg.style_layers.len();
         for (t, term) in self.terms.iter().enumerate() {
-            let f = match &self.masks[t] {
-                Some(planes) => {
-                    let (mask, out) = (&planes[j], &mut self.masked);
-                    clock.time("mask", String::new, 0.0, 2 * n * mask.len(), || {
-                        k::mask_features(&net.acts[i], n, mask, true, out)
-                    });
-                    &self.masked
-                }
-                None => &net.acts[i],
-            };
+            let mask = self.masks[t].as_ref().map(|planes| &planes[j][..]);
+            let f = masked(&net.acts[i], (n, mask), true, &mut self.masked, clock);
             let coef = term.grad_coef(j, n, ns, cfg.style_weight);
             let (g, target, diff) = (&self.grams[j][t], &term.targets[j], &mut self.diff);
             clock.time(

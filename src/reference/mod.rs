@@ -281,18 +281,11 @@ pub fn masked_style_grad(f: &[f64], mask: &[f64], a: &[f64], n: usize, w: f64) -
     let m = mask.len();
     let (g, fm) = masked_gram(f, mask, n);
     let norm: f64 = mask.iter().map(|v| v * v).sum();
-    let coef = w / ((n * n) as f64 * norm);
-    let mut out = vec![0.0; n * m];
-    for i in 0..n {
-        for k in 0..n {
-            let d = coef * (g[i * n + k] - a[i * n + k]);
-            for q in 0..m {
-                out[i * m + q] += d * fm[k * m + q];
-            }
-        }
-    }
+    // style_grad's 1/(n² m²) made w / (n² Σ m²).
+    let scale = w * (m * m) as f64 / norm;
+    let mut out = style_grad(&fm, &g, a, n, m);
     for (i, o) in out.iter_mut().enumerate() {
-        *o *= mask[i % m];
+        *o *= scale * mask[i % m];
     }
     out
 }

@@ -4,6 +4,9 @@
 //                 here; b = the content target C)
 //   tv_sum:       sums[slot] = scale · Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]
 //   tv_grad:      grad += scale · d(tv)/dx           (x = image)
+//   temporal_sum: sums[slot] = scale · Σ c(p) (x − w)²   (a video frame's temporal term: w the
+//                 previous result warped, c one weight per pixel)
+//   temporal_grad: grad += scale · 2 c(p) (x − w)
 // The sums run in one workgroup with a fixed order, so a value is the same bits run after run.
 // The host gives each dispatch at most 8M elements (32768 per invocation, below the software
 // driver's limit of 65535 iterations a loop, past which it silently stops) and adds the
@@ -48,6 +51,10 @@ fn to_grad(v: f32) -> Grad { return Grad(v); }
 @group(0) @binding(7) var<storage, read_write> grad_image: array<f32>;
 // The image x, [3][h][w].
 @group(0) @binding(5) var<storage, read> image: array<f32>;
+// temporal_*: the previous frame's result warped into this one, [3][h][w], and the per-pixel
+// weights c, [h][w].
+@group(0) @binding(8) var<storage, read> image_target: array<f32>;
+@group(0) @binding(9) var<storage, read> pixel_weights: array<f32>;
 // content_grad: [gradient scale, its inverse, ...] (kernels::preprocess): the loss gradients
 // are scaled by it so that 16-bit gradients neither overflow nor lose their small values.
 @group(0) @binding(6) var<storage, read> grad_scale: array<f32>;
@@ -139,4 +146,26 @@ fn tv_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         g += 2.0 * (v - f32(image[i - 1u]));
     }
     grad_image[i] += p.scale * g;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn temporal_sum(@builtin(local_invocation_index) lid: u32) {
+    let hw = p.h * p.w;
+    var s = 0.0;
+    for (var i = p.begin + lid; i < p.end; i += WG) {
+        let d = image[i] - image_target[i];
+        s = fma(pixel_weights[i % hw] * d, d, s);
+    }
+    reduce_and_store(lid, s);
+}
+
+// Always accumulates, after the preprocessing backward.
+@compute @workgroup_size(64, 1, 1)
+fn temporal_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    let hw = p.h * p.w;
+    if (i >= p.len * hw) {
+        return;
+    }
+    grad_image[i] += p.scale * 2.0 * pixel_weights[i % hw] * (image[i] - image_target[i]);
 }

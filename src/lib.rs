@@ -33,7 +33,8 @@
 //! The folders, from the bottom up: `model` (what is computed, independent of where),
 //! `reference` (the f64 CPU reference the engines are tested against), `gpu` and `kernels`
 //! (wgpu, and the WGSL kernels beside their launchers), `pipeline` (the GPU session), `cpu`
-//! (the CPU engine), `weights` and `io` (files), `job` (the library API), `preview`, and
+//! (the CPU engine), `weights` and `io` (files), `job` (the library API), `preview`, `video`
+//! (frames, optical flow, warping), and
 //! `cli` (flags in, printing out). `docs/architecture.md` has the rules.
 
 pub mod cli;
@@ -46,4 +47,5 @@ pub mod model;
 pub mod pipeline;
 pub mod preview;
 pub mod reference;
+pub mod video;
 pub mod weights;

@@ -253,6 +253,7 @@ fn masked_session(parts: &Parts, masks: Option<&[Vec<f32>]>) -> CpuSession {
         average: 0.0,
         style_targets: None,
         style_masks: masks,
+        temporal: None,
     })
     .unwrap()
 }

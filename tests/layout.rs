@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("io", &["model"]),
     ("weights", &["io", "model"]),
     ("preview", &["io", "model"]),
+    ("video", &["io", "model"]),
     // The library: below the commands, above the engines (it alone chooses between them).
     (
         "job",
@@ -35,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pipeline",
             "preview",
             "reference",
+            "video",
             "weights",
         ],
     ),
@@ -46,6 +48,7 @@ const JOB_COMMANDS: &[&str] = &[
     "cli::batch",
     "cli::inputs",
     "cli::observers",
+    "cli::video",
 ];
 const ENGINES: &[&str] = &["cpu", "gpu", "kernels", "pipeline"];
 

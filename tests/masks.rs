@@ -53,6 +53,7 @@ fn setup<'a>(
         average: 0.0,
         style_targets: None,
         style_masks: masks,
+        temporal: None,
     }
 }
 

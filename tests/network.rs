@@ -245,6 +245,7 @@ fn tiny_setup<'a>(
         average,
         style_targets: None,
         style_masks: None,
+        temporal: None,
     }
 }
 
@@ -459,6 +460,7 @@ fn f16_gradients_past_f16s_range_are_scaled_down() {
         average: 0.0,
         style_targets: None,
         style_masks: None,
+        temporal: None,
     };
     let mut session = Session::new(&c.gpu, &kernels, &setup).unwrap();
     let before = session.image().unwrap().data;
@@ -600,6 +602,7 @@ fn setup_peak_memory(style_side: usize) -> Option<u64> {
         average: 0.0,
         style_targets: None,
         style_masks: None,
+        temporal: None,
     };
     let _session = Session::new(&gpu, &kernels, &setup).unwrap();
     gpu.memory().peak_allocated

@@ -47,6 +47,7 @@ fn setup(p: &Parts, average: f64) -> Setup<'_> {
         average,
         style_targets: None,
         style_masks: None,
+        temporal: None,
     }
 }
 

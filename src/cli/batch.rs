@@ -275,6 +275,7 @@ fn one_job(
             content: e.content,
             style: e.style,
             tv: e.tv,
+            temporal: e.temporal,
             total: e.total,
         });
     let said = format!(

@@ -92,6 +92,7 @@ impl Problem {
             average: 0.0,
             style_targets: None,
             style_masks: None,
+            temporal: None,
         }
     }
 }

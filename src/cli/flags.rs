@@ -40,6 +40,12 @@ pub enum Command {
     /// manifest's folder. Jobs run one after another on one engine; the weights are loaded
     /// once and style targets are reused by the jobs that share them.
     Batch(Box<BatchArgs>),
+    /// Stylize a video (a file, through ffmpeg, or a directory of frames) without flicker
+    ///
+    /// Each frame starts from the previous result warped into it by the optical flow, and a
+    /// temporal term keeps it close to that where the flow is reliable (Ruder et al.). Frames
+    /// already in the output are kept: a rerun resumes; Ctrl-C stops after the current frame.
+    Video(Box<VideoArgs>),
     /// List the GPU adapters impasto can use, best first
     Devices,
     /// Time one optimisation step and each kernel in it (random weights of VGG19's shapes)
@@ -155,6 +161,37 @@ pub struct StylizeArgs {
     /// Output image; the format follows the extension (.png, .tif, .tiff, .jpg)
     #[arg(long, short, value_name = "PATH")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub options: JobOptions,
+}
+
+/// λ of the temporal term: its gradient, 2λc(x − w)/(3HW), then weighs about as much as the
+/// style's at the default layers' balance (docs/video.md has the sweep).
+pub const DEFAULT_TEMPORAL_WEIGHT: f64 = 1e12;
+
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct VideoArgs {
+    /// The video: a file ffmpeg reads, or a directory of frames (PNG or JPEG, in name order)
+    #[arg(long, value_name = "INPUT")]
+    pub content: PathBuf,
+    /// Style image; repeat for a blend of several
+    #[arg(long, value_name = "PATH", required = true)]
+    pub style: Vec<PathBuf>,
+    /// A directory (one PNG per frame, named as the input's frames) or a video file (.mp4,
+    /// .mkv, .webm, .mov, .avi; encoded by ffmpeg at the input's size and frame rate, its
+    /// frames kept in OUTPUT.frames/ for resuming)
+    #[arg(long, short, value_name = "OUTPUT")]
+    pub output: PathBuf,
+    /// Weight λ of the temporal term (0: each frame only starts from the previous result)
+    #[arg(long, value_name = "F", default_value_t = DEFAULT_TEMPORAL_WEIGHT, value_parser = non_negative_f64)]
+    pub temporal_weight: f64,
+    /// Steps of each frame after the first (which takes --steps) [default: --steps]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub frame_steps: Option<u64>,
+    /// Frame rate of a video made from a directory of frames
+    #[arg(long, value_name = "FPS", default_value = "25")]
+    pub fps: String,
     #[command(flatten)]
     pub options: JobOptions,
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::flags::{FlagError, StylizeArgs};
+use super::flags::{FlagError, JobOptions, StylizeArgs};
 use super::observers::{intermediate_path, save_step};
 use crate::io::same_file::{check_distinct, Named};
 use crate::job::{open_image, Init, Job, Losses, Settings, StyleMask};
@@ -14,35 +14,45 @@ use crate::weights::{self, Weights};
 
 /// The job's settings from the flags.
 pub fn settings(args: &StylizeArgs) -> Settings {
+    settings_of(&args.options)
+}
+
+/// The job's settings from the options any job command takes.
+pub fn settings_of(o: &JobOptions) -> Settings {
     Settings {
-        size: args.options.size,
-        min_size: args.options.min_size,
-        initial_steps: args.options.initial_steps,
-        steps: args.options.steps,
-        style_scale: args.options.style_scale,
-        optimizer: args.options.optimizer,
-        history: args.options.history,
-        average: args.options.average,
+        size: o.size,
+        min_size: o.min_size,
+        initial_steps: o.initial_steps,
+        steps: o.steps,
+        style_scale: o.style_scale,
+        optimizer: o.optimizer,
+        history: o.history,
+        average: o.average,
         adam: AdamConfig {
-            lr: args.options.lr,
-            beta1: args.options.beta1,
-            beta2: args.options.beta2,
-            eps: args.options.eps,
+            lr: o.lr,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
         },
-        preserve_colors: args.options.preserve_colors,
-        log_every: args.options.log_every,
+        preserve_colors: o.preserve_colors,
+        log_every: o.log_every,
     }
 }
 
 /// The loss settings from the flags.
 pub fn losses(args: &StylizeArgs) -> Losses {
+    losses_of(&args.options)
+}
+
+/// The loss settings from the options any job command takes.
+pub fn losses_of(o: &JobOptions) -> Losses {
     Losses {
-        content_layers: args.options.layers.content_layers.clone(),
-        style_layers: args.options.layers.style_layers.clone(),
-        content_weight: args.options.content_weight,
-        style_weight: args.options.style_weight,
-        tv_weight: args.options.tv_weight,
-        pooling: args.options.pooling,
+        content_layers: o.layers.content_layers.clone(),
+        style_layers: o.layers.style_layers.clone(),
+        content_weight: o.content_weight,
+        style_weight: o.style_weight,
+        tv_weight: o.tv_weight,
+        pooling: o.pooling,
     }
 }
 
@@ -129,6 +139,7 @@ pub fn load_job(args: &StylizeArgs) -> Result<Job> {
         content,
         styles,
         style_masks,
+        temporal: None,
         init,
         settings: settings(args),
     })

@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod observers;
 pub mod plan;
 pub mod stylize;
+pub mod video;
 pub mod weights;
 
 pub use flags::{Cli, Command, FlagError};
@@ -21,6 +22,7 @@ pub fn run(cli: &Cli) -> i32 {
     let result = match &cli.command {
         Command::Stylize(args) => stylize::run(args, adapter),
         Command::Batch(args) => batch::run(args, adapter),
+        Command::Video(args) => video::run(args, adapter),
         Command::Devices => devices::run().map(|_| 0),
         Command::Bench(args) => bench::command(args, adapter).map(|_| 0),
         Command::Weights { command } => weights::run(command).map(|_| 0),

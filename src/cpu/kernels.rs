@@ -506,3 +506,21 @@ pub fn padded_plane(m: &[f32], (h, w): (usize, usize)) -> Vec<f32> {
     }
     out
 }
+
+/// The temporal term `Σ_p c(p) Σ_ch (x − w)² / (3·h·w)` of an unpadded image (c: h·w values),
+/// in f64 and a fixed order.
+pub fn temporal_sum(x: &[f32], target: &[f32], c: &[f32]) -> f64 {
+    let hw = c.len();
+    let s: f64 = (x.iter().zip(target).enumerate())
+        .map(|(i, (&a, &b))| c[i % hw] as f64 * ((a - b) as f64).powi(2))
+        .sum();
+    s / x.len() as f64
+}
+
+/// `grad += coef · 2 c (x − w) / (3·h·w)`: the temporal term's gradient, weighted.
+pub fn temporal_grad(x: &[f32], target: &[f32], c: &[f32], coef: f32, grad: &mut [f32]) {
+    let (hw, k) = (c.len(), 2.0 * coef / x.len() as f32);
+    for (i, g) in grad.iter_mut().enumerate() {
+        *g += k * c[i % hw] * (x[i] - target[i]);
+    }
+}

@@ -13,6 +13,7 @@ use anyhow::{bail, Result};
 
 use crate::model::engine::KernelTime;
 use crate::model::style::{per_position, StyleGrams};
+use crate::model::temporal::Temporal;
 use crate::model::{
     AdamConfig, AdamState, Affine, Average, EngineSession, Image, LossConfig, LossValues, StageOp,
 };
@@ -134,6 +135,8 @@ pub struct CpuSession {
     clock: Clock,
     /// Bytes of the largest style network, held during setup only.
     setup_peak: u64,
+    /// A video frame's temporal term.
+    temporal: Option<Temporal>,
 }
 
 impl CpuSession {
@@ -220,6 +223,7 @@ impl CpuSession {
             }),
             clock: Clock::default(),
             setup_peak,
+            temporal: s.temporal.cloned(),
         })
     }
 
@@ -246,7 +250,15 @@ impl CpuSession {
         let style = self.style.loss(&self.net, &self.loss, clock);
         let (x, hw) = (&self.x, (3, self.h, self.w));
         let tv = clock.time("tv_sum", String::new, 0.0, x.len(), || k::tv_sum(x, hw));
-        Some(self.loss.combine(content, style, tv))
+        let values = self.loss.combine(content, style, tv);
+        Some(match &self.temporal {
+            Some(t) => {
+                let sum = || k::temporal_sum(x, &t.target.data, &t.weights);
+                let v = clock.time("temporal_sum", String::new, 0.0, 2 * x.len(), sum);
+                values.with_temporal(v, t.weight)
+            }
+            None => values,
+        })
     }
 
     /// dL/dx into `grad_x`, from the activations of the last forward.
@@ -292,6 +304,12 @@ impl CpuSession {
             let (x, chw, tv) = (&self.x, (3, self.h, self.w), self.loss.tv_weight as f32);
             clock.time("tv_grad", String::new, 0.0, 3 * x.len(), || {
                 k::tv_grad(x, chw, tv, grad_x)
+            });
+        }
+        if let Some(t) = &self.temporal {
+            let (x, coef) = (&self.x, t.weight as f32);
+            clock.time("temporal_grad", String::new, 0.0, 3 * x.len(), || {
+                k::temporal_grad(x, &t.target.data, &t.weights, coef, grad_x)
             });
         }
     }

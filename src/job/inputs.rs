@@ -10,6 +10,7 @@ use super::masks::StyleMask;
 use super::settings::{Init, PreserveColors, Settings};
 use crate::io::image::{self as image_io, Original};
 use crate::model::colour::{keep_luminance, match_histogram};
+use crate::model::temporal::Temporal;
 use crate::model::Image;
 
 /// A content image to stylise: its style images (with blend weights, normalised to sum to 1),
@@ -21,6 +22,9 @@ pub struct Job {
     pub styles: Vec<(Original, f64)>,
     /// One mask per style (where it applies), or None: every style everywhere, blended.
     pub style_masks: Option<Vec<StyleMask>>,
+    /// A video frame's temporal term (the previous result warped into this frame, per-pixel
+    /// weights, λ), at the output's size: such a job runs one scale.
+    pub temporal: Option<Temporal>,
     pub init: Init,
     pub settings: Settings,
 }
@@ -47,6 +51,7 @@ impl Job {
             content,
             styles,
             style_masks: None,
+            temporal: None,
             init: Init::Content,
             settings: Settings::default(),
         }
@@ -97,6 +102,7 @@ impl Job {
                 }
             }
             (None, Init::Image(o)) => o.exactly(w, h),
+            (None, Init::Given(img)) => upsample(img, (h, w)),
         };
         ScaleImages {
             masks: self.masks_at((h, w)),

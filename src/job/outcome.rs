@@ -18,7 +18,14 @@ pub struct LogEntry {
     pub content: f64,
     pub style: f64,
     pub tv: f64,
+    /// The temporal term of a video frame (0 otherwise; not in reports then).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub temporal: f64,
     pub total: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// How a run ended.

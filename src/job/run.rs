@@ -235,6 +235,7 @@ impl<'a> Loop<'a> {
             content: v.content,
             style: v.style,
             tv: v.tv,
+            temporal: v.temporal,
             total: v.total,
         };
         self.observer.logged(&entry, &image)?;

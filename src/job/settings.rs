@@ -39,6 +39,9 @@ pub enum Init {
     Noise(u64),
     /// An image, resized to the content's size.
     Image(crate::io::image::Original),
+    /// An image as it is, in f32 (a video frame starts from the previous result warped),
+    /// resized to the content's size if it is not that size.
+    Given(crate::model::Image),
 }
 
 /// A job's settings (`impasto stylize --help` explains each flag of the same name).

@@ -174,7 +174,7 @@ impl Stylizer {
 
     /// A session's setup for the images of one scale.
     fn setup<'a>(
-        &'a self, job: &Job, images: &'a ScaleImages, targets: Option<&'a [StyleGrams]>,
+        &'a self, job: &'a Job, images: &'a ScaleImages, targets: Option<&'a [StyleGrams]>,
     ) -> Setup<'a, Weights> {
         Setup {
             arch: &self.arch,
@@ -188,6 +188,7 @@ impl Stylizer {
             average: job.settings.average,
             style_targets: targets,
             style_masks: images.masks.as_deref(),
+            temporal: job.temporal.as_ref(),
         }
     }
 
@@ -267,9 +268,18 @@ impl Stylizer {
         Ok(())
     }
 
-    /// Refuses a job whose first scale (of several) is too small for the layers.
+    /// Refuses a job whose first scale (of several) is too small for the layers, or a video
+    /// frame's job (with a temporal term) of several scales or of another size than its term's.
     pub fn check_scales(&self, job: &Job) -> Result<()> {
         let scales = job.settings.scales();
+        if let Some(t) = &job.temporal {
+            let (h, w) = job.output_size();
+            if scales.len() > 1 || (t.target.h, t.target.w) != (h, w) || t.weights.len() != h * w {
+                return Err(Error::BadSetting(format!(
+                    "a video frame runs one scale at its own size ({w}x{h}): no --min-size"
+                )));
+            }
+        }
         if let (Some(first), true) = (scales.first(), scales.len() > 1) {
             self.large_enough(job, first.size).map_err(|e| {
                 bad_setting(format!(

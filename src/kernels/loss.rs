@@ -65,6 +65,8 @@ pub struct LossKernels {
     tv_sum: Kernel,
     content_grad: Kernel,
     tv_grad: Kernel,
+    temporal_sum: Kernel,
+    temporal_grad: Kernel,
 }
 
 impl LossKernels {
@@ -81,6 +83,18 @@ impl LossKernels {
                 &["a", "b", "grad", "grad_scale"],
             ),
             tv_grad: b.kernel("tv_grad", WGSL, &[], &["grad_image", "image"]),
+            temporal_sum: b.kernel(
+                "temporal_sum",
+                WGSL,
+                &[],
+                &["sums", "image", "image_target", "pixel_weights"],
+            ),
+            temporal_grad: b.kernel(
+                "temporal_grad",
+                WGSL,
+                &[],
+                &["grad_image", "image", "image_target", "pixel_weights"],
+            ),
         }
     }
 }
@@ -188,5 +202,45 @@ impl LossKernels {
         self.tv_grad
             .dispatch(gpu, &params, &[dst, x], groups_1d(c * h * w))
             .info(String::new(), 0.0, 3 * c * h * w * F32)
+    }
+
+    /// `out[slot] = scale · Σ c(p) (x − w)²` for images `[c][h][w]` x and w (the temporal
+    /// term's target) and per-pixel weights `weights` `[h][w]`.
+    pub fn temporal_sum(
+        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), scale: f32,
+        (x, target, weights): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        (out, slot): (&wgpu::Buffer, usize),
+    ) -> Vec<Dispatch> {
+        sum_chunks(0..c * h * w)
+            .enumerate()
+            .map(|(k, r)| {
+                let params = LossParams {
+                    slot: slot as u32,
+                    accumulate: (k > 0) as u32,
+                    begin: r.start as u32,
+                    end: r.end as u32,
+                    ..LossParams::new(c, (h, w), scale)
+                };
+                self.temporal_sum
+                    .dispatch(gpu, &params, &[out, x, target, weights], [1, 1, 1])
+                    .info(String::new(), 0.0, 2 * r.len() * F32)
+            })
+            .collect()
+    }
+
+    /// dst += coef · 2 c(p) (x − w): the temporal term's gradient.
+    pub fn temporal_grad(
+        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), coef: f32,
+        (x, target, weights): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer), dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let params = LossParams::new(c, (h, w), coef);
+        self.temporal_grad
+            .dispatch(
+                gpu,
+                &params,
+                &[dst, x, target, weights],
+                groups_1d(c * h * w),
+            )
+            .info(String::new(), 0.0, 4 * c * h * w * F32)
     }
 }

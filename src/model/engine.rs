@@ -7,6 +7,7 @@ use super::image::Image;
 use super::loss::{LossConfig, LossValues};
 use super::optim::{AdamConfig, AdamState};
 use super::style::{StyleGrams, StyleTerm};
+use super::temporal::Temporal;
 use super::vgg19::{Arch, Pooling};
 
 pub trait EngineSession {
@@ -66,6 +67,8 @@ pub struct Setup<'a, W> {
     /// One mask per style image, content-sized (h x w values in [0, 1]): where each style
     /// applies ([`super::style`]); None: every style everywhere, blended.
     pub style_masks: Option<&'a [Vec<f32>]>,
+    /// A video frame's temporal term ([`super::temporal`]), content-sized.
+    pub temporal: Option<&'a Temporal>,
 }
 
 impl<W> Setup<'_, W> {
@@ -94,6 +97,16 @@ impl<W> Setup<'_, W> {
             let hw = self.content.h * self.content.w;
             if let Some(k) = m.iter().position(|m| m.len() != hw) {
                 bail!("style mask {} is not the content image's size", k + 1);
+            }
+        }
+        if let Some(t) = self.temporal {
+            let (h, w) = (self.content.h, self.content.w);
+            if (t.target.h, t.target.w) != (h, w) || t.weights.len() != h * w {
+                bail!(
+                    "the temporal term's target is {}x{}, the content image {w}x{h}",
+                    t.target.w,
+                    t.target.h
+                );
             }
         }
         let shares = self.style_shares()?;

@@ -4,7 +4,7 @@
 //! content = Σ_{l∈C} (1/|C|) · ½ Σ (F^l − C^l)²
 //! style   = Σ_{l∈S} (1/|S|) · 1/(4 N_l² M_l²) · Σ (G^l − A^l)²
 //! tv      = `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]`
-//! total   = α·content + β·style + γ·tv
+//! total   = α·content + β·style + γ·tv (+ λ·temporal for a video frame: [`super::temporal`])
 
 #[derive(Clone, Debug)]
 pub struct LossConfig {
@@ -21,7 +21,25 @@ pub struct LossValues {
     pub content: f64,
     pub style: f64,
     pub tv: f64,
+    /// The temporal term of a video frame (0 otherwise; not in reports then).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub temporal: f64,
     pub total: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl LossValues {
+    /// With the temporal term `value`, weighted by `weight` in the total.
+    pub fn with_temporal(self, value: f64, weight: f64) -> LossValues {
+        LossValues {
+            temporal: value,
+            total: self.total + weight * value,
+            ..self
+        }
+    }
 }
 
 impl LossConfig {
@@ -30,6 +48,7 @@ impl LossConfig {
             content,
             style,
             tv,
+            temporal: 0.0,
             total: self.content_weight * content + self.style_weight * style + self.tv_weight * tv,
         }
     }

@@ -10,6 +10,7 @@ pub mod loss;
 pub mod optim;
 pub mod scales;
 pub mod style;
+pub mod temporal;
 pub mod vgg19;
 
 pub use convention::{Affine, Convention};

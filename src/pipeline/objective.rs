@@ -18,6 +18,8 @@ use crate::pipeline::network::{GpuConv, GpuNet};
 pub struct GpuTargets {
     pub content: Vec<wgpu::Buffer>,
     pub style: Vec<GpuStyleTerm>,
+    /// A video frame's temporal term: the warped previous result, the per-pixel weights, λ.
+    pub temporal: Option<(wgpu::Buffer, wgpu::Buffer, f64)>,
 }
 
 /// One term of the style loss on the GPU: its target per style layer, and its mask at each
@@ -59,7 +61,7 @@ pub struct Objective {
     /// (`kernels::preprocess`), and the dispatch that halves the scale after an overflow.
     pub grad_scale: wgpu::Buffer,
     pub scale_update: Dispatch,
-    /// Loss slots: content layers, then style layers x terms, then tv.
+    /// Loss slots: content layers, then style layers x terms, then tv, then temporal.
     pub loss_buf: wgpu::Buffer,
     forward_extra: Vec<Dispatch>,
     loss_values: Vec<Dispatch>,
@@ -67,6 +69,8 @@ pub struct Objective {
     config: LossConfig,
     /// Loss slots of the style terms: style layers x terms.
     style_slots: usize,
+    /// λ of a video frame's temporal term (its value is in the slot after tv).
+    temporal: Option<f64>,
     /// Buffers only the dispatches use: the gradients, and the masked map.
     _buffers: ([wgpu::Buffer; 2], Option<wgpu::Buffer>),
 }
@@ -170,6 +174,15 @@ impl Parts<'_> {
                 .loss
                 .tv_sum(gpu, (3, h, w), 1.0, x, (loss_buf, tv_slot)),
         );
+        if let Some((target, weights, _)) = &self.targets.temporal {
+            out.loss_values.extend(kernels.loss.temporal_sum(
+                gpu,
+                (3, h, w),
+                1.0 / (3 * h * w) as f32,
+                (x, target, weights),
+                (loss_buf, tv_slot + 1),
+            ));
+        }
         Ok(out)
     }
 
@@ -288,7 +301,7 @@ impl Objective {
         let (h, w) = (net.stages[0].h, net.stages[0].w);
         let nc = config.content_layers.len();
         let ns = config.style_layers.len() * targets.style.len();
-        let loss_buf = gpu.storage("loss values", nc + ns + 1)?;
+        let loss_buf = gpu.storage("loss values", nc + ns + 2)?;
         // The scratch map of masked style terms: as large as the largest masked style layer.
         let masked_len = (config.style_layers.iter())
             .map(|&l| net.stages[net.conv_stage(l)].out_len())
@@ -332,6 +345,15 @@ impl Objective {
             let tv = config.tv_weight as f32;
             backward.push(kernels.loss.tv_grad(gpu, (3, h, w), tv, x, &grad_x));
         }
+        if let Some((target, weights, lambda)) = &targets.temporal {
+            let coef = (lambda / (3 * h * w) as f64) as f32;
+            let images = (x, target, weights);
+            backward.push(
+                kernels
+                    .loss
+                    .temporal_grad(gpu, (3, h, w), coef, images, &grad_x),
+            );
+        }
         Ok(Objective {
             net,
             grams: losses.grams,
@@ -344,6 +366,7 @@ impl Objective {
             backward,
             config: config.clone(),
             style_slots: ns,
+            temporal: targets.temporal.as_ref().map(|t| t.2),
             _buffers: (grads, masked),
         })
     }
@@ -372,9 +395,13 @@ impl Objective {
     pub fn read_losses(&self, gpu: &Gpu) -> Result<LossValues> {
         let nc = self.config.content_layers.len();
         let ns = self.style_slots;
-        let v = gpu.read(&self.loss_buf, nc + ns + 1)?;
+        let v = gpu.read(&self.loss_buf, nc + ns + 2)?;
         let content = v[..nc].iter().map(|&x| x as f64).sum();
         let style = v[nc..nc + ns].iter().map(|&x| x as f64).sum();
-        Ok(self.config.combine(content, style, v[nc + ns] as f64))
+        let values = self.config.combine(content, style, v[nc + ns] as f64);
+        Ok(match self.temporal {
+            Some(lambda) => values.with_temporal(v[nc + ns + 1] as f64, lambda),
+            None => values,
+        })
     }
 }

@@ -29,7 +29,19 @@ pub struct Session<'g> {
     /// styles.
     style_host: Vec<StyleGrams>,
     adam: Adam,
-    /// The moving average of the iterates: its count, raw buffer and fold dispatch.
+    /// A video frame's temporal term uploaded: its target, its per-pixel weights, and λ.
+fn temporal_target(gpu: &Gpu, s: &Setup<'_>) -> Result<Option<(wgpu::Buffer, wgpu::Buffer, f64)>> {
+    let Some(t) = s.temporal else {
+        return Ok(None);
+    };
+    Ok(Some((
+        gpu.storage_from("temporal target", &t.target.data)?,
+        gpu.storage_from("temporal weights", &t.weights)?,
+        t.weight,
+    )))
+}
+
+/// The moving average of the iterates: its count, raw buffer and fold dispatch.
     average: Option<(Average, wgpu::Buffer, Dispatch)>,
     pub steps_done: usize,
     /// Gradients stored in f16, under a scale (`kernels::preprocess`).
@@ -43,7 +55,7 @@ fn kind_of(label: &str) -> &'static str {
     match label {
         "network input" | "activation" => "activations kept for the backward",
         "gradient A" | "gradient B" | "dL/dx" => "gradients",
-        "content target" | "style target" => "targets",
+        "content target" | "style target" | "temporal target" | "temporal weights" => "targets",
         "gram" | "loss values" | "style mask" | "masked features" => {
             "Gram matrices, masks and loss values"
         }
@@ -127,7 +139,11 @@ impl<'g> Session<'g> {
 
         // Content targets: the content image's features at the content layers.
         let content = content_targets(gpu, kernels, &net, s, &x, dry)?;
-        let targets = GpuTargets { content, style };
+        let targets = GpuTargets {
+            content,
+            style,
+            temporal: temporal_target(gpu, s)?,
+        };
 
         let objective = Objective::new(
             gpu, kernels, net, &convs, s.loss, &targets, &affine, &x, grads,
@@ -303,6 +319,18 @@ fn check_images(s: &Setup<'_>) -> Result<()> {
         );
     }
     crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)
+}
+
+/// A video frame's temporal term uploaded: its target, its per-pixel weights, and λ.
+fn temporal_target(gpu: &Gpu, s: &Setup<'_>) -> Result<Option<(wgpu::Buffer, wgpu::Buffer, f64)>> {
+    let Some(t) = s.temporal else {
+        return Ok(None);
+    };
+    Ok(Some((
+        gpu.storage_from("temporal target", &t.target.data)?,
+        gpu.storage_from("temporal weights", &t.weights)?,
+        t.weight,
+    )))
 }
 
 /// The moving average of the iterates (when `s.average` asks for one), started from the

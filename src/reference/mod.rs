@@ -465,3 +465,20 @@ impl Model<'_> {
 fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
+
+/// A video frame's temporal term: Σ_p c(p) Σ_ch (x − w)² / (3·h·w), x and w `[3][h][w]`, c `[h][w]`.
+pub fn temporal_loss(x: &[f64], w: &[f64], c: &[f64]) -> f64 {
+    let hw = c.len();
+    let s: f64 = (0..x.len())
+        .map(|i| c[i % hw] * (x[i] - w[i]).powi(2))
+        .sum();
+    s / x.len() as f64
+}
+
+/// d/dx of [`temporal_loss`]: 2 c (x − w) / (3·h·w).
+pub fn temporal_grad(x: &[f64], w: &[f64], c: &[f64]) -> Vec<f64> {
+    let hw = c.len();
+    (0..x.len())
+        .map(|i| 2.0 * c[i % hw] * (x[i] - w[i]) / x.len() as f64)
+        .collect()
+}

@@ -1,0 +1,54 @@
+//! Warping the previous result into the current frame, and where that can be trusted (Ruder,
+//! Dosovitskiy & Brox's consistency check and motion boundaries).
+
+use super::flow::{bilinear, Flow};
+use crate::model::Image;
+
+/// `img` sampled at p + flow(p) for each pixel p (bilinear; clamped at the border): with the
+/// backward flow of frame t (from t to t−1), the result of frame t−1 moved into frame t.
+pub fn warp(img: &Image, flow: &Flow) -> Image {
+    assert_eq!((img.h, img.w), (flow.h, flow.w));
+    let (h, w) = (img.h, img.w);
+    let hw = h * w;
+    let mut data = vec![0.0; 3 * hw];
+    for y in 0..h {
+        for x in 0..w {
+            let p = y * w + x;
+            let (sx, sy) = (x as f32 + flow.u[p], y as f32 + flow.v[p]);
+            for c in 0..3 {
+                data[c * hw + p] = bilinear(&img.data[c * hw..][..hw], (h, w), sx, sy);
+            }
+        }
+    }
+    Image { h, w, data }
+}
+
+/// Per-pixel weights of the temporal term for frame t from its backward flow (t → t−1) and
+/// the forward flow (t−1 → t): 0 where the two disagree (|b + f|² > 0.01 (|b|² + |f|²) + 0.5,
+/// f read at p + b: the pixel was occluded or the flow is wrong), at motion boundaries
+/// (|∇b_u|² + |∇b_v|² > 0.01 |b|² + 0.002) and where p + b leaves the frame; else 1.
+pub fn consistency(backward: &Flow, forward: &Flow) -> Vec<f32> {
+    let (h, w) = (backward.h, backward.w);
+    let mut c = vec![0.0; h * w];
+    let grad = |d: &[f32], x: usize, y: usize| {
+        let at = |xx: usize, yy: usize| d[yy.min(h - 1) * w + xx.min(w - 1)];
+        let gx = 0.5 * (at(x + 1, y) - at(x.saturating_sub(1), y));
+        let gy = 0.5 * (at(x, y + 1) - at(x, y.saturating_sub(1)));
+        gx * gx + gy * gy
+    };
+    for y in 0..h {
+        for x in 0..w {
+            let p = y * w + x;
+            let (bu, bv) = (backward.u[p], backward.v[p]);
+            let (sx, sy) = (x as f32 + bu, y as f32 + bv);
+            let inside = sx >= 0.0 && sy >= 0.0 && sx <= (w - 1) as f32 && sy <= (h - 1) as f32;
+            let (fu, fv) = forward.sample(sx, sy);
+            let sum = (bu + fu).powi(2) + (bv + fv).powi(2);
+            let b2 = bu * bu + bv * bv;
+            let consistent = sum <= 0.01 * (b2 + fu * fu + fv * fv) + 0.5;
+            let boundary = grad(&backward.u, x, y) + grad(&backward.v, x, y) > 0.01 * b2 + 0.002;
+            c[p] = (inside && consistent && !boundary) as u8 as f32;
+        }
+    }
+    c
+}

@@ -29,19 +29,7 @@ pub struct Session<'g> {
     /// styles.
     style_host: Vec<StyleGrams>,
     adam: Adam,
-    /// A video frame's temporal term uploaded: its target, its per-pixel weights, and λ.
-fn temporal_target(gpu: &Gpu, s: &Setup<'_>) -> Result<Option<(wgpu::Buffer, wgpu::Buffer, f64)>> {
-    let Some(t) = s.temporal else {
-        return Ok(None);
-    };
-    Ok(Some((
-        gpu.storage_from("temporal target", &t.target.data)?,
-        gpu.storage_from("temporal weights", &t.weights)?,
-        t.weight,
-    )))
-}
-
-/// The moving average of the iterates: its count, raw buffer and fold dispatch.
+    /// The moving average of the iterates: its count, raw buffer and fold dispatch.
     average: Option<(Average, wgpu::Buffer, Dispatch)>,
     pub steps_done: usize,
     /// Gradients stored in f16, under a scale (`kernels::preprocess`).
@@ -319,6 +307,18 @@ fn check_images(s: &Setup<'_>) -> Result<()> {
         );
     }
     crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)
+}
+
+/// A video frame's temporal term uploaded: its target, its per-pixel weights, and λ.
+fn temporal_target(gpu: &Gpu, s: &Setup<'_>) -> Result<Option<(wgpu::Buffer, wgpu::Buffer, f64)>> {
+    let Some(t) = s.temporal else {
+        return Ok(None);
+    };
+    Ok(Some((
+        gpu.storage_from("temporal target", &t.target.data)?,
+        gpu.storage_from("temporal weights", &t.weights)?,
+        t.weight,
+    )))
 }
 
 /// A video frame's temporal term uploaded: its target, its per-pixel weights, and λ.

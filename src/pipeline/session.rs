@@ -321,18 +321,6 @@ fn temporal_target(gpu: &Gpu, s: &Setup<'_>) -> Result<Option<(wgpu::Buffer, wgp
     )))
 }
 
-/// A video frame's temporal term uploaded: its target, its per-pixel weights, and λ.
-fn temporal_target(gpu: &Gpu, s: &Setup<'_>) -> Result<Option<(wgpu::Buffer, wgpu::Buffer, f64)>> {
-    let Some(t) = s.temporal else {
-        return Ok(None);
-    };
-    Ok(Some((
-        gpu.storage_from("temporal target", &t.target.data)?,
-        gpu.storage_from("temporal weights", &t.weights)?,
-        t.weight,
-    )))
-}
-
 /// The moving average of the iterates (when `s.average` asks for one), started from the
 /// initial image: its count, raw buffer and fold dispatch.
 fn moving_average(

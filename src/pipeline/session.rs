@@ -124,11 +124,9 @@ impl<'g> Session<'g> {
             loss_layers: s.loss.layers(),
         };
         let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(lent))?;
-
-        // Content targets: the content image's features at the content layers.
-        let content = content_targets(gpu, kernels, &net, s, &x, dry)?;
         let targets = GpuTargets {
-            content,
+            // The content image's features at the content layers.
+            content: content_targets(gpu, kernels, &net, s, &x, dry)?,
             style,
             temporal: temporal_target(gpu, s)?,
         };

@@ -14,11 +14,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::flags::{FlagError, VideoArgs};
 use super::inputs::{load_weights, losses_of, settings_of};
+use super::observers::PreviewFeed;
 use super::stylize::handle_ctrl_c;
 use crate::io::same_file::{check_distinct, Named};
 use crate::job::{open_image, Ending, Engine, Init, Job, Quiet, Stylizer};
 use crate::model::temporal::Temporal;
 use crate::model::Image;
+use crate::preview::Preview;
 use crate::video::flow::{flow, FlowSettings, Plane};
 use crate::video::frames::{is_video, Frame, Sink, Source};
 use crate::video::warp::{consistency, warp};
@@ -50,7 +52,7 @@ fn check_flags(args: &VideoArgs) -> Result<()> {
         (o.save_every.is_some(), "--save-every"),
         (o.plot.is_some(), "--plot"),
         (o.dry_run, "--dry-run"),
-        (o.preview.is_some(), "--preview"),
+        (o.preview_hold, "--preview-hold"),
         (
             o.init != "content",
             "--init (the first frame starts from its content, the others from the previous result)",
@@ -99,22 +101,19 @@ struct VideoRun<'a> {
     /// The first frame's size as read (width, height): every frame must have it.
     input_size: Option<(usize, usize)>,
     started: Instant,
+    /// `--preview`: the page shows the frame being optimised and its losses.
+    preview: Option<Preview>,
 }
 
 pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
     check_flags(args)?;
-    let o = &args.options;
-    let weights =
-        load_weights(crate::weights::cache::resolve_path(o.weights.as_deref())?.as_deref())?;
-    let (engine, why) = Engine::choose(o.engine, adapter, o.storage)?;
-    if !why.is_empty() {
-        crate::say!("{why}");
-    }
-    let stylizer = Stylizer::new(engine, weights, &losses_of(o))?.with_max_memory(o.max_memory);
-    let blend = o
-        .style_blend
-        .clone()
-        .unwrap_or_else(|| vec![1.0; args.style.len()]);
+    // Listening first: a taken port is refused before any work.
+    let preview = match &args.options.preview {
+        Some(addr) => Some(Preview::start(addr).map_err(|e| FlagError(format!("{e:#}")))?),
+        None => None,
+    };
+    let stylizer = stylizer(args, adapter)?;
+    let blend = (args.options.style_blend.clone()).unwrap_or_else(|| vec![1.0; args.style.len()]);
     let styles = (args.style.iter().zip(blend))
         .map(|(p, w)| Ok((open_image(p).context("--style")?, w)))
         .collect::<Result<Vec<_>>>()?;
@@ -137,7 +136,14 @@ pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
         previous: None,
         input_size: None,
         started: Instant::now(),
+        preview,
     };
+    if let Some(p) = &video.preview {
+        crate::say!("preview: {}", p.url);
+        let e = video.stylizer.engine();
+        let head = serde_json::json!({ "engine": e.name(), "adapter": e.adapter(), "settings": settings_json(args) });
+        p.set_head(head);
+    }
     let mut i = 0;
     while let Some(frame) = source.next(i)? {
         video.frame(i, frame, source.count())?;
@@ -147,32 +153,57 @@ pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
             return Ok(130);
         }
     }
-    if i == 0 {
-        bail!(
-            "--content {}: the video has no frames",
-            args.content.display()
-        );
-    }
-    let (rate, size) = match source.info() {
-        Some(info) => (info.rate.clone(), (info.width, info.height)),
-        None => (
-            args.fps.clone(),
-            video.input_size.expect("a frame was read"),
-        ),
-    };
-    video.sink.finish(&rate, size)?;
-    if let Some(b) = &video.bar {
-        b.finish_and_clear();
-    }
-    crate::say!(
-        "wrote {} ({i} frames in {:.1} s)",
-        args.output.display(),
-        video.started.elapsed().as_secs_f64()
-    );
+    video.finish(&source, i)?;
     Ok(0)
 }
 
+/// The engine, the weights and the losses of the flags.
+fn stylizer(args: &VideoArgs, adapter: Option<&str>) -> Result<Stylizer> {
+    let o = &args.options;
+    let weights =
+        load_weights(crate::weights::cache::resolve_path(o.weights.as_deref())?.as_deref())?;
+    let (engine, why) = Engine::choose(o.engine, adapter, o.storage)?;
+    if !why.is_empty() {
+        crate::say!("{why}");
+    }
+    Ok(Stylizer::new(engine, weights, &losses_of(o))?.with_max_memory(o.max_memory))
+}
+
 impl VideoRun<'_> {
+    /// After the last of `frames` frames: the video encoded (when the output is one), the
+    /// preview's final state.
+    fn finish(&self, source: &Source, frames: usize) -> Result<()> {
+        if frames == 0 {
+            bail!(
+                "--content {}: the video has no frames",
+                self.args.content.display()
+            );
+        }
+        let (rate, size) = match source.info() {
+            Some(info) => (info.rate.clone(), (info.width, info.height)),
+            None => (
+                self.args.fps.clone(),
+                self.input_size.expect("a frame was read"),
+            ),
+        };
+        self.sink.finish(&rate, size)?;
+        let seconds = self.started.elapsed().as_secs_f64();
+        if let (Some(p), Some((_, last))) = (&self.preview, &self.previous) {
+            p.finish(
+                serde_json::to_string(&self.report)?,
+                "completed",
+                seconds,
+                last,
+            );
+        }
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        let out = self.args.output.display();
+        crate::say!("wrote {out} ({frames} frames in {seconds:.1} s)");
+        Ok(())
+    }
+
     /// Stylizes frame `i` (or keeps its result from an earlier run), writes it and the report.
     fn frame(&mut self, i: usize, frame: Frame, count: Option<usize>) -> Result<()> {
         let t0 = Instant::now();
@@ -218,9 +249,12 @@ impl VideoRun<'_> {
                     weight,
                 });
             }
-            job.settings.steps = self.args.frame_steps.unwrap_or(job.settings.steps);
+            job.settings.steps = (self.args.frame_steps).unwrap_or(job.settings.steps.div_ceil(2));
         }
-        let outcome = self.stylizer.run(&job, &mut Quiet)?;
+        let outcome = match &self.preview {
+            Some(p) => self.stylizer.run(&job, &mut PreviewFeed(p))?,
+            None => self.stylizer.run(&job, &mut Quiet)?,
+        };
         if outcome.ending != Ending::Completed {
             bail!(
                 "frame {}: the run ended {}",
@@ -280,14 +314,23 @@ impl VideoRun<'_> {
     }
 }
 
-/// The report: the settings that matter, then each frame.
+/// The settings that matter to a video, for the report and the preview page.
+fn settings_json(args: &VideoArgs) -> serde_json::Value {
+    let o = &args.options;
+    serde_json::json!({
+        "content": args.content, "style": args.style, "output": args.output,
+        "size": o.size, "steps": o.steps, "frame_steps": args.frame_steps.unwrap_or(o.steps.div_ceil(2)),
+        "temporal_weight": args.temporal_weight, "style_weight": o.style_weight,
+        "content_layers": o.layers.content_layers, "style_layers": o.layers.style_layers,
+    })
+}
+
+/// The report: the engine, the settings, then each frame.
 fn write_report(path: &Path, args: &VideoArgs, frames: &[FrameReport], s: &Stylizer) -> Result<()> {
     use std::io::Write;
     let json = serde_json::json!({
-        "content": args.content, "style": args.style, "output": args.output,
         "engine": s.engine().name(), "adapter": s.engine().adapter(),
-        "size": args.options.size, "steps": args.options.steps, "frame_steps": args.frame_steps.unwrap_or(args.options.steps),
-        "temporal_weight": args.temporal_weight, "frames": frames,
+        "settings": settings_json(args), "frames": frames,
     });
     let text = serde_json::to_string_pretty(&json)?;
     crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(text.as_bytes())?))

@@ -290,6 +290,13 @@ fn the_optical_flow_recovers_known_motions() {
 }
 
 fn video_command(dir: &Path) -> Command {
+    let mut c = video_command_steps(dir);
+    c.args(["--frame-steps", "2"]);
+    c
+}
+
+/// The same without `--frame-steps`.
+fn video_command_steps(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_impasto"));
     c.env("XDG_RUNTIME_DIR", dir)
         .args(["video", "--engine", "cpu", "--style"])
@@ -302,16 +309,7 @@ fn video_command(dir: &Path) -> Command {
             "--style-layers",
             "block1_conv1,block2_conv1",
         ])
-        .args([
-            "--style-weight",
-            "1e3",
-            "--size",
-            "32",
-            "--steps",
-            "4",
-            "--frame-steps",
-            "2",
-        ]);
+        .args(["--style-weight", "1e3", "--size", "32", "--steps", "4"]);
     c
 }
 
@@ -472,4 +470,51 @@ fn bad_video_input_is_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("apt-get install ffmpeg"), "{err}");
+}
+
+/// Ctrl-C during a frame lets that frame finish and be written, then stops with status 130;
+/// the same command resumes with the frames after it.
+#[test]
+fn ctrl_c_stops_after_the_current_frame() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, out) = (dir.path().join("in"), dir.path().join("out"));
+    write_frames(&frames);
+    let mut c = video_command_steps(dir.path());
+    // Long enough a frame that the signal lands inside the second.
+    c.arg("--content")
+        .arg(&frames)
+        .arg("-o")
+        .arg(&out)
+        .args(["--frame-steps", "1000"]);
+    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("frame 1/4") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("frame 2/4")), "{rest:?}");
+    let written: Vec<bool> = (0..4)
+        .map(|k| out.join(format!("shot_{k:02}.png")).exists())
+        .collect();
+    assert_eq!(written, [true, true, false, false]);
+    let mut c = video_command(dir.path());
+    c.arg("--content").arg(&frames).arg("-o").arg(&out);
+    let o = run(c);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("frame 2/4 shot_01.png kept")
+            && err.contains("frame 3/4 shot_02.png stylized"),
+        "{err}"
+    );
 }

@@ -58,6 +58,32 @@ fn sum_chunks(r: Range<usize>) -> impl Iterator<Item = Range<usize>> {
         .map(move |s| s..(s + MAX_SUM).min(end))
 }
 
+/// `out[slot] = scale · Σ` of `kernel` (a sum over an image `[c][h][w]` whose bindings are
+/// `sums`, then `inputs`), by chunks of elements, each adding to the sum in order.
+fn image_sum(
+    kernel: &Kernel, gpu: &Gpu, (c, h, w): (usize, usize, usize), scale: f32,
+    inputs: &[&wgpu::Buffer], (out, slot): (&wgpu::Buffer, usize),
+) -> Vec<Dispatch> {
+    let buffers: Vec<&wgpu::Buffer> = std::iter::once(out).chain(inputs.iter().copied()).collect();
+    sum_chunks(0..c * h * w)
+        .enumerate()
+        .map(|(k, r)| {
+            let params = LossParams {
+                slot: slot as u32,
+                accumulate: (k > 0) as u32,
+                begin: r.start as u32,
+                end: r.end as u32,
+                ..LossParams::new(c, (h, w), scale)
+            };
+            kernel.dispatch(gpu, &params, &buffers, [1, 1, 1]).info(
+                String::new(),
+                0.0,
+                inputs.len() * r.len() * F32,
+            )
+        })
+        .collect()
+}
+
 pub struct LossKernels {
     pub(super) setup: Setup,
     sq_diff_sum: Kernel,
@@ -141,24 +167,10 @@ impl LossKernels {
 
     /// `out[slot] = scale · tv(x)` for x `[c][h][w]`.
     pub fn tv_sum(
-        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), scale: f32, x: &wgpu::Buffer,
-        (out, slot): (&wgpu::Buffer, usize),
+        &self, gpu: &Gpu, chw: (usize, usize, usize), scale: f32, x: &wgpu::Buffer,
+        out: (&wgpu::Buffer, usize),
     ) -> Vec<Dispatch> {
-        sum_chunks(0..c * h * w)
-            .enumerate()
-            .map(|(k, r)| {
-                let params = LossParams {
-                    slot: slot as u32,
-                    accumulate: (k > 0) as u32,
-                    begin: r.start as u32,
-                    end: r.end as u32,
-                    ..LossParams::new(c, (h, w), scale)
-                };
-                self.tv_sum
-                    .dispatch(gpu, &params, &[out, x], [1, 1, 1])
-                    .info(String::new(), 0.0, r.len() * F32)
-            })
-            .collect()
+        image_sum(&self.tv_sum, gpu, chw, scale, &[x], out)
     }
 
     /// `dst (+)= s · coef · (feat − target) · [feat > 0]` (feat is post-ReLU; s the gradient
@@ -207,25 +219,18 @@ impl LossKernels {
     /// `out[slot] = scale · Σ c(p) (x − w)²` for images `[c][h][w]` x and w (the temporal
     /// term's target) and per-pixel weights `weights` `[h][w]`.
     pub fn temporal_sum(
-        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), scale: f32,
+        &self, gpu: &Gpu, chw: (usize, usize, usize), scale: f32,
         (x, target, weights): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
-        (out, slot): (&wgpu::Buffer, usize),
+        out: (&wgpu::Buffer, usize),
     ) -> Vec<Dispatch> {
-        sum_chunks(0..c * h * w)
-            .enumerate()
-            .map(|(k, r)| {
-                let params = LossParams {
-                    slot: slot as u32,
-                    accumulate: (k > 0) as u32,
-                    begin: r.start as u32,
-                    end: r.end as u32,
-                    ..LossParams::new(c, (h, w), scale)
-                };
-                self.temporal_sum
-                    .dispatch(gpu, &params, &[out, x, target, weights], [1, 1, 1])
-                    .info(String::new(), 0.0, 2 * r.len() * F32)
-            })
-            .collect()
+        image_sum(
+            &self.temporal_sum,
+            gpu,
+            chw,
+            scale,
+            &[x, target, weights],
+            out,
+        )
     }
 
     /// dst += coef · 2 c(p) (x − w): the temporal term's gradient.

@@ -177,6 +177,26 @@ fn gpu_losses_and_gradient_match_cpu() {
     {
         runs.push((pooling, k, 2e-3, cfg));
     }
+    // Mixed variants, as `impasto tune` may choose: each family's own tiling.
+    let mixed: Vec<Kernels> = [
+        (Tiling::Registers(16), Tiling::Workgroup),
+        (Tiling::Workgroup, Tiling::Registers(8)),
+    ]
+    .into_iter()
+    .map(|(conv, gram)| {
+        let v = impasto::kernels::Variants { conv, gram };
+        Kernels::with_variants(
+            &c.gpu,
+            v,
+            Storage::F32,
+            impasto::kernels::Checks::from_env(),
+        )
+        .unwrap()
+    })
+    .collect();
+    for k in &mixed {
+        runs.push((Pooling::Max, k, 1e-4, &kept));
+    }
     for (pooling, kernels, tol, cfg) in runs {
         for masked in [false, true] {
             session_matches_reference_with(kernels, pooling, cfg, tol, masked);
@@ -298,8 +318,9 @@ fn session_matches_reference_with(
     let init = image(&mut r, h, wd);
     {
         let tile = format!(
-            "{} {:?} style {:?}{}",
+            "{}/{} {:?} style {:?}{}",
             kernels.tiling,
+            kernels.gram_tiling,
             kernels.storage,
             cfg.style_layers,
             if masked { " masked" } else { "" }

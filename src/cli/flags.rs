@@ -54,6 +54,9 @@ pub enum Command {
     /// adapter has them, GFLOP/s, GB/s counting the bytes each kernel must read and write at
     /// the least, share of the step), then the full step's time and impasto's GPU memory.
     Bench(BenchArgs),
+    /// Time every variant of the conv and Gram kernels on the adapter and keep the fastest of
+    /// each family for later GPU runs (in the user cache, keyed by adapter, driver and version)
+    Tune(TuneArgs),
     /// Inspect weights files
     Weights {
         #[command(subcommand)]
@@ -196,6 +199,21 @@ pub struct VideoArgs {
     pub fps: String,
     #[command(flatten)]
     pub options: JobOptions,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Side of the square image the variants are timed at (the size of your runs)
+    #[arg(long, default_value_t = 256, value_parser = positive_usize)]
+    pub size: usize,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    /// Timed steps a variant, after two warm-up steps
+    #[arg(long, default_value_t = 3, value_parser = positive_usize)]
+    pub steps: usize,
+    /// How feature maps are stored (a separate entry for each)
+    #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
+    pub storage: crate::kernels::Storage,
 }
 
 /// A style image's path, with its region colour under --regions.

@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod observers;
 pub mod plan;
 pub mod stylize;
+pub mod tune;
 pub mod video;
 pub mod weights;
 
@@ -25,6 +26,7 @@ pub fn run(cli: &Cli) -> i32 {
         Command::Video(args) => video::run(args, adapter),
         Command::Devices => devices::run().map(|_| 0),
         Command::Bench(args) => bench::command(args, adapter).map(|_| 0),
+        Command::Tune(args) => tune::run(args, adapter).map(|_| 0),
         Command::Weights { command } => weights::run(command).map(|_| 0),
     };
     let status = result.unwrap_or_else(|e| {

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::cpu::CpuSession;
 use crate::gpu::Gpu;
-use crate::kernels::{Kernels, Storage, Tiling};
+use crate::kernels::{Checks, Kernels, Storage, Tiling, Variants};
 use crate::model::engine::{EngineSession, MemoryPlan, Setup};
 use crate::pipeline::session::Session;
 use crate::weights::Weights;
@@ -63,8 +63,13 @@ impl Engine {
         Engine::on(Gpu::new(adapter)?, storage)
     }
 
+    /// With the variants `impasto tune` chose for this adapter, else the adapter's default.
     fn on(gpu: Gpu, storage: Storage) -> Result<Engine> {
-        let kernels = Kernels::with_options(&gpu, Tiling::for_adapter(&gpu.info), storage)?;
+        let variants = match super::tuning::cached(&gpu.info, storage) {
+            Some(t) => t.variants,
+            None => Variants::uniform(Tiling::for_adapter(&gpu.info)),
+        };
+        let kernels = Kernels::with_variants(&gpu, variants, storage, Checks::from_env())?;
         Ok(Engine {
             gpu: Some((gpu, kernels)),
         })
@@ -144,7 +149,7 @@ impl Engine {
         };
         [
             ("conv", k.tiling.to_string()),
-            ("gram", k.tiling.to_string()),
+            ("gram", k.gram_tiling.to_string()),
             ("storage", format!("{:?}", k.storage).to_lowercase()),
             ("shader_checks", format!("{:?}", k.checks).to_lowercase()),
         ]

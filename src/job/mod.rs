@@ -16,6 +16,7 @@ mod outcome;
 mod run;
 mod settings;
 mod stylizer;
+pub mod tuning;
 
 pub use engine::{host_available, Engine, EngineChoice, Planned};
 pub use error::{Error, Result};

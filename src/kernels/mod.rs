@@ -26,7 +26,7 @@ use preprocess::PreprocessKernels;
 use setup::{Builder, Setup, MAX_GROUPS};
 use signs::SignKernels;
 
-pub use setup::{Checks, Storage, Tiling, TILINGS};
+pub use setup::{Checks, Storage, Tiling, Variants, TILINGS};
 
 /// Every WGSL file as the host compiles it (preludes joined; conv.wgsl in its default
 /// tiling), by file name, for validation and listing.
@@ -54,8 +54,11 @@ pub const PRELUDES: [(&str, &str); 2] = [
 
 /// Every pipeline impasto uses, built once per device.
 pub struct Kernels {
-    /// How the conv and Gram kernels are tiled; conv weights must be padded to `tiling.pad()`.
+    /// How the conv kernels are tiled; conv weights must be padded to `tiling.pad()`.
     pub tiling: Tiling,
+    /// How the Gram and style-gradient kernels are tiled (`impasto tune` may pick another
+    /// variant than the convolutions').
+    pub gram_tiling: Tiling,
     /// How feature maps are stored; allocate them with [`Kernels::feature_map`].
     pub storage: Storage,
     pub conv: ConvKernels,
@@ -88,10 +91,20 @@ impl Kernels {
     pub fn with_checks(
         gpu: &Gpu, tiling: Tiling, storage: Storage, checks: Checks,
     ) -> Result<Kernels> {
-        anyhow::ensure!(
-            TILINGS.contains(&tiling),
-            "tiling {tiling} is not one the host can build"
-        );
+        Kernels::with_variants(gpu, Variants::uniform(tiling), storage, checks)
+    }
+
+    /// The kernels with each family's variant as `v` says.
+    pub fn with_variants(
+        gpu: &Gpu, v: Variants, storage: Storage, checks: Checks,
+    ) -> Result<Kernels> {
+        let tiling = v.conv;
+        for t in [v.conv, v.gram] {
+            anyhow::ensure!(
+                TILINGS.contains(&t),
+                "tiling {t} is not one the host can build"
+            );
+        }
         anyhow::ensure!(
             storage != Storage::F16 || gpu.features.contains(wgpu::Features::SHADER_F16),
             "--storage f16 needs shader-f16, which {} does not offer; use --storage f32",
@@ -107,13 +120,21 @@ impl Kernels {
             checks,
         };
         let b = Builder { gpu, setup };
+        let gram_builder = Builder {
+            gpu,
+            setup: Setup {
+                tiling: v.gram,
+                ..setup
+            },
+        };
         let kernels = Kernels {
             tiling,
+            gram_tiling: v.gram,
             storage,
             checks,
             conv: ConvKernels::build(&b),
             pool: PoolKernels::build(&b),
-            gram: GramKernels::build(&b),
+            gram: GramKernels::build(&gram_builder),
             loss: LossKernels::build(&b),
             mask: MaskKernels::build(&b),
             preprocess: PreprocessKernels::build(&b),

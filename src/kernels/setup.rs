@@ -26,6 +26,33 @@ pub const TILINGS: [Tiling; 4] = [
     Tiling::Workgroup,
 ];
 
+/// Which variant each kernel family runs: the convolutions', and the Gram matrices' and style
+/// gradient's (the rest have one variant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Variants {
+    #[serde(serialize_with = "tiling_out", deserialize_with = "tiling_in")]
+    pub conv: Tiling,
+    #[serde(serialize_with = "tiling_out", deserialize_with = "tiling_in")]
+    pub gram: Tiling,
+}
+
+impl Variants {
+    /// One tiling for both families.
+    pub fn uniform(t: Tiling) -> Variants {
+        Variants { conv: t, gram: t }
+    }
+}
+
+/// A tiling in files is its name (`regs8`, `gemm64`).
+fn tiling_out<S: serde::Serializer>(t: &Tiling, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_string())
+}
+
+fn tiling_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Tiling, D::Error> {
+    let name = <String as serde::Deserialize>::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
 /// Output rows and columns per workgroup of [`Tiling::Workgroup`] (conv: channels x pixels;
 /// conv weight rows are padded to it).
 pub(super) const GEMM_TILE: usize = 64;

@@ -1,0 +1,67 @@
+//! The kernel variants `impasto tune` found fastest on an adapter, kept in the user cache
+//! (`$XDG_CACHE_HOME/impasto/tuning.json`, else `~/.cache/impasto/`) under a key naming the
+//! adapter, its driver and impasto's version: a GPU engine takes them from there, and without
+//! an entry the adapter's default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::kernels::{Storage, Variants};
+
+/// One adapter's tuning: the variants chosen and what each variant's families took.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Tuned {
+    pub variants: Variants,
+    /// The image side the steps were timed at.
+    pub size: usize,
+    /// Milliseconds a step, by family (`conv`, `gram`) and variant.
+    pub ms: BTreeMap<String, BTreeMap<String, f64>>,
+    /// When it was measured (seconds since the Unix epoch).
+    pub measured_at: u64,
+}
+
+/// The cache's file.
+pub fn cache_path() -> Option<PathBuf> {
+    Some(crate::weights::cache::cache_dir()?.join("tuning.json"))
+}
+
+/// The key of an adapter's entry: its name, driver, backend, the feature-map storage and
+/// impasto's version (another version's kernels may differ).
+pub fn key(info: &wgpu::AdapterInfo, storage: Storage) -> String {
+    format!(
+        "{} | {} {} | {:?} | {:?} | impasto {}",
+        info.name,
+        info.driver,
+        info.driver_info,
+        info.backend,
+        storage,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn read_all() -> BTreeMap<String, Tuned> {
+    let text = cache_path().and_then(|p| std::fs::read_to_string(p).ok());
+    // A cache that does not parse is as good as none: it is rewritten by the next tune.
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// The tuned variants of an adapter, if `impasto tune` ran on it.
+pub fn cached(info: &wgpu::AdapterInfo, storage: Storage) -> Option<Tuned> {
+    read_all().remove(&key(info, storage))
+}
+
+/// Keeps `t` as the adapter's entry (the other adapters' entries stay); returns the file.
+pub fn store(info: &wgpu::AdapterInfo, storage: Storage, t: &Tuned) -> Result<PathBuf> {
+    use std::io::Write;
+    let path = cache_path().context("no cache folder: set XDG_CACHE_HOME or HOME")?;
+    let mut all = read_all();
+    all.insert(key(info, storage), t.clone());
+    std::fs::create_dir_all(path.parent().expect("a folder"))
+        .with_context(|| format!("creating {}", path.display()))?;
+    let text = serde_json::to_string_pretty(&all)?;
+    crate::io::atomic::write_atomic(&path, |f| Ok(f.write_all(text.as_bytes())?))?;
+    Ok(path)
+}

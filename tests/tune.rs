@@ -1,0 +1,75 @@
+//! `impasto tune`: every variant timed on the adapter, the fastest of each family kept in the
+//! user cache under the adapter's key, and a later GPU run using them (its report names them).
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn tune_keeps_the_fastest_variants_and_gpu_runs_use_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let impasto = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_impasto"));
+        c.env("XDG_RUNTIME_DIR", dir.path())
+            .env("XDG_CACHE_HOME", &cache);
+        c
+    };
+    let layers = [
+        "--content-layers",
+        "block2_conv1",
+        "--style-layers",
+        "block1_conv1",
+    ];
+    let o = impasto()
+        .args(["tune", "--size", "24", "--steps", "1"])
+        .args(layers)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    println!("{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success());
+    for variant in ["regs4", "regs8", "regs16", "gemm64"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(variant)),
+            "no row for {variant}"
+        );
+    }
+    let file = cache.join("impasto").join("tuning.json");
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let (key, entry) = cached.as_object().unwrap().iter().next().unwrap();
+    assert!(key.contains("impasto "), "{key}");
+    // The chosen variant of each family is the one of least time.
+    for family in ["conv", "gram"] {
+        let ms = entry["ms"][family].as_object().unwrap();
+        let best = ms
+            .iter()
+            .min_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()));
+        assert_eq!(
+            entry["variants"][family].as_str(),
+            Some(best.unwrap().0.as_str())
+        );
+    }
+
+    let report = dir.path().join("r.json");
+    let o = impasto()
+        .args(["stylize", "--engine", "gpu", "--content"])
+        .arg(common::image("tubingen.jpg"))
+        .arg("--style")
+        .arg(common::image("starry_night.jpg"))
+        .arg("--weights")
+        .arg(common::real_weights())
+        .args(layers)
+        .args(["--size", "16", "--steps", "1", "-o"])
+        .arg(dir.path().join("o.png"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["tiling"]["conv"], entry["variants"]["conv"]);
+    assert_eq!(r["tiling"]["gram"], entry["variants"]["gram"]);
+}

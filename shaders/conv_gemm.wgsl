@@ -1,101 +1,198 @@
 // 3x3 convolution, stride 1, zero padding 1, on CHW f32 maps, as an implicit GEMM with
-// workgroup-memory tiles: the variant for real GPUs, where shared memory and barriers are
+// workgroup-memory tiles: the variants for real GPUs, where shared memory and barriers are
 // cheap (conv.wgsl's register-blocked kernel is the software driver's).
 //
 // out[o][q] = sum over taps t and reduction channels r of W[t][r][o] · in[r][q shifted by t]
-// A workgroup owns 64 output channels x 64 pixels (of the flattened h·w, so narrow images
-// waste nothing); each step it stages 16 reduction rows of weights and of the shifted input
-// in workgroup memory, and each invocation accumulates 4 channels x 4 pixels from them.
-// Parameters and bindings: conv_common.wgsl, joined in front; weight rows are padded to 64
-// channels. The same entry points and fused epilogues as conv.wgsl.
+// A workgroup owns TC output channels x TP pixels (of the flattened h·w, so narrow images
+// waste nothing); each step it stages TK reduction rows of weights and of the shifted input
+// in workgroup memory, and each invocation accumulates RC channels x RP pixels from them.
+// The host rewrites the five constants below for each variant (kernels::Tiling): gemm64 is
+// 64 x 64 tiles of 4 x 4, the gemm8 variants 64 x 64 or 128 x 64 tiles of 8 x 8 with K
+// slices of 8 or 16. Parameters and bindings: conv_common.wgsl, joined in front; weight rows
+// are padded to TC channels. The same entry points and fused epilogues as conv.wgsl, and a
+// narrow backward for maps of at most 4 channels (the image's gradient).
 
 const TC: u32 = 64u; // output channels per workgroup
 const TP: u32 = 64u; // pixels per workgroup
-const TK: u32 = 16u; // reduction channels per staged step
+const TK: u32 = 16u; // reduction rows per staged step
+const RC: u32 = 4u;  // output channels per invocation (a multiple of 4)
+const RP: u32 = 4u;  // pixels per invocation (a multiple of 4)
 
-// [TK][TC / 4] weights and [TK][TP / 4] shifted inputs of one step.
-var<workgroup> wtile: array<vec4<f32>, 256>;
-var<workgroup> xtile: array<vec4<f32>, 256>;
+const NT: u32 = (TC / RC) * (TP / RP); // invocations per workgroup (the host's workgroup size)
+const QC: u32 = TC / 4u;               // channel quads of a tile
+const QP: u32 = TP / 4u;               // pixel quads of a tile
+const CQ: u32 = RC / 4u;               // channel quads of an invocation
+const ACC: u32 = RP * CQ;              // vec4 accumulators of an invocation
 
-// acc[j][e]: pixel p0 + 4·(lid % 16) + j, channel c0 + 4·(lid / 16) + e.
-alias Acc = array<vec4<f32>, 4>;
+// [TK][QC] weights and [TK][QP] shifted inputs of one step.
+var<workgroup> wtile: array<vec4<f32>, TK * QC>;
+var<workgroup> xtile: array<vec4<f32>, TK * QP>;
 
-// The invocation's share of the GEMM over `red` reduction channels. `sign` is 1 for the
-// forward (tap (ky, kx) reads (y + ky - 1, x + kx - 1)) and -1 for the backward, which
-// gathers from (y + 1 - ky, x + 1 - kx).
-fn gemm(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
-    let hw = p.h * p.w;
-    // What this invocation stages: reduction row lr, channel / pixel quad lq.
-    let lr = lid / 16u;
-    let lq = lid % 16u;
-    var ly: array<i32, 4>;
-    var lx: array<i32, 4>;
-    for (var j = 0u; j < 4u; j++) {
-        let q = q0 + 4u * lq + j;
-        // Pixels past the end get a row that is never inside the image.
-        ly[j] = select(-2, i32(q / p.w), q < hw);
-        lx[j] = i32(q % p.w);
+// acc[j · CQ + c][e]: pixel q0 + px_offset(lid, j), channel c0 + ch_offset(lid, c) + e. An
+// invocation's quads are strided across the tile (quad tc + (TC / RC)·c), so that neighbours
+// read neighbouring workgroup words.
+alias Acc = array<vec4<f32>, ACC>;
+
+fn ch_offset(lid: u32, c: u32) -> u32 {
+    return 4u * (lid / (TP / RP) + (TC / RC) * c);
+}
+
+fn px_offset(lid: u32, j: u32) -> u32 {
+    return 4u * (lid % (TP / RP) + (TP / RP) * (j / 4u)) + j % 4u;
+}
+
+// Multiplies the staged step into the invocation's accumulators.
+fn multiply_step(lid: u32, acc: ptr<function, Acc>) {
+    let tc = lid / (TP / RP);
+    let tp = lid % (TP / RP);
+    for (var k = 0u; k < TK; k++) {
+        var a: array<vec4<f32>, CQ>;
+        for (var c = 0u; c < CQ; c++) {
+            a[c] = wtile[k * QC + tc + (TC / RC) * c];
+        }
+        for (var j4 = 0u; j4 < RP / 4u; j4++) {
+            let b = xtile[k * QP + tp + (TP / RP) * j4];
+            for (var c = 0u; c < CQ; c++) {
+                (*acc)[(4u * j4) * CQ + c] = fma(vec4<f32>(b.x), a[c], (*acc)[(4u * j4) * CQ + c]);
+                (*acc)[(4u * j4 + 1u) * CQ + c] = fma(vec4<f32>(b.y), a[c], (*acc)[(4u * j4 + 1u) * CQ + c]);
+                (*acc)[(4u * j4 + 2u) * CQ + c] = fma(vec4<f32>(b.z), a[c], (*acc)[(4u * j4 + 2u) * CQ + c]);
+                (*acc)[(4u * j4 + 3u) * CQ + c] = fma(vec4<f32>(b.w), a[c], (*acc)[(4u * j4 + 3u) * CQ + c]);
+            }
+        }
     }
-    // (Past the weight row only in a piece's last, partial tile: those columns are never stored.)
-    let wcol = c0 / 4u + lq;
-    let wok = p.out0 / 4u + wcol < p.row_vec4s;
-    // What it computes from the tiles.
-    let tc = lid / 16u;
-    let tp = lid % 16u;
+}
+
+// What an invocation stages: the weight quad lid % QC of rows lid / QC + (NT / QC)·i, and the
+// input quad lid % QP of rows lid / QP + (NT / QP)·i (NT is a multiple of QC and QP, so the
+// quads are the same each time).
+struct Staging {
+    wcol: u32,  // weight column (vec4) of this piece
+    wok: bool,  // inside the weight row (past it only in a piece's last, partial tile)
+    y: array<i32, 4>, // the staged pixels' rows (-2: past the end, never inside the image)
+    x: array<i32, 4>,
+}
+
+fn staging(lid: u32, q0: u32, c0: u32) -> Staging {
+    var s: Staging;
+    s.wcol = c0 / 4u + lid % QC;
+    s.wok = p.out0 / 4u + s.wcol < p.row_vec4s;
+    for (var j = 0u; j < 4u; j++) {
+        let q = q0 + 4u * (lid % QP) + j;
+        s.y[j] = select(-2, i32(q / p.w), q < p.h * p.w);
+        s.x[j] = i32(q % p.w);
+    }
+    return s;
+}
+
+// The staged pixels' offsets in a channel for tap `tap`, -1 in the padding. `sign` is 1 for
+// the forward (tap (ky, kx) reads (y + ky - 1, x + kx - 1)) and -1 for the backward, which
+// gathers from (y + 1 - ky, x + 1 - kx).
+fn tap_offsets(s: Staging, tap: u32, sign: i32) -> array<i32, 4> {
+    let dy = sign * (i32(tap / 3u) - 1);
+    let dx = sign * (i32(tap % 3u) - 1);
+    var off: array<i32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        let yy = s.y[j] + dy;
+        let xx = s.x[j] + dx;
+        let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
+        off[j] = select(-1, yy * i32(p.w) + xx, inside);
+    }
+    return off;
+}
+
+fn load_quad(r: u32, off: array<i32, 4>) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    let base = p.src_base + r * p.h * p.w;
+    for (var j = 0u; j < 4u; j++) {
+        if (off[j] >= 0) {
+            v[j] = f32(src[base + u32(off[j])]);
+        }
+    }
+    return v;
+}
+
+// The invocation's share of the GEMM over `red` reduction channels and the 9 taps, a tap at a
+// time (reduction rows r of tap t).
+fn gemm_by_tap(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
+    let s = staging(lid, q0, c0);
     var acc: Acc;
     for (var tap = 0u; tap < 9u; tap++) {
-        let dy = sign * (i32(tap / 3u) - 1);
-        let dx = sign * (i32(tap % 3u) - 1);
-        // Offsets of the 4 staged pixels for this tap, -1 in the padding.
-        var off: array<i32, 4>;
-        for (var j = 0u; j < 4u; j++) {
-            let yy = ly[j] + dy;
-            let xx = lx[j] + dx;
-            let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
-            off[j] = select(-1, yy * i32(p.w) + xx, inside);
-        }
+        let off = tap_offsets(s, tap, sign);
         for (var r0 = 0u; r0 < red; r0 += TK) {
-            let r = r0 + lr;
-            var wv = vec4<f32>(0.0);
-            var xv = vec4<f32>(0.0);
-            if (r < red) {
-                if (wok) {
-                    wv = weight[weight_index(tap, r, wcol)];
+            for (var i = 0u; i < TK * QC / NT; i++) {
+                let r = r0 + lid / QC + (NT / QC) * i;
+                var wv = vec4<f32>(0.0);
+                if (r < red && s.wok) {
+                    wv = weight[weight_index(tap, r, s.wcol)];
                 }
-                let base = p.src_base + r * hw;
-                for (var j = 0u; j < 4u; j++) {
-                    if (off[j] >= 0) {
-                        xv[j] = f32(src[base + u32(off[j])]);
-                    }
-                }
+                wtile[lid + NT * i] = wv;
             }
-            wtile[lid] = wv;
-            xtile[lid] = xv;
+            for (var i = 0u; i < TK * QP / NT; i++) {
+                let r = r0 + lid / QP + (NT / QP) * i;
+                var xv = vec4<f32>(0.0);
+                if (r < red) {
+                    xv = load_quad(r, off);
+                }
+                xtile[lid + NT * i] = xv;
+            }
             workgroupBarrier();
-            for (var k = 0u; k < TK; k++) {
-                let a = wtile[k * 16u + tc];
-                let b = xtile[k * 16u + tp];
-                acc[0] = fma(vec4<f32>(b.x), a, acc[0]);
-                acc[1] = fma(vec4<f32>(b.y), a, acc[1]);
-                acc[2] = fma(vec4<f32>(b.z), a, acc[2]);
-                acc[3] = fma(vec4<f32>(b.w), a, acc[3]);
-            }
+            multiply_step(lid, &acc);
             workgroupBarrier();
         }
     }
     return acc;
 }
 
-// acc[j][e] is output channel c0 + 4·(lid / 16) + e at pixel q0 + 4·(lid % 16) + j.
+// The same with the taps folded into the reduction (row k is tap k / red, channel k % red):
+// for few reduction channels (the first layer's 3), which a tap at a time would pad to TK.
+fn gemm_folded(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
+    let s = staging(lid, q0, c0);
+    var acc: Acc;
+    for (var k0 = 0u; k0 < 9u * red; k0 += TK) {
+        for (var i = 0u; i < TK * QC / NT; i++) {
+            let k = k0 + lid / QC + (NT / QC) * i;
+            var wv = vec4<f32>(0.0);
+            if (k < 9u * red && s.wok) {
+                wv = weight[weight_index(k / red, k % red, s.wcol)];
+            }
+            wtile[lid + NT * i] = wv;
+        }
+        for (var i = 0u; i < TK * QP / NT; i++) {
+            let k = k0 + lid / QP + (NT / QP) * i;
+            var xv = vec4<f32>(0.0);
+            if (k < 9u * red) {
+                xv = load_quad(k % red, tap_offsets(s, k / red, sign));
+            }
+            xtile[lid + NT * i] = xv;
+        }
+        workgroupBarrier();
+        multiply_step(lid, &acc);
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+fn gemm(lid: u32, q0: u32, c0: u32, red: u32, sign: i32) -> Acc {
+    // (Uniform: every invocation takes the same branch.)
+    if (red < TK) {
+        return gemm_folded(lid, q0, c0, red, sign);
+    }
+    return gemm_by_tap(lid, q0, c0, red, sign);
+}
+
+// acc[j · CQ + c][e] is output channel c0 + ch_offset(lid, c) + e at pixel
+// q0 + px_offset(lid, j).
 
 // Adds the bias and applies the ReLU.
 fn bias_relu(acc: Acc, lid: u32, c0: u32) -> Acc {
     var out = acc;
-    for (var e = 0u; e < 4u; e++) {
-        let ch = c0 + 4u * (lid / 16u) + e;
-        let b = select(0.0, bias[p.out0 + min(ch, p.outs - 1u)], ch < p.outs);
-        for (var j = 0u; j < 4u; j++) {
-            out[j][e] = max(acc[j][e] + b, 0.0);
+    for (var c = 0u; c < CQ; c++) {
+        for (var e = 0u; e < 4u; e++) {
+            let ch = c0 + ch_offset(lid, c) + e;
+            let b = select(0.0, bias[p.out0 + min(ch, p.outs - 1u)], ch < p.outs);
+            for (var j = 0u; j < RP; j++) {
+                out[j * CQ + c][e] = max(acc[j * CQ + c][e] + b, 0.0);
+            }
         }
     }
     return out;
@@ -105,12 +202,14 @@ fn bias_relu(acc: Acc, lid: u32, c0: u32) -> Acc {
 fn mask_by_input(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
     let hw = p.h * p.w;
     var out = acc;
-    for (var e = 0u; e < 4u; e++) {
-        let ch = c0 + 4u * (lid / 16u) + e;
-        for (var j = 0u; j < 4u; j++) {
-            let q = q0 + 4u * (lid % 16u) + j;
-            if (ch < p.outs && q < hw && f32(mask[p.mask_base + ch * hw + q]) <= 0.0) {
-                out[j][e] = 0.0;
+    for (var c = 0u; c < CQ; c++) {
+        for (var e = 0u; e < 4u; e++) {
+            let ch = c0 + ch_offset(lid, c) + e;
+            for (var j = 0u; j < RP; j++) {
+                let q = q0 + px_offset(lid, j);
+                if (ch < p.outs && q < hw && f32(mask[p.mask_base + ch * hw + q]) <= 0.0) {
+                    out[j * CQ + c][e] = 0.0;
+                }
             }
         }
     }
@@ -122,12 +221,14 @@ fn mask_by_input(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
 fn mask_by_bits(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
     let hw = p.h * p.w;
     var out = acc;
-    for (var e = 0u; e < 4u; e++) {
-        let ch = c0 + 4u * (lid / 16u) + e;
-        for (var j = 0u; j < 4u; j++) {
-            let q = q0 + 4u * (lid % 16u) + j;
-            if (ch < p.outs && q < hw && !positive_bit(p.mask_base + ch * hw + q)) {
-                out[j][e] = 0.0;
+    for (var c = 0u; c < CQ; c++) {
+        for (var e = 0u; e < 4u; e++) {
+            let ch = c0 + ch_offset(lid, c) + e;
+            for (var j = 0u; j < RP; j++) {
+                let q = q0 + px_offset(lid, j);
+                if (ch < p.outs && q < hw && !positive_bit(p.mask_base + ch * hw + q)) {
+                    out[j * CQ + c][e] = 0.0;
+                }
             }
         }
     }
@@ -141,36 +242,37 @@ fn add_previous(acc: Acc, lid: u32, q0: u32, c0: u32) -> Acc {
     }
     let hw = p.h * p.w;
     var out = acc;
-    for (var e = 0u; e < 4u; e++) {
-        let ch = c0 + 4u * (lid / 16u) + e;
-        for (var j = 0u; j < 4u; j++) {
-            let q = q0 + 4u * (lid % 16u) + j;
-            if (ch < p.outs && q < hw) {
-                out[j][e] += f32(dst[p.dst_base + ch * hw + q]);
+    for (var c = 0u; c < CQ; c++) {
+        for (var e = 0u; e < 4u; e++) {
+            let ch = c0 + ch_offset(lid, c) + e;
+            for (var j = 0u; j < RP; j++) {
+                let q = q0 + px_offset(lid, j);
+                if (ch < p.outs && q < hw) {
+                    out[j * CQ + c][e] += f32(dst[p.dst_base + ch * hw + q]);
+                }
             }
         }
     }
     return out;
 }
 
-// Writes the invocation's 4 x 4 outputs, skipping padding.
+// Writes the invocation's outputs, skipping padding.
 fn store(acc: Acc, lid: u32, q0: u32, c0: u32) {
     let hw = p.h * p.w;
-    for (var e = 0u; e < 4u; e++) {
-        let ch = c0 + 4u * (lid / 16u) + e;
-        if (ch >= p.outs) {
-            return;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let q = q0 + 4u * (lid % 16u) + j;
-            if (q < hw) {
-                dst[p.dst_base + ch * hw + q] = to_dst(acc[j][e]);
+    for (var c = 0u; c < CQ; c++) {
+        for (var e = 0u; e < 4u; e++) {
+            let ch = c0 + ch_offset(lid, c) + e;
+            for (var j = 0u; j < RP; j++) {
+                let q = q0 + px_offset(lid, j);
+                if (ch < p.outs && q < hw) {
+                    dst[p.dst_base + ch * hw + q] = to_dst(acc[j * CQ + c][e]);
+                }
             }
         }
     }
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(NT, 1, 1)
 fn conv_forward(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -190,7 +292,7 @@ fn tile_origin(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
     return vec2<u32>((wid.x + wid.y * nwg.x) * TP, wid.z * TC);
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(NT, 1, 1)
 fn conv_backward_input(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -200,7 +302,7 @@ fn conv_backward_input(
     store(add_previous(gemm(lid, o.x, o.y, p.red, -1), lid, o.x, o.y), lid, o.x, o.y);
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(NT, 1, 1)
 fn conv_backward_input_masked(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -214,7 +316,7 @@ fn conv_backward_input_masked(
     store(acc, lid, o.x, o.y);
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(NT, 1, 1)
 fn conv_backward_input_bitmask(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -226,4 +328,59 @@ fn conv_backward_input_bitmask(
         acc = mask_by_bits(acc, lid, o.x, o.y);
     }
     store(acc, lid, o.x, o.y);
+}
+
+// The input gradient of a layer whose input has at most a few channels (the image's 3): a
+// tile of TC channels would be nearly all padding, so each invocation computes 4 channels
+// (one weight vec4, the same for the whole workgroup) x 4 pixels straight from memory.
+// Workgroups: x (+ y past 65535) over tiles of 256 pixels, z over quads of channels.
+@compute @workgroup_size(64, 1, 1)
+fn conv_backward_input_narrow(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = (wid.x + wid.y * nwg.x) * 256u + 4u * lid;
+    var y: array<i32, 4>;
+    var x: array<i32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        let q = q0 + j;
+        y[j] = select(-2, i32(q / p.w), q < p.h * p.w);
+        x[j] = i32(q % p.w);
+    }
+    var acc: array<vec4<f32>, 4>;
+    for (var tap = 0u; tap < 9u; tap++) {
+        let dy = i32(tap / 3u) - 1;
+        let dx = i32(tap % 3u) - 1;
+        var off: array<i32, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            let yy = y[j] - dy;
+            let xx = x[j] - dx;
+            let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
+            off[j] = select(-1, yy * i32(p.w) + xx, inside);
+        }
+        for (var r = 0u; r < p.red; r++) {
+            let wv = weight[weight_index(tap, r, wid.z)];
+            let base = p.src_base + r * p.h * p.w;
+            for (var j = 0u; j < 4u; j++) {
+                if (off[j] >= 0) {
+                    acc[j] = fma(vec4<f32>(f32(src[base + u32(off[j])])), wv, acc[j]);
+                }
+            }
+        }
+    }
+    let hw = p.h * p.w;
+    for (var e = 0u; e < 4u; e++) {
+        let ch = 4u * wid.z + e;
+        for (var j = 0u; j < 4u; j++) {
+            let q = q0 + j;
+            if (ch < p.outs && q < hw) {
+                var v = acc[j][e];
+                if ((p.flags & ADD_PREVIOUS) != 0u) {
+                    v += f32(dst[p.dst_base + ch * hw + q]);
+                }
+                dst[p.dst_base + ch * hw + q] = to_dst(v);
+            }
+        }
+    }
 }

@@ -138,7 +138,11 @@ fn f16_storage_convolutions_match_reference() {
         return;
     }
     let mut r = rng(9);
-    for tiling in [Tiling::Registers(8), Tiling::Workgroup] {
+    let gemm8 = Tiling::Gemm8 {
+        channels: 128,
+        k: 8,
+    };
+    for tiling in [Tiling::Registers(8), Tiling::Workgroup, gemm8] {
         let k = Kernels::with_options(g, tiling, Storage::F16).unwrap();
         for (cin, cout, h, w) in [(3, 64, 7, 5), (20, 130, 9, 10), (64, 5, 9, 6)] {
             // Feature maps hold f16 values; the reference gets exactly those.

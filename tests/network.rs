@@ -181,6 +181,13 @@ fn gpu_losses_and_gradient_match_cpu() {
     let mixed: Vec<Kernels> = [
         (Tiling::Registers(16), Tiling::Workgroup),
         (Tiling::Workgroup, Tiling::Registers(8)),
+        (
+            Tiling::Gemm8 {
+                channels: 64,
+                k: 16,
+            },
+            Tiling::Workgroup,
+        ),
     ]
     .into_iter()
     .map(|(conv, gram)| {

@@ -73,3 +73,65 @@ fn tune_keeps_the_fastest_variants_and_gpu_runs_use_them() {
     assert_eq!(r["tiling"]["conv"], entry["variants"]["conv"]);
     assert_eq!(r["tiling"]["gram"], entry["variants"]["gram"]);
 }
+
+#[test]
+fn tiling_flag_fixes_or_tunes_the_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let stylize = |tiling: &str, report: &str| {
+        Command::new(env!("CARGO_BIN_EXE_impasto"))
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["stylize", "--engine", "gpu", "--content"])
+            .arg(common::image("tubingen.jpg"))
+            .arg("--style")
+            .arg(common::image("starry_night.jpg"))
+            .arg("--weights")
+            .arg(common::real_weights())
+            .args(["--content-layers", "block2_conv1"])
+            .args(["--style-layers", "block1_conv1"])
+            .args(["--size", "16", "--steps", "1", "--tiling", tiling, "-o"])
+            .arg(dir.path().join("o.png"))
+            .arg("--report")
+            .arg(dir.path().join(report))
+            .output()
+            .unwrap()
+    };
+    let read = |report: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(report)).unwrap()).unwrap()
+    };
+    // One variant for every family (the Gram kernels run gemm64's for the 8 x 8 conv tiles).
+    let o = stylize("gemm128x64k16", "fixed.json");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = read("fixed.json");
+    assert_eq!(r["tiling"]["conv"], "gemm128x64k16");
+    assert_eq!(r["tiling"]["gram"], "gemm64");
+    assert!(!cache.join("impasto").join("tuning.json").exists());
+
+    // auto: no entry yet, so every variant is timed and the fastest kept and used.
+    let o = stylize("auto", "auto.json");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("gemm64x64k8"), "{out}");
+    let file = cache.join("impasto").join("tuning.json");
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let entry = cached.as_object().unwrap().values().next().unwrap().clone();
+    let r = read("auto.json");
+    assert_eq!(r["tiling"]["conv"], entry["variants"]["conv"]);
+    assert_eq!(r["tiling"]["gram"], entry["variants"]["gram"]);
+    // The second time the kept entry serves: nothing is timed.
+    let o = stylize("auto", "again.json");
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("timing every kernel variant"));
+    assert_eq!(read("again.json")["tiling"], r["tiling"]);
+
+    // A name that is no variant: refused before any work, naming the flag and the choices.
+    let o = stylize("gemm32", "bad.json");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--tiling") && err.contains("gemm128x64k8") && err.contains("auto"),
+        "{err}"
+    );
+}

@@ -210,7 +210,7 @@ pub fn run(args: &BatchArgs, adapter: Option<&str>) -> Result<i32> {
         shard.source
     );
     let mut results = Results::open(args.results.as_deref(), &shard)?;
-    let (engine, why) = Engine::choose(defaults.engine, adapter, defaults.storage)?;
+    let (engine, why) = super::tune::engine(defaults, adapter)?;
     if !why.is_empty() {
         crate::say!("{why}");
     }

@@ -1,6 +1,7 @@
 //! `impasto bench`: time a whole optimisation step and each kernel in it, on random weights
 //! of VGG19's shapes (timings do not depend on the weights' values).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -9,7 +10,8 @@ use rand::{Rng, SeedableRng};
 use super::flags::BenchArgs;
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
-use crate::kernels::Kernels;
+use crate::job::tuning::Tuned;
+use crate::kernels::{Kernels, Tiling, Variants, TILINGS};
 use crate::model::vgg19::Arch;
 use crate::model::AdamConfig;
 use crate::model::Image;
@@ -18,6 +20,7 @@ use crate::model::Pooling;
 use crate::pipeline::session::{Session, Setup};
 use crate::weights::Weights;
 
+#[derive(Clone)]
 pub struct BenchConfig {
     /// Square image side in pixels.
     pub size: usize,
@@ -25,7 +28,7 @@ pub struct BenchConfig {
     pub style_layers: Vec<String>,
     /// Timed steps (after two warm-up steps).
     pub steps: usize,
-    /// Tiling override; default: chosen for the adapter.
+    /// Tiling override; default: what `impasto tune` kept for the adapter, else its default.
     pub tiling: Option<crate::kernels::Tiling>,
     pub storage: crate::kernels::Storage,
 }
@@ -59,12 +62,19 @@ pub fn sizes_from_env() -> Vec<usize> {
         .collect()
 }
 
-/// The kernels `cfg` asks for: its tiling, else the adapter's, and its storage.
+/// The kernels `cfg` asks for: its tiling, else the tuned variants or the adapter's default
+/// (as a GPU run takes them), and its storage.
 pub fn kernels(gpu: &Gpu, cfg: &BenchConfig) -> Result<Kernels> {
-    let tiling = cfg
-        .tiling
-        .unwrap_or_else(|| crate::kernels::Tiling::for_adapter(&gpu.info));
-    Kernels::with_options(gpu, tiling, cfg.storage)
+    let variants = match cfg.tiling {
+        Some(t) => crate::kernels::Variants::uniform(t),
+        None => crate::job::tuning::variants(&gpu.info, cfg.storage),
+    };
+    Kernels::with_variants(
+        gpu,
+        variants,
+        cfg.storage,
+        crate::kernels::Checks::from_env(),
+    )
 }
 
 /// A session on random images and random weights of VGG19's shapes, as `cfg` describes.
@@ -357,6 +367,10 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         return Ok(());
     }
     let gpu = Gpu::new(adapter)?;
+    if args.variants {
+        measure(&gpu, &cfg)?;
+        return Ok(());
+    }
     let t = run(&gpu, &cfg)?;
     print_table(&cfg, &gpu, &t);
     Ok(())
@@ -367,4 +381,93 @@ fn resident_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The family a kernel launch belongs to, if it has variants.
+fn family(kernel: &str) -> Option<&'static str> {
+    if kernel.starts_with("conv") {
+        Some("conv")
+    } else if kernel.starts_with("gram") || kernel == "style_grad" {
+        Some("gram")
+    } else {
+        None
+    }
+}
+
+/// The variant of the least time in `ms` (variant → ms).
+fn fastest(ms: &BTreeMap<String, f64>) -> Tiling {
+    let (name, _) = (ms.iter())
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .expect("at least one variant timed");
+    name.parse().expect("a variant's own name")
+}
+
+/// Times a step of `cfg` (its tiling aside) in every variant, printing a row each, and
+/// returns the fastest of each family with every family's time by variant.
+pub fn measure(gpu: &Gpu, cfg: &BenchConfig) -> Result<Tuned> {
+    let i = &gpu.info;
+    println!(
+        "timing every kernel variant on {} ({:?}, {} {}), {size}x{size} px, {:?} maps, {} timed steps a variant",
+        i.name,
+        i.backend,
+        i.driver,
+        i.driver_info,
+        cfg.storage,
+        cfg.steps,
+        size = cfg.size,
+    );
+    println!(
+        "{:<14} {:>12} {:>12} {:>12}",
+        "variant", "conv ms", "gram ms", "step ms"
+    );
+    let mut ms: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for tiling in TILINGS {
+        let t = run(
+            gpu,
+            &BenchConfig {
+                tiling: Some(tiling),
+                ..cfg.clone()
+            },
+        )?;
+        let mut by_family: BTreeMap<&str, f64> = BTreeMap::new();
+        for row in &t.rows {
+            if let Some(f) = family(row.name) {
+                *by_family.entry(f).or_default() += row.ms;
+            }
+        }
+        let (conv, gram) = (by_family["conv"], by_family["gram"]);
+        // The Gram kernels have one variant of each kind (Tiling::gram): timed once each.
+        let own_gram = tiling.gram() == tiling;
+        let shown = match own_gram {
+            true => format!("{gram:>12.2}"),
+            false => format!("{:>12}", format!("(as {})", tiling.gram())),
+        };
+        println!(
+            "{:<14} {conv:>12.2} {shown} {:>12.2}",
+            tiling.to_string(),
+            t.ms_per_step
+        );
+        let mut keep = |f: &str, v: f64| {
+            ms.entry(f.into())
+                .or_default()
+                .insert(tiling.to_string(), v)
+        };
+        keep("conv", conv);
+        if own_gram {
+            keep("gram", gram);
+        }
+    }
+    let variants = Variants {
+        conv: fastest(&ms["conv"]),
+        gram: fastest(&ms["gram"]),
+    };
+    let measured_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(Tuned {
+        variants,
+        size: cfg.size,
+        ms,
+        measured_at,
+    })
 }

@@ -90,9 +90,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5, value_parser = positive_usize)]
     pub steps: usize,
     /// Conv and Gram kernel tiling: regs4, regs8, regs16 (conv channels per invocation, no
-    /// workgroup memory) or gemm64 (workgroup-memory GEMM tiles); default: chosen for the adapter
-    #[arg(long, value_name = "TILE")]
+    /// workgroup memory), gemm64 (workgroup-memory GEMM tiles of 4 x 4 outputs an invocation)
+    /// or gemm64x64k8, gemm64x64k16, gemm128x64k8, gemm128x64k16 (8 x 8 an invocation; the
+    /// Gram kernels run gemm64's); default: what `impasto tune` kept, else the adapter's
+    #[arg(long, value_name = "TILE", conflicts_with = "variants")]
     pub tiling: Option<crate::kernels::Tiling>,
+    /// Time every variant and print each family's time per variant (what `impasto tune`
+    /// measures, without keeping it)
+    #[arg(long)]
+    pub variants: bool,
     /// How feature maps are stored (f16 needs shader-f16)
     #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
     pub storage: crate::kernels::Storage,
@@ -214,6 +220,26 @@ pub struct TuneArgs {
     /// How feature maps are stored (a separate entry for each)
     #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
     pub storage: crate::kernels::Storage,
+}
+
+/// `--tiling`: tune on the adapter (once), or one variant for every family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TilingChoice {
+    Auto,
+    Fixed(crate::kernels::Tiling),
+}
+
+impl std::str::FromStr for TilingChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<TilingChoice, String> {
+        match s.trim() {
+            "auto" => Ok(TilingChoice::Auto),
+            name => name
+                .parse()
+                .map(TilingChoice::Fixed)
+                .map_err(|e| format!("{e}, or auto")),
+        }
+    }
 }
 
 /// A style image's path, with its region colour under --regions.
@@ -357,6 +383,12 @@ pub struct JobOptions {
     /// software drivers included) or cpu (SIMD and threads on the CPU)
     #[arg(long, value_enum, env = "IMPASTO_ENGINE", default_value_t = EngineChoice::Auto)]
     pub engine: EngineChoice,
+    /// GPU kernel variants: auto (time every variant on the adapter at this run's size, once,
+    /// as `impasto tune` does, and keep the fastest) or one variant for every family (regs4,
+    /// regs8, regs16, gemm64, gemm64x64k8, gemm64x64k16, gemm128x64k8, gemm128x64k16);
+    /// default: what `impasto tune` kept for the adapter, else the adapter's default
+    #[arg(long, value_name = "auto|VARIANT")]
+    pub tiling: Option<TilingChoice>,
     /// Log (and report) the losses every K steps
     #[arg(long, default_value_t = 10, value_parser = positive_usize)]
     pub log_every: usize,

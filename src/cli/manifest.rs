@@ -25,7 +25,14 @@ pub struct Row {
 /// Options that hold a path: relative ones are taken from the manifest's folder.
 const PATH_OPTIONS: &[&str] = &["weights", "report", "plot", "init"];
 /// Options a job may not set: the engine is the batch's, and these do not belong to one job.
-const BATCH_WIDE: &[&str] = &["engine", "storage", "preview", "preview-hold", "dry-run"];
+const BATCH_WIDE: &[&str] = &[
+    "engine",
+    "storage",
+    "tiling",
+    "preview",
+    "preview-hold",
+    "dry-run",
+];
 
 /// The `stylize` options a manifest column may name.
 fn option_names() -> Vec<String> {

@@ -13,7 +13,7 @@ use super::flags::{FlagError, StylizeArgs};
 use super::inputs::{check_and_load_weights, load_job, losses};
 use super::observers::{CommandObservers, Outputs};
 use super::plan;
-use crate::job::{Engine, Job, Stylizer};
+use crate::job::{Job, Stylizer};
 use crate::preview::Preview;
 use crate::weights::Weights;
 
@@ -30,7 +30,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     if let Some(p) = &preview {
         crate::say!("preview: {}", p.url);
     }
-    let (engine, why) = Engine::choose(args.options.engine, adapter, args.options.storage)?;
+    let (engine, why) = super::tune::engine(&args.options, adapter)?;
     if !why.is_empty() {
         crate::say!("{why}");
     }

@@ -17,7 +17,7 @@ use super::inputs::{load_weights, losses_of, settings_of};
 use super::observers::PreviewFeed;
 use super::stylize::handle_ctrl_c;
 use crate::io::same_file::{check_distinct, Named};
-use crate::job::{open_image, Ending, Engine, Init, Job, Quiet, Stylizer};
+use crate::job::{open_image, Ending, Init, Job, Quiet, Stylizer};
 use crate::model::temporal::Temporal;
 use crate::model::Image;
 use crate::preview::Preview;
@@ -162,7 +162,7 @@ fn stylizer(args: &VideoArgs, adapter: Option<&str>) -> Result<Stylizer> {
     let o = &args.options;
     let weights =
         load_weights(crate::weights::cache::resolve_path(o.weights.as_deref())?.as_deref())?;
-    let (engine, why) = Engine::choose(o.engine, adapter, o.storage)?;
+    let (engine, why) = super::tune::engine(o, adapter)?;
     if !why.is_empty() {
         crate::say!("{why}");
     }

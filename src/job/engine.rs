@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::cpu::CpuSession;
 use crate::gpu::Gpu;
-use crate::kernels::{Checks, Kernels, Storage, Tiling, Variants};
+use crate::kernels::{Checks, Kernels, Storage, Variants};
 use crate::model::engine::{EngineSession, MemoryPlan, Setup};
 use crate::pipeline::session::Session;
 use crate::weights::Weights;
@@ -58,21 +58,28 @@ impl Engine {
     }
 
     /// A GPU adapter (`adapter`: a name substring or an index; None: the best), with the
-    /// kernels of its default tiling and feature maps stored as `storage`.
+    /// kernels `impasto tune` chose for it, else of its default tiling, and feature maps
+    /// stored as `storage`.
     pub fn gpu(adapter: Option<&str>, storage: Storage) -> Result<Engine> {
         Engine::on(Gpu::new(adapter)?, storage)
     }
 
     /// With the variants `impasto tune` chose for this adapter, else the adapter's default.
     fn on(gpu: Gpu, storage: Storage) -> Result<Engine> {
-        let variants = match super::tuning::cached(&gpu.info, storage) {
-            Some(t) => t.variants,
-            None => Variants::uniform(Tiling::for_adapter(&gpu.info)),
-        };
+        let variants = super::tuning::variants(&gpu.info, storage);
         let kernels = Kernels::with_variants(&gpu, variants, storage, Checks::from_env())?;
         Ok(Engine {
             gpu: Some((gpu, kernels)),
         })
+    }
+
+    /// Rebuilds the GPU engine's kernels with each family's variant as `v` says (the CPU
+    /// engine has none: nothing changes).
+    pub fn use_variants(&mut self, v: Variants) -> Result<()> {
+        if let Some((gpu, k)) = &mut self.gpu {
+            *k = Kernels::with_variants(gpu, v, k.storage, k.checks)?;
+        }
+        Ok(())
     }
 
     /// The engine for `choice`, with a line saying which and why (auto: a hardware GPU

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::kernels::{Storage, Variants};
+use crate::kernels::{Storage, Tiling, Variants};
 
 /// One adapter's tuning: the variants chosen and what each variant's families took.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -51,6 +51,14 @@ fn read_all() -> BTreeMap<String, Tuned> {
 /// The tuned variants of an adapter, if `impasto tune` ran on it.
 pub fn cached(info: &wgpu::AdapterInfo, storage: Storage) -> Option<Tuned> {
     read_all().remove(&key(info, storage))
+}
+
+/// The variants a GPU run on the adapter takes: the tuned ones, else the adapter's default.
+pub fn variants(info: &wgpu::AdapterInfo, storage: Storage) -> Variants {
+    match cached(info, storage) {
+        Some(t) => t.variants,
+        None => Variants::uniform(Tiling::for_adapter(info)),
+    }
 }
 
 /// Keeps `t` as the adapter's entry (the other adapters' entries stay); returns the file.

@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::setup::{fold_tiles, Builder, Setup, Tiling, F32, GEMM_TILE};
+use super::setup::{fold_tiles, Builder, Setup, Tiling, F32};
 use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
 
 pub const COMMON_WGSL: &str = include_str!("../../shaders/conv_common.wgsl");
@@ -22,6 +22,20 @@ pub fn source(tiling: Tiling) -> String {
             REGISTERS_WGSL.replace(line, &format!("const CV: u32 = {}u;", block / 4))
         }
         Tiling::Workgroup => GEMM_WGSL.to_string(),
+        Tiling::Gemm8 { channels, k } => {
+            let mut body = GEMM_WGSL.to_string();
+            for (name, default, value) in [
+                ("TC", 64, channels),
+                ("TK", 16, k),
+                ("RC", 4, 8),
+                ("RP", 4, 8),
+            ] {
+                let line = format!("const {name}: u32 = {default}u;");
+                assert!(body.contains(&line), "no {line:?} in conv_gemm.wgsl");
+                body = body.replace(&line, &format!("const {name}: u32 = {value}u;"));
+            }
+            body
+        }
     };
     format!("{COMMON_WGSL}\n{body}")
 }
@@ -43,6 +57,12 @@ struct ConvParams {
     flags: u32,
 }
 
+/// Pixels per workgroup of conv_gemm.wgsl's narrow backward (64 invocations of 4).
+const NARROW_PIXELS: usize = 256;
+
+/// The most input channels for which the GEMM tilings' backward takes the narrow kernel.
+const NARROW_CHANNELS: usize = 4;
+
 const ADD_PREVIOUS: u32 = 1;
 const LAST_PIECE: u32 = 2;
 
@@ -52,6 +72,9 @@ pub struct ConvKernels {
     backward_input: Kernel,
     backward_input_masked: Kernel,
     backward_input_bitmask: Kernel,
+    /// conv_gemm.wgsl's backward for at most [`NARROW_CHANNELS`] input channels (GEMM
+    /// tilings only).
+    backward_input_narrow: Option<Kernel>,
 }
 
 impl ConvKernels {
@@ -84,6 +107,14 @@ impl ConvKernels {
                 &["Src", "Dst"],
                 &["src", "weight", "dst", "mask_bits"],
             ),
+            backward_input_narrow: b.setup.tiling.conv_tile().map(|_| {
+                b.kernel(
+                    "conv_backward_input_narrow",
+                    &src,
+                    &["Src", "Dst"],
+                    &["src", "weight", "dst"],
+                )
+            }),
         }
     }
 }
@@ -106,6 +137,8 @@ struct Launch<'a> {
     mask_bits: Option<&'a wgpu::Buffer>,
     weight: &'a wgpu::Buffer,
     bias: Option<&'a wgpu::Buffer>,
+    /// The kernel is conv_gemm.wgsl's narrow backward.
+    narrow: bool,
 }
 
 impl ConvKernels {
@@ -144,17 +177,22 @@ impl ConvKernels {
                     flags: if k > 0 { ADD_PREVIOUS } else { 0 }
                         | if k + 1 == reds.len() { LAST_PIECE } else { 0 },
                 };
-                let groups = match setup.tiling {
-                    Tiling::Registers(block) => [
-                        w.div_ceil(4).div_ceil(8) as u32,
-                        h.div_ceil(8) as u32,
-                        outs.len().div_ceil(block) as u32,
-                    ],
-                    Tiling::Workgroup => fold_tiles(
-                        (h * w).div_ceil(GEMM_TILE),
-                        outs.len().div_ceil(GEMM_TILE),
+                let groups = match (l.narrow, setup.tiling.conv_tile()) {
+                    (true, _) => fold_tiles(
+                        (h * w).div_ceil(NARROW_PIXELS),
+                        outs.len().div_ceil(4),
                         setup.fold_limit,
                     ),
+                    (false, Some((tc, tp))) => fold_tiles(
+                        (h * w).div_ceil(tp),
+                        outs.len().div_ceil(tc),
+                        setup.fold_limit,
+                    ),
+                    (false, None) => [
+                        w.div_ceil(4).div_ceil(8) as u32,
+                        h.div_ceil(8) as u32,
+                        outs.len().div_ceil(setup.tiling.pad()) as u32,
+                    ],
                 };
                 let mut bound = vec![src.bound, Bound::whole(l.weight)];
                 bound.extend(l.bias.map(Bound::whole));
@@ -200,6 +238,7 @@ impl ConvKernels {
                 mask_bits: None,
                 weight,
                 bias: Some(bias),
+                narrow: false,
             },
         )
     }
@@ -213,9 +252,12 @@ impl ConvKernels {
         &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), grad: &wgpu::Buffer,
         weight_t: &wgpu::Buffer, input_relu: Option<&wgpu::Buffer>, dst: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
-        let kernel = match input_relu {
-            None => &self.backward_input,
-            Some(_) => &self.backward_input_masked,
+        let narrow = (self.backward_input_narrow.as_ref())
+            .filter(|_| input_relu.is_none() && cin <= NARROW_CHANNELS);
+        let kernel = match (input_relu, narrow) {
+            (Some(_), _) => &self.backward_input_masked,
+            (None, Some(k)) => k,
+            (None, None) => &self.backward_input,
         };
         self.launch(
             gpu,
@@ -230,6 +272,7 @@ impl ConvKernels {
                 mask_bits: None,
                 weight: weight_t,
                 bias: None,
+                narrow: narrow.is_some(),
             },
         )
     }
@@ -253,6 +296,7 @@ impl ConvKernels {
                 mask_bits: Some(input_signs),
                 weight: weight_t,
                 bias: None,
+                narrow: false,
             },
         )
     }

@@ -18,7 +18,8 @@ pub const GEMM_WGSL: &str = include_str!("../../shaders/gram_gemm.wgsl");
 pub fn source(tiling: Tiling) -> String {
     let body = match tiling {
         Tiling::Registers(_) => REGISTERS_WGSL,
-        Tiling::Workgroup => GEMM_WGSL,
+        // (Kernels gives the Gram kernels regs8 or gemm64 only: Tiling::gram.)
+        _ => GEMM_WGSL,
     };
     format!("{COMMON_WGSL}\n{body}")
 }
@@ -119,7 +120,7 @@ impl GramKernels {
             Tiling::Registers(_) => {
                 4096usize.div_ceil((n.div_ceil(8) * (n.div_ceil(8) + 1) / 2).max(1))
             }
-            Tiling::Workgroup => {
+            _ => {
                 let t = n.div_ceil(GEMM_TILE);
                 512usize.div_ceil(t * (t + 1) / 2)
             }
@@ -156,7 +157,7 @@ impl GramKernels {
                     (Tiling::Registers(_), false) => {
                         [(na.div_ceil(8) * nb.div_ceil(8)).div_ceil(64), 1]
                     }
-                    (Tiling::Workgroup, _) => [nb.div_ceil(GEMM_TILE), na.div_ceil(GEMM_TILE)],
+                    _ => [nb.div_ceil(GEMM_TILE), na.div_ceil(GEMM_TILE)],
                 };
                 let bytes = (na + nb) * m * sb + chunks * na * nb * F32;
                 let mut detail = format!("{n}x{m}");
@@ -220,7 +221,7 @@ impl GramKernels {
                         na.div_ceil(8),
                         self.setup.fold_limit,
                     ),
-                    Tiling::Workgroup => fold_tiles(
+                    _ => fold_tiles(
                         m.div_ceil(GEMM_TILE),
                         na.div_ceil(GEMM_TILE),
                         self.setup.fold_limit,

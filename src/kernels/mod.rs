@@ -99,6 +99,10 @@ impl Kernels {
         gpu: &Gpu, v: Variants, storage: Storage, checks: Checks,
     ) -> Result<Kernels> {
         let tiling = v.conv;
+        let v = Variants {
+            gram: v.gram.gram(),
+            ..v
+        };
         for t in [v.conv, v.gram] {
             anyhow::ensure!(
                 TILINGS.contains(&t),

@@ -14,16 +14,34 @@ pub enum Tiling {
     /// registers, with no workgroup memory or barriers (the software driver runs barriers slowly).
     Registers(usize),
     /// conv_gemm.wgsl and gram_gemm.wgsl: GEMMs with 64 x 64 output tiles per workgroup
-    /// staged through workgroup memory, 4 x 4 outputs per invocation (for real GPUs).
+    /// staged through workgroup memory, 4 x 4 outputs per invocation, 16-deep K slices (for
+    /// real GPUs).
     Workgroup,
+    /// conv_gemm.wgsl with `channels` x 64 output tiles (64 or 128 channels), 8 x 8 outputs per
+    /// invocation and `k`-deep K slices (8 or 16): the shapes of the fastest published WGSL
+    /// matmuls. The Gram kernels run gemm64's.
+    Gemm8 { channels: usize, k: usize },
 }
 
 /// Every tiling the host can build; each is tested against the CPU reference.
-pub const TILINGS: [Tiling; 4] = [
+pub const TILINGS: [Tiling; 8] = [
     Tiling::Registers(4),
     Tiling::Registers(8),
     Tiling::Registers(16),
     Tiling::Workgroup,
+    Tiling::Gemm8 { channels: 64, k: 8 },
+    Tiling::Gemm8 {
+        channels: 64,
+        k: 16,
+    },
+    Tiling::Gemm8 {
+        channels: 128,
+        k: 8,
+    },
+    Tiling::Gemm8 {
+        channels: 128,
+        k: 16,
+    },
 ];
 
 /// Which variant each kernel family runs: the convolutions', and the Gram matrices' and style
@@ -37,9 +55,12 @@ pub struct Variants {
 }
 
 impl Variants {
-    /// One tiling for both families.
+    /// One tiling for both families (the Gram kernels' variant of it: [`Tiling::gram`]).
     pub fn uniform(t: Tiling) -> Variants {
-        Variants { conv: t, gram: t }
+        Variants {
+            conv: t,
+            gram: t.gram(),
+        }
     }
 }
 
@@ -63,6 +84,25 @@ impl Tiling {
         match self {
             Tiling::Registers(b) => b,
             Tiling::Workgroup => GEMM_TILE,
+            Tiling::Gemm8 { channels, .. } => channels,
+        }
+    }
+
+    /// The Gram kernels' variant that goes with this one: gram.wgsl has one register block
+    /// (regs8) and gram_gemm.wgsl one tile (gemm64).
+    pub fn gram(self) -> Tiling {
+        match self {
+            Tiling::Registers(_) => Tiling::Registers(8),
+            Tiling::Workgroup | Tiling::Gemm8 { .. } => Tiling::Workgroup,
+        }
+    }
+
+    /// Output channels and pixels of a conv workgroup's tile, for the GEMM tilings.
+    pub(super) fn conv_tile(self) -> Option<(usize, usize)> {
+        match self {
+            Tiling::Registers(_) => None,
+            Tiling::Workgroup => Some((GEMM_TILE, GEMM_TILE)),
+            Tiling::Gemm8 { channels, .. } => Some((channels, GEMM_TILE)),
         }
     }
 
@@ -81,6 +121,7 @@ impl std::fmt::Display for Tiling {
         match self {
             Tiling::Registers(b) => write!(f, "regs{b}"),
             Tiling::Workgroup => write!(f, "gemm64"),
+            Tiling::Gemm8 { channels, k } => write!(f, "gemm{channels}x64k{k}"),
         }
     }
 }

@@ -108,8 +108,10 @@ pub fn read_features(g: &Gpu, kernels: &Kernels, b: &wgpu::Buffer, len: usize) -
 
 /// (cin, cout, h, w): 1x1 and odd sizes, channel counts below, at and past the 8-channel block.
 /// (20, 130, 9, 10) spans three 64-channel GEMM tiles and a partial 16-row reduction step.
-pub const CONV_SHAPES: [(usize, usize, usize, usize); 7] = [
+pub const CONV_SHAPES: [(usize, usize, usize, usize); 8] = [
     (3, 64, 7, 5),
+    // An image-like input whose gradient is not masked: the GEMM tilings' narrow backward.
+    (3, 20, 6, 13),
     (20, 130, 9, 10),
     (5, 3, 1, 1),
     (3, 5, 33, 17),

@@ -7,8 +7,9 @@
 #   Vulkan loader packages into .gl/ (both ignored by git).
 # There:             device run, carry [".gl", ".gpu"], timeout_s 540:
 #   bash benches/gpu_check.sh run
-#   checks every kernel against the CPU reference on the real GPU, then times the 512-px step with
-#   the default layers against PyTorch + CUDA (fp32, TF32 off) for each conv tile, prints the
+#   checks every kernel against the CPU reference on the real GPU, times every kernel variant
+#   (impasto tune, f32 and f16), then the 512-px step with the default layers in the tuned
+#   variants (checked and unchecked shaders) against PyTorch + CUDA (fp32, TF32 off), prints the
 #   memory plans up to 3840x2160 (--dry-run) and times Adam, L-BFGS and coarse to fine at
 #   512 px; the log lands in $OUT/gpu_check.log.
 set -uo pipefail
@@ -50,16 +51,23 @@ run() {
     .gpu/impasto devices
     echo "== kernels and network against the CPU reference, on this GPU"
     for t in .gpu/kernels-* .gpu/network-*; do timeout 120 "$t" --test-threads 1 2>&1 | grep -E "error|test result|FAIL|panicked"; done
-    for run in "gemm64 f32 0" "gemm64 f32 1" "gemm64 f16 0" "regs8 f32 0"; do
+    # The tuning cache lives here for the run: the check starts from none.
+    export XDG_CACHE_HOME=/tmp/impasto-cache
+    echo "== impasto tune, 512 px, default layers, f32 and f16: every variant's conv and Gram time"
+    for st in f32 f16; do
+        timeout 150 .gpu/impasto tune --size 512 --steps 5 --storage "$st"
+    done
+    for run in "tuned f32 0" "tuned f32 1" "tuned f16 0" "gemm64 f32 0" "regs8 f32 0"; do
         set -- $run
         echo "== impasto bench, 512 px, default layers, tiling $1, $2 feature maps, IMPASTO_CHECKED_SHADERS=$3"
-        IMPASTO_CHECKED_SHADERS=$3 timeout 120 .gpu/impasto bench --size 512 --steps 10 --tiling "$1" --storage "$2"
+        local tiling=(--tiling "$1")
+        [ "$1" = tuned ] && tiling=()
+        IMPASTO_CHECKED_SHADERS=$3 timeout 60 .gpu/impasto bench --size 512 --steps 10 "${tiling[@]}" --storage "$2"
     done
-    for run in "gemm64 f32" "gemm64 f16"; do
-        set -- $run
-        echo "== PyTorch CUDA fp32 vs impasto ($1, $2 feature maps), 512 px, default layers"
+    for st in f32 f16; do
+        echo "== PyTorch CUDA fp32 vs impasto (tuned variants, $st feature maps), 512 px, default layers"
         timeout 150 python3 benches/compare_pytorch.py --size 512 --steps 10 --device cuda \
-            --impasto-bin .gpu/impasto --tiling "$1" --storage "$2"
+            --impasto-bin .gpu/impasto --storage "$st"
     done
     echo "== memory plans (--dry-run), default layers, weights of VGG19's shapes"
     python3 benches/vgg19_zeros.py /tmp/vgg19-zeros.safetensors /tmp/wide.png

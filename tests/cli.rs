@@ -477,6 +477,7 @@ fn shallow_config() -> LossConfig {
         content_weight: 1.0,
         style_weight: 1e5,
         tv_weight: impasto::model::loss::DEFAULT_TV_WEIGHT,
+        seamless: false,
     }
 }
 

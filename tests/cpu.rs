@@ -225,6 +225,7 @@ fn setup_parts_at(size: usize) -> Parts {
         content_weight: 1.0,
         style_weight: 1e3,
         tv_weight: 1e2,
+        seamless: false,
     };
     let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
     let content = load("tubingen.jpg", size);
@@ -270,7 +271,10 @@ fn cpu_losses_and_gradient_match_reference() {
     // mask: it is kept as signs, one bit an element.
     let mut signs = setup_parts();
     signs.2.style_layers = vec![1, 2];
-    for parts in [parts, transient, signs] {
+    // --seamless: circular padding in every convolution, the TV across the wrap.
+    let mut seamless = setup_parts();
+    seamless.2.seamless = true;
+    for parts in [parts, transient, signs, seamless] {
         losses_and_gradient_match_reference(&parts, None);
     }
 }
@@ -334,9 +338,10 @@ fn losses_and_gradient_match_reference(parts: &Parts, masks: Option<&[Vec<f32>]>
     ] {
         let e = ((g - w) / w).abs();
         println!(
-            "cpu {name} loss (styles {:?}, masked {}): relative error {e:.2e}",
+            "cpu {name} loss (styles {:?}, masked {}, seamless {}): relative error {e:.2e}",
             loss.style_layers,
-            masks.is_some()
+            masks.is_some(),
+            loss.seamless
         );
         assert!(e < TOL, "{name}: {g} vs {w}");
     }

@@ -33,6 +33,7 @@ fn shallow() -> (Arch, Weights, LossConfig) {
         content_weight: 1.0,
         style_weight: 1e3,
         tv_weight: 1e2,
+        seamless: false,
     };
     (arch, w, loss)
 }

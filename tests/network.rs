@@ -72,6 +72,7 @@ fn tiny_config() -> LossConfig {
         content_weight: 1.0,
         style_weight: 1e6,
         tv_weight: 1e-6,
+        seamless: false,
     }
 }
 
@@ -89,14 +90,21 @@ fn tiny_config_t1_transient() -> LossConfig {
 #[test]
 fn cpu_gradient_matches_finite_differences() {
     let (arch, w) = tiny();
-    let cfg = tiny_config();
     let (h, wd) = (9, 7);
-    for (pooling, masked) in [
-        (Pooling::Max, false),
-        (Pooling::Avg, false),
-        (Pooling::Max, true),
-        (Pooling::Avg, true),
+    for (pooling, masked, seamless) in [
+        (Pooling::Max, false, false),
+        (Pooling::Avg, false, false),
+        (Pooling::Max, true, false),
+        (Pooling::Avg, true, false),
+        // Circular padding (--seamless), with a TV weight that shows the wrap's terms.
+        (Pooling::Max, false, true),
+        (Pooling::Avg, true, true),
     ] {
+        let cfg = LossConfig {
+            seamless,
+            tv_weight: if seamless { 1e2 } else { 1e-6 },
+            ..tiny_config()
+        };
         let stages = arch.stages(cfg.deepest(), h, wd, pooling);
         let cw = cpu_weights(&arch, &w);
         let model = reference::Model {
@@ -125,8 +133,14 @@ fn cpu_gradient_matches_finite_differences() {
         let grad = model.gradient(&x, &targets);
         let scale = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
         let mut worst = 0.0f64;
-        for _ in 0..24 {
-            let i = r.random_range(0..x.len());
+        // The corners and edges of each channel (where circular padding differs), then
+        // pixels anywhere.
+        let edges = [0, wd - 1, (h - 1) * wd, h * wd - 1, 3 * wd, 2 * h * wd + 5];
+        for k in 0..30 {
+            let i = edges
+                .get(k)
+                .copied()
+                .unwrap_or_else(|| r.random_range(0..x.len()));
             let eps = 1e-6;
             let (mut xp, mut xm) = (x.clone(), x.clone());
             xp[i] += eps;
@@ -135,8 +149,28 @@ fn cpu_gradient_matches_finite_differences() {
                 / (2.0 * eps);
             worst = worst.max((fd - grad[i]).abs() / scale);
         }
-        println!("{pooling:?} masked {masked}: finite differences vs analytic gradient, max relative error {worst:.2e} (24 pixels)");
+        println!("{pooling:?} masked {masked} seamless {seamless}: finite differences vs analytic gradient, max relative error {worst:.2e} (30 pixels)");
         assert!(worst < 1e-5, "finite differences disagree: {worst:e}");
+        if seamless {
+            // The padding is what the flag changes: the zero-padded objective differs.
+            let zero = LossConfig {
+                seamless: false,
+                ..cfg.clone()
+            };
+            let zero_model = reference::Model {
+                loss: &zero,
+                affine: Convention::Caffe.affine(),
+                ..model
+            };
+            let (a, b) = (
+                model.losses(&x, &targets).total,
+                zero_model.losses(&x, &targets).total,
+            );
+            assert!(
+                ((a - b) / a).abs() > 1e-3,
+                "seamless {a} vs zero padding {b}"
+            );
+        }
     }
 }
 
@@ -538,6 +572,7 @@ fn real_vgg19_features_match_cpu() {
         content_weight: 1.0,
         style_weight: 1.0,
         tv_weight: 0.0,
+        seamless: false,
     };
     let model = reference::Model {
         stages: &stages,

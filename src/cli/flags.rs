@@ -367,6 +367,11 @@ pub struct JobOptions {
     /// Pooling between blocks
     #[arg(long, value_enum, default_value_t = Pooling::Max)]
     pub pooling: Pooling,
+    /// A periodic picture that tiles as a texture: circular (wrap-around) padding in every
+    /// convolution and the total variation across the wrap (with --content-weight 0 --init
+    /// noise, a texture from the style alone)
+    #[arg(long)]
+    pub seamless: bool,
     /// Keep the content image's colours: luminance (bare flag: the result's luminance with
     /// the content's colours) or histogram (the style images' colours matched to the
     /// content's mean and covariance before the transfer)

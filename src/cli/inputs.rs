@@ -53,6 +53,7 @@ pub fn losses_of(o: &JobOptions) -> Losses {
         style_weight: o.style_weight,
         tv_weight: o.tv_weight,
         pooling: o.pooling,
+        seamless: o.seamless,
     }
 }
 

@@ -25,7 +25,7 @@ pub fn backward_taps(hwio: &[f32]) -> Vec<f32> {
 }
 
 /// Sets every padded plane's border to zero.
-fn clear_border(maps: &mut [f32], h: usize, w: usize) {
+pub fn clear_border(maps: &mut [f32], h: usize, w: usize) {
     let pw = w + 2;
     maps.par_chunks_mut(plane(h, w)).for_each(|p| {
         p[..pw].fill(0.0);
@@ -35,6 +35,37 @@ fn clear_border(maps: &mut [f32], h: usize, w: usize) {
             p[y * pw + w + 1] = 0.0;
         }
     });
+}
+
+/// Fills every padded plane's border with the map's opposite edge (circular padding, for
+/// `--seamless`): a convolution then reads row −1 as row h − 1, column w as column 0, the
+/// corners from the opposite corners. [`clear_border`] restores the zeros that Gram matrices
+/// and loss sums rely on.
+pub fn wrap_border(maps: &mut [f32], h: usize, w: usize) {
+    let pw = w + 2;
+    maps.par_chunks_mut(plane(h, w)).for_each(|p| {
+        for y in 1..=h {
+            p[y * pw] = p[y * pw + w];
+            p[y * pw + w + 1] = p[y * pw + 1];
+        }
+        // Whole rows, their border columns included: the corners come with them.
+        p.copy_within(h * pw..(h + 1) * pw, 0);
+        p.copy_within(pw..2 * pw, (h + 1) * pw);
+    });
+}
+
+/// Runs `conv` on padded `src` with its border wrapped (circular padding) when `seamless`,
+/// else as it is (zero padding); the border is zero again afterwards.
+pub fn with_padding<R>(
+    src: &mut [f32], (h, w): (usize, usize), seamless: bool, conv: impl FnOnce(&[f32]) -> R,
+) -> R {
+    if !seamless {
+        return conv(src);
+    }
+    wrap_border(src, h, w);
+    let r = conv(src);
+    clear_border(src, h, w);
+    r
 }
 
 /// A strided matrix operand of [`gemm_here`]: its first element, row stride, column stride.
@@ -388,17 +419,19 @@ pub fn sq_diff_sum(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]` of an unpadded image, in f64.
-pub fn tv_sum(x: &[f32], (c, h, w): (usize, usize, usize)) -> f64 {
+/// With `wrap` (`--seamless`), also the last row against the first and the last column
+/// against the first.
+pub fn tv_sum(x: &[f32], (c, h, w): (usize, usize, usize), wrap: bool) -> f64 {
     let mut s = 0.0f64;
     for ch in 0..c {
         for y in 0..h {
             for xx in 0..w {
                 let i = (ch * h + y) * w + xx;
-                if y + 1 < h {
-                    s += ((x[i + w] - x[i]) as f64).powi(2);
+                if let Some(j) = below(i, (ch, y, xx), (h, w), wrap) {
+                    s += ((x[j] - x[i]) as f64).powi(2);
                 }
-                if xx + 1 < w {
-                    s += ((x[i + 1] - x[i]) as f64).powi(2);
+                if let Some(j) = right(i, (ch, y, xx), (h, w), wrap) {
+                    s += ((x[j] - x[i]) as f64).powi(2);
                 }
             }
         }
@@ -406,27 +439,46 @@ pub fn tv_sum(x: &[f32], (c, h, w): (usize, usize, usize)) -> f64 {
     s
 }
 
+/// The TV's neighbour below element i at (channel, row, column), if it has one.
+fn below(
+    i: usize, (ch, y, x): (usize, usize, usize), (h, w): (usize, usize), wrap: bool,
+) -> Option<usize> {
+    match y + 1 < h {
+        true => Some(i + w),
+        false => wrap.then_some(ch * h * w + x),
+    }
+}
+
+/// The TV's neighbour to the right of element i, if it has one.
+fn right(
+    i: usize, (ch, y, _): (usize, usize, usize), (h, w): (usize, usize), wrap: bool,
+) -> Option<usize> {
+    match i % w + 1 < w {
+        true => Some(i + 1),
+        false => wrap.then_some((ch * h + y) * w),
+    }
+}
+
 /// `grad += coef · d tv(x) / dx`.
-pub fn tv_grad(x: &[f32], (c, h, w): (usize, usize, usize), coef: f32, grad: &mut [f32]) {
+pub fn tv_grad(
+    x: &[f32], (c, h, w): (usize, usize, usize), coef: f32, wrap: bool, grad: &mut [f32],
+) {
     for ch in 0..c {
         for y in 0..h {
             for xx in 0..w {
                 let i = (ch * h + y) * w + xx;
-                let v = x[i];
-                let mut g = 0.0;
-                if y + 1 < h {
-                    g -= 2.0 * (x[i + w] - v);
+                // Each pair (element, neighbour) adds its derivative to both.
+                for j in [
+                    below(i, (ch, y, xx), (h, w), wrap),
+                    right(i, (ch, y, xx), (h, w), wrap),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let d = 2.0 * coef * (x[j] - x[i]);
+                    grad[j] += d;
+                    grad[i] -= d;
                 }
-                if y > 0 {
-                    g += 2.0 * (v - x[i - w]);
-                }
-                if xx + 1 < w {
-                    g -= 2.0 * (x[i + 1] - v);
-                }
-                if xx > 0 {
-                    g += 2.0 * (v - x[i - 1]);
-                }
-                grad[i] += coef * g;
             }
         }
     }

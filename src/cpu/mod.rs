@@ -79,7 +79,7 @@ fn style_targets(
     for (img, _) in s.styles {
         let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
         let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
-        let mut net = Net::new(stages.clone(), Some(&s.loss.style_layers));
+        let mut net = Net::new(stages.clone(), Some(&s.loss.style_layers), s.loss.seamless);
         let held = net.held() + 2 * scratch[0].len();
         setup_peak = setup_peak.max(4 * held as u64);
         if !dry {
@@ -179,7 +179,7 @@ impl CpuSession {
         let terms = s.style_terms(&stages, &style_grams)?;
         let max_len = largest_map(&stages);
         let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
-        let mut net = Net::new(stages, Some(&s.loss.layers()));
+        let mut net = Net::new(stages, Some(&s.loss.layers()), s.loss.seamless);
         if !dry {
             net.forward(
                 &convs,
@@ -249,7 +249,10 @@ impl CpuSession {
         }
         let style = self.style.loss(&self.net, &self.loss, clock);
         let (x, hw) = (&self.x, (3, self.h, self.w));
-        let tv = clock.time("tv_sum", String::new, 0.0, x.len(), || k::tv_sum(x, hw));
+        let wrap = self.loss.seamless;
+        let tv = clock.time("tv_sum", String::new, 0.0, x.len(), || {
+            k::tv_sum(x, hw, wrap)
+        });
         let values = self.loss.combine(content, style, tv);
         Some(match &self.temporal {
             Some(t) => {
@@ -302,8 +305,9 @@ impl CpuSession {
         );
         if self.loss.tv_weight != 0.0 {
             let (x, chw, tv) = (&self.x, (3, self.h, self.w), self.loss.tv_weight as f32);
+            let wrap = self.loss.seamless;
             clock.time("tv_grad", String::new, 0.0, 3 * x.len(), || {
-                k::tv_grad(x, chw, tv, grad_x)
+                k::tv_grad(x, chw, tv, wrap, grad_x)
             });
         }
         if let Some(t) = &self.temporal {
@@ -417,7 +421,7 @@ impl LossTerms<'_> {
 /// Stage `i`'s backward: the gradient of its output, `gi`, taken down to its input's, `below`
 /// (masked by the ReLU of the stage below, from its output or its kept signs).
 fn stage_backward(
-    net: &Net, convs: &[Conv], i: usize, gi: &[f32], below: &mut [f32], clock: &mut Clock,
+    net: &Net, convs: &[Conv], i: usize, gi: &mut [f32], below: &mut [f32], clock: &mut Clock,
 ) {
     let s = net.stages[i];
     let src: &[f32] = if i == 0 { &net.input } else { &net.acts[i - 1] };
@@ -442,7 +446,12 @@ fn stage_backward(
                 || format!("{cout}->{cin} {h}x{w}"),
                 conv_flops(cin, cout, h, w),
                 (cout + cin * (1 + below_relu as usize)) * h * w + 9 * cin * cout,
-                || k::conv_backward_input(gi, &c.backward, mask, (cin, cout, h, w), below),
+                // Circular padding: the input gradient reads the output's gradient wrapped.
+                || {
+                    k::with_padding(gi, (h, w), net.seamless, |gi| {
+                        k::conv_backward_input(gi, &c.backward, mask, (cin, cout, h, w), below)
+                    })
+                },
             )
         }
         StageOp::Pool(mode) => {

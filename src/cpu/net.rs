@@ -23,6 +23,8 @@ pub struct Net {
     pub routes: Vec<Vec<u32>>,
     pub signs: Vec<Vec<u32>>,
     held: Vec<Held>,
+    /// Circular padding in every convolution (`--seamless`).
+    pub seamless: bool,
 }
 
 /// Values in a stage's output as the CPU kernels store it (padded planes).
@@ -35,7 +37,7 @@ impl Net {
     /// With `loss_layers`, the outputs the backward does not read whole get no buffer of
     /// their own: the forward pass writes them into the two buffers it is lent (the session's
     /// gradient buffers, idle until the backward), as [`Held`] says.
-    pub fn new(stages: Vec<Stage>, loss_layers: Option<&[usize]>) -> Net {
+    pub fn new(stages: Vec<Stage>, loss_layers: Option<&[usize]>, seamless: bool) -> Net {
         let s0 = stages[0];
         let held = match loss_layers {
             Some(keep) => held(&stages, keep),
@@ -71,6 +73,7 @@ impl Net {
             routes,
             signs,
             held,
+            seamless,
         }
     }
 
@@ -112,10 +115,11 @@ impl Net {
                 Held::Own => &mut rest[0],
                 Held::Lent { lent, .. } => &mut take(lent)[..padded_len(&s)],
             };
-            let src: &[f32] = match i.checked_sub(1).map(|b| self.held[b]) {
-                None => &self.input,
-                Some(Held::Own) => &before[i - 1],
-                Some(Held::Lent { lent, .. }) => &take(lent)[..cin * k::plane(h, w)],
+            // (Mutable for the convolution's circular padding, k::with_padding.)
+            let src: &mut [f32] = match i.checked_sub(1).map(|b| self.held[b]) {
+                None => &mut self.input,
+                Some(Held::Own) => &mut before[i - 1],
+                Some(Held::Lent { lent, .. }) => &mut take(lent)[..cin * k::plane(h, w)],
             };
             match s.op {
                 StageOp::Conv(l) => {
@@ -125,7 +129,11 @@ impl Net {
                         || format!("{cin}->{cout} {h}x{w}"),
                         conv_flops(cin, cout, h, w),
                         (cin + cout) * h * w + (9 * cin + 1) * cout,
-                        || k::conv_forward(src, &c.forward, &c.bias, (cin, cout, h, w), dst),
+                        || {
+                            k::with_padding(src, (h, w), self.seamless, |src| {
+                                k::conv_forward(src, &c.forward, &c.bias, (cin, cout, h, w), dst)
+                            })
+                        },
                     );
                     let signs = &mut self.signs[i];
                     if !signs.is_empty() {

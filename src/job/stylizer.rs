@@ -33,6 +33,8 @@ pub struct Losses {
     pub style_weight: f64,
     pub tv_weight: f64,
     pub pooling: Pooling,
+    /// A periodic picture: circular padding in every convolution, TV across the wrap.
+    pub seamless: bool,
 }
 
 impl Default for Losses {
@@ -46,6 +48,7 @@ impl Default for Losses {
             style_weight: DEFAULT_STYLE_WEIGHT,
             tv_weight: DEFAULT_TV_WEIGHT,
             pooling: Pooling::Max,
+            seamless: false,
         }
     }
 }
@@ -80,6 +83,7 @@ impl Losses {
             content_weight: self.content_weight,
             style_weight: self.style_weight,
             tv_weight: self.tv_weight,
+            seamless: self.seamless,
         })
     }
 }

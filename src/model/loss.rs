@@ -3,7 +3,8 @@
 //!
 //! content = Σ_{l∈C} (1/|C|) · ½ Σ (F^l − C^l)²
 //! style   = Σ_{l∈S} (1/|S|) · 1/(4 N_l² M_l²) · Σ (G^l − A^l)²
-//! tv      = `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]`
+//! tv      = `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]` (seamless: rows and
+//!           columns modulo the image's, so the last row and column meet the first)
 //! total   = α·content + β·style + γ·tv (+ λ·temporal for a video frame: [`super::temporal`])
 
 #[derive(Clone, Debug)]
@@ -14,6 +15,9 @@ pub struct LossConfig {
     pub content_weight: f64,
     pub style_weight: f64,
     pub tv_weight: f64,
+    /// A periodic picture (`--seamless`): circular padding in every convolution and the TV
+    /// across the wrap, so the output tiles as a texture.
+    pub seamless: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]

@@ -4,10 +4,16 @@
 
 use crate::model::{AdamConfig, Affine, LossConfig, LossValues, Pooling, Stage, StageOp};
 
-/// The taps of a 3x3 kernel at (y, x) of an h x w map that land inside it (zero padding 1):
-/// (tap index ky·3 + kx, row y + ky − 1, column x + kx − 1).
-fn taps(y: usize, x: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+/// The taps of a 3x3 kernel at (y, x) of an h x w map that land inside it (zero padding 1), or
+/// with `wrap` (circular padding: `--seamless`) all nine, rows and columns taken modulo the
+/// map's: (tap index ky·3 + kx, row y + ky − 1, column x + kx − 1).
+fn taps(
+    y: usize, x: usize, (h, w): (usize, usize), wrap: bool,
+) -> impl Iterator<Item = (usize, usize, usize)> {
     (0..9).filter_map(move |t| {
+        if wrap {
+            return Some((t, (y + t / 3 + h - 1) % h, (x + t % 3 + w - 1) % w));
+        }
         let (yy, xx) = ((y + t / 3).checked_sub(1)?, (x + t % 3).checked_sub(1)?);
         (yy < h && xx < w).then_some((t, yy, xx))
     })
@@ -15,14 +21,22 @@ fn taps(y: usize, x: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, 
 
 /// relu(conv3x3(src) + bias), zero padding 1.
 pub fn conv_forward(
+    src: &[f64], hwio: &[f64], bias: &[f64], shape: (usize, usize, usize, usize),
+) -> Vec<f64> {
+    conv_forward_padded(src, hwio, bias, shape, false)
+}
+
+/// The same, with circular padding when `wrap`.
+pub fn conv_forward_padded(
     src: &[f64], hwio: &[f64], bias: &[f64], (cin, cout, h, w): (usize, usize, usize, usize),
+    wrap: bool,
 ) -> Vec<f64> {
     let mut out = vec![0.0; cout * h * w];
     for co in 0..cout {
         for y in 0..h {
             for x in 0..w {
                 let mut s = bias[co];
-                for (t, yy, xx) in taps(y, x, h, w) {
+                for (t, yy, xx) in taps(y, x, (h, w), wrap) {
                     for ci in 0..cin {
                         s += hwio[(t * cin + ci) * cout + co] * src[(ci * h + yy) * w + xx];
                     }
@@ -36,7 +50,15 @@ pub fn conv_forward(
 
 /// dL/d(input) of [`conv_forward`], given dL/d(output) and the forward's output (the ReLU mask).
 pub fn conv_backward_input(
+    grad: &[f64], act: &[f64], hwio: &[f64], shape: (usize, usize, usize, usize),
+) -> Vec<f64> {
+    conv_backward_input_padded(grad, act, hwio, shape, false)
+}
+
+/// The same for [`conv_forward_padded`]: each output scatters back along the taps it read.
+pub fn conv_backward_input_padded(
     grad: &[f64], act: &[f64], hwio: &[f64], (cin, cout, h, w): (usize, usize, usize, usize),
+    wrap: bool,
 ) -> Vec<f64> {
     let mut out = vec![0.0; cin * h * w];
     for co in 0..cout {
@@ -47,7 +69,7 @@ pub fn conv_backward_input(
                     continue;
                 }
                 let g = grad[i];
-                for (t, yy, xx) in taps(y, x, h, w) {
+                for (t, yy, xx) in taps(y, x, (h, w), wrap) {
                     for ci in 0..cin {
                         out[(ci * h + yy) * w + xx] += g * hwio[(t * cin + ci) * cout + co];
                     }
@@ -157,35 +179,54 @@ pub fn content_grad(f: &[f64], c: &[f64]) -> Vec<f64> {
 /// `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]`, as sums of differences between
 /// the image and itself shifted by a row (vertical) and by a column (horizontal) — a
 /// formulation of its own, not the engines' loop over pixels.
-pub fn tv_loss(x: &[f64], (c, h, w): (usize, usize, usize)) -> f64 {
+pub fn tv_loss(x: &[f64], shape: (usize, usize, usize)) -> f64 {
+    tv_loss_padded(x, shape, false)
+}
+
+/// The same, with `wrap` also across the edges (the last row against the first, the last
+/// column against the first): the TV of a periodic image.
+pub fn tv_loss_padded(x: &[f64], (c, h, w): (usize, usize, usize), wrap: bool) -> f64 {
     let sq = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
     x[..c * h * w]
         .chunks_exact(h * w)
         .map(|plane| {
-            let vertical = sq(&plane[w..], &plane[..(h - 1) * w]);
-            let horizontal: f64 = plane
+            let mut vertical = sq(&plane[w..], &plane[..(h - 1) * w]);
+            let mut horizontal: f64 = plane
                 .chunks_exact(w)
                 .map(|r| sq(&r[1..], &r[..w - 1]))
                 .sum();
+            if wrap {
+                vertical += sq(&plane[..w], &plane[(h - 1) * w..]);
+                horizontal += plane
+                    .chunks_exact(w)
+                    .map(|r| (r[0] - r[w - 1]).powi(2))
+                    .sum::<f64>();
+            }
             vertical + horizontal
         })
         .sum()
 }
 
-pub fn tv_grad(x: &[f64], (c, h, w): (usize, usize, usize)) -> Vec<f64> {
+pub fn tv_grad(x: &[f64], shape: (usize, usize, usize)) -> Vec<f64> {
+    tv_grad_padded(x, shape, false)
+}
+
+pub fn tv_grad_padded(x: &[f64], (c, h, w): (usize, usize, usize), wrap: bool) -> Vec<f64> {
     let mut g = vec![0.0; x.len()];
     for ch in 0..c {
         for y in 0..h {
             for xx in 0..w {
                 let i = (ch * h + y) * w + xx;
-                if y + 1 < h {
-                    let d = x[i + w] - x[i];
-                    g[i + w] += 2.0 * d;
-                    g[i] -= 2.0 * d;
-                }
-                if xx + 1 < w {
-                    let d = x[i + 1] - x[i];
-                    g[i + 1] += 2.0 * d;
+                // Each pair (pixel, its neighbour below / to the right) once.
+                let below = (y + 1 < h)
+                    .then_some(i + w)
+                    .or(wrap.then_some((ch * h) * w + xx));
+                let right = (xx + 1 < w)
+                    .then_some(i + 1)
+                    .or(wrap.then_some((ch * h + y) * w));
+                for j in [below, right].into_iter().flatten() {
+                    let d = x[j] - x[i];
+                    g[j] += 2.0 * d;
                     g[i] -= 2.0 * d;
                 }
             }
@@ -304,7 +345,7 @@ impl Model<'_> {
             let out = match s.op {
                 StageOp::Conv(l) => {
                     let (k, b) = &self.weights[l];
-                    conv_forward(src, k, b, (s.cin, s.cout, s.h, s.w))
+                    conv_forward_padded(src, k, b, (s.cin, s.cout, s.h, s.w), self.loss.seamless)
                 }
                 StageOp::Pool(mode) => pool_forward(src, (s.cin, s.h, s.w), mode),
             };
@@ -413,7 +454,7 @@ impl Model<'_> {
                 .sum(),
         };
         let s0 = &self.stages[0];
-        let tv = tv_loss(x, (3, s0.h, s0.w));
+        let tv = tv_loss_padded(x, (3, s0.h, s0.w), self.loss.seamless);
         self.loss.combine(content, style, tv)
     }
 
@@ -446,18 +487,23 @@ impl Model<'_> {
             }
             let src = if i == 0 { &f.input } else { &f.acts[i - 1] };
             grad = match s.op {
-                StageOp::Conv(l) => conv_backward_input(
+                StageOp::Conv(l) => conv_backward_input_padded(
                     &grad,
                     &f.acts[i],
                     &self.weights[l].0,
                     (s.cin, s.cout, s.h, s.w),
+                    cfg.seamless,
                 ),
                 StageOp::Pool(mode) => pool_backward(src, &grad, (s.cin, s.h, s.w), mode),
             };
         }
         let s0 = &self.stages[0];
         let mut gx = preprocess_backward(&grad, s0.h * s0.w, &self.affine);
-        axpy(&mut gx, cfg.tv_weight, &tv_grad(x, (3, s0.h, s0.w)));
+        axpy(
+            &mut gx,
+            cfg.tv_weight,
+            &tv_grad_padded(x, (3, s0.h, s0.w), cfg.seamless),
+        );
         gx
     }
 }

@@ -222,6 +222,7 @@ pub fn small_loss(arch: &impasto::model::Arch) -> impasto::model::LossConfig {
         content_weight: 1.0,
         style_weight: 1e3,
         tv_weight: 1e2,
+        seamless: false,
     }
 }
 

@@ -69,11 +69,13 @@ fn bench(c: &mut Criterion) {
                 )
                 .unwrap();
             let b = gpu.storage_from("b", &vec![0.1; cout]).unwrap();
-            let fwd = k.conv.forward(&gpu, (cin, cout, h, w), &x, &wf, &b, &y);
-            let below = gpu.storage_from("below", &vec![0.5; cin * h * w]).unwrap();
-            let bwd = k
+            let fwd = k
                 .conv
-                .backward_input(&gpu, (cin, cout, h, w), &y, &wb, Some(&below), &x);
+                .forward(&gpu, ((cin, cout, h, w), false), &x, &wf, &b, &y);
+            let below = gpu.storage_from("below", &vec![0.5; cin * h * w]).unwrap();
+            let bwd =
+                k.conv
+                    .backward_input(&gpu, ((cin, cout, h, w), false), &y, &wb, Some(&below), &x);
             for (name, d) in [("conv_forward", &fwd), ("conv_backward_input", &bwd)] {
                 g.throughput(Throughput::Elements(flops(d) as u64));
                 g.bench_function(format!("{name} {}", d[0].detail), |bch| {

@@ -26,14 +26,14 @@ fn accumulate(acc: ptr<function, Acc>, v: array<f32, 6>, shift: u32, k: u32) {
     }
 }
 
-// v[j] = src[row][x0 - 1 + j] for j < 6, zero outside the map: the input the 4 pixels
-// x0 .. x0 + 3 need from one row.
+// v[j] = src[row][x0 - 1 + j] for j < 6, through the padding (zero outside the map, or
+// wrapped): the input the 4 pixels x0 .. x0 + 3 need from one row.
 fn window(row: u32, x0: u32) -> array<f32, 6> {
     var v: array<f32, 6>;
     for (var j = 0u; j < 6u; j++) {
-        let xx = x0 + j;
-        if (xx >= 1u && xx <= p.w) {
-            v[j] = f32(src[p.src_base + row + xx - 1u]);
+        let xx = padded(i32(x0 + j) - 1, p.w);
+        if (xx >= 0) {
+            v[j] = f32(src[p.src_base + row + u32(xx)]);
         }
     }
     return v;
@@ -152,8 +152,8 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc: Acc;
     for (var ci = 0u; ci < p.red; ci++) {
         for (var ky = 0u; ky < 3u; ky++) {
-            let yy = i32(y) + i32(ky) - 1;
-            if (yy < 0 || yy >= i32(p.h)) {
+            let yy = padded(i32(y) + i32(ky) - 1, p.h);
+            if (yy < 0) {
                 continue;
             }
             let v = window(ci * hw + u32(yy) * p.w, x0);
@@ -182,8 +182,8 @@ fn backward(gid: vec3<u32>) -> Acc {
     for (var co = 0u; co < p.red; co++) {
         for (var ky = 0u; ky < 3u; ky++) {
             // input row y receives from output row y + 1 - ky
-            let yy = i32(y) + 1 - i32(ky);
-            if (yy < 0 || yy >= i32(p.h)) {
+            let yy = padded(i32(y) + 1 - i32(ky), p.h);
+            if (yy < 0) {
                 continue;
             }
             // (the gradient arrives already masked by this layer's ReLU)

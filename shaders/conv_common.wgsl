@@ -31,11 +31,21 @@ struct ConvParams {
     src_base: u32,
     dst_base: u32,
     mask_base: u32,
-    flags: u32, // ADD_PREVIOUS | LAST_PIECE
+    flags: u32, // ADD_PREVIOUS | LAST_PIECE | CIRCULAR
 }
 
 const ADD_PREVIOUS: u32 = 1u; // a later reduction piece: add to what dst holds
 const LAST_PIECE: u32 = 2u;   // the last reduction piece: apply the epilogue
+const CIRCULAR: u32 = 4u;     // circular padding (--seamless): rows and columns wrap around
+
+// Row or column i (from -n to 2n - 1) of a map with n of them as the padding gives it: wrapped
+// with circular padding, else itself inside the map and -1 (zero padding) outside it.
+fn padded(i: i32, n: u32) -> i32 {
+    if ((p.flags & CIRCULAR) != 0u) {
+        return (i + i32(n)) % i32(n);
+    }
+    return select(-1, i, i >= 0 && i < i32(n));
+}
 
 // Weight vec4 index: tap t, reduction channel r of this piece, output column (vec4) q of it.
 fn weight_index(t: u32, r: u32, q: u32) -> u32 {

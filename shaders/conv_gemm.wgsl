@@ -84,7 +84,7 @@ fn staging(lid: u32, q0: u32, c0: u32) -> Staging {
     return s;
 }
 
-// The staged pixels' offsets in a channel for tap `tap`, -1 in the padding. `sign` is 1 for
+// The staged pixels' offsets in a channel for tap `tap`, -1 in zero padding. `sign` is 1 for
 // the forward (tap (ky, kx) reads (y + ky - 1, x + kx - 1)) and -1 for the backward, which
 // gathers from (y + 1 - ky, x + 1 - kx).
 fn tap_offsets(s: Staging, tap: u32, sign: i32) -> array<i32, 4> {
@@ -92,10 +92,10 @@ fn tap_offsets(s: Staging, tap: u32, sign: i32) -> array<i32, 4> {
     let dx = sign * (i32(tap % 3u) - 1);
     var off: array<i32, 4>;
     for (var j = 0u; j < 4u; j++) {
-        let yy = s.y[j] + dy;
-        let xx = s.x[j] + dx;
-        let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
-        off[j] = select(-1, yy * i32(p.w) + xx, inside);
+        let yy = padded(s.y[j] + dy, p.h);
+        let xx = padded(s.x[j] + dx, p.w);
+        // (Pixels past the end, row -2, load nothing.)
+        off[j] = select(-1, yy * i32(p.w) + xx, yy >= 0 && xx >= 0 && s.y[j] >= 0);
     }
     return off;
 }
@@ -354,10 +354,9 @@ fn conv_backward_input_narrow(
         let dx = i32(tap % 3u) - 1;
         var off: array<i32, 4>;
         for (var j = 0u; j < 4u; j++) {
-            let yy = y[j] - dy;
-            let xx = x[j] - dx;
-            let inside = yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w);
-            off[j] = select(-1, yy * i32(p.w) + xx, inside);
+            let yy = padded(y[j] - dy, p.h);
+            let xx = padded(x[j] - dx, p.w);
+            off[j] = select(-1, yy * i32(p.w) + xx, yy >= 0 && xx >= 0 && y[j] >= 0);
         }
         for (var r = 0u; r < p.red; r++) {
             let wv = weight[weight_index(tap, r, wid.z)];

@@ -3,6 +3,7 @@
 //   content_grad: grad (+)= scale · (a − b) · [a > 0] (a = F, post-ReLU: the mask is fused
 //                 here; b = the content target C)
 //   tv_sum:       sums[slot] = scale · Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]
+//                 (wrap: rows and columns modulo the image's)
 //   tv_grad:      grad += scale · d(tv)/dx           (x = image)
 //   temporal_sum: sums[slot] = scale · Σ c(p) (x − w)²   (a video frame's temporal term: w the
 //                 previous result warped, c one weight per pixel)
@@ -26,7 +27,7 @@ struct LossParams {
     grad_base: u32,
     begin: u32, // tv_sum: the elements of the image this dispatch sums
     end: u32,
-    _pad0: u32,
+    wrap: u32,  // tv_*: 1 for a periodic image (--seamless): the last row and column meet the first
 }
 
 // Element types of the bindings that can hold feature maps: the host rewrites these to f16
@@ -86,6 +87,23 @@ fn sq_diff_sum(@builtin(local_invocation_index) lid: u32) {
     reduce_and_store(lid, s);
 }
 
+// The TV's neighbours of element i at row y, column x (wrapping around past the last).
+fn below(i: u32, y: u32) -> u32 {
+    return select(i - y * p.w, i + p.w, y + 1u < p.h);
+}
+
+fn above(i: u32, y: u32) -> u32 {
+    return select(i + (p.h - 1u) * p.w, i - p.w, y > 0u);
+}
+
+fn right(i: u32, x: u32) -> u32 {
+    return select(i - x, i + 1u, x + 1u < p.w);
+}
+
+fn left(i: u32, x: u32) -> u32 {
+    return select(i + p.w - 1u, i - 1u, x > 0u);
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn tv_sum(@builtin(local_invocation_index) lid: u32) {
     let hw = p.h * p.w;
@@ -93,12 +111,12 @@ fn tv_sum(@builtin(local_invocation_index) lid: u32) {
     for (var i = p.begin + lid; i < p.end; i += WG) {
         let y = (i % hw) / p.w;
         let x = i % p.w;
-        if (y + 1u < p.h) {
-            let d = f32(image[i + p.w]) - f32(image[i]);
+        if (y + 1u < p.h || p.wrap != 0u) {
+            let d = f32(image[below(i, y)]) - f32(image[i]);
             s = fma(d, d, s);
         }
-        if (x + 1u < p.w) {
-            let d = f32(image[i + 1u]) - f32(image[i]);
+        if (x + 1u < p.w || p.wrap != 0u) {
+            let d = f32(image[right(i, x)]) - f32(image[i]);
             s = fma(d, d, s);
         }
     }
@@ -132,18 +150,19 @@ fn tv_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let y = (i % hw) / p.w;
     let x = i % p.w;
     let v = f32(image[i]);
+    let wrap = p.wrap != 0u;
     var g = 0.0;
-    if (y + 1u < p.h) {
-        g -= 2.0 * (f32(image[i + p.w]) - v);
+    if (y + 1u < p.h || wrap) {
+        g -= 2.0 * (f32(image[below(i, y)]) - v);
     }
-    if (y > 0u) {
-        g += 2.0 * (v - f32(image[i - p.w]));
+    if (y > 0u || wrap) {
+        g += 2.0 * (v - f32(image[above(i, y)]));
     }
-    if (x + 1u < p.w) {
-        g -= 2.0 * (f32(image[i + 1u]) - v);
+    if (x + 1u < p.w || wrap) {
+        g -= 2.0 * (f32(image[right(i, x)]) - v);
     }
-    if (x > 0u) {
-        g += 2.0 * (v - f32(image[i - 1u]));
+    if (x > 0u || wrap) {
+        g += 2.0 * (v - f32(image[left(i, x)]));
     }
     grad_image[i] += p.scale * g;
 }

@@ -359,7 +359,9 @@ fn refuses_a_bad_memory_cap() {
 fn refuses_non_positive_loss_weight() {
     let f = Fixture::new();
     f.assert_refused(&f.run(&["--style-weight", "-1"]), "--style-weight");
-    f.assert_refused(&f.run(&["--content-weight", "0"]), "--content-weight");
+    f.assert_refused(&f.run(&["--style-weight", "0"]), "--style-weight");
+    // (A content weight of 0 is allowed: a texture from the style alone.)
+    f.assert_refused(&f.run(&["--content-weight", "-1"]), "--content-weight");
     f.assert_refused(&f.run(&["--tv-weight", "-0.5"]), "--tv-weight");
 }
 

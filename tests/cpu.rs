@@ -51,7 +51,7 @@ fn conv_forward_and_input_gradient_match_reference() {
         let want = common::conv_backward_reference(
             (&grd, &act, &kd),
             input_relu.then_some(&belowd[..]),
-            (cin, cout, h, w),
+            ((cin, cout, h, w), false),
         );
         for (name, mask) in [
             (

@@ -22,7 +22,9 @@ fn conv_forward_matches_reference() {
     // Every tile configuration an adapter can get.
     for tile in TILINGS {
         let k = Kernels::with_tiling(g, tile).unwrap();
-        for (cin, cout, h, w) in CONV_SHAPES {
+        for (k_shape, (cin, cout, h, w)) in CONV_SHAPES.into_iter().enumerate() {
+            // Every other shape with circular padding (--seamless).
+            let circular = k_shape % 2 == 1;
             let (x, xd) = random(&mut r, cin * h * w, -1.0, 1.0);
             let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
             let (b, bd) = random(&mut r, cout, -0.2, 0.2);
@@ -32,16 +34,18 @@ fn conv_forward_matches_reference() {
                 .unwrap();
             let bb = g.storage_from("b", &b).unwrap();
             let out = g.storage("out", cout * h * w).unwrap();
-            let d = k.conv.forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
+            let d = k
+                .conv
+                .forward(g, ((cin, cout, h, w), circular), &xb, &kb, &bb, &out);
             submit_all(g, &[&d]);
             let got = g.read(&out, cout * h * w).unwrap();
-            let want = reference::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
+            let want = reference::conv_forward_padded(&xd, &kd, &bd, (cin, cout, h, w), circular);
             // Both sides of the ReLU are exercised (a 1x1 map may land on one side only).
             if h * w > 1 {
                 assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
             }
             check(
-                &format!("conv_forward (tile {tile}) {cin}->{cout} {h}x{w}"),
+                &format!("conv_forward (tile {tile}, circular {circular}) {cin}->{cout} {h}x{w}"),
                 &got,
                 &want,
                 TOL,
@@ -56,7 +60,10 @@ fn conv_backward_input_matches_reference() {
     let mut r = rng(2);
     for tile in TILINGS {
         let k = Kernels::with_tiling(g, tile).unwrap();
-        for (cin, cout, h, w) in CONV_SHAPES {
+        for (k_shape, (cin, cout, h, w)) in CONV_SHAPES.into_iter().enumerate() {
+            // Every other shape with circular padding (--seamless).
+            let circular = k_shape % 2 == 1;
+            let dims = ((cin, cout, h, w), circular);
             let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
             // An activation that is zero about half the time exercises the ReLU mask.
             let (_, actd) = random(&mut r, cout * h * w, -1.0, 1.0);
@@ -71,23 +78,20 @@ fn conv_backward_input_matches_reference() {
                 .unwrap();
             let bb = g.storage_from("below", &below).unwrap();
             let out = g.storage("out", cin * h * w).unwrap();
-            let d = k.conv.backward_input(
-                g,
-                (cin, cout, h, w),
-                &grb,
-                &kb,
-                input_relu.then_some(&bb),
-                &out,
-            );
+            let d = k
+                .conv
+                .backward_input(g, dims, &grb, &kb, input_relu.then_some(&bb), &out);
             submit_all(g, &[&d]);
             let got = g.read(&out, cin * h * w).unwrap();
             let want = common::conv_backward_reference(
                 (&grd, &actd, &kd),
                 input_relu.then_some(&belowd[..]),
-                (cin, cout, h, w),
+                dims,
             );
             check(
-                &format!("conv_backward_input (tile {tile}) {cin}->{cout} {h}x{w}"),
+                &format!(
+                    "conv_backward_input (tile {tile}, circular {circular}) {cin}->{cout} {h}x{w}"
+                ),
                 &got,
                 &want,
                 TOL,
@@ -102,7 +106,7 @@ fn conv_backward_input_matches_reference() {
                 let signs = k.signs.relu_signs(g, cin * h * w, &bb, &bits);
                 let d = k
                     .conv
-                    .backward_input_bitmask(g, (cin, cout, h, w), &grb, &kb, &bits, &out);
+                    .backward_input_bitmask(g, dims, &grb, &kb, &bits, &out);
                 submit_all(g, &[&signs, &d]);
                 let want_bits: Vec<u32> = below
                     .chunks(32)
@@ -158,7 +162,8 @@ fn f16_storage_convolutions_match_reference() {
             let out = k.feature_map(g, "out", cout * h * w).unwrap();
             submit_all(
                 g,
-                &[&k.conv.forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out)],
+                &[&k.conv
+                    .forward(g, ((cin, cout, h, w), false), &xb, &kb, &bb, &out)],
             );
             let want = reference::conv_forward(&common::to_f64(&x), &kd, &bd, (cin, cout, h, w));
             // The output is stored as f16: 2^-11 relative rounding.
@@ -182,9 +187,9 @@ fn f16_storage_convolutions_match_reference() {
                 .unwrap();
             let bb = features_from(g, &k, &below);
             let out = k.feature_map(g, "out", cin * h * w).unwrap();
-            let d = k
-                .conv
-                .backward_input(g, (cin, cout, h, w), &grb, &kb, Some(&bb), &out);
+            let d =
+                k.conv
+                    .backward_input(g, ((cin, cout, h, w), false), &grb, &kb, Some(&bb), &out);
             submit_all(g, &[&d]);
             let mut want = reference::conv_backward_input(&grd, &ones, &kd, (cin, cout, h, w));
             want.iter_mut().zip(&below).for_each(|(v, b)| {
@@ -440,27 +445,38 @@ fn tv_loss_and_grad_match_reference() {
     let c = ctx();
     let g = &c.gpu;
     let mut r = rng(6);
-    for (ch, h, w) in [(3, 1, 1), (3, 7, 5), (3, 33, 17), (1, 64, 3)] {
+    // With and without the wrap (--seamless), 1- and 2-wide images included.
+    for (ch, h, w, wrap) in [
+        (3, 1, 1, false),
+        (3, 7, 5, false),
+        (3, 33, 17, false),
+        (1, 64, 3, false),
+        (3, 7, 5, true),
+        (2, 1, 6, true),
+        (1, 2, 9, true),
+        (3, 33, 17, true),
+    ] {
         let n = ch * h * w;
         let (x, xd) = random(&mut r, n, 0.0, 1.0);
         let (d0, d0d) = random(&mut r, n, -1.0, 1.0);
         let xb = g.storage_from("x", &x).unwrap();
         let dst = g.storage_from("d", &d0).unwrap();
         let loss = g.storage("loss", 1).unwrap();
-        let v = c.kernels.loss.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 0));
-        let gr = c.kernels.loss.tv_grad(g, (ch, h, w), 0.5, &xb, &dst);
+        let image = ((ch, h, w), wrap);
+        let v = c.kernels.loss.tv_sum(g, image, 2.0, &xb, (&loss, 0));
+        let gr = c.kernels.loss.tv_grad(g, image, 0.5, &xb, &dst);
         submit_all(g, &[&v, std::slice::from_ref(&gr)]);
-        let want_l = 2.0 * reference::tv_loss(&xd, (ch, h, w));
+        let want_l = 2.0 * reference::tv_loss_padded(&xd, (ch, h, w), wrap);
         check(
-            &format!("tv loss {ch}x{h}x{w}"),
+            &format!("tv loss {ch}x{h}x{w} wrap {wrap}"),
             &[g.read(&loss, 1).unwrap()[0]],
             &[want_l],
             TOL,
         );
-        let tg = reference::tv_grad(&xd, (ch, h, w));
+        let tg = reference::tv_grad_padded(&xd, (ch, h, w), wrap);
         let want: Vec<f64> = d0d.iter().zip(&tg).map(|(d, t)| d + 0.5 * t).collect();
         check(
-            &format!("tv grad {ch}x{h}x{w}"),
+            &format!("tv grad {ch}x{h}x{w} wrap {wrap}"),
             &g.read(&dst, n).unwrap(),
             &want,
             TOL,
@@ -486,7 +502,7 @@ fn sums_over_millions_of_elements_are_whole() {
     let loss = g.storage("loss", 2).unwrap();
     let k = &c.kernels.loss;
     let sq = k.sq_diff_sum(g, (len, false), 0.5, (&xb, &yb), (&loss, 0));
-    let tv = k.tv_sum(g, (ch, h, w), 2.0, &xb, (&loss, 1));
+    let tv = k.tv_sum(g, ((ch, h, w), false), 2.0, &xb, (&loss, 1));
     assert!(
         sq.len() > 1 && tv.len() > 1,
         "long sums take several dispatches"

@@ -238,6 +238,14 @@ fn gpu_losses_and_gradient_match_cpu() {
     for k in &mixed {
         runs.push((Pooling::Max, k, 1e-4, &kept));
     }
+    // --seamless (circular padding, TV across the wrap) in the adapter's tiling and gemm64.
+    let seamless = LossConfig {
+        seamless: true,
+        tv_weight: 1e2,
+        ..tiny_config()
+    };
+    runs.push((Pooling::Max, &c.kernels, 1e-4, &seamless));
+    runs.push((Pooling::Avg, &gemm, 1e-4, &seamless));
     for (pooling, kernels, tol, cfg) in runs {
         for masked in [false, true] {
             session_matches_reference_with(kernels, pooling, cfg, tol, masked);
@@ -556,7 +564,17 @@ fn real_vgg19_features_match_cpu() {
         .collect();
     let x = g.storage_from("x", &img.data).unwrap();
     let affine = weights.convention.affine();
-    let net = GpuNet::new(g, &c.kernels, stages.clone(), &convs, &affine, &x, None).unwrap();
+    let net = GpuNet::new(
+        g,
+        &c.kernels,
+        stages.clone(),
+        &convs,
+        &affine,
+        &x,
+        None,
+        false,
+    )
+    .unwrap();
     submit(g, &[], &net.forward.iter().collect::<Vec<_>>());
 
     let cw: Vec<(Vec<f64>, Vec<f64>)> = arch.convs[..=deepest]
@@ -631,6 +649,7 @@ fn real_weights_imported_to_canonical_form_give_the_same_features() {
             &w.convention.affine(),
             &x,
             None,
+            false,
         )
         .unwrap();
         submit(g, &[], &net.forward.iter().collect::<Vec<_>>());

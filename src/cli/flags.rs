@@ -323,7 +323,7 @@ pub struct JobOptions {
     #[command(flatten)]
     pub layers: LayerArgs,
     /// Content loss weight (alpha)
-    #[arg(long, default_value_t = DEFAULT_CONTENT_WEIGHT, value_parser = positive_f64)]
+    #[arg(long, default_value_t = DEFAULT_CONTENT_WEIGHT, value_parser = non_negative_f64)]
     pub content_weight: f64,
     /// Style loss weight (beta)
     #[arg(long, default_value_t = DEFAULT_STYLE_WEIGHT, value_parser = positive_f64)]

@@ -172,12 +172,6 @@ impl Engine {
 
     /// A session set up from `setup` (its targets computed, its buffers made).
     pub fn session(&self, setup: &Setup<'_, Weights>) -> Result<Box<dyn EngineSession + '_>> {
-        if self.gpu.is_some() && setup.loss.seamless {
-            return Err(super::Error::BadSetting(
-                "--seamless runs on the CPU engine only so far: add --engine cpu".into(),
-            )
-            .into());
-        }
         Ok(match &self.gpu {
             Some((gpu, kernels)) => Box::new(Session::new(gpu, kernels, setup)?),
             None => Box::new(CpuSession::new(setup)?),

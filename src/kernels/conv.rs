@@ -65,6 +65,7 @@ const NARROW_CHANNELS: usize = 4;
 
 const ADD_PREVIOUS: u32 = 1;
 const LAST_PIECE: u32 = 2;
+const CIRCULAR: u32 = 4;
 
 pub struct ConvKernels {
     pub(super) setup: Setup,
@@ -139,6 +140,8 @@ struct Launch<'a> {
     bias: Option<&'a wgpu::Buffer>,
     /// The kernel is conv_gemm.wgsl's narrow backward.
     narrow: bool,
+    /// Circular padding (`--seamless`) instead of zeros.
+    circular: bool,
 }
 
 impl ConvKernels {
@@ -175,7 +178,8 @@ impl ConvKernels {
                         (None, None) => 0,
                     },
                     flags: if k > 0 { ADD_PREVIOUS } else { 0 }
-                        | if k + 1 == reds.len() { LAST_PIECE } else { 0 },
+                        | if k + 1 == reds.len() { LAST_PIECE } else { 0 }
+                        | if l.circular { CIRCULAR } else { 0 },
                 };
                 let groups = match (l.narrow, setup.tiling.conv_tile()) {
                     (true, _) => fold_tiles(
@@ -217,12 +221,13 @@ impl ConvKernels {
         dispatches
     }
 
-    /// `dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias)`. `weight` holds
-    /// `[3][3][cin][cout padded]` and `bias` `[cout]` (see [`pad_forward_weights`]).
+    /// `dst[cout][h][w] = relu(conv3x3(src[cin][h][w]) + bias)`, zero padding 1 or, with
+    /// `circular`, circular padding (`--seamless`). `weight` holds `[3][3][cin][cout padded]`
+    /// and `bias` `[cout]` (see [`pad_forward_weights`]).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
-        &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), src: &wgpu::Buffer,
-        weight: &wgpu::Buffer, bias: &wgpu::Buffer, dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, ((cin, cout, h, w), circular): ((usize, usize, usize, usize), bool),
+        src: &wgpu::Buffer, weight: &wgpu::Buffer, bias: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let bytes = self.setup.storage.bytes();
         self.launch(
@@ -239,6 +244,7 @@ impl ConvKernels {
                 weight,
                 bias: Some(bias),
                 narrow: false,
+                circular,
             },
         )
     }
@@ -247,10 +253,12 @@ impl ConvKernels {
     /// this layer's ReLU. With `input_relu` (the layer's input, when it is a ReLU's output),
     /// dst is zeroed where that input is, so it leaves masked for the layer below.
     /// `weight_t` holds `[3][3][cout][cin padded]` (see [`pad_backward_weights`]).
+    /// `circular` as for [`ConvKernels::forward`].
     #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
-        &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), grad: &wgpu::Buffer,
-        weight_t: &wgpu::Buffer, input_relu: Option<&wgpu::Buffer>, dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, ((cin, cout, h, w), circular): ((usize, usize, usize, usize), bool),
+        grad: &wgpu::Buffer, weight_t: &wgpu::Buffer, input_relu: Option<&wgpu::Buffer>,
+        dst: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let narrow = (self.backward_input_narrow.as_ref())
             .filter(|_| input_relu.is_none() && cin <= NARROW_CHANNELS);
@@ -273,6 +281,7 @@ impl ConvKernels {
                 weight: weight_t,
                 bias: None,
                 narrow: narrow.is_some(),
+                circular,
             },
         )
     }
@@ -280,8 +289,9 @@ impl ConvKernels {
     /// The same, dst zeroed where the layer's input is not positive as `input_signs` (its
     /// signs as bits, `kernels::signs`) say.
     pub fn backward_input_bitmask(
-        &self, gpu: &Gpu, (cin, cout, h, w): (usize, usize, usize, usize), grad: &wgpu::Buffer,
-        weight_t: &wgpu::Buffer, input_signs: &wgpu::Buffer, dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, ((cin, cout, h, w), circular): ((usize, usize, usize, usize), bool),
+        grad: &wgpu::Buffer, weight_t: &wgpu::Buffer, input_signs: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         self.launch(
             gpu,
@@ -297,6 +307,7 @@ impl ConvKernels {
                 weight: weight_t,
                 bias: None,
                 narrow: false,
+                circular,
             },
         )
     }

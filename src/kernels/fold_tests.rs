@@ -54,11 +54,13 @@ fn folded_launches_match_reference() {
         let bb = g.storage_from("b", &b).unwrap();
         let out = g.storage("out", cout * h * w).unwrap();
         let back = g.storage("back", cin * h * w).unwrap();
-        let fwd = k.conv.forward(g, (cin, cout, h, w), &xb, &kb, &bb, &out);
+        let fwd = k
+            .conv
+            .forward(g, ((cin, cout, h, w), false), &xb, &kb, &bb, &out);
         // The forward's output is post-ReLU: feed it back as the (masked) gradient.
         let bwd = k
             .conv
-            .backward_input(g, (cin, cout, h, w), &out, &kt, None, &back);
+            .backward_input(g, ((cin, cout, h, w), false), &out, &kt, None, &back);
         assert!(fwd[0].groups[1] > 1 || matches!(tiling, Tiling::Registers(_)));
         submit(g, &[], &fwd.iter().chain(&bwd).collect::<Vec<_>>());
         let act = reference::conv_forward(&f64s(&x), &f64s(&wt), &f64s(&b), (cin, cout, h, w));

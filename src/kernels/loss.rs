@@ -24,7 +24,7 @@ struct LossParams {
     grad_base: u32,
     begin: u32,
     end: u32,
-    _pad: u32,
+    wrap: u32,
 }
 
 impl LossParams {
@@ -41,7 +41,7 @@ impl LossParams {
             grad_base: 0,
             begin: 0,
             end: 0,
-            _pad: 0,
+            wrap: 0,
         }
     }
 }
@@ -59,9 +59,10 @@ fn sum_chunks(r: Range<usize>) -> impl Iterator<Item = Range<usize>> {
 }
 
 /// `out[slot] = scale · Σ` of `kernel` (a sum over an image `[c][h][w]` whose bindings are
-/// `sums`, then `inputs`), by chunks of elements, each adding to the sum in order.
+/// `sums`, then `inputs`; `wrap` for a periodic image), by chunks of elements, each adding to
+/// the sum in order.
 fn image_sum(
-    kernel: &Kernel, gpu: &Gpu, (c, h, w): (usize, usize, usize), scale: f32,
+    kernel: &Kernel, gpu: &Gpu, ((c, h, w), wrap): ((usize, usize, usize), bool), scale: f32,
     inputs: &[&wgpu::Buffer], (out, slot): (&wgpu::Buffer, usize),
 ) -> Vec<Dispatch> {
     let buffers: Vec<&wgpu::Buffer> = std::iter::once(out).chain(inputs.iter().copied()).collect();
@@ -73,6 +74,7 @@ fn image_sum(
                 accumulate: (k > 0) as u32,
                 begin: r.start as u32,
                 end: r.end as u32,
+                wrap: wrap as u32,
                 ..LossParams::new(c, (h, w), scale)
             };
             kernel.dispatch(gpu, &params, &buffers, [1, 1, 1]).info(
@@ -165,12 +167,13 @@ impl LossKernels {
             .collect()
     }
 
-    /// `out[slot] = scale · tv(x)` for x `[c][h][w]`.
+    /// `out[slot] = scale · tv(x)` for x `[c][h][w]`, across the wrap when `wrap` (a
+    /// periodic image: `--seamless`).
     pub fn tv_sum(
-        &self, gpu: &Gpu, chw: (usize, usize, usize), scale: f32, x: &wgpu::Buffer,
+        &self, gpu: &Gpu, (chw, wrap): ((usize, usize, usize), bool), scale: f32, x: &wgpu::Buffer,
         out: (&wgpu::Buffer, usize),
     ) -> Vec<Dispatch> {
-        image_sum(&self.tv_sum, gpu, chw, scale, &[x], out)
+        image_sum(&self.tv_sum, gpu, (chw, wrap), scale, &[x], out)
     }
 
     /// `dst (+)= s · coef · (feat − target) · [feat > 0]` (feat is post-ReLU; s the gradient
@@ -205,12 +208,15 @@ impl LossKernels {
             .collect()
     }
 
-    /// dst += coef · d tv(x) / dx.
+    /// dst += coef · d tv(x) / dx (across the wrap when `wrap`).
     pub fn tv_grad(
-        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), coef: f32, x: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
+        &self, gpu: &Gpu, ((c, h, w), wrap): ((usize, usize, usize), bool), coef: f32,
+        x: &wgpu::Buffer, dst: &wgpu::Buffer,
     ) -> Dispatch {
-        let params = LossParams::new(c, (h, w), coef);
+        let params = LossParams {
+            wrap: wrap as u32,
+            ..LossParams::new(c, (h, w), coef)
+        };
         self.tv_grad
             .dispatch(gpu, &params, &[dst, x], groups_1d(c * h * w))
             .info(String::new(), 0.0, 3 * c * h * w * F32)
@@ -226,7 +232,7 @@ impl LossKernels {
         image_sum(
             &self.temporal_sum,
             gpu,
-            chw,
+            (chw, false),
             scale,
             &[x, target, weights],
             out,

@@ -45,6 +45,8 @@ pub struct GpuNet {
     /// those for the next convolution's backward (`model::Held`; `kernels::signs`).
     pub signs: Vec<Option<wgpu::Buffer>>,
     pub forward: Vec<Dispatch>,
+    /// Circular padding in every convolution (`--seamless`): the backward's too.
+    pub seamless: bool,
 }
 
 /// Two buffers the forward pass may write the outputs the backward never reads into, instead
@@ -58,10 +60,12 @@ pub struct Lent<'a> {
 }
 
 impl GpuNet {
-    /// `convs[l]` holds conv layer l, for every layer the stages use.
+    /// `convs[l]` holds conv layer l, for every layer the stages use; `seamless`: circular
+    /// padding in every convolution.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu, kernels: &Kernels, stages: Vec<Stage>, convs: &[GpuConv], affine: &Affine,
-        x: &wgpu::Buffer, lent: Option<Lent<'_>>,
+        x: &wgpu::Buffer, lent: Option<Lent<'_>>, seamless: bool,
     ) -> Result<GpuNet> {
         let (h, w) = (stages[0].h, stages[0].w);
         let input = kernels.feature_map(gpu, "network input", 3 * h * w)?;
@@ -85,7 +89,7 @@ impl GpuNet {
                     let c = &convs[l];
                     kernels.conv.forward(
                         gpu,
-                        (s.cin, s.cout, s.h, s.w),
+                        ((s.cin, s.cout, s.h, s.w), seamless),
                         src,
                         &c.forward,
                         &c.bias,
@@ -122,6 +126,7 @@ impl GpuNet {
             routes,
             signs,
             forward,
+            seamless,
         })
     }
 

@@ -169,11 +169,13 @@ impl Parts<'_> {
         }
         let (h, w) = (net.stages[0].h, net.stages[0].w);
         let tv_slot = nc + ns * terms.len();
-        (out.loss_values).extend(
-            kernels
-                .loss
-                .tv_sum(gpu, (3, h, w), 1.0, x, (loss_buf, tv_slot)),
-        );
+        (out.loss_values).extend(kernels.loss.tv_sum(
+            gpu,
+            ((3, h, w), net.seamless),
+            1.0,
+            x,
+            (loss_buf, tv_slot),
+        ));
         if let Some((target, weights, _)) = &self.targets.temporal {
             out.loss_values.extend(kernels.loss.temporal_sum(
                 gpu,
@@ -265,7 +267,7 @@ impl Parts<'_> {
         let below_relu = i > 0 && matches!(net.stages[i - 1].op, StageOp::Conv(_));
         match s.op {
             StageOp::Conv(l) => {
-                let dims = (s.cin, s.cout, s.h, s.w);
+                let dims = ((s.cin, s.cout, s.h, s.w), net.seamless);
                 let weights = &self.convs[l].backward;
                 // The stage below may have kept only its output's signs.
                 match i.checked_sub(1).and_then(|b| net.signs[b].as_ref()) {
@@ -343,7 +345,8 @@ impl Objective {
         ));
         if config.tv_weight != 0.0 {
             let tv = config.tv_weight as f32;
-            backward.push(kernels.loss.tv_grad(gpu, (3, h, w), tv, x, &grad_x));
+            let image = ((3, h, w), config.seamless);
+            backward.push(kernels.loss.tv_grad(gpu, image, tv, x, &grad_x));
         }
         if let Some((target, weights, lambda)) = &targets.temporal {
             let coef = (lambda / (3 * h * w) as f64) as f32;

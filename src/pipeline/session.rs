@@ -123,7 +123,8 @@ impl<'g> Session<'g> {
             buffers: &grads,
             loss_layers: s.loss.layers(),
         };
-        let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(lent))?;
+        let wrap = s.loss.seamless;
+        let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(lent), wrap)?;
         let targets = GpuTargets {
             // The content image's features at the content layers.
             content: content_targets(gpu, kernels, &net, s, &x, dry)?,
@@ -353,7 +354,8 @@ fn style_targets(
             buffers: &scratch,
             loss_layers: s.loss.style_layers.clone(),
         };
-        let snet = GpuNet::new(gpu, kernels, stages.clone(), convs, affine, &sx, Some(lent))?;
+        let (st, wrap) = (stages.clone(), s.loss.seamless);
+        let snet = GpuNet::new(gpu, kernels, st, convs, affine, &sx, Some(lent), wrap)?;
         let mut grams = Vec::new();
         let mut d: Vec<Dispatch> = Vec::new();
         for &l in &s.loss.style_layers {

@@ -125,9 +125,10 @@ pub const CONV_SHAPES: [(usize, usize, usize, usize); 8] = [
 /// both engines' fused-mask kernels must produce.
 pub fn conv_backward_reference(
     (grad, act, kernel): (&[f64], &[f64], &[f64]), below: Option<&[f64]>,
-    shape: (usize, usize, usize, usize),
+    (shape, circular): ((usize, usize, usize, usize), bool),
 ) -> Vec<f64> {
-    let mut want = impasto::reference::conv_backward_input(grad, act, kernel, shape);
+    let mut want =
+        impasto::reference::conv_backward_input_padded(grad, act, kernel, shape, circular);
     if let Some(below) = below {
         want.iter_mut().zip(below).for_each(|(v, b)| {
             if *b <= 0.0 {

@@ -8,6 +8,8 @@ pub mod kernels;
 mod net;
 mod plan;
 mod style;
+#[cfg(test)]
+mod tile_tests;
 
 use anyhow::{bail, Result};
 

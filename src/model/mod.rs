@@ -11,6 +11,7 @@ pub mod optim;
 pub mod scales;
 pub mod style;
 pub mod temporal;
+pub mod tiles;
 pub mod vgg19;
 
 pub use convention::{Affine, Convention};

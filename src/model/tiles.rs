@@ -176,7 +176,7 @@ mod tests {
         ] {
             let stages = arch.stages(deepest, h, w, Pooling::Max);
             let plan = TilePlan::new(&stages, (h, w), tile).unwrap();
-            assert!(plan.halo >= receptive_radius(&stages) && plan.halo % plan.stride == 0);
+            assert!(plan.halo >= receptive_radius(&stages) && plan.halo.is_multiple_of(plan.stride));
             let levels = stages
                 .iter()
                 .filter(|s| matches!(s.op, StageOp::Pool(_)))

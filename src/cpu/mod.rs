@@ -8,22 +8,26 @@ pub mod kernels;
 mod net;
 mod plan;
 mod style;
+mod targets;
 #[cfg(test)]
 mod tile_tests;
+mod tiled;
 
 use anyhow::{bail, Result};
 
 use crate::model::engine::KernelTime;
-use crate::model::style::{per_position, StyleGrams};
+use crate::model::style::StyleGrams;
 use crate::model::temporal::Temporal;
+use crate::model::tiles::Tile;
 use crate::model::{
     AdamConfig, AdamState, Affine, Average, EngineSession, Image, LossConfig, LossValues, StageOp,
 };
 use crate::weights::Weights;
-use clock::{conv_flops, Clock};
+use clock::Clock;
 use kernels as k;
-use net::{padded_len, Conv, Net};
+use net::{stage_backward, Conv, Net};
 use style::StyleLoss;
+use targets::{style_targets, whole_net};
 
 /// What `impasto devices` and the run say about the CPU engine: threads and SIMD level.
 pub fn describe() -> String {
@@ -55,56 +59,6 @@ pub fn simd_level() -> &'static str {
     {
         "scalar"
     }
-}
-
-/// Values in the largest of `stages`' padded outputs, or their padded input.
-fn largest_map(stages: &[crate::model::Stage]) -> usize {
-    let s0 = stages[0];
-    stages
-        .iter()
-        .map(padded_len)
-        .chain([3 * k::plane(s0.h, s0.w)])
-        .max()
-        .unwrap()
-}
-
-/// Each style image's Gram matrices per position ([`StyleGrams`]), and the bytes of the
-/// largest style network, held while its targets are made. Only the style layers' outputs are
-/// kept: the rest go through two scratch buffers. A dry session computes nothing (the Grams
-/// are zeros).
-fn style_targets(
-    s: &Setup<'_>, convs: &[Conv], affine: &Affine, dry: bool,
-) -> Result<(Vec<StyleGrams>, u64)> {
-    let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
-    let mut out = Vec::new();
-    let mut setup_peak = 0u64;
-    for (img, _) in s.styles {
-        let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
-        let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
-        let mut net = Net::new(stages.clone(), Some(&s.loss.style_layers), s.loss.seamless);
-        let held = net.held() + 2 * scratch[0].len();
-        setup_peak = setup_peak.max(4 * held as u64);
-        if !dry {
-            let clock = &mut Clock::default();
-            net.forward(convs, affine, &img.data, clock, Some(&mut scratch));
-        }
-        let grams = s
-            .loss
-            .style_layers
-            .iter()
-            .map(|&l| {
-                let i = net.stage_of(l);
-                let st = net.stages[i];
-                let mut g = vec![0.0; st.cout * st.cout];
-                if !dry {
-                    k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g, &mut Vec::new());
-                }
-                g
-            })
-            .collect();
-        out.push(per_position(&stages, &s.loss.style_layers, grams));
-    }
-    Ok((out, setup_peak))
 }
 
 /// What a CPU session is set up from.
@@ -139,19 +93,28 @@ pub struct CpuSession {
     setup_peak: u64,
     /// A video frame's temporal term.
     temporal: Option<Temporal>,
+    /// A tiled evaluation's tiles (`net` is then the network of the tile at hand, and
+    /// `content` the content layers' whole maps).
+    tiles: Option<tiled::Tiles>,
 }
 
 impl CpuSession {
     pub fn new(s: &Setup<'_>) -> Result<CpuSession> {
-        CpuSession::build(s, false)
+        CpuSession::build(s, false, None)
+    }
+
+    /// A session that evaluates the objective in tiles of side `tile` (`model::tiles`):
+    /// the network's buffers those of the largest tile's crop, the result the untiled one.
+    pub fn tiled(s: &Setup<'_>, tile: usize) -> Result<CpuSession> {
+        CpuSession::build(s, false, Some(tile))
     }
 
     /// A session with every buffer made but no target computed (`--dry-run`).
     pub fn dry(s: &Setup<'_>) -> Result<CpuSession> {
-        CpuSession::build(s, true)
+        CpuSession::build(s, true, None)
     }
 
-    fn build(s: &Setup<'_>, dry: bool) -> Result<CpuSession> {
+    fn build(s: &Setup<'_>, dry: bool, tile: Option<usize>) -> Result<CpuSession> {
         let (h, w) = (s.content.h, s.content.w);
         if (s.init.h, s.init.w) != (h, w) {
             bail!(
@@ -179,25 +142,26 @@ impl CpuSession {
         };
         let stages = s.arch.stages(deepest, h, w, s.pooling);
         let terms = s.style_terms(&stages, &style_grams)?;
-        let max_len = largest_map(&stages);
-        let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
-        let mut net = Net::new(stages, Some(&s.loss.layers()), s.loss.seamless);
-        if !dry {
-            net.forward(
-                &convs,
-                &affine,
-                &s.content.data,
-                &mut Clock::default(),
-                Some(&mut grads),
-            );
-        }
-        let content = s
-            .loss
-            .content_layers
-            .iter()
-            .map(|&l| net.acts[net.stage_of(l)].clone())
-            .collect();
-        let style = StyleLoss::new(terms, &net, s.loss);
+        let style = StyleLoss::new(terms, &stages, s.loss);
+        let arch = (s.arch, s.loss, s.pooling);
+        let tiles = (tile.map(|t| tiled::Tiles::new(arch, &stages, t))).transpose()?;
+        let (net, grads, content) = match &tiles {
+            None => whole_net(s, (&convs, &affine), stages, dry),
+            Some(t) => {
+                let mut grads = [vec![0.0; t.largest_map()], vec![0.0; t.largest_map()]];
+                let layers = &s.loss.content_layers;
+                let content = match dry {
+                    true => Vec::new(),
+                    false => t.content_targets(
+                        (&convs, &affine),
+                        &s.content.data,
+                        &stages,
+                        (layers, &mut grads),
+                    ),
+                };
+                (t.net(&t.plan.tiles[0]), grads, content)
+            }
+        };
         let n = 3 * h * w;
         Ok(CpuSession {
             h,
@@ -226,30 +190,34 @@ impl CpuSession {
             clock: Clock::default(),
             setup_peak,
             temporal: s.temporal.cloned(),
+            tiles,
         })
     }
 
     /// Forward, the Gram matrices at the style layers, and (with `losses`) the loss values.
     fn forward(&mut self, losses: bool) -> Option<LossValues> {
-        let clock = &mut self.clock;
-        let lent = Some(&mut self.grads);
-        self.net
-            .forward(&self.convs, &self.affine, &self.x, clock, lent);
-        self.style.grams(&self.net, &self.loss, clock);
+        let content = match self.tiles.is_some() {
+            true => self.forward_tiled(losses),
+            false => {
+                let clock = &mut self.clock;
+                let lent = Some(&mut self.grads);
+                self.net
+                    .forward(&self.convs, &self.affine, &self.x, clock, lent);
+                self.style.grams(&self.net, &self.loss, false, clock);
+                match losses {
+                    true => content_sum(&self.net, &self.loss, &self.content, clock),
+                    false => 0.0,
+                }
+            }
+        };
         if !losses {
             return None;
         }
         self.evaluated.copy_from_slice(&self.x);
+        let clock = &mut self.clock;
         let nc = self.loss.content_layers.len() as f64;
-        let mut content = 0.0;
-        for (j, &l) in self.loss.content_layers.iter().enumerate() {
-            let (a, b) = (&self.net.acts[self.net.stage_of(l)], &self.content[j]);
-            let d = clock.time("sq_diff_sum", String::new, 0.0, 2 * a.len(), || {
-                k::sq_diff_sum(a, b)
-            });
-            content += 0.5 / nc * d;
-        }
-        let style = self.style.loss(&self.net, &self.loss, clock);
+        let content = 0.5 / nc * content;
+        let style = self.style.loss(&self.net.stages, &self.loss, clock);
         let (x, hw) = (&self.x, (3, self.h, self.w));
         let wrap = self.loss.seamless;
         let tv = clock.time("tv_sum", String::new, 0.0, x.len(), || {
@@ -268,6 +236,30 @@ impl CpuSession {
 
     /// dL/dx into `grad_x`, from the activations of the last forward.
     fn backward(&mut self) {
+        if self.tiles.is_some() {
+            self.backward_tiled();
+        } else {
+            let content = std::mem::take(&mut self.content);
+            self.backprop(&content);
+            self.content = content;
+            // Stage 0 (even) wrote dL/d(network input) into the second buffer.
+            let g0 = &self.grads[1][..3 * k::plane(self.h, self.w)];
+            let (hw, affine, grad_x) = ((self.h, self.w), &self.affine, &mut self.grad_x);
+            self.clock.time(
+                "preprocess_backward",
+                String::new,
+                0.0,
+                2 * grad_x.len(),
+                || k::preprocess_backward(g0, hw, affine, grad_x),
+            );
+        }
+        self.image_terms_backward();
+    }
+
+    /// The network's backward from the loss layers of the last forward (content targets
+    /// `content`, as the network's maps) down to dL/d(network input), which stage 0 (even)
+    /// leaves in the second gradient buffer.
+    fn backprop(&mut self, content: &[Vec<f32>]) {
         let last = self.net.stages.len() - 1;
         for i in (0..self.net.stages.len()).rev() {
             let s = self.net.stages[i];
@@ -282,7 +274,7 @@ impl CpuSession {
             let mut losses = LossTerms {
                 net: &self.net,
                 cfg: &self.loss,
-                content: &self.content,
+                content,
                 style: &mut self.style,
             };
             // The deepest stage has no gradient from above: its first loss term overwrites,
@@ -294,17 +286,11 @@ impl CpuSession {
             let below = &mut below[..s.cin * k::plane(s.h, s.w)];
             stage_backward(&self.net, &self.convs, i, gi, below, clock);
         }
-        // Stage 0 (even) wrote dL/d(network input) into the second buffer.
-        let g0 = &self.grads[1][..3 * k::plane(self.h, self.w)];
-        let (hw, affine, grad_x) = ((self.h, self.w), &self.affine, &mut self.grad_x);
-        let clock = &mut self.clock;
-        clock.time(
-            "preprocess_backward",
-            String::new,
-            0.0,
-            2 * grad_x.len(),
-            || k::preprocess_backward(g0, hw, affine, grad_x),
-        );
+    }
+
+    /// The terms on the whole image: TV and a video frame's temporal term, added to `grad_x`.
+    fn image_terms_backward(&mut self) {
+        let (grad_x, clock) = (&mut self.grad_x, &mut self.clock);
         if self.loss.tv_weight != 0.0 {
             let (x, chw, tv) = (&self.x, (3, self.h, self.w), self.loss.tv_weight as f32);
             let wrap = self.loss.seamless;
@@ -318,6 +304,72 @@ impl CpuSession {
                 k::temporal_grad(x, &t.target.data, &t.weights, coef, grad_x)
             });
         }
+    }
+
+    /// Forwards tile `t`'s crop of the image into `self.net`.
+    fn forward_tile(&mut self, t: &Tile) {
+        let tiles = self.tiles.as_ref().expect("a tiled session");
+        self.net = tiles.net(t);
+        let crop = tiled::crop_image(&self.x, (self.h, self.w), t.crop);
+        let lent = Some(&mut self.grads);
+        (self.net).forward(&self.convs, &self.affine, &crop, &mut self.clock, lent);
+    }
+
+    /// Tile `t`'s content targets (`tiled::tile_targets`), and its windows set on the style
+    /// terms (`tiled::tile_window`), for the tile just forwarded.
+    fn tile_terms(&mut self, t: &Tile) -> Vec<Vec<f32>> {
+        let whole = self.tiles.as_ref().expect("a tiled session").whole_stages();
+        let (size, cfg) = ((self.h, self.w), &self.loss);
+        let window = tiled::tile_window(t, &self.net, cfg, (&self.style.masks, &whole), size);
+        self.style.set_window(Some(window), &self.net, cfg);
+        tiled::tile_targets(t, &self.net, cfg, (&self.content, &whole), size)
+    }
+
+    /// Pass 1 of a tiled evaluation: every tile's Gram matrices added up; with `losses`,
+    /// Σ (F − C)² over the content layers (`tiled` says how).
+    fn forward_tiled(&mut self, losses: bool) -> f64 {
+        let tiles = self
+            .tiles
+            .as_ref()
+            .expect("a tiled session")
+            .plan
+            .tiles
+            .clone();
+        self.style.clear_grams();
+        let mut content = 0.0;
+        for t in &tiles {
+            self.forward_tile(t);
+            let targets = self.tile_terms(t);
+            self.style
+                .grams(&self.net, &self.loss, true, &mut self.clock);
+            if losses {
+                content += content_sum(&self.net, &self.loss, &targets, &mut self.clock);
+            }
+        }
+        self.style.set_window(None, &self.net, &self.loss);
+        content
+    }
+
+    /// Pass 2: each tile's backward against the whole Gram matrices, its crop's input gradient
+    /// added into `grad_x`.
+    fn backward_tiled(&mut self) {
+        let tiles = self
+            .tiles
+            .as_ref()
+            .expect("a tiled session")
+            .plan
+            .tiles
+            .clone();
+        self.grad_x.fill(0.0);
+        for t in &tiles {
+            self.forward_tile(t);
+            let targets = self.tile_terms(t);
+            self.backprop(&targets);
+            let g0 = &self.grads[1][..3 * k::plane(t.crop.h(), t.crop.w())];
+            let image = (&mut self.grad_x[..], (self.h, self.w));
+            tiled::add_crop_gradient(g0, t.crop, &self.affine, image);
+        }
+        self.style.set_window(None, &self.net, &self.loss);
     }
 
     /// One step with each kernel timed: the per-layer table of `impasto bench --engine cpu`.
@@ -383,6 +435,18 @@ impl CpuSession {
     }
 }
 
+/// Σ (F − C)² over the content layers of `net`'s last forward (targets `content`, as its maps).
+fn content_sum(net: &Net, cfg: &LossConfig, content: &[Vec<f32>], clock: &mut Clock) -> f64 {
+    let mut sum = 0.0;
+    for (j, &l) in cfg.content_layers.iter().enumerate() {
+        let (a, b) = (&net.acts[net.stage_of(l)], &content[j]);
+        sum += clock.time("sq_diff_sum", String::new, 0.0, 2 * a.len(), || {
+            k::sq_diff_sum(a, b)
+        });
+    }
+    sum
+}
+
 /// What the loss terms' gradients are computed from.
 struct LossTerms<'a> {
     net: &'a Net,
@@ -417,55 +481,6 @@ impl LossTerms<'_> {
             accumulate = true;
         }
         accumulate
-    }
-}
-
-/// Stage `i`'s backward: the gradient of its output, `gi`, taken down to its input's, `below`
-/// (masked by the ReLU of the stage below, from its output or its kept signs).
-fn stage_backward(
-    net: &Net, convs: &[Conv], i: usize, gi: &mut [f32], below: &mut [f32], clock: &mut Clock,
-) {
-    let s = net.stages[i];
-    let src: &[f32] = if i == 0 { &net.input } else { &net.acts[i - 1] };
-    let below_relu = i > 0 && matches!(net.stages[i - 1].op, StageOp::Conv(_));
-    // The stage below may have kept only its output's signs.
-    let below_signs = i.checked_sub(1).map(|b| &net.signs[b][..]);
-    let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
-    match s.op {
-        StageOp::Conv(l) => {
-            let c = &convs[l];
-            let mask = match below_signs {
-                Some(bits) if below_relu && !bits.is_empty() => Some(k::InputRelu::Signs(bits)),
-                _ => below_relu.then_some(k::InputRelu::Values(src)),
-            };
-            let name = if below_relu {
-                "conv_backward_input_masked"
-            } else {
-                "conv_backward_input"
-            };
-            clock.time(
-                name,
-                || format!("{cout}->{cin} {h}x{w}"),
-                conv_flops(cin, cout, h, w),
-                (cout + cin * (1 + below_relu as usize)) * h * w + 9 * cin * cout,
-                // Circular padding: the input gradient reads the output's gradient wrapped.
-                || {
-                    k::with_padding(gi, (h, w), net.seamless, |gi| {
-                        k::conv_backward_input(gi, &c.backward, mask, (cin, cout, h, w), below)
-                    })
-                },
-            )
-        }
-        StageOp::Pool(mode) => {
-            let routes = &net.routes[i];
-            clock.time(
-                "pool_backward",
-                || format!("{cin}x{h}x{w}"),
-                (cin * h * w) as f64,
-                cin * h * w + cin * (h / 2) * (w / 2) + routes.len(),
-                || k::pool_backward(routes, gi, (cin, h, w), mode, below),
-            )
-        }
     }
 }
 

@@ -163,3 +163,63 @@ impl Net {
         crate::model::vgg19::conv_stage(&self.stages, layer).expect("loss layer within the stages")
     }
 }
+
+/// Values in the largest of `stages`' padded outputs, or their padded input.
+pub fn largest_map(stages: &[Stage]) -> usize {
+    let s0 = stages[0];
+    stages
+        .iter()
+        .map(padded_len)
+        .chain([3 * k::plane(s0.h, s0.w)])
+        .max()
+        .unwrap()
+}
+
+/// Stage `i`'s backward: the gradient of its output, `gi`, taken down to its input's, `below`
+/// (masked by the ReLU of the stage below, from its output or its kept signs).
+pub fn stage_backward(
+    net: &Net, convs: &[Conv], i: usize, gi: &mut [f32], below: &mut [f32], clock: &mut Clock,
+) {
+    let s = net.stages[i];
+    let src: &[f32] = if i == 0 { &net.input } else { &net.acts[i - 1] };
+    let below_relu = i > 0 && matches!(net.stages[i - 1].op, StageOp::Conv(_));
+    // The stage below may have kept only its output's signs.
+    let below_signs = i.checked_sub(1).map(|b| &net.signs[b][..]);
+    let (cin, cout, h, w) = (s.cin, s.cout, s.h, s.w);
+    match s.op {
+        StageOp::Conv(l) => {
+            let c = &convs[l];
+            let mask = match below_signs {
+                Some(bits) if below_relu && !bits.is_empty() => Some(k::InputRelu::Signs(bits)),
+                _ => below_relu.then_some(k::InputRelu::Values(src)),
+            };
+            let name = if below_relu {
+                "conv_backward_input_masked"
+            } else {
+                "conv_backward_input"
+            };
+            clock.time(
+                name,
+                || format!("{cout}->{cin} {h}x{w}"),
+                conv_flops(cin, cout, h, w),
+                (cout + cin * (1 + below_relu as usize)) * h * w + 9 * cin * cout,
+                // Circular padding: the input gradient reads the output's gradient wrapped.
+                || {
+                    k::with_padding(gi, (h, w), net.seamless, |gi| {
+                        k::conv_backward_input(gi, &c.backward, mask, (cin, cout, h, w), below)
+                    })
+                },
+            )
+        }
+        StageOp::Pool(mode) => {
+            let routes = &net.routes[i];
+            clock.time(
+                "pool_backward",
+                || format!("{cin}x{h}x{w}"),
+                (cin * h * w) as f64,
+                cin * h * w + cin * (h / 2) * (w / 2) + routes.len(),
+                || k::pool_backward(routes, gi, (cin, h, w), mode, below),
+            )
+        }
+    }
+}

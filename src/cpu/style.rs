@@ -6,12 +6,16 @@ use super::clock::Clock;
 use super::kernels as k;
 use super::net::Net;
 use crate::model::style::StyleTerm;
+use crate::model::vgg19::{conv_stage, Stage};
 use crate::model::LossConfig;
 
 pub struct StyleLoss {
     pub terms: Vec<StyleTerm>,
     /// Per term, per style layer: its mask as one padded plane.
-    masks: Vec<Option<Vec<Vec<f32>>>>,
+    pub masks: Vec<Option<Vec<Vec<f32>>>>,
+    /// A tiled evaluation's tile at hand: per term, per style layer, the plane that replaces
+    /// the term's mask — 1 (or the mask) inside the tile's interior, 0 elsewhere.
+    window: Option<Vec<Vec<Vec<f32>>>>,
     /// Per style layer, per term: the Gram matrix of the last forward.
     grams: Vec<Vec<Vec<f32>>>,
     /// F ∘ m (or F ∘ m²) of the layer at hand: as large as the largest masked style layer.
@@ -38,9 +42,9 @@ fn masked<'a>(
 }
 
 impl StyleLoss {
-    /// The terms' buffers for the content-sized network `net` (the masks at their layers'
-    /// sizes are laid out as the engine's padded planes here, once).
-    pub fn new(terms: Vec<StyleTerm>, net: &Net, cfg: &LossConfig) -> StyleLoss {
+    /// The terms' buffers for the content-sized network of `stages` (the masks at their
+    /// layers' sizes are laid out as the engine's padded planes here, once).
+    pub fn new(terms: Vec<StyleTerm>, stages: &[Stage], cfg: &LossConfig) -> StyleLoss {
         let mut largest = 0;
         let masks = terms
             .iter()
@@ -51,7 +55,7 @@ impl StyleLoss {
                     .iter()
                     .zip(m)
                     .map(|(&l, m)| {
-                        let s = net.stages[net.stage_of(l)];
+                        let s = stages[conv_stage(stages, l).expect("a style layer's stage")];
                         largest = largest.max(s.cout * k::plane(s.h, s.w));
                         k::padded_plane(m, (s.h, s.w))
                     })
@@ -73,6 +77,7 @@ impl StyleLoss {
         StyleLoss {
             terms,
             masks,
+            window: None,
             grams,
             masked: vec![0.0; largest],
             gram_parts: Vec::new(),
@@ -99,16 +104,42 @@ impl StyleLoss {
         4 * t as u64
     }
 
-    /// Every term's Gram matrices at the style layers, from the last forward of `net`.
-    pub fn grams(&mut self, net: &Net, cfg: &LossConfig, clock: &mut Clock) {
+    /// Sets (or with None clears) the planes that replace every term's mask while a tile is
+    /// evaluated, `[term][style layer]` for the tile's network `net`.
+    pub fn set_window(&mut self, window: Option<Vec<Vec<Vec<f32>>>>, net: &Net, cfg: &LossConfig) {
+        if window.is_some() {
+            for &l in &cfg.style_layers {
+                let s = net.stages[net.stage_of(l)];
+                let len = s.cout * k::plane(s.h, s.w);
+                if self.masked.len() < len {
+                    self.masked.resize(len, 0.0);
+                }
+            }
+        }
+        self.window = window;
+    }
+
+    /// Every term's Gram matrices at the style layers, from the last forward of `net` (added
+    /// to the ones there when `add`: a tiled evaluation's tiles).
+    pub fn grams(&mut self, net: &Net, cfg: &LossConfig, add: bool, clock: &mut Clock) {
         for (j, &l) in cfg.style_layers.iter().enumerate() {
             let i = net.stage_of(l);
             let s = net.stages[i];
             let (n, m) = (s.cout, s.h * s.w);
             for t in 0..self.terms.len() {
-                let mask = self.masks[t].as_ref().map(|planes| &planes[j][..]);
+                let mask = match &self.window {
+                    Some(w) => Some(&w[t][j][..]),
+                    None => self.masks[t].as_ref().map(|planes| &planes[j][..]),
+                };
                 let f = masked(&net.acts[i], (n, mask), false, &mut self.masked, clock);
-                let (g, parts) = (&mut self.grams[j][t], &mut self.gram_parts);
+                let parts = &mut self.gram_parts;
+                let g = match add {
+                    false => &mut self.grams[j][t],
+                    true => {
+                        self.diff.resize(n * n, 0.0);
+                        &mut self.diff
+                    }
+                };
                 clock.time(
                     "gram",
                     || format!("{n}x{m}"),
@@ -116,16 +147,25 @@ impl StyleLoss {
                     n * m + n * n,
                     || k::gram(f, n, (s.h, s.w), g, parts),
                 );
+                if add {
+                    let sum = &mut self.grams[j][t];
+                    sum.iter_mut().zip(&self.diff).for_each(|(a, b)| *a += b);
+                }
             }
         }
     }
 
-    /// The style loss of the last [`StyleLoss::grams`].
-    pub fn loss(&self, net: &Net, cfg: &LossConfig, clock: &mut Clock) -> f64 {
+    /// Zeroes the Gram matrices (a tiled evaluation adds its tiles' to them).
+    pub fn clear_grams(&mut self) {
+        self.grams.iter_mut().flatten().for_each(|g| g.fill(0.0));
+    }
+
+    /// The style loss of the last [`StyleLoss::grams`] (`stages`: any network's of the run).
+    pub fn loss(&self, stages: &[Stage], cfg: &LossConfig, clock: &mut Clock) -> f64 {
         let ns = cfg.style_layers.len();
         let mut style = 0.0;
         for (j, &l) in cfg.style_layers.iter().enumerate() {
-            let n = net.stages[net.stage_of(l)].cout;
+            let n = stages[conv_stage(stages, l).expect("a style layer's stage")].cout;
             for (t, term) in self.terms.iter().enumerate() {
                 let (a, b) = (&self.grams[j][t], &term.targets[j]);
                 let d = clock.time("sq_diff_sum", String::new, 0.0, 2 * a.len(), || {
@@ -147,7 +187,10 @@ impl StyleLoss {
         let (n, m) = (s.cout, s.h * s.w);
         let ns = cfg.style_layers.len();
         for (t, term) in self.terms.iter().enumerate() {
-            let mask = self.masks[t].as_ref().map(|planes| &planes[j][..]);
+            let mask = match &self.window {
+                Some(w) => Some(&w[t][j][..]),
+                None => self.masks[t].as_ref().map(|planes| &planes[j][..]),
+            };
             let f = masked(&net.acts[i], (n, mask), true, &mut self.masked, clock);
             let coef = term.grad_coef(j, n, ns, cfg.style_weight);
             let (g, target, diff) = (&self.grams[j][t], &term.targets[j], &mut self.diff);

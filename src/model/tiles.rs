@@ -176,7 +176,9 @@ mod tests {
         ] {
             let stages = arch.stages(deepest, h, w, Pooling::Max);
             let plan = TilePlan::new(&stages, (h, w), tile).unwrap();
-            assert!(plan.halo >= receptive_radius(&stages) && plan.halo.is_multiple_of(plan.stride));
+            assert!(
+                plan.halo >= receptive_radius(&stages) && plan.halo.is_multiple_of(plan.stride)
+            );
             let levels = stages
                 .iter()
                 .filter(|s| matches!(s.op, StageOp::Pool(_)))

@@ -1,0 +1,70 @@
+//! The targets a CPU session computes at its start: each style image's Gram matrices, and the
+//! content image's maps with the network that made them.
+
+use anyhow::Result;
+
+use super::clock::Clock;
+use super::kernels as k;
+use super::net::{largest_map, Conv, Net};
+use crate::model::style::{per_position, StyleGrams};
+use crate::model::Affine;
+use crate::weights::Weights;
+
+type Setup<'a> = crate::model::engine::Setup<'a, Weights>;
+
+/// Each style image's Gram matrices per position ([`StyleGrams`]), and the bytes of the
+/// largest style network, held while its targets are made. Only the style layers' outputs are
+/// kept: the rest go through two scratch buffers. A dry session computes nothing (the Grams
+/// are zeros).
+pub fn style_targets(
+    s: &Setup<'_>, convs: &[Conv], affine: &Affine, dry: bool,
+) -> Result<(Vec<StyleGrams>, u64)> {
+    let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
+    let mut out = Vec::new();
+    let mut setup_peak = 0u64;
+    for (img, _) in s.styles {
+        let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
+        let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
+        let mut net = Net::new(stages.clone(), Some(&s.loss.style_layers), s.loss.seamless);
+        let held = net.held() + 2 * scratch[0].len();
+        setup_peak = setup_peak.max(4 * held as u64);
+        if !dry {
+            let clock = &mut Clock::default();
+            net.forward(convs, affine, &img.data, clock, Some(&mut scratch));
+        }
+        let grams = s
+            .loss
+            .style_layers
+            .iter()
+            .map(|&l| {
+                let i = net.stage_of(l);
+                let st = net.stages[i];
+                let mut g = vec![0.0; st.cout * st.cout];
+                if !dry {
+                    k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g, &mut Vec::new());
+                }
+                g
+            })
+            .collect();
+        out.push(per_position(&stages, &s.loss.style_layers, grams));
+    }
+    Ok((out, setup_peak))
+}
+
+/// The untiled session's network, its lent gradient buffers and the content targets (the
+/// content image's maps at the content layers; none in a dry session).
+pub fn whole_net(
+    s: &Setup<'_>, (convs, affine): (&[Conv], &Affine), stages: Vec<crate::model::Stage>, dry: bool,
+) -> (Net, [Vec<f32>; 2], Vec<Vec<f32>>) {
+    let max_len = largest_map(&stages);
+    let mut grads = [vec![0.0; max_len], vec![0.0; max_len]];
+    let mut net = Net::new(stages, Some(&s.loss.layers()), s.loss.seamless);
+    if !dry {
+        let clock = &mut Clock::default();
+        net.forward(convs, affine, &s.content.data, clock, Some(&mut grads));
+    }
+    let content = (s.loss.content_layers.iter())
+        .map(|&l| net.acts[net.stage_of(l)].clone())
+        .collect();
+    (net, grads, content)
+}

@@ -1,0 +1,226 @@
+//! The CPU engine's tiled evaluation (`model::tiles` has the geometry): the objective and its
+//! gradient computed a tile at a time, in memory bounded by the largest tile's crop, equal to
+//! the untiled ones up to the order of f32 sums.
+//!
+//! Pass 1 forwards every tile's crop and adds the Gram matrices of its interior (every term's
+//! mask replaced by a window: 1, or the mask, inside the interior and 0 elsewhere) and its
+//! content loss (the content target outside the interior set to the tile's own features, so
+//! those positions add nothing). Pass 2 forwards each crop again and runs the backward with the
+//! same windows against the whole image's Gram matrices: the loss gradients enter only at
+//! interior positions, and the crops' input gradients, added where they overlap, make the
+//! image's. TV and a video frame's temporal term are computed on the whole image.
+
+use anyhow::{bail, Result};
+
+use super::clock::Clock;
+use super::kernels as k;
+use super::net::{largest_map, Conv, Net};
+use crate::model::tiles::{Rect, Tile, TilePlan};
+use crate::model::vgg19::{Arch, Stage, StageOp};
+use crate::model::{Affine, LossConfig, Pooling};
+
+/// One padded plane per style layer (a term's mask or window).
+type Planes = Vec<Vec<f32>>;
+
+/// A session's tiles and what makes a crop's network.
+pub(super) struct Tiles {
+    pub plan: TilePlan,
+    arch: Arch,
+    deepest: usize,
+    pooling: Pooling,
+    loss_layers: Vec<usize>,
+}
+
+/// Pooling stages before stage `i`: the level of its input, and of a conv stage's output.
+fn level(stages: &[Stage], i: usize) -> usize {
+    let pools = stages[..i]
+        .iter()
+        .filter(|s| matches!(s.op, StageOp::Pool(_)));
+    pools.count()
+}
+
+/// Copies `channels` padded planes' rectangle of `size` from `src` (maps `src_hw`, from
+/// `src_at`) to `dst` (maps `dst_hw`, at `dst_at`).
+fn copy_rect(
+    (src, src_hw, src_at): (&[f32], (usize, usize), (usize, usize)),
+    (dst, dst_hw, dst_at): (&mut [f32], (usize, usize), (usize, usize)), channels: usize,
+    (rh, rw): (usize, usize),
+) {
+    let (sp, dp) = (k::plane(src_hw.0, src_hw.1), k::plane(dst_hw.0, dst_hw.1));
+    for c in 0..channels {
+        for y in 0..rh {
+            let s = c * sp + (src_at.0 + y + 1) * (src_hw.1 + 2) + src_at.1 + 1;
+            let d = c * dp + (dst_at.0 + y + 1) * (dst_hw.1 + 2) + dst_at.1 + 1;
+            dst[d..d + rw].copy_from_slice(&src[s..s + rw]);
+        }
+    }
+}
+
+/// Rows and columns `r` of the RGB image `x` (`[3][h][w]`).
+pub fn crop_image(x: &[f32], (h, w): (usize, usize), r: Rect) -> Vec<f32> {
+    let mut out = Vec::with_capacity(3 * r.h() * r.w());
+    for c in 0..3 {
+        for y in r.y0..r.y1 {
+            out.extend_from_slice(&x[(c * h + y) * w + r.x0..(c * h + y) * w + r.x1]);
+        }
+    }
+    out
+}
+
+impl Tiles {
+    /// The tiles of side `tile` of the image whose network is `stages` (`arch`'s up to the
+    /// deepest loss layer of `loss`, with `pooling`).
+    pub fn new(
+        (arch, loss, pooling): (&Arch, &LossConfig, Pooling), stages: &[Stage], tile: usize,
+    ) -> Result<Tiles> {
+        if loss.seamless {
+            bail!("tiles with --seamless (halos that wrap around) are not built yet");
+        }
+        let size = (stages[0].h, stages[0].w);
+        let plan = TilePlan::new(stages, size, tile).map_err(anyhow::Error::msg)?;
+        Ok(Tiles {
+            plan,
+            arch: arch.clone(),
+            deepest: loss.deepest(),
+            pooling,
+            loss_layers: loss.layers(),
+        })
+    }
+
+    /// The whole image's stages (shapes only).
+    pub fn whole_stages(&self) -> Vec<Stage> {
+        let (h, w) = self.plan.size;
+        self.arch.stages(self.deepest, h, w, self.pooling)
+    }
+
+    /// The network of a tile's crop (its buffers made now).
+    pub fn net(&self, t: &Tile) -> Net {
+        let stages = (self.arch).stages(self.deepest, t.crop.h(), t.crop.w(), self.pooling);
+        Net::new(stages, Some(&self.loss_layers), false)
+    }
+
+    /// Values in the largest map of any crop's network (the lent gradient buffers' size).
+    pub fn largest_map(&self) -> usize {
+        (self.plan.tiles.iter())
+            .map(|t| {
+                let st = (self.arch).stages(self.deepest, t.crop.h(), t.crop.w(), self.pooling);
+                largest_map(&st)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The content layers' whole maps (`whole`: the image's stages), gathered from the tiles'
+    /// interiors of the content image `x`.
+    pub fn content_targets(
+        &self, (convs, affine): (&[Conv], &Affine), x: &[f32], whole: &[Stage],
+        (loss_layers, grads): (&[usize], &mut [Vec<f32>; 2]),
+    ) -> Vec<Vec<f32>> {
+        let size = self.plan.size;
+        let mut maps: Vec<Vec<f32>> = (loss_layers.iter())
+            .map(|&l| whole[conv_index(whole, l)])
+            .map(|s| vec![0.0; s.cout * k::plane(s.h, s.w)])
+            .collect();
+        for t in &self.plan.tiles {
+            let mut net = self.net(t);
+            let crop = crop_image(x, size, t.crop);
+            net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
+            for (map, &l) in maps.iter_mut().zip(loss_layers) {
+                let i = net.stage_of(l);
+                let lv = level(&net.stages, i);
+                let (a, b) = (t.interior_at(lv, size), t.interior_in_crop(lv, size));
+                let (ws, ts) = (whole[i], net.stages[i]);
+                copy_rect(
+                    (&net.acts[i], (ts.h, ts.w), (b.y0, b.x0)),
+                    (map, (ws.h, ws.w), (a.y0, a.x0)),
+                    ts.cout,
+                    (a.h(), a.w()),
+                );
+            }
+        }
+        maps
+    }
+}
+
+fn conv_index(stages: &[Stage], l: usize) -> usize {
+    crate::model::vgg19::conv_stage(stages, l).expect("a loss layer's stage")
+}
+
+/// The content targets of a tile whose crop `net` just forwarded, as its maps: the whole
+/// targets `maps` (of the image's stages `whole`) inside its interior, its own features
+/// elsewhere (they add nothing there).
+pub fn tile_targets(
+    t: &Tile, net: &Net, cfg: &LossConfig, (maps, whole): (&[Vec<f32>], &[Stage]),
+    size: (usize, usize),
+) -> Vec<Vec<f32>> {
+    (cfg.content_layers.iter().zip(maps))
+        .map(|(&l, map)| {
+            let i = net.stage_of(l);
+            let lv = level(&net.stages, i);
+            let (a, b) = (t.interior_at(lv, size), t.interior_in_crop(lv, size));
+            let (ws, ts) = (whole[i], net.stages[i]);
+            let mut target = net.acts[i].clone();
+            copy_rect(
+                (map, (ws.h, ws.w), (a.y0, a.x0)),
+                (&mut target, (ts.h, ts.w), (b.y0, b.x0)),
+                ts.cout,
+                (a.h(), a.w()),
+            );
+            target
+        })
+        .collect()
+}
+
+/// Per style term, per style layer, a tile's window as its network's padded planes: 1 (or
+/// the term's mask, from its whole planes `masks`) inside its interior, 0 elsewhere.
+pub fn tile_window(
+    t: &Tile, net: &Net, cfg: &LossConfig, (masks, whole): (&[Option<Planes>], &[Stage]),
+    size: (usize, usize),
+) -> Vec<Vec<Vec<f32>>> {
+    (masks.iter())
+        .map(|mask| {
+            (cfg.style_layers.iter().enumerate())
+                .map(|(j, &l)| {
+                    let i = net.stage_of(l);
+                    let lv = level(&net.stages, i);
+                    let (a, b) = (t.interior_at(lv, size), t.interior_in_crop(lv, size));
+                    let (ws, ts) = (whole[i], net.stages[i]);
+                    let mut plane = vec![0.0; k::plane(ts.h, ts.w)];
+                    let ones;
+                    let src = match mask {
+                        Some(planes) => &planes[j][..],
+                        None => {
+                            ones = vec![1.0; k::plane(ws.h, ws.w)];
+                            &ones[..]
+                        }
+                    };
+                    copy_rect(
+                        (src, (ws.h, ws.w), (a.y0, a.x0)),
+                        (&mut plane, (ts.h, ts.w), (b.y0, b.x0)),
+                        1,
+                        (a.h(), a.w()),
+                    );
+                    plane
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Adds a crop's input gradient (`g0`, dL/d(network input) as the crop network's padded
+/// maps) into the image's, `grad_x` (`[3][h][w]`), through the preprocessing's backward.
+pub fn add_crop_gradient(
+    g0: &[f32], crop: Rect, affine: &Affine, (grad_x, (h, w)): (&mut [f32], (usize, usize)),
+) {
+    let (ch, cw) = (crop.h(), crop.w());
+    let mut g = vec![0.0; 3 * ch * cw];
+    k::preprocess_backward(g0, (ch, cw), affine, &mut g);
+    for c in 0..3 {
+        for y in 0..ch {
+            let row = &g[(c * ch + y) * cw..(c * ch + y + 1) * cw];
+            let at = (c * h + crop.y0 + y) * w + crop.x0;
+            let dst = &mut grad_x[at..at + cw];
+            dst.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The tiled evaluation on the CPU engine (`CpuSession::tiled`, `model::tiles`): its losses and
+//! image gradient against the untiled session's, with the real shallow weights and with random
+//! weights of VGG19's shapes through block5_conv2, sides no multiple of the tile, tiles smaller
+//! than their halo, two styles under soft masks; and after several Adam steps.
+
+mod common;
+
+use impasto::cpu::{CpuSession, Setup};
+use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling};
+use impasto::weights::Weights;
+use rand::{Rng, SeedableRng};
+
+fn image(r: &mut impl Rng, h: usize, w: usize) -> Image {
+    Image {
+        h,
+        w,
+        data: (0..3 * h * w).map(|_| r.random::<f32>()).collect(),
+    }
+}
+
+struct Problem {
+    arch: Arch,
+    weights: Weights,
+    loss: LossConfig,
+    content: Image,
+    styles: Vec<(Image, f64)>,
+    masks: Option<Vec<Vec<f32>>>,
+}
+
+impl Problem {
+    fn session(&self, tile: Option<usize>) -> CpuSession {
+        let setup = Setup {
+            arch: &self.arch,
+            weights: &self.weights,
+            loss: &self.loss,
+            pooling: Pooling::Max,
+            adam: AdamConfig::default(),
+            content: &self.content,
+            styles: &self.styles,
+            init: &self.content,
+            average: 0.0,
+            style_targets: None,
+            style_masks: self.masks.as_deref(),
+            temporal: None,
+        };
+        match tile {
+            Some(t) => CpuSession::tiled(&setup, t).unwrap(),
+            None => CpuSession::new(&setup).unwrap(),
+        }
+    }
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    ((a - b) / b).abs()
+}
+
+/// Losses and gradient of an image away from the content, tiled and untiled.
+fn check(p: &Problem, tile: usize, tol: f64) {
+    let mut r = rand::rngs::StdRng::seed_from_u64(9);
+    let x = image(&mut r, p.content.h, p.content.w).data;
+    let (mut whole, mut tiled) = (p.session(None), p.session(Some(tile)));
+    whole.set_image(&x);
+    tiled.set_image(&x);
+    let (a, ga) = whole.loss_and_gradient().unwrap();
+    let (b, gb) = tiled.loss_and_gradient().unwrap();
+    let scale = ga.iter().fold(0.0f32, |m, g| m.max(g.abs())) as f64;
+    let grad = (ga.iter().zip(&gb))
+        .map(|(a, b)| (a - b).abs() as f64 / scale)
+        .fold(0.0, f64::max);
+    println!(
+        "{}x{} in tiles of {tile}: content {:.1e}, style {:.1e}, tv {:.1e}, image gradient {grad:.1e}",
+        p.content.w,
+        p.content.h,
+        rel(b.content, a.content),
+        rel(b.style, a.style),
+        rel(b.tv, a.tv)
+    );
+    for (name, e) in [
+        ("content", rel(b.content, a.content)),
+        ("style", rel(b.style, a.style)),
+        ("tv", rel(b.tv, a.tv)),
+        ("image gradient", grad),
+    ] {
+        assert!(e < tol, "{name}: relative difference {e:e}");
+    }
+}
+
+fn shallow(size: usize) -> Problem {
+    let arch = Arch::vgg19();
+    let weights = Weights::load(&common::real_weights()).unwrap();
+    let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
+    Problem {
+        loss: LossConfig {
+            content_layers: vec![arch.layer_index("block3_conv2").unwrap()],
+            style_layers: vec![0, 2, 4],
+            content_weight: 1.0,
+            style_weight: 1e3,
+            tv_weight: 1e2,
+            seamless: false,
+        },
+        arch,
+        weights,
+        content: load("tubingen.jpg", size),
+        styles: vec![
+            (load("starry_night.jpg", size), 3.0),
+            (load("the_scream.jpg", size), 1.0),
+        ],
+        masks: None,
+    }
+}
+
+#[test]
+fn tiled_losses_and_gradient_equal_the_untiled_ones() {
+    // block3_conv2: stride 4, halo 16; 61x46 is no multiple of the tiles.
+    let p = shallow(61);
+    check(&p, 8, 1e-5);
+    check(&p, 24, 1e-5);
+    // Two styles under soft masks (the guided Gram matrices, each tile's window times the mask).
+    let (h, w) = (p.content.h, p.content.w);
+    let ramp: Vec<f32> = (0..h * w)
+        .map(|q| (q % w) as f32 / (w - 1) as f32)
+        .collect();
+    let rest = ramp.iter().map(|v| 1.0 - v).collect();
+    let masked = Problem {
+        masks: Some(vec![ramp, rest]),
+        ..p
+    };
+    check(&masked, 12, 1e-5);
+}
+
+#[test]
+fn tiled_equals_untiled_through_block5_with_random_vgg19_weights() {
+    let arch = Arch::vgg19();
+    let deepest = arch.layer_index("block5_conv2").unwrap();
+    let he = |c: &impasto::model::vgg19::ConvSpec| (2.0 / (9 * c.cin) as f32).sqrt();
+    let weights = Weights::random(&arch, deepest, 3, he, 0.0..0.1);
+    let mut r = rand::rngs::StdRng::seed_from_u64(4);
+    let p = Problem {
+        loss: LossConfig {
+            content_layers: vec![deepest],
+            style_layers: vec![0, arch.layer_index("block4_conv1").unwrap(), deepest],
+            content_weight: 1.0,
+            style_weight: 1e3,
+            tv_weight: 1e2,
+            seamless: false,
+        },
+        content: image(&mut r, 230, 250),
+        styles: vec![(image(&mut r, 200, 200), 1.0)],
+        arch,
+        weights,
+        masks: None,
+    };
+    // Stride 16, halo 96: the middle tiles' crops have inner edges on both sides.
+    check(&p, 80, 1e-5);
+}
+
+#[test]
+fn tiled_adam_follows_the_untiled_run() {
+    let p = shallow(48);
+    let (mut whole, mut tiled) = (p.session(None), p.session(Some(16)));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        a.push(whole.step(true).unwrap().unwrap().total);
+        b.push(tiled.step(true).unwrap().unwrap().total);
+    }
+    let (xa, xb) = (whole.image().unwrap().data, tiled.image().unwrap().data);
+    let dx = (xa.iter().zip(&xb)).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("totals {a:?} vs {b:?}; images differ by at most {dx:.1e}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(rel(*y, *x) < 1e-3, "{a:?} vs {b:?}");
+    }
+    assert!(dx < 1e-3);
+}

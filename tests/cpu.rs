@@ -255,6 +255,7 @@ fn masked_session(parts: &Parts, masks: Option<&[Vec<f32>]>) -> CpuSession {
         style_targets: None,
         style_masks: masks,
         temporal: None,
+        tile: None,
     })
     .unwrap()
 }

@@ -55,6 +55,7 @@ fn setup<'a>(
         style_targets: None,
         style_masks: masks,
         temporal: None,
+        tile: None,
     }
 }
 

@@ -228,6 +228,7 @@ fn steps_split_into_several_submits_give_the_same_bits() {
         style_targets: None,
         style_masks: None,
         temporal: None,
+        tile: None,
     };
     let run = |budget: f64| {
         c.gpu.set_submit_budget(budget);

@@ -315,6 +315,7 @@ fn tiny_setup<'a>(
         style_targets: None,
         style_masks: None,
         temporal: None,
+        tile: None,
     }
 }
 
@@ -531,6 +532,7 @@ fn f16_gradients_past_f16s_range_are_scaled_down() {
         style_targets: None,
         style_masks: None,
         temporal: None,
+        tile: None,
     };
     let mut session = Session::new(&c.gpu, &kernels, &setup).unwrap();
     let before = session.image().unwrap().data;
@@ -685,6 +687,7 @@ fn setup_peak_memory(style_side: usize) -> Option<u64> {
         style_targets: None,
         style_masks: None,
         temporal: None,
+        tile: None,
     };
     let _session = Session::new(&gpu, &kernels, &setup).unwrap();
     gpu.memory().peak_allocated

@@ -48,6 +48,7 @@ fn setup(p: &Parts, average: f64) -> Setup<'_> {
         style_targets: None,
         style_masks: None,
         temporal: None,
+        tile: None,
     }
 }
 

@@ -42,11 +42,9 @@ impl Problem {
             style_targets: None,
             style_masks: self.masks.as_deref(),
             temporal: None,
+            tile,
         };
-        match tile {
-            Some(t) => CpuSession::tiled(&setup, t).unwrap(),
-            None => CpuSession::new(&setup).unwrap(),
-        }
+        CpuSession::new(&setup).unwrap()
     }
 }
 
@@ -170,4 +168,69 @@ fn tiled_adam_follows_the_untiled_run() {
         assert!(rel(*y, *x) < 1e-3, "{a:?} vs {b:?}");
     }
     assert!(dx < 1e-3);
+}
+
+/// `impasto stylize --engine cpu` with and without `--tile`.
+fn stylize(dir: &std::path::Path, name: &str, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .env("XDG_RUNTIME_DIR", dir)
+        .args(["stylize", "--content"])
+        .arg(common::image("tubingen.jpg"))
+        .arg("--style")
+        .arg(common::image("starry_night.jpg"))
+        .arg("--weights")
+        .arg(common::real_weights())
+        .args(["--content-layers", "block3_conv2"])
+        .args(["--style-layers", "block1_conv1,block2_conv1,block3_conv1"])
+        .args(["--size", "64", "--steps", "3", "--log-every", "1"])
+        .args(extra)
+        .arg("-o")
+        .arg(dir.join(format!("{name}.png")))
+        .arg("--report")
+        .arg(dir.join(format!("{name}.json")))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let read = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(d.join(format!("{name}.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    for (name, extra) in [("whole", &[][..]), ("tiled", &["--tile", "16"][..])] {
+        let o = stylize(d, name, &[&["--engine", "cpu"][..], extra].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (whole, tiled) = (read("whole"), read("tiled"));
+    assert_eq!(
+        tiled["settings"]["tiles"],
+        serde_json::json!({"tile": 16, "halo": 16, "count": 12})
+    );
+    let totals = |r: &serde_json::Value| -> Vec<f64> {
+        (r["steps"].as_array().unwrap().iter())
+            .map(|s| s["total"].as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (totals(&whole), totals(&tiled));
+    println!("totals {a:?} whole, {b:?} in tiles");
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(rel(*y, *x) < 1e-4, "{a:?} vs {b:?}");
+    }
+    // Refused before any work, naming the flag (exit 2): off the pooling grid, on the GPU
+    // engine, with --seamless.
+    for (extra, says) in [
+        (&["--engine", "cpu", "--tile", "6"][..], "multiple of 4 px"),
+        (&["--engine", "gpu", "--tile", "16"][..], "CPU engine"),
+        (&["--engine", "cpu", "--tile", "16", "--seamless"][..], "--seamless"),
+    ] {
+        let o = stylize(d, "refused", extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("--tile") && err.contains(says), "{err}");
+        assert!(!d.join("refused.png").exists());
+    }
 }

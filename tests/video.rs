@@ -60,6 +60,7 @@ fn the_temporal_term_matches_the_reference_on_both_engines() {
         style_targets: None,
         style_masks: None,
         temporal: t,
+        tile: None,
     };
     let t = &temporal;
     let x: Vec<f32> = content.data.iter().map(|v| 0.8 * v + 0.05).collect();

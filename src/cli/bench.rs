@@ -103,6 +103,7 @@ impl Problem {
             style_targets: None,
             style_masks: None,
             temporal: None,
+            tile: None,
         }
     }
 }

@@ -367,6 +367,12 @@ pub struct JobOptions {
     /// Pooling between blocks
     #[arg(long, value_enum, default_value_t = Pooling::Max)]
     pub pooling: Pooling,
+    /// Evaluate the objective in tiles of N x N output pixels (a multiple of the pooling
+    /// stride of the deepest layer: 16 with the default layers), each with a halo of the
+    /// layers' receptive radius: the same result in the memory of one tile's network, for
+    /// pictures too large to evaluate whole (CPU engine)
+    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    pub tile: Option<usize>,
     /// A periodic picture that tiles as a texture: circular (wrap-around) padding in every
     /// convolution and the total variation across the wrap (with --content-weight 0 --init
     /// noise, a texture from the style alone)

@@ -36,6 +36,7 @@ pub fn settings_of(o: &JobOptions) -> Settings {
         },
         preserve_colors: o.preserve_colors,
         log_every: o.log_every,
+        tile: o.tile,
     }
 }
 

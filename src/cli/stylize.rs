@@ -39,6 +39,18 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     stylizer = stylizer.with_max_memory(args.options.max_memory);
     let job = load_job(args)?;
     settings["styles"] = styles_json(args, &job)?;
+    if let Some(plan) = stylizer.tile_plan(&job)? {
+        let (h, w) = plan.size;
+        crate::say!(
+            "tiled evaluation: {} tiles of {} px, halo {} px, at {w}x{h}",
+            plan.tiles.len(),
+            plan.tile,
+            plan.halo
+        );
+        settings["tiles"] = serde_json::json!({
+            "tile": plan.tile, "halo": plan.halo, "count": plan.tiles.len()
+        });
+    }
     if let Some(p) = &preview {
         p.set_head(preview_head(&stylizer, &job, settings.clone()));
     }
@@ -174,7 +186,7 @@ pub(super) fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
         "content_layers": o.layers.content_layers, "style_layers": o.layers.style_layers,
         "content_weight": o.content_weight, "style_weight": o.style_weight, "tv_weight": o.tv_weight,
         "steps": o.steps, "lr": o.lr, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps,
-        "init": o.init, "seed": o.seed, "pooling": o.pooling, "seamless": o.seamless, "preserve_colors": o.preserve_colors, "storage": o.storage,
+        "init": o.init, "seed": o.seed, "pooling": o.pooling, "seamless": o.seamless, "tile": o.tile, "preserve_colors": o.preserve_colors, "storage": o.storage,
         "min_size": o.min_size.unwrap_or(o.size), "initial_steps": o.initial_steps.unwrap_or(o.steps),
         "optimizer": o.optimizer, "plot": o.plot, "history": o.history, "average": o.average, "bit_depth": o.bit_depth,
     })

@@ -99,22 +99,18 @@ pub struct CpuSession {
 }
 
 impl CpuSession {
+    /// The session of `s`, in tiles when `s.tile` asks (`tiled`: the network's buffers
+    /// those of the largest tile's crop, the result the untiled one).
     pub fn new(s: &Setup<'_>) -> Result<CpuSession> {
-        CpuSession::build(s, false, None)
-    }
-
-    /// A session that evaluates the objective in tiles of side `tile` (`model::tiles`):
-    /// the network's buffers those of the largest tile's crop, the result the untiled one.
-    pub fn tiled(s: &Setup<'_>, tile: usize) -> Result<CpuSession> {
-        CpuSession::build(s, false, Some(tile))
+        CpuSession::build(s, false)
     }
 
     /// A session with every buffer made but no target computed (`--dry-run`).
     pub fn dry(s: &Setup<'_>) -> Result<CpuSession> {
-        CpuSession::build(s, true, None)
+        CpuSession::build(s, true)
     }
 
-    fn build(s: &Setup<'_>, dry: bool, tile: Option<usize>) -> Result<CpuSession> {
+    fn build(s: &Setup<'_>, dry: bool) -> Result<CpuSession> {
         let (h, w) = (s.content.h, s.content.w);
         if (s.init.h, s.init.w) != (h, w) {
             bail!(
@@ -136,30 +132,30 @@ impl CpuSession {
             })
             .collect();
         let affine = s.weights.convention.affine();
+        let stages = s.arch.stages(deepest, h, w, s.pooling);
+        // (A tile off the pooling grid is refused before the style targets' work.)
+        let arch = (s.arch, s.pooling, s.loss.seamless);
+        let tiles = (s
+            .tile
+            .map(|t| tiled::Tiles::new(arch, &stages, s.loss.layers(), t)))
+        .transpose()?;
         let (style_grams, setup_peak) = match s.style_targets {
             Some(t) => (t.to_vec(), 0),
             None => style_targets(s, &convs, &affine, dry)?,
         };
-        let stages = s.arch.stages(deepest, h, w, s.pooling);
         let terms = s.style_terms(&stages, &style_grams)?;
         let style = StyleLoss::new(terms, &stages, s.loss);
-        let arch = (s.arch, s.loss, s.pooling);
-        let tiles = (tile.map(|t| tiled::Tiles::new(arch, &stages, t))).transpose()?;
         let (net, grads, content) = match &tiles {
             None => whole_net(s, (&convs, &affine), stages, dry),
             Some(t) => {
                 let mut grads = [vec![0.0; t.largest_map()], vec![0.0; t.largest_map()]];
-                let layers = &s.loss.content_layers;
+                let (x, layers) = (&s.content.data, &s.loss.content_layers);
                 let content = match dry {
-                    true => Vec::new(),
-                    false => t.content_targets(
-                        (&convs, &affine),
-                        &s.content.data,
-                        &stages,
-                        (layers, &mut grads),
-                    ),
+                    true => t.zero_content(&stages, layers),
+                    false => t.content_targets((&convs, &affine), x, &stages, (layers, &mut grads)),
                 };
-                (t.net(&t.plan.tiles[0]), grads, content)
+                // (The largest crop's network: a dry session's plan counts it.)
+                (t.net(t.largest_tile()), grads, content)
             }
         };
         let n = 3 * h * w;

@@ -6,6 +6,7 @@ use anyhow::Result;
 use super::clock::Clock;
 use super::kernels as k;
 use super::net::{largest_map, Conv, Net};
+use super::tiled::{grams_by_tiles, Tiles};
 use crate::model::style::{per_position, StyleGrams};
 use crate::model::Affine;
 use crate::weights::Weights;
@@ -24,6 +25,22 @@ pub fn style_targets(
     let mut setup_peak = 0u64;
     for (img, _) in s.styles {
         let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
+        if let Some(tile) = s.tile {
+            // In tiles too (`tiled::grams_by_tiles`): a style image as large as the output.
+            let arch = (s.arch, s.pooling, s.loss.seamless);
+            let tiles = Tiles::new(arch, &stages, s.loss.style_layers.clone(), tile)?;
+            let (t, len) = (tiles.largest_tile(), tiles.largest_map());
+            let mut scratch = [vec![0.0; len], vec![0.0; len]];
+            setup_peak = setup_peak.max(4 * (tiles.net(t).held() + 2 * len) as u64);
+            let grams = match dry {
+                true => (s.loss.style_layers.iter())
+                    .map(|&l| vec![0.0; s.arch.convs[l].cout.pow(2)])
+                    .collect(),
+                false => grams_by_tiles(&tiles, (convs, affine), &img.data, s.loss, &mut scratch),
+            };
+            out.push(per_position(&stages, &s.loss.style_layers, grams));
+            continue;
+        }
         let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
         let mut net = Net::new(stages.clone(), Some(&s.loss.style_layers), s.loss.seamless);
         let held = net.held() + 2 * scratch[0].len();

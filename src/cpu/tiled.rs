@@ -19,6 +19,35 @@ use crate::model::tiles::{Rect, Tile, TilePlan};
 use crate::model::vgg19::{Arch, Stage, StageOp};
 use crate::model::{Affine, LossConfig, Pooling};
 
+/// The interior Gram matrices of each tile of an image, added up: the image's Gram matrices
+/// at `layers` (each `[n][n]`), in the memory of one tile's network.
+pub fn grams_by_tiles(
+    tiles: &Tiles, (convs, affine): (&[Conv], &Affine), x: &[f32], cfg: &LossConfig,
+    grads: &mut [Vec<f32>; 2],
+) -> Vec<Vec<f32>> {
+    let (size, whole) = (tiles.plan.size, tiles.whole_stages());
+    let mut grams: Vec<Vec<f32>> = (cfg.style_layers.iter())
+        .map(|&l| vec![0.0; whole[conv_index(&whole, l)].cout.pow(2)])
+        .collect();
+    let (mut masked, mut g, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+    for t in &tiles.plan.tiles {
+        let mut net = tiles.net(t);
+        let crop = crop_image(x, size, t.crop);
+        net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
+        let window = tile_window(t, &net, cfg, (&[None], &whole), size);
+        for ((j, &l), sum) in cfg.style_layers.iter().enumerate().zip(&mut grams) {
+            let s = net.stages[net.stage_of(l)];
+            masked.resize(s.cout * k::plane(s.h, s.w), 0.0);
+            g.resize(s.cout * s.cout, 0.0);
+            let feat = &net.acts[net.stage_of(l)];
+            k::mask_features(feat, s.cout, &window[0][j], false, &mut masked);
+            k::gram(&masked, s.cout, (s.h, s.w), &mut g, &mut parts);
+            sum.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+        }
+    }
+    grams
+}
+
 /// One padded plane per style layer (a term's mask or window).
 type Planes = Vec<Vec<f32>>;
 
@@ -68,12 +97,13 @@ pub fn crop_image(x: &[f32], (h, w): (usize, usize), r: Rect) -> Vec<f32> {
 }
 
 impl Tiles {
-    /// The tiles of side `tile` of the image whose network is `stages` (`arch`'s up to the
-    /// deepest loss layer of `loss`, with `pooling`).
+    /// The tiles of side `tile` of the image whose network is `stages` (`arch`'s with
+    /// `pooling`, up to the deepest of `loss_layers`).
     pub fn new(
-        (arch, loss, pooling): (&Arch, &LossConfig, Pooling), stages: &[Stage], tile: usize,
+        (arch, pooling, seamless): (&Arch, Pooling, bool), stages: &[Stage],
+        loss_layers: Vec<usize>, tile: usize,
     ) -> Result<Tiles> {
-        if loss.seamless {
+        if seamless {
             bail!("tiles with --seamless (halos that wrap around) are not built yet");
         }
         let size = (stages[0].h, stages[0].w);
@@ -81,9 +111,9 @@ impl Tiles {
         Ok(Tiles {
             plan,
             arch: arch.clone(),
-            deepest: loss.deepest(),
+            deepest: loss_layers.iter().copied().max().unwrap_or(0),
             pooling,
-            loss_layers: loss.layers(),
+            loss_layers,
         })
     }
 
@@ -110,6 +140,24 @@ impl Tiles {
             .unwrap_or(0)
     }
 
+    /// The tile whose crop has the most pixels.
+    pub fn largest_tile(&self) -> &Tile {
+        let area = |t: &&Tile| t.crop.h() * t.crop.w();
+        self.plan
+            .tiles
+            .iter()
+            .max_by_key(area)
+            .expect("an image has a tile")
+    }
+
+    /// The content layers' whole maps (`whole`: the image's stages), zero.
+    pub fn zero_content(&self, whole: &[Stage], loss_layers: &[usize]) -> Vec<Vec<f32>> {
+        (loss_layers.iter())
+            .map(|&l| whole[conv_index(whole, l)])
+            .map(|s| vec![0.0; s.cout * k::plane(s.h, s.w)])
+            .collect()
+    }
+
     /// The content layers' whole maps (`whole`: the image's stages), gathered from the tiles'
     /// interiors of the content image `x`.
     pub fn content_targets(
@@ -117,10 +165,7 @@ impl Tiles {
         (loss_layers, grads): (&[usize], &mut [Vec<f32>; 2]),
     ) -> Vec<Vec<f32>> {
         let size = self.plan.size;
-        let mut maps: Vec<Vec<f32>> = (loss_layers.iter())
-            .map(|&l| whole[conv_index(whole, l)])
-            .map(|s| vec![0.0; s.cout * k::plane(s.h, s.w)])
-            .collect();
+        let mut maps = self.zero_content(whole, loss_layers);
         for t in &self.plan.tiles {
             let mut net = self.net(t);
             let crop = crop_image(x, size, t.crop);

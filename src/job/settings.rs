@@ -66,6 +66,9 @@ pub struct Settings {
     pub preserve_colors: Option<PreserveColors>,
     /// Losses are logged (and observers told) every `log_every` steps.
     pub log_every: usize,
+    /// Evaluate in tiles of this side (`--tile`; CPU engine): the same result in the memory of
+    /// one tile's network.
+    pub tile: Option<usize>,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             adam: AdamConfig::default(),
             preserve_colors: None,
             log_every: 10,
+            tile: None,
         }
     }
 }

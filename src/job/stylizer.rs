@@ -193,6 +193,7 @@ impl Stylizer {
             style_targets: targets,
             style_masks: images.masks.as_deref(),
             temporal: job.temporal.as_ref(),
+            tile: job.settings.tile,
         }
     }
 
@@ -272,8 +273,9 @@ impl Stylizer {
         Ok(())
     }
 
-    /// Refuses a job whose first scale (of several) is too small for the layers, or a video
-    /// frame's job (with a temporal term) of several scales or of another size than its term's.
+    /// Refuses a job whose first scale (of several) is too small for the layers, a video
+    /// frame's job (with a temporal term) of several scales or of another size than its term's,
+    /// or a `--tile` off the pooling grid.
     pub fn check_scales(&self, job: &Job) -> Result<()> {
         let scales = job.settings.scales();
         if let Some(t) = &job.temporal {
@@ -283,6 +285,9 @@ impl Stylizer {
                     "a video frame runs one scale at its own size ({w}x{h}): no --min-size"
                 )));
             }
+        }
+        if job.settings.tile.is_some() {
+            self.tile_plan(job)?;
         }
         if let (Some(first), true) = (scales.first(), scales.len() > 1) {
             self.large_enough(job, first.size).map_err(|e| {
@@ -294,6 +299,28 @@ impl Stylizer {
             })?;
         }
         Ok(())
+    }
+
+    /// The tiles of `job`'s output (`--tile`) at its final scale, or the reason it cannot be
+    /// tiled: a tile off the pooling grid of the deepest layer, `--seamless` (halos that wrap
+    /// around are still to come), or the GPU engine (its tiled passes are still to come).
+    pub fn tile_plan(&self, job: &Job) -> Result<Option<crate::model::tiles::TilePlan>> {
+        let Some(tile) = job.settings.tile else {
+            return Ok(None);
+        };
+        let refuse = |e: &str| Err(Error::BadSetting(format!("--tile {tile}: {e}")));
+        if self.engine.name() == "gpu" {
+            return refuse("runs on the CPU engine so far: add --engine cpu");
+        }
+        if self.loss.seamless {
+            return refuse("not with --seamless yet (halos that wrap around are still to come)");
+        }
+        let (c, deepest) = (job.content.at(job.settings.size), self.loss.deepest());
+        let stages = self.arch.stages(deepest, c.h, c.w, self.pooling);
+        match crate::model::tiles::TilePlan::new(&stages, (c.h, c.w), tile) {
+            Ok(plan) => Ok(Some(plan)),
+            Err(e) => refuse(&e),
+        }
     }
 
     /// Refuses a job whose largest scale's memory plan does not fit, naming the largest size

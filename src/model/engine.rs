@@ -69,6 +69,9 @@ pub struct Setup<'a, W> {
     pub style_masks: Option<&'a [Vec<f32>]>,
     /// A video frame's temporal term ([`super::temporal`]), content-sized.
     pub temporal: Option<&'a Temporal>,
+    /// Evaluate the objective in tiles of this side ([`super::tiles`]; `--tile`), exactly,
+    /// in the memory of one tile's network.
+    pub tile: Option<usize>,
 }
 
 impl<W> Setup<'_, W> {

@@ -48,7 +48,7 @@ impl Planned {
 fn refuse_gpu_tiles(engine: &Engine, setup: &Setup<'_, Weights>) -> Result<()> {
     if engine.gpu.is_some() && setup.tile.is_some() {
         let msg = "--tile runs on the CPU engine so far: add --engine cpu";
-        return Err(super::Error::BadSetting(msg.into()).into());
+        return Err(super::error::Error::BadSetting(msg.into()).into());
     }
     Ok(())
 }

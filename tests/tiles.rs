@@ -225,7 +225,10 @@ fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
     for (extra, says) in [
         (&["--engine", "cpu", "--tile", "6"][..], "multiple of 4 px"),
         (&["--engine", "gpu", "--tile", "16"][..], "CPU engine"),
-        (&["--engine", "cpu", "--tile", "16", "--seamless"][..], "--seamless"),
+        (
+            &["--engine", "cpu", "--tile", "16", "--seamless"][..],
+            "--seamless",
+        ),
     ] {
         let o = stylize(d, "refused", extra);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -233,4 +236,34 @@ fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
         assert!(err.contains("--tile") && err.contains(says), "{err}");
         assert!(!d.join("refused.png").exists());
     }
+}
+
+#[test]
+fn a_run_that_does_not_fit_whole_takes_the_largest_tile_that_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 128x96 with the shallow layers plans 24.5 MiB whole, 16.0 MiB in tiles of 32.
+    let o = stylize(
+        d,
+        "auto",
+        &["--engine", "cpu", "--size", "128", "--max-memory", "20M"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("does not fit whole: in tiles of 64 px"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(d.join("auto.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["settings"]["tiles"]["tile"], 64);
+    assert_eq!(r["settings"]["tiles"]["count"], 4);
+    // Too little for any tile: refused as before, naming the memory.
+    let o = stylize(
+        d,
+        "none",
+        &["--engine", "cpu", "--size", "128", "--max-memory", "5M"],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("would not fit"));
 }

@@ -37,8 +37,13 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     let mut settings = settings_json(args, &weights);
     let mut stylizer = Stylizer::new(engine, weights, &losses(args))?;
     stylizer = stylizer.with_max_memory(args.options.max_memory);
-    let job = load_job(args)?;
+    let mut job = load_job(args)?;
     settings["styles"] = styles_json(args, &job)?;
+    if let Some(tile) = stylizer.fitting_tile(&job) {
+        crate::say!("the run does not fit whole: in tiles of {tile} px instead (--tile {tile})");
+        job.settings.tile = Some(tile);
+        settings["tile"] = tile.into();
+    }
     if let Some(plan) = stylizer.tile_plan(&job)? {
         let (h, w) = plan.size;
         crate::say!(

@@ -201,11 +201,44 @@ impl Stylizer {
     /// no kernel run), against the memory available and the `max_memory` cap.
     pub fn plan(&self, job: &Job, size: usize) -> Result<Planned> {
         let images = job.at(size, None);
-        let mut planned = self.engine.plan(&self.setup(job, &images, None))?;
+        self.capped_plan(&self.setup(job, &images, None))
+    }
+
+    /// The plan of `setup`, its memory capped at `max_memory`.
+    fn capped_plan(&self, setup: &Setup<'_, Weights>) -> Result<Planned> {
+        let mut planned = self.engine.plan(setup)?;
         if let Some(max) = self.max_memory {
             planned.available = Some(planned.available.map_or(max, |a| a.min(max)));
         }
         Ok(planned)
+    }
+
+    /// Without `--tile`, when `job`'s plan does not fit whole: the largest tile side (a power
+    /// of two, 16 px at the least) whose tiled plan fits, on the CPU engine (the GPU engine's
+    /// tiled passes are still to come) and without `--seamless`. None: it fits, or no tile
+    /// helps.
+    pub fn fitting_tile(&self, job: &Job) -> Option<usize> {
+        let whole_fits = self.plan(job, job.settings.size).is_ok_and(|p| p.fits());
+        if whole_fits || job.settings.tile.is_some() || self.engine.name() == "gpu" {
+            return None;
+        }
+        if self.loss.seamless {
+            return None;
+        }
+        let (h, w) = job.output_size();
+        let mut tile = (h.max(w) / 2).next_power_of_two().max(16);
+        let images = job.at(job.settings.size, None);
+        while tile >= 16 {
+            let setup = Setup {
+                tile: Some(tile),
+                ..self.setup(job, &images, None)
+            };
+            if self.capped_plan(&setup).is_ok_and(|p| p.fits()) {
+                return Some(tile);
+            }
+            tile /= 2;
+        }
+        None
     }
 
     /// Whether `job`'s images at `size` are large enough for the layers.

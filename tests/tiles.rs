@@ -170,7 +170,7 @@ fn tiled_adam_follows_the_untiled_run() {
     assert!(dx < 1e-3);
 }
 
-/// `impasto stylize --engine cpu` with and without `--tile`.
+/// `impasto stylize` with the shallow layers, 3 Adam steps, and `extra`.
 fn stylize(dir: &std::path::Path, name: &str, extra: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
         .env("XDG_RUNTIME_DIR", dir)
@@ -182,7 +182,7 @@ fn stylize(dir: &std::path::Path, name: &str, extra: &[&str]) -> std::process::O
         .arg(common::real_weights())
         .args(["--content-layers", "block3_conv2"])
         .args(["--style-layers", "block1_conv1,block2_conv1,block3_conv1"])
-        .args(["--size", "64", "--steps", "3", "--log-every", "1"])
+        .args(["--steps", "3", "--log-every", "1"])
         .args(extra)
         .arg("-o")
         .arg(dir.join(format!("{name}.png")))
@@ -201,7 +201,11 @@ fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
         serde_json::from_str(&text).unwrap()
     };
     for (name, extra) in [("whole", &[][..]), ("tiled", &["--tile", "16"][..])] {
-        let o = stylize(d, name, &[&["--engine", "cpu"][..], extra].concat());
+        let o = stylize(
+            d,
+            name,
+            &[&["--engine", "cpu", "--size", "64"][..], extra].concat(),
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let (whole, tiled) = (read("whole"), read("tiled"));

@@ -305,7 +305,8 @@ impl CpuSession {
     /// Forwards tile `t`'s crop of the image into `self.net`.
     fn forward_tile(&mut self, t: &Tile) {
         let tiles = self.tiles.as_ref().expect("a tiled session");
-        self.net = tiles.net(t);
+        // (The largest crop's buffers, made at the start, serve every crop.)
+        self.net.reshape(tiles.stages(t));
         let crop = tiled::crop_image(&self.x, (self.h, self.w), t.crop);
         let lent = Some(&mut self.grads);
         (self.net).forward(&self.convs, &self.affine, &crop, &mut self.clock, lent);

@@ -123,10 +123,14 @@ impl Tiles {
         self.arch.stages(self.deepest, h, w, self.pooling)
     }
 
+    /// The network stages of a tile's crop.
+    pub fn stages(&self, t: &Tile) -> Vec<Stage> {
+        (self.arch).stages(self.deepest, t.crop.h(), t.crop.w(), self.pooling)
+    }
+
     /// The network of a tile's crop (its buffers made now).
     pub fn net(&self, t: &Tile) -> Net {
-        let stages = (self.arch).stages(self.deepest, t.crop.h(), t.crop.w(), self.pooling);
-        Net::new(stages, Some(&self.loss_layers), false)
+        Net::new(self.stages(t), Some(&self.loss_layers), false)
     }
 
     /// Values in the largest map of any crop's network (the lent gradient buffers' size).

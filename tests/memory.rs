@@ -126,7 +126,8 @@ fn a_run_that_cannot_fit_is_refused_before_any_work_with_the_largest_size_that_f
         err.contains("more than the 3 MiB available") && !err.contains("step 0"),
         "{err}"
     );
-    for engine in ["gpu"] {
+    {
+        let engine = "gpu";
         let o = stylize(
             dir.path(),
             engine,

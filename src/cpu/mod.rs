@@ -322,9 +322,9 @@ impl CpuSession {
         tiled::tile_targets(t, &self.net, cfg, (&self.content, &whole), size)
     }
 
-    /// Pass 1 of a tiled evaluation: every tile's Gram matrices added up; with `losses`,
-    /// Σ (F − C)² over the content layers (`tiled` says how).
-    fn forward_tiled(&mut self, losses: bool) -> f64 {
+    /// Forwards each tile's crop, sets its windows and runs `f` with the tile and its content
+    /// targets; the windows are cleared at the end.
+    fn for_each_tile(&mut self, mut f: impl FnMut(&mut CpuSession, &Tile, Vec<Vec<f32>>)) {
         let tiles = self
             .tiles
             .as_ref()
@@ -332,41 +332,38 @@ impl CpuSession {
             .plan
             .tiles
             .clone();
-        self.style.clear_grams();
-        let mut content = 0.0;
         for t in &tiles {
             self.forward_tile(t);
             let targets = self.tile_terms(t);
-            self.style
-                .grams(&self.net, &self.loss, true, &mut self.clock);
-            if losses {
-                content += content_sum(&self.net, &self.loss, &targets, &mut self.clock);
-            }
+            f(self, t, targets);
         }
         self.style.set_window(None, &self.net, &self.loss);
+    }
+
+    /// Pass 1 of a tiled evaluation: every tile's Gram matrices added up; with `losses`,
+    /// Σ (F − C)² over the content layers (`tiled` says how).
+    fn forward_tiled(&mut self, losses: bool) -> f64 {
+        self.style.clear_grams();
+        let mut content = 0.0;
+        self.for_each_tile(|s, _, targets| {
+            s.style.grams(&s.net, &s.loss, true, &mut s.clock);
+            if losses {
+                content += content_sum(&s.net, &s.loss, &targets, &mut s.clock);
+            }
+        });
         content
     }
 
     /// Pass 2: each tile's backward against the whole Gram matrices, its crop's input gradient
     /// added into `grad_x`.
     fn backward_tiled(&mut self) {
-        let tiles = self
-            .tiles
-            .as_ref()
-            .expect("a tiled session")
-            .plan
-            .tiles
-            .clone();
         self.grad_x.fill(0.0);
-        for t in &tiles {
-            self.forward_tile(t);
-            let targets = self.tile_terms(t);
-            self.backprop(&targets);
-            let g0 = &self.grads[1][..3 * k::plane(t.crop.h(), t.crop.w())];
-            let image = (&mut self.grad_x[..], (self.h, self.w));
-            tiled::add_crop_gradient(g0, t.crop, &self.affine, image);
-        }
-        self.style.set_window(None, &self.net, &self.loss);
+        self.for_each_tile(|s, t, targets| {
+            s.backprop(&targets);
+            let g0 = &s.grads[1][..3 * k::plane(t.crop.h(), t.crop.w())];
+            let image = (&mut s.grad_x[..], (s.h, s.w));
+            tiled::add_crop_gradient(g0, t.crop, &s.affine, image);
+        });
     }
 
     /// One step with each kernel timed: the per-layer table of `impasto bench --engine cpu`.

@@ -235,20 +235,21 @@ pub fn tile_window(
                     let (a, b) = (t.interior_at(lv, size), t.interior_in_crop(lv, size));
                     let (ws, ts) = (whole[i], net.stages[i]);
                     let mut plane = vec![0.0; k::plane(ts.h, ts.w)];
-                    let ones;
-                    let src = match mask {
-                        Some(planes) => &planes[j][..],
+                    match mask {
+                        Some(planes) => copy_rect(
+                            (&planes[j], (ws.h, ws.w), (a.y0, a.x0)),
+                            (&mut plane, (ts.h, ts.w), (b.y0, b.x0)),
+                            1,
+                            (a.h(), a.w()),
+                        ),
+                        // (No whole plane of ones: only the interior is written.)
                         None => {
-                            ones = vec![1.0; k::plane(ws.h, ws.w)];
-                            &ones[..]
+                            for y in b.y0..b.y1 {
+                                let row = (y + 1) * (ts.w + 2) + 1;
+                                plane[row + b.x0..row + b.x1].fill(1.0);
+                            }
                         }
-                    };
-                    copy_rect(
-                        (src, (ws.h, ws.w), (a.y0, a.x0)),
-                        (&mut plane, (ts.h, ts.w), (b.y0, b.x0)),
-                        1,
-                        (a.h(), a.w()),
-                    );
+                    }
                     plane
                 })
                 .collect()

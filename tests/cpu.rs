@@ -4,7 +4,7 @@
 mod common;
 
 use common::{check, random, rng, to_f64, CONV_SHAPES};
-use impasto::cpu::kernels as k;
+use impasto::cpu::kernels::{self as k, Scheme};
 use impasto::cpu::{CpuSession, Setup};
 use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling};
 use impasto::reference;
@@ -12,69 +12,76 @@ use impasto::weights::Weights;
 
 const TOL: f64 = 1e-4;
 
+/// Every scheme on the awkward shapes, and Winograd's chunking on shapes of its own: a map
+/// wider than a chunk's row segment (64 blocks), chunks of several block rows, wide channels.
 #[test]
 fn conv_forward_and_input_gradient_match_reference() {
     let mut r = rng(31);
-    for (cin, cout, h, w) in CONV_SHAPES {
-        let (x, xd) = random(&mut r, cin * h * w, -1.0, 1.0);
-        let (wt, kd) = random(&mut r, 9 * cin * cout, -0.3, 0.3);
-        let (b, bd) = random(&mut r, cout, -0.2, 0.2);
-        let mut out = vec![7.0; cout * k::plane(h, w)];
-        k::conv_forward(
-            &k::pad(&x, (cin, h, w)),
-            &k::forward_taps(&wt, cin, cout),
-            &b,
-            (cin, cout, h, w),
-            &mut out,
-        );
-        let want = reference::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
+    let schemes = [Scheme::Direct, Scheme::Winograd(2), Scheme::Winograd(4)];
+    for shape in CONV_SHAPES {
+        for scheme in schemes {
+            conv_case(&mut r, shape, scheme);
+        }
+    }
+    for shape in [(4, 6, 5, 290), (130, 140, 21, 18), (24, 9, 70, 3)] {
+        for scheme in &schemes[1..] {
+            conv_case(&mut r, shape, *scheme);
+        }
+    }
+}
+
+fn conv_case(
+    r: &mut rand::rngs::StdRng, (cin, cout, h, w): (usize, usize, usize, usize), scheme: Scheme,
+) {
+    let what = |name: &str| format!("cpu {name} {} {cin}->{cout} {h}x{w}", scheme.name());
+    let (x, xd) = random(r, cin * h * w, -1.0, 1.0);
+    let (wt, kd) = random(r, 9 * cin * cout, -0.3, 0.3);
+    let (b, bd) = random(r, cout, -0.2, 0.2);
+    let mut out = vec![7.0; cout * k::plane(h, w)];
+    let taps = k::forward_taps(&wt, cin, cout, scheme);
+    k::conv_forward(
+        &k::pad(&x, (cin, h, w)),
+        &taps,
+        &b,
+        (cin, cout, h, w),
+        &mut out,
+    );
+    let want = reference::conv_forward(&xd, &kd, &bd, (cin, cout, h, w));
+    let got = k::unpad(&out, (cout, h, w));
+    check(&what("conv_forward"), &got, &want, TOL);
+    assert!(k::pad(&got, (cout, h, w)) == out, "border not zero");
+
+    // The gradient arrives masked by this layer's ReLU; every other shape the input came
+    // from a ReLU too, so the result must leave masked.
+    let act: Vec<f64> = want.clone();
+    let (masked, grd, (below, belowd)) = common::backward_case(r, &act, (cin, cout, h, w));
+    let input_relu = (cin + h) % 2 == 0;
+    let below_p = k::pad(&below, (cin, h, w));
+    // The input's ReLU mask from its values, or from its signs as bits.
+    let mut bits = vec![!0; below_p.len().div_ceil(32)];
+    k::relu_signs(&below_p, &mut bits);
+    let want = common::conv_backward_reference(
+        (&grd, &act, &kd),
+        input_relu.then_some(&belowd[..]),
+        ((cin, cout, h, w), false),
+    );
+    let taps = k::backward_taps(&wt, cin, cout, scheme);
+    for (name, mask) in [
+        (
+            "values",
+            input_relu.then_some(k::InputRelu::Values(&below_p)),
+        ),
+        ("signs", input_relu.then_some(k::InputRelu::Signs(&bits))),
+    ] {
+        let mut dst = vec![7.0; cin * k::plane(h, w)];
+        let grad = k::pad(&masked, (cout, h, w));
+        k::conv_backward_input(&grad, &taps, mask, (cin, cout, h, w), &mut dst);
         check(
-            &format!("cpu conv_forward {cin}->{cout} {h}x{w}"),
-            &k::unpad(&out, (cout, h, w)),
+            &what(&format!("conv_backward_input (mask from {name})")),
+            &k::unpad(&dst, (cin, h, w)),
             &want,
             TOL,
         );
-        assert!(
-            k::pad(&k::unpad(&out, (cout, h, w)), (cout, h, w)) == out,
-            "border not zero"
-        );
-
-        // The gradient arrives masked by this layer's ReLU; every other shape the input came
-        // from a ReLU too, so the result must leave masked.
-        let act: Vec<f64> = want.clone();
-        let (masked, grd, (below, belowd)) = common::backward_case(&mut r, &act, (cin, cout, h, w));
-        let input_relu = (cin + h) % 2 == 0;
-        let below_p = k::pad(&below, (cin, h, w));
-        // The input's ReLU mask from its values, or from its signs as bits.
-        let mut bits = vec![!0; below_p.len().div_ceil(32)];
-        k::relu_signs(&below_p, &mut bits);
-        let want = common::conv_backward_reference(
-            (&grd, &act, &kd),
-            input_relu.then_some(&belowd[..]),
-            ((cin, cout, h, w), false),
-        );
-        for (name, mask) in [
-            (
-                "values",
-                input_relu.then_some(k::InputRelu::Values(&below_p)),
-            ),
-            ("signs", input_relu.then_some(k::InputRelu::Signs(&bits))),
-        ] {
-            let mut dst = vec![7.0; cin * k::plane(h, w)];
-            k::conv_backward_input(
-                &k::pad(&masked, (cout, h, w)),
-                &k::backward_taps(&wt),
-                mask,
-                (cin, cout, h, w),
-                &mut dst,
-            );
-            check(
-                &format!("cpu conv_backward_input {cout}->{cin} {h}x{w} (mask from {name})"),
-                &k::unpad(&dst, (cin, h, w)),
-                &want,
-                TOL,
-            );
-        }
     }
 }
 

@@ -4,9 +4,11 @@
 //! runs over h·(w+2) − 2 positions, and its two extra columns a row land on the border, which
 //! the epilogue clears). The border's zeros also leave Gram matrices and loss sums unchanged.
 
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use super::gemm::{gemm_here, Operand, Shared};
+use super::winograd;
+pub use super::winograd::Scheme;
 use crate::model::{Affine, Pooling};
 
 /// Values in one padded plane of an h x w map.
@@ -14,14 +16,52 @@ pub fn plane(h: usize, w: usize) -> usize {
     (h + 2) * (w + 2)
 }
 
-/// HWIO weights `[3][3][cin][cout]` → per-tap matrices `[9][cout][cin]` (the forward's lhs).
-pub fn forward_taps(hwio: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    crate::model::vgg19::taps_by_output(hwio, cin, cout, 1)
+/// A conv layer's weights as its scheme reads them, for the forward or the input gradient.
+pub enum ConvTaps {
+    /// Per-tap matrices `[9][co][ci]`, in the order of the taps' offsets.
+    Direct(Vec<f32>),
+    Winograd(winograd::Taps),
 }
 
-/// HWIO weights → per-tap matrices `[9][cin][cout]` (the input gradient's lhs): HWIO already is.
-pub fn backward_taps(hwio: &[f32]) -> Vec<f32> {
-    hwio.to_vec()
+impl ConvTaps {
+    /// f32 values held.
+    pub fn len(&self) -> usize {
+        match self {
+            ConvTaps::Direct(t) => t.len(),
+            ConvTaps::Winograd(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// HWIO weights `[3][3][cin][cout]` → the forward's taps: per-tap matrices `[9][cout][cin]`,
+/// or their Winograd transform.
+pub fn forward_taps(hwio: &[f32], cin: usize, cout: usize, scheme: Scheme) -> ConvTaps {
+    match scheme {
+        Scheme::Direct => ConvTaps::Direct(crate::model::vgg19::taps_by_output(hwio, cin, cout, 1)),
+        Scheme::Winograd(m) => {
+            ConvTaps::Winograd(winograd::Taps::new(m, (cin, cout), |t, o, i| {
+                hwio[(t * cin + i) * cout + o]
+            }))
+        }
+    }
+}
+
+/// HWIO weights → the input gradient's taps: per-tap matrices `[9][cin][cout]` (HWIO already
+/// is), or the Winograd transform of the flipped, transposed kernel.
+pub fn backward_taps(hwio: &[f32], cin: usize, cout: usize, scheme: Scheme) -> ConvTaps {
+    match scheme {
+        Scheme::Direct => ConvTaps::Direct(hwio.to_vec()),
+        // Input (y, x) reads output (y + 1 − ky, x + 1 − kx): tap 8 − t at offset t.
+        Scheme::Winograd(m) => {
+            ConvTaps::Winograd(winograd::Taps::new(m, (cout, cin), |t, o, i| {
+                hwio[((8 - t) * cin + o) * cout + i]
+            }))
+        }
+    }
 }
 
 /// Sets every padded plane's border to zero.
@@ -66,46 +106,6 @@ pub fn with_padding<R>(
     let r = conv(src);
     clear_border(src, h, w);
     r
-}
-
-/// A strided matrix operand of [`gemm_here`]: its first element, row stride, column stride.
-#[derive(Clone, Copy)]
-struct Operand(*const f32, usize, usize);
-
-/// `dst[m][n] (= or +=) scale · lhs[m][k] · rhs[k][n]` on the calling thread (the callers
-/// spread chunks over rayon's threads themselves, so that each output has one writer and the
-/// bits do not depend on the threads). `dst` has columns contiguous and row stride `dst_rs`.
-///
-/// SAFETY: every element each operand's extent and strides reach lies inside its
-/// allocation, and no other thread writes the part of `dst` reached.
-unsafe fn gemm_here(
-    (m, n, k): (usize, usize, usize), dst: *mut f32, dst_rs: usize, accumulate: bool, lhs: Operand,
-    rhs: Operand, scale: f32,
-) {
-    // SAFETY: as the caller promises.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.0,
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0,
-            rhs.2 as isize,
-            rhs.1 as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
 }
 
 /// Nine GEMMs, one per tap: `dst[o] = Σ_t taps[t][o][i] · src[i] shifted by offset(t)`.
@@ -153,18 +153,25 @@ fn conv_taps(
 
 /// `dst = relu(conv3x3(src) + bias)` on padded maps; `taps` from [`forward_taps`].
 pub fn conv_forward(
-    src: &[f32], taps: &[f32], bias: &[f32], (cin, cout, h, w): (usize, usize, usize, usize),
+    src: &[f32], taps: &ConvTaps, bias: &[f32], (cin, cout, h, w): (usize, usize, usize, usize),
     dst: &mut [f32],
 ) {
     let pw = w + 2;
-    conv_taps(src, taps, (cin, cout, h, w), dst, |t| (t / 3) * pw + t % 3);
-    dst.par_chunks_mut(plane(h, w))
-        .zip(bias)
-        .for_each(|(p, &b)| {
-            for v in p.iter_mut() {
-                *v = (*v + b).max(0.0);
-            }
-        });
+    match taps {
+        ConvTaps::Direct(taps) => {
+            conv_taps(src, taps, (cin, cout, h, w), dst, |t| (t / 3) * pw + t % 3);
+            dst.par_chunks_mut(plane(h, w))
+                .zip(bias)
+                .for_each(|(p, &b)| {
+                    for v in p.iter_mut() {
+                        *v = (*v + b).max(0.0);
+                    }
+                });
+        }
+        ConvTaps::Winograd(taps) => {
+            winograd::conv(src, taps, (h, w), dst, winograd::Epilogue::BiasRelu(bias))
+        }
+    }
     clear_border(dst, h, w);
 }
 
@@ -193,14 +200,33 @@ pub fn relu_signs(src: &[f32], bits: &mut [u32]) {
 /// layer's ReLU; with `input_relu` (the layer's input, a ReLU's output), dst is zeroed where
 /// it is not positive. `taps` from [`backward_taps`].
 pub fn conv_backward_input(
-    grad: &[f32], taps: &[f32], input_relu: Option<InputRelu<'_>>,
+    grad: &[f32], taps: &ConvTaps, input_relu: Option<InputRelu<'_>>,
     (cin, cout, h, w): (usize, usize, usize, usize), dst: &mut [f32],
 ) {
     let pw = w + 2;
-    // Input (y, x) receives from output (y + 1 − ky, x + 1 − kx).
-    conv_taps(grad, taps, (cout, cin, h, w), dst, |t| {
-        (2 - t / 3) * pw + 2 - t % 3
-    });
+    match taps {
+        // Input (y, x) receives from output (y + 1 − ky, x + 1 − kx).
+        ConvTaps::Direct(taps) => {
+            conv_taps(grad, taps, (cout, cin, h, w), dst, |t| {
+                (2 - t / 3) * pw + 2 - t % 3
+            });
+            mask_by_input(input_relu, dst);
+        }
+        // (The mask applied as the values are written.)
+        ConvTaps::Winograd(taps) => {
+            let epilogue = match input_relu {
+                Some(InputRelu::Values(v)) => winograd::Epilogue::MaskValues(v),
+                Some(InputRelu::Signs(bits)) => winograd::Epilogue::MaskSigns(bits),
+                None => winograd::Epilogue::None,
+            };
+            winograd::conv(grad, taps, (h, w), dst, epilogue)
+        }
+    }
+    clear_border(dst, h, w);
+}
+
+/// Zero in `dst` where the input (a ReLU's output) is not positive.
+fn mask_by_input(input_relu: Option<InputRelu<'_>>, dst: &mut [f32]) {
     match input_relu {
         Some(InputRelu::Values(input)) => dst.par_iter_mut().zip(input).for_each(|(g, &a)| {
             if a <= 0.0 {
@@ -216,7 +242,6 @@ pub fn conv_backward_input(
         }),
         None => {}
     }
-    clear_border(dst, h, w);
 }
 
 /// u32 words of the routes of a `(c, h, w)` input: 4 bits a window, 8 windows a word (the
@@ -321,11 +346,6 @@ pub fn pool_backward(
 fn position_chunk(n: usize, positions: usize) -> usize {
     ((1 << 16) / n.max(1)).max(256).min(positions.max(1))
 }
-
-/// A raw pointer that chunks on other threads write through, each to its own part.
-struct Shared(*mut f32);
-// SAFETY: every user writes disjoint parts of the buffer.
-unsafe impl Sync for Shared {}
 
 /// G = F Fᵀ for padded F with `n` channels of h x w. The positions are cut into fixed chunks
 /// whose partial Grams are made on rayon's threads (a 64 x 64 result leaves one GEMM nothing

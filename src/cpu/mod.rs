@@ -4,6 +4,7 @@
 //! but the GEMMs' packing scratch.
 
 mod clock;
+mod gemm;
 pub mod kernels;
 mod net;
 mod plan;
@@ -12,6 +13,7 @@ mod targets;
 #[cfg(test)]
 mod tile_tests;
 mod tiled;
+pub mod winograd;
 
 use anyhow::{bail, Result};
 
@@ -121,18 +123,9 @@ impl CpuSession {
         }
         crate::model::vgg19::check_sizes(s.arch, s.loss, s.pooling, s.content, s.styles)?;
         let deepest = s.loss.deepest();
-        let convs: Vec<Conv> = s
-            .weights
-            .layers_up_to(s.arch, deepest)?
-            .into_iter()
-            .map(|cw| Conv {
-                forward: k::forward_taps(&cw.hwio, cw.cin, cw.cout),
-                backward: k::backward_taps(&cw.hwio),
-                bias: cw.bias.clone(),
-            })
-            .collect();
         let affine = s.weights.convention.affine();
         let stages = s.arch.stages(deepest, h, w, s.pooling);
+        let convs = net::convs(s.weights, s.arch, &stages)?;
         // (A tile off the pooling grid is refused before the style targets' work.)
         let arch = (s.arch, s.pooling, s.loss.seamless);
         let tiles = (s

@@ -2,15 +2,45 @@
 //! padded output.
 
 use super::clock::{conv_flops, Clock};
-use super::kernels as k;
-use crate::model::vgg19::held;
-use crate::model::{Affine, Held, Stage, StageOp};
+use anyhow::Result;
 
-/// A conv layer's weights in the layouts the CPU kernels read.
+use super::kernels as k;
+use super::winograd::{self, Scheme};
+use crate::model::vgg19::{held, Arch};
+use crate::model::{Affine, Held, Stage, StageOp};
+use crate::weights::{ConvWeights, Weights};
+
+/// A conv layer's weights in the layouts the CPU kernels read, each direction in its scheme.
 pub struct Conv {
-    pub forward: Vec<f32>,
-    pub backward: Vec<f32>,
+    pub forward: k::ConvTaps,
+    pub backward: k::ConvTaps,
     pub bias: Vec<f32>,
+    pub schemes: [Scheme; 2],
+}
+
+impl Conv {
+    pub fn new(cw: &ConvWeights, [fwd, bwd]: [Scheme; 2]) -> Conv {
+        Conv {
+            forward: k::forward_taps(&cw.hwio, cw.cin, cw.cout, fwd),
+            backward: k::backward_taps(&cw.hwio, cw.cin, cw.cout, bwd),
+            bias: cw.bias.clone(),
+            schemes: [fwd, bwd],
+        }
+    }
+}
+
+/// The conv layers of `stages`, each direction's scheme chosen for its map
+/// ([`winograd::choose`]).
+pub fn convs(weights: &Weights, arch: &Arch, stages: &[Stage]) -> Result<Vec<Conv>> {
+    let deepest = stages
+        .iter()
+        .filter(|s| matches!(s.op, StageOp::Conv(_)))
+        .count();
+    let layers = weights.layers_up_to(arch, deepest.saturating_sub(1))?;
+    let sizes = stages.iter().filter(|s| matches!(s.op, StageOp::Conv(_)));
+    Ok((layers.into_iter().zip(sizes))
+        .map(|(cw, s)| Conv::new(cw, winograd::choose((s.cin, s.cout, s.h, s.w))))
+        .collect())
 }
 
 /// The forward pass for one image size: padded input, every stage's padded output (those it
@@ -151,7 +181,7 @@ impl Net {
                     let c = &convs[l];
                     clock.time(
                         "conv_forward",
-                        || format!("{cin}->{cout} {h}x{w}"),
+                        || format!("{cin}->{cout} {h}x{w} {}", c.schemes[0].name()),
                         conv_flops(cin, cout, h, w),
                         (cin + cout) * h * w + (9 * cin + 1) * cout,
                         || {
@@ -225,7 +255,7 @@ pub fn stage_backward(
             };
             clock.time(
                 name,
-                || format!("{cout}->{cin} {h}x{w}"),
+                || format!("{cout}->{cin} {h}x{w} {}", c.schemes[1].name()),
                 conv_flops(cin, cout, h, w),
                 (cout + cin * (1 + below_relu as usize)) * h * w + 9 * cin * cout,
                 // Circular padding: the input gradient reads the output's gradient wrapped.

@@ -5,19 +5,18 @@
 use super::clock::Clock;
 use super::kernels as k;
 use super::net::{Conv, Net};
+use super::winograd::Scheme;
 use crate::model::tiles::{Rect, TilePlan};
 use crate::model::vgg19::{Arch, StageOp};
 use crate::model::Pooling;
 use crate::weights::Weights;
 use rand::{Rng, SeedableRng};
 
+/// Direct convolutions: the geometry holds bit for bit (a Winograd layer's blocks would sit
+/// differently in a crop than in the whole map).
 fn convs(weights: &Weights, arch: &Arch, deepest: usize) -> Vec<Conv> {
     (weights.layers_up_to(arch, deepest).unwrap().into_iter())
-        .map(|cw| Conv {
-            forward: k::forward_taps(&cw.hwio, cw.cin, cw.cout),
-            backward: k::backward_taps(&cw.hwio),
-            bias: cw.bias.clone(),
-        })
+        .map(|cw| Conv::new(cw, [Scheme::Direct; 2]))
         .collect()
 }
 

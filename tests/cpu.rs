@@ -501,13 +501,15 @@ fn bench_on_the_cpu_engine_prints_the_per_layer_table_step_time_and_peak_memory(
             .unwrap_or_else(|| panic!("no {name} {shape} row: {out}"))[n..]
             .to_vec()
     };
+    // Each convolution's scheme after its shape: direct where a side has 3 channels,
+    // Winograd F(4x4, 3x3) elsewhere (winograd::choose).
     for (name, shape) in [
-        ("conv_forward", "3->64 24x24"),
-        ("conv_forward", "64->64 24x24"),
-        ("conv_forward", "64->128 12x12"),
-        ("conv_backward_input", "128->64 12x12"),
-        ("conv_backward_input_masked", "64->64 24x24"),
-        ("conv_backward_input", "64->3 24x24"),
+        ("conv_forward", "3->64 24x24 direct"),
+        ("conv_forward", "64->64 24x24 winograd4"),
+        ("conv_forward", "64->128 12x12 winograd4"),
+        ("conv_backward_input", "128->64 12x12 winograd4"),
+        ("conv_backward_input_masked", "64->64 24x24 winograd4"),
+        ("conv_backward_input", "64->3 24x24 direct"),
         ("pool_backward", "64x24x24"),
     ] {
         let r = row(name, shape);

@@ -406,28 +406,30 @@ pub fn style_grad(
         // SAFETY: reads and writes columns [p0, p0 + pp) of n rows of pl (asserted above);
         // each chunk's columns are its own.
         unsafe { gemm_here((n, pp, n), out.0.add(p0), pl, accumulate, lhs, rhs, coef) };
+        // The ReLU's gate on the chunk just written, while it is in cache.
+        for r in 0..n {
+            // SAFETY: this chunk's columns of row r, as above.
+            let g = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * pl + p0), pp) };
+            for (g, &f) in g.iter_mut().zip(&relu[r * pl + p0..r * pl + p0 + pp]) {
+                if f <= 0.0 {
+                    *g = 0.0;
+                }
+            }
+        }
     });
-    mask_by(grad, relu);
 }
 
 /// `grad (+)= coef · (F − C) · [F > 0]`.
 pub fn content_grad(feat: &[f32], target: &[f32], coef: f32, accumulate: bool, grad: &mut [f32]) {
-    grad.par_iter_mut()
-        .zip(feat)
-        .zip(target)
-        .for_each(|((g, &f), &c)| {
-            let v = if f > 0.0 { coef * (f - c) } else { 0.0 };
-            *g = if accumulate { *g + v } else { v };
+    const CHUNK: usize = 1 << 14;
+    (grad.par_chunks_mut(CHUNK))
+        .zip(feat.par_chunks(CHUNK).zip(target.par_chunks(CHUNK)))
+        .for_each(|(g, (feat, target))| {
+            for ((g, &f), &c) in g.iter_mut().zip(feat).zip(target) {
+                let v = if f > 0.0 { coef * (f - c) } else { 0.0 };
+                *g = if accumulate { *g + v } else { v };
+            }
         });
-}
-
-/// Zero where `feat` is not positive.
-fn mask_by(grad: &mut [f32], feat: &[f32]) {
-    grad.par_iter_mut().zip(feat).for_each(|(g, &f)| {
-        if f <= 0.0 {
-            *g = 0.0;
-        }
-    });
 }
 
 /// Σ (a − b)², in f64 and a fixed order.

@@ -16,15 +16,24 @@ pub struct Conv {
     pub backward: k::ConvTaps,
     pub bias: Vec<f32>,
     pub schemes: [Scheme; 2],
+    /// f32 values of Winograd scratch its larger direction takes on the calling thread.
+    pub scratch: usize,
 }
 
 impl Conv {
-    pub fn new(cw: &ConvWeights, [fwd, bwd]: [Scheme; 2]) -> Conv {
+    /// Layer `cw` on h x w maps, each direction in its scheme.
+    pub fn new(cw: &ConvWeights, (h, w): (usize, usize), [fwd, bwd]: [Scheme; 2]) -> Conv {
+        let scratch = |s: Scheme, shape| match s {
+            Scheme::Direct => 0,
+            Scheme::Winograd(m) => winograd::scratch_len(m, shape),
+        };
         Conv {
             forward: k::forward_taps(&cw.hwio, cw.cin, cw.cout, fwd),
             backward: k::backward_taps(&cw.hwio, cw.cin, cw.cout, bwd),
             bias: cw.bias.clone(),
             schemes: [fwd, bwd],
+            scratch: scratch(fwd, (cw.cin, cw.cout, h, w))
+                .max(scratch(bwd, (cw.cout, cw.cin, h, w))),
         }
     }
 }
@@ -39,7 +48,7 @@ pub fn convs(weights: &Weights, arch: &Arch, stages: &[Stage]) -> Result<Vec<Con
     let layers = weights.layers_up_to(arch, deepest.saturating_sub(1))?;
     let sizes = stages.iter().filter(|s| matches!(s.op, StageOp::Conv(_)));
     Ok((layers.into_iter().zip(sizes))
-        .map(|(cw, s)| Conv::new(cw, winograd::choose((s.cin, s.cout, s.h, s.w))))
+        .map(|(cw, s)| Conv::new(cw, (s.h, s.w), winograd::choose((s.cin, s.cout, s.h, s.w))))
         .collect())
 }
 

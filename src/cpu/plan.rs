@@ -13,9 +13,12 @@ impl CpuSession {
             .iter()
             .map(|c| f(c.forward.len() + c.backward.len() + c.bias.len()))
             .sum();
+        // One thread's Winograd scratch, the largest layer's (the chunks run one at a time).
+        let scratch = self.convs.iter().map(|c| f(c.scratch)).max().unwrap_or(0);
         let avg = self.average.as_ref().map_or(0, |a| a.1.len());
         let items = [
             ("weights", weights),
+            ("convolution scratch (Winograd chunks)", scratch),
             (
                 "activations kept for the backward",
                 f(self.net.input.len()) + sum(&self.net.acts),

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 /// differently in a crop than in the whole map).
 fn convs(weights: &Weights, arch: &Arch, deepest: usize) -> Vec<Conv> {
     (weights.layers_up_to(arch, deepest).unwrap().into_iter())
-        .map(|cw| Conv::new(cw, [Scheme::Direct; 2]))
+        .map(|cw| Conv::new(cw, (0, 0), [Scheme::Direct; 2]))
         .collect()
 }
 

@@ -235,6 +235,17 @@ fn chunks(m: usize, (ci, co, h, w): (usize, usize, usize, usize)) -> Vec<Chunk> 
     out
 }
 
+/// f32 values of the scratch a layer's convolution takes on the calling thread (its largest
+/// chunk's transformed input and output; kept for the next call).
+pub fn scratch_len(m: usize, shape: (usize, usize, usize, usize)) -> usize {
+    let most = chunks(m, shape)
+        .iter()
+        .map(Chunk::blocks)
+        .max()
+        .unwrap_or(0);
+    (m + 2).pow(2) * (shape.0 + shape.1) * most
+}
+
 thread_local! {
     /// The transformed input and output of the chunk in flight (on the calling thread).
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -255,7 +266,7 @@ pub fn conv(
     let plan = chunks(m, (ci, co, h, w));
     let most = plan.iter().map(Chunk::blocks).max().unwrap_or(0);
     SCRATCH.with_borrow_mut(|scratch| {
-        scratch.resize(scratch.len().max(a2 * (ci + co) * most), 0.0);
+        scratch.resize(scratch.len().max(scratch_len(m, (ci, co, h, w))), 0.0);
         let (v, mm) = scratch.split_at_mut(a2 * ci * most);
         for c in &plan {
             let t = c.blocks();
@@ -310,6 +321,8 @@ fn input_transform(
 /// M at phase p's j, the last two at phase p's j + 1), transformed along the rows, then down.
 /// M is a constant so that the transform's coefficients are too (its zeros skipped, its
 /// loops unrolled) and the loops over the blocks vectorise.
+// (The loops index several arrays by the same transformed position.)
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn input_row<const M: usize>(
     plane: &[f32], (h, w): (usize, usize), (ty, x0, n): (usize, usize, usize),
@@ -455,6 +468,7 @@ fn output_transform(
 
 /// One block row's segment `(ty, x0, n)` of one output channel's plane from `src[ξ · stride
 /// + j]`: down the columns, then along the rows into the plane's row, M values a block.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn output_row<const M: usize>(
     (src, stride): (&[f32], usize), (h, w): (usize, usize), (ty, x0, n): (usize, usize, usize),

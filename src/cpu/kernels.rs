@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm_here, Operand, Shared};
+pub use super::image_terms::{temporal_grad, temporal_sum, tv_grad, tv_sum};
 use super::winograd;
 pub use super::winograd::Scheme;
 use crate::model::{Affine, Pooling};
@@ -272,36 +273,49 @@ pub fn pool_forward(
         .zip(src.par_chunks(plane(h, w)))
         .zip(routes.par_chunks_mut((oh * words).max(1)))
         .for_each(|((o, s), r)| {
-            o.fill(0.0);
-            r.fill(0);
+            o[..opw].fill(0.0);
+            o[(oh + 1) * opw..].fill(0.0);
             for y in 0..oh {
-                for x in 0..ow {
-                    let b = (2 * y + 1) * pw + 2 * x + 1;
-                    let v = [s[b], s[b + 1], s[b + pw], s[b + pw + 1]];
-                    let (out, bits) = match mode {
-                        Pooling::Max => {
-                            let mut best = 0;
-                            for k in 1..4 {
-                                if v[k] > v[best] {
-                                    best = k;
-                                }
-                            }
-                            let routed = !mask || v[best] > 0.0;
-                            (v[best], (routed as u32) << best)
-                        }
-                        Pooling::Avg => {
-                            let bits = (0..4).filter(|&k| !mask || v[k] > 0.0);
-                            (
-                                0.25 * ((v[0] + v[1]) + (v[2] + v[3])),
-                                bits.fold(0, |acc, k| acc | 1 << k),
-                            )
-                        }
-                    };
-                    o[(y + 1) * opw + x + 1] = out;
-                    r[y * words + x / 8] |= bits << (4 * (x % 8));
+                let top = &s[(2 * y + 1) * pw + 1..][..2 * ow];
+                let bottom = &s[(2 * y + 2) * pw + 1..][..2 * ow];
+                let row = &mut o[(y + 1) * opw..(y + 2) * opw];
+                (row[0], row[ow + 1]) = (0.0, 0.0);
+                let out = &mut row[1..=ow];
+                // Eight windows' routes a word, each word written once.
+                for (xw, word) in r[y * words..(y + 1) * words].iter_mut().enumerate() {
+                    let mut bits = 0;
+                    for x in 8 * xw..(8 * xw + 8).min(ow) {
+                        let v = [top[2 * x], top[2 * x + 1], bottom[2 * x], bottom[2 * x + 1]];
+                        let (value, routed) = pool_window(v, mode, mask);
+                        out[x] = value;
+                        bits |= routed << (4 * (x % 8));
+                    }
+                    *word = bits;
                 }
             }
         });
+}
+
+/// One window's pooled value and routes (bit k: element k of top-left, top-right,
+/// bottom-left, bottom-right).
+#[inline(always)]
+fn pool_window(v: [f32; 4], mode: Pooling, mask: bool) -> (f32, u32) {
+    match mode {
+        Pooling::Max => {
+            let (mut best, mut value) = (0, v[0]);
+            for (k, &x) in v.iter().enumerate().skip(1) {
+                if x > value {
+                    (best, value) = (k, x);
+                }
+            }
+            let routed = !mask || value > 0.0;
+            (value, (routed as u32) << best)
+        }
+        Pooling::Avg => {
+            let bits = (0..4).fold(0, |acc, k| acc | ((!mask || v[k] > 0.0) as u32) << k);
+            (0.25 * ((v[0] + v[1]) + (v[2] + v[3])), bits)
+        }
+    }
 }
 
 /// dL/d(src) of [`pool_forward`] from its routes and grad = dL/d(output).
@@ -326,17 +340,22 @@ pub fn pool_backward(
         .zip(routes.par_chunks((oh * words).max(1)))
         .zip(grad.par_chunks(plane(oh, ow)))
         .for_each(|((d, r), g)| {
-            d.fill(0.0);
+            // Every window's four values are written; the rest (border, and an odd size's
+            // last row or column) is zero.
+            d[..pw].fill(0.0);
+            d[(2 * oh + 1) * pw..].fill(0.0);
             for y in 0..oh {
+                let (top, bottom) = d[(2 * y + 1) * pw..(2 * y + 3) * pw].split_at_mut(pw);
+                let (g, r) = (&g[(y + 1) * opw + 1..][..ow], &r[y * words..][..words]);
+                for row in [&mut *top, &mut *bottom] {
+                    row[0] = 0.0;
+                    row[2 * ow + 1..].fill(0.0);
+                }
                 for x in 0..ow {
-                    let gv = share * g[(y + 1) * opw + x + 1];
-                    let bits = r[y * words + x / 8] >> (4 * (x % 8));
-                    let b = (2 * y + 1) * pw + 2 * x + 1;
-                    for (k, i) in [b, b + 1, b + pw, b + pw + 1].into_iter().enumerate() {
-                        if bits & (1 << k) != 0 {
-                            d[i] = gv;
-                        }
-                    }
+                    let (gv, bits) = (share * g[x], r[x / 8] >> (4 * (x % 8)));
+                    let at = |k: u32| if bits & (1 << k) != 0 { gv } else { 0.0 };
+                    (top[2 * x + 1], top[2 * x + 2]) = (at(0), at(1));
+                    (bottom[2 * x + 1], bottom[2 * x + 2]) = (at(2), at(3));
                 }
             }
         });
@@ -440,72 +459,6 @@ pub fn sq_diff_sum(a: &[f32], b: &[f32]) -> f64 {
         .sum()
 }
 
-/// `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]` of an unpadded image, in f64.
-/// With `wrap` (`--seamless`), also the last row against the first and the last column
-/// against the first.
-pub fn tv_sum(x: &[f32], (c, h, w): (usize, usize, usize), wrap: bool) -> f64 {
-    let mut s = 0.0f64;
-    for ch in 0..c {
-        for y in 0..h {
-            for xx in 0..w {
-                let i = (ch * h + y) * w + xx;
-                if let Some(j) = below(i, (ch, y, xx), (h, w), wrap) {
-                    s += ((x[j] - x[i]) as f64).powi(2);
-                }
-                if let Some(j) = right(i, (ch, y, xx), (h, w), wrap) {
-                    s += ((x[j] - x[i]) as f64).powi(2);
-                }
-            }
-        }
-    }
-    s
-}
-
-/// The TV's neighbour below element i at (channel, row, column), if it has one.
-fn below(
-    i: usize, (ch, y, x): (usize, usize, usize), (h, w): (usize, usize), wrap: bool,
-) -> Option<usize> {
-    match y + 1 < h {
-        true => Some(i + w),
-        false => wrap.then_some(ch * h * w + x),
-    }
-}
-
-/// The TV's neighbour to the right of element i, if it has one.
-fn right(
-    i: usize, (ch, y, _): (usize, usize, usize), (h, w): (usize, usize), wrap: bool,
-) -> Option<usize> {
-    match i % w + 1 < w {
-        true => Some(i + 1),
-        false => wrap.then_some((ch * h + y) * w),
-    }
-}
-
-/// `grad += coef · d tv(x) / dx`.
-pub fn tv_grad(
-    x: &[f32], (c, h, w): (usize, usize, usize), coef: f32, wrap: bool, grad: &mut [f32],
-) {
-    for ch in 0..c {
-        for y in 0..h {
-            for xx in 0..w {
-                let i = (ch * h + y) * w + xx;
-                // Each pair (element, neighbour) adds its derivative to both.
-                for j in [
-                    below(i, (ch, y, xx), (h, w), wrap),
-                    right(i, (ch, y, xx), (h, w), wrap),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    let d = 2.0 * coef * (x[j] - x[i]);
-                    grad[j] += d;
-                    grad[i] -= d;
-                }
-            }
-        }
-    }
-}
-
 /// The padded network input for the RGB image x `[3][h][w]`.
 pub fn preprocess(x: &[f32], (h, w): (usize, usize), a: &Affine, dst: &mut [f32]) {
     let (pw, pl) = (w + 2, plane(h, w));
@@ -579,22 +532,4 @@ pub fn padded_plane(m: &[f32], (h, w): (usize, usize)) -> Vec<f32> {
         out[(y + 1) * (w + 2) + 1..][..w].copy_from_slice(&m[y * w..][..w]);
     }
     out
-}
-
-/// The temporal term `Σ_p c(p) Σ_ch (x − w)² / (3·h·w)` of an unpadded image (c: h·w values),
-/// in f64 and a fixed order.
-pub fn temporal_sum(x: &[f32], target: &[f32], c: &[f32]) -> f64 {
-    let hw = c.len();
-    let s: f64 = (x.iter().zip(target).enumerate())
-        .map(|(i, (&a, &b))| c[i % hw] as f64 * ((a - b) as f64).powi(2))
-        .sum();
-    s / x.len() as f64
-}
-
-/// `grad += coef · 2 c (x − w) / (3·h·w)`: the temporal term's gradient, weighted.
-pub fn temporal_grad(x: &[f32], target: &[f32], c: &[f32], coef: f32, grad: &mut [f32]) {
-    let (hw, k) = (c.len(), 2.0 * coef / x.len() as f32);
-    for (i, g) in grad.iter_mut().enumerate() {
-        *g += k * c[i % hw] * (x[i] - target[i]);
-    }
 }

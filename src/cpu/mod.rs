@@ -5,6 +5,7 @@
 
 mod clock;
 mod gemm;
+mod image_terms;
 pub mod kernels;
 mod net;
 mod plan;

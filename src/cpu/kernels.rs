@@ -229,19 +229,25 @@ pub fn conv_backward_input(
 /// Zero in `dst` where the input (a ReLU's output) is not positive.
 fn mask_by_input(input_relu: Option<InputRelu<'_>>, dst: &mut [f32]) {
     match input_relu {
-        Some(InputRelu::Values(input)) => dst.par_iter_mut().zip(input).for_each(|(g, &a)| {
-            if a <= 0.0 {
-                *g = 0.0;
-            }
-        }),
+        Some(InputRelu::Values(input)) => dst
+            .par_chunks_mut(1 << 14)
+            .zip(input.par_chunks(1 << 14))
+            .for_each(|(g, input)| gate_by(g, input)),
         Some(InputRelu::Signs(bits)) => dst.par_chunks_mut(32).zip(bits).for_each(|(g, &word)| {
             for (k, v) in g.iter_mut().enumerate() {
-                if word >> k & 1 == 0 {
-                    *v = 0.0;
-                }
+                *v = if word >> k & 1 != 0 { *v } else { 0.0 };
             }
         }),
         None => {}
+    }
+}
+
+/// `g = 0` where `f` is not positive: a select and a store for every element, not a branch
+/// (which a ReLU's output, half zeros in no pattern, mispredicts half the time).
+#[inline(always)]
+fn gate_by(g: &mut [f32], f: &[f32]) {
+    for (g, &f) in g.iter_mut().zip(f) {
+        *g = if f > 0.0 { *g } else { 0.0 };
     }
 }
 
@@ -429,11 +435,7 @@ pub fn style_grad(
         for r in 0..n {
             // SAFETY: this chunk's columns of row r, as above.
             let g = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * pl + p0), pp) };
-            for (g, &f) in g.iter_mut().zip(&relu[r * pl + p0..r * pl + p0 + pp]) {
-                if f <= 0.0 {
-                    *g = 0.0;
-                }
-            }
+            gate_by(g, &relu[r * pl + p0..r * pl + p0 + pp]);
         }
     });
 }

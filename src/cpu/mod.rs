@@ -8,6 +8,7 @@ mod gemm;
 mod image_terms;
 pub mod kernels;
 mod net;
+mod phases;
 mod plan;
 mod style;
 mod targets;

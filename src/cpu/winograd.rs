@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm_here, Operand, Shared};
+use super::phases;
 
 /// How the CPU engine computes a 3x3 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +236,18 @@ fn chunks(m: usize, (ci, co, h, w): (usize, usize, usize, usize)) -> Vec<Chunk> 
     out
 }
 
+/// Whether the GEMMs run on the AVX-512 kernel (`gemm::gemm_avx512`).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// f32 values of the scratch a layer's convolution takes on the calling thread (its largest
 /// chunk's transformed input and output; kept for the next call).
 pub fn scratch_len(m: usize, shape: (usize, usize, usize, usize)) -> usize {
@@ -274,12 +287,20 @@ pub fn conv(
             let out = Shared(mm.as_mut_ptr());
             let out = &out;
             let v = &v[..];
+            let wide = avx512();
             (0..a2).into_par_iter().for_each(|x| {
-                let lhs = Operand(taps.u[x * co * ci..].as_ptr(), ci, 1);
-                let rhs = Operand(v[x * ci * t..].as_ptr(), t, 1);
+                let (u, v) = (taps.u[x * co * ci..].as_ptr(), v[x * ci * t..].as_ptr());
                 // SAFETY: u holds a2 [co][ci] matrices, v a2 [ci][t] ones and mm room for a2
                 // [co][t] ones (resized above); each ξ writes its own matrix of mm.
-                unsafe { gemm_here((co, t, ci), out.0.add(x * co * t), t, false, lhs, rhs, 1.0) };
+                unsafe {
+                    let dst = out.0.add(x * co * t);
+                    #[cfg(target_arch = "x86_64")]
+                    if wide {
+                        return super::gemm::gemm_avx512((co, t, ci), u, v, dst);
+                    }
+                    let (lhs, rhs) = (Operand(u, ci, 1), Operand(v, t, 1));
+                    gemm_here((co, t, ci), dst, t, false, lhs, rhs, 1.0)
+                }
             });
             output_transform(
                 &mm[..a2 * co * t],
@@ -330,6 +351,7 @@ fn input_row<const M: usize>(
 ) {
     let tr = transform(M);
     let (a, pw) = (M + 2, w + 2);
+    assert!(n <= SEGMENT);
     let mut phase = [[0.0f32; SEGMENT + 1]; 4];
     // rowt[strip row][ξc][block]
     let mut rowt = [[[0.0f32; SEGMENT]; 6]; 6];
@@ -339,20 +361,7 @@ fn input_row<const M: usize>(
             rowt.iter_mut().for_each(|r| r[..n].fill(0.0));
             continue;
         }
-        let row = &plane[pr * pw..(pr + 1) * pw];
-        if (x0 + n + 1) * M <= pw {
-            for (j, px) in row[x0 * M..].chunks_exact(M).take(n + 1).enumerate() {
-                for p in 0..M {
-                    phase[p][j] = px[p];
-                }
-            }
-        } else {
-            for (p, ph) in phase.iter_mut().enumerate().take(M) {
-                for (j, v) in ph[..=n].iter_mut().enumerate() {
-                    *v = row.get((x0 + j) * M + p).copied().unwrap_or(0.0);
-                }
-            }
-        }
+        phases::split::<M, { SEGMENT + 1 }>(&plane[pr * pw..(pr + 1) * pw], x0, n + 1, &mut phase);
         for j in 0..n {
             let d: [f32; 6] = std::array::from_fn(|col| match col < a {
                 true => phase[col % M][j + col / M],
@@ -363,17 +372,21 @@ fn input_row<const M: usize>(
             }
         }
     }
+    // Down the columns into a stack array (which the compiler vectorises; six slices of the
+    // destination it would not), then out row by row.
+    let mut down = [[0.0f32; SEGMENT]; 6];
     for xc in 0..a {
-        // SAFETY: as input_transform asserts, ξ's n values are the caller's own.
-        let out: [&mut [f32]; 6] = std::array::from_fn(|xr| match xr < a {
-            true => unsafe { std::slice::from_raw_parts_mut(dst.add((xr * a + xc) * stride), n) },
-            false => &mut [],
-        });
         for j in 0..n {
             let d: [f32; 6] = std::array::from_fn(|sr| rowt[sr][xc][j]);
-            for xr in 0..a {
-                out[xr][j] = combine(&tr.bt[xr * a..xr * a + a], &d, 0.0);
+            for (xr, down) in down.iter_mut().enumerate().take(a) {
+                down[j] = combine(&tr.bt[xr * a..xr * a + a], &d, 0.0);
             }
+        }
+        for (xr, down) in down.iter().enumerate().take(a) {
+            // SAFETY: as input_transform asserts, ξ's n values are the caller's own.
+            unsafe {
+                std::ptr::copy_nonoverlapping(down.as_ptr(), dst.add((xr * a + xc) * stride), n)
+            };
         }
     }
 }
@@ -420,19 +433,27 @@ enum Gate<'a> {
 }
 
 impl Finish<'_> {
-    /// The value stored at padded position `p` of the plane.
+    /// Zero in `row` (padded positions p0..) where the gate is closed.
     #[inline(always)]
-    fn apply(&self, v: f32, p: usize) -> f32 {
-        let v = if self.relu { v.max(0.0) } else { v };
-        let open = match self.gate {
-            Gate::Open => true,
-            Gate::Values(plane) => plane[p] > 0.0,
-            Gate::Signs(bits, base) => bits[(base + p) / 32] >> ((base + p) % 32) & 1 != 0,
-        };
-        if open {
-            v
-        } else {
-            0.0
+    fn gate(&self, row: &mut [f32], p0: usize) {
+        match self.gate {
+            Gate::Open => {}
+            Gate::Values(plane) => {
+                let n = row.len();
+                for (v, &f) in row.iter_mut().zip(&plane[p0..p0 + n]) {
+                    *v = if f > 0.0 { *v } else { 0.0 };
+                }
+            }
+            Gate::Signs(bits, base) => {
+                for (i, v) in row.iter_mut().enumerate() {
+                    let e = base + p0 + i;
+                    *v = if bits[e / 32] >> (e % 32) & 1 != 0 {
+                        *v
+                    } else {
+                        0.0
+                    };
+                }
+            }
         }
     }
 }
@@ -476,15 +497,17 @@ fn output_row<const M: usize>(
 ) {
     let tr = transform(M);
     let (a, pw) = (M + 2, w + 2);
-    // cols[output row][ξc][block]
+    assert!(n <= SEGMENT);
+    // cols[output row][ξc][block]; q[output column][block]
     let mut cols = [[[0.0f32; SEGMENT]; 6]; 4];
+    let mut q = [[0.0f32; SEGMENT]; 4];
     for xc in 0..a {
-        let s: [&[f32]; 6] = std::array::from_fn(|xr| match xr < a {
-            true => &src[(xr * a + xc) * stride..][..n],
-            false => &[][..],
-        });
+        // (Rows past α repeat the first: read, never used; all n long, so the loop over the
+        // blocks has no bounds to check and vectorises.)
+        let s: [&[f32]; 6] =
+            std::array::from_fn(|xr| &src[(xr.min(a - 1) * a + xc) * stride..][..n]);
         for j in 0..n {
-            let d: [f32; 6] = std::array::from_fn(|xr| if xr < a { s[xr][j] } else { 0.0 });
+            let d: [f32; 6] = std::array::from_fn(|xr| s[xr][j]);
             for (yr, cols) in cols.iter_mut().enumerate().take(M) {
                 cols[xc][j] = combine(&tr.at[yr * a..yr * a + a], &d, 0.0);
             }
@@ -495,26 +518,18 @@ fn output_row<const M: usize>(
         if y >= h {
             break;
         }
-        let row = &mut plane[(y + 1) * pw + 1..(y + 1) * pw + 1 + w];
-        let whole = n.min((w / M).saturating_sub(x0));
+        for j in 0..n {
+            let d: [f32; 6] = std::array::from_fn(|xc| cols[xc][j]);
+            for (xo, q) in q.iter_mut().enumerate().take(M) {
+                let v = combine(&tr.at[xo * a..xo * a + a], &d, finish.bias);
+                q[j] = if finish.relu { v.max(0.0) } else { v };
+            }
+        }
         let p0 = (y + 1) * pw + 1;
-        for (j, px) in row[x0 * M..].chunks_exact_mut(M).take(whole).enumerate() {
-            let d: [f32; 6] = std::array::from_fn(|xc| cols[xc][j]);
-            for (xo, v) in px.iter_mut().enumerate() {
-                let p = p0 + (x0 + j) * M + xo;
-                *v = finish.apply(combine(&tr.at[xo * a..xo * a + a], &d, finish.bias), p);
-            }
-        }
-        // The map's last, partial block.
-        for j in whole..n {
-            let d: [f32; 6] = std::array::from_fn(|xc| cols[xc][j]);
-            for xo in 0..M {
-                let x = (x0 + j) * M + xo;
-                if let Some(v) = row.get_mut(x) {
-                    *v = finish.apply(combine(&tr.at[xo * a..xo * a + a], &d, finish.bias), p0 + x);
-                }
-            }
-        }
+        let row = &mut plane[p0..p0 + w];
+        phases::merge::<M, SEGMENT>(&q, x0, n, row);
+        let written = x0 * M..((x0 + n) * M).min(w);
+        finish.gate(&mut row[written.clone()], p0 + written.start);
     }
 }
 

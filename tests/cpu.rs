@@ -16,6 +16,7 @@ const TOL: f64 = 1e-4;
 /// wider than a chunk's row segment (64 blocks), chunks of several block rows, wide channels.
 #[test]
 fn conv_forward_and_input_gradient_match_reference() {
+    println!("SIMD: {}", impasto::cpu::simd_level());
     let mut r = rng(31);
     let schemes = [Scheme::Direct, Scheme::Winograd(2), Scheme::Winograd(4)];
     for shape in CONV_SHAPES {
@@ -27,6 +28,40 @@ fn conv_forward_and_input_gradient_match_reference() {
         for scheme in &schemes[1..] {
             conv_case(&mut r, shape, *scheme);
         }
+    }
+}
+
+/// The kernels' narrower SIMD paths too: the test above again in a child process with
+/// `IMPASTO_CPU_SIMD` capping what this machine would otherwise run widest.
+#[test]
+fn conv_kernels_match_reference_on_every_simd_path() {
+    if std::env::var_os("IMPASTO_CPU_SIMD").is_some() {
+        return;
+    }
+    for (cap, name) in [("avx2", "AVX2+FMA"), ("plain", "SSE")] {
+        let o = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["conv_forward_and_input_gradient_match_reference", "--exact"])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env("IMPASTO_CPU_SIMD", cap)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{cap}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains("1 passed") && out.contains("winograd4 130->140"),
+            "{out}"
+        );
+        // (Capped only where the CPU has more: an AVX2 machine runs its own path above.)
+        let level = out.split("SIMD: ").nth(1).and_then(|l| l.lines().next());
+        let level = level.unwrap_or_else(|| panic!("no SIMD line: {out}"));
+        assert!(
+            level == name || cfg!(not(target_arch = "x86_64")) || level == "SSE",
+            "{level}"
+        );
     }
 }
 

@@ -10,6 +10,7 @@ pub mod kernels;
 mod net;
 mod phases;
 mod plan;
+mod simd;
 mod style;
 mod targets;
 #[cfg(test)]
@@ -42,26 +43,20 @@ pub fn describe() -> String {
     )
 }
 
-/// The widest SIMD the GEMMs dispatch to on this CPU.
+/// The widest SIMD the engine's kernels use on this CPU (`simd::level`; the `gemm` crate's
+/// GEMMs go no further than AVX2+FMA).
 pub fn simd_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "AVX-512";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "AVX2+FMA";
-        }
-        "SSE"
-    }
     #[cfg(target_arch = "aarch64")]
     {
         "NEON"
     }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(not(target_arch = "aarch64"))]
     {
-        "scalar"
+        match simd::level() {
+            simd::Level::Avx512 => "AVX-512",
+            simd::Level::Avx2 => "AVX2+FMA",
+            simd::Level::Plain => "SSE",
+        }
     }
 }
 

@@ -9,7 +9,7 @@ pub fn split<const M: usize, const P: usize>(
 ) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if super::simd::level() == super::simd::Level::Avx512 {
         let whole = (row.len() / M).saturating_sub(x0).min(n) / 16;
         for g in 0..whole {
             // SAFETY: blocks x0 + 16g.. + 16 lie inside the row (whole above); the CPU has
@@ -32,7 +32,7 @@ pub fn merge<const M: usize, const P: usize>(
 ) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if super::simd::level() == super::simd::Level::Avx512 {
         let whole = (row.len() / M).saturating_sub(x0).min(n) / 16;
         for g in 0..whole {
             // SAFETY: as in split.

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm_here, Operand, Shared};
 use super::phases;
+use super::simd;
 
 /// How the CPU engine computes a 3x3 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,14 +239,7 @@ fn chunks(m: usize, (ci, co, h, w): (usize, usize, usize, usize)) -> Vec<Chunk> 
 
 /// Whether the GEMMs run on the AVX-512 kernel (`gemm::gemm_avx512`).
 fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    simd::level() == simd::Level::Avx512
 }
 
 /// f32 values of the scratch a layer's convolution takes on the calling thread (its largest
@@ -549,11 +543,11 @@ macro_rules! widest_simd {
                 unsafe fn avx2<const M: usize>($($arg: $ty),*) {
                     $body::<M>($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                if simd::level() == simd::Level::Avx512 {
                     // SAFETY: the CPU has AVX-512F.
                     return unsafe { avx512::<M>($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
+                if simd::level() >= simd::Level::Avx2 {
                     // SAFETY: the CPU has AVX2.
                     return unsafe { avx2::<M>($($arg),*) };
                 }

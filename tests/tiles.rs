@@ -272,3 +272,87 @@ fn a_run_that_does_not_fit_whole_takes_the_largest_tile_that_fits() {
     assert_ne!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("would not fit"));
 }
+
+/// `impasto batch` and `impasto video` take tiles too when a job (the frames) would not fit
+/// whole, say so once, and finish: the same 128x96 plans under the same 52M as above.
+#[test]
+fn batch_and_video_take_tiles_when_a_job_does_not_fit_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let command = |verb: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"));
+        c.env("XDG_RUNTIME_DIR", d).arg(verb);
+        c
+    };
+    let shared = [
+        "--engine",
+        "cpu",
+        "--content-layers",
+        "block3_conv2",
+        "--style-layers",
+        "block1_conv1,block2_conv1,block3_conv1",
+        "--size",
+        "128",
+        "--steps",
+        "2",
+        "--max-memory",
+        "52M",
+    ];
+    let (tubingen, starry) = (
+        common::image("tubingen.jpg"),
+        common::image("starry_night.jpg"),
+    );
+    let manifest = d.join("jobs.csv");
+    let row = format!(
+        "{},{},{}",
+        tubingen.display(),
+        starry.display(),
+        d.join("b.png").display()
+    );
+    std::fs::write(&manifest, format!("content,style,output\n{row}\n")).unwrap();
+    let o = (command("batch").arg(&manifest).arg("--weights"))
+        .arg(common::real_weights())
+        .args(shared)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("does not fit whole: in tiles of 64 px"),
+        "{err}"
+    );
+    assert_eq!(image::image_dimensions(d.join("b.png")).unwrap(), (128, 96));
+
+    // Two 128x96 frames.
+    let frames = d.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let img = impasto::io::image::load_original(&tubingen).unwrap();
+    for k in 0..2u32 {
+        let crop = image::imageops::crop_imm(&img.rgb, 10 * k, 20, 128, 96).to_image();
+        crop.save(frames.join(format!("f{k}.png"))).unwrap();
+    }
+    let o = (command("video")
+        .arg("--content")
+        .arg(&frames)
+        .arg("--output"))
+    .arg(d.join("out"))
+    .arg("--style")
+    .arg(&starry)
+    .arg("--weights")
+    .arg(common::real_weights())
+    .args(shared)
+    .args(["--frame-steps", "1"])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("do not fit whole: in tiles of 64 px").count(),
+        1,
+        "{err}"
+    );
+    for k in 0..2 {
+        let out = d.join("out").join(format!("f{k}.png"));
+        assert_eq!(image::image_dimensions(out).unwrap(), (128, 96));
+    }
+}

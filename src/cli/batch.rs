@@ -325,8 +325,9 @@ fn run_job(
     let stylizer = stylizers.get(weights, &losses(&args))?;
     stylizer.set_max_memory(args.options.max_memory);
     stylizer.set_cancel_flag(cancel.clone());
-    let job = load_job(&args)?;
-    let settings = super::stylize::settings_json(&args, stylizer.weights());
+    let mut job = load_job(&args)?;
+    let mut settings = super::stylize::settings_json(&args, stylizer.weights());
+    super::stylize::take_tiles(stylizer, &mut job, &mut settings)?;
     let outputs = Outputs {
         job: &job,
         output: &args.output,

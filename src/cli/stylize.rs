@@ -39,23 +39,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     stylizer = stylizer.with_max_memory(args.options.max_memory);
     let mut job = load_job(args)?;
     settings["styles"] = styles_json(args, &job)?;
-    if let Some(tile) = stylizer.fitting_tile(&job) {
-        crate::say!("the run does not fit whole: in tiles of {tile} px instead (--tile {tile})");
-        job.settings.tile = Some(tile);
-        settings["tile"] = tile.into();
-    }
-    if let Some(plan) = stylizer.tile_plan(&job)? {
-        let (h, w) = plan.size;
-        crate::say!(
-            "tiled evaluation: {} tiles of {} px, halo {} px, at {w}x{h}",
-            plan.tiles.len(),
-            plan.tile,
-            plan.halo
-        );
-        settings["tiles"] = serde_json::json!({
-            "tile": plan.tile, "halo": plan.halo, "count": plan.tiles.len()
-        });
-    }
+    take_tiles(&stylizer, &mut job, &mut settings)?;
     if let Some(p) = &preview {
         p.set_head(preview_head(&stylizer, &job, settings.clone()));
     }
@@ -165,6 +149,31 @@ fn dry_run(
 /// Each style with its share of the style loss and its mask (the file, or the region map and
 /// colour, and the fraction of the picture it covers; null without masks): the report's and
 /// the preview's list of styles.
+/// Tiles for `job` when its plan does not fit whole and no `--tile` was given (the CPU
+/// engine), said; the tile plan said and put in the report's settings.
+pub(super) fn take_tiles(
+    stylizer: &Stylizer, job: &mut Job, settings: &mut serde_json::Value,
+) -> Result<()> {
+    if let Some(tile) = stylizer.fitting_tile(job) {
+        crate::say!("the run does not fit whole: in tiles of {tile} px instead (--tile {tile})");
+        job.settings.tile = Some(tile);
+        settings["tile"] = tile.into();
+    }
+    if let Some(plan) = stylizer.tile_plan(job)? {
+        let (h, w) = plan.size;
+        crate::say!(
+            "tiled evaluation: {} tiles of {} px, halo {} px, at {w}x{h}",
+            plan.tiles.len(),
+            plan.tile,
+            plan.halo
+        );
+        settings["tiles"] = serde_json::json!({
+            "tile": plan.tile, "halo": plan.halo, "count": plan.tiles.len()
+        });
+    }
+    Ok(())
+}
+
 fn styles_json(args: &StylizeArgs, job: &Job) -> Result<serde_json::Value> {
     let paths = args.styles()?;
     let total: f64 = job.styles.iter().map(|s| s.1).sum();

@@ -103,6 +103,8 @@ struct VideoRun<'a> {
     started: Instant,
     /// `--preview`: the page shows the frame being optimised and its losses.
     preview: Option<Preview>,
+    /// The tile side the frames take when they do not fit whole (decided at the first frame).
+    tile: Option<Option<usize>>,
 }
 
 pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
@@ -137,6 +139,7 @@ pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
         input_size: None,
         started: Instant::now(),
         preview,
+        tile: None,
     };
     if let Some(p) = &video.preview {
         crate::say!("preview: {}", p.url);
@@ -220,6 +223,15 @@ impl VideoRun<'_> {
         }
         let mut job = Job::new(frame.image, self.styles.clone());
         job.settings = settings_of(&self.args.options);
+        // Frames that do not fit whole take tiles (the first frame decides for all: one size).
+        if self.tile.is_none() {
+            let tile = self.stylizer.fitting_tile(&job);
+            if let Some(t) = tile {
+                crate::say!("the frames do not fit whole: in tiles of {t} px instead (--tile {t})");
+            }
+            self.tile = Some(tile);
+        }
+        job.settings.tile = job.settings.tile.or(self.tile.flatten());
         let (h, w) = job.output_size();
         let content = job.content.at(job.settings.size);
         let out = self.sink.path(i, &frame.name);

@@ -38,6 +38,7 @@ fn step(c: &mut Criterion) {
                 steps: 0,
                 tiling: None,
                 storage,
+                tile: None,
             };
             let kernels = bench::kernels(&gpu, &cfg).unwrap();
             let mut session = bench::session(&gpu, &kernels, &cfg).unwrap();

@@ -182,6 +182,7 @@ fn a_lost_device_is_reported_not_panicked_on() {
         steps: 1,
         tiling: None,
         storage: impasto::kernels::Storage::F32,
+        tile: None,
     };
     let kernels = impasto::cli::bench::kernels(&gpu, &cfg).unwrap();
     let mut session = impasto::cli::bench::session(&gpu, &kernels, &cfg).unwrap();

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
-use super::flags::BenchArgs;
+use super::flags::{BenchArgs, FlagError};
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::job::tuning::Tuned;
@@ -31,6 +31,8 @@ pub struct BenchConfig {
     /// Tiling override; default: what `impasto tune` kept for the adapter, else its default.
     pub tiling: Option<crate::kernels::Tiling>,
     pub storage: crate::kernels::Storage,
+    /// `--tile`: the tiled evaluation's side (CPU engine).
+    pub tile: Option<usize>,
 }
 
 /// Random weights with VGG19's shapes for every conv layer up to `deepest`; the He-style
@@ -86,6 +88,7 @@ struct Problem {
     weights: Weights,
     content: Image,
     styles: [(Image, f64); 1],
+    tile: Option<usize>,
 }
 
 impl Problem {
@@ -103,7 +106,7 @@ impl Problem {
             style_targets: None,
             style_masks: None,
             temporal: None,
-            tile: None,
+            tile: self.tile,
         }
     }
 }
@@ -139,6 +142,7 @@ fn problem(cfg: &BenchConfig) -> Result<Problem> {
         weights,
         content,
         styles: [(style, 1.0)],
+        tile: cfg.tile,
     })
 }
 
@@ -289,8 +293,9 @@ fn print_rows(rows: &[Row]) {
 
 /// The table's first words: the problem benchmarked.
 fn problem_line(cfg: &BenchConfig) -> String {
+    let tiles = cfg.tile.map_or(String::new(), |t| format!(", in tiles of {t} px"));
     format!(
-        "impasto bench: {}x{} px, content {}, style {}",
+        "impasto bench: {}x{} px, content {}, style {}{tiles}",
         cfg.size,
         cfg.size,
         cfg.content_layers.join(","),
@@ -348,7 +353,13 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         steps: args.steps,
         tiling: args.tiling,
         storage: args.storage,
+        tile: args.tile,
     };
+    if args.tile.is_some() && args.engine != crate::job::EngineChoice::Cpu {
+        return Err(
+            FlagError("--tile runs on the CPU engine so far: add --engine cpu".into()).into(),
+        );
+    }
     if args.engine == crate::job::EngineChoice::Cpu {
         let before = resident_kib("VmRSS");
         let (ms, rows) = cpu_step_timing(&cfg)?;

@@ -34,6 +34,7 @@ pub fn run(args: &TuneArgs, adapter: Option<&str>) -> Result<()> {
         steps: args.steps,
         tiling: None,
         storage: args.storage,
+        tile: None,
     };
     tune_and_keep(&gpu, &cfg)?;
     Ok(())
@@ -67,6 +68,7 @@ pub fn engine(o: &JobOptions, adapter: Option<&str>) -> Result<(Engine, String)>
                     steps: 2,
                     tiling: None,
                     storage: kernels.storage,
+                    tile: None,
                 };
                 tune_and_keep(gpu, &cfg)?
             }

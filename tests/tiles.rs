@@ -126,6 +126,34 @@ fn tiled_losses_and_gradient_equal_the_untiled_ones() {
     check(&masked, 12, 1e-5);
 }
 
+/// A periodic picture (`--seamless`): the halos wrap around the edges, every tile's crop is
+/// whole, and the tiled objective is the circularly padded untiled one — tiles smaller than
+/// their halo, and one tile whose crop wraps around the whole image more than once.
+#[test]
+fn seamless_tiles_wrap_their_halos_around_and_equal_the_untiled_run() {
+    // 64x48: both sides on block3_conv2's pooling grid (4 px), as wrapping needs.
+    let mut p = shallow(64);
+    p.loss.seamless = true;
+    for tile in [8, 24, 64] {
+        check(&p, tile, 1e-5);
+    }
+    // The wrapped halos are needed: zero padding at the picture's edges gives another result.
+    let mut r = rand::rngs::StdRng::seed_from_u64(9);
+    let x = image(&mut r, p.content.h, p.content.w).data;
+    let (mut a, mut b) = (p.session(None), p.session(Some(24)));
+    p.loss.seamless = false;
+    let mut c = p.session(Some(24));
+    for s in [&mut a, &mut b, &mut c] {
+        s.set_image(&x);
+    }
+    let style = |s: &mut CpuSession| s.loss_and_gradient().unwrap().0.style;
+    let (wrapped, tiled, zeros) = (style(&mut a), style(&mut b), style(&mut c));
+    assert!(
+        rel(tiled, wrapped) < 1e-5 && rel(zeros, wrapped) > 1e-3,
+        "{wrapped} {tiled} {zeros}"
+    );
+}
+
 #[test]
 fn tiled_equals_untiled_through_block5_with_random_vgg19_weights() {
     let arch = Arch::vgg19();
@@ -225,12 +253,20 @@ fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
         assert!(rel(*y, *x) < 1e-4, "{a:?} vs {b:?}");
     }
     // Refused before any work, naming the flag (exit 2): off the pooling grid, on the GPU
-    // engine, with --seamless.
+    // engine, with --seamless on a picture whose sides are off the grid (62x46).
     for (extra, says) in [
         (&["--engine", "cpu", "--tile", "6"][..], "multiple of 4 px"),
         (&["--engine", "gpu", "--tile", "16"][..], "CPU engine"),
         (
-            &["--engine", "cpu", "--tile", "16", "--seamless"][..],
+            &[
+                "--engine",
+                "cpu",
+                "--tile",
+                "16",
+                "--seamless",
+                "--size",
+                "62",
+            ][..],
             "--seamless",
         ),
     ] {

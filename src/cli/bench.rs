@@ -293,7 +293,9 @@ fn print_rows(rows: &[Row]) {
 
 /// The table's first words: the problem benchmarked.
 fn problem_line(cfg: &BenchConfig) -> String {
-    let tiles = cfg.tile.map_or(String::new(), |t| format!(", in tiles of {t} px"));
+    let tiles = cfg
+        .tile
+        .map_or(String::new(), |t| format!(", in tiles of {t} px"));
     format!(
         "impasto bench: {}x{} px, content {}, style {}{tiles}",
         cfg.size,

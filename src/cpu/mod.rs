@@ -297,7 +297,7 @@ impl CpuSession {
         let tiles = self.tiles.as_ref().expect("a tiled session");
         // (The largest crop's buffers, made at the start, serve every crop.)
         self.net.reshape(tiles.stages(t));
-        let crop = tiled::crop_image(&self.x, (self.h, self.w), t.crop);
+        let crop = tiled::crop_image(&self.x, (self.h, self.w), t);
         let lent = Some(&mut self.grads);
         (self.net).forward(&self.convs, &self.affine, &crop, &mut self.clock, lent);
     }
@@ -352,7 +352,7 @@ impl CpuSession {
             s.backprop(&targets);
             let g0 = &s.grads[1][..3 * k::plane(t.crop.h(), t.crop.w())];
             let image = (&mut s.grad_x[..], (s.h, s.w));
-            tiled::add_crop_gradient(g0, t.crop, &s.affine, image);
+            tiled::add_crop_gradient(g0, t, &s.affine, image);
         });
     }
 

@@ -25,7 +25,10 @@ pub fn style_targets(
     let mut setup_peak = 0u64;
     for (img, _) in s.styles {
         let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
-        if let Some(tile) = s.tile {
+        // (A periodic picture's style image is tiled only when its halos can wrap exactly.)
+        let stride = crate::model::tiles::pooling_stride(&stages);
+        let wraps = img.h.is_multiple_of(stride) && img.w.is_multiple_of(stride);
+        if let Some(tile) = s.tile.filter(|_| !s.loss.seamless || wraps) {
             // In tiles too (`tiled::grams_by_tiles`): a style image as large as the output.
             let arch = (s.arch, s.pooling, s.loss.seamless);
             let tiles = Tiles::new(arch, &stages, s.loss.style_layers.clone(), tile)?;

@@ -10,12 +10,12 @@
 //! interior positions, and the crops' input gradients, added where they overlap, make the
 //! image's. TV and a video frame's temporal term are computed on the whole image.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::clock::Clock;
 use super::kernels as k;
 use super::net::{largest_map, Conv, Net};
-use crate::model::tiles::{Rect, Tile, TilePlan};
+use crate::model::tiles::{Tile, TilePlan};
 use crate::model::vgg19::{Arch, Stage, StageOp};
 use crate::model::{Affine, LossConfig, Pooling};
 
@@ -32,7 +32,7 @@ pub fn grams_by_tiles(
     let (mut masked, mut g, mut parts) = (Vec::new(), Vec::new(), Vec::new());
     for t in &tiles.plan.tiles {
         let mut net = tiles.net(t);
-        let crop = crop_image(x, size, t.crop);
+        let crop = crop_image(x, size, t);
         net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
         let window = tile_window(t, &net, cfg, (&[None], &whole), size);
         for ((j, &l), sum) in cfg.style_layers.iter().enumerate().zip(&mut grams) {
@@ -85,12 +85,17 @@ fn copy_rect(
     }
 }
 
-/// Rows and columns `r` of the RGB image `x` (`[3][h][w]`).
-pub fn crop_image(x: &[f32], (h, w): (usize, usize), r: Rect) -> Vec<f32> {
+/// A tile's crop of the RGB image `x` (`[3][h][w]`), wrapping around where its halos do.
+pub fn crop_image(x: &[f32], (h, w): (usize, usize), t: &Tile) -> Vec<f32> {
+    let r = t.crop;
     let mut out = Vec::with_capacity(3 * r.h() * r.w());
     for c in 0..3 {
         for y in r.y0..r.y1 {
-            out.extend_from_slice(&x[(c * h + y) * w + r.x0..(c * h + y) * w + r.x1]);
+            let row = &x[(c * h + t.source(y, h)) * w..][..w];
+            match t.shift {
+                0 => out.extend_from_slice(&row[r.x0..r.x1]),
+                _ => out.extend((r.x0..r.x1).map(|x| row[t.source(x, w)])),
+            }
         }
     }
     out
@@ -103,11 +108,12 @@ impl Tiles {
         (arch, pooling, seamless): (&Arch, Pooling, bool), stages: &[Stage],
         loss_layers: Vec<usize>, tile: usize,
     ) -> Result<Tiles> {
-        if seamless {
-            bail!("tiles with --seamless (halos that wrap around) are not built yet");
-        }
         let size = (stages[0].h, stages[0].w);
-        let plan = TilePlan::new(stages, size, tile).map_err(anyhow::Error::msg)?;
+        let plan = match seamless {
+            true => TilePlan::wrapped(stages, size, tile),
+            false => TilePlan::new(stages, size, tile),
+        };
+        let plan = plan.map_err(anyhow::Error::msg)?;
         Ok(Tiles {
             plan,
             arch: arch.clone(),
@@ -172,7 +178,7 @@ impl Tiles {
         let mut maps = self.zero_content(whole, loss_layers);
         for t in &self.plan.tiles {
             let mut net = self.net(t);
-            let crop = crop_image(x, size, t.crop);
+            let crop = crop_image(x, size, t);
             net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
             for (map, &l) in maps.iter_mut().zip(loss_layers) {
                 let i = net.stage_of(l);
@@ -258,19 +264,25 @@ pub fn tile_window(
 }
 
 /// Adds a crop's input gradient (`g0`, dL/d(network input) as the crop network's padded
-/// maps) into the image's, `grad_x` (`[3][h][w]`), through the preprocessing's backward.
+/// maps) into the image's, `grad_x` (`[3][h][w]`), through the preprocessing's backward
+/// (wrapping around where the tile's halos do).
 pub fn add_crop_gradient(
-    g0: &[f32], crop: Rect, affine: &Affine, (grad_x, (h, w)): (&mut [f32], (usize, usize)),
+    g0: &[f32], t: &Tile, affine: &Affine, (grad_x, (h, w)): (&mut [f32], (usize, usize)),
 ) {
+    let crop = t.crop;
     let (ch, cw) = (crop.h(), crop.w());
     let mut g = vec![0.0; 3 * ch * cw];
     k::preprocess_backward(g0, (ch, cw), affine, &mut g);
     for c in 0..3 {
         for y in 0..ch {
             let row = &g[(c * ch + y) * cw..(c * ch + y + 1) * cw];
-            let at = (c * h + crop.y0 + y) * w + crop.x0;
-            let dst = &mut grad_x[at..at + cw];
-            dst.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+            let dst = &mut grad_x[(c * h + t.source(crop.y0 + y, h)) * w..][..w];
+            match t.shift {
+                0 => (dst[crop.x0..crop.x1].iter_mut().zip(row)).for_each(|(d, g)| *d += g),
+                _ => (crop.x0..crop.x1)
+                    .zip(row)
+                    .for_each(|(x, g)| dst[t.source(x, w)] += g),
+            }
         }
     }
 }

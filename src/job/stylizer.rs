@@ -215,14 +215,10 @@ impl Stylizer {
 
     /// Without `--tile`, when `job`'s plan does not fit whole: the largest tile side (a power
     /// of two, 16 px at the least) whose tiled plan fits, on the CPU engine (the GPU engine's
-    /// tiled passes are still to come) and without `--seamless`. None: it fits, or no tile
-    /// helps.
+    /// tiled passes are still to come). None: it fits, or no tile helps.
     pub fn fitting_tile(&self, job: &Job) -> Option<usize> {
         let whole_fits = self.plan(job, job.settings.size).is_ok_and(|p| p.fits());
         if whole_fits || job.settings.tile.is_some() || self.engine.name() == "gpu" {
-            return None;
-        }
-        if self.loss.seamless {
             return None;
         }
         let (h, w) = job.output_size();
@@ -335,8 +331,9 @@ impl Stylizer {
     }
 
     /// The tiles of `job`'s output (`--tile`) at its final scale, or the reason it cannot be
-    /// tiled: a tile off the pooling grid of the deepest layer, `--seamless` (halos that wrap
-    /// around are still to come), or the GPU engine (its tiled passes are still to come).
+    /// tiled: a tile off the pooling grid of the deepest layer, a periodic picture (`--seamless`,
+    /// its halos wrapping around) whose sides are not on that grid, or the GPU engine (its
+    /// tiled passes are still to come).
     pub fn tile_plan(&self, job: &Job) -> Result<Option<crate::model::tiles::TilePlan>> {
         let Some(tile) = job.settings.tile else {
             return Ok(None);
@@ -345,12 +342,13 @@ impl Stylizer {
         if self.engine.name() == "gpu" {
             return refuse("runs on the CPU engine so far: add --engine cpu");
         }
-        if self.loss.seamless {
-            return refuse("not with --seamless yet (halos that wrap around are still to come)");
-        }
         let (c, deepest) = (job.content.at(job.settings.size), self.loss.deepest());
         let stages = self.arch.stages(deepest, c.h, c.w, self.pooling);
-        match crate::model::tiles::TilePlan::new(&stages, (c.h, c.w), tile) {
+        let plan = match self.loss.seamless {
+            true => crate::model::tiles::TilePlan::wrapped(&stages, (c.h, c.w), tile),
+            false => crate::model::tiles::TilePlan::new(&stages, (c.h, c.w), tile),
+        };
+        match plan {
             Ok(plan) => Ok(Some(plan)),
             Err(e) => refuse(&e),
         }

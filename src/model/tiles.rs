@@ -5,8 +5,9 @@
 //! at every layer, and the interiors at each layer cut that layer's map into disjoint pieces,
 //! so any sum over positions (a Gram matrix, a loss) is the sum of the tiles' sums.
 //!
-//! Only the geometry lives here (the passes that use it are still to come); the tests hold it
-//! to the CPU engine's untiled features (tests/tiles.rs).
+//! With `--seamless` the halos wrap around the image's edges ([`TilePlan::wrapped`]). Only the
+//! geometry lives here (the CPU engine's passes: cpu/tiled.rs); the tests hold it to the CPU
+//! engine's untiled features (tests/tiles.rs).
 
 use super::vgg19::{Stage, StageOp};
 
@@ -33,7 +34,11 @@ impl Rect {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
     pub interior: Rect,
+    /// In the image extended by `shift` px on every side: crop row y is image row
+    /// (y − shift) mod h (the same for columns).
     pub crop: Rect,
+    /// 0, or the halo when halos wrap around (`--seamless`: the picture is periodic).
+    pub shift: usize,
 }
 
 /// How an image is cut: the tile side and halo (both multiples of `stride`) and the tiles in
@@ -100,7 +105,11 @@ impl TilePlan {
                     x0: x0.saturating_sub(halo),
                     x1: (interior.x1 + halo).min(w),
                 };
-                tiles.push(Tile { interior, crop });
+                tiles.push(Tile {
+                    interior,
+                    crop,
+                    shift: 0,
+                });
             }
         }
         Ok(TilePlan {
@@ -113,7 +122,42 @@ impl TilePlan {
     }
 }
 
+impl TilePlan {
+    /// The plan for a periodic picture (`--seamless`): every tile's halo is whole, wrapping
+    /// around the image's edges, and the crops' networks pad with zeros only inside their
+    /// halos. Exact when the image's sides are multiples of the pooling stride (each layer's
+    /// map is then the periodic picture's, as circular padding computes it untiled); other
+    /// sides are refused naming the stride.
+    pub fn wrapped(
+        stages: &[Stage], (h, w): (usize, usize), tile: usize,
+    ) -> Result<TilePlan, String> {
+        let mut plan = TilePlan::new(stages, (h, w), tile)?;
+        let (stride, halo) = (plan.stride, plan.halo);
+        if !h.is_multiple_of(stride) || !w.is_multiple_of(stride) {
+            return Err(format!(
+                "with --seamless the picture's sides must be multiples of {stride} px (the pooling stride of the deepest layer) to tile it: it is {w}x{h}"
+            ));
+        }
+        for t in &mut plan.tiles {
+            let i = t.interior;
+            t.crop = Rect {
+                y0: i.y0,
+                y1: i.y1 + 2 * halo,
+                x0: i.x0,
+                x1: i.x1 + 2 * halo,
+            };
+            t.shift = halo;
+        }
+        Ok(plan)
+    }
+}
+
 impl Tile {
+    /// Image row (or column, with `n` = w) of crop row `y`, wrapping around.
+    pub fn source(&self, y: usize, n: usize) -> usize {
+        (y + n * self.shift.div_ceil(n).max(1) - self.shift) % n
+    }
+
     /// The tile's interior at a map `levels` pooling stages down, in the whole map's
     /// coordinates; `(h, w)` is the image's size. The last tile of a row or column reaches the
     /// map's end (its sides floor at each stage), the others end where the next begins.
@@ -143,15 +187,17 @@ impl Tile {
         }
     }
 
-    /// The same in the crop's map: the interior at that level less the crop's origin there.
+    /// The same in the crop's map: the interior at that level less the crop's origin there
+    /// (both in the image extended by `shift`, a multiple of the stride).
     pub fn interior_in_crop(&self, levels: usize, size: (usize, usize)) -> Rect {
         let r = self.interior_at(levels, size);
+        let shift = self.shift >> levels;
         let (oy, ox) = (self.crop.y0 >> levels, self.crop.x0 >> levels);
         Rect {
-            y0: r.y0 - oy,
-            y1: r.y1 - oy,
-            x0: r.x0 - ox,
-            x1: r.x1 - ox,
+            y0: r.y0 + shift - oy,
+            y1: r.y1 + shift - oy,
+            x0: r.x0 + shift - ox,
+            x1: r.x1 + shift - ox,
         }
     }
 }
@@ -225,5 +271,33 @@ mod tests {
             receptive_radius(&arch.stages(block3_conv2, 9, 9, Pooling::Max)),
             14
         );
+    }
+
+    /// Wrapped halos (`--seamless`): every crop holds its interior with the whole halo on
+    /// every side, its rows and columns read the image around its edges, and sides off the
+    /// pooling grid are refused naming the stride.
+    #[test]
+    fn wrapped_crops_hold_the_whole_halo_and_read_around_the_edges() {
+        let arch = Arch::vgg19();
+        let (h, w) = (48, 64);
+        let stages = arch.stages(5, h, w, Pooling::Max);
+        for tile in [8, 24, 64] {
+            let plan = TilePlan::wrapped(&stages, (h, w), tile).unwrap();
+            for t in &plan.tiles {
+                for level in 0..=2 {
+                    let (c, halo) = (t.interior_in_crop(level, (h, w)), plan.halo >> level);
+                    let r = t.interior_at(level, (h, w));
+                    assert_eq!((c.y0, c.x0), (halo, halo));
+                    assert_eq!((c.h(), c.w()), (r.h(), r.w()));
+                    assert_eq!(c.y1 + halo, t.crop.h() >> level);
+                }
+                // The first crop row is the halo's rows above the interior, around the top.
+                let above = (t.interior.y0 + h * 4 - plan.halo) % h;
+                assert_eq!(t.source(t.crop.y0, h), above);
+                assert_eq!(t.source(t.crop.y0 + plan.halo, h), t.interior.y0);
+            }
+        }
+        let err = TilePlan::wrapped(&arch.stages(5, 46, 64, Pooling::Max), (46, 64), 16);
+        assert!(err.unwrap_err().contains("multiples of 4 px"));
     }
 }

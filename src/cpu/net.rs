@@ -117,25 +117,26 @@ impl Net {
     }
 
     /// The same network for another image size, in the buffers it has (a tiled evaluation's
-    /// crops: made for the largest, reused for each; zeroed, as new ones would be).
+    /// crops: made for the largest, reused for each). Not zeroed: the forward pass writes
+    /// every value of every buffer (borders included) before anything reads it.
     pub fn reshape(&mut self, stages: Vec<Stage>) {
-        let zeroed = |v: &mut Vec<f32>, len: usize| {
-            v.clear();
-            v.resize(len, 0.0);
-        };
+        fn sized<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+            match v.len() > len {
+                true => v.truncate(len),
+                false => v.resize(len, T::default()),
+            }
+        }
         let s0 = stages[0];
-        zeroed(&mut self.input, 3 * k::plane(s0.h, s0.w));
+        sized(&mut self.input, 3 * k::plane(s0.h, s0.w));
         for (i, s) in stages.iter().enumerate() {
             if let Held::Own = self.held[i] {
-                zeroed(&mut self.acts[i], padded_len(s));
+                sized(&mut self.acts[i], padded_len(s));
             }
             if let StageOp::Pool(_) = s.op {
-                self.routes[i].clear();
-                self.routes[i].resize(k::routes_len((s.cin, s.h, s.w)), 0);
+                sized(&mut self.routes[i], k::routes_len((s.cin, s.h, s.w)));
             }
             if let Held::Lent { signs: true, .. } = self.held[i] {
-                self.signs[i].clear();
-                self.signs[i].resize(padded_len(s).div_ceil(32), 0);
+                sized(&mut self.signs[i], padded_len(s).div_ceil(32));
             }
         }
         self.stages = stages;

@@ -130,3 +130,73 @@ unsafe fn block<const R: usize>(
         }
     }
 }
+
+/// [`gemm_avx512`]'s AVX2+FMA twin for CPUs without AVX-512: blocks of 6 rows x 16 columns (12
+/// ymm accumulators), no packing; the columns past the last whole 16 go to the `gemm` crate.
+///
+/// SAFETY: the CPU has AVX2 and FMA; as [`gemm_avx512`] otherwise.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn gemm_avx2(
+    (m, n, k): (usize, usize, usize), a: *const f32, b: *const f32, c: *mut f32,
+) {
+    let whole = n / 16 * 16;
+    let mut j0 = 0;
+    while j0 < whole {
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = (m - r0).min(6);
+            // SAFETY: rows r0.. of a and c, columns j0..j0 + 16 of b and c, inside their
+            // extents.
+            let p = unsafe { (a.add(r0 * k), b.add(j0), c.add(r0 * n + j0), (k, n)) };
+            // SAFETY: as above.
+            unsafe {
+                match rows {
+                    6 => block_avx2::<6>(p),
+                    5 => block_avx2::<5>(p),
+                    4 => block_avx2::<4>(p),
+                    3 => block_avx2::<3>(p),
+                    2 => block_avx2::<2>(p),
+                    _ => block_avx2::<1>(p),
+                }
+            }
+            r0 += rows;
+        }
+        j0 += 16;
+    }
+    if whole < n {
+        let (lhs, rhs) = (Operand(a, k, 1), Operand(unsafe { b.add(whole) }, n, 1));
+        // SAFETY: the last n − whole columns of b and c.
+        unsafe { gemm_here((m, n - whole, k), c.add(whole), n, false, lhs, rhs, 1.0) };
+    }
+}
+
+/// R rows x 16 columns of [`gemm_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn block_avx2<const R: usize>(
+    (a, b, c, (k, n)): (*const f32, *const f32, *mut f32, (usize, usize)),
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for kk in 0..k {
+        // SAFETY: row kk of b, its 16 columns; a's rows r, column kk.
+        unsafe {
+            let row = b.add(kk * n);
+            let bv = [_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8))];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(*a.add(r * k + kk));
+                acc[0] = _mm256_fmadd_ps(av, bv[0], acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, bv[1], acc[1]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: row r of c, its 16 columns.
+        unsafe {
+            _mm256_storeu_ps(c.add(r * n), acc[0]);
+            _mm256_storeu_ps(c.add(r * n + 8), acc[1]);
+        }
+    }
+}

@@ -237,11 +237,6 @@ fn chunks(m: usize, (ci, co, h, w): (usize, usize, usize, usize)) -> Vec<Chunk> 
     out
 }
 
-/// Whether the GEMMs run on the AVX-512 kernel (`gemm::gemm_avx512`).
-fn avx512() -> bool {
-    simd::level() == simd::Level::Avx512
-}
-
 /// f32 values of the scratch a layer's convolution takes on the calling thread (its largest
 /// chunk's transformed input and output; kept for the next call).
 pub fn scratch_len(m: usize, shape: (usize, usize, usize, usize)) -> usize {
@@ -281,7 +276,7 @@ pub fn conv(
             let out = Shared(mm.as_mut_ptr());
             let out = &out;
             let v = &v[..];
-            let wide = avx512();
+            let level = simd::level();
             (0..a2).into_par_iter().for_each(|x| {
                 let (u, v) = (taps.u[x * co * ci..].as_ptr(), v[x * ci * t..].as_ptr());
                 // SAFETY: u holds a2 [co][ci] matrices, v a2 [ci][t] ones and mm room for a2
@@ -289,8 +284,12 @@ pub fn conv(
                 unsafe {
                     let dst = out.0.add(x * co * t);
                     #[cfg(target_arch = "x86_64")]
-                    if wide {
-                        return super::gemm::gemm_avx512((co, t, ci), u, v, dst);
+                    match level {
+                        simd::Level::Avx512 => {
+                            return super::gemm::gemm_avx512((co, t, ci), u, v, dst)
+                        }
+                        simd::Level::Avx2 => return super::gemm::gemm_avx2((co, t, ci), u, v, dst),
+                        simd::Level::Plain => {}
                     }
                     let (lhs, rhs) = (Operand(u, ci, 1), Operand(v, t, 1));
                     gemm_here((co, t, ci), dst, t, false, lhs, rhs, 1.0)

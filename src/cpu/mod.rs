@@ -95,6 +95,9 @@ pub struct CpuSession {
     /// A tiled evaluation's tiles (`net` is then the network of the tile at hand, and
     /// `content` the content layers' whole maps).
     tiles: Option<tiled::Tiles>,
+    /// The tile at hand's crop of the image, content targets and crop gradient (their memory
+    /// reused from tile to tile).
+    tile_scratch: (Vec<f32>, Vec<Vec<f32>>, Vec<f32>),
 }
 
 impl CpuSession {
@@ -177,6 +180,7 @@ impl CpuSession {
             setup_peak,
             temporal: s.temporal.cloned(),
             tiles,
+            tile_scratch: Default::default(),
         })
     }
 
@@ -297,24 +301,25 @@ impl CpuSession {
         let tiles = self.tiles.as_ref().expect("a tiled session");
         // (The largest crop's buffers, made at the start, serve every crop.)
         self.net.reshape(tiles.stages(t));
-        let crop = tiled::crop_image(&self.x, (self.h, self.w), t);
+        let crop = &mut self.tile_scratch.0;
+        tiled::crop_image(&self.x, (self.h, self.w), t, crop);
         let lent = Some(&mut self.grads);
-        (self.net).forward(&self.convs, &self.affine, &crop, &mut self.clock, lent);
+        (self.net).forward(&self.convs, &self.affine, crop, &mut self.clock, lent);
     }
 
     /// Tile `t`'s content targets (`tiled::tile_targets`), and its windows set on the style
     /// terms (`tiled::tile_window`), for the tile just forwarded.
-    fn tile_terms(&mut self, t: &Tile) -> Vec<Vec<f32>> {
+    fn tile_terms(&mut self, t: &Tile, targets: &mut Vec<Vec<f32>>) {
         let whole = self.tiles.as_ref().expect("a tiled session").whole_stages();
         let (size, cfg) = ((self.h, self.w), &self.loss);
         let window = tiled::tile_window(t, &self.net, cfg, (&self.style.masks, &whole), size);
         self.style.set_window(Some(window), &self.net, cfg);
-        tiled::tile_targets(t, &self.net, cfg, (&self.content, &whole), size)
+        tiled::tile_targets(t, &self.net, cfg, (&self.content, &whole), size, targets);
     }
 
     /// Forwards each tile's crop, sets its windows and runs `f` with the tile and its content
     /// targets; the windows are cleared at the end.
-    fn for_each_tile(&mut self, mut f: impl FnMut(&mut CpuSession, &Tile, Vec<Vec<f32>>)) {
+    fn for_each_tile(&mut self, mut f: impl FnMut(&mut CpuSession, &Tile, &[Vec<f32>])) {
         let tiles = self
             .tiles
             .as_ref()
@@ -322,11 +327,13 @@ impl CpuSession {
             .plan
             .tiles
             .clone();
+        let mut targets = std::mem::take(&mut self.tile_scratch.1);
         for t in &tiles {
             self.forward_tile(t);
-            let targets = self.tile_terms(t);
-            f(self, t, targets);
+            self.tile_terms(t, &mut targets);
+            f(self, t, &targets);
         }
+        self.tile_scratch.1 = targets;
         self.style.set_window(None, &self.net, &self.loss);
     }
 
@@ -338,7 +345,7 @@ impl CpuSession {
         self.for_each_tile(|s, _, targets| {
             s.style.grams(&s.net, &s.loss, true, &mut s.clock);
             if losses {
-                content += content_sum(&s.net, &s.loss, &targets, &mut s.clock);
+                content += content_sum(&s.net, &s.loss, targets, &mut s.clock);
             }
         });
         content
@@ -349,10 +356,10 @@ impl CpuSession {
     fn backward_tiled(&mut self) {
         self.grad_x.fill(0.0);
         self.for_each_tile(|s, t, targets| {
-            s.backprop(&targets);
+            s.backprop(targets);
             let g0 = &s.grads[1][..3 * k::plane(t.crop.h(), t.crop.w())];
             let image = (&mut s.grad_x[..], (s.h, s.w));
-            tiled::add_crop_gradient(g0, t, &s.affine, image);
+            tiled::add_crop_gradient(g0, t, &s.affine, image, &mut s.tile_scratch.2);
         });
     }
 

@@ -15,6 +15,8 @@ impl CpuSession {
             .sum();
         // One thread's Winograd scratch, the largest layer's (the chunks run one at a time).
         let scratch = self.convs.iter().map(|c| f(c.scratch)).max().unwrap_or(0);
+        // A tiled session's crop, crop gradient and content targets of the tile at hand.
+        let tile = (self.tiles.as_ref()).map_or(0, |t| f(t.scratch_len(&self.loss.content_layers)));
         let avg = self.average.as_ref().map_or(0, |a| a.1.len());
         let items = [
             ("weights", weights),
@@ -33,6 +35,7 @@ impl CpuSession {
                     .sum(),
             ),
             ("gradients", sum(&self.grads) + f(self.grad_x.len())),
+            ("tile scratch: crop, targets", tile),
             (
                 "targets",
                 sum(&self.content)

@@ -29,10 +29,10 @@ pub fn grams_by_tiles(
     let mut grams: Vec<Vec<f32>> = (cfg.style_layers.iter())
         .map(|&l| vec![0.0; whole[conv_index(&whole, l)].cout.pow(2)])
         .collect();
-    let (mut masked, mut g, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut masked, mut g, mut parts, mut crop) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in &tiles.plan.tiles {
         let mut net = tiles.net(t);
-        let crop = crop_image(x, size, t);
+        crop_image(x, size, t, &mut crop);
         net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
         let window = tile_window(t, &net, cfg, (&[None], &whole), size);
         for ((j, &l), sum) in cfg.style_layers.iter().enumerate().zip(&mut grams) {
@@ -85,10 +85,11 @@ fn copy_rect(
     }
 }
 
-/// A tile's crop of the RGB image `x` (`[3][h][w]`), wrapping around where its halos do.
-pub fn crop_image(x: &[f32], (h, w): (usize, usize), t: &Tile) -> Vec<f32> {
+/// A tile's crop of the RGB image `x` (`[3][h][w]`) into `out` (its memory reused from tile to
+/// tile), wrapping around where the tile's halos do.
+pub fn crop_image(x: &[f32], (h, w): (usize, usize), t: &Tile, out: &mut Vec<f32>) {
     let r = t.crop;
-    let mut out = Vec::with_capacity(3 * r.h() * r.w());
+    out.clear();
     for c in 0..3 {
         for y in r.y0..r.y1 {
             let row = &x[(c * h + t.source(y, h)) * w..][..w];
@@ -98,7 +99,6 @@ pub fn crop_image(x: &[f32], (h, w): (usize, usize), t: &Tile) -> Vec<f32> {
             }
         }
     }
-    out
 }
 
 impl Tiles {
@@ -150,6 +150,17 @@ impl Tiles {
             .unwrap_or(0)
     }
 
+    /// f32 values of the tile at hand's scratch in a session: its crop and crop gradient
+    /// (`[3][h][w]` each), and its content targets at `content_layers`.
+    pub fn scratch_len(&self, content_layers: &[usize]) -> usize {
+        let t = self.largest_tile();
+        let stages = self.stages(t);
+        let targets: usize = (content_layers.iter())
+            .map(|&l| super::net::padded_len(&stages[conv_index(&stages, l)]))
+            .sum();
+        6 * t.crop.h() * t.crop.w() + targets
+    }
+
     /// The tile whose crop has the most pixels.
     pub fn largest_tile(&self) -> &Tile {
         let area = |t: &&Tile| t.crop.h() * t.crop.w();
@@ -176,9 +187,10 @@ impl Tiles {
     ) -> Vec<Vec<f32>> {
         let size = self.plan.size;
         let mut maps = self.zero_content(whole, loss_layers);
+        let mut crop = Vec::new();
         for t in &self.plan.tiles {
             let mut net = self.net(t);
-            let crop = crop_image(x, size, t);
+            crop_image(x, size, t, &mut crop);
             net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
             for (map, &l) in maps.iter_mut().zip(loss_layers) {
                 let i = net.stage_of(l);
@@ -201,29 +213,28 @@ fn conv_index(stages: &[Stage], l: usize) -> usize {
     crate::model::vgg19::conv_stage(stages, l).expect("a loss layer's stage")
 }
 
-/// The content targets of a tile whose crop `net` just forwarded, as its maps: the whole
-/// targets `maps` (of the image's stages `whole`) inside its interior, its own features
-/// elsewhere (they add nothing there).
+/// The content targets of a tile whose crop `net` just forwarded, as its maps, into `out`
+/// (its memory reused from tile to tile): the whole targets `maps` (of the image's stages
+/// `whole`) inside its interior, its own features elsewhere (they add nothing there).
 pub fn tile_targets(
     t: &Tile, net: &Net, cfg: &LossConfig, (maps, whole): (&[Vec<f32>], &[Stage]),
-    size: (usize, usize),
-) -> Vec<Vec<f32>> {
-    (cfg.content_layers.iter().zip(maps))
-        .map(|(&l, map)| {
-            let i = net.stage_of(l);
-            let lv = level(&net.stages, i);
-            let (a, b) = (t.interior_at(lv, size), t.interior_in_crop(lv, size));
-            let (ws, ts) = (whole[i], net.stages[i]);
-            let mut target = net.acts[i].clone();
-            copy_rect(
-                (map, (ws.h, ws.w), (a.y0, a.x0)),
-                (&mut target, (ts.h, ts.w), (b.y0, b.x0)),
-                ts.cout,
-                (a.h(), a.w()),
-            );
-            target
-        })
-        .collect()
+    size: (usize, usize), out: &mut Vec<Vec<f32>>,
+) {
+    out.resize_with(cfg.content_layers.len(), Vec::new);
+    for ((&l, map), target) in cfg.content_layers.iter().zip(maps).zip(out) {
+        let i = net.stage_of(l);
+        let lv = level(&net.stages, i);
+        let (a, b) = (t.interior_at(lv, size), t.interior_in_crop(lv, size));
+        let (ws, ts) = (whole[i], net.stages[i]);
+        target.clear();
+        target.extend_from_slice(&net.acts[i]);
+        copy_rect(
+            (map, (ws.h, ws.w), (a.y0, a.x0)),
+            (target, (ts.h, ts.w), (b.y0, b.x0)),
+            ts.cout,
+            (a.h(), a.w()),
+        );
+    }
 }
 
 /// Per style term, per style layer, a tile's window as its network's padded planes: 1 (or
@@ -264,15 +275,16 @@ pub fn tile_window(
 }
 
 /// Adds a crop's input gradient (`g0`, dL/d(network input) as the crop network's padded
-/// maps) into the image's, `grad_x` (`[3][h][w]`), through the preprocessing's backward
-/// (wrapping around where the tile's halos do).
+/// maps) into the image's, `grad_x` (`[3][h][w]`), through the preprocessing's backward into
+/// `g` (memory reused from tile to tile), wrapping around where the tile's halos do.
 pub fn add_crop_gradient(
     g0: &[f32], t: &Tile, affine: &Affine, (grad_x, (h, w)): (&mut [f32], (usize, usize)),
+    g: &mut Vec<f32>,
 ) {
     let crop = t.crop;
     let (ch, cw) = (crop.h(), crop.w());
-    let mut g = vec![0.0; 3 * ch * cw];
-    k::preprocess_backward(g0, (ch, cw), affine, &mut g);
+    g.resize(3 * ch * cw, 0.0);
+    k::preprocess_backward(g0, (ch, cw), affine, g);
     for c in 0..3 {
         for y in 0..ch {
             let row = &g[(c * ch + y) * cw..(c * ch + y + 1) * cw];

@@ -221,33 +221,31 @@ impl Chunk {
 
 /// The chunks of an (h, w) map's blocks for `ci` → `co` channels, in a fixed order: row
 /// segments of at most SEGMENT blocks, as many block rows a chunk as CHUNK_FLOATS allows.
-fn chunks(m: usize, (ci, co, h, w): (usize, usize, usize, usize)) -> Vec<Chunk> {
+fn chunks(m: usize, (ci, co, h, w): (usize, usize, usize, usize)) -> impl Iterator<Item = Chunk> {
     let (th, tw) = (h.div_ceil(m), w.div_ceil(m));
     let a2 = (m + 2) * (m + 2);
     let want = (CHUNK_FLOATS / (a2 * (ci + co))).max(MIN_BLOCKS);
     let n = tw.min(SEGMENT);
     let rows = (want / n).max(1);
-    let mut out = Vec::new();
-    for ty0 in (0..th).step_by(rows) {
-        out.extend((0..tw).step_by(n).map(|x0| Chunk {
+    (0..th).step_by(rows).flat_map(move |ty0| {
+        (0..tw).step_by(n).map(move |x0| Chunk {
             ty0,
             rows: rows.min(th - ty0),
             x0,
             n: n.min(tw - x0),
-        }));
-    }
-    out
+        })
+    })
+}
+
+/// Blocks in a layer's largest chunk.
+fn most_blocks(m: usize, shape: (usize, usize, usize, usize)) -> usize {
+    chunks(m, shape).map(|c| c.blocks()).max().unwrap_or(0)
 }
 
 /// f32 values of the scratch a layer's convolution takes on the calling thread (its largest
 /// chunk's transformed input and output; kept for the next call).
 pub fn scratch_len(m: usize, shape: (usize, usize, usize, usize)) -> usize {
-    let most = chunks(m, shape)
-        .iter()
-        .map(Chunk::blocks)
-        .max()
-        .unwrap_or(0);
-    (m + 2).pow(2) * (shape.0 + shape.1) * most
+    (m + 2).pow(2) * (shape.0 + shape.1) * most_blocks(m, shape)
 }
 
 thread_local! {
@@ -267,14 +265,14 @@ pub fn conv(
         return;
     }
     let a2 = (m + 2) * (m + 2);
-    let plan = chunks(m, (ci, co, h, w));
-    let most = plan.iter().map(Chunk::blocks).max().unwrap_or(0);
+    // (The chunks an iterator, not a list: a step allocates nothing here.)
+    let most = most_blocks(m, (ci, co, h, w));
     SCRATCH.with_borrow_mut(|scratch| {
-        scratch.resize(scratch.len().max(scratch_len(m, (ci, co, h, w))), 0.0);
+        scratch.resize(scratch.len().max(a2 * (ci + co) * most), 0.0);
         let (v, mm) = scratch.split_at_mut(a2 * ci * most);
-        for c in &plan {
+        for c in chunks(m, (ci, co, h, w)) {
             let t = c.blocks();
-            input_transform(src, transform(m), (ci, h, w), *c, &mut v[..a2 * ci * t]);
+            input_transform(src, transform(m), (ci, h, w), c, &mut v[..a2 * ci * t]);
             let out = Shared(mm.as_mut_ptr());
             let out = &out;
             let v = &v[..];
@@ -303,7 +301,7 @@ pub fn conv(
                 &mm[..a2 * co * t],
                 transform(m),
                 (co, h, w),
-                *c,
+                c,
                 dst,
                 epilogue,
             );

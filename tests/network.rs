@@ -538,7 +538,7 @@ fn f16_gradients_past_f16s_range_are_scaled_down() {
     let before = session.image().unwrap().data;
     let state = impasto::kernels::preprocess::initial_grad_scale(65536.0);
     c.gpu
-        .write(&session.objective.grad_scale, bytemuck::cast_slice(&state));
+        .write(session.objective.grad_scale(), bytemuck::cast_slice(&state));
     session.step(false).unwrap();
     assert_eq!(
         session.image().unwrap().data,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
-use super::flags::{BenchArgs, FlagError};
+use super::flags::BenchArgs;
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::job::tuning::Tuned;
@@ -357,11 +357,6 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         storage: args.storage,
         tile: args.tile,
     };
-    if args.tile.is_some() && args.engine != crate::job::EngineChoice::Cpu {
-        return Err(
-            FlagError("--tile runs on the CPU engine so far: add --engine cpu".into()).into(),
-        );
-    }
     if args.engine == crate::job::EngineChoice::Cpu {
         let before = resident_kib("VmRSS");
         let (ms, rows) = cpu_step_timing(&cfg)?;

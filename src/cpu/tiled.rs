@@ -15,8 +15,8 @@ use anyhow::Result;
 use super::clock::Clock;
 use super::kernels as k;
 use super::net::{largest_map, Conv, Net};
-use crate::model::tiles::{Tile, TilePlan};
-use crate::model::vgg19::{Arch, Stage, StageOp};
+use crate::model::tiles::{level, Tile, TilePlan};
+use crate::model::vgg19::{Arch, Stage};
 use crate::model::{Affine, LossConfig, Pooling};
 
 /// The interior Gram matrices of each tile of an image, added up: the image's Gram matrices
@@ -58,14 +58,6 @@ pub(super) struct Tiles {
     deepest: usize,
     pooling: Pooling,
     loss_layers: Vec<usize>,
-}
-
-/// Pooling stages before stage `i`: the level of its input, and of a conv stage's output.
-fn level(stages: &[Stage], i: usize) -> usize {
-    let pools = stages[..i]
-        .iter()
-        .filter(|s| matches!(s.op, StageOp::Pool(_)));
-    pools.count()
 }
 
 /// Copies `channels` padded planes' rectangle of `size` from `src` (maps `src_hw`, from

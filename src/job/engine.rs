@@ -44,15 +44,6 @@ impl Planned {
     }
 }
 
-/// `--tile` on the GPU engine: refused before any work (its tiled passes are still to come).
-fn refuse_gpu_tiles(engine: &Engine, setup: &Setup<'_, Weights>) -> Result<()> {
-    if engine.gpu.is_some() && setup.tile.is_some() {
-        let msg = "--tile runs on the CPU engine so far: add --engine cpu";
-        return Err(super::error::Error::BadSetting(msg.into()).into());
-    }
-    Ok(())
-}
-
 /// `MemAvailable` of /proc/meminfo, in bytes (Linux; None elsewhere).
 pub fn host_available() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -181,7 +172,6 @@ impl Engine {
 
     /// A session set up from `setup` (its targets computed, its buffers made).
     pub fn session(&self, setup: &Setup<'_, Weights>) -> Result<Box<dyn EngineSession + '_>> {
-        refuse_gpu_tiles(self, setup)?;
         Ok(match &self.gpu {
             Some((gpu, kernels)) => Box::new(Session::new(gpu, kernels, setup)?),
             None => Box::new(CpuSession::new(setup)?),

@@ -214,11 +214,10 @@ impl Stylizer {
     }
 
     /// Without `--tile`, when `job`'s plan does not fit whole: the largest tile side (a power
-    /// of two, 16 px at the least) whose tiled plan fits, on the CPU engine (the GPU engine's
-    /// tiled passes are still to come). None: it fits, or no tile helps.
+    /// of two, 16 px at the least) whose tiled plan fits. None: it fits, or no tile helps.
     pub fn fitting_tile(&self, job: &Job) -> Option<usize> {
         let whole_fits = self.plan(job, job.settings.size).is_ok_and(|p| p.fits());
-        if whole_fits || job.settings.tile.is_some() || self.engine.name() == "gpu" {
+        if whole_fits || job.settings.tile.is_some() {
             return None;
         }
         let (h, w) = job.output_size();
@@ -332,16 +331,12 @@ impl Stylizer {
 
     /// The tiles of `job`'s output (`--tile`) at its final scale, or the reason it cannot be
     /// tiled: a tile off the pooling grid of the deepest layer, a periodic picture (`--seamless`,
-    /// its halos wrapping around) whose sides are not on that grid, or the GPU engine (its
-    /// tiled passes are still to come).
+    /// its halos wrapping around) whose sides are not on that grid.
     pub fn tile_plan(&self, job: &Job) -> Result<Option<crate::model::tiles::TilePlan>> {
         let Some(tile) = job.settings.tile else {
             return Ok(None);
         };
         let refuse = |e: &str| Err(Error::BadSetting(format!("--tile {tile}: {e}")));
-        if self.engine.name() == "gpu" {
-            return refuse("runs on the CPU engine so far: add --engine cpu");
-        }
         let (c, deepest) = (job.content.at(job.settings.size), self.loss.deepest());
         let stages = self.arch.stages(deepest, c.h, c.w, self.pooling);
         let plan = match self.loss.seamless {

@@ -133,7 +133,15 @@ impl LossKernels {
     /// to the sum in order, when they are too large to bind whole).
     pub fn sq_diff_sum(
         &self, gpu: &Gpu, (len, features): (usize, bool), scale: f32,
-        (a, b): (&wgpu::Buffer, &wgpu::Buffer), (out, slot): (&wgpu::Buffer, usize),
+        (a, b): (&wgpu::Buffer, &wgpu::Buffer), out: (&wgpu::Buffer, usize),
+    ) -> Vec<Dispatch> {
+        self.sq_diff_sum_onto(gpu, (len, features), scale, (a, b), out, false)
+    }
+
+    /// The same, added to `out[slot]` when `add` (a sum over tiles: `pipeline::tiled`).
+    pub fn sq_diff_sum_onto(
+        &self, gpu: &Gpu, (len, features): (usize, bool), scale: f32,
+        (a, b): (&wgpu::Buffer, &wgpu::Buffer), (out, slot): (&wgpu::Buffer, usize), add: bool,
     ) -> Vec<Dispatch> {
         let (kernel, bytes) = match features {
             true => (&self.sq_diff_sum_features, self.setup.storage.bytes()),
@@ -152,7 +160,7 @@ impl LossKernels {
                 let (pa, pb) = (setup.piece(a, r, (1, bytes)), setup.piece(b, r, (1, bytes)));
                 let params = LossParams {
                     slot: slot as u32,
-                    accumulate: (k > 0) as u32,
+                    accumulate: (add || k > 0) as u32,
                     a_base: pa.base,
                     b_base: pb.base,
                     ..LossParams::new(r.len(), (0, 0), scale)

@@ -12,6 +12,7 @@ pub mod pool;
 pub mod preprocess;
 pub mod setup;
 pub mod signs;
+pub mod tiles;
 
 use anyhow::Result;
 
@@ -25,6 +26,7 @@ use pool::PoolKernels;
 use preprocess::PreprocessKernels;
 use setup::{Builder, Setup, MAX_GROUPS};
 use signs::SignKernels;
+use tiles::TileKernels;
 
 pub use setup::{Checks, Storage, Tiling, Variants, TILINGS};
 
@@ -42,6 +44,7 @@ pub fn shaders() -> Vec<(&'static str, String)> {
         ("preprocess.wgsl", preprocess::WGSL.to_string()),
         ("adam.wgsl", adam::WGSL.to_string()),
         ("signs.wgsl", signs::WGSL.to_string()),
+        ("tiles.wgsl", tiles::WGSL.to_string()),
     ]
 }
 
@@ -69,6 +72,7 @@ pub struct Kernels {
     pub preprocess: PreprocessKernels,
     pub adam: AdamKernels,
     pub signs: SignKernels,
+    pub tiles: TileKernels,
     /// Whether the shader modules carry wgpu's runtime checks.
     pub checks: Checks,
 }
@@ -144,6 +148,7 @@ impl Kernels {
             preprocess: PreprocessKernels::build(&b),
             adam: AdamKernels::build(&b),
             signs: SignKernels::build(&b),
+            tiles: TileKernels::build(&b),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             anyhow::bail!("building the compute pipelines failed: {e}");
@@ -168,6 +173,7 @@ impl Kernels {
             &mut self.loss.setup,
             &mut self.mask.setup,
             &mut self.signs.setup,
+            &mut self.tiles.setup,
         ] {
             setup.binding_limit = bytes;
         }

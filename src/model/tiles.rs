@@ -70,6 +70,14 @@ pub fn receptive_radius(stages: &[Stage]) -> usize {
     radius
 }
 
+/// Pooling stages before stage `i`: the level of its input, and of a conv stage's output.
+pub fn level(stages: &[Stage], i: usize) -> usize {
+    let pools = stages[..i]
+        .iter()
+        .filter(|s| matches!(s.op, StageOp::Pool(_)));
+    pools.count()
+}
+
 /// 2 to the number of pooling stages in `stages`.
 pub fn pooling_stride(stages: &[Stage]) -> usize {
     let pools = stages.iter().filter(|s| matches!(s.op, StageOp::Pool(_)));

@@ -59,6 +59,55 @@ pub struct Lent<'a> {
     pub loss_layers: Vec<usize>,
 }
 
+/// The buffers a network's forward pass writes: its preprocessed input, every stage's output,
+/// each pooling stage's routes and the kept ReLU signs. Made for one size, they serve every
+/// smaller network of the same stages (a tiled evaluation's crops: `pipeline::tiled`).
+#[derive(Clone)]
+pub struct NetBuffers {
+    pub input: wgpu::Buffer,
+    pub acts: Vec<wgpu::Buffer>,
+    pub routes: Vec<Option<wgpu::Buffer>>,
+    pub signs: Vec<Option<wgpu::Buffer>>,
+}
+
+impl NetBuffers {
+    /// The buffers of a network of `stages`, the outputs the backward never reads in `lent`'s.
+    pub fn new(
+        gpu: &Gpu, kernels: &Kernels, stages: &[Stage], lent: Option<Lent<'_>>,
+    ) -> Result<NetBuffers> {
+        let (h, w) = (stages[0].h, stages[0].w);
+        let input = kernels.feature_map(gpu, "network input", 3 * h * w)?;
+        let held = match &lent {
+            Some(l) => held(stages, &l.loss_layers),
+            None => vec![Held::Own; stages.len()],
+        };
+        let mut b = NetBuffers {
+            input,
+            acts: Vec::new(),
+            routes: Vec::new(),
+            signs: Vec::new(),
+        };
+        for (i, s) in stages.iter().enumerate() {
+            let (out, keep_signs) = match (held[i], &lent) {
+                (Held::Lent { lent: k, signs }, Some(lent)) => (lent.buffers[k].clone(), signs),
+                _ => (kernels.feature_map(gpu, "activation", s.out_len())?, false),
+            };
+            b.acts.push(out);
+            b.routes.push(match s.op {
+                StageOp::Pool(_) => {
+                    Some(gpu.storage("pool routes", routes_len((s.cin, s.h, s.w)))?)
+                }
+                StageOp::Conv(_) => None,
+            });
+            b.signs.push(match keep_signs {
+                true => Some(gpu.storage("relu signs", words(s.out_len()))?),
+                false => None,
+            });
+        }
+        Ok(b)
+    }
+}
+
 impl GpuNet {
     /// `convs[l]` holds conv layer l, for every layer the stages use; `seamless`: circular
     /// padding in every convolution.
@@ -67,67 +116,55 @@ impl GpuNet {
         gpu: &Gpu, kernels: &Kernels, stages: Vec<Stage>, convs: &[GpuConv], affine: &Affine,
         x: &wgpu::Buffer, lent: Option<Lent<'_>>, seamless: bool,
     ) -> Result<GpuNet> {
+        let buffers = NetBuffers::new(gpu, kernels, &stages, lent)?;
+        Ok(GpuNet::on(
+            gpu,
+            kernels,
+            stages,
+            &buffers,
+            (convs, affine),
+            x,
+            seamless,
+        ))
+    }
+
+    /// The network of `stages` writing into `buffers` (made for these stages or larger ones
+    /// of the same layers), reading the image buffer `x`.
+    pub fn on(
+        gpu: &Gpu, kernels: &Kernels, stages: Vec<Stage>, buffers: &NetBuffers,
+        (convs, affine): (&[GpuConv], &Affine), x: &wgpu::Buffer, seamless: bool,
+    ) -> GpuNet {
         let (h, w) = (stages[0].h, stages[0].w);
-        let input = kernels.feature_map(gpu, "network input", 3 * h * w)?;
-        let mut forward = vec![kernels.preprocess.forward(gpu, h * w, affine, x, &input)];
-        let mut acts: Vec<wgpu::Buffer> = Vec::new();
-        let mut routes = Vec::new();
-        let mut signs = Vec::new();
-        let held = match &lent {
-            Some(l) => held(&stages, &l.loss_layers),
-            None => vec![Held::Own; stages.len()],
-        };
+        let b = buffers;
+        let mut forward = vec![kernels.preprocess.forward(gpu, h * w, affine, x, &b.input)];
         for (i, s) in stages.iter().enumerate() {
-            let (out, keep_signs) = match (held[i], &lent) {
-                (Held::Lent { lent: k, signs }, Some(lent)) => (lent.buffers[k].clone(), signs),
-                _ => (kernels.feature_map(gpu, "activation", s.out_len())?, false),
-            };
-            let src = acts.last().unwrap_or(&input);
-            let mut stage_routes = None;
+            let (src, out) = (if i == 0 { &b.input } else { &b.acts[i - 1] }, &b.acts[i]);
             forward.extend(match s.op {
                 StageOp::Conv(l) => {
                     let c = &convs[l];
-                    kernels.conv.forward(
-                        gpu,
-                        ((s.cin, s.cout, s.h, s.w), seamless),
-                        src,
-                        &c.forward,
-                        &c.bias,
-                        &out,
-                    )
+                    let dims = ((s.cin, s.cout, s.h, s.w), seamless);
+                    (kernels.conv).forward(gpu, dims, src, &c.forward, &c.bias, out)
                 }
                 StageOp::Pool(mode) => {
-                    let dims = (s.cin, s.h, s.w);
-                    let r = gpu.storage("pool routes", routes_len(dims))?;
+                    let r = b.routes[i].as_ref().expect("a pooling stage's routes");
                     let after_relu = i > 0 && matches!(stages[i - 1].op, StageOp::Conv(_));
-                    let d = kernels
-                        .pool
-                        .forward(gpu, dims, mode, after_relu, src, &out, &r);
-                    stage_routes = Some(r);
-                    d
+                    let dims = (s.cin, s.h, s.w);
+                    (kernels.pool).forward(gpu, dims, mode, after_relu, src, out, r)
                 }
             });
-            let stage_signs = match keep_signs {
-                true => {
-                    let bits = gpu.storage("relu signs", words(s.out_len()))?;
-                    forward.extend(kernels.signs.relu_signs(gpu, s.out_len(), &out, &bits));
-                    Some(bits)
-                }
-                false => None,
-            };
-            acts.push(out);
-            routes.push(stage_routes);
-            signs.push(stage_signs);
+            if let Some(bits) = &b.signs[i] {
+                forward.extend(kernels.signs.relu_signs(gpu, s.out_len(), out, bits));
+            }
         }
-        Ok(GpuNet {
+        GpuNet {
             stages,
-            input,
-            acts,
-            routes,
-            signs,
+            input: b.input.clone(),
+            acts: b.acts.clone(),
+            routes: b.routes.clone(),
+            signs: b.signs.clone(),
             forward,
             seamless,
-        })
+        }
     }
 
     /// The stage that outputs conv layer `layer`.

@@ -6,9 +6,11 @@ use anyhow::Result;
 
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
+use crate::kernels::mask::Window;
 use crate::kernels::preprocess::initial_grad_scale;
 use crate::kernels::Kernels;
 use crate::model::style::StyleTerm;
+use crate::model::tiles::Rect;
 use crate::model::{Affine, LossConfig, LossValues};
 use crate::model::{Stage, StageOp};
 use crate::pipeline::network::{GpuConv, GpuNet};
@@ -95,22 +97,33 @@ pub fn gradient_buffers(
     ])
 }
 
+/// A tile's windows on its crop's maps (`pipeline::tiled`), per style layer: the tile's
+/// interior in the crop's map, the interior's first row and column in the whole image's map
+/// and that map's columns (where a style term's mask is read).
+pub struct TileWindows<'a> {
+    pub layers: Vec<(Rect, (usize, usize), usize)>,
+    /// Bound in place of a mask for terms without one.
+    pub no_mask: &'a wgpu::Buffer,
+}
+
 /// What the objective's dispatches are made from.
-struct Parts<'a> {
-    gpu: &'a Gpu,
-    kernels: &'a Kernels,
-    net: &'a GpuNet,
-    convs: &'a [GpuConv],
-    config: &'a LossConfig,
-    targets: &'a GpuTargets,
+pub(super) struct Parts<'a> {
+    pub gpu: &'a Gpu,
+    pub kernels: &'a Kernels,
+    pub net: &'a GpuNet,
+    pub convs: &'a [GpuConv],
+    pub config: &'a LossConfig,
+    pub targets: &'a GpuTargets,
     /// Gradients of consecutive stage outputs alternate between these two buffers, made by
     /// the session before the network (whose pooling outputs live in the first: see
     /// [`gradient_buffers`]).
-    grads: &'a [wgpu::Buffer; 2],
-    grad_scale: &'a wgpu::Buffer,
+    pub grads: &'a [wgpu::Buffer; 2],
+    pub grad_scale: &'a wgpu::Buffer,
     /// F ∘ m (Gram) or F ∘ m² (gradient) of the masked style layer at hand, as large as the
     /// largest; None without masks.
-    masked: Option<&'a wgpu::Buffer>,
+    pub masked: Option<&'a wgpu::Buffer>,
+    /// A tile's windows (every style term's map then goes through `masked`).
+    pub window: Option<&'a TileWindows<'a>>,
 }
 
 /// The loss terms' dispatches: the Gram matrices (after the forward pass), and the loss
@@ -123,7 +136,7 @@ struct LossDispatches {
 
 impl Parts<'_> {
     /// The gradient buffer of stage `i`'s output (-1: the network's input).
-    fn grad_of(&self, i: isize) -> &wgpu::Buffer {
+    pub fn grad_of(&self, i: isize) -> &wgpu::Buffer {
         &self.grads[((i + 1) % 2) as usize]
     }
 
@@ -191,10 +204,22 @@ impl Parts<'_> {
     /// The map a style term's kernels read at style layer `j` (stage `i`): the layer's output,
     /// or with a mask, the output times the mask (squared for the gradient) made into the
     /// scratch map by dispatches pushed onto `d`.
-    fn masked_map<'b>(
+    pub fn masked_map<'b>(
         &'b self, d: &mut Vec<Dispatch>, term: &GpuStyleTerm, (i, j): (usize, usize), squared: bool,
     ) -> &'b wgpu::Buffer {
         let feat = &self.net.acts[i];
+        if let (Some(win), Some(masked)) = (self.window, self.masked) {
+            let s = &self.net.stages[i];
+            let (inside, at, whole_w) = win.layers[j];
+            let w = Window {
+                map: (s.h, s.w),
+                inside,
+                mask: term.masks.as_ref().map(|m| (&m[j], whole_w, at)),
+                no_mask: win.no_mask,
+            };
+            d.extend((self.kernels.mask).window(self.gpu, s.cout, &w, squared, feat, masked));
+            return masked;
+        }
         let (Some(masks), Some(masked)) = (&term.masks, self.masked) else {
             return feat;
         };
@@ -210,7 +235,7 @@ impl Parts<'_> {
 
     /// The loss terms' gradients at stage `i`'s output (when it is a loss layer), added into
     /// its gradient buffer.
-    fn loss_gradients(&self, i: usize, grams: &[wgpu::Buffer]) -> Vec<Dispatch> {
+    pub fn loss_gradients(&self, i: usize, grams: &[wgpu::Buffer]) -> Vec<Dispatch> {
         let (gpu, kernels, net, config) = (self.gpu, self.kernels, self.net, self.config);
         let s = &net.stages[i];
         let gi = self.grad_of(i as isize);
@@ -258,7 +283,7 @@ impl Parts<'_> {
     }
 
     /// Stage `i`'s backward: the gradient of its output taken down to its input's.
-    fn stage_backward(&self, i: usize) -> Vec<Dispatch> {
+    pub fn stage_backward(&self, i: usize) -> Vec<Dispatch> {
         let (gpu, kernels, net) = (self.gpu, self.kernels, self.net);
         let s = &net.stages[i];
         let (gi, below) = (self.grad_of(i as isize), self.grad_of(i as isize - 1));
@@ -328,6 +353,7 @@ impl Objective {
             grads: &grads,
             grad_scale: &grad_scale,
             masked: masked.as_ref(),
+            window: None,
         };
         let losses = parts.losses(x, &loss_buf)?;
         let mut backward = Vec::new();
@@ -396,15 +422,30 @@ impl Objective {
 
     /// Reads back the loss values the last recorded loss dispatches produced.
     pub fn read_losses(&self, gpu: &Gpu) -> Result<LossValues> {
-        let nc = self.config.content_layers.len();
-        let ns = self.style_slots;
-        let v = gpu.read(&self.loss_buf, nc + ns + 2)?;
-        let content = v[..nc].iter().map(|&x| x as f64).sum();
-        let style = v[nc..nc + ns].iter().map(|&x| x as f64).sum();
-        let values = self.config.combine(content, style, v[nc + ns] as f64);
-        Ok(match self.temporal {
-            Some(lambda) => values.with_temporal(v[nc + ns + 1] as f64, lambda),
-            None => values,
-        })
+        read_losses(
+            gpu,
+            &self.loss_buf,
+            &self.config,
+            self.style_slots,
+            self.temporal,
+        )
     }
+}
+
+/// The loss values in `loss_buf`'s slots (content layers, then `style_slots`, then tv, then
+/// temporal with its λ when there is one), read back.
+pub fn read_losses(
+    gpu: &Gpu, loss_buf: &wgpu::Buffer, config: &LossConfig, style_slots: usize,
+    temporal: Option<f64>,
+) -> Result<LossValues> {
+    let nc = config.content_layers.len();
+    let ns = style_slots;
+    let v = gpu.read(loss_buf, nc + ns + 2)?;
+    let content = v[..nc].iter().map(|&x| x as f64).sum();
+    let style = v[nc..nc + ns].iter().map(|&x| x as f64).sum();
+    let values = config.combine(content, style, v[nc + ns] as f64);
+    Ok(match temporal {
+        Some(lambda) => values.with_temporal(v[nc + ns + 1] as f64, lambda),
+        None => values,
+    })
 }

@@ -8,10 +8,13 @@ use crate::kernels::preprocess::initial_grad_scale;
 use crate::kernels::{Kernels, Storage};
 use crate::model::engine::MemoryPlan;
 use crate::model::style::{per_position, StyleGrams};
+use crate::model::tiles::TilePlan;
 use crate::model::{AdamState, Affine, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
 use crate::pipeline::network::{GpuConv, GpuNet, Lent};
 use crate::pipeline::objective::{gradient_buffers, GpuStyleTerm, GpuTargets, Objective};
+use crate::pipeline::tiled::{grams_by_tiles, Layers};
+use crate::pipeline::tiled_objective::{Context, Evaluation, TiledObjective};
 use crate::weights::Weights;
 
 /// What a GPU session is set up from.
@@ -24,7 +27,7 @@ pub struct Session<'g> {
     pub x: wgpu::Buffer,
     /// The image of the last loss evaluation (copied on logged steps).
     evaluated_x: wgpu::Buffer,
-    pub objective: Objective,
+    pub objective: Evaluation,
     /// Each style image's Gram matrices per position, kept for later sessions with the same
     /// styles.
     style_host: Vec<StyleGrams>,
@@ -46,6 +49,9 @@ fn kind_of(label: &str) -> &'static str {
         "content target" | "style target" | "temporal target" | "temporal weights" => "targets",
         "gram" | "loss values" | "style mask" | "masked features" => {
             "Gram matrices, masks and loss values"
+        }
+        "tile crop" | "tile crop gradient" | "tile content target" | "tile gram" | "no mask" => {
+            "tile scratch: crop, targets"
         }
         "pool routes" | "relu signs" => "pooling routes and ReLU signs",
         "image"
@@ -118,30 +124,39 @@ impl<'g> Session<'g> {
         let n = 3 * h * w;
         let x = gpu.storage("image", n)?;
         let evaluated_x = gpu.storage("last evaluated image", n)?;
-        let grads = gradient_buffers(gpu, kernels, &stages)?;
-        let lent = Lent {
-            buffers: &grads,
-            loss_layers: s.loss.layers(),
-        };
-        let wrap = s.loss.seamless;
-        let net = GpuNet::new(gpu, kernels, stages, &convs, &affine, &x, Some(lent), wrap)?;
         let targets = GpuTargets {
-            // The content image's features at the content layers.
-            content: content_targets(gpu, kernels, &net, s, &x, dry)?,
+            content: Vec::new(),
             style,
             temporal: temporal_target(gpu, s)?,
         };
-
-        let objective = Objective::new(
-            gpu, kernels, net, &convs, s.loss, &targets, &affine, &x, grads,
-        )?;
+        let objective = match tile_plan(s, &stages)? {
+            Some(plan) => {
+                let cx = Context {
+                    gpu,
+                    kernels,
+                    convs: &convs,
+                    affine: &affine,
+                    x: &x,
+                };
+                Evaluation::Tiled(Box::new(TiledObjective::new(&cx, s, plan, targets, dry)?))
+            }
+            None => Evaluation::Whole(Box::new(whole_objective(
+                gpu,
+                kernels,
+                s,
+                (stages, &convs, &affine),
+                &x,
+                targets,
+                dry,
+            )?)),
+        };
         let adam = Adam::new(
             gpu,
             kernels,
             &s.adam,
             &x,
-            &objective.grad_x,
-            &objective.grad_scale,
+            objective.grad_x(),
+            objective.grad_scale(),
             n,
         )?;
         gpu.write(&x, &s.init.data);
@@ -186,11 +201,11 @@ impl<'g> Session<'g> {
     fn set_grad_scale(&self, scale: f32) {
         let state = initial_grad_scale(scale);
         self.gpu
-            .write(&self.objective.grad_scale, bytemuck::cast_slice(&state));
+            .write(self.objective.grad_scale(), bytemuck::cast_slice(&state));
     }
 
     fn grad_scale_state(&self) -> Result<[u32; 4]> {
-        let v = self.gpu.read(&self.objective.grad_scale, 4)?;
+        let v = self.gpu.read(self.objective.grad_scale(), 4)?;
         Ok([0, 1, 2, 3].map(|i| v[i].to_bits()))
     }
 
@@ -217,7 +232,7 @@ impl<'g> Session<'g> {
             // An f32 gradient that is not finite stays so (the caller sees it); only the flag
             // is lowered, so that Adam's next step is not skipped.
             let mut d = self.objective.step_dispatches(losses);
-            d.push(&self.objective.scale_update);
+            d.push(self.objective.scale_update());
             submit(self.gpu, copies, &d);
             return Ok(());
         }
@@ -226,7 +241,7 @@ impl<'g> Session<'g> {
             if !self.grad_overflowed()? {
                 return Ok(());
             }
-            submit(self.gpu, &[], &[&self.objective.scale_update]);
+            submit(self.gpu, &[], &[self.objective.scale_update()]);
         }
         bail!("the gradient is not finite")
     }
@@ -238,7 +253,7 @@ impl<'g> Session<'g> {
         let mut d = self.objective.step_dispatches(losses);
         d.extend(&self.adam.dispatches);
         d.extend(self.average.as_ref().map(|a| &a.2));
-        d.push(&self.objective.scale_update);
+        d.push(self.objective.scale_update());
         d
     }
 
@@ -270,7 +285,7 @@ impl<'g> Session<'g> {
     /// d(total)/dx of the current image, without updating it.
     pub fn gradient(&self) -> Result<Vec<f32>> {
         self.gradient_without_overflow(false)?;
-        self.gpu.read(&self.objective.grad_x, 3 * self.h * self.w)
+        self.gpu.read(self.objective.grad_x(), 3 * self.h * self.w)
     }
 
     pub fn image(&self) -> Result<Image> {
@@ -289,6 +304,39 @@ impl<'g> Session<'g> {
             data: self.gpu.read(&self.evaluated_x, 3 * self.h * self.w)?,
         })
     }
+}
+
+/// The tiles of `s.tile` for the network `stages` (the image's), halos wrapping around with
+/// `--seamless`; None without `--tile`.
+fn tile_plan(s: &Setup<'_>, stages: &[crate::model::Stage]) -> Result<Option<TilePlan>> {
+    let Some(tile) = s.tile else {
+        return Ok(None);
+    };
+    let size = (stages[0].h, stages[0].w);
+    let plan = match s.loss.seamless {
+        true => TilePlan::wrapped(stages, size, tile),
+        false => TilePlan::new(stages, size, tile),
+    };
+    Ok(Some(plan.map_err(anyhow::Error::msg)?))
+}
+
+/// The untiled objective: the network on the image buffer `x` (the outputs the backward never
+/// reads lent to the gradient buffers), its content targets computed from `s.content`.
+fn whole_objective(
+    gpu: &Gpu, kernels: &Kernels, s: &Setup<'_>,
+    (stages, convs, affine): (Vec<crate::model::Stage>, &[GpuConv], &Affine), x: &wgpu::Buffer,
+    mut targets: GpuTargets, dry: bool,
+) -> Result<Objective> {
+    let grads = gradient_buffers(gpu, kernels, &stages)?;
+    let lent = Lent {
+        buffers: &grads,
+        loss_layers: s.loss.layers(),
+    };
+    let wrap = s.loss.seamless;
+    let net = GpuNet::new(gpu, kernels, stages, convs, affine, x, Some(lent), wrap)?;
+    // The content image's features at the content layers.
+    targets.content = content_targets(gpu, kernels, &net, s, x, dry)?;
+    Objective::new(gpu, kernels, net, convs, s.loss, &targets, affine, x, grads)
 }
 
 /// Fails when the starting image is not content-sized, or an image is too small for the
@@ -335,10 +383,9 @@ fn moving_average(
     Ok(Some((Average::new(s.average), buf, fold)))
 }
 
-/// Each style image's Gram matrices per position ([`StyleGrams`]): each style image through
-/// a network that keeps only the style layers' outputs (the rest go through two scratch
-/// buffers), its Gram matrices read back (setup only). A dry session makes every buffer but
-/// runs nothing (the Grams are zeros).
+/// Each style image's Gram matrices per position ([`StyleGrams`]), whole or by tiles
+/// (`--tile`, when the image's halos can wrap exactly under `--seamless`). A dry session
+/// makes every buffer but runs nothing (the Grams are zeros).
 fn style_targets(
     gpu: &Gpu, kernels: &Kernels, convs: &[GpuConv], affine: &Affine, s: &Setup<'_>, dry: bool,
 ) -> Result<Vec<StyleGrams>> {
@@ -346,42 +393,70 @@ fn style_targets(
     let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
     let mut out = Vec::new();
     for (img, _) in s.styles {
-        let sx = gpu.storage("style image", 3 * img.h * img.w)?;
-        gpu.write(&sx, &img.data);
         let stages = s.arch.stages(style_deepest, img.h, img.w, s.pooling);
-        let scratch = gradient_buffers(gpu, kernels, &stages)?;
-        let lent = Lent {
-            buffers: &scratch,
-            loss_layers: s.loss.style_layers.clone(),
+        let size = (img.h, img.w);
+        let plan = s.tile.and_then(|t| match s.loss.seamless {
+            true => TilePlan::wrapped(&stages, size, t).ok(),
+            false => TilePlan::new(&stages, size, t).ok(),
+        });
+        let values = match plan {
+            Some(plan) => {
+                let layers = Layers {
+                    arch: s.arch,
+                    pooling: s.pooling,
+                    loss_layers: s.loss.style_layers.clone(),
+                    style_layers: &s.loss.style_layers,
+                    convs,
+                    affine,
+                };
+                grams_by_tiles(gpu, kernels, &layers, plan, &img.data, dry)?
+            }
+            None => whole_style_grams(gpu, kernels, (convs, affine), s, (img, &stages), dry)?,
         };
-        let (st, wrap) = (stages.clone(), s.loss.seamless);
-        let snet = GpuNet::new(gpu, kernels, st, convs, affine, &sx, Some(lent), wrap)?;
-        let mut grams = Vec::new();
-        let mut d: Vec<Dispatch> = Vec::new();
-        for &l in &s.loss.style_layers {
-            let i = snet.conv_stage(l);
-            let st = &snet.stages[i];
-            let g = gpu.storage("style gram", st.cout * st.cout)?;
-            d.extend(
-                kernels
-                    .gram
-                    .matrix(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?,
-            );
-            grams.push((g, st.cout * st.cout));
-        }
-        if !dry {
-            submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
-        }
-        let values = grams
-            .iter()
-            .map(|(g, len)| match dry {
-                true => Ok(vec![0.0; *len]),
-                false => gpu.read(g, *len),
-            })
-            .collect::<Result<Vec<_>>>()?;
         out.push(per_position(&stages, &s.loss.style_layers, values));
     }
     Ok(out)
+}
+
+/// A style image's Gram matrices at the style layers, through a network of its `stages` that
+/// keeps only the style layers' outputs (the rest go through two scratch buffers), read back
+/// (setup only).
+fn whole_style_grams(
+    gpu: &Gpu, kernels: &Kernels, (convs, affine): (&[GpuConv], &Affine), s: &Setup<'_>,
+    (img, stages): (&Image, &[crate::model::Stage]), dry: bool,
+) -> Result<Vec<Vec<f32>>> {
+    let sx = gpu.storage("style image", 3 * img.h * img.w)?;
+    gpu.write(&sx, &img.data);
+    let scratch = gradient_buffers(gpu, kernels, stages)?;
+    let lent = Lent {
+        buffers: &scratch,
+        loss_layers: s.loss.style_layers.clone(),
+    };
+    let (st, wrap) = (stages.to_vec(), s.loss.seamless);
+    let snet = GpuNet::new(gpu, kernels, st, convs, affine, &sx, Some(lent), wrap)?;
+    let mut grams = Vec::new();
+    let mut d: Vec<Dispatch> = Vec::new();
+    for &l in &s.loss.style_layers {
+        let i = snet.conv_stage(l);
+        let st = &snet.stages[i];
+        let g = gpu.storage("style gram", st.cout * st.cout)?;
+        d.extend(
+            kernels
+                .gram
+                .matrix(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?,
+        );
+        grams.push((g, st.cout * st.cout));
+    }
+    if !dry {
+        submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
+    }
+    grams
+        .iter()
+        .map(|(g, len)| match dry {
+            true => Ok(vec![0.0; *len]),
+            false => gpu.read(g, *len),
+        })
+        .collect()
 }
 
 /// The content image's features at the content layers, through the main network `net`
@@ -443,7 +518,8 @@ impl crate::model::EngineSession for Session<'_> {
         let v = self.objective.read_losses(self.gpu)?;
         Ok((
             v,
-            self.gpu.read(&self.objective.grad_x, 3 * self.h * self.w)?,
+            self.gpu
+                .read(self.objective.grad_x(), 3 * self.h * self.w)?,
         ))
     }
     fn adam_state(&self) -> Result<AdamState> {

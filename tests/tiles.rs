@@ -1,12 +1,15 @@
-//! The tiled evaluation on the CPU engine (`CpuSession::tiled`, `model::tiles`): its losses and
-//! image gradient against the untiled session's, with the real shallow weights and with random
-//! weights of VGG19's shapes through block5_conv2, sides no multiple of the tile, tiles smaller
-//! than their halo, two styles under soft masks; and after several Adam steps.
+//! The tiled evaluation on both engines (`cpu/tiled.rs`, `pipeline/tiled.rs`; the geometry:
+//! `model::tiles`): its losses and image gradient against the same engine's untiled session's,
+//! with the real shallow weights and with random weights of VGG19's shapes through
+//! block5_conv2, sides no multiple of the tile, tiles smaller than their halo, two styles
+//! under soft masks, periodic pictures; and after several Adam steps. The GPU engine runs on
+//! whatever adapter the machine has (lavapipe in CI).
 
 mod common;
 
 use impasto::cpu::{CpuSession, Setup};
 use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling};
+use impasto::pipeline::session::Session;
 use impasto::weights::Weights;
 use rand::{Rng, SeedableRng};
 
@@ -27,9 +30,31 @@ struct Problem {
     masks: Option<Vec<Vec<f32>>>,
 }
 
+/// Which engine a session runs on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum On {
+    Cpu,
+    Gpu,
+}
+
 impl Problem {
     fn session(&self, tile: Option<usize>) -> CpuSession {
-        let setup = Setup {
+        CpuSession::new(&self.setup(tile)).unwrap()
+    }
+
+    /// A session of this problem on engine `on`.
+    fn on(&self, on: On, tile: Option<usize>) -> Box<dyn EngineSession + 'static> {
+        match on {
+            On::Cpu => Box::new(self.session(tile)),
+            On::Gpu => {
+                let c = common::ctx();
+                Box::new(Session::new(&c.gpu, &c.kernels, &self.setup(tile)).unwrap())
+            }
+        }
+    }
+
+    fn setup(&self, tile: Option<usize>) -> Setup<'_> {
+        Setup {
             arch: &self.arch,
             weights: &self.weights,
             loss: &self.loss,
@@ -43,8 +68,7 @@ impl Problem {
             style_masks: self.masks.as_deref(),
             temporal: None,
             tile,
-        };
-        CpuSession::new(&setup).unwrap()
+        }
     }
 }
 
@@ -52,11 +76,16 @@ fn rel(a: f64, b: f64) -> f64 {
     ((a - b) / b).abs()
 }
 
-/// Losses and gradient of an image away from the content, tiled and untiled.
+/// Losses and gradient of an image away from the content, tiled and untiled, on the CPU engine.
 fn check(p: &Problem, tile: usize, tol: f64) {
+    check_on(On::Cpu, p, tile, tol)
+}
+
+/// The same on engine `on`.
+fn check_on(on: On, p: &Problem, tile: usize, tol: f64) {
     let mut r = rand::rngs::StdRng::seed_from_u64(9);
     let x = image(&mut r, p.content.h, p.content.w).data;
-    let (mut whole, mut tiled) = (p.session(None), p.session(Some(tile)));
+    let (mut whole, mut tiled) = (p.on(on, None), p.on(on, Some(tile)));
     whole.set_image(&x);
     tiled.set_image(&x);
     let (a, ga) = whole.loss_and_gradient().unwrap();
@@ -66,7 +95,7 @@ fn check(p: &Problem, tile: usize, tol: f64) {
         .map(|(a, b)| (a - b).abs() as f64 / scale)
         .fold(0.0, f64::max);
     println!(
-        "{}x{} in tiles of {tile}: content {:.1e}, style {:.1e}, tv {:.1e}, image gradient {grad:.1e}",
+        "{on:?}: {}x{} in tiles of {tile}: content {:.1e}, style {:.1e}, tv {:.1e}, image gradient {grad:.1e}",
         p.content.w,
         p.content.h,
         rel(b.content, a.content),
@@ -228,12 +257,15 @@ fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
         let text = std::fs::read_to_string(d.join(format!("{name}.json"))).unwrap();
         serde_json::from_str(&text).unwrap()
     };
-    for (name, extra) in [("whole", &[][..]), ("tiled", &["--tile", "16"][..])] {
-        let o = stylize(
-            d,
-            name,
-            &[&["--engine", "cpu", "--size", "64"][..], extra].concat(),
-        );
+    // Both engines (the GPU's tiles larger: the software adapter is slow).
+    let runs = [
+        ("whole", &["--engine", "cpu"][..]),
+        ("tiled", &["--engine", "cpu", "--tile", "16"][..]),
+        ("gpu-whole", &["--engine", "gpu"][..]),
+        ("gpu-tiled", &["--engine", "gpu", "--tile", "32"][..]),
+    ];
+    for (name, extra) in runs {
+        let o = stylize(d, name, &[&["--size", "64"][..], extra].concat());
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let (whole, tiled) = (read("whole"), read("tiled"));
@@ -246,17 +278,19 @@ fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
             .map(|s| s["total"].as_f64().unwrap())
             .collect()
     };
-    let (a, b) = (totals(&whole), totals(&tiled));
-    println!("totals {a:?} whole, {b:?} in tiles");
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(&b) {
-        assert!(rel(*y, *x) < 1e-4, "{a:?} vs {b:?}");
+    for (whole, tiled) in [(whole, tiled), (read("gpu-whole"), read("gpu-tiled"))] {
+        let (a, b) = (totals(&whole), totals(&tiled));
+        println!("totals {a:?} whole, {b:?} in tiles");
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!(rel(*y, *x) < 1e-4, "{a:?} vs {b:?}");
+        }
     }
-    // Refused before any work, naming the flag (exit 2): off the pooling grid, on the GPU
-    // engine, with --seamless on a picture whose sides are off the grid (62x46).
+    // Refused before any work, naming the flag (exit 2): off the pooling grid (on either
+    // engine), with --seamless on a picture whose sides are off the grid (62x46).
     for (extra, says) in [
         (&["--engine", "cpu", "--tile", "6"][..], "multiple of 4 px"),
-        (&["--engine", "gpu", "--tile", "16"][..], "CPU engine"),
+        (&["--engine", "gpu", "--tile", "6"][..], "multiple of 4 px"),
         (
             &[
                 "--engine",
@@ -307,6 +341,18 @@ fn a_run_that_does_not_fit_whole_takes_the_largest_tile_that_fits() {
     );
     assert_ne!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("would not fit"));
+    // The GPU engine too: 128x96 plans 23.5 MiB whole there, 19.9 MiB in tiles of 64.
+    let o = stylize(
+        d,
+        "gpu",
+        &["--engine", "gpu", "--size", "128", "--max-memory", "21M"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("does not fit whole: in tiles of 64 px"),
+        "{err}"
+    );
 }
 
 /// `impasto batch` and `impasto video` take tiles too when a job (the frames) would not fit
@@ -391,4 +437,82 @@ fn batch_and_video_take_tiles_when_a_job_does_not_fit_whole() {
         let out = d.join("out").join(format!("f{k}.png"));
         assert_eq!(image::image_dimensions(out).unwrap(), (128, 96));
     }
+}
+
+// The GPU engine's tiled passes (`pipeline/tiled.rs`) against its untiled objective: the same
+// problems, with fewer tiles (the software adapter is slow).
+
+#[test]
+fn gpu_tiled_losses_and_gradient_equal_the_untiled_ones() {
+    let p = shallow(61);
+    check_on(On::Gpu, &p, 24, 1e-5);
+    let (h, w) = (p.content.h, p.content.w);
+    let ramp: Vec<f32> = (0..h * w)
+        .map(|q| (q % w) as f32 / (w - 1) as f32)
+        .collect();
+    let rest = ramp.iter().map(|v| 1.0 - v).collect();
+    let masked = Problem {
+        masks: Some(vec![ramp, rest]),
+        ..p
+    };
+    // Tiles of 12 px: smaller than their 16-px halo.
+    check_on(On::Gpu, &masked, 12, 1e-5);
+}
+
+#[test]
+fn gpu_seamless_tiles_wrap_their_halos_around() {
+    let mut p = shallow(64);
+    p.loss.seamless = true;
+    // 64: one tile, whose crop wraps around the whole picture more than once.
+    for tile in [32, 64] {
+        check_on(On::Gpu, &p, tile, 1e-5);
+    }
+}
+
+#[test]
+fn gpu_tiled_equals_untiled_through_block5_with_random_vgg19_weights() {
+    let arch = Arch::vgg19();
+    let deepest = arch.layer_index("block5_conv2").unwrap();
+    let he = |c: &impasto::model::vgg19::ConvSpec| (2.0 / (9 * c.cin) as f32).sqrt();
+    let weights = Weights::random(&arch, deepest, 3, he, 0.0..0.1);
+    let mut r = rand::rngs::StdRng::seed_from_u64(4);
+    let mut p = Problem {
+        loss: LossConfig {
+            content_layers: vec![deepest],
+            style_layers: vec![0, arch.layer_index("block4_conv1").unwrap(), deepest],
+            content_weight: 1.0,
+            style_weight: 1e3,
+            tv_weight: 1e2,
+            seamless: false,
+        },
+        content: image(&mut r, 32, 336),
+        styles: vec![(image(&mut r, 64, 64), 1.0)],
+        arch,
+        weights,
+        masks: None,
+    };
+    // Stride 16, halo 96, tiles of 112 px: the middle tile's crop (columns 16..320) has inner
+    // edges on both sides; then the same across the rows. (Thin pictures: the software
+    // adapter runs VGG19 to block5 slowly.)
+    check_on(On::Gpu, &p, 112, 1e-5);
+    p.content = image(&mut r, 336, 32);
+    check_on(On::Gpu, &p, 112, 1e-5);
+}
+
+#[test]
+fn gpu_tiled_adam_follows_the_untiled_run() {
+    let p = shallow(48);
+    let (mut whole, mut tiled) = (p.on(On::Gpu, None), p.on(On::Gpu, Some(16)));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        a.push(whole.step(true).unwrap().unwrap().total);
+        b.push(tiled.step(true).unwrap().unwrap().total);
+    }
+    let (xa, xb) = (whole.image().unwrap().data, tiled.image().unwrap().data);
+    let dx = (xa.iter().zip(&xb)).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("GPU: totals {a:?} vs {b:?}; images differ by at most {dx:.1e}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(rel(*y, *x) < 1e-3, "{a:?} vs {b:?}");
+    }
+    assert!(dx < 1e-3);
 }

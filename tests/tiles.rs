@@ -86,8 +86,8 @@ fn check_on(on: On, p: &Problem, tile: usize, tol: f64) {
     let mut r = rand::rngs::StdRng::seed_from_u64(9);
     let x = image(&mut r, p.content.h, p.content.w).data;
     let (mut whole, mut tiled) = (p.on(on, None), p.on(on, Some(tile)));
-    whole.set_image(&x);
-    tiled.set_image(&x);
+    whole.set_image(&x).unwrap();
+    tiled.set_image(&x).unwrap();
     let (a, ga) = whole.loss_and_gradient().unwrap();
     let (b, gb) = tiled.loss_and_gradient().unwrap();
     let scale = ga.iter().fold(0.0f32, |m, g| m.max(g.abs())) as f64;

@@ -8,11 +8,13 @@ struct AdamParams {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    len: u32,
+    len: u32,       // elements this dispatch updates
     // The moving average's decay (average_fold only).
     decay: f32,
+    // Where they start in the bound ranges of the image-sized buffers (an image too large to
+    // bind whole is updated a range at a time: kernels::setup).
+    base: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: AdamParams;
@@ -45,13 +47,14 @@ fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if (i >= p.len || grad_scale[2] != 0u) {
         return;
     }
-    let g = grad[i];
-    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
-    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
+    let k = p.base + i;
+    let g = grad[k];
+    let mi = p.beta1 * m[k] + (1.0 - p.beta1) * g;
+    let vi = p.beta2 * v[k] + (1.0 - p.beta2) * g * g;
+    m[k] = mi;
+    v[k] = vi;
     let step = p.lr * (mi / state[1]) / (sqrt(vi / state[2]) + p.eps);
-    x[i] = clamp(x[i] - step, 0.0, 1.0);
+    x[k] = clamp(x[k] - step, 0.0, 1.0);
 }
 
 // avg = decay·avg + (1 − decay)·x, after each optimiser step.
@@ -59,6 +62,7 @@ fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 fn average_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i < p.len) {
-        avg[i] = p.decay * avg[i] + (1.0 - p.decay) * x[i];
+        let k = p.base + i;
+        avg[k] = p.decay * avg[k] + (1.0 - p.decay) * x[k];
     }
 }

@@ -21,7 +21,8 @@ struct LossParams {
     scale: f32,
     accumulate: u32, // sq_diff_sum, content_grad: 0 overwrites the sum / grad, 1 adds to it
     // Where this dispatch's elements start in a, b and grad (maps too large to bind whole are
-    // bound a range of channels at a time: kernels::setup).
+    // bound a range of channels at a time: kernels::setup). tv_*, temporal_*: a_base is where
+    // they start in image, image_target and grad_image (bound a range of planes at a time).
     a_base: u32,
     b_base: u32,
     grad_base: u32,
@@ -107,16 +108,18 @@ fn left(i: u32, x: u32) -> u32 {
 @compute @workgroup_size(256, 1, 1)
 fn tv_sum(@builtin(local_invocation_index) lid: u32) {
     let hw = p.h * p.w;
+    let o = p.a_base;
     var s = 0.0;
     for (var i = p.begin + lid; i < p.end; i += WG) {
         let y = (i % hw) / p.w;
         let x = i % p.w;
+        let v = f32(image[o + i]);
         if (y + 1u < p.h || p.wrap != 0u) {
-            let d = f32(image[below(i, y)]) - f32(image[i]);
+            let d = f32(image[o + below(i, y)]) - v;
             s = fma(d, d, s);
         }
         if (x + 1u < p.w || p.wrap != 0u) {
-            let d = f32(image[right(i, x)]) - f32(image[i]);
+            let d = f32(image[o + right(i, x)]) - v;
             s = fma(d, d, s);
         }
     }
@@ -147,24 +150,25 @@ fn tv_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (i >= p.len * hw) {
         return;
     }
+    let o = p.a_base;
     let y = (i % hw) / p.w;
     let x = i % p.w;
-    let v = f32(image[i]);
+    let v = f32(image[o + i]);
     let wrap = p.wrap != 0u;
     var g = 0.0;
     if (y + 1u < p.h || wrap) {
-        g -= 2.0 * (f32(image[below(i, y)]) - v);
+        g -= 2.0 * (f32(image[o + below(i, y)]) - v);
     }
     if (y > 0u || wrap) {
-        g += 2.0 * (v - f32(image[above(i, y)]));
+        g += 2.0 * (v - f32(image[o + above(i, y)]));
     }
     if (x + 1u < p.w || wrap) {
-        g -= 2.0 * (f32(image[right(i, x)]) - v);
+        g -= 2.0 * (f32(image[o + right(i, x)]) - v);
     }
     if (x > 0u || wrap) {
-        g += 2.0 * (v - f32(image[left(i, x)]));
+        g += 2.0 * (v - f32(image[o + left(i, x)]));
     }
-    grad_image[i] += p.scale * g;
+    grad_image[o + i] += p.scale * g;
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -172,7 +176,7 @@ fn temporal_sum(@builtin(local_invocation_index) lid: u32) {
     let hw = p.h * p.w;
     var s = 0.0;
     for (var i = p.begin + lid; i < p.end; i += WG) {
-        let d = image[i] - image_target[i];
+        let d = image[p.a_base + i] - image_target[p.a_base + i];
         s = fma(pixel_weights[i % hw] * d, d, s);
     }
     reduce_and_store(lid, s);
@@ -186,5 +190,6 @@ fn temporal_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= p.len * hw) {
         return;
     }
-    grad_image[i] += p.scale * 2.0 * pixel_weights[i % hw] * (image[i] - image_target[i]);
+    let k = p.a_base + i;
+    grad_image[k] += p.scale * 2.0 * pixel_weights[i % hw] * (image[k] - image_target[k]);
 }

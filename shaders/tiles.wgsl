@@ -22,8 +22,11 @@ struct TileParams {
     dst_base: u32,
     dy: u32,
     dx: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // crop_image, add_crop_gradient: the planes this dispatch covers start at plane c0, and at
+    // element image_base of the bound range of the image (or its gradient; zero: of total),
+    // which is bound a range of planes at a time when too large to bind whole.
+    c0: u32,
+    image_base: u32,
 }
 
 // Element types of the feature maps: the host rewrites these to f16 for 16-bit storage
@@ -51,29 +54,31 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
 }
 
-// One invocation a crop element (x, folded into y past the dispatch limit).
+// One invocation a crop element of the planes c0.. bound (x, folded into y past the dispatch
+// limit); `len`: how many planes.
 @compute @workgroup_size(64, 1, 1)
 fn crop_image(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     let plane = p.ch * p.cw;
-    if (i >= 3u * plane) {
+    if (i >= p.len * plane) {
         return;
     }
     let c = i / plane;
     let y = (i % plane) / p.cw;
     let x = i % p.cw;
-    crop[i] = image[(c * p.h + (p.y_base + y) % p.h) * p.w + (p.x_base + x) % p.w];
+    let at = (c * p.h + (p.y_base + y) % p.h) * p.w + (p.x_base + x) % p.w;
+    crop[p.c0 * plane + i] = image[p.image_base + at];
 }
 
-// One invocation an image element the crop covers: the crop elements that wrap onto it (more
-// than one only when a crop is larger than the image) added in a fixed order, so no two
-// invocations write one element.
+// One invocation an image element the crop covers (of the planes c0.. bound): the crop
+// elements that wrap onto it (more than one only when a crop is larger than the image) added
+// in a fixed order, so no two invocations write one element.
 @compute @workgroup_size(64, 1, 1)
 fn add_crop_gradient(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     let ny = min(p.ch, p.h);
     let nx = min(p.cw, p.w);
-    if (i >= 3u * ny * nx) {
+    if (i >= p.len * ny * nx) {
         return;
     }
     let c = i / (ny * nx);
@@ -82,11 +87,11 @@ fn add_crop_gradient(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     var s = 0.0;
     for (var y = yy; y < p.ch; y += p.h) {
         for (var x = xx; x < p.cw; x += p.w) {
-            s += crop_grad[(c * p.ch + y) * p.cw + x];
+            s += crop_grad[((p.c0 + c) * p.ch + y) * p.cw + x];
         }
     }
     let at = (c * p.h + (p.y_base + yy) % p.h) * p.w + (p.x_base + xx) % p.w;
-    grad_image[at] += s;
+    grad_image[p.image_base + at] += s;
 }
 
 // One invocation an element of the rectangle (len channels of ch x cw).
@@ -117,6 +122,6 @@ fn add_into(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 fn zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.len) {
-        total[i] = 0.0;
+        total[p.image_base + i] = 0.0;
     }
 }

@@ -516,3 +516,36 @@ fn gpu_tiled_adam_follows_the_untiled_run() {
     }
     assert!(dx < 1e-3);
 }
+
+/// An image too large to bind whole (the 8K plan's, on an adapter that binds 128 MiB) is bound a
+/// plane at a time by the tiled session's whole-image kernels (crop, crop gradient, TV, Adam):
+/// with the binding limit lowered to one plane of a 48x36 picture, the same steps.
+#[test]
+fn gpu_tiled_image_bound_a_plane_at_a_time_takes_the_same_steps() {
+    let p = shallow(48);
+    let c = common::ctx();
+    let mut narrow = impasto::kernels::Kernels::new(&c.gpu).unwrap();
+    let plane = 4 * p.content.h * p.content.w;
+    narrow.set_binding_limit((plane + 260) as u64);
+    let setup = p.setup(Some(24));
+    let mut a = Session::new(&c.gpu, &c.kernels, &setup).unwrap();
+    let mut b = Session::new(&c.gpu, &narrow, &setup).unwrap();
+    // (The whole-image kernels' dispatches: one for the whole image, three a plane each.)
+    let count = |s: &Session, name: &str| {
+        (s.step_dispatches(false).iter())
+            .filter(|d| d.name == name)
+            .count()
+    };
+    assert_eq!((count(&a, "tv_grad"), count(&b, "tv_grad")), (1, 3));
+    assert!(count(&b, "adam_update") > 1);
+    for _ in 0..2 {
+        let (x, y) = (
+            a.step(true).unwrap().unwrap(),
+            b.step(true).unwrap().unwrap(),
+        );
+        assert!(rel(y.total, x.total) < 1e-6, "{} vs {}", x.total, y.total);
+    }
+    let (xa, xb) = (a.image().unwrap().data, b.image().unwrap().data);
+    let dx = (xa.iter().zip(&xb)).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(dx < 1e-6, "images differ by {dx}");
+}

@@ -232,6 +232,24 @@ impl Gpu {
         self.make_storage(label, bytes)
     }
 
+    /// A zeroed storage buffer for an image-sized array of `planes` planes of `plane` f32s (an
+    /// image, its gradient, Adam's moments), which the kernels bind by ranges of planes: only
+    /// the adapter's buffer size limits it, and one plane's binding.
+    pub fn plane_storage(
+        &self, label: &str, (planes, plane): (usize, usize),
+    ) -> Result<wgpu::Buffer> {
+        let (bytes, limit) = (4 * plane as u64, self.binding_limit());
+        if bytes > limit {
+            bail!(
+                "{label}: one plane needs {} MiB but this adapter ({}) binds at most {} MiB; try a smaller --size",
+                bytes >> 20,
+                self.info.name,
+                limit >> 20
+            );
+        }
+        self.map_storage(label, 4 * planes * plane)
+    }
+
     fn make_storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

@@ -3,8 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::setup::{groups_1d, Builder, F32};
-use crate::gpu::{Dispatch, Gpu, Kernel};
+use super::setup::{groups_1d, Builder, Setup, F32};
+use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
 use crate::model::AdamConfig;
 
 pub const WGSL: &str = include_str!("../../shaders/adam.wgsl");
@@ -19,7 +19,8 @@ pub struct AdamParams {
     pub len: u32,
     /// The moving average's decay (its fold only).
     pub decay: f32,
-    pub _pad: [u32; 2],
+    pub base: u32,
+    pub _pad: u32,
 }
 
 impl AdamParams {
@@ -31,12 +32,14 @@ impl AdamParams {
             eps: config.eps as f32,
             len: len as u32,
             decay: 0.0,
-            _pad: [0; 2],
+            base: 0,
+            _pad: 0,
         }
     }
 }
 
 pub struct AdamKernels {
+    pub(super) setup: Setup,
     tick: Kernel,
     update: Kernel,
     fold: Kernel,
@@ -45,6 +48,7 @@ pub struct AdamKernels {
 impl AdamKernels {
     pub(super) fn build(b: &Builder<'_>) -> AdamKernels {
         AdamKernels {
+            setup: b.setup,
             tick: b.kernel("adam_tick", WGSL, &[], &["state", "grad_scale"]),
             update: b.kernel(
                 "adam_update",
@@ -59,15 +63,25 @@ impl AdamKernels {
     /// `avg = decay·avg + (1 − decay)·x` over `len` values (the other parameters unused).
     pub fn fold(
         &self, gpu: &Gpu, decay: f32, len: usize, x: &wgpu::Buffer, avg: &wgpu::Buffer,
-    ) -> Dispatch {
-        let params = AdamParams {
-            decay,
-            len: len as u32,
-            ..AdamParams::zeroed()
-        };
-        self.fold
-            .dispatch(gpu, &params, &[x, avg], groups_1d(len))
-            .info(String::new(), 2.0 * len as f64, 3 * len * F32)
+    ) -> Vec<Dispatch> {
+        (self.setup.spans(len).into_iter())
+            .map(|r| {
+                let (px, pa) = (
+                    self.setup.piece(x, &r, (1, F32)),
+                    self.setup.piece(avg, &r, (1, F32)),
+                );
+                let params = AdamParams {
+                    decay,
+                    len: r.len() as u32,
+                    base: px.base,
+                    ..AdamParams::zeroed()
+                };
+                debug_assert_eq!(px.base, pa.base);
+                self.fold
+                    .dispatch_bound(gpu, &params, &[px.bound, pa.bound], groups_1d(r.len()))
+                    .info(String::new(), 2.0 * r.len() as f64, 3 * r.len() * F32)
+            })
+            .collect()
     }
 }
 
@@ -85,21 +99,30 @@ pub struct AdamBuffers<'a> {
 
 impl AdamKernels {
     /// The two dispatches of one Adam step on x: bump t in `state`, then update and clamp.
-    pub fn step(&self, gpu: &Gpu, params: AdamParams, b: AdamBuffers<'_>) -> [Dispatch; 2] {
+    /// Adam's step count, then its update a range of the image at a time.
+    pub fn step(&self, gpu: &Gpu, params: AdamParams, b: AdamBuffers<'_>) -> Vec<Dispatch> {
         let len = params.len as usize;
-        [
-            self.tick
-                .dispatch(gpu, &params, &[b.state, b.grad_scale], [1, 1, 1])
-                .info(String::new(), 0.0, 8 * F32),
+        let mut d = vec![self
+            .tick
+            .dispatch(gpu, &params, &[b.state, b.grad_scale], [1, 1, 1])
+            .info(String::new(), 0.0, 8 * F32)];
+        for r in self.setup.spans(len) {
+            let piece = |buf| self.setup.piece(buf, &r, (1, F32));
+            let (g, x, m, v) = (piece(b.grad), piece(b.x), piece(b.m), piece(b.v));
+            let params = AdamParams {
+                len: r.len() as u32,
+                base: x.base,
+                ..params
+            };
+            let (state, scale) = (Bound::whole(b.state), Bound::whole(b.grad_scale));
+            let bound = [g.bound, x.bound, m.bound, v.bound, state, scale];
             // grad read; x, m and v read and written
-            self.update
-                .dispatch(
-                    gpu,
-                    &params,
-                    &[b.grad, b.x, b.m, b.v, b.state, b.grad_scale],
-                    groups_1d(len),
-                )
-                .info(String::new(), 0.0, 7 * len * F32),
-        ]
+            d.push(
+                self.update
+                    .dispatch_bound(gpu, &params, &bound, groups_1d(r.len()))
+                    .info(String::new(), 0.0, 7 * r.len() * F32),
+            );
+        }
+        d
     }
 }

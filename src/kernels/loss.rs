@@ -59,29 +59,70 @@ fn sum_chunks(r: Range<usize>) -> impl Iterator<Item = Range<usize>> {
 }
 
 /// `out[slot] = scale · Σ` of `kernel` (a sum over an image `[c][h][w]` whose bindings are
-/// `sums`, then `inputs`; `wrap` for a periodic image), by chunks of elements, each adding to
-/// the sum in order.
+/// `sums`, the image-sized `images`, then the per-pixel `weights` bound whole; `wrap` for a
+/// periodic image), by ranges of planes small enough to bind and chunks of elements, each
+/// adding to the sum in order.
 fn image_sum(
-    kernel: &Kernel, gpu: &Gpu, ((c, h, w), wrap): ((usize, usize, usize), bool), scale: f32,
-    inputs: &[&wgpu::Buffer], (out, slot): (&wgpu::Buffer, usize),
+    (setup, kernel): (&Setup, &Kernel), gpu: &Gpu,
+    ((c, h, w), wrap): ((usize, usize, usize), bool), scale: f32,
+    (images, weights): (&[&wgpu::Buffer], Option<&wgpu::Buffer>),
+    (out, slot): (&wgpu::Buffer, usize),
 ) -> Vec<Dispatch> {
-    let buffers: Vec<&wgpu::Buffer> = std::iter::once(out).chain(inputs.iter().copied()).collect();
-    sum_chunks(0..c * h * w)
-        .enumerate()
-        .map(|(k, r)| {
+    let hw = h * w;
+    let mut d = Vec::new();
+    for planes in setup.planes(c, hw) {
+        let pieces: Vec<_> = (images.iter())
+            .map(|b| setup.piece(b, &planes, (hw, F32)))
+            .collect();
+        let mut bound = vec![Bound::whole(out)];
+        bound.extend(pieces.iter().map(|p| p.bound));
+        bound.extend(weights.map(Bound::whole));
+        for r in sum_chunks(0..planes.len() * hw) {
             let params = LossParams {
                 slot: slot as u32,
-                accumulate: (k > 0) as u32,
+                accumulate: !d.is_empty() as u32,
+                a_base: pieces[0].base,
                 begin: r.start as u32,
                 end: r.end as u32,
                 wrap: wrap as u32,
-                ..LossParams::new(c, (h, w), scale)
+                ..LossParams::new(planes.len(), (h, w), scale)
             };
-            kernel.dispatch(gpu, &params, &buffers, [1, 1, 1]).info(
+            let bytes = (images.len() + weights.is_some() as usize) * r.len() * F32;
+            d.push(kernel.dispatch_bound(gpu, &params, &bound, [1, 1, 1]).info(
                 String::new(),
                 0.0,
-                inputs.len() * r.len() * F32,
-            )
+                bytes,
+            ));
+        }
+    }
+    d
+}
+
+/// `kernel` over an image `[c][h][w]` (bindings: the image-sized `images`, then the per-pixel
+/// `weights` bound whole), by ranges of planes small enough to bind.
+fn image_map(
+    (setup, kernel): (&Setup, &Kernel), gpu: &Gpu,
+    ((c, h, w), wrap): ((usize, usize, usize), bool), scale: f32,
+    (images, weights): (&[&wgpu::Buffer], Option<&wgpu::Buffer>),
+) -> Vec<Dispatch> {
+    let hw = h * w;
+    (setup.planes(c, hw).into_iter())
+        .map(|planes| {
+            let pieces: Vec<_> = (images.iter())
+                .map(|b| setup.piece(b, &planes, (hw, F32)))
+                .collect();
+            let mut bound: Vec<Bound<'_>> = pieces.iter().map(|p| p.bound).collect();
+            bound.extend(weights.map(Bound::whole));
+            let params = LossParams {
+                a_base: pieces[0].base,
+                wrap: wrap as u32,
+                ..LossParams::new(planes.len(), (h, w), scale)
+            };
+            let n = planes.len() * hw;
+            let bytes = (images.len() + 1) * n * F32;
+            kernel
+                .dispatch_bound(gpu, &params, &bound, groups_1d(n))
+                .info(String::new(), 0.0, bytes)
         })
         .collect()
 }
@@ -181,7 +222,14 @@ impl LossKernels {
         &self, gpu: &Gpu, (chw, wrap): ((usize, usize, usize), bool), scale: f32, x: &wgpu::Buffer,
         out: (&wgpu::Buffer, usize),
     ) -> Vec<Dispatch> {
-        image_sum(&self.tv_sum, gpu, (chw, wrap), scale, &[x], out)
+        image_sum(
+            (&self.setup, &self.tv_sum),
+            gpu,
+            (chw, wrap),
+            scale,
+            (&[x], None),
+            out,
+        )
     }
 
     /// `dst (+)= s · coef · (feat − target) · [feat > 0]` (feat is post-ReLU; s the gradient
@@ -218,16 +266,16 @@ impl LossKernels {
 
     /// dst += coef · d tv(x) / dx (across the wrap when `wrap`).
     pub fn tv_grad(
-        &self, gpu: &Gpu, ((c, h, w), wrap): ((usize, usize, usize), bool), coef: f32,
-        x: &wgpu::Buffer, dst: &wgpu::Buffer,
-    ) -> Dispatch {
-        let params = LossParams {
-            wrap: wrap as u32,
-            ..LossParams::new(c, (h, w), coef)
-        };
-        self.tv_grad
-            .dispatch(gpu, &params, &[dst, x], groups_1d(c * h * w))
-            .info(String::new(), 0.0, 3 * c * h * w * F32)
+        &self, gpu: &Gpu, image: ((usize, usize, usize), bool), coef: f32, x: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        image_map(
+            (&self.setup, &self.tv_grad),
+            gpu,
+            image,
+            coef,
+            (&[dst, x], None),
+        )
     }
 
     /// `out[slot] = scale · Σ c(p) (x − w)²` for images `[c][h][w]` x and w (the temporal
@@ -237,29 +285,29 @@ impl LossKernels {
         (x, target, weights): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
         out: (&wgpu::Buffer, usize),
     ) -> Vec<Dispatch> {
+        let kernel = (&self.setup, &self.temporal_sum);
         image_sum(
-            &self.temporal_sum,
+            kernel,
             gpu,
             (chw, false),
             scale,
-            &[x, target, weights],
+            (&[x, target], Some(weights)),
             out,
         )
     }
 
     /// dst += coef · 2 c(p) (x − w): the temporal term's gradient.
     pub fn temporal_grad(
-        &self, gpu: &Gpu, (c, h, w): (usize, usize, usize), coef: f32,
+        &self, gpu: &Gpu, chw: (usize, usize, usize), coef: f32,
         (x, target, weights): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer), dst: &wgpu::Buffer,
-    ) -> Dispatch {
-        let params = LossParams::new(c, (h, w), coef);
-        self.temporal_grad
-            .dispatch(
-                gpu,
-                &params,
-                &[dst, x, target, weights],
-                groups_1d(c * h * w),
-            )
-            .info(String::new(), 0.0, 4 * c * h * w * F32)
+    ) -> Vec<Dispatch> {
+        let kernel = (&self.setup, &self.temporal_grad);
+        image_map(
+            kernel,
+            gpu,
+            (chw, false),
+            coef,
+            (&[dst, x, target], Some(weights)),
+        )
     }
 }

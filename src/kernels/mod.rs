@@ -174,6 +174,7 @@ impl Kernels {
             &mut self.mask.setup,
             &mut self.signs.setup,
             &mut self.tiles.setup,
+            &mut self.adam.setup,
         ] {
             setup.binding_limit = bytes;
         }

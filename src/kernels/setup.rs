@@ -260,6 +260,28 @@ impl Setup {
             .collect()
     }
 
+    /// Consecutive ranges of whole planes covering an image (or its gradient, Adam's moments)
+    /// of `channels` planes of `plane` f32s, each small enough to bind (one plane at the least:
+    /// a plane past the limit is refused when the image's buffers are made).
+    pub(super) fn planes(&self, channels: usize, plane: usize) -> Vec<Range<usize>> {
+        let room = self.binding_limit.saturating_sub(self.align + 4);
+        let fit = ((room / (plane * F32).max(1) as u64) as usize).max(1);
+        (0..channels)
+            .step_by(fit)
+            .map(|c| c..(c + fit).min(channels))
+            .collect()
+    }
+
+    /// Consecutive ranges covering `len` f32s, each small enough to bind (elementwise kernels).
+    pub(super) fn spans(&self, len: usize) -> Vec<Range<usize>> {
+        let room = self.binding_limit.saturating_sub(self.align + 4) as usize;
+        let step = (room / F32 / 64 * 64).max(64);
+        (0..len.max(1))
+            .step_by(step)
+            .map(|s| s..(s + step).min(len))
+            .collect()
+    }
+
     /// Channels `range` of the map in `buffer` (`plane` elements of `bytes` each a channel).
     pub(super) fn piece<'a>(
         &self, buffer: &'a wgpu::Buffer, range: &Range<usize>, (plane, bytes): (usize, usize),

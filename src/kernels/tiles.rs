@@ -31,7 +31,8 @@ struct TileParams {
     dst_base: u32,
     dy: u32,
     dx: u32,
-    _pad: [u32; 2],
+    c0: u32,
+    image_base: u32,
 }
 
 /// Where a crop lies in an image of `size` (rows, columns): its first row and column in the
@@ -87,26 +88,54 @@ impl TileKernels {
         }
     }
 
-    /// `crop` = the crop `at` of the RGB image `image` (`[3][h][w]` f32).
+    /// `crop` = the crop `at` of the RGB image `image` (`[3][h][w]` f32), a range of its
+    /// planes at a time when it is too large to bind whole.
     pub fn crop(
         &self, gpu: &Gpu, at: CropAt, image: &wgpu::Buffer, crop: &wgpu::Buffer,
-    ) -> Dispatch {
-        let n = 3 * at.crop.0 * at.crop.1;
-        self.crop_image
-            .dispatch(gpu, &at.params(), &[image, crop], groups_1d(n))
-            .info(String::new(), 0.0, 2 * n * F32)
+    ) -> Vec<Dispatch> {
+        let plane = at.size.0 * at.size.1;
+        (self.setup.planes(3, plane).into_iter())
+            .map(|r| {
+                let piece = self.setup.piece(image, &r, (plane, F32));
+                let params = TileParams {
+                    len: r.len() as u32,
+                    c0: r.start as u32,
+                    image_base: piece.base,
+                    ..at.params()
+                };
+                let n = r.len() * at.crop.0 * at.crop.1;
+                let bound = [piece.bound, Bound::whole(crop)];
+                self.crop_image
+                    .dispatch_bound(gpu, &params, &bound, groups_1d(n))
+                    .info(String::new(), 0.0, 2 * n * F32)
+            })
+            .collect()
     }
 
     /// `grad_image += ` the crop gradient `crop_grad` of the crop `at`, each image element
     /// the sum of the crop elements that wrap onto it.
     pub fn add_crop_gradient(
         &self, gpu: &Gpu, at: CropAt, crop_grad: &wgpu::Buffer, grad_image: &wgpu::Buffer,
-    ) -> Dispatch {
-        let n = 3 * at.crop.0.min(at.size.0) * at.crop.1.min(at.size.1);
-        let bytes = 3 * at.crop.0 * at.crop.1 * F32 + 2 * n * F32;
-        self.add_crop_gradient
-            .dispatch(gpu, &at.params(), &[crop_grad, grad_image], groups_1d(n))
-            .info(String::new(), 0.0, bytes)
+    ) -> Vec<Dispatch> {
+        let plane = at.size.0 * at.size.1;
+        let covered = at.crop.0.min(at.size.0) * at.crop.1.min(at.size.1);
+        (self.setup.planes(3, plane).into_iter())
+            .map(|r| {
+                let piece = self.setup.piece(grad_image, &r, (plane, F32));
+                let params = TileParams {
+                    len: r.len() as u32,
+                    c0: r.start as u32,
+                    image_base: piece.base,
+                    ..at.params()
+                };
+                let n = r.len() * covered;
+                let bytes = r.len() * at.crop.0 * at.crop.1 * F32 + 2 * n * F32;
+                let bound = [Bound::whole(crop_grad), piece.bound];
+                self.add_crop_gradient
+                    .dispatch_bound(gpu, &params, &bound, groups_1d(n))
+                    .info(String::new(), 0.0, bytes)
+            })
+            .collect()
     }
 
     /// The rectangle of `size` (rows, columns) of `channels` feature maps copied from `src`
@@ -165,15 +194,20 @@ impl TileKernels {
             .info(String::new(), len as f64, 3 * len * F32)
     }
 
-    /// `total = 0` over `len` f32s.
-    pub fn zero(&self, gpu: &Gpu, len: usize, total: &wgpu::Buffer) -> Dispatch {
-        let params = TileParams {
-            len: len as u32,
-            ..Default::default()
-        };
-        let bound = [Bound::whole(total)];
-        self.zero
-            .dispatch_bound(gpu, &params, &bound, groups_1d(len))
-            .info(String::new(), 0.0, len * F32)
+    /// `total = 0` over `len` f32s, a range at a time when too large to bind whole.
+    pub fn zero(&self, gpu: &Gpu, len: usize, total: &wgpu::Buffer) -> Vec<Dispatch> {
+        (self.setup.spans(len).into_iter())
+            .map(|r| {
+                let piece = self.setup.piece(total, &r, (1, F32));
+                let params = TileParams {
+                    len: r.len() as u32,
+                    image_base: piece.base,
+                    ..Default::default()
+                };
+                self.zero
+                    .dispatch_bound(gpu, &params, &[piece.bound], groups_1d(r.len()))
+                    .info(String::new(), 0.0, r.len() * F32)
+            })
+            .collect()
     }
 }

@@ -9,7 +9,7 @@ use crate::kernels::Kernels;
 use crate::model::{AdamConfig, AdamState};
 
 pub struct Adam {
-    pub dispatches: [Dispatch; 2],
+    pub dispatches: Vec<Dispatch>,
     pub m: wgpu::Buffer,
     pub v: wgpu::Buffer,
     /// [t, 1 − β1^t, 1 − β2^t, unused]
@@ -22,8 +22,9 @@ impl Adam {
         gpu: &Gpu, kernels: &Kernels, config: &AdamConfig, x: &wgpu::Buffer, grad: &wgpu::Buffer,
         grad_scale: &wgpu::Buffer, len: usize,
     ) -> Result<Adam> {
-        let m = gpu.storage("adam m", len)?;
-        let v = gpu.storage("adam v", len)?;
+        // Bound by ranges: as large as the image (a tiled one may be past the binding limit).
+        let m = gpu.map_storage("adam m", 4 * len)?;
+        let v = gpu.map_storage("adam v", 4 * len)?;
         let state = gpu.storage("adam state", 4)?;
         let params = AdamParams::new(config, len);
         let dispatches = kernels.adam.step(

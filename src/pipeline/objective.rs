@@ -372,12 +372,12 @@ impl Objective {
         if config.tv_weight != 0.0 {
             let tv = config.tv_weight as f32;
             let image = ((3, h, w), config.seamless);
-            backward.push(kernels.loss.tv_grad(gpu, image, tv, x, &grad_x));
+            backward.extend(kernels.loss.tv_grad(gpu, image, tv, x, &grad_x));
         }
         if let Some((target, weights, lambda)) = &targets.temporal {
             let coef = (lambda / (3 * h * w) as f64) as f32;
             let images = (x, target, weights);
-            backward.push(
+            backward.extend(
                 kernels
                     .loss
                     .temporal_grad(gpu, (3, h, w), coef, images, &grad_x),

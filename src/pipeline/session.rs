@@ -33,7 +33,7 @@ pub struct Session<'g> {
     style_host: Vec<StyleGrams>,
     adam: Adam,
     /// The moving average of the iterates: its count, raw buffer and fold dispatch.
-    average: Option<(Average, wgpu::Buffer, Dispatch)>,
+    average: Option<(Average, wgpu::Buffer, Vec<Dispatch>)>,
     pub steps_done: usize,
     /// Gradients stored in f16, under a scale (`kernels::preprocess`).
     grads_f16: bool,
@@ -122,8 +122,12 @@ impl<'g> Session<'g> {
         gpu.wait()?;
 
         let n = 3 * h * w;
-        let x = gpu.storage("image", n)?;
-        let evaluated_x = gpu.storage("last evaluated image", n)?;
+        // Whole, every kernel binds the image whole; in tiles, by ranges of planes.
+        let image = |label: &str| match s.tile {
+            None => gpu.storage(label, n),
+            Some(_) => gpu.plane_storage(label, (3, h * w)),
+        };
+        let (x, evaluated_x) = (image("image")?, image("last evaluated image")?);
         let targets = GpuTargets {
             content: Vec::new(),
             style,
@@ -252,7 +256,7 @@ impl<'g> Session<'g> {
     pub fn step_dispatches(&self, losses: bool) -> Vec<&Dispatch> {
         let mut d = self.objective.step_dispatches(losses);
         d.extend(&self.adam.dispatches);
-        d.extend(self.average.as_ref().map(|a| &a.2));
+        d.extend(self.average.iter().flat_map(|a| &a.2));
         d.push(self.objective.scale_update());
         d
     }
@@ -361,8 +365,10 @@ fn temporal_target(gpu: &Gpu, s: &Setup<'_>) -> Result<Option<(wgpu::Buffer, wgp
     let Some(t) = s.temporal else {
         return Ok(None);
     };
+    let target = gpu.plane_storage("temporal target", (3, t.weights.len()))?;
+    gpu.write(&target, &t.target.data);
     Ok(Some((
-        gpu.storage_from("temporal target", &t.target.data)?,
+        target,
         gpu.storage_from("temporal weights", &t.weights)?,
         t.weight,
     )))
@@ -372,13 +378,14 @@ fn temporal_target(gpu: &Gpu, s: &Setup<'_>) -> Result<Option<(wgpu::Buffer, wgp
 /// initial image: its count, raw buffer and fold dispatch.
 fn moving_average(
     gpu: &Gpu, kernels: &Kernels, s: &Setup<'_>, x: &wgpu::Buffer,
-) -> Result<Option<(Average, wgpu::Buffer, Dispatch)>> {
+) -> Result<Option<(Average, wgpu::Buffer, Vec<Dispatch>)>> {
     if s.average <= 0.0 {
         return Ok(None);
     }
     let d = s.average as f32;
     let raw: Vec<f32> = s.init.data.iter().map(|&x| (1.0 - d) * x).collect();
-    let buf = gpu.storage_from("moving average", &raw)?;
+    let buf = gpu.plane_storage("moving average", (3, s.init.h * s.init.w))?;
+    gpu.write(&buf, &raw);
     let fold = kernels.adam.fold(gpu, d, raw.len(), x, &buf);
     Ok(Some((Average::new(s.average), buf, fold)))
 }
@@ -535,7 +542,7 @@ impl crate::model::EngineSession for Session<'_> {
     }
     fn fold_average(&mut self) -> Result<()> {
         if let Some((a, _, fold)) = &mut self.average {
-            submit(self.gpu, &[], &[fold]);
+            submit(self.gpu, &[], &fold.iter().collect::<Vec<_>>());
             a.fold();
         }
         Ok(())

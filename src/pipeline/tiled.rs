@@ -49,7 +49,7 @@ pub struct CropNets {
     /// Per crop size, per style layer: the Gram matrix of `masked` into `part`.
     net_grams: Vec<Vec<Vec<Dispatch>>>,
     /// Per tile: its network's index, and its crop of the image into `crop_x`.
-    tiles: Vec<(usize, Dispatch)>,
+    tiles: Vec<(usize, Vec<Dispatch>)>,
     pub crop_x: wgpu::Buffer,
     /// The largest crop network's gradient buffers (lent to the forward pass, used by the
     /// backward).
@@ -142,7 +142,7 @@ impl CropNets {
 
     /// Tile `t`'s crop and its network's forward pass.
     pub fn forward(&self, t: usize) -> impl Iterator<Item = &Dispatch> {
-        std::iter::once(&self.tiles[t].1).chain(&self.net(t).forward)
+        self.tiles[t].1.iter().chain(&self.net(t).forward)
     }
 
     /// Tile `t`'s windows at the style layers `style_layers`.
@@ -244,7 +244,7 @@ fn grams_of(
 pub fn grams_by_tiles(
     gpu: &Gpu, kernels: &Kernels, layers: &Layers<'_>, plan: TilePlan, image: &[f32], dry: bool,
 ) -> Result<Vec<Vec<f32>>> {
-    let x = gpu.storage("style image", image.len())?;
+    let x = gpu.plane_storage("style image", (3, image.len() / 3))?;
     gpu.write(&x, image);
     let nets = CropNets::new(gpu, kernels, layers, plan, &x)?;
     let sizes: Vec<usize> = (layers.style_layers.iter())

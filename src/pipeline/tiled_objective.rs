@@ -82,7 +82,7 @@ pub struct TiledObjective {
     backward: Vec<Vec<Dispatch>>,
     /// The style losses of the summed Gram matrices, TV and the temporal term.
     loss_values: Vec<Dispatch>,
-    zero_grad: Dispatch,
+    zero_grad: Vec<Dispatch>,
     /// TV's and the temporal term's gradients, on the whole image.
     tail: Vec<Dispatch>,
     pub grad_x: wgpu::Buffer,
@@ -156,7 +156,7 @@ impl TiledObjective {
             .map(|t| content_loss(p, s, &nets, t, (&targets.content, &loss_buf)))
             .collect();
         let (h, w) = nets.plan.size;
-        let grad_x = gpu.storage("dL/dx", 3 * h * w)?;
+        let grad_x = gpu.plane_storage("dL/dx", (3, h * w))?;
         let grad_scale = gpu.storage_from(
             "gradient scale",
             bytemuck::cast_slice(&initial_grad_scale(1.0)),
@@ -212,7 +212,7 @@ impl TiledObjective {
         if with_losses {
             d.extend(&self.loss_values);
         }
-        d.push(&self.zero_grad);
+        d.extend(&self.zero_grad);
         // Pass 2 backwards through the tiles: the last one's crop is still in the network.
         let last = self.backward.len() - 1;
         for (t, b) in self.backward.iter().enumerate().rev() {
@@ -406,12 +406,12 @@ fn whole_image_grads(
     if s.loss.tv_weight != 0.0 {
         let image = ((3, h, w), s.loss.seamless);
         let tv = s.loss.tv_weight as f32;
-        d.push(p.kernels.loss.tv_grad(p.gpu, image, tv, p.x, grad_x));
+        d.extend(p.kernels.loss.tv_grad(p.gpu, image, tv, p.x, grad_x));
     }
     if let Some((target, weights, lambda)) = &targets.temporal {
         let coef = (lambda / (3 * h * w) as f64) as f32;
         let images = (p.x, target, weights);
-        d.push((p.kernels.loss).temporal_grad(p.gpu, (3, h, w), coef, images, grad_x));
+        d.extend((p.kernels.loss).temporal_grad(p.gpu, (3, h, w), coef, images, grad_x));
     }
     d
 }
@@ -462,7 +462,7 @@ impl Pass2<'_> {
         );
         d.push(grad);
         let at = self.nets.crop_at(t);
-        d.push((p.kernels.tiles).add_crop_gradient(p.gpu, at, self.crop_grad, self.grad_x));
+        d.extend((p.kernels.tiles).add_crop_gradient(p.gpu, at, self.crop_grad, self.grad_x));
         d
     }
 }

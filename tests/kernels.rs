@@ -465,7 +465,7 @@ fn tv_loss_and_grad_match_reference() {
         let image = ((ch, h, w), wrap);
         let v = c.kernels.loss.tv_sum(g, image, 2.0, &xb, (&loss, 0));
         let gr = c.kernels.loss.tv_grad(g, image, 0.5, &xb, &dst);
-        submit_all(g, &[&v, std::slice::from_ref(&gr)]);
+        submit_all(g, &[&v, &gr]);
         let want_l = 2.0 * reference::tv_loss_padded(&xd, (ch, h, w), wrap);
         check(
             &format!("tv loss {ch}x{h}x{w} wrap {wrap}"),

@@ -10,8 +10,9 @@
 #   checks every kernel against the CPU reference on the real GPU, times every kernel variant
 #   (impasto tune, f32 and f16), then the 512-px step with the default layers in the tuned
 #   variants (checked and unchecked shaders) against PyTorch + CUDA (fp32, TF32 off), prints the
-#   memory plans up to 3840x2160 (--dry-run) and times Adam, L-BFGS and coarse to fine at
-#   512 px; the log lands in $OUT/gpu_check.log.
+#   memory plans up to 3840x2160 (--dry-run), the tiled step (--tile) against the untiled one
+#   at 2048 px and the 8K UHD plan and 2 steps in tiles, and times Adam, L-BFGS and coarse to
+#   fine at 512 px; the log lands in $OUT/gpu_check.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,6 +82,18 @@ run() {
             --weights /tmp/vgg19-zeros.safetensors --engine gpu --storage "$st" --size 3840 \
             --dry-run --output /tmp/plan.png
     done
+    echo "== tiled evaluation (--tile): 2048 px default layers, untiled vs tiles of 1024 and 512, f16"
+    for t in "" 1024 512; do
+        timeout 90 .gpu/impasto bench --size 2048 --steps 3 --storage f16 ${t:+--tile $t} | tail -3
+    done
+    echo "== 8K UHD (7680x4320), default layers, f16, tiles of 1024: the plan, then 2 steps"
+    timeout 60 .gpu/impasto stylize --content /tmp/wide.png --style /tmp/wide.png \
+        --weights /tmp/vgg19-zeros.safetensors --engine gpu --storage f16 --size 7680 --tile 1024 \
+        --dry-run --output /tmp/plan.png
+    timeout 150 .gpu/impasto stylize --content /tmp/wide.png --style /tmp/wide.png \
+        --weights /tmp/vgg19-zeros.safetensors --engine gpu --storage f16 --size 7680 --tile 1024 \
+        --steps 2 --log-every 1 --output /tmp/8k.png --report /tmp/8k.json
+    grep -o '"peak_gpu_memory_bytes": *[0-9]*' /tmp/8k.json
     echo "== 512 px, shallow layers, 300 evaluations: Adam, L-BFGS, coarse to fine"
     local shallow=(--content docs/images/tubingen.jpg --style docs/images/starry_night.jpg
         --weights weights/vgg19-keras-block1-3.safetensors --content-layers block3_conv2

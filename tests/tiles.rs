@@ -549,3 +549,36 @@ fn gpu_tiled_image_bound_a_plane_at_a_time_takes_the_same_steps() {
     let dx = (xa.iter().zip(&xb)).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(dx < 1e-6, "images differ by {dx}");
 }
+
+/// With 16-bit feature maps (`--storage f16`) the tiled and untiled objectives agree to f16's
+/// rounding: the maps are rounded where they are stored, and summed in another order.
+#[test]
+fn gpu_tiled_f16_maps_follow_the_untiled_ones() {
+    let c = common::ctx();
+    if !c.gpu.features.contains(wgpu::Features::SHADER_F16) {
+        println!("(skipped: {} has no shader-f16)", c.gpu.info.name);
+        return;
+    }
+    let tiling = impasto::kernels::Tiling::for_adapter(&c.gpu.info);
+    let k = impasto::kernels::Kernels::with_options(&c.gpu, tiling, impasto::kernels::Storage::F16)
+        .unwrap();
+    let p = shallow(48);
+    let mut r = rand::rngs::StdRng::seed_from_u64(9);
+    let x = image(&mut r, p.content.h, p.content.w).data;
+    let run = |tile| {
+        let mut s = Session::new(&c.gpu, &k, &p.setup(tile)).unwrap();
+        s.set_image(&x).unwrap();
+        s.loss_and_gradient().unwrap()
+    };
+    let ((a, ga), (b, gb)) = (run(None), run(Some(24)));
+    let scale = ga.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    let grad = (ga.iter().zip(&gb)).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    println!(
+        "f16: total {:.1e}, image gradient {grad:.1e}",
+        rel(b.total, a.total)
+    );
+    assert!(
+        rel(b.total, a.total) < 1e-5 && grad < 5e-3,
+        "{a:?} {b:?} {grad}"
+    );
+}

@@ -133,27 +133,8 @@ impl<'g> Session<'g> {
             style,
             temporal: temporal_target(gpu, s)?,
         };
-        let objective = match tile_plan(s, &stages)? {
-            Some(plan) => {
-                let cx = Context {
-                    gpu,
-                    kernels,
-                    convs: &convs,
-                    affine: &affine,
-                    x: &x,
-                };
-                Evaluation::Tiled(Box::new(TiledObjective::new(&cx, s, plan, targets, dry)?))
-            }
-            None => Evaluation::Whole(Box::new(whole_objective(
-                gpu,
-                kernels,
-                s,
-                (stages, &convs, &affine),
-                &x,
-                targets,
-                dry,
-            )?)),
-        };
+        let parts = (stages, convs.as_slice(), &affine);
+        let objective = evaluation(gpu, kernels, s, parts, &x, targets, dry)?;
         let adam = Adam::new(
             gpu,
             kernels,
@@ -322,6 +303,32 @@ fn tile_plan(s: &Setup<'_>, stages: &[crate::model::Stage]) -> Result<Option<Til
         false => TilePlan::new(stages, size, tile),
     };
     Ok(Some(plan.map_err(anyhow::Error::msg)?))
+}
+
+/// The objective of `s` on the image buffer `x`: by tiles with `--tile`, else whole.
+fn evaluation(
+    gpu: &Gpu, kernels: &Kernels, s: &Setup<'_>,
+    (stages, convs, affine): (Vec<crate::model::Stage>, &[GpuConv], &Affine), x: &wgpu::Buffer,
+    targets: GpuTargets, dry: bool,
+) -> Result<Evaluation> {
+    Ok(match tile_plan(s, &stages)? {
+        Some(plan) => {
+            let cx = Context {
+                gpu,
+                kernels,
+                convs,
+                affine,
+                x,
+            };
+            Evaluation::Tiled(Box::new(TiledObjective::new(&cx, s, plan, targets, dry)?))
+        }
+        None => {
+            let parts = (stages, convs, affine);
+            Evaluation::Whole(Box::new(whole_objective(
+                gpu, kernels, s, parts, x, targets, dry,
+            )?))
+        }
+    })
 }
 
 /// The untiled objective: the network on the image buffer `x` (the outputs the backward never

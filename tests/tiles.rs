@@ -211,8 +211,14 @@ fn tiled_equals_untiled_through_block5_with_random_vgg19_weights() {
 
 #[test]
 fn tiled_adam_follows_the_untiled_run() {
+    adam_follows(On::Cpu);
+}
+
+/// Five Adam steps at 48 px on engine `on`, whole and in tiles of 16: the same totals and
+/// images, the order of f32 sums aside.
+fn adam_follows(on: On) {
     let p = shallow(48);
-    let (mut whole, mut tiled) = (p.session(None), p.session(Some(16)));
+    let (mut whole, mut tiled) = (p.on(on, None), p.on(on, Some(16)));
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         a.push(whole.step(true).unwrap().unwrap().total);
@@ -220,7 +226,7 @@ fn tiled_adam_follows_the_untiled_run() {
     }
     let (xa, xb) = (whole.image().unwrap().data, tiled.image().unwrap().data);
     let dx = (xa.iter().zip(&xb)).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    println!("totals {a:?} vs {b:?}; images differ by at most {dx:.1e}");
+    println!("{on:?}: totals {a:?} vs {b:?}; images differ by at most {dx:.1e}");
     for (x, y) in a.iter().zip(&b) {
         assert!(rel(*y, *x) < 1e-3, "{a:?} vs {b:?}");
     }
@@ -257,12 +263,20 @@ fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
         let text = std::fs::read_to_string(d.join(format!("{name}.json"))).unwrap();
         serde_json::from_str(&text).unwrap()
     };
-    // Both engines (the GPU's tiles larger: the software adapter is slow).
+    // Both engines (the GPU's tiles larger: the software adapter is slow), and L-BFGS.
     let runs = [
         ("whole", &["--engine", "cpu"][..]),
         ("tiled", &["--engine", "cpu", "--tile", "16"][..]),
         ("gpu-whole", &["--engine", "gpu"][..]),
         ("gpu-tiled", &["--engine", "gpu", "--tile", "32"][..]),
+        (
+            "gpu-lbfgs-whole",
+            &["--engine", "gpu", "--optimizer", "lbfgs"][..],
+        ),
+        (
+            "gpu-lbfgs-tiled",
+            &["--engine", "gpu", "--optimizer", "lbfgs", "--tile", "32"][..],
+        ),
     ];
     for (name, extra) in runs {
         let o = stylize(d, name, &[&["--size", "64"][..], extra].concat());
@@ -278,7 +292,12 @@ fn tile_flag_runs_the_same_job_and_refuses_what_it_cannot_tile() {
             .map(|s| s["total"].as_f64().unwrap())
             .collect()
     };
-    for (whole, tiled) in [(whole, tiled), (read("gpu-whole"), read("gpu-tiled"))] {
+    let pairs = [
+        (whole, tiled),
+        (read("gpu-whole"), read("gpu-tiled")),
+        (read("gpu-lbfgs-whole"), read("gpu-lbfgs-tiled")),
+    ];
+    for (whole, tiled) in pairs {
         let (a, b) = (totals(&whole), totals(&tiled));
         println!("totals {a:?} whole, {b:?} in tiles");
         assert_eq!(a.len(), b.len());
@@ -501,20 +520,7 @@ fn gpu_tiled_equals_untiled_through_block5_with_random_vgg19_weights() {
 
 #[test]
 fn gpu_tiled_adam_follows_the_untiled_run() {
-    let p = shallow(48);
-    let (mut whole, mut tiled) = (p.on(On::Gpu, None), p.on(On::Gpu, Some(16)));
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        a.push(whole.step(true).unwrap().unwrap().total);
-        b.push(tiled.step(true).unwrap().unwrap().total);
-    }
-    let (xa, xb) = (whole.image().unwrap().data, tiled.image().unwrap().data);
-    let dx = (xa.iter().zip(&xb)).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    println!("GPU: totals {a:?} vs {b:?}; images differ by at most {dx:.1e}");
-    for (x, y) in a.iter().zip(&b) {
-        assert!(rel(*y, *x) < 1e-3, "{a:?} vs {b:?}");
-    }
-    assert!(dx < 1e-3);
+    adam_follows(On::Gpu);
 }
 
 /// An image too large to bind whole (the 8K plan's, on an adapter that binds 128 MiB) is bound a

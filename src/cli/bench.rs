@@ -31,7 +31,7 @@ pub struct BenchConfig {
     /// Tiling override; default: what `impasto tune` kept for the adapter, else its default.
     pub tiling: Option<crate::kernels::Tiling>,
     pub storage: crate::kernels::Storage,
-    /// `--tile`: the tiled evaluation's side (CPU engine).
+    /// `--tile`: the tiled evaluation's side.
     pub tile: Option<usize>,
 }
 

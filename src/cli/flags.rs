@@ -105,7 +105,7 @@ pub struct BenchArgs {
     /// Engine: gpu (the default here: the per-kernel table) or cpu (whole-step time)
     #[arg(long, value_enum, env = "IMPASTO_ENGINE", default_value_t = EngineChoice::Gpu)]
     pub engine: EngineChoice,
-    /// Evaluate in tiles of this side, as `stylize --tile` (CPU engine): the tiled step's time
+    /// Evaluate in tiles of this side, as `stylize --tile` (either engine): the tiled step's time
     #[arg(long, value_parser = positive_usize)]
     pub tile: Option<usize>,
 }

@@ -98,6 +98,9 @@ pub struct CpuSession {
     /// The tile at hand's crop of the image, content targets and crop gradient (their memory
     /// reused from tile to tile).
     tile_scratch: (Vec<f32>, Vec<Vec<f32>>, Vec<f32>),
+    /// The tile whose crop `net` holds (pass 2 starts with pass 1's last tile, not forwarding
+    /// it again).
+    tile_in_net: Option<Tile>,
 }
 
 impl CpuSession {
@@ -181,6 +184,7 @@ impl CpuSession {
             temporal: s.temporal.cloned(),
             tiles,
             tile_scratch: Default::default(),
+            tile_in_net: None,
         })
     }
 
@@ -305,6 +309,7 @@ impl CpuSession {
         tiled::crop_image(&self.x, (self.h, self.w), t, crop);
         let lent = Some(&mut self.grads);
         (self.net).forward(&self.convs, &self.affine, crop, &mut self.clock, lent);
+        self.tile_in_net = Some(*t);
     }
 
     /// Tile `t`'s content targets (`tiled::tile_targets`), and its windows set on the style
@@ -318,18 +323,26 @@ impl CpuSession {
     }
 
     /// Forwards each tile's crop, sets its windows and runs `f` with the tile and its content
-    /// targets; the windows are cleared at the end.
-    fn for_each_tile(&mut self, mut f: impl FnMut(&mut CpuSession, &Tile, &[Vec<f32>])) {
-        let tiles = self
+    /// targets; the windows are cleared at the end. `pass2`: backwards through the tiles, the
+    /// first of them (pass 1's last) still in the network, not forwarded again.
+    fn for_each_tile(
+        &mut self, pass2: bool, mut f: impl FnMut(&mut CpuSession, &Tile, &[Vec<f32>]),
+    ) {
+        let mut tiles = self
             .tiles
             .as_ref()
             .expect("a tiled session")
             .plan
             .tiles
             .clone();
+        if pass2 {
+            tiles.reverse();
+        }
         let mut targets = std::mem::take(&mut self.tile_scratch.1);
         for t in &tiles {
-            self.forward_tile(t);
+            if !pass2 || self.tile_in_net != Some(*t) {
+                self.forward_tile(t);
+            }
             self.tile_terms(t, &mut targets);
             f(self, t, &targets);
         }
@@ -342,7 +355,7 @@ impl CpuSession {
     fn forward_tiled(&mut self, losses: bool) -> f64 {
         self.style.clear_grams();
         let mut content = 0.0;
-        self.for_each_tile(|s, _, targets| {
+        self.for_each_tile(false, |s, _, targets| {
             s.style.grams(&s.net, &s.loss, true, &mut s.clock);
             if losses {
                 content += content_sum(&s.net, &s.loss, targets, &mut s.clock);
@@ -355,7 +368,7 @@ impl CpuSession {
     /// added into `grad_x`.
     fn backward_tiled(&mut self) {
         self.grad_x.fill(0.0);
-        self.for_each_tile(|s, t, targets| {
+        self.for_each_tile(true, |s, t, targets| {
             s.backprop(targets);
             let g0 = &s.grads[1][..3 * k::plane(t.crop.h(), t.crop.w())];
             let image = (&mut s.grad_x[..], (s.h, s.w));

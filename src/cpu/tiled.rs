@@ -5,7 +5,8 @@
 //! Pass 1 forwards every tile's crop and adds the Gram matrices of its interior (every term's
 //! mask replaced by a window: 1, or the mask, inside the interior and 0 elsewhere) and its
 //! content loss (the content target outside the interior set to the tile's own features, so
-//! those positions add nothing). Pass 2 forwards each crop again and runs the backward with the
+//! those positions add nothing). Pass 2 forwards each crop again (backwards through the tiles,
+//! pass 1's last still in the network) and runs the backward with the
 //! same windows against the whole image's Gram matrices: the loss gradients enter only at
 //! interior positions, and the crops' input gradients, added where they overlap, make the
 //! image's. TV and a video frame's temporal term are computed on the whole image.

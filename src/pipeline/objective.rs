@@ -73,8 +73,8 @@ pub struct Objective {
     style_slots: usize,
     /// λ of a video frame's temporal term (its value is in the slot after tv).
     temporal: Option<f64>,
-    /// Buffers only the dispatches use: the gradients, and the masked map.
-    _buffers: ([wgpu::Buffer; 2], Option<wgpu::Buffer>),
+    /// Buffers only the dispatches use: the gradients (masked maps go through them too).
+    _buffers: [wgpu::Buffer; 2],
 }
 
 /// The two gradient buffers of a network of `stages`: each holds the largest stage output
@@ -106,6 +106,14 @@ pub struct TileWindows<'a> {
     pub no_mask: &'a wgpu::Buffer,
 }
 
+/// The gradient buffer idle while stage `i`'s loss gradients are made and after the forward
+/// pass: the one stage `i − 1`'s output gradient goes to (written only by stage `i`'s
+/// backward, after them; what the forward lent it the backward never reads). A masked or
+/// windowed style map is made there, so it needs no buffer of its own.
+pub fn scratch_for(grads: &[wgpu::Buffer; 2], i: usize) -> &wgpu::Buffer {
+    &grads[i % 2]
+}
+
 /// What the objective's dispatches are made from.
 pub(super) struct Parts<'a> {
     pub gpu: &'a Gpu,
@@ -119,10 +127,7 @@ pub(super) struct Parts<'a> {
     /// [`gradient_buffers`]).
     pub grads: &'a [wgpu::Buffer; 2],
     pub grad_scale: &'a wgpu::Buffer,
-    /// F ∘ m (Gram) or F ∘ m² (gradient) of the masked style layer at hand, as large as the
-    /// largest; None without masks.
-    pub masked: Option<&'a wgpu::Buffer>,
-    /// A tile's windows (every style term's map then goes through `masked`).
+    /// A tile's windows (every style term's map then goes through [`scratch_for`]).
     pub window: Option<&'a TileWindows<'a>>,
 }
 
@@ -202,14 +207,15 @@ impl Parts<'_> {
     }
 
     /// The map a style term's kernels read at style layer `j` (stage `i`): the layer's output,
-    /// or with a mask, the output times the mask (squared for the gradient) made into the
-    /// scratch map by dispatches pushed onto `d`.
+    /// or with a mask (or a tile's window), the output times the mask (squared for the
+    /// gradient) made into [`scratch_for`] by dispatches pushed onto `d`.
     pub fn masked_map<'b>(
         &'b self, d: &mut Vec<Dispatch>, term: &GpuStyleTerm, (i, j): (usize, usize), squared: bool,
     ) -> &'b wgpu::Buffer {
         let feat = &self.net.acts[i];
-        if let (Some(win), Some(masked)) = (self.window, self.masked) {
-            let s = &self.net.stages[i];
+        let s = &self.net.stages[i];
+        let masked = scratch_for(self.grads, i);
+        if let Some(win) = self.window {
             let (inside, at, whole_w) = win.layers[j];
             let w = Window {
                 map: (s.h, s.w),
@@ -220,10 +226,9 @@ impl Parts<'_> {
             d.extend((self.kernels.mask).window(self.gpu, s.cout, &w, squared, feat, masked));
             return masked;
         }
-        let (Some(masks), Some(masked)) = (&term.masks, self.masked) else {
+        let Some(masks) = &term.masks else {
             return feat;
         };
-        let s = &self.net.stages[i];
         let dims = (s.cout, s.h * s.w);
         d.extend(
             self.kernels
@@ -329,15 +334,6 @@ impl Objective {
         let nc = config.content_layers.len();
         let ns = config.style_layers.len() * targets.style.len();
         let loss_buf = gpu.storage("loss values", nc + ns + 2)?;
-        // The scratch map of masked style terms: as large as the largest masked style layer.
-        let masked_len = (config.style_layers.iter())
-            .map(|&l| net.stages[net.conv_stage(l)].out_len())
-            .max()
-            .filter(|_| targets.style.iter().any(|t| t.masks.is_some()));
-        let masked = match masked_len {
-            Some(len) => Some(kernels.feature_map(gpu, "masked features", len)?),
-            None => None,
-        };
         let grad_x = gpu.storage("dL/dx", 3 * h * w)?;
         let grad_scale = gpu.storage_from(
             "gradient scale",
@@ -352,7 +348,6 @@ impl Objective {
             targets,
             grads: &grads,
             grad_scale: &grad_scale,
-            masked: masked.as_ref(),
             window: None,
         };
         let losses = parts.losses(x, &loss_buf)?;
@@ -396,7 +391,7 @@ impl Objective {
             config: config.clone(),
             style_slots: ns,
             temporal: targets.temporal.as_ref().map(|t| t.2),
-            _buffers: (grads, masked),
+            _buffers: grads,
         })
     }
 

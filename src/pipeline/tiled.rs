@@ -24,7 +24,7 @@ use crate::model::tiles::{level, Tile, TilePlan};
 use crate::model::vgg19::{conv_stage, Arch, Stage};
 use crate::model::{Affine, Pooling};
 use crate::pipeline::network::{GpuConv, GpuNet, Lent, NetBuffers};
-use crate::pipeline::objective::{gradient_buffers, TileWindows};
+use crate::pipeline::objective::{gradient_buffers, scratch_for, TileWindows};
 
 /// What a crop network is made of: the layers, the pooling, and circular padding (never, in a
 /// crop: the halos hold what wraps around).
@@ -46,7 +46,8 @@ pub struct CropNets {
     pub whole: Vec<Stage>,
     pub largest: Vec<Stage>,
     nets: Vec<GpuNet>,
-    /// Per crop size, per style layer: the Gram matrix of `masked` into `part`.
+    /// Per crop size, per style layer: the Gram matrix of the windowed map (in the idle gradient
+    /// buffer, `objective::scratch_for`) into `part`.
     net_grams: Vec<Vec<Vec<Dispatch>>>,
     /// Per tile: its network's index, and its crop of the image into `crop_x`.
     tiles: Vec<(usize, Vec<Dispatch>)>,
@@ -54,8 +55,7 @@ pub struct CropNets {
     /// The largest crop network's gradient buffers (lent to the forward pass, used by the
     /// backward).
     pub grads: [wgpu::Buffer; 2],
-    /// A windowed style map, one tile's Gram matrix, and the stand-in for an absent mask.
-    pub masked: wgpu::Buffer,
+    /// One tile's Gram matrix, and the stand-in for an absent mask.
     pub part: wgpu::Buffer,
     pub no_mask: wgpu::Buffer,
 }
@@ -92,9 +92,7 @@ impl CropNets {
             .style_layers
             .iter()
             .map(|&l| &big[conv_stage(&big, l).unwrap()]);
-        let masked_len = style_maps.clone().map(Stage::out_len).max().unwrap_or(1);
         let part_len = style_maps.map(|s| s.cout * s.cout).max().unwrap_or(1);
-        let masked = kernels.feature_map(gpu, "masked features", masked_len)?;
         let part = gpu.storage("tile gram", part_len)?;
         let (mut sizes, mut nets, mut net_grams, mut tiles) = (vec![], vec![], vec![], vec![]);
         for t in &plan.tiles {
@@ -110,7 +108,7 @@ impl CropNets {
                         kernels,
                         &net,
                         layers.style_layers,
-                        (&masked, &part),
+                        (&grads, &part),
                     )?);
                     nets.push(net);
                     sizes.push(hw);
@@ -129,7 +127,6 @@ impl CropNets {
             tiles,
             crop_x,
             grads,
-            masked,
             part,
             no_mask: gpu.storage("no mask", 1)?,
         })
@@ -176,7 +173,8 @@ impl CropNets {
         let (net, windows) = (self.net(t), self.windows(t, style_layers));
         let mut per = Vec::new();
         for (j, &l) in style_layers.iter().enumerate() {
-            let s = &net.stages[net.conv_stage(l)];
+            let i = net.conv_stage(l);
+            let (s, feat, scratch) = (&net.stages[i], &net.acts[i], scratch_for(&self.grads, i));
             let (inside, at, whole_w) = windows.layers[j];
             for (k, mask) in masks.iter().enumerate() {
                 let w = crate::kernels::mask::Window {
@@ -185,10 +183,7 @@ impl CropNets {
                     mask: mask.map(|m| (&m[j], whole_w, at)),
                     no_mask: &self.no_mask,
                 };
-                let feat = &net.acts[net.conv_stage(l)];
-                let window = kernels
-                    .mask
-                    .window(gpu, s.cout, &w, false, feat, &self.masked);
+                let window = (kernels.mask).window(gpu, s.cout, &w, false, feat, scratch);
                 let sum = &sums[j * masks.len() + k];
                 let add = kernels
                     .tiles
@@ -225,15 +220,17 @@ pub struct TileGrams {
     per: Vec<(Vec<Dispatch>, usize, Dispatch)>,
 }
 
-/// Per style layer, the Gram matrix of the windowed map `masked` of `net` into `part`.
+/// Per style layer, the Gram matrix of `net`'s windowed map (in `scratch_for(grads, stage)`)
+/// into `part`.
 fn grams_of(
     gpu: &Gpu, kernels: &Kernels, net: &GpuNet, style_layers: &[usize],
-    (masked, part): (&wgpu::Buffer, &wgpu::Buffer),
+    (grads, part): (&[wgpu::Buffer; 2], &wgpu::Buffer),
 ) -> Result<Vec<Vec<Dispatch>>> {
     (style_layers.iter())
         .map(|&l| {
-            let s = &net.stages[net.conv_stage(l)];
-            kernels.gram.matrix(gpu, (s.cout, s.h * s.w), masked, part)
+            let i = net.conv_stage(l);
+            let s = &net.stages[i];
+            (kernels.gram).matrix(gpu, (s.cout, s.h * s.w), scratch_for(grads, i), part)
         })
         .collect()
 }

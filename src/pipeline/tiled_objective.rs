@@ -442,7 +442,6 @@ impl Pass2<'_> {
             targets: self.targets,
             grads: &self.nets.grads,
             grad_scale: self.grad_scale,
-            masked: Some(&self.nets.masked),
             window: Some(&windows),
         };
         let mut d = Vec::new();

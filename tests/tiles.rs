@@ -185,12 +185,21 @@ fn seamless_tiles_wrap_their_halos_around_and_equal_the_untiled_run() {
 
 #[test]
 fn tiled_equals_untiled_through_block5_with_random_vgg19_weights() {
+    let p = block5((230, 250), (200, 200));
+    // Stride 16, halo 96: the middle tiles' crops have inner edges on both sides.
+    check(&p, 80, 1e-5);
+}
+
+/// Random weights of VGG19's shapes through block5_conv2 (content there, style at
+/// block1_conv1, block4_conv1 and block5_conv2), a content image of `(h, w)` and a style image
+/// of `style`, random.
+fn block5((h, w): (usize, usize), style: (usize, usize)) -> Problem {
     let arch = Arch::vgg19();
     let deepest = arch.layer_index("block5_conv2").unwrap();
     let he = |c: &impasto::model::vgg19::ConvSpec| (2.0 / (9 * c.cin) as f32).sqrt();
     let weights = Weights::random(&arch, deepest, 3, he, 0.0..0.1);
     let mut r = rand::rngs::StdRng::seed_from_u64(4);
-    let p = Problem {
+    Problem {
         loss: LossConfig {
             content_layers: vec![deepest],
             style_layers: vec![0, arch.layer_index("block4_conv1").unwrap(), deepest],
@@ -199,14 +208,12 @@ fn tiled_equals_untiled_through_block5_with_random_vgg19_weights() {
             tv_weight: 1e2,
             seamless: false,
         },
-        content: image(&mut r, 230, 250),
-        styles: vec![(image(&mut r, 200, 200), 1.0)],
+        content: image(&mut r, h, w),
+        styles: vec![(image(&mut r, style.0, style.1), 1.0)],
         arch,
         weights,
         masks: None,
-    };
-    // Stride 16, halo 96: the middle tiles' crops have inner edges on both sides.
-    check(&p, 80, 1e-5);
+    }
 }
 
 #[test]
@@ -490,31 +497,12 @@ fn gpu_seamless_tiles_wrap_their_halos_around() {
 
 #[test]
 fn gpu_tiled_equals_untiled_through_block5_with_random_vgg19_weights() {
-    let arch = Arch::vgg19();
-    let deepest = arch.layer_index("block5_conv2").unwrap();
-    let he = |c: &impasto::model::vgg19::ConvSpec| (2.0 / (9 * c.cin) as f32).sqrt();
-    let weights = Weights::random(&arch, deepest, 3, he, 0.0..0.1);
-    let mut r = rand::rngs::StdRng::seed_from_u64(4);
-    let mut p = Problem {
-        loss: LossConfig {
-            content_layers: vec![deepest],
-            style_layers: vec![0, arch.layer_index("block4_conv1").unwrap(), deepest],
-            content_weight: 1.0,
-            style_weight: 1e3,
-            tv_weight: 1e2,
-            seamless: false,
-        },
-        content: image(&mut r, 32, 336),
-        styles: vec![(image(&mut r, 64, 64), 1.0)],
-        arch,
-        weights,
-        masks: None,
-    };
+    let mut p = block5((32, 336), (64, 64));
     // Stride 16, halo 96, tiles of 112 px: the middle tile's crop (columns 16..320) has inner
     // edges on both sides; then the same across the rows. (Thin pictures: the software
     // adapter runs VGG19 to block5 slowly.)
     check_on(On::Gpu, &p, 112, 1e-5);
-    p.content = image(&mut r, 336, 32);
+    p.content = block5((336, 32), (64, 64)).content;
     check_on(On::Gpu, &p, 112, 1e-5);
 }
 

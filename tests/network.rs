@@ -253,6 +253,28 @@ fn gpu_losses_and_gradient_match_cpu() {
     }
 }
 
+/// The tiled evaluation (`--tile`, `pipeline::tiled`) against the f64 reference: the tiny
+/// network's halo is 6 px (radius 6 on its pooling grid of 2), so tiles of 4 and 6 px on the
+/// 13x11 picture have crops that end inside the picture (across the rows) and a last row of
+/// tiles 1 px high; unmasked and with two styles under soft masks (each tile's window times
+/// the mask). Under the validation layer and on SwiftShader too (scripts/test).
+#[test]
+fn tiled_sessions_match_reference() {
+    let c = ctx();
+    for tile in [4, 6] {
+        for masked in [false, true] {
+            let cfg = tiny_config();
+            session_matches_reference_in(
+                &c.kernels,
+                Pooling::Max,
+                &cfg,
+                1e-4,
+                (masked, Some(tile)),
+            );
+        }
+    }
+}
+
 /// Maps larger than a binding are bound a range of channels at a time: with the limit
 /// lowered to 4 channels of the smallest map, every map of more than 4 channels (and every
 /// loss sum, by ranges of elements) is split, in every tiling and in f16.
@@ -351,6 +373,14 @@ fn soft_masks((h, w): (usize, usize)) -> Vec<Vec<f32>> {
 fn session_matches_reference_with(
     kernels: &Kernels, pooling: Pooling, cfg: &LossConfig, tol: f64, masked: bool,
 ) -> (usize, f32) {
+    session_matches_reference_in(kernels, pooling, cfg, tol, (masked, None))
+}
+
+/// The same, evaluated in tiles of `tile` (`--tile`) when it is Some.
+fn session_matches_reference_in(
+    kernels: &Kernels, pooling: Pooling, cfg: &LossConfig, tol: f64,
+    (masked, tiled): (bool, Option<usize>),
+) -> (usize, f32) {
     // Masked terms store one more map in f16, F ∘ m², whose small values near the masks'
     // faint edges (m² ~ 1e-3 on this tiny network's small activations) fall among f16's
     // subnormals: measured 2.2e-3 (whole) and 2.7e-3 (split) against 2e-3 unmasked.
@@ -374,13 +404,14 @@ fn session_matches_reference_with(
             kernels.storage,
             cfg.style_layers,
             if masked { " masked" } else { "" }
-        );
+        ) + &tiled.map_or(String::new(), |t| format!(" in tiles of {t}"));
         let styles = vec![(style_a.clone(), 3.0), (style_b.clone(), 1.0)];
         let mut setup = tiny_setup((&arch, &w), cfg, pooling, (&content, &styles, &init), 0.0);
         let masks = soft_masks((h, wd));
         if masked {
             setup.style_masks = Some(&masks);
         }
+        setup.tile = tiled;
         let session = Session::new(&c.gpu, kernels, &setup).unwrap();
         let got_loss = session.evaluate().unwrap();
         let got_grad = session.gradient().unwrap();

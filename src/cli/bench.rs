@@ -211,8 +211,20 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig) -> Result<StepTiming> {
     })
 }
 
-/// Each dispatch in its own pass, bracketed by GPU timestamps; milliseconds per dispatch.
+/// Each dispatch in its own pass, bracketed by GPU timestamps; milliseconds per dispatch. A
+/// query set holds at most `wgpu::QUERY_SET_MAX_QUERIES` timestamps, so a long step (a tiled
+/// one) is timed in consecutive batches, each its own submit.
 fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>> {
+    let per_batch = (wgpu::QUERY_SET_MAX_QUERIES / 2) as usize;
+    let mut times = Vec::with_capacity(dispatches.len());
+    for batch in dispatches.chunks(per_batch) {
+        times.extend(time_batch(gpu, batch)?);
+    }
+    Ok(times)
+}
+
+/// [`time_with_timestamps`] for at most `QUERY_SET_MAX_QUERIES / 2` dispatches.
+fn time_batch(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<Vec<f64>> {
     let n = dispatches.len() as u32 * 2;
     let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
         label: Some("bench timestamps"),

@@ -25,9 +25,13 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(steps as u64);
             b.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} {msg} {per_sec} {elapsed} ETA {eta}",
+                )
+                .expect("valid template"),
             );
+            // A tiled step at 8K takes minutes: the clock shows the run is alive between steps.
+            b.enable_steady_tick(std::time::Duration::from_secs(1));
             b
         });
         Progress {

@@ -213,27 +213,40 @@ impl Stylizer {
         Ok(planned)
     }
 
-    /// Without `--tile`, when `job`'s plan does not fit whole: the largest tile side (a power
-    /// of two, 16 px at the least) whose tiled plan fits. None: it fits, or no tile helps.
+    /// Without `--tile`, when `job`'s plan does not fit whole: the largest tile side (a multiple
+    /// of the pooling stride, 16 px at the least) whose tiled plan fits, then evened out: the
+    /// smallest side that cuts the picture into as few tiles (so the edge tiles are not slivers
+    /// with whole halos). None: it fits, or no tile helps.
     pub fn fitting_tile(&self, job: &Job) -> Option<usize> {
         let whole_fits = self.plan(job, job.settings.size).is_ok_and(|p| p.fits());
         if whole_fits || job.settings.tile.is_some() {
             return None;
         }
         let (h, w) = job.output_size();
-        let mut tile = (h.max(w) / 2).next_power_of_two().max(16);
+        let stages = self.arch.stages(self.loss.deepest(), h, w, self.pooling);
+        let stride = crate::model::tiles::pooling_stride(&stages);
         let images = job.at(job.settings.size, None);
-        while tile >= 16 {
+        let fits = |k: usize| {
             let setup = Setup {
-                tile: Some(tile),
+                tile: Some(k * stride),
                 ..self.setup(job, &images, None)
             };
-            if self.capped_plan(&setup).is_ok_and(|p| p.fits()) {
-                return Some(tile);
-            }
-            tile /= 2;
+            self.capped_plan(&setup).is_ok_and(|p| p.fits())
+        };
+        // Tiles of k strides: the plan grows with k (the largest crop's network does).
+        let (mut lo, mut hi) = (16usize.div_ceil(stride), h.max(w).div_ceil(stride));
+        if !fits(lo) {
+            return None;
         }
-        None
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Some(even_tile(lo * stride, (h, w), stride))
     }
 
     /// Whether `job`'s images at `size` are large enough for the layers.
@@ -508,5 +521,41 @@ impl Stylizer {
             self.keep_targets(styles, grams);
         }
         Ok(outcome)
+    }
+}
+
+/// The smallest tile side, a multiple of `stride`, that cuts an `h` x `w` picture into as few
+/// tiles as side `tile` does.
+pub fn even_tile(tile: usize, (h, w): (usize, usize), stride: usize) -> usize {
+    let side = |n: usize| n.div_ceil(n.div_ceil(tile));
+    side(h).max(side(w)).next_multiple_of(stride)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::even_tile;
+
+    #[test]
+    fn even_tiles_keep_the_count_and_shrink_the_slivers() {
+        // 2048x1536 in tiles of 896: 3 x 2, a last column 256 wide and a last row 640 high;
+        // 768 cuts it 3 x 2 too, rows of 768 and columns of 768, 768, 512.
+        assert_eq!(even_tile(896, (1536, 2048), 16), 768);
+        // Already even: unchanged.
+        assert_eq!(even_tile(512, (1536, 2048), 16), 512);
+        // Rounded up to the stride.
+        assert_eq!(even_tile(64, (96, 128), 4), 64);
+        assert_eq!(even_tile(100, (61, 250), 4), 84);
+        for (tile, hw, stride) in [
+            (896, (1536, 2048), 16),
+            (100, (61, 250), 4),
+            (48, (37, 99), 8),
+        ] {
+            let t = even_tile(tile, hw, stride);
+            let count = |s: usize| hw.0.div_ceil(s) * hw.1.div_ceil(s);
+            assert!(
+                t <= tile && t % stride == 0 && count(t) == count(tile),
+                "{tile} {hw:?}"
+            );
+        }
     }
 }

@@ -546,7 +546,7 @@ mod tests {
             let t = even_tile(tile, hw, stride);
             let count = |s: usize| hw.0.div_ceil(s) * hw.1.div_ceil(s);
             assert!(
-                t <= tile && t % stride == 0 && count(t) == count(tile),
+                t <= tile && t.is_multiple_of(stride) && count(t) == count(tile),
                 "{tile} {hw:?}"
             );
         }

@@ -140,7 +140,7 @@ impl CpuSession {
             None => style_targets(s, &convs, &affine, dry)?,
         };
         let terms = s.style_terms(&stages, &style_grams)?;
-        let style = StyleLoss::new(terms, &stages, s.loss);
+        let mut style = StyleLoss::new(terms, &stages, s.loss);
         let (net, grads, content) = match &tiles {
             None => whole_net(s, (&convs, &affine), stages, dry),
             Some(t) => {
@@ -150,8 +150,11 @@ impl CpuSession {
                     true => t.zero_content(&stages, layers),
                     false => t.content_targets((&convs, &affine), x, &stages, (layers, &mut grads)),
                 };
-                // (The largest crop's network: a dry session's plan counts it.)
-                (t.net(t.largest_tile()), grads, content)
+                // (The largest crop's network, and its windowed style maps: a dry session's
+                // plan counts them.)
+                let net = t.net(t.largest_tile());
+                style.reserve_windows(&net, s.loss);
+                (net, grads, content)
             }
         };
         let n = 3 * h * w;

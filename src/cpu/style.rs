@@ -108,15 +108,21 @@ impl StyleLoss {
     /// evaluated, `[term][style layer]` for the tile's network `net`.
     pub fn set_window(&mut self, window: Option<Vec<Vec<Vec<f32>>>>, net: &Net, cfg: &LossConfig) {
         if window.is_some() {
-            for &l in &cfg.style_layers {
-                let s = net.stages[net.stage_of(l)];
-                let len = s.cout * k::plane(s.h, s.w);
-                if self.masked.len() < len {
-                    self.masked.resize(len, 0.0);
-                }
-            }
+            self.reserve_windows(net, cfg);
         }
         self.window = window;
+    }
+
+    /// Makes the masked map as large as the largest style layer of `net` (a tiled session's
+    /// largest crop: every term is windowed there), so that the memory plan counts it.
+    pub fn reserve_windows(&mut self, net: &Net, cfg: &LossConfig) {
+        for &l in &cfg.style_layers {
+            let s = net.stages[net.stage_of(l)];
+            let len = s.cout * k::plane(s.h, s.w);
+            if self.masked.len() < len {
+                self.masked.resize(len, 0.0);
+            }
+        }
     }
 
     /// Every term's Gram matrices at the style layers, from the last forward of `net` (added

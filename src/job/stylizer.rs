@@ -526,7 +526,7 @@ pub fn even_tile(tile: usize, (h, w): (usize, usize), stride: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::even_tile;
+    use crate::job::stylizer::even_tile;
 
     #[test]
     fn even_tiles_keep_the_count_and_shrink_the_slivers() {

@@ -49,15 +49,17 @@ pub struct CropNets {
     /// Per crop size, per style layer: the Gram matrix of the windowed map (in the idle gradient
     /// buffer, `objective::scratch_for`) into `part`.
     net_grams: Vec<Vec<Vec<Dispatch>>>,
-    /// Per tile: its network's index, and its crop of the image into `crop_x`.
+    /// Per tile: its network's index, and its crop of the image into `_crop_x`.
     tiles: Vec<(usize, Vec<Dispatch>)>,
-    pub crop_x: wgpu::Buffer,
+    /// The tile at hand's crop of the image (the crop networks' input; only the dispatches
+    /// bind it).
+    _crop_x: wgpu::Buffer,
     /// The largest crop network's gradient buffers (lent to the forward pass, used by the
     /// backward).
     pub grads: [wgpu::Buffer; 2],
     /// One tile's Gram matrix, and the stand-in for an absent mask.
-    pub part: wgpu::Buffer,
-    pub no_mask: wgpu::Buffer,
+    part: wgpu::Buffer,
+    no_mask: wgpu::Buffer,
 }
 
 /// Where tile `t`'s crop lies in an image of `size`.
@@ -125,7 +127,7 @@ impl CropNets {
             nets,
             net_grams,
             tiles,
-            crop_x,
+            _crop_x: crop_x,
             grads,
             part,
             no_mask: gpu.storage("no mask", 1)?,

@@ -143,16 +143,20 @@ fn tiled_losses_and_gradient_equal_the_untiled_ones() {
     check(&p, 8, 1e-5);
     check(&p, 24, 1e-5);
     // Two styles under soft masks (the guided Gram matrices, each tile's window times the mask).
+    check(&ramp_masks(p), 12, 1e-5);
+}
+
+/// `p` with its two styles under soft masks: a ramp across the picture and its complement.
+fn ramp_masks(p: Problem) -> Problem {
     let (h, w) = (p.content.h, p.content.w);
     let ramp: Vec<f32> = (0..h * w)
         .map(|q| (q % w) as f32 / (w - 1) as f32)
         .collect();
     let rest = ramp.iter().map(|v| 1.0 - v).collect();
-    let masked = Problem {
+    Problem {
         masks: Some(vec![ramp, rest]),
         ..p
-    };
-    check(&masked, 12, 1e-5);
+    }
 }
 
 /// A periodic picture (`--seamless`): the halos wrap around the edges, every tile's crop is
@@ -466,17 +470,8 @@ fn batch_and_video_take_tiles_when_a_job_does_not_fit_whole() {
 fn gpu_tiled_losses_and_gradient_equal_the_untiled_ones() {
     let p = shallow(61);
     check_on(On::Gpu, &p, 24, 1e-5);
-    let (h, w) = (p.content.h, p.content.w);
-    let ramp: Vec<f32> = (0..h * w)
-        .map(|q| (q % w) as f32 / (w - 1) as f32)
-        .collect();
-    let rest = ramp.iter().map(|v| 1.0 - v).collect();
-    let masked = Problem {
-        masks: Some(vec![ramp, rest]),
-        ..p
-    };
     // Tiles of 12 px: smaller than their 16-px halo.
-    check_on(On::Gpu, &masked, 12, 1e-5);
+    check_on(On::Gpu, &ramp_masks(p), 12, 1e-5);
 }
 
 #[test]

@@ -93,6 +93,30 @@ impl TileKernels {
     pub fn crop(
         &self, gpu: &Gpu, at: CropAt, image: &wgpu::Buffer, crop: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
+        let n = at.crop.0 * at.crop.1;
+        let work = (n, 2 * n * F32);
+        self.by_planes(gpu, &self.crop_image, at, (image, crop), true, work)
+    }
+
+    /// `grad_image += ` the crop gradient `crop_grad` of the crop `at`, each image element
+    /// the sum of the crop elements that wrap onto it.
+    pub fn add_crop_gradient(
+        &self, gpu: &Gpu, at: CropAt, crop_grad: &wgpu::Buffer, grad_image: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let covered = at.crop.0.min(at.size.0) * at.crop.1.min(at.size.1);
+        let work = (covered, at.crop.0 * at.crop.1 * F32 + 2 * covered * F32);
+        let kernel = &self.add_crop_gradient;
+        self.by_planes(gpu, kernel, at, (grad_image, crop_grad), false, work)
+    }
+
+    /// `kernel` between the image-sized `image` (bound a range of planes at a time) and the
+    /// crop-sized `other` (bound whole; first when `image_first` is false), `per_plane`
+    /// invocations and bytes a plane.
+    fn by_planes(
+        &self, gpu: &Gpu, kernel: &Kernel, at: CropAt,
+        (image, other): (&wgpu::Buffer, &wgpu::Buffer), image_first: bool,
+        per_plane: (usize, usize),
+    ) -> Vec<Dispatch> {
         let plane = at.size.0 * at.size.1;
         (self.setup.planes(3, plane).into_iter())
             .map(|r| {
@@ -103,37 +127,14 @@ impl TileKernels {
                     image_base: piece.base,
                     ..at.params()
                 };
-                let n = r.len() * at.crop.0 * at.crop.1;
-                let bound = [piece.bound, Bound::whole(crop)];
-                self.crop_image
-                    .dispatch_bound(gpu, &params, &bound, groups_1d(n))
-                    .info(String::new(), 0.0, 2 * n * F32)
-            })
-            .collect()
-    }
-
-    /// `grad_image += ` the crop gradient `crop_grad` of the crop `at`, each image element
-    /// the sum of the crop elements that wrap onto it.
-    pub fn add_crop_gradient(
-        &self, gpu: &Gpu, at: CropAt, crop_grad: &wgpu::Buffer, grad_image: &wgpu::Buffer,
-    ) -> Vec<Dispatch> {
-        let plane = at.size.0 * at.size.1;
-        let covered = at.crop.0.min(at.size.0) * at.crop.1.min(at.size.1);
-        (self.setup.planes(3, plane).into_iter())
-            .map(|r| {
-                let piece = self.setup.piece(grad_image, &r, (plane, F32));
-                let params = TileParams {
-                    len: r.len() as u32,
-                    c0: r.start as u32,
-                    image_base: piece.base,
-                    ..at.params()
+                let bound = match image_first {
+                    true => [piece.bound, Bound::whole(other)],
+                    false => [Bound::whole(other), piece.bound],
                 };
-                let n = r.len() * covered;
-                let bytes = r.len() * at.crop.0 * at.crop.1 * F32 + 2 * n * F32;
-                let bound = [Bound::whole(crop_grad), piece.bound];
-                self.add_crop_gradient
+                let n = r.len() * per_plane.0;
+                kernel
                     .dispatch_bound(gpu, &params, &bound, groups_1d(n))
-                    .info(String::new(), 0.0, bytes)
+                    .info(String::new(), 0.0, r.len() * per_plane.1)
             })
             .collect()
     }

@@ -400,3 +400,60 @@ fn no_function_outgrows_a_reader() {
         .iter()
         .any(|(n, l)| n == "run" && *l > MAX_FN_LINES));
 }
+
+/// What the Python extension (python/src) may name of the library: the job, and the command
+/// line's parser and job assembly, so that its settings are checked exactly as the flags are.
+const PYTHON_MAY_USE: &[&str] = &[
+    "impasto::job",
+    "impasto::cli::options",
+    "impasto::cli::inputs",
+    "impasto::cli::stylize",
+    "impasto::cli::tune",
+    "impasto::cli::flags::JobOptions",
+    "impasto::cli::FlagError",
+];
+
+#[test]
+fn the_python_extension_only_translates() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/src");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let mut named = BTreeSet::new();
+    for f in &files {
+        let text = code(&std::fs::read_to_string(f).unwrap());
+        assert!(text.lines().count() <= MAX_LINES, "{}", f.display());
+        for (name, n) in functions(&text) {
+            assert!(n <= MAX_FN_LINES, "{}: {name}: {n} lines", f.display());
+        }
+        // `use impasto::{a, b::c}` and `impasto::a::b` paths, groups expanded one level.
+        for (i, _) in text.match_indices("impasto::") {
+            let rest = &text[i + "impasto::".len()..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let path = path.trim_end_matches(':');
+            if rest[path.len()..].starts_with("::{") || rest[path.len()..].starts_with('{') {
+                let group = &rest[path.len()..];
+                let close = group.find('}').unwrap();
+                for item in group[..close].split(['{', ',']).map(str::trim) {
+                    let item = item.trim_start_matches("::").split(' ').next().unwrap();
+                    if !item.is_empty() && item != "self" {
+                        named.insert(format!("impasto::{path}::{item}"));
+                    } else if item == "self" {
+                        named.insert(format!("impasto::{path}"));
+                    }
+                }
+            } else {
+                named.insert(format!("impasto::{path}"));
+            }
+        }
+    }
+    assert!(named.contains("impasto::cli::options"), "the parser is used: {named:?}");
+    for n in &named {
+        assert!(
+            PYTHON_MAY_USE.iter().any(|ok| n == ok || n.starts_with(&format!("{ok}::"))),
+            "python/src names {n}: the extension goes through impasto::job and the CLI's parser"
+        );
+    }
+}

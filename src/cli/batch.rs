@@ -15,11 +15,11 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::flags::{BatchArgs, FlagError, StylizeArgs};
-use super::inputs::{check_paths, load_job, load_weights, losses};
+use super::inputs::{check_paths, load_job, losses};
 use super::manifest::{self, Row};
 use super::observers::{CommandObservers, Outputs};
 use crate::io::same_file::FileKeys;
-use crate::job::{Ending, Engine, Losses, Outcome, Stylizer};
+use crate::job::{Ending, Outcome, Stylizers};
 
 /// Which jobs this process runs: job i when i mod n == k.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,28 +156,6 @@ impl Results {
     }
 }
 
-/// The stylizer of the jobs being run, remade only when a job's weights or losses differ
-/// from the last one's; the engine is made once.
-struct Stylizers {
-    engine: Arc<Engine>,
-    current: Option<(Option<PathBuf>, Losses, Stylizer)>,
-}
-
-impl Stylizers {
-    fn get(&mut self, weights: Option<PathBuf>, losses: &Losses) -> Result<&mut Stylizer> {
-        let same = matches!(&self.current, Some((w, l, _)) if *w == weights && l == losses);
-        if !same {
-            let w = match self.current.take() {
-                Some((w, _, s)) if w == weights => s.weights().clone(),
-                _ => load_weights(weights.as_deref())?,
-            };
-            let stylizer = Stylizer::new(self.engine.clone(), w, losses)?;
-            self.current = Some((weights, losses.clone(), stylizer));
-        }
-        Ok(&mut self.current.as_mut().expect("made above").2)
-    }
-}
-
 /// Runs `impasto batch`. The exit status: 0 when every job of the shard is done or skipped,
 /// 1 when any failed, 130 when interrupted (the job under way is not written).
 pub fn run(args: &BatchArgs, adapter: Option<&str>) -> Result<i32> {
@@ -214,10 +192,7 @@ pub fn run(args: &BatchArgs, adapter: Option<&str>) -> Result<i32> {
     if !why.is_empty() {
         crate::say!("{why}");
     }
-    let mut stylizers = Stylizers {
-        engine: Arc::new(engine),
-        current: None,
-    };
+    let mut stylizers = Stylizers::new(engine);
     let cancel = Arc::new(AtomicBool::new(false));
     super::stylize::handle_ctrl_c(&cancel);
     let (mut failed, mut ran, started) = (0, 0, Instant::now());
@@ -327,7 +302,10 @@ fn run_job(
     stylizer.set_cancel_flag(cancel.clone());
     let mut job = load_job(&args)?;
     let mut settings = super::stylize::settings_json(&args, stylizer.weights());
-    super::stylize::take_tiles(stylizer, &mut job, &mut settings)?;
+    super::stylize::merge(
+        &mut settings,
+        super::stylize::take_tiles(stylizer, &mut job)?,
+    );
     let outputs = Outputs {
         job: &job,
         output: &args.output,

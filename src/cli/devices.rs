@@ -2,34 +2,37 @@
 
 use anyhow::Result;
 
-/// `impasto devices`: the adapters impasto can use, best first, with the limits that matter,
-/// and the CPU engine.
+/// `impasto devices`: the CPU engine and the adapters impasto can use, best first, with the
+/// limits that matter (the library's `job::devices`).
 pub fn run() -> Result<()> {
-    let adapters = crate::gpu::list_adapters();
-    println!(
-        "cpu: {} (--engine cpu; --engine auto without a hardware GPU)",
-        crate::cpu::describe()
-    );
-    if adapters.is_empty() {
-        println!("no GPU adapter found (for --engine gpu without a GPU: `apt-get install mesa-vulkan-drivers`)");
-        return Ok(());
-    }
-    for (i, a) in adapters.iter().enumerate() {
+    let devices = crate::job::devices();
+    let mib = |b: Option<u64>| b.unwrap_or_default() >> 20;
+    for d in &devices {
+        let Some(i) = d.index else {
+            println!(
+                "cpu: {} (--engine cpu; --engine auto without a hardware GPU)",
+                d.name
+            );
+            continue;
+        };
         println!(
-            "{i}: {} ({:?}, {:?}){}",
-            a.info.name,
-            a.info.backend,
-            a.info.device_type,
+            "{i}: {} ({}, {}){}",
+            d.name,
+            d.backend.as_deref().unwrap_or_default(),
+            d.device_type.as_deref().unwrap_or_default(),
             if i == 0 { "  [default]" } else { "" }
         );
         println!(
             "   max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, invocations/workgroup {}, timestamps {}",
-            a.limits.max_storage_buffer_binding_size >> 20,
-            a.limits.max_buffer_size >> 20,
-            a.limits.max_compute_workgroup_storage_size >> 10,
-            a.limits.max_compute_invocations_per_workgroup,
-            if a.features.contains(wgpu::Features::TIMESTAMP_QUERY) { "yes" } else { "no" }
+            mib(d.max_storage_binding_bytes),
+            mib(d.max_buffer_bytes),
+            d.workgroup_storage_bytes.unwrap_or_default() >> 10,
+            d.invocations_per_workgroup.unwrap_or_default(),
+            if d.timestamps == Some(true) { "yes" } else { "no" }
         );
+    }
+    if devices.len() == 1 {
+        println!("no GPU adapter found (for --engine gpu without a GPU: `apt-get install mesa-vulkan-drivers`)");
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use super::flags::{FlagError, JobOptions, StylizeArgs};
 use super::observers::{intermediate_path, save_step};
+use crate::io::image::Original;
 use crate::io::same_file::{check_distinct, Named};
 use crate::job::{open_image, Init, Job, Losses, Settings, StyleMask};
 use crate::model::AdamConfig;
@@ -100,25 +101,15 @@ pub fn check_paths(args: &StylizeArgs) -> Result<Option<PathBuf>> {
 
 /// The weights of `path`, or of the default source (fetched into the cache when missing).
 pub fn load_weights(path: Option<&Path>) -> Result<Weights> {
-    match path {
-        Some(path) => Weights::load(path),
-        None => weights::cache::fetch_default(),
-    }
+    Ok(crate::job::load_weights(path)?)
 }
 
 /// The job: the content, style and `--init` images read, the settings from the flags.
 pub fn load_job(args: &StylizeArgs) -> Result<Job> {
     let content = open_image(&args.content)?;
-    let blend = args
-        .options
-        .style_blend
-        .clone()
-        .unwrap_or_else(|| vec![1.0; args.style.len()]);
     let parsed = args.styles()?;
-    let styles = parsed
-        .iter()
-        .zip(&blend)
-        .map(|((p, _), &w)| Ok((open_image(p).context("--style")?, w)))
+    let styles = (parsed.iter())
+        .map(|(p, _)| open_image(p).context("--style"))
         .collect::<Result<Vec<_>>>()?;
     let style_masks = match &args.regions {
         Some(map) => {
@@ -132,18 +123,36 @@ pub fn load_job(args: &StylizeArgs) -> Result<Job> {
                 .collect::<Result<Vec<_>>>()?,
         ),
     };
-    let init = match args.options.init.as_str() {
+    assemble(&args.options, content, styles, style_masks)
+}
+
+/// The job from images already read (by `stylize` from files, by Python from arrays too):
+/// the styles with `--style-blend`'s weights (a count that differs is refused, naming the
+/// flag), the masks, the `--init` start and the settings.
+pub fn assemble(
+    o: &JobOptions, content: Original, styles: Vec<Original>, style_masks: Option<Vec<StyleMask>>,
+) -> Result<Job> {
+    let blend = o.style_blend.clone().unwrap_or(vec![1.0; styles.len()]);
+    if blend.len() != styles.len() {
+        return Err(FlagError(format!(
+            "--style-blend has {} weights for {} style images",
+            blend.len(),
+            styles.len()
+        ))
+        .into());
+    }
+    let init = match o.init.as_str() {
         "content" => Init::Content,
-        "noise" => Init::Noise(args.options.seed),
+        "noise" => Init::Noise(o.seed),
         path => Init::Image(open_image(Path::new(path)).context("--init")?),
     };
     Ok(Job {
         content,
-        styles,
+        styles: styles.into_iter().zip(blend).collect(),
         style_masks,
         temporal: None,
         init,
-        settings: settings(args),
+        settings: settings_of(o),
     })
 }
 

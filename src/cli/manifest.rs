@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Command, FromArgMatches};
-
 use super::flags::{FlagError, JobOptions};
+use super::options::ENGINE_WIDE;
 
 /// One job of the manifest.
 #[derive(Clone, Debug)]
@@ -24,23 +23,9 @@ pub struct Row {
 
 /// Options that hold a path: relative ones are taken from the manifest's folder.
 const PATH_OPTIONS: &[&str] = &["weights", "report", "plot", "init"];
-/// Options a job may not set: the engine is the batch's, and these do not belong to one job.
-const BATCH_WIDE: &[&str] = &[
-    "engine",
-    "storage",
-    "tiling",
-    "preview",
-    "preview-hold",
-    "dry-run",
-];
-
-/// The `stylize` options a manifest column may name.
-fn option_names() -> Vec<String> {
-    JobOptions::augment_args(Command::new("manifest"))
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(String::from))
-        .collect()
-}
+/// Options a job may not set: the engine's (the batch's), and these, which do not belong to
+/// one job.
+const BATCH_WIDE: &[&str] = &["preview", "preview-hold", "dry-run"];
 
 /// Reads and checks a manifest: every row's columns known, its three paths present. A
 /// malformed manifest is a [`FlagError`] naming the file and the line.
@@ -56,7 +41,7 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Row>> {
     } else {
         csv_records(&text)
     };
-    let known = option_names();
+    let known = super::options::names();
     let mut rows = Vec::new();
     for record in records.map_err(|e| FlagError(format!("manifest {}: {e}", path.display())))? {
         let line = record.0;
@@ -139,12 +124,12 @@ fn row((line, cells): Record, dir: &Path, known: &[String]) -> Result<Row, Strin
     let (mut content, mut styles, mut output) = (None, Vec::new(), None);
     let mut options = Vec::new();
     for (key, value) in cells {
-        let name = key.trim().to_lowercase().replace('_', "-");
+        let name = super::options::flag_name(&key);
         match name.as_str() {
             "content" => content = Some(path(&value)),
             "style" => styles = value.split(';').map(|s| path(s.trim())).collect(),
             "output" => output = Some(path(&value)),
-            n if BATCH_WIDE.contains(&n) => {
+            n if BATCH_WIDE.contains(&n) || ENGINE_WIDE.contains(&n) => {
                 return Err(format!(
                     "column {key}: --{n} is the same for every job; give it to impasto batch"
                 ))
@@ -175,18 +160,5 @@ fn row((line, cells): Record, dir: &Path, known: &[String]) -> Result<Row, Strin
 /// The batch's defaults with `row`'s options applied; a bad value is an error naming the
 /// column (the message clap gives for the flag).
 pub fn options_for(defaults: &JobOptions, row: &Row) -> Result<JobOptions, String> {
-    // Without their defaults, only the options the row names are set by the update.
-    let command = JobOptions::augment_args(Command::new("manifest").no_binary_name(true))
-        .mut_args(|a| a.default_value(None).env(None));
-    let argv = (row.options.iter()).map(|(k, v)| format!("--{k}={v}"));
-    let matches = command.try_get_matches_from(argv).map_err(|e| {
-        let text = e.render().to_string();
-        let first = text.lines().next().unwrap_or_default();
-        first.trim_start_matches("error: ").to_string()
-    })?;
-    let mut options = defaults.clone();
-    options
-        .update_from_arg_matches(&matches)
-        .map_err(|e| e.to_string())?;
-    Ok(options)
+    super::options::apply(defaults, &row.options)
 }

@@ -8,6 +8,7 @@ pub mod flags;
 pub mod inputs;
 pub mod manifest;
 pub mod observers;
+pub mod options;
 pub mod plan;
 pub mod stylize;
 pub mod tune;

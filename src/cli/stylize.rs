@@ -39,7 +39,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     stylizer = stylizer.with_max_memory(args.options.max_memory);
     let mut job = load_job(args)?;
     settings["styles"] = styles_json(args, &job)?;
-    take_tiles(&stylizer, &mut job, &mut settings)?;
+    merge(&mut settings, take_tiles(&stylizer, &mut job)?);
     if let Some(p) = &preview {
         p.set_head(preview_head(&stylizer, &job, settings.clone()));
     }
@@ -111,34 +111,10 @@ fn preview_head(stylizer: &Stylizer, job: &Job, settings: serde_json::Value) -> 
 fn dry_run(
     args: &StylizeArgs, stylizer: &Stylizer, job: &Job, settings: serde_json::Value,
 ) -> Result<i32> {
-    let (fh, fw) = job.output_size();
-    let what = format!("{fw}x{fh}, {}", stylizer.engine().describe());
-    let mut json = match stylizer.plan(job, job.settings.size) {
-        Ok(p) => {
-            plan::print(&p, &what);
-            serde_json::json!({
-                "dry_run": true, "fits": p.fits(), "peak_bytes": p.plan.peak(),
-                "peak_gpu_memory_bytes": p.allocator_peak, "available_bytes": p.available,
-                "held_bytes": p.plan.held(), "setup_only_bytes": p.plan.setup_only,
-                "plan": p.plan.kinds, "settings": settings,
-            })
-        }
-        Err(e) => {
-            println!("memory plan: {what}: cannot be held: {e}");
-            serde_json::json!({
-                "dry_run": true, "fits": false, "error": format!("{e}"), "settings": settings,
-            })
-        }
-    };
+    let mut json = plan_json(stylizer, job, true);
+    json["dry_run"] = true.into();
+    json["settings"] = settings;
     let fits = json["fits"] == true;
-    if !fits {
-        let largest = stylizer.largest_fitting(job);
-        match largest {
-            Some(s) => println!("  the largest --size that fits: {s}"),
-            None => println!("  no --size fits"),
-        }
-        json["largest_fitting_size"] = serde_json::json!(largest);
-    }
     if let Some(path) = &args.options.report {
         let text = serde_json::to_string_pretty(&json)?;
         crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(text.as_bytes())?))?;
@@ -146,18 +122,54 @@ fn dry_run(
     Ok(if fits { 0 } else { 1 })
 }
 
-/// Each style with its share of the style loss and its mask (the file, or the region map and
-/// colour, and the fraction of the picture it covers; null without masks): the report's and
-/// the preview's list of styles.
-/// Tiles for `job` when its plan does not fit whole and no `--tile` was given (the CPU
-/// engine), said; the tile plan said and put in the report's settings.
-pub(super) fn take_tiles(
-    stylizer: &Stylizer, job: &mut Job, settings: &mut serde_json::Value,
-) -> Result<()> {
+/// The memory plan of `job`'s largest scale as the report gives it (`fits`, `peak_bytes`, the
+/// plan by kind, ...; `error` when it cannot be held, and `largest_fitting_size` when it does
+/// not fit), printed as `--dry-run` prints it when `print`.
+pub fn plan_json(stylizer: &Stylizer, job: &Job, print: bool) -> serde_json::Value {
+    let (fh, fw) = job.output_size();
+    let what = format!("{fw}x{fh}, {}", stylizer.engine().describe());
+    let mut json = match stylizer.plan(job, job.settings.size) {
+        Ok(p) => {
+            if print {
+                plan::print(&p, &what);
+            }
+            serde_json::json!({
+                "fits": p.fits(), "peak_bytes": p.plan.peak(),
+                "peak_gpu_memory_bytes": p.allocator_peak, "available_bytes": p.available,
+                "held_bytes": p.plan.held(), "setup_only_bytes": p.plan.setup_only,
+                "plan": p.plan.kinds,
+            })
+        }
+        Err(e) => {
+            if print {
+                println!("memory plan: {what}: cannot be held: {e}");
+            }
+            serde_json::json!({ "fits": false, "error": format!("{e}") })
+        }
+    };
+    if json["fits"] != true {
+        let largest = stylizer.largest_fitting(job);
+        if print {
+            match largest {
+                Some(s) => println!("  the largest --size that fits: {s}"),
+                None => println!("  no --size fits"),
+            }
+        }
+        json["largest_fitting_size"] = serde_json::json!(largest);
+    }
+    json
+}
+
+/// Tiles for `job` when its plan does not fit whole and no `--tile` was given, said; the tile
+/// plan said. Returns the report's settings for them (`tile`, `tiles`).
+pub fn take_tiles(
+    stylizer: &Stylizer, job: &mut Job,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut settings = serde_json::Map::new();
     if let Some(tile) = stylizer.fitting_tile(job) {
         crate::say!("the run does not fit whole: in tiles of {tile} px instead (--tile {tile})");
         job.settings.tile = Some(tile);
-        settings["tile"] = tile.into();
+        settings.insert("tile".into(), tile.into());
     }
     if let Some(plan) = stylizer.tile_plan(job)? {
         let (h, w) = plan.size;
@@ -167,13 +179,17 @@ pub(super) fn take_tiles(
             plan.tile,
             plan.halo
         );
-        settings["tiles"] = serde_json::json!({
+        let tiles = serde_json::json!({
             "tile": plan.tile, "halo": plan.halo, "count": plan.tiles.len()
         });
+        settings.insert("tiles".into(), tiles);
     }
-    Ok(())
+    Ok(settings)
 }
 
+/// Each style with its share of the style loss and its mask (the file, or the region map and
+/// colour, and the fraction of the picture it covers; null without masks): the report's and
+/// the preview's list of styles.
 fn styles_json(args: &StylizeArgs, job: &Job) -> Result<serde_json::Value> {
     let paths = args.styles()?;
     let total: f64 = job.styles.iter().map(|s| s.1).sum();
@@ -188,6 +204,15 @@ fn styles_json(args: &StylizeArgs, job: &Job) -> Result<serde_json::Value> {
         })
         .collect();
     Ok(serde_json::Value::Array(list))
+}
+
+/// `fields` set in the JSON object `settings`.
+pub(super) fn merge(
+    settings: &mut serde_json::Value, fields: serde_json::Map<String, serde_json::Value>,
+) {
+    if let Some(object) = settings.as_object_mut() {
+        object.extend(fields);
+    }
 }
 
 pub(super) fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {

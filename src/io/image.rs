@@ -46,6 +46,14 @@ pub fn load_original(path: &Path) -> Result<Original> {
 }
 
 impl Original {
+    /// A picture from 8-bit RGB values, row by row (None: an empty picture, or a count of
+    /// values that is not 3 x width x height).
+    pub fn from_pixels(width: usize, height: usize, rgb: Vec<u8>) -> Option<Original> {
+        let side = |n: usize| u32::try_from(n).ok().filter(|&n| n > 0);
+        let rgb = RgbImage::from_raw(side(width)?, side(height)?, rgb)?;
+        Some(Original { rgb, icc: None })
+    }
+
     /// Resized (Lanczos3) to a longest side of `n` px; unchanged, bit for bit, at its own size.
     pub fn at(&self, n: usize) -> Image {
         from_rgb(&resize_longest(self.rgb.clone(), n))

@@ -44,6 +44,17 @@ impl StyleMask {
         StyleMask { source, plane }
     }
 
+    /// From values in [0, 1], row by row (None: an empty mask, or a count of values that is
+    /// not width x height).
+    pub fn from_values(
+        width: usize, height: usize, values: Vec<f32>, source: String,
+    ) -> Option<StyleMask> {
+        let side = |n: usize| u32::try_from(n).ok().filter(|&n| n > 0);
+        let values = values.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
+        let plane = Plane::from_raw(side(width)?, side(height)?, values)?;
+        Some(StyleMask { source, plane })
+    }
+
     /// Reads a mask image (PNG or JPEG; its luminance); a file that is no image is an
     /// [`Error::BadFile`] naming it.
     pub fn open(path: &Path) -> Result<StyleMask> {

@@ -7,6 +7,7 @@
 //! logged evaluation with its image) and returns an [`Outcome`]; errors are typed ([`Error`]).
 //! See the crate's front page for a complete example.
 
+mod devices;
 mod engine;
 mod error;
 mod inputs;
@@ -16,8 +17,12 @@ mod outcome;
 mod run;
 mod settings;
 mod stylizer;
+mod stylizers;
 pub mod tuning;
 
+pub use crate::io::image::Original;
+pub use crate::model::Image;
+pub use devices::{devices, Device};
 pub use engine::{host_available, Engine, EngineChoice, Planned};
 pub use error::{Error, Result};
 pub use inputs::{open_image, upsample, Job, ScaleImages};
@@ -26,3 +31,4 @@ pub use observer::{Observer, Quiet, ScaleStart, StepDone};
 pub use outcome::{Ending, LogEntry, Outcome, ScaleReport};
 pub use settings::{Init, Optimizer, PreserveColors, Settings, DEFAULT_SIZE};
 pub use stylizer::{Losses, Stylizer};
+pub use stylizers::{load_weights, Stylizers};

@@ -1,0 +1,130 @@
+//! `stylize`'s options from (name, value) pairs — a batch manifest's columns, Python's keyword
+//! arguments — parsed by the same clap parser as the flags, so every front end validates a
+//! setting exactly as `impasto stylize` does and names it the same way.
+
+use clap::{Args, Command, FromArgMatches};
+
+use super::flags::JobOptions;
+
+/// Options that belong to an engine rather than to one job (a batch's, a Python
+/// `Stylizer`'s): a job may not set them.
+pub const ENGINE_WIDE: &[&str] = &["engine", "storage", "tiling"];
+
+/// Options that write files or serve pages beside a command's output: a front end that hands
+/// back the picture itself (Python) refuses them.
+pub const COMMAND_OUTPUTS: &[&str] = &[
+    "report",
+    "plot",
+    "save-every",
+    "preview",
+    "preview-hold",
+    "dry-run",
+    "bit-depth",
+];
+
+/// A key as a long option's name: `style_weight`, `Style-Weight` → `style-weight`.
+pub fn flag_name(key: &str) -> String {
+    key.trim().to_lowercase().replace('_', "-")
+}
+
+/// The long names of the options a job takes.
+pub fn names() -> Vec<String> {
+    JobOptions::augment_args(Command::new("options"))
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(String::from))
+        .collect()
+}
+
+/// The options' defaults (the flags' defaults, `IMPASTO_ENGINE` included).
+pub fn defaults() -> JobOptions {
+    let command = JobOptions::augment_args(Command::new("options").no_binary_name(true));
+    let matches = command
+        .try_get_matches_from(std::iter::empty::<String>())
+        .expect("every option has a default or is optional");
+    JobOptions::from_arg_matches(&matches).expect("the defaults parse")
+}
+
+/// `defaults` with `pairs` (long name or snake_case key, value as on the command line)
+/// applied; an unknown name or a bad value is an error naming it, in clap's words. A value
+/// `true` of a bare flag (`seamless`) sets it, `false` leaves it unset.
+pub fn apply(defaults: &JobOptions, pairs: &[(String, String)]) -> Result<JobOptions, String> {
+    let known = names();
+    let mut argv = Vec::new();
+    for (key, value) in pairs {
+        let name = flag_name(key);
+        if !known.contains(&name) {
+            return Err(format!("unknown setting {key:?} (not a stylize option)"));
+        }
+        match (is_bare_flag(&name), value.as_str()) {
+            (true, "true") => argv.push(format!("--{name}")),
+            (true, "false") => {}
+            _ => argv.push(format!("--{name}={value}")),
+        }
+    }
+    // Without their defaults, only the options named are set by the update.
+    let command = JobOptions::augment_args(Command::new("options").no_binary_name(true))
+        .mut_args(|a| a.default_value(None).env(None));
+    let matches = command.try_get_matches_from(argv).map_err(|e| {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        first.trim_start_matches("error: ").to_string()
+    })?;
+    let mut options = defaults.clone();
+    options
+        .update_from_arg_matches(&matches)
+        .map_err(|e| e.to_string())?;
+    Ok(options)
+}
+
+/// A flag that takes no value (`--seamless`, `--dry-run`).
+fn is_bare_flag(name: &str) -> bool {
+    JobOptions::augment_args(Command::new("options"))
+        .get_arguments()
+        .find(|a| a.get_long() == Some(name))
+        .is_some_and(|a| !a.get_action().takes_values())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::options::{apply, defaults};
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pairs_are_validated_as_flags() {
+        let d = defaults();
+        assert_eq!(d.size, crate::job::DEFAULT_SIZE);
+        let o = apply(
+            &d,
+            &pairs(&[
+                ("style_weight", "1e4"),
+                ("seamless", "true"),
+                ("size", "64"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((o.style_weight, o.seamless, o.size), (1e4, true, 64));
+        let o = apply(
+            &d,
+            &pairs(&[("content-layers", "block1_conv1,block2_conv1")]),
+        )
+        .unwrap();
+        assert_eq!(o.layers.content_layers, ["block1_conv1", "block2_conv1"]);
+        assert!(
+            !apply(&d, &pairs(&[("seamless", "false")]))
+                .unwrap()
+                .seamless
+        );
+        let bad = apply(&d, &pairs(&[("style_weight", "-1")])).unwrap_err();
+        assert!(
+            bad.contains("--style-weight") && bad.contains("must be positive"),
+            "{bad}"
+        );
+        let unknown = apply(&d, &pairs(&[("colour", "red")])).unwrap_err();
+        assert!(unknown.contains("\"colour\""), "{unknown}");
+    }
+}

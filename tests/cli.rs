@@ -822,3 +822,23 @@ fn bench_refuses_unknown_tiling() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--tiling"), "{}", stderr(&o));
 }
+
+/// On a headless machine (no display, XDG_RUNTIME_DIR unset) looking at the GPUs prints
+/// nothing on stderr: only the backends the design names are probed (GL's EGL and Wayland
+/// probing complained there).
+#[test]
+fn devices_on_a_headless_machine_leave_stderr_clean() {
+    let out = Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .arg("devices")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("DISPLAY")
+        .env_remove("WGPU_BACKEND")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "stderr should be clean");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.starts_with("cpu: CPU engine"), "{listed}");
+    assert!(!listed.contains("(Gl,"), "GL was probed: {listed}");
+}

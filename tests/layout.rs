@@ -449,10 +449,15 @@ fn the_python_extension_only_translates() {
             }
         }
     }
-    assert!(named.contains("impasto::cli::options"), "the parser is used: {named:?}");
+    assert!(
+        named.contains("impasto::cli::options"),
+        "the parser is used: {named:?}"
+    );
     for n in &named {
         assert!(
-            PYTHON_MAY_USE.iter().any(|ok| n == ok || n.starts_with(&format!("{ok}::"))),
+            PYTHON_MAY_USE
+                .iter()
+                .any(|ok| n == ok || n.starts_with(&format!("{ok}::"))),
             "python/src names {n}: the extension goes through impasto::job and the CLI's parser"
         );
     }

@@ -71,6 +71,9 @@ fn job_of(
 struct Stylizer {
     defaults: JobOptions,
     stylizers: Mutex<Stylizers>,
+    /// "gpu" or "cpu" (kept apart from the stylizers, which a running job holds).
+    #[pyo3(get)]
+    engine: &'static str,
     /// Which engine runs, and why.
     #[pyo3(get)]
     engine_choice: String,
@@ -147,6 +150,7 @@ impl Stylizer {
         };
         Ok(Stylizer {
             defaults,
+            engine: stylizers.engine().name(),
             stylizers: Mutex::new(stylizers),
             engine_choice,
         })

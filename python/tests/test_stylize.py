@@ -118,3 +118,12 @@ def test_devices_lists_the_cpu_engine_first():
 def test_help_shows_the_docstrings():
     assert "log_every" in impasto.Stylizer.stylize.__doc__
     assert "float32" in impasto.stylize.__doc__
+
+
+def test_bare_flags_take_true_and_false(cpu):
+    settings = dict(TINY, steps=2)
+    kept = cpu.stylize(CONTENT, STYLE, preserve_colors=True, **settings)
+    assert np.array_equal(kept, cpu.stylize(CONTENT, STYLE, preserve_colors="luminance", **settings))
+    plain = cpu.stylize(CONTENT, STYLE, preserve_colors=False, **settings)
+    assert np.array_equal(plain, cpu.stylize(CONTENT, STYLE, **settings))
+    assert not np.array_equal(kept, plain)

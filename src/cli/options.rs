@@ -45,8 +45,9 @@ pub fn defaults() -> JobOptions {
 }
 
 /// `defaults` with `pairs` (long name or snake_case key, value as on the command line)
-/// applied; an unknown name or a bad value is an error naming it, in clap's words. A value
-/// `true` of a bare flag (`seamless`) sets it, `false` leaves it unset.
+/// applied; an unknown name or a bad value is an error naming it, in clap's words. `true` for
+/// a flag that may stand bare (`seamless`, `preserve-colors`) gives it bare, `false` leaves it
+/// unset.
 pub fn apply(defaults: &JobOptions, pairs: &[(String, String)]) -> Result<JobOptions, String> {
     let known = names();
     let mut argv = Vec::new();
@@ -55,7 +56,7 @@ pub fn apply(defaults: &JobOptions, pairs: &[(String, String)]) -> Result<JobOpt
         if !known.contains(&name) {
             return Err(format!("unknown setting {key:?} (not a stylize option)"));
         }
-        match (is_bare_flag(&name), value.as_str()) {
+        match (may_stand_bare(&name), value.as_str()) {
             (true, "true") => argv.push(format!("--{name}")),
             (true, "false") => {}
             _ => argv.push(format!("--{name}={value}")),
@@ -76,12 +77,15 @@ pub fn apply(defaults: &JobOptions, pairs: &[(String, String)]) -> Result<JobOpt
     Ok(options)
 }
 
-/// A flag that takes no value (`--seamless`, `--dry-run`).
-fn is_bare_flag(name: &str) -> bool {
+/// A flag that takes no value (`--seamless`) or may go without one (`--preserve-colors`).
+fn may_stand_bare(name: &str) -> bool {
     JobOptions::augment_args(Command::new("options"))
         .get_arguments()
         .find(|a| a.get_long() == Some(name))
-        .is_some_and(|a| !a.get_action().takes_values())
+        .is_some_and(|a| {
+            let optional = a.get_num_args().is_some_and(|n| n.min_values() == 0);
+            !a.get_action().takes_values() || optional
+        })
 }
 
 #[cfg(test)]

@@ -54,9 +54,30 @@ pub struct AdapterSummary {
 }
 
 fn instance() -> wgpu::Instance {
+    quiet_headless_vulkan();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.flags = super::validation::instance_flags();
+    // The backends the design names: Vulkan, Metal, DX12. GL only when WGPU_BACKEND asks for
+    // it: probing it on a headless machine prints EGL's and Wayland's complaints on stderr.
+    if std::env::var_os("WGPU_BACKEND").is_none() {
+        desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    }
     wgpu::Instance::new(desc)
+}
+
+/// Mesa's device-select layer (implicit: on every Vulkan instance where Mesa is installed)
+/// connects to Wayland to find the default GPU, and on a headless machine libwayland prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set" twice. impasto ranks the adapters itself, so
+/// there (no XDG_RUNTIME_DIR, and NODEVICE_SELECT not set by the user) the layer is turned off
+/// by its own switch, once, before the first instance.
+fn quiet_headless_vulkan() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let set = |v: &str| std::env::var_os(v).is_some();
+        if !set("XDG_RUNTIME_DIR") && !set("NODEVICE_SELECT") {
+            std::env::set_var("NODEVICE_SELECT", "1");
+        }
+    });
 }
 
 fn type_rank(t: wgpu::DeviceType) -> u8 {

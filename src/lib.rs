@@ -34,8 +34,9 @@
 //! `reference` (the f64 CPU reference the engines are tested against), `gpu` and `kernels`
 //! (wgpu, and the WGSL kernels beside their launchers), `pipeline` (the GPU session), `cpu`
 //! (the CPU engine), `weights` and `io` (files), `job` (the library API), `preview`, `video`
-//! (frames, optical flow, warping), and
-//! `cli` (flags in, printing out). `docs/architecture.md` has the rules.
+//! (frames, optical flow, warping), `options` (the settings every front end takes, and their
+//! one parser), `serve` (the app: a web server over the library), and `cli` (flags in,
+//! printing out). `docs/architecture.md` has the rules.
 
 pub mod cli;
 pub mod cpu;
@@ -44,8 +45,10 @@ pub mod io;
 pub mod job;
 pub mod kernels;
 pub mod model;
+pub mod options;
 pub mod pipeline;
 pub mod preview;
 pub mod reference;
+pub mod serve;
 pub mod video;
 pub mod weights;

@@ -2,8 +2,9 @@
 //! size, a report that grows, events in order and a final outcome), bad requests get 4xx, a
 //! taken port is refused before any work, and the plot has a point per report entry.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
+
+use common::http;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,43 +28,10 @@ fn stylize(dir: &Path, size: &str, steps: &str, extra: &[&str]) -> Command {
     c
 }
 
-/// A raw HTTP/1.1 exchange: status code, headers and body.
-fn http(addr: &str, request: &str) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    (code, head, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 2 + n + 2..];
-    }
-}
-
 fn get(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
     http(
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
 }
 
@@ -197,7 +165,7 @@ fn the_preview_routes_answer_while_the_run_runs() {
     // A reconnection resumes after the last event it saw.
     let (_, _, body) = http(
         &addr,
-        &format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nLast-Event-ID: {}\r\nConnection: close\r\n\r\n", n - 1),
+        format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nLast-Event-ID: {}\r\nConnection: close\r\n\r\n", n - 1),
     );
     let body = String::from_utf8(body).unwrap();
     assert!(

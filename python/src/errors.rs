@@ -6,8 +6,8 @@
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use impasto::cli::FlagError;
 use impasto::job;
+use impasto::options::FlagError;
 
 /// Why a run stopped: the library's error, or an exception raised by Python code it called
 /// (the callback, the progress bar, KeyboardInterrupt), which goes on up unchanged.

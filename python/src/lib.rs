@@ -1,7 +1,7 @@
 //! impasto's Python extension, `impasto._impasto`: paths and numpy arrays in, numpy arrays
-//! out. It converts and nothing more: settings are parsed by the command line's own parser
-//! (`impasto::cli::options`), a job is made as `impasto stylize` makes it
-//! (`impasto::cli::inputs`), and the library runs it (`impasto::job`). The package around it
+//! out. It converts and nothing more: settings are parsed by the command line's own parser and
+//! the job made as `impasto stylize` makes it (`impasto::options`), and the library runs it
+//! (`impasto::job`). The package around it
 //! (`python/impasto/__init__.py`) takes PIL images, wraps the callback and draws a progress
 //! bar.
 
@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use impasto::cli::flags::JobOptions;
-use impasto::cli::{inputs, options, stylize, tune};
+use impasto::cli::tune;
 use impasto::job::{self, Ending, Job, Stylizers};
+use impasto::options::{self, JobOptions};
 
 use arrays::{mask, picture, to_array};
 use errors::{bad_setting, failure, py_error, Failure};
@@ -62,7 +62,7 @@ fn job_of(
     let masks = style_masks
         .map(|ms| ms.iter().enumerate().map(|(i, m)| mask(m, i)).collect())
         .transpose()?;
-    inputs::assemble(o, content, styles, masks).map_err(|e| failure(py, e))
+    options::assemble(o, content, styles, masks).map_err(|e| failure(py, e))
 }
 
 /// An engine, weights and loss settings kept for many calls: the weights are read once and
@@ -107,13 +107,13 @@ impl Stylizer {
         &self, py: Python<'_>, o: &JobOptions, mut job: Job,
         f: impl FnOnce(&mut job::Stylizer, Arc<Job>) -> Result<T, Failure> + Send,
     ) -> PyResult<T> {
-        let losses = inputs::losses_of(o);
+        let losses = options::losses_of(o);
         let (weights, max_memory) = (o.weights.clone(), o.max_memory);
         let result = py.detach(|| {
             let mut all = self.stylizers.lock().unwrap_or_else(|p| p.into_inner());
             let stylizer = all.get(weights, &losses)?;
             stylizer.set_max_memory(max_memory);
-            stylize::take_tiles(stylizer, &mut job).map_err(job::Error::from)?;
+            options::take_tiles(stylizer, &mut job).map_err(job::Error::from)?;
             f(stylizer, Arc::new(job))
         });
         result.map_err(|e| e.into_py(py))
@@ -140,7 +140,7 @@ impl Stylizer {
         let (engine, why) = chosen.map_err(|e| failure(py, e))?;
         // The weights read and the layers checked now: a bad one is refused here.
         let mut stylizers = Stylizers::new(engine);
-        let losses = inputs::losses_of(&defaults);
+        let losses = options::losses_of(&defaults);
         let weights = defaults.weights.clone();
         let made = py.detach(|| stylizers.get(weights, &losses).map(|_| ()));
         made.map_err(|e| Failure::from(e).into_py(py))?;
@@ -210,9 +210,7 @@ impl Stylizer {
         let job = job_of(py, &o, &content, &styles, style_masks)?;
         let json = self.with_job(py, &o, job, |stylizer, job| {
             stylizer.check_scales(&job)?;
-            let mut json = stylize::plan_json(stylizer, &job, false);
-            json["tile"] = job.settings.tile.into();
-            Ok(json)
+            Ok(options::plan_json(stylizer, &job, |_, _| {}))
         })?;
         arrays::from_json(py, &json)
     }

@@ -304,7 +304,7 @@ fn run_job(
     let mut settings = super::stylize::settings_json(&args, stylizer.weights());
     super::stylize::merge(
         &mut settings,
-        super::stylize::take_tiles(stylizer, &mut job)?,
+        crate::options::take_tiles(stylizer, &mut job)?,
     );
     let outputs = Outputs {
         job: &job,

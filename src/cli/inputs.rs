@@ -5,58 +5,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::flags::{FlagError, JobOptions, StylizeArgs};
+use super::flags::{FlagError, StylizeArgs};
 use super::observers::{intermediate_path, save_step};
-use crate::io::image::Original;
 use crate::io::same_file::{check_distinct, Named};
-use crate::job::{open_image, Init, Job, Losses, Settings, StyleMask};
-use crate::model::AdamConfig;
+use crate::job::{open_image, Job, Losses, Settings, StyleMask};
+use crate::options;
 use crate::weights::{self, Weights};
 
 /// The job's settings from the flags.
 pub fn settings(args: &StylizeArgs) -> Settings {
-    settings_of(&args.options)
-}
-
-/// The job's settings from the options any job command takes.
-pub fn settings_of(o: &JobOptions) -> Settings {
-    Settings {
-        size: o.size,
-        min_size: o.min_size,
-        initial_steps: o.initial_steps,
-        steps: o.steps,
-        style_scale: o.style_scale,
-        optimizer: o.optimizer,
-        history: o.history,
-        average: o.average,
-        adam: AdamConfig {
-            lr: o.lr,
-            beta1: o.beta1,
-            beta2: o.beta2,
-            eps: o.eps,
-        },
-        preserve_colors: o.preserve_colors,
-        log_every: o.log_every,
-        tile: o.tile,
-    }
+    options::settings_of(&args.options)
 }
 
 /// The loss settings from the flags.
 pub fn losses(args: &StylizeArgs) -> Losses {
-    losses_of(&args.options)
-}
-
-/// The loss settings from the options any job command takes.
-pub fn losses_of(o: &JobOptions) -> Losses {
-    Losses {
-        content_layers: o.layers.content_layers.clone(),
-        style_layers: o.layers.style_layers.clone(),
-        content_weight: o.content_weight,
-        style_weight: o.style_weight,
-        tv_weight: o.tv_weight,
-        pooling: o.pooling,
-        seamless: o.seamless,
-    }
+    options::losses_of(&args.options)
 }
 
 /// Checks the flags and output paths, then loads the weights (fetched when none are named).
@@ -123,37 +86,7 @@ pub fn load_job(args: &StylizeArgs) -> Result<Job> {
                 .collect::<Result<Vec<_>>>()?,
         ),
     };
-    assemble(&args.options, content, styles, style_masks)
-}
-
-/// The job from images already read (by `stylize` from files, by Python from arrays too):
-/// the styles with `--style-blend`'s weights (a count that differs is refused, naming the
-/// flag), the masks, the `--init` start and the settings.
-pub fn assemble(
-    o: &JobOptions, content: Original, styles: Vec<Original>, style_masks: Option<Vec<StyleMask>>,
-) -> Result<Job> {
-    let blend = o.style_blend.clone().unwrap_or(vec![1.0; styles.len()]);
-    if blend.len() != styles.len() {
-        return Err(FlagError(format!(
-            "--style-blend has {} weights for {} style images",
-            blend.len(),
-            styles.len()
-        ))
-        .into());
-    }
-    let init = match o.init.as_str() {
-        "content" => Init::Content,
-        "noise" => Init::Noise(o.seed),
-        path => Init::Image(open_image(Path::new(path)).context("--init")?),
-    };
-    Ok(Job {
-        content,
-        styles: styles.into_iter().zip(blend).collect(),
-        style_masks,
-        temporal: None,
-        init,
-        settings: settings_of(o),
-    })
+    options::assemble(&args.options, content, styles, style_masks)
 }
 
 /// Refuses, before any work, an output (`--output`, `--report`, a `--save-every` file) that

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::flags::{FlagError, JobOptions};
-use super::options::ENGINE_WIDE;
+use crate::options::{self, ENGINE_WIDE};
 
 /// One job of the manifest.
 #[derive(Clone, Debug)]
@@ -41,7 +41,7 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Row>> {
     } else {
         csv_records(&text)
     };
-    let known = super::options::names();
+    let known = options::names();
     let mut rows = Vec::new();
     for record in records.map_err(|e| FlagError(format!("manifest {}: {e}", path.display())))? {
         let line = record.0;
@@ -124,7 +124,7 @@ fn row((line, cells): Record, dir: &Path, known: &[String]) -> Result<Row, Strin
     let (mut content, mut styles, mut output) = (None, Vec::new(), None);
     let mut options = Vec::new();
     for (key, value) in cells {
-        let name = super::options::flag_name(&key);
+        let name = options::flag_name(&key);
         match name.as_str() {
             "content" => content = Some(path(&value)),
             "style" => styles = value.split(';').map(|s| path(s.trim())).collect(),
@@ -160,5 +160,5 @@ fn row((line, cells): Record, dir: &Path, known: &[String]) -> Result<Row, Strin
 /// The batch's defaults with `row`'s options applied; a bad value is an error naming the
 /// column (the message clap gives for the flag).
 pub fn options_for(defaults: &JobOptions, row: &Row) -> Result<JobOptions, String> {
-    super::options::apply(defaults, &row.options)
+    options::apply(defaults, &row.options)
 }

@@ -8,8 +8,8 @@ pub mod flags;
 pub mod inputs;
 pub mod manifest;
 pub mod observers;
-pub mod options;
 pub mod plan;
+pub mod serve;
 pub mod stylize;
 pub mod tune;
 pub mod video;
@@ -25,6 +25,7 @@ pub fn run(cli: &Cli) -> i32 {
         Command::Stylize(args) => stylize::run(args, adapter),
         Command::Batch(args) => batch::run(args, adapter),
         Command::Video(args) => video::run(args, adapter),
+        Command::Serve(args) => serve::run(args, adapter),
         Command::Devices => devices::run().map(|_| 0),
         Command::Bench(args) => bench::command(args, adapter).map(|_| 0),
         Command::Tune(args) => tune::run(args, adapter).map(|_| 0),

@@ -14,6 +14,7 @@ use super::inputs::{check_and_load_weights, load_job, losses};
 use super::observers::{CommandObservers, Outputs};
 use super::plan;
 use crate::job::{Job, Stylizer};
+use crate::options;
 use crate::preview::Preview;
 use crate::weights::Weights;
 
@@ -39,7 +40,7 @@ pub fn run(args: &StylizeArgs, adapter: Option<&str>) -> Result<i32> {
     stylizer = stylizer.with_max_memory(args.options.max_memory);
     let mut job = load_job(args)?;
     settings["styles"] = styles_json(args, &job)?;
-    merge(&mut settings, take_tiles(&stylizer, &mut job)?);
+    merge(&mut settings, options::take_tiles(&stylizer, &mut job)?);
     if let Some(p) = &preview {
         p.set_head(preview_head(&stylizer, &job, settings.clone()));
     }
@@ -111,7 +112,19 @@ fn preview_head(stylizer: &Stylizer, job: &Job, settings: serde_json::Value) -> 
 fn dry_run(
     args: &StylizeArgs, stylizer: &Stylizer, job: &Job, settings: serde_json::Value,
 ) -> Result<i32> {
-    let mut json = plan_json(stylizer, job, true);
+    let (fh, fw) = job.output_size();
+    let what = format!("{fw}x{fh}, {}", stylizer.engine().describe());
+    let mut json = options::plan_json(stylizer, job, |planned, largest| {
+        match planned {
+            Ok(p) => plan::print(p, &what),
+            Err(e) => println!("memory plan: {what}: cannot be held: {e}"),
+        }
+        match largest {
+            Some(Some(s)) => println!("  the largest --size that fits: {s}"),
+            Some(None) => println!("  no --size fits"),
+            None => {}
+        }
+    });
     json["dry_run"] = true.into();
     json["settings"] = settings;
     let fits = json["fits"] == true;
@@ -120,71 +133,6 @@ fn dry_run(
         crate::io::atomic::write_atomic(path, |f| Ok(f.write_all(text.as_bytes())?))?;
     }
     Ok(if fits { 0 } else { 1 })
-}
-
-/// The memory plan of `job`'s largest scale as the report gives it (`fits`, `peak_bytes`, the
-/// plan by kind, ...; `error` when it cannot be held, and `largest_fitting_size` when it does
-/// not fit), printed as `--dry-run` prints it when `print`.
-pub fn plan_json(stylizer: &Stylizer, job: &Job, print: bool) -> serde_json::Value {
-    let (fh, fw) = job.output_size();
-    let what = format!("{fw}x{fh}, {}", stylizer.engine().describe());
-    let mut json = match stylizer.plan(job, job.settings.size) {
-        Ok(p) => {
-            if print {
-                plan::print(&p, &what);
-            }
-            serde_json::json!({
-                "fits": p.fits(), "peak_bytes": p.plan.peak(),
-                "peak_gpu_memory_bytes": p.allocator_peak, "available_bytes": p.available,
-                "held_bytes": p.plan.held(), "setup_only_bytes": p.plan.setup_only,
-                "plan": p.plan.kinds,
-            })
-        }
-        Err(e) => {
-            if print {
-                println!("memory plan: {what}: cannot be held: {e}");
-            }
-            serde_json::json!({ "fits": false, "error": format!("{e}") })
-        }
-    };
-    if json["fits"] != true {
-        let largest = stylizer.largest_fitting(job);
-        if print {
-            match largest {
-                Some(s) => println!("  the largest --size that fits: {s}"),
-                None => println!("  no --size fits"),
-            }
-        }
-        json["largest_fitting_size"] = serde_json::json!(largest);
-    }
-    json
-}
-
-/// Tiles for `job` when its plan does not fit whole and no `--tile` was given, said; the tile
-/// plan said. Returns the report's settings for them (`tile`, `tiles`).
-pub fn take_tiles(
-    stylizer: &Stylizer, job: &mut Job,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let mut settings = serde_json::Map::new();
-    if let Some(tile) = stylizer.fitting_tile(job) {
-        crate::say!("the run does not fit whole: in tiles of {tile} px instead (--tile {tile})");
-        job.settings.tile = Some(tile);
-        settings.insert("tile".into(), tile.into());
-    }
-    if let Some(plan) = stylizer.tile_plan(job)? {
-        let (h, w) = plan.size;
-        crate::say!(
-            "tiled evaluation: {} tiles of {} px, halo {} px, at {w}x{h}",
-            plan.tiles.len(),
-            plan.tile,
-            plan.halo
-        );
-        let tiles = serde_json::json!({
-            "tile": plan.tile, "halo": plan.halo, "count": plan.tiles.len()
-        });
-        settings.insert("tiles".into(), tiles);
-    }
-    Ok(settings)
 }
 
 /// Each style with its share of the style loss and its mask (the file, or the region map and

@@ -13,13 +13,14 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::flags::{FlagError, VideoArgs};
-use super::inputs::{load_weights, losses_of, settings_of};
+use super::inputs::load_weights;
 use super::observers::PreviewFeed;
 use super::stylize::handle_ctrl_c;
 use crate::io::same_file::{check_distinct, Named};
 use crate::job::{open_image, Ending, Init, Job, Quiet, Stylizer};
 use crate::model::temporal::Temporal;
 use crate::model::Image;
+use crate::options::{losses_of, settings_of};
 use crate::preview::Preview;
 use crate::video::flow::{flow, FlowSettings, Plane};
 use crate::video::frames::{is_video, Frame, Sink, Source};

@@ -230,6 +230,15 @@ fn from_rgb(img: &RgbImage) -> Image {
     Image { h, w, data }
 }
 
+/// An image as an 8-bit PNG in memory.
+pub fn png_bytes(img: &Image) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    to_rgb(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("encoding into memory cannot fail");
+    out.into_inner()
+}
+
 pub fn to_rgb(img: &Image) -> RgbImage {
     let (h, w) = (img.h, img.w);
     RgbImage::from_fn(w as u32, h as u32, |x, y| {

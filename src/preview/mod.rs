@@ -57,15 +57,6 @@ pub struct Preview {
     pub url: String,
 }
 
-/// Encodes an image as an 8-bit PNG in memory.
-fn png(img: &Image) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    crate::io::image::to_rgb(img)
-        .write_to(&mut out, image::ImageFormat::Png)
-        .expect("encoding into memory cannot fail");
-    out.into_inner()
-}
-
 impl Preview {
     /// Listens on `addr` (port 0: one the system picks) and starts serving.
     pub fn start(addr: &str) -> Result<Preview> {
@@ -102,7 +93,7 @@ impl Preview {
                 .name("preview-png".into())
                 .spawn(move || {
                     for img in images {
-                        let bytes = Arc::new(png(&img));
+                        let bytes = Arc::new(crate::io::image::png_bytes(&img));
                         shared.lock().image_png = Some(bytes);
                         shared.encoding.store(false, Ordering::SeqCst);
                     }
@@ -144,7 +135,7 @@ impl Preview {
 
     /// The end of the run: the final report and image, and a last event with the outcome.
     pub fn finish(&self, report: String, outcome: &str, seconds: f64, image: &Image) {
-        let bytes = Arc::new(png(image));
+        let bytes = Arc::new(crate::io::image::png_bytes(image));
         let mut s = self.shared.lock();
         s.image_png = Some(bytes);
         s.report = Some(report);

@@ -1,10 +1,10 @@
 //! `stylize`'s options from (name, value) pairs — a batch manifest's columns, Python's keyword
-//! arguments — parsed by the same clap parser as the flags, so every front end validates a
-//! setting exactly as `impasto stylize` does and names it the same way.
+//! arguments, the app's settings JSON — parsed by the same clap parser as the flags, so every
+//! front end validates a setting exactly as `impasto stylize` does and names it the same way.
 
 use clap::{Args, Command, FromArgMatches};
 
-use super::flags::JobOptions;
+use super::args::JobOptions;
 
 /// Options that belong to an engine rather than to one job (a batch's, a Python
 /// `Stylizer`'s): a job may not set them.
@@ -77,6 +77,46 @@ pub fn apply(defaults: &JobOptions, pairs: &[(String, String)]) -> Result<JobOpt
     Ok(options)
 }
 
+/// The options' long names with their help (the flags' own) and the value each has in
+/// `options` (None: unset), for a front end's form.
+pub fn described(options: &JobOptions) -> Vec<(String, String, Option<String>)> {
+    let values = serde_json::to_value(options).unwrap_or_default();
+    JobOptions::augment_args(Command::new("options"))
+        .get_arguments()
+        .filter_map(|a| {
+            let name = a.get_long()?.to_string();
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let value = match &values[name.replace('-', "_")] {
+                serde_json::Value::Null => None,
+                v => Some(plain(v)),
+            };
+            Some((name, help, value))
+        })
+        .collect()
+}
+
+/// A JSON object's members as (name, value) pairs: strings without their quotes, lists joined
+/// by commas (layers, blend weights), nulls left out.
+pub fn json_pairs(object: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let map = object
+        .as_object()
+        .ok_or("settings: a JSON object of stylize's options, e.g. {\"size\": 256}")?;
+    Ok(map
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), plain(v)))
+        .collect())
+}
+
+/// A JSON value as a flag's value.
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items.iter().map(plain).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
 /// A flag that takes no value (`--seamless`) or may go without one (`--preserve-colors`).
 fn may_stand_bare(name: &str) -> bool {
     JobOptions::augment_args(Command::new("options"))
@@ -90,7 +130,7 @@ fn may_stand_bare(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::cli::options::{apply, defaults};
+    use crate::options::pairs::{apply, defaults, described, json_pairs};
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
         p.iter()
@@ -130,5 +170,12 @@ mod tests {
         );
         let unknown = apply(&d, &pairs(&[("colour", "red")])).unwrap_err();
         assert!(unknown.contains("\"colour\""), "{unknown}");
+        let json = serde_json::json!({"style_layers": ["block1_conv1", "block2_conv1"], "steps": 5, "init": null});
+        let o = apply(&d, &json_pairs(&json).unwrap()).unwrap();
+        assert_eq!((o.layers.style_layers.len(), o.steps), (2, 5));
+        let said = described(&o);
+        let steps = said.iter().find(|d| d.0 == "steps").unwrap();
+        assert_eq!(steps.2.as_deref(), Some("5"));
+        assert!(steps.1.contains("Optimisation steps"), "{steps:?}");
     }
 }

@@ -1,0 +1,221 @@
+"use strict";
+// impasto serve's page: pick a photo and paintings, submit a job (POST /api/jobs), watch it
+// paint through its events, keep every result in the history. Only this server's API is used.
+
+const $ = (id) => document.getElementById(id);
+const state = { content: null, styles: [], options: [], watching: null, events: null };
+
+function thumb(file, into) {
+  const img = document.createElement("img");
+  img.src = URL.createObjectURL(file);
+  img.alt = file.name;
+  img.title = file.name;
+  into.append(img);
+}
+
+function showPicked() {
+  $("content-thumb").replaceChildren();
+  if (state.content) thumb(state.content, $("content-thumb"));
+  $("style-thumbs").replaceChildren();
+  state.styles.forEach((f) => thumb(f, $("style-thumbs")));
+}
+
+function pickers() {
+  $("content").addEventListener("change", (e) => { state.content = e.target.files[0] || null; showPicked(); });
+  $("style").addEventListener("change", (e) => { state.styles = [...e.target.files]; showPicked(); });
+  const zones = [["content-drop", (fs) => { state.content = fs[0]; }],
+                 ["style-drop", (fs) => { state.styles = state.styles.concat(fs); }]];
+  for (const [zone, take] of zones) {
+    $(zone).addEventListener("dragover", (e) => e.preventDefault());
+    $(zone).addEventListener("drop", (e) => { e.preventDefault(); take([...e.dataTransfer.files]); showPicked(); });
+  }
+}
+
+async function fileFrom(url, name) {
+  const blob = await (await fetch(url)).blob();
+  return new File([blob], name, { type: blob.type });
+}
+
+async function gallery() {
+  for (const g of await (await fetch("/api/gallery")).json()) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "style-pick";
+    b.title = `${g.title} (${g.source})`;
+    const img = document.createElement("img");
+    img.src = `/gallery/${g.name}`;
+    img.alt = g.title;
+    b.append(img);
+    b.addEventListener("click", async () => { state.styles.push(await fileFrom(img.src, g.name)); showPicked(); });
+    $("gallery").append(b);
+  }
+}
+
+async function advanced() {
+  state.options = await (await fetch("/api/options")).json();
+  for (const o of state.options) {
+    const label = document.createElement("label");
+    const input = document.createElement("input");
+    input.dataset.setting = o.name;
+    input.placeholder = o.default ?? "";
+    const help = document.createElement("small");
+    help.textContent = o.help;
+    label.append(`${o.name} `, input, help);
+    $("options").append(label);
+  }
+  $("strength").addEventListener("input", sliders);
+  $("brush").addEventListener("input", sliders);
+  sliders();
+}
+
+function defaultOf(name) {
+  const o = state.options.find((x) => x.name === name);
+  return o && o.default !== null ? Number(o.default) : NaN;
+}
+
+function styleWeight() {
+  return Number((defaultOf("style-weight") * 10 ** (Number($("strength").value) - 2)).toPrecision(2));
+}
+
+function sliders() {
+  $("strength-out").textContent = `style weight ${styleWeight().toExponential(1)}`;
+  $("brush-out").textContent = `${$("brush").value}x`;
+}
+
+const PRESETS = {
+  draft: { size: 256, steps: 100 },
+  standard: { size: 512, min_size: 256, steps: 150 },
+  large: { size: 1024, min_size: 256, steps: 150 },
+};
+
+// The form as stylize's settings: the plain controls first, then any advanced field filled.
+function settings() {
+  const s = { ...PRESETS[$("quality").value], style_weight: styleWeight(), style_scale: Number($("brush").value) };
+  if ($("colours").checked) s.preserve_colors = "luminance";
+  if ($("seamless").checked) s.seamless = true;
+  for (const input of $("options").querySelectorAll("input")) {
+    if (input.value.trim() !== "") s[input.dataset.setting.replaceAll("-", "_")] = input.value.trim();
+  }
+  return s;
+}
+
+async function submit(e) {
+  e.preventDefault();
+  $("error").textContent = "";
+  if (!state.content || state.styles.length === 0) {
+    $("error").textContent = "Pick a photo and at least one painting.";
+    return;
+  }
+  const form = new FormData();
+  form.append("content", state.content);
+  state.styles.forEach((f) => form.append("style", f));
+  form.append("settings", JSON.stringify(settings()));
+  const r = await fetch("/api/jobs", { method: "POST", body: form });
+  const body = await r.json();
+  if (!r.ok) {
+    $("error").textContent = body.error;
+    return;
+  }
+  watch(body.id);
+  history();
+}
+
+function describe(job) {
+  if (job.status === "queued") return job.position ? `waiting: ${job.position} jobs ahead` : "next in line";
+  if (job.status === "running") {
+    const eta = job.eta_seconds ? `, about ${Math.ceil(job.eta_seconds)} s left` : "";
+    return `painting: step ${job.step} of ${job.steps}${eta}`;
+  }
+  return job.error ? `${job.status}: ${job.error}` : job.status;
+}
+
+function show(job) {
+  $("current-status").textContent = describe(job);
+  $("current-progress").value = job.steps ? job.step / job.steps : 0;
+  if (job.losses) {
+    const l = job.losses;
+    $("losses").textContent = `losses: content ${l.content.toExponential(3)}, style ${l.style.toExponential(3)}, total ${l.total.toExponential(3)}`;
+  }
+  const done = job.status === "done";
+  $("cancel").hidden = ["done", "failed", "cancelled"].includes(job.status);
+  $("downloads").hidden = !done;
+  if (done) {
+    $("live").src = `/api/jobs/${job.id}/result`;
+    $("download8").href = `/api/jobs/${job.id}/result`;
+    $("download16").href = `/api/jobs/${job.id}/result?bits=16`;
+  }
+}
+
+function watch(id) {
+  if (state.events) state.events.close();
+  state.watching = id;
+  $("current").hidden = false;
+  $("live").removeAttribute("src");
+  $("current-title").textContent = `Job ${id}`;
+  const events = new EventSource(`/api/jobs/${id}/events`);
+  state.events = events;
+  let job = { id, status: "queued", step: 0, steps: 0 };
+  events.addEventListener("status", (e) => {
+    job = { ...job, ...JSON.parse(e.data) };
+    show(job);
+    if (["done", "failed", "cancelled"].includes(job.status)) { events.close(); history(); }
+  });
+  events.addEventListener("progress", (e) => { job = { ...job, status: "running", ...JSON.parse(e.data) }; show(job); });
+  events.addEventListener("image", (e) => {
+    const d = JSON.parse(e.data);
+    job = { ...job, losses: d.losses };
+    $("live").src = `/api/jobs/${id}/preview.png?v=${d.previews}`;
+    show(job);
+  });
+}
+
+async function again(job) {
+  state.content = await fileFrom(`/api/jobs/${job.id}/content/0`, "content");
+  state.styles = [];
+  for (let i = 0; i < job.styles; i++) state.styles.push(await fileFrom(`/api/jobs/${job.id}/style/${i}`, `style-${i}`));
+  showPicked();
+  $("advanced").open = true;
+  for (const input of $("options").querySelectorAll("input")) {
+    const v = job.settings[input.dataset.setting.replaceAll("-", "_")] ?? job.settings[input.dataset.setting];
+    input.value = v === undefined ? "" : Array.isArray(v) ? v.join(",") : String(v);
+  }
+  $("form").scrollIntoView();
+}
+
+function button(text, action) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.addEventListener("click", action);
+  return b;
+}
+
+async function history() {
+  const jobs = await (await fetch("/api/jobs")).json();
+  const items = jobs.map((job) => {
+    const li = document.createElement("li");
+    li.dataset.id = job.id;
+    const img = document.createElement("img");
+    img.src = job.status === "done" ? `/api/jobs/${job.id}/result` : `/api/jobs/${job.id}/content/0`;
+    img.alt = `job ${job.id}`;
+    const text = document.createElement("span");
+    const when = new Date(job.created * 1000).toLocaleString();
+    text.textContent = `${when}: ${describe(job)}. ${JSON.stringify(job.settings)}`;
+    li.append(img, text, button("Open", () => watch(job.id)), button("Again", () => again(job)),
+              button(job.status === "running" || job.status === "queued" ? "Cancel" : "Delete", async () => {
+                await fetch(`/api/jobs/${job.id}`, { method: "DELETE" });
+                history();
+              }));
+    return li;
+  });
+  $("history").replaceChildren(...items);
+}
+
+$("cancel").addEventListener("click", async () => {
+  if (state.watching) await fetch(`/api/jobs/${state.watching}`, { method: "DELETE" });
+});
+$("form").addEventListener("submit", submit);
+pickers();
+gallery();
+advanced();
+history();

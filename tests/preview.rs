@@ -256,29 +256,11 @@ fn the_plot_has_a_point_per_report_entry() {
     assert_eq!(o.status.code(), Some(2));
 }
 
-/// The browser to test the page with: Debian's `chromium`. CI installs it (`.ci/run`); on a
-/// machine without it the test says so and passes, except under CI, where it fails.
-fn chromium() -> Option<std::path::PathBuf> {
-    let found = ["chromium", "chromium-browser"].iter().find_map(|name| {
-        std::env::var_os("PATH")?
-            .to_str()?
-            .split(':')
-            .map(|d| Path::new(d).join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install chromium for this test (see .ci/run)"
-        );
-        println!("SKIPPED: no chromium on this machine (apt-get install chromium)");
-    }
-    found
-}
-
 #[test]
 fn a_real_browser_shows_the_image_and_a_plot_with_points_during_a_run() {
-    let Some(browser) = chromium() else { return };
+    let Some(browser) = common::program(&["chromium", "chromium-browser"], "chromium") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     // Far more steps than the test waits for: the page is loaded during the run.
     let mut child = stylize(

@@ -547,3 +547,225 @@ fn a_server_killed_mid_job_finishes_every_job_after_a_restart() {
     let (code, _, after) = s.get(&format!("/api/jobs/{first}/result"));
     assert_eq!((code, after), (200, before), "the earlier result intact");
 }
+
+/// A W3C WebDriver session on chromedriver (headless Chromium), ended when dropped.
+struct Browser {
+    driver: Child,
+    addr: String,
+    session: String,
+}
+
+impl Browser {
+    fn start(driver: &Path) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut b = Browser {
+            driver: child,
+            addr,
+            session: String::new(),
+        };
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1280,1100",
+        ];
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome", "goog:chromeOptions": {"args": args}}}});
+        b.session = b.call("POST", "/session", caps)["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        b
+    }
+
+    /// One WebDriver command; its `value`.
+    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let path = match self.session.as_str() {
+            "" => path.to_string(),
+            s => format!("/session/{s}{path}"),
+        };
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        let (code, _, bytes) = http(&self.addr, raw);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(code, 200, "{method} {path}: {json}");
+        json["value"].clone()
+    }
+
+    fn script(&self, script: &str) -> serde_json::Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({"script": script, "args": []}),
+        )
+    }
+
+    fn element(&self, css: &str) -> String {
+        let found = self.call(
+            "POST",
+            "/element",
+            serde_json::json!({"using": "css selector", "value": css}),
+        );
+        found
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            serde_json::json!({"text": text}),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.element(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/click"),
+            serde_json::json!({}),
+        );
+    }
+
+    /// Waits until `script` returns something truthy; returns it.
+    fn until(&self, what: &str, script: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let v = self.script(script);
+            if !(v.is_null() || v == false || v == "") {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "waited for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A screenshot into $IMPASTO_SCREENSHOTS/NAME.png when that is set (docs/serve.md's).
+    fn screenshot(&self, name: &str) {
+        let Some(dir) = std::env::var_os("IMPASTO_SCREENSHOTS") else {
+            return;
+        };
+        use base64::Engine as _;
+        let png = self.call("GET", "/screenshot", serde_json::Value::Null);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{name}.png")), bytes).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.call("DELETE", "", serde_json::Value::Null)
+            }));
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn the_page_in_a_real_browser_paints_downloads_and_loads_a_job_again() {
+    let Some(driver) = common::program(&["chromedriver"], "chromium-driver") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), &["--style-weight", "1e3"]);
+    let b = Browser::start(&driver);
+    b.call(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{}/", s.addr)}),
+    );
+    // The gallery and the advanced settings come from the API.
+    b.until(
+        "the gallery",
+        "return document.querySelectorAll('#gallery img').length === 3",
+    );
+    b.until(
+        "the settings",
+        "return document.querySelectorAll('#options input').length > 20",
+    );
+    // Two pictures through the form's file inputs, then small settings in the advanced part.
+    b.type_into("#content", image("tubingen.jpg").to_str().unwrap());
+    b.type_into("#style", image("starry_night.jpg").to_str().unwrap());
+    b.until(
+        "the thumbnails",
+        "return document.querySelectorAll('#content-thumb img, #style-thumbs img').length === 2",
+    );
+    b.script("document.getElementById('quality').value = 'draft'; document.getElementById('advanced').open = true;");
+    // $IMPASTO_PAGE_SIZE: a larger picture for docs/serve.md's screenshots.
+    let size = std::env::var("IMPASTO_PAGE_SIZE").unwrap_or("64".into());
+    for (name, value) in [("size", size.as_str()), ("steps", "60"), ("log-every", "4")] {
+        b.type_into(&format!("#options input[data-setting='{name}']"), value);
+    }
+    b.screenshot("serve-form");
+    b.click("#submit");
+    // The live picture changes while it paints.
+    let first = b.until(
+        "a live picture",
+        "const s = document.getElementById('live').src; return s.includes('preview.png') && s",
+    );
+    b.until("another live picture", &format!("const s = document.getElementById('live').src; return s.includes('preview.png') && s !== {first} && s"));
+    b.screenshot("serve-painting");
+    b.until("the result", "return !document.getElementById('downloads').hidden && document.getElementById('live').src.includes('/result')");
+    b.screenshot("serve-done");
+    // Download: the link's file is the picture, a 64 px PNG.
+    let got = b.until(
+        "the download",
+        "if (!window.got) { window.got = 'wait'; fetch(document.getElementById('download8').href).then(r => r.blob()).then(b => createImageBitmap(b)).then(i => { window.got = i.width + 'x' + i.height; }); } return window.got !== 'wait' && window.got;",
+    );
+    let side: usize = size.parse().unwrap();
+    assert_eq!(got, format!("{side}x{}", side * 3 / 4).as_str());
+    // The job in the history, loaded back into the form.
+    b.until(
+        "the history",
+        "return document.querySelectorAll('#history li').length === 1",
+    );
+    b.script("document.getElementById('form').reset(); for (const i of document.querySelectorAll('#options input')) i.value = '';");
+    b.script("[...document.querySelectorAll('#history li button')].find(x => x.textContent === 'Again').click()");
+    let steps = b.until(
+        "the settings again",
+        "return document.querySelector(\"#options input[data-setting='steps']\").value",
+    );
+    assert_eq!(steps, "60");
+    b.until(
+        "the pictures again",
+        "return document.querySelectorAll('#content-thumb img, #style-thumbs img').length === 2",
+    );
+    b.screenshot("serve-again");
+}

@@ -96,6 +96,9 @@ function settings() {
   for (const input of $("options").querySelectorAll("input")) {
     if (input.value.trim() !== "") s[input.dataset.setting.replaceAll("-", "_")] = input.value.trim();
   }
+  // A size given by hand replaces the preset's scales.
+  if ($("options").querySelector("input[data-setting='size']").value.trim() !== "" &&
+      $("options").querySelector("input[data-setting='min-size']").value.trim() === "") delete s.min_size;
   return s;
 }
 
@@ -116,6 +119,7 @@ async function submit(e) {
     $("error").textContent = body.error;
     return;
   }
+  $("advanced").open = false;
   watch(body.id);
   history();
 }
@@ -152,6 +156,7 @@ function watch(id) {
   $("current").hidden = false;
   $("live").removeAttribute("src");
   $("current-title").textContent = `Job ${id}`;
+  window.scrollTo(0, 0);
   const events = new EventSource(`/api/jobs/${id}/events`);
   state.events = events;
   let job = { id, status: "queued", step: 0, steps: 0 };

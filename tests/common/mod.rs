@@ -242,22 +242,49 @@ pub fn grad_scale(g: &Gpu, scale: f32) -> wgpu::Buffer {
         .unwrap()
 }
 
-/// A raw HTTP/1.1 exchange: status code, headers and body.
+/// A raw HTTP/1.1 exchange: status code, headers and body. The body ends at its
+/// Content-Length, at a chunked body's last chunk, or when the server closes (a server that
+/// keeps the connection open despite `Connection: close` does not hang the test).
 pub fn http(addr: &str, request: impl AsRef<[u8]>) -> (u16, String, Vec<u8>) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
         .unwrap();
     s.write_all(request.as_ref()).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut buf = [0u8; 65536];
+    let (head, mut body, chunked) = loop {
+        let n = s.read(&mut buf).unwrap();
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_string();
+            let chunked = head.to_lowercase().contains("transfer-encoding: chunked");
+            break (head, raw[split + 4..].to_vec(), chunked);
+        }
+        assert!(n > 0, "a response head");
+    };
+    let length = (head.lines())
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok());
+    loop {
+        let complete = match (length, chunked) {
+            (Some(n), _) => body.len() >= n,
+            (None, true) => body.ends_with(b"0\r\n\r\n"),
+            (None, false) => false,
+        };
+        if complete {
+            break;
+        }
+        match s.read(&mut buf).unwrap() {
+            0 => break,
+            n => body.extend_from_slice(&buf[..n]),
+        }
+    }
     let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_lowercase().contains("transfer-encoding: chunked") {
+    if chunked {
         body = dechunk(&body);
     }
     (code, head, body)
@@ -274,4 +301,28 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
         b = &b[eol + 2 + n + 2..];
     }
+}
+
+/// A program the tests drive (Debian's `chromium`, `chromedriver`) found on PATH. CI installs
+/// them (`scripts/test`); on a machine without one the test says so and passes, except under
+/// CI, where it fails.
+pub fn program(names: &[&str], package: &str) -> Option<PathBuf> {
+    let found = names.iter().find_map(|name| {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| std::path::Path::new(d).join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install {package} for this test (see scripts/test)"
+        );
+        println!(
+            "SKIPPED: no {} on this machine (apt-get install {package})",
+            names[0]
+        );
+    }
+    found
 }

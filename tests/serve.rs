@@ -769,3 +769,25 @@ fn the_page_in_a_real_browser_paints_downloads_and_loads_a_job_again() {
     );
     b.screenshot("serve-again");
 }
+
+#[test]
+fn the_openapi_document_names_every_api_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), &[]);
+    let (code, doc, _) = s.get("/api/openapi.json");
+    assert_eq!(code, 200);
+    let paths = doc["paths"].as_object().expect("paths");
+    let router =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/serve/mod.rs"))
+            .unwrap();
+    let routes: Vec<&str> = router
+        .split(".route(\"")
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap())
+        .filter(|r| r.starts_with("/api/"))
+        .collect();
+    assert!(routes.len() >= 8, "{routes:?}");
+    for r in routes {
+        assert!(paths.contains_key(r), "{r} is not in openapi.json");
+    }
+}

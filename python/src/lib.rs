@@ -50,6 +50,21 @@ fn refuse(py: Python<'_>, pairs: &[(String, String)], names: &[&str], why: &str)
     }
 }
 
+/// `base` with `settings` applied by the command line's parser; the options that write a
+/// command's outputs refused, and the engine's unless `engine` (a Stylizer being made).
+fn parsed(
+    py: Python<'_>, settings: Option<&Bound<'_, PyDict>>, base: &JobOptions, engine: bool,
+) -> PyResult<JobOptions> {
+    let pairs = pairs(settings)?;
+    if !engine {
+        let why = "the engine's setting: give it to impasto.Stylizer()";
+        refuse(py, &pairs, options::ENGINE_WIDE, why)?;
+    }
+    let why = "a command-line output; Python gets the picture itself";
+    refuse(py, &pairs, options::COMMAND_OUTPUTS, why)?;
+    options::apply(base, &pairs).map_err(|m| bad_setting(py, m))
+}
+
 /// The images of one call, made into a job with `options`.
 fn job_of(
     py: Python<'_>, o: &JobOptions, content: &Bound<'_, PyAny>, styles: &[Bound<'_, PyAny>],
@@ -85,20 +100,7 @@ impl Stylizer {
     fn options(
         &self, py: Python<'_>, settings: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<JobOptions> {
-        let pairs = pairs(settings)?;
-        refuse(
-            py,
-            &pairs,
-            options::ENGINE_WIDE,
-            "the engine's setting: give it to impasto.Stylizer()",
-        )?;
-        refuse(
-            py,
-            &pairs,
-            options::COMMAND_OUTPUTS,
-            "a command-line output; Python gets the picture itself",
-        )?;
-        options::apply(&self.defaults, &pairs).map_err(|m| bad_setting(py, m))
+        parsed(py, settings, &self.defaults, false)
     }
 
     /// Runs `f` on the stylizer of `o`'s weights and losses with `job` made ready (tiles taken
@@ -127,15 +129,7 @@ impl Stylizer {
     fn new(
         py: Python<'_>, adapter: Option<String>, settings: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let pairs = pairs(settings.as_ref())?;
-        refuse(
-            py,
-            &pairs,
-            options::COMMAND_OUTPUTS,
-            "a command-line output; Python gets the picture itself",
-        )?;
-        let defaults =
-            options::apply(&options::defaults(), &pairs).map_err(|m| bad_setting(py, m))?;
+        let defaults = parsed(py, settings.as_ref(), &options::defaults(), true)?;
         let chosen = py.detach(|| tune::engine(&defaults, adapter.as_deref()));
         let (engine, why) = chosen.map_err(|e| failure(py, e))?;
         // The weights read and the layers checked now: a bad one is refused here.

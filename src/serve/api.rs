@@ -212,12 +212,14 @@ fn keep(
 
 /// A job's record with its live progress when it runs.
 fn with_live(hub: &Hub, mut record: Record) -> serde_json::Value {
-    if let Some(l) = hub.live().as_ref().filter(|l| l.id == record.id) {
+    let live = hub.live();
+    let running = live.as_ref().filter(|l| l.id == record.id);
+    if let Some(l) = running {
         record.step = l.step as u64;
         record.losses = l.losses.clone();
     }
     let mut json = serde_json::to_value(&record).unwrap_or_default();
-    if let Some(l) = hub.live().as_ref().filter(|l| l.id == json["id"]) {
+    if let Some(l) = running {
         json["eta_seconds"] = serde_json::json!(l.eta());
         json["previews"] = l.previews.into();
     }

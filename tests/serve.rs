@@ -771,6 +771,94 @@ fn the_page_in_a_real_browser_paints_downloads_and_loads_a_job_again() {
 }
 
 #[test]
+fn regions_painted_on_the_page_become_the_job_s_masks() {
+    let Some(driver) = common::program(&["chromedriver"], "chromium-driver") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), &["--style-weight", "1e3"]);
+    let b = Browser::start(&driver);
+    b.call(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{}/", s.addr)}),
+    );
+    b.until(
+        "the gallery",
+        "return document.querySelectorAll('#gallery img').length === 3",
+    );
+    b.type_into("#content", image("tubingen.jpg").to_str().unwrap());
+    // Two paintings from the gallery.
+    b.script("document.querySelectorAll('#gallery button')[0].click()");
+    b.until(
+        "one painting",
+        "return document.querySelectorAll('#style-thumbs img').length === 1",
+    );
+    b.script("document.querySelectorAll('#gallery button')[1].click()");
+    b.until("the brushes", "return document.querySelectorAll('#brushes input').length === 2 && !document.getElementById('paint').hidden");
+    b.script("document.getElementById('quality').value = 'draft'; document.getElementById('advanced').open = true; document.getElementById('regions-box').open = true;");
+    b.until(
+        "the settings",
+        "return document.querySelectorAll('#options input').length > 20",
+    );
+    for (name, value) in [("size", "48"), ("steps", "4")] {
+        b.type_into(&format!("#options input[data-setting='{name}']"), value);
+    }
+    // Only the first painting's region: refused on the page, nothing sent.
+    b.script("const c = document.getElementById('paint'); paintAt(c.width / 4, c.height / 2, 0);");
+    b.click("#submit");
+    let said = b.until(
+        "the refusal",
+        "return document.getElementById('error').textContent",
+    );
+    assert!(
+        said.as_str()
+            .unwrap()
+            .contains("Paint a region for painting 2"),
+        "{said}"
+    );
+    assert_eq!(s.get("/api/jobs").1, serde_json::json!([]));
+    // The left half the first painting's, the right half the second's.
+    b.script("const c = document.getElementById('paint'); for (let y = 0; y < c.height; y += 8) for (let x = 0; x < c.width; x += 8) paintAt(x, y, x < c.width / 2 ? 0 : 1);");
+    b.script("document.getElementById('advanced').open = false; window.scrollTo(0, 0);");
+    b.screenshot("serve-regions");
+    b.click("#submit");
+    b.until(
+        "the job",
+        "return document.querySelectorAll('#history li').length === 1",
+    );
+    let (_, jobs, _) = s.get("/api/jobs");
+    let id = jobs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (jobs[0]["styles"].as_u64(), jobs[0]["masks"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(s.wait(&id, 120)["status"], "done");
+    // The masks as painted: white on the left of the first, on the right of the second.
+    let (code, _, first) = s.get(&format!("/api/jobs/{id}/mask/0"));
+    assert_eq!(code, 200);
+    let first = image::load_from_memory(&first).unwrap().to_luma8();
+    let (w, h) = first.dimensions();
+    assert_eq!(
+        (
+            first.get_pixel(w / 8, h / 2)[0],
+            first.get_pixel(w - w / 8, h / 2)[0]
+        ),
+        (255, 0)
+    );
+    let second = image::load_from_memory(&s.get(&format!("/api/jobs/{id}/mask/1")).2)
+        .unwrap()
+        .to_luma8();
+    assert_eq!(
+        (
+            second.get_pixel(w / 8, h / 2)[0],
+            second.get_pixel(w - w / 8, h / 2)[0]
+        ),
+        (0, 255)
+    );
+}
+
+#[test]
 fn the_openapi_document_names_every_api_route() {
     let dir = tempfile::tempdir().unwrap();
     let s = serve(dir.path(), &[]);

@@ -18,6 +18,7 @@ function showPicked() {
   if (state.content) thumb(state.content, $("content-thumb"));
   $("style-thumbs").replaceChildren();
   state.styles.forEach((f) => thumb(f, $("style-thumbs")));
+  photoForRegions();
 }
 
 function pickers() {
@@ -29,6 +30,106 @@ function pickers() {
     $(zone).addEventListener("dragover", (e) => e.preventDefault());
     $(zone).addEventListener("drop", (e) => { e.preventDefault(); take([...e.dataTransfer.files]); showPicked(); });
   }
+}
+
+// Regions: a brush per painting, painted on the photo; each painting's strokes become its
+// mask (white where it applies), sent as the job's `mask` files in the paintings' order.
+const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4"];
+const regions = { masks: [], brush: 0, painted: false, photo: null, drawing: 0 };
+
+function resetRegions() {
+  regions.masks = [];
+  regions.painted = false;
+  $("brushes").replaceChildren();
+  const canvas = $("paint");
+  if (!regions.photo) { canvas.hidden = true; return; }
+  const scale = Math.min(1, 512 / Math.max(regions.photo.width, regions.photo.height));
+  canvas.width = Math.round(regions.photo.width * scale);
+  canvas.height = Math.round(regions.photo.height * scale);
+  canvas.hidden = false;
+  canvas.getContext("2d").drawImage(regions.photo, 0, 0, canvas.width, canvas.height);
+  regions.brush = Math.min(regions.brush, Math.max(0, state.styles.length - 1));
+  state.styles.forEach((f, i) => {
+    const mask = document.createElement("canvas");
+    mask.width = canvas.width;
+    mask.height = canvas.height;
+    const g = mask.getContext("2d");
+    g.fillStyle = "#000";
+    g.fillRect(0, 0, mask.width, mask.height);
+    regions.masks.push(mask);
+    const label = document.createElement("label");
+    label.className = "brush";
+    label.style.borderColor = COLOURS[i % COLOURS.length];
+    const radio = document.createElement("input");
+    radio.type = "radio";
+    radio.name = "brush";
+    radio.checked = i === regions.brush;
+    radio.addEventListener("change", () => { regions.brush = i; });
+    label.append(radio, ` ${f.name}`);
+    $("brushes").append(label);
+  });
+}
+
+async function photoForRegions() {
+  regions.photo = state.content ? await createImageBitmap(state.content) : null;
+  resetRegions();
+}
+
+// A stroke at canvas pixel (x, y) for painting `i`: its mask white there, the others black.
+function paintAt(x, y, i) {
+  const r = Number($("brush-size").value);
+  regions.masks.forEach((mask, k) => {
+    const g = mask.getContext("2d");
+    g.fillStyle = k === i ? "#fff" : "#000";
+    g.beginPath();
+    g.arc(x, y, r, 0, 2 * Math.PI);
+    g.fill();
+  });
+  regions.painted = true;
+  if (!regions.drawing) regions.drawing = requestAnimationFrame(redraw);
+}
+
+// The photo with each painting's region tinted in its brush's colour.
+function redraw() {
+  regions.drawing = 0;
+  const canvas = $("paint");
+  const g = canvas.getContext("2d");
+  g.drawImage(regions.photo, 0, 0, canvas.width, canvas.height);
+  const picture = g.getImageData(0, 0, canvas.width, canvas.height);
+  regions.masks.forEach((mask, i) => {
+    const m = mask.getContext("2d").getImageData(0, 0, mask.width, mask.height).data;
+    const c = COLOURS[i % COLOURS.length].match(/[0-9a-f]{2}/g).map((h) => parseInt(h, 16));
+    for (let p = 0; p < m.length; p += 4) {
+      if (m[p] > 127) for (let k = 0; k < 3; k++) picture.data[p + k] = 0.6 * picture.data[p + k] + 0.4 * c[k];
+    }
+  });
+  g.putImageData(picture, 0, 0);
+}
+
+function painting() {
+  const canvas = $("paint");
+  let down = false;
+  const at = (e) => {
+    const box = canvas.getBoundingClientRect();
+    paintAt((e.clientX - box.left) * canvas.width / box.width, (e.clientY - box.top) * canvas.height / box.height, regions.brush);
+  };
+  canvas.addEventListener("pointerdown", (e) => { down = true; canvas.setPointerCapture(e.pointerId); at(e); });
+  canvas.addEventListener("pointermove", (e) => { if (down) at(e); });
+  canvas.addEventListener("pointerup", () => { down = false; });
+  $("clear-regions").addEventListener("click", resetRegions);
+}
+
+// The masks as PNG files, or none when nothing was painted; a painting without a region is
+// refused here (its style would apply nowhere).
+async function maskFiles() {
+  if (!regions.painted || regions.masks.length !== state.styles.length) return [];
+  const files = [];
+  for (const [i, mask] of regions.masks.entries()) {
+    const pixels = mask.getContext("2d").getImageData(0, 0, mask.width, mask.height).data;
+    if (!pixels.some((v, k) => k % 4 === 0 && v > 0)) throw new Error(`Paint a region for painting ${i + 1} (${state.styles[i].name}), or clear the regions.`);
+    files.push(await new Promise((ok) => mask.toBlob((b) => ok(new File([b], `mask-${i}.png`, { type: "image/png" })), "image/png")));
+  }
+  return files;
 }
 
 async function fileFrom(url, name) {
@@ -109,9 +210,17 @@ async function submit(e) {
     $("error").textContent = "Pick a photo and at least one painting.";
     return;
   }
+  let masks;
+  try {
+    masks = await maskFiles();
+  } catch (err) {
+    $("error").textContent = err.message;
+    return;
+  }
   const form = new FormData();
   form.append("content", state.content);
   state.styles.forEach((f) => form.append("style", f));
+  masks.forEach((f) => form.append("mask", f));
   form.append("settings", JSON.stringify(settings()));
   const r = await fetch("/api/jobs", { method: "POST", body: form });
   const body = await r.json();
@@ -221,6 +330,7 @@ $("cancel").addEventListener("click", async () => {
 });
 $("form").addEventListener("submit", submit);
 pickers();
+painting();
 gallery();
 advanced();
 history();

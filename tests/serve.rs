@@ -698,24 +698,31 @@ impl Drop for Browser {
     }
 }
 
-#[test]
-fn the_page_in_a_real_browser_paints_downloads_and_loads_a_job_again() {
-    let Some(driver) = common::program(&["chromedriver"], "chromium-driver") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let s = serve(dir.path(), &["--style-weight", "1e3"]);
+/// A server with data in `dir` and its page open in headless Chromium, its gallery loaded;
+/// None where there is no chromedriver (outside CI).
+fn open_page(dir: &Path) -> Option<(Served, Browser)> {
+    let driver = common::program(&["chromedriver"], "chromium-driver")?;
+    let s = serve(dir, &["--style-weight", "1e3"]);
     let b = Browser::start(&driver);
     b.call(
         "POST",
         "/url",
         serde_json::json!({"url": format!("http://{}/", s.addr)}),
     );
-    // The gallery and the advanced settings come from the API.
     b.until(
         "the gallery",
         "return document.querySelectorAll('#gallery img').length === 3",
     );
+    Some((s, b))
+}
+
+#[test]
+fn the_page_in_a_real_browser_paints_downloads_and_loads_a_job_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_server, b)) = open_page(dir.path()) else {
+        return;
+    };
+    // The gallery (checked on opening) and the advanced settings come from the API.
     b.until(
         "the settings",
         "return document.querySelectorAll('#options input').length > 20",
@@ -772,21 +779,10 @@ fn the_page_in_a_real_browser_paints_downloads_and_loads_a_job_again() {
 
 #[test]
 fn regions_painted_on_the_page_become_the_job_s_masks() {
-    let Some(driver) = common::program(&["chromedriver"], "chromium-driver") else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((s, b)) = open_page(dir.path()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let s = serve(dir.path(), &["--style-weight", "1e3"]);
-    let b = Browser::start(&driver);
-    b.call(
-        "POST",
-        "/url",
-        serde_json::json!({"url": format!("http://{}/", s.addr)}),
-    );
-    b.until(
-        "the gallery",
-        "return document.querySelectorAll('#gallery img').length === 3",
-    );
     b.type_into("#content", image("tubingen.jpg").to_str().unwrap());
     // Two paintings from the gallery.
     b.script("document.querySelectorAll('#gallery button')[0].click()");

@@ -480,6 +480,7 @@ fn shallow_config() -> LossConfig {
         style_weight: 1e5,
         tv_weight: impasto::model::loss::DEFAULT_TV_WEIGHT,
         seamless: false,
+        ..LossConfig::default()
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use common::{check, random, rng, to_f64, CONV_SHAPES};
 use impasto::cpu::kernels::{self as k, Scheme};
 use impasto::cpu::{CpuSession, Setup};
-use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling};
+use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling, StyleLossKind};
 use impasto::reference;
 use impasto::weights::Weights;
 
@@ -268,6 +268,7 @@ fn setup_parts_at(size: usize) -> Parts {
         style_weight: 1e3,
         tv_weight: 1e2,
         seamless: false,
+        ..LossConfig::default()
     };
     let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
     let content = load("tubingen.jpg", size);
@@ -317,7 +318,21 @@ fn cpu_losses_and_gradient_match_reference() {
     // --seamless: circular padding in every convolution, the TV across the wrap.
     let mut seamless = setup_parts();
     seamless.2.seamless = true;
-    for parts in [parts, transient, signs, seamless] {
+    // Layer weights (crowsonkb's ratios), and the W2 loss with and without them.
+    let mut weighted = setup_parts();
+    weighted.2.style_layer_weights = vec![16.0, 4.0, 1.0];
+    let mut w2 = setup_parts();
+    w2.2.style_loss = StyleLossKind::W2;
+    let mut w2_weighted = setup_parts();
+    w2_weighted.2.style_loss = StyleLossKind::W2;
+    w2_weighted.2.style_layer_weights = vec![1.0, 3.0, 0.5];
+    // W2 through block2_conv2 of a 20 px picture: 70 positions for 128 channels, Σ singular
+    // but for ε.
+    let mut w2_deep = setup_parts();
+    w2_deep.2.style_loss = StyleLossKind::W2;
+    w2_deep.2.style_layers = vec![0, 3];
+    let all = [parts, transient, signs, seamless, weighted, w2, w2_weighted, w2_deep];
+    for parts in all {
         losses_and_gradient_match_reference(&parts, None);
     }
 }
@@ -362,6 +377,17 @@ fn losses_and_gradient_match_reference(parts: &Parts, masks: Option<&[Vec<f32>]>
         })
         .collect();
     targets.style = model.blended_style(&per_style);
+    if loss.style_loss == StyleLossKind::W2 {
+        let moments: Vec<_> = styles
+            .iter()
+            .map(|(img, wt)| {
+                let st = arch.stages(loss.deepest(), img.h, img.w, Pooling::Max);
+                let m = model_with(&st, &cw, affine, loss);
+                (m.moments_per_position(&to_f64(&img.data)), *wt)
+            })
+            .collect();
+        targets.moments = reference::Model::blended_moments(&moments);
+    }
     let total: f64 = per_style.iter().map(|s| s.1).sum();
     for (m, (grams, wt)) in masks.unwrap_or_default().iter().zip(per_style) {
         targets.masked.push(reference::MaskedStyle {
@@ -381,8 +407,10 @@ fn losses_and_gradient_match_reference(parts: &Parts, masks: Option<&[Vec<f32>]>
     ] {
         let e = ((g - w) / w).abs();
         println!(
-            "cpu {name} loss (styles {:?}, masked {}, seamless {}): relative error {e:.2e}",
+            "cpu {name} loss (styles {:?} weighted {:?}, {:?}, masked {}, seamless {}): relative error {e:.2e}",
             loss.style_layers,
+            loss.style_layer_weights,
+            loss.style_loss,
             masks.is_some(),
             loss.seamless
         );
@@ -564,4 +592,74 @@ fn bench_on_the_cpu_engine_prints_the_per_layer_table_step_time_and_peak_memory(
         cfg!(not(target_os = "linux")) || out.contains("peak memory: "),
         "{out}"
     );
+}
+
+/// Random features (n x m) and a style's moments from other random features (both post-ReLU
+/// like: some zeros).
+fn w2_problem(n: usize, m: usize, seed: u64) -> (Vec<f64>, reference::Moments) {
+    use rand::Rng;
+    let mut r = rng(seed);
+    let mut feats = |len: usize| -> Vec<f64> {
+        (0..len).map(|_| r.random_range(-0.5f64..2.0).max(0.0)).collect()
+    };
+    let f = feats(n * m);
+    let ms = m + 3;
+    let s = feats(n * ms);
+    let mean = (0..n).map(|c| s[c * ms..(c + 1) * ms].iter().sum::<f64>() / ms as f64);
+    let second = reference::gram(&s, n, ms).into_iter().map(|v| v / ms as f64);
+    (f, (mean.collect(), second.collect()))
+}
+
+/// The reference W2 term's gradient against its finite differences, with more positions than
+/// channels and with fewer (Σ singular but for ε).
+#[test]
+fn w2_reference_gradient_matches_finite_differences() {
+    for (n, m) in [(5, 30), (8, 3)] {
+        let (f, target) = w2_problem(n, m, 5);
+        let grad = reference::w2_grad(&f, n, m, &target);
+        let scale = grad.iter().fold(0.0f64, |a, g| a.max(g.abs()));
+        let mut worst = 0.0f64;
+        for i in 0..n * m {
+            let eps = 1e-6;
+            let (mut fp, mut fm) = (f.clone(), f.clone());
+            fp[i] += eps;
+            fm[i] -= eps;
+            let fd = (reference::w2_loss(&fp, n, m, &target)
+                - reference::w2_loss(&fm, n, m, &target))
+                / (2.0 * eps);
+            worst = worst.max((fd - grad[i]).abs() / scale);
+        }
+        println!("W2 {n} channels x {m} positions: finite differences vs gradient, max relative error {worst:.2e}");
+        assert!(worst < 1e-6, "{n}x{m}: {worst:e}");
+    }
+}
+
+/// The host's W2 (eigendecompositions, `model::wasserstein`) against the reference's
+/// (Jacobi rotations): the loss, and the gradient it gives the engines as
+/// (2/M)(D F + b 1ᵀ).
+#[test]
+fn w2_host_matches_the_reference() {
+    use impasto::model::wasserstein::W2Target;
+    for (n, m) in [(5, 30), (8, 3), (64, 40)] {
+        let (f, (mean_s, second_s)) = w2_problem(n, m, 6);
+        let target = W2Target::new(&mean_s, &second_s);
+        let mean: Vec<f64> = (0..n).map(|c| f[c * m..(c + 1) * m].iter().sum::<f64>() / m as f64).collect();
+        let second: Vec<f64> = reference::gram(&f, n, m).into_iter().map(|v| v / m as f64).collect();
+        let got = target.evaluate(&mean, &second);
+        let moments = (mean_s, second_s);
+        let want = reference::w2_loss(&f, n, m, &moments);
+        let e = ((got.loss - want) / want).abs();
+        let want_grad = reference::w2_grad(&f, n, m, &moments);
+        let grad: Vec<f64> = (0..n * m)
+            .map(|i| {
+                let (c, p) = (i / m, i % m);
+                let df: f64 = (0..n).map(|k| got.d_second[c * n + k] * f[k * m + p]).sum();
+                (2.0 * df + got.d_mean[c]) / m as f64
+            })
+            .collect();
+        let scale = want_grad.iter().fold(0.0f64, |a, g| a.max(g.abs()));
+        let ge = (grad.iter().zip(&want_grad)).fold(0.0f64, |a, (g, w)| a.max((g - w).abs() / scale));
+        println!("W2 host vs reference, {n}x{m}: loss {e:.2e}, gradient {ge:.2e}");
+        assert!(e < 1e-8 && ge < 1e-8, "{n}x{m}: loss {e:e}, gradient {ge:e}");
+    }
 }

@@ -34,6 +34,7 @@ fn shallow() -> (Arch, Weights, LossConfig) {
         style_weight: 1e3,
         tv_weight: 1e2,
         seamless: false,
+        ..LossConfig::default()
     };
     (arch, w, loss)
 }
@@ -178,7 +179,7 @@ fn style_targets_do_not_depend_on_the_style_images_size() {
         let targets = |img: &Image| {
             let styles = [(img.clone(), 1.0)];
             let s = CpuSession::new(&setup(&parts, &content, &styles, None)).unwrap();
-            s.style_targets().remove(0)
+            s.style_targets().remove(0).grams
         };
         let (a, b) = (targets(&one), targets(&four));
         for (j, (a, b)) in a.iter().zip(&b).enumerate() {
@@ -503,7 +504,7 @@ fn upscaled_style_targets() {
         let targets = |img: &Image| {
             let styles = [(img.clone(), 1.0)];
             let s = CpuSession::new(&setup(&parts, &content, &styles, None)).unwrap();
-            s.style_targets().remove(0)
+            s.style_targets().remove(0).grams
         };
         let (a, b) = (targets(&small), targets(&large));
         for (j, (a, b)) in a.iter().zip(&b).enumerate() {

@@ -73,6 +73,9 @@ fn tiny_config() -> LossConfig {
         style_weight: 1e6,
         tv_weight: 1e-6,
         seamless: false,
+        // Unequal layer weights (`--style-layer-weights`), so that a layer's share shows.
+        style_layer_weights: vec![3.0, 1.0],
+        ..LossConfig::default()
     }
 }
 
@@ -81,6 +84,7 @@ fn tiny_config() -> LossConfig {
 fn tiny_config_t1_transient() -> LossConfig {
     LossConfig {
         style_layers: vec![2],
+        style_layer_weights: Vec::new(),
         ..tiny_config()
     }
 }
@@ -124,6 +128,7 @@ fn cpu_gradient_matches_finite_differences() {
         let targets = reference::Targets {
             content: model.targets(&content).content,
             style: model.targets(&style).style,
+            moments: Vec::new(),
             masked: match masked {
                 true => masked_styles(per_style, &soft_masks((h, wd))),
                 false => Vec::new(),
@@ -450,6 +455,7 @@ fn session_matches_reference_in(
         let targets = reference::Targets {
             content: model.targets(&to_f64(&content.data)).content,
             style: model.blended_style(&per_style),
+            moments: Vec::new(),
             masked: match masked {
                 true => masked_styles(per_style, &masks),
                 false => Vec::new(),
@@ -624,6 +630,7 @@ fn real_vgg19_features_match_cpu() {
         style_weight: 1.0,
         tv_weight: 0.0,
         seamless: false,
+        ..LossConfig::default()
     };
     let model = reference::Model {
         stages: &stages,

@@ -8,7 +8,7 @@
 mod common;
 
 use impasto::cpu::{CpuSession, Setup};
-use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling};
+use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling, StyleLossKind};
 use impasto::pipeline::session::Session;
 use impasto::weights::Weights;
 use rand::{Rng, SeedableRng};
@@ -124,6 +124,7 @@ fn shallow(size: usize) -> Problem {
             style_weight: 1e3,
             tv_weight: 1e2,
             seamless: false,
+            ..LossConfig::default()
         },
         arch,
         weights,
@@ -142,6 +143,12 @@ fn tiled_losses_and_gradient_equal_the_untiled_ones() {
     let p = shallow(61);
     check(&p, 8, 1e-5);
     check(&p, 24, 1e-5);
+    // The W2 loss with layer weights: moments summed over tiles (the square roots then taken
+    // once, on the sums), its gradient's per-channel part windowed to each tile's interior.
+    let mut w2 = shallow(61);
+    w2.loss.style_loss = StyleLossKind::W2;
+    w2.loss.style_layer_weights = vec![4.0, 2.0, 1.0];
+    check(&w2, 24, 1e-5);
     // Two styles under soft masks (the guided Gram matrices, each tile's window times the mask).
     check(&ramp_masks(p), 12, 1e-5);
 }
@@ -211,6 +218,7 @@ fn block5((h, w): (usize, usize), style: (usize, usize)) -> Problem {
             style_weight: 1e3,
             tv_weight: 1e2,
             seamless: false,
+            ..LossConfig::default()
         },
         content: image(&mut r, h, w),
         styles: vec![(image(&mut r, style.0, style.1), 1.0)],

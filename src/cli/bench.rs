@@ -124,7 +124,7 @@ fn problem(cfg: &BenchConfig) -> Result<Problem> {
         content_weight: crate::model::loss::DEFAULT_CONTENT_WEIGHT,
         style_weight: crate::model::loss::DEFAULT_STYLE_WEIGHT,
         tv_weight: crate::model::loss::DEFAULT_TV_WEIGHT,
-        seamless: false,
+        ..LossConfig::default()
     };
     let weights = random_weights(&arch, loss.deepest(), 1);
     let mut r = rand::rngs::StdRng::seed_from_u64(2);

@@ -333,7 +333,7 @@ fn settings_json(args: &VideoArgs) -> serde_json::Value {
     serde_json::json!({
         "content": args.content, "style": args.style, "output": args.output,
         "size": o.size, "steps": o.steps, "frame_steps": args.frame_steps.unwrap_or(o.steps.div_ceil(2)),
-        "temporal_weight": args.temporal_weight, "style_weight": o.style_weight,
+        "temporal_weight": args.temporal_weight, "style_weight": o.style_weight(),
         "content_layers": o.layers.content_layers, "style_layers": o.layers.style_layers,
     })
 }

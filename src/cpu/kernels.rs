@@ -409,19 +409,37 @@ pub fn gram(feat: &[f32], n: usize, (h, w): (usize, usize), g: &mut [f32], parts
 /// backward, which must not zero the other terms' gradients where m is zero).
 #[allow(clippy::too_many_arguments)]
 pub fn style_grad(
-    (feat, relu): (&[f32], &[f32]), g: &[f32], target: &[f32], n: usize, (h, w): (usize, usize),
+    feats: (&[f32], &[f32]), g: &[f32], target: &[f32], n: usize, hw: (usize, usize),
     coef: f32, accumulate: bool, grad: &mut [f32], scratch: &mut Vec<f32>,
 ) {
-    let pl = plane(h, w);
     scratch.clear();
     scratch.extend(g.iter().zip(target).map(|(a, b)| a - b));
-    assert!(feat.len() >= n * pl && grad.len() >= n * pl && scratch.len() >= n * n);
+    matrix_grad(feats, (&scratch[..], None), n, hw, coef, accumulate, grad);
+}
+
+/// The W2 loss's gradient (`model::wasserstein`): `grad (+)= coef · (D F + b ∘ m) · [R > 0]`,
+/// D the n x n matrix, b one value per channel and m the plane that windows the positions
+/// (a tile's interior; None: all), F and R as for [`style_grad`].
+#[allow(clippy::too_many_arguments)]
+pub fn w2_grad(
+    feats: (&[f32], &[f32]), (d, bias, window): (&[f32], &[f32], Option<&[f32]>), n: usize,
+    hw: (usize, usize), coef: f32, accumulate: bool, grad: &mut [f32],
+) {
+    matrix_grad(feats, (d, Some((bias, window))), n, hw, coef, accumulate, grad);
+}
+
+/// `grad (+)= coef · (D F [+ b ∘ m]) · [R > 0]`: the Gram and W2 gradients' common part.
+fn matrix_grad(
+    (feat, relu): (&[f32], &[f32]), (d, bias): (&[f32], Option<(&[f32], Option<&[f32]>)>),
+    n: usize, (h, w): (usize, usize), coef: f32, accumulate: bool, grad: &mut [f32],
+) {
+    let pl = plane(h, w);
+    assert!(feat.len() >= n * pl && grad.len() >= n * pl && d.len() >= n * n);
     assert!(relu.len() >= n * pl);
-    // grad (+)= coef · (G − A) F, by chunks of positions on rayon's threads.
+    // grad (+)= coef · D F, by chunks of positions on rayon's threads.
     let chunk = position_chunk(n, pl);
     let out = Shared(grad.as_mut_ptr());
     let out = &out;
-    let d = &scratch[..];
     (0..pl.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let (p0, pp) = (c * chunk, chunk.min(pl - c * chunk));
         let (lhs, rhs) = (
@@ -431,13 +449,32 @@ pub fn style_grad(
         // SAFETY: reads and writes columns [p0, p0 + pp) of n rows of pl (asserted above);
         // each chunk's columns are its own.
         unsafe { gemm_here((n, pp, n), out.0.add(p0), pl, accumulate, lhs, rhs, coef) };
-        // The ReLU's gate on the chunk just written, while it is in cache.
         for r in 0..n {
             // SAFETY: this chunk's columns of row r, as above.
             let g = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * pl + p0), pp) };
+            if let Some((b, window)) = bias {
+                let v = coef * b[r];
+                match window {
+                    Some(m) => (g.iter_mut().zip(&m[p0..p0 + pp])).for_each(|(g, m)| *g += v * m),
+                    None => g.iter_mut().for_each(|g| *g += v),
+                }
+            }
+            // The ReLU's gate on the chunk just written, while it is in cache (it zeroes the
+            // padding too, where R is 0).
             gate_by(g, &relu[r * pl + p0..r * pl + p0 + pp]);
         }
     });
+}
+
+/// Σ_p F[c][p] per channel c of a padded map (its padding is zero), in f64, added to `sums`.
+pub fn channel_sums(feat: &[f32], n: usize, (h, w): (usize, usize), sums: &mut [f64]) {
+    let pl = plane(h, w);
+    assert!(feat.len() >= n * pl && sums.len() >= n);
+    let rows: Vec<f64> = (0..n)
+        .into_par_iter()
+        .map(|r| feat[r * pl..(r + 1) * pl].iter().map(|&v| v as f64).sum())
+        .collect();
+    sums.iter_mut().zip(rows).for_each(|(s, r)| *s += r);
 }
 
 /// `grad (+)= coef · (F − C) · [F > 0]`.

@@ -21,7 +21,7 @@ pub mod winograd;
 use anyhow::{bail, Result};
 
 use crate::model::engine::KernelTime;
-use crate::model::style::StyleGrams;
+use crate::model::style::StyleMoments;
 use crate::model::temporal::Temporal;
 use crate::model::tiles::Tile;
 use crate::model::{
@@ -74,7 +74,7 @@ pub struct CpuSession {
     net: Net,
     content: Vec<Vec<f32>>,
     /// Each style image's Gram matrices per position (kept for later sessions).
-    style_grams: Vec<StyleGrams>,
+    style_grams: Vec<StyleMoments>,
     style: StyleLoss,
     grads: [Vec<f32>; 2],
     x: Vec<f32>,
@@ -207,6 +207,7 @@ impl CpuSession {
                 }
             }
         };
+        self.style.finish(&mut self.clock);
         if !losses {
             return None;
         }
@@ -557,7 +558,7 @@ impl EngineSession for CpuSession {
         Ok(())
     }
 
-    fn style_targets(&self) -> Vec<StyleGrams> {
+    fn style_targets(&self) -> Vec<StyleMoments> {
         self.style_grams.clone()
     }
 

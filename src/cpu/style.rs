@@ -1,6 +1,7 @@
 //! The style loss on the CPU engine, term by term ([`crate::model::style`]): each term's Gram
 //! matrices (of F, or of F ∘ m with a mask), their loss, and their gradients (the unmasked
-//! style gradient of F ∘ m²).
+//! style gradient of F ∘ m²); with the W2 loss, the features' channel sums beside their Gram
+//! matrices, and the gradient `model::wasserstein` gives for them.
 
 use super::clock::Clock;
 use super::kernels as k;
@@ -8,6 +9,15 @@ use super::net::Net;
 use crate::model::style::StyleTerm;
 use crate::model::vgg19::{conv_stage, Stage};
 use crate::model::LossConfig;
+
+/// A W2 term's state at one style layer after a forward: its loss value and its gradient's
+/// matrix and per-channel bias (`k::w2_grad`'s D and b).
+#[derive(Default)]
+struct W2Step {
+    loss: f64,
+    matrix: Vec<f32>,
+    bias: Vec<f32>,
+}
 
 pub struct StyleLoss {
     pub terms: Vec<StyleTerm>,
@@ -18,6 +28,10 @@ pub struct StyleLoss {
     window: Option<Vec<Vec<Vec<f32>>>>,
     /// Per style layer, per term: the Gram matrix of the last forward.
     grams: Vec<Vec<Vec<f32>>>,
+    /// Per style layer, per W2 term: the channel sums of the last forward (empty otherwise).
+    sums: Vec<Vec<Vec<f64>>>,
+    /// Per style layer, per W2 term: what [`StyleLoss::finish`] made of the moments.
+    w2: Vec<Vec<W2Step>>,
     /// F ∘ m (or F ∘ m²) of the layer at hand: as large as the largest masked style layer.
     masked: Vec<f32>,
     /// The Gram matrices' partial sums (see [`k::gram`]).
@@ -74,11 +88,20 @@ impl StyleLoss {
                     .collect()
             })
             .collect();
+        let per_layer = |j: usize| terms.iter().map(move |t| (t, t.w2.get(j)));
+        let sums = (0..cfg.style_layers.len())
+            .map(|j| per_layer(j).map(|(_, w)| w.map_or(Vec::new(), |w| vec![0.0; w.mean.len()])).collect())
+            .collect();
+        let w2 = (0..cfg.style_layers.len())
+            .map(|j| per_layer(j).map(|_| W2Step::default()).collect())
+            .collect();
         StyleLoss {
             terms,
             masks,
             window: None,
             grams,
+            sums,
+            w2,
             masked: vec![0.0; largest],
             gram_parts: Vec::new(),
             diff: Vec::new(),
@@ -90,7 +113,13 @@ impl StyleLoss {
         let masks: usize = self.masks.iter().flatten().flatten().map(Vec::len).sum();
         let grams: usize = self.grams.iter().flatten().map(Vec::len).sum();
         let diff = self.grams.iter().flatten().map(Vec::len).max().unwrap_or(0);
-        4 * (masks + grams + diff + self.masked.len()) as u64
+        let sums: usize = self.sums.iter().flatten().map(Vec::len).sum();
+        // (A W2 term's gradient matrix and bias are the size of its Gram matrix and sums.)
+        let w2: usize = (self.sums.iter().flatten().zip(self.grams.iter().flatten()))
+            .filter(|(s, _)| !s.is_empty())
+            .map(|(s, g)| s.len() + g.len())
+            .sum();
+        4 * (masks + grams + diff + self.masked.len() + w2) as u64 + 8 * sums as u64
     }
 
     /// Bytes of the terms' targets.
@@ -157,27 +186,65 @@ impl StyleLoss {
                     let sum = &mut self.grams[j][t];
                     sum.iter_mut().zip(&self.diff).for_each(|(a, b)| *a += b);
                 }
+                let sums = &mut self.sums[j][t];
+                if !sums.is_empty() {
+                    if !add {
+                        sums.fill(0.0);
+                    }
+                    clock.time("channel_sums", String::new, 0.0, n * m, || {
+                        k::channel_sums(f, n, (s.h, s.w), sums)
+                    });
+                }
             }
         }
     }
 
-    /// Zeroes the Gram matrices (a tiled evaluation adds its tiles' to them).
+    /// Zeroes the Gram matrices and sums (a tiled evaluation adds its tiles' to them).
     pub fn clear_grams(&mut self) {
         self.grams.iter_mut().flatten().for_each(|g| g.fill(0.0));
+        self.sums.iter_mut().flatten().for_each(|s| s.fill(0.0));
+    }
+
+    /// After the Gram matrices (and sums) of a whole evaluation: each W2 term's loss and
+    /// gradient from its moments, in f64 (`model::wasserstein`).
+    pub fn finish(&mut self, clock: &mut Clock) {
+        for (j, (steps, sums)) in self.w2.iter_mut().zip(&self.sums).enumerate() {
+            for (t, (step, sums)) in steps.iter_mut().zip(sums).enumerate() {
+                let term = &self.terms[t];
+                let Some(target) = term.w2.get(j) else {
+                    continue;
+                };
+                let (g, m) = (&self.grams[j][t], term.norms[j]);
+                let n = sums.len();
+                let value = clock.time("w2_roots", || format!("{n}x{n}"), 0.0, 0, || {
+                    let mean: Vec<f64> = sums.iter().map(|s| s / m).collect();
+                    let second: Vec<f64> = g.iter().map(|&v| v as f64 / m).collect();
+                    target.evaluate(&mean, &second)
+                });
+                step.loss = value.loss;
+                step.matrix = value.d_second.iter().map(|&v| v as f32).collect();
+                // dE/dF = (2/M) (dE/dS) F + (1/M) (dE/dμ) 1ᵀ = (2/M) (D F + b 1ᵀ).
+                step.bias = value.d_mean.iter().map(|&v| (0.5 * v) as f32).collect();
+            }
+        }
     }
 
     /// The style loss of the last [`StyleLoss::grams`] (`stages`: any network's of the run).
     pub fn loss(&self, stages: &[Stage], cfg: &LossConfig, clock: &mut Clock) -> f64 {
-        let ns = cfg.style_layers.len();
         let mut style = 0.0;
         for (j, &l) in cfg.style_layers.iter().enumerate() {
             let n = stages[conv_stage(stages, l).expect("a style layer's stage")].cout;
+            let share = cfg.layer_share(j);
             for (t, term) in self.terms.iter().enumerate() {
+                if !term.w2.is_empty() {
+                    style += share * term.weight * self.w2[j][t].loss;
+                    continue;
+                }
                 let (a, b) = (&self.grams[j][t], &term.targets[j]);
                 let d = clock.time("sq_diff_sum", String::new, 0.0, 2 * a.len(), || {
                     k::sq_diff_sum(a, b)
                 });
-                style += term.loss_scale(j, n, ns) * d;
+                style += term.loss_scale(j, n, share) * d;
             }
         }
         style
@@ -191,14 +258,37 @@ impl StyleLoss {
     ) {
         let s = net.stages[i];
         let (n, m) = (s.cout, s.h * s.w);
-        let ns = cfg.style_layers.len();
+        let share = cfg.layer_share(j);
         for (t, term) in self.terms.iter().enumerate() {
             let mask = match &self.window {
                 Some(w) => Some(&w[t][j][..]),
                 None => self.masks[t].as_ref().map(|planes| &planes[j][..]),
             };
             let f = masked(&net.acts[i], (n, mask), true, &mut self.masked, clock);
-            let coef = term.grad_coef(j, n, ns, cfg.style_weight);
+            if !term.w2.is_empty() {
+                let coef = (2.0 * cfg.style_weight * share * term.weight / term.norms[j]) as f32;
+                let w2 = &self.w2[j][t];
+                clock.time(
+                    "w2_grad",
+                    || format!("{n}x{m}"),
+                    2.0 * (n * n * m) as f64,
+                    n * m * (2 + accumulate as usize) + n * n,
+                    || {
+                        k::w2_grad(
+                            (f, &net.acts[i]),
+                            (&w2.matrix, &w2.bias, mask),
+                            n,
+                            (s.h, s.w),
+                            coef,
+                            accumulate,
+                            gi,
+                        )
+                    },
+                );
+                accumulate = true;
+                continue;
+            }
+            let coef = term.grad_coef(j, n, share, cfg.style_weight);
             let (g, target, diff) = (&self.grams[j][t], &term.targets[j], &mut self.diff);
             clock.time(
                 "style_grad",

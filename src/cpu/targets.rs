@@ -7,19 +7,19 @@ use super::clock::Clock;
 use super::kernels as k;
 use super::net::{largest_map, Conv, Net};
 use super::tiled::{grams_by_tiles, Tiles};
-use crate::model::style::{per_position, StyleGrams};
+use crate::model::style::{per_position, StyleMoments};
 use crate::model::Affine;
 use crate::weights::Weights;
 
 type Setup<'a> = crate::model::engine::Setup<'a, Weights>;
 
-/// Each style image's Gram matrices per position ([`StyleGrams`]), and the bytes of the
+/// Each style image's Gram matrices per position ([`StyleMoments`]), and the bytes of the
 /// largest style network, held while its targets are made. Only the style layers' outputs are
 /// kept: the rest go through two scratch buffers. A dry session computes nothing (the Grams
 /// are zeros).
 pub fn style_targets(
     s: &Setup<'_>, convs: &[Conv], affine: &Affine, dry: bool,
-) -> Result<(Vec<StyleGrams>, u64)> {
+) -> Result<(Vec<StyleMoments>, u64)> {
     let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
     let mut out = Vec::new();
     let mut setup_peak = 0u64;
@@ -35,13 +35,13 @@ pub fn style_targets(
             let (t, len) = (tiles.largest_tile(), tiles.largest_map());
             let mut scratch = [vec![0.0; len], vec![0.0; len]];
             setup_peak = setup_peak.max(4 * (tiles.net(t).held() + 2 * len) as u64);
-            let grams = match dry {
+            let (grams, sums) = match dry {
                 true => (s.loss.style_layers.iter())
-                    .map(|&l| vec![0.0; s.arch.convs[l].cout.pow(2)])
-                    .collect(),
+                    .map(|&l| (vec![0.0; s.arch.convs[l].cout.pow(2)], vec![0.0; s.arch.convs[l].cout]))
+                    .unzip(),
                 false => grams_by_tiles(&tiles, (convs, affine), &img.data, s.loss, &mut scratch),
             };
-            out.push(per_position(&stages, &s.loss.style_layers, grams));
+            out.push(per_position(&stages, &s.loss.style_layers, grams, sums));
             continue;
         }
         let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
@@ -52,21 +52,22 @@ pub fn style_targets(
             let clock = &mut Clock::default();
             net.forward(convs, affine, &img.data, clock, Some(&mut scratch));
         }
-        let grams = s
+        let (grams, sums) = s
             .loss
             .style_layers
             .iter()
             .map(|&l| {
                 let i = net.stage_of(l);
                 let st = net.stages[i];
-                let mut g = vec![0.0; st.cout * st.cout];
+                let (mut g, mut sums) = (vec![0.0; st.cout * st.cout], vec![0.0; st.cout]);
                 if !dry {
                     k::gram(&net.acts[i], st.cout, (st.h, st.w), &mut g, &mut Vec::new());
+                    k::channel_sums(&net.acts[i], st.cout, (st.h, st.w), &mut sums);
                 }
-                g
+                (g, sums)
             })
-            .collect();
-        out.push(per_position(&stages, &s.loss.style_layers, grams));
+            .unzip();
+        out.push(per_position(&stages, &s.loss.style_layers, grams, sums));
     }
     Ok((out, setup_peak))
 }

@@ -20,15 +20,20 @@ use crate::model::tiles::{level, Tile, TilePlan};
 use crate::model::vgg19::{Arch, Stage};
 use crate::model::{Affine, LossConfig, Pooling};
 
-/// The interior Gram matrices of each tile of an image, added up: the image's Gram matrices
-/// at `layers` (each `[n][n]`), in the memory of one tile's network.
+/// The interior Gram matrices and channel sums of each tile of an image, added up: the
+/// image's Gram matrices at the style layers (each `[n][n]`) and its channel sums (`[n]`), in
+/// the memory of one tile's network.
 pub fn grams_by_tiles(
     tiles: &Tiles, (convs, affine): (&[Conv], &Affine), x: &[f32], cfg: &LossConfig,
     grads: &mut [Vec<f32>; 2],
-) -> Vec<Vec<f32>> {
+) -> (Vec<Vec<f32>>, Vec<Vec<f64>>) {
     let (size, whole) = (tiles.plan.size, tiles.whole_stages());
+    let channels = |&l: &usize| whole[conv_index(&whole, l)].cout;
     let mut grams: Vec<Vec<f32>> = (cfg.style_layers.iter())
-        .map(|&l| vec![0.0; whole[conv_index(&whole, l)].cout.pow(2)])
+        .map(|l| vec![0.0; channels(l).pow(2)])
+        .collect();
+    let mut sums: Vec<Vec<f64>> = (cfg.style_layers.iter())
+        .map(|l| vec![0.0; channels(l)])
         .collect();
     let (mut masked, mut g, mut parts, mut crop) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in &tiles.plan.tiles {
@@ -36,7 +41,8 @@ pub fn grams_by_tiles(
         crop_image(x, size, t, &mut crop);
         net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
         let window = tile_window(t, &net, cfg, (&[None], &whole), size);
-        for ((j, &l), sum) in cfg.style_layers.iter().enumerate().zip(&mut grams) {
+        let layers = cfg.style_layers.iter().enumerate().zip(&mut grams);
+        for (((j, &l), sum), channel_sums) in layers.zip(&mut sums) {
             let s = net.stages[net.stage_of(l)];
             masked.resize(s.cout * k::plane(s.h, s.w), 0.0);
             g.resize(s.cout * s.cout, 0.0);
@@ -44,9 +50,10 @@ pub fn grams_by_tiles(
             k::mask_features(feat, s.cout, &window[0][j], false, &mut masked);
             k::gram(&masked, s.cout, (s.h, s.w), &mut g, &mut parts);
             sum.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+            k::channel_sums(&masked, s.cout, (s.h, s.w), channel_sums);
         }
     }
-    grams
+    (grams, sums)
 }
 
 /// One padded plane per style layer (a term's mask or window).

@@ -19,8 +19,8 @@ use crate::model::loss::{
     DEFAULT_CONTENT_LAYERS, DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT,
     DEFAULT_TV_WEIGHT,
 };
-use crate::model::style::{empty_mask, StyleGrams};
-use crate::model::{Arch, Image, LossConfig, Pooling};
+use crate::model::style::{empty_mask, StyleMoments};
+use crate::model::{Arch, Image, LossConfig, Pooling, StyleLossKind};
 use crate::weights::Weights;
 
 /// The loss settings by layer name (Keras names such as `block5_conv2`, or Caffe names such
@@ -35,6 +35,9 @@ pub struct Losses {
     pub pooling: Pooling,
     /// A periodic picture: circular padding in every convolution, TV across the wrap.
     pub seamless: bool,
+    /// One weight per style layer (used normalised); empty: equal.
+    pub style_layer_weights: Vec<f64>,
+    pub style_loss: StyleLossKind,
 }
 
 impl Default for Losses {
@@ -49,6 +52,8 @@ impl Default for Losses {
             tv_weight: DEFAULT_TV_WEIGHT,
             pooling: Pooling::Max,
             seamless: false,
+            style_layer_weights: Vec::new(),
+            style_loss: StyleLossKind::Gram,
         }
     }
 }
@@ -77,13 +82,31 @@ impl Losses {
                 })
                 .collect()
         };
+        let style_layers = layers(&self.style_layers, "style-layers")?;
+        let weights = &self.style_layer_weights;
+        if !weights.is_empty() && weights.len() != style_layers.len() {
+            return Err(Error::BadSetting(format!(
+                "--style-layer-weights has {} weights for {} --style-layers",
+                weights.len(),
+                style_layers.len()
+            ))
+            .into());
+        }
+        if weights.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
+            return Err(Error::BadSetting(
+                "--style-layer-weights: every weight must be a positive number".into(),
+            )
+            .into());
+        }
         Ok(LossConfig {
             content_layers: layers(&self.content_layers, "content-layers")?,
-            style_layers: layers(&self.style_layers, "style-layers")?,
+            style_layers,
             content_weight: self.content_weight,
             style_weight: self.style_weight,
             tv_weight: self.tv_weight,
             seamless: self.seamless,
+            style_layer_weights: weights.clone(),
+            style_loss: self.style_loss,
         })
     }
 }
@@ -91,7 +114,7 @@ impl Losses {
 /// Style targets a session computed, with the style images they were computed from.
 struct Targets {
     styles: Vec<(Image, f64)>,
-    grams: Vec<StyleGrams>,
+    grams: Vec<StyleMoments>,
 }
 
 /// How many style sets (a set at one size) the Stylizer keeps the targets of.
@@ -134,8 +157,15 @@ impl Stylizer {
                 }
             }
         }
+        let engine = engine.into();
+        if loss.style_loss == StyleLossKind::W2 && engine.name() == "gpu" {
+            return Err(Error::BadSetting(
+                "--style-loss w2 runs on the CPU engine only for now (--engine cpu); the GPU engine has the Gram loss".into(),
+            )
+            .into());
+        }
         Ok(Stylizer {
-            engine: engine.into(),
+            engine,
             weights,
             arch,
             loss,
@@ -178,7 +208,7 @@ impl Stylizer {
 
     /// A session's setup for the images of one scale.
     fn setup<'a>(
-        &'a self, job: &'a Job, images: &'a ScaleImages, targets: Option<&'a [StyleGrams]>,
+        &'a self, job: &'a Job, images: &'a ScaleImages, targets: Option<&'a [StyleMoments]>,
     ) -> Setup<'a, Weights> {
         Setup {
             arch: &self.arch,
@@ -282,6 +312,11 @@ impl Stylizer {
         let Some(masks) = &job.style_masks else {
             return Ok(());
         };
+        if self.loss.style_loss == StyleLossKind::W2 {
+            return Err(Error::BadSetting(
+                "--style-mask and --regions take the Gram style loss only for now (--style-loss gram)".into(),
+            ));
+        }
         if masks.len() != job.styles.len() {
             return Err(Error::BadSetting(format!(
                 "--style-mask: {} masks for {} styles; give one mask per --style, in the same order",
@@ -380,13 +415,13 @@ impl Stylizer {
     }
 
     /// The style targets of `styles`, if a session computed them.
-    fn known_targets(&self, styles: &[(Image, f64)]) -> Option<&[StyleGrams]> {
+    fn known_targets(&self, styles: &[(Image, f64)]) -> Option<&[StyleMoments]> {
         let t = self.targets.iter().find(|t| t.styles == styles)?;
         Some(&t.grams)
     }
 
     /// Keeps targets a session computed (the most recent first, a few sets at most).
-    fn keep_targets(&mut self, styles: Vec<(Image, f64)>, grams: Vec<StyleGrams>) {
+    fn keep_targets(&mut self, styles: Vec<(Image, f64)>, grams: Vec<StyleMoments>) {
         if self.known_targets(&styles).is_none() {
             self.targets.insert(0, Targets { styles, grams });
             self.targets.truncate(KEPT_TARGETS);

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use super::image::Image;
 use super::loss::{LossConfig, LossValues};
 use super::optim::{AdamConfig, AdamState};
-use super::style::{StyleGrams, StyleTerm};
+use super::style::{StyleMoments, StyleTerm};
 use super::temporal::Temporal;
 use super::vgg19::{Arch, Pooling};
 
@@ -38,7 +38,7 @@ pub trait EngineSession {
     fn averaged_image(&self) -> Result<Option<Image>>;
     /// Each style image's Gram matrices per position, as the session computed or was given
     /// them (for [`Setup::style_targets`] of a later session).
-    fn style_targets(&self) -> Vec<StyleGrams>;
+    fn style_targets(&self) -> Vec<StyleMoments>;
     /// Steps skipped because their 16-bit gradient overflowed (the GPU's f16 gradients).
     fn skipped_steps(&self) -> Result<usize> {
         Ok(0)
@@ -63,7 +63,7 @@ pub struct Setup<'a, W> {
     /// Each style image's Gram matrices per position, when an earlier session with the same
     /// style images, layers and pooling computed them ([`EngineSession::style_targets`]): the
     /// style images' networks are then not run again.
-    pub style_targets: Option<&'a [StyleGrams]>,
+    pub style_targets: Option<&'a [StyleMoments]>,
     /// One mask per style image, content-sized (h x w values in [0, 1]): where each style
     /// applies ([`super::style`]); None: every style everywhere, blended.
     pub style_masks: Option<&'a [Vec<f32>]>,
@@ -87,7 +87,7 @@ impl<W> Setup<'_, W> {
     /// The style loss's terms for the content-sized network `stages`, from each style
     /// image's Gram matrices per position ([`super::style::style_terms`]).
     pub fn style_terms(
-        &self, stages: &[super::vgg19::Stage], grams: &[StyleGrams],
+        &self, stages: &[super::vgg19::Stage], grams: &[StyleMoments],
     ) -> Result<Vec<StyleTerm>> {
         if let Some(m) = self.style_masks {
             if m.len() != self.styles.len() {
@@ -116,7 +116,7 @@ impl<W> Setup<'_, W> {
         super::style::style_terms(
             self.arch,
             stages,
-            &self.loss.style_layers,
+            self.loss,
             grams,
             &shares,
             self.style_masks,

@@ -2,7 +2,9 @@
 //! loss values of one evaluation.
 //!
 //! content = Σ_{l∈C} (1/|C|) · ½ Σ (F^l − C^l)²
-//! style   = Σ_{l∈S} (1/|S|) · 1/(4 N_l² M_l²) · Σ (G^l − A^l)²
+//! style   = Σ_{l∈S} w_l · E_l, w_l the layer's share (`--style-layer-weights` normalised;
+//!           1/|S| each by default), E_l the Gram loss 1/(4 N_l² M_l²) · Σ (G^l − A^l)² or
+//!           the Wasserstein-2 distance of [`super::wasserstein`]
 //! tv      = `Σ_c [Σ (x[i+1,j] − x[i,j])² + Σ (x[i,j+1] − x[i,j])²]` (seamless: rows and
 //!           columns modulo the image's, so the last row and column meet the first)
 //! total   = α·content + β·style + γ·tv (+ λ·temporal for a video frame: [`super::temporal`])
@@ -18,6 +20,38 @@ pub struct LossConfig {
     /// A periodic picture (`--seamless`): circular padding in every convolution and the TV
     /// across the wrap, so the output tiles as a texture.
     pub seamless: bool,
+    /// Each style layer's weight, in `style_layers`' order (any positive numbers, used
+    /// normalised); empty: equal weights, the seed's 1/|S|.
+    pub style_layer_weights: Vec<f64>,
+    /// What each style layer's term measures.
+    pub style_loss: StyleLossKind,
+}
+
+/// What a style layer's term measures (`--style-loss`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StyleLossKind {
+    /// The squared distance of the Gram matrices (Gatys et al.; the seed's).
+    #[default]
+    Gram,
+    /// The Wasserstein-2 distance of the features as Gaussians (mean and covariance).
+    W2,
+}
+
+impl Default for LossConfig {
+    /// No layers; the seed's weights, equal layer weights and the Gram loss.
+    fn default() -> LossConfig {
+        LossConfig {
+            content_layers: Vec::new(),
+            style_layers: Vec::new(),
+            content_weight: DEFAULT_CONTENT_WEIGHT,
+            style_weight: DEFAULT_STYLE_WEIGHT,
+            tv_weight: DEFAULT_TV_WEIGHT,
+            seamless: false,
+            style_layer_weights: Vec::new(),
+            style_loss: StyleLossKind::Gram,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -57,6 +91,15 @@ impl LossConfig {
         }
     }
 
+    /// Style layer `j`'s share of the style loss: its weight over the weights' sum (1/|S|
+    /// when no weights are given).
+    pub fn layer_share(&self, j: usize) -> f64 {
+        match self.style_layer_weights.is_empty() {
+            true => 1.0 / self.style_layers.len() as f64,
+            false => self.style_layer_weights[j] / self.style_layer_weights.iter().sum::<f64>(),
+        }
+    }
+
     /// Every conv layer a loss reads: the content layers, then the style layers.
     pub fn layers(&self) -> Vec<usize> {
         self.content_layers
@@ -85,6 +128,9 @@ pub const DEFAULT_CONTENT_WEIGHT: f64 = 1.0;
 /// β: the seed's; α/β = 1e-5 is the most stylised ratio Gatys et al. show (their Fig. 3 spans
 /// 1e-5 .. 1e-2), fitting a tool whose users ask for the style.
 pub const DEFAULT_STYLE_WEIGHT: f64 = 1e5;
+/// β for the W2 loss, whose terms are in units of feature variance rather than its square
+/// (docs/quality.md has the sweep that chose it).
+pub const DEFAULT_W2_STYLE_WEIGHT: f64 = 1e3;
 /// γ: removes the pixel-level noise Adam leaves at 512 px without blurring brush strokes;
 /// tv is an unnormalised sum that grows with the pixel count (sweep at 96 px in docs/algorithm.md).
 pub const DEFAULT_TV_WEIGHT: f64 = 1e7;

@@ -13,10 +13,11 @@ pub mod style;
 pub mod temporal;
 pub mod tiles;
 pub mod vgg19;
+pub mod wasserstein;
 
 pub use convention::{Affine, Convention};
 pub use engine::EngineSession;
 pub use image::Image;
-pub use loss::{LossConfig, LossValues};
+pub use loss::{LossConfig, LossValues, StyleLossKind};
 pub use optim::{AdamConfig, AdamState, Average};
 pub use vgg19::{Arch, Held, Pooling, Stage, StageOp};

@@ -7,8 +7,8 @@ use clap::Args;
 
 use crate::job::{EngineChoice, Optimizer, PreserveColors, DEFAULT_SIZE};
 use crate::model::loss::{
-    DEFAULT_CONTENT_LAYERS, DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_LAYERS, DEFAULT_STYLE_WEIGHT,
-    DEFAULT_TV_WEIGHT,
+    StyleLossKind, DEFAULT_CONTENT_LAYERS, DEFAULT_CONTENT_WEIGHT, DEFAULT_STYLE_LAYERS,
+    DEFAULT_STYLE_WEIGHT, DEFAULT_TV_WEIGHT, DEFAULT_W2_STYLE_WEIGHT,
 };
 use crate::model::optim::{DEFAULT_BETA1, DEFAULT_BETA2, DEFAULT_EPS, DEFAULT_LR, DEFAULT_STEPS};
 use crate::model::Pooling;
@@ -26,6 +26,16 @@ pub struct LayerArgs {
         default_value = DEFAULT_STYLE_LAYERS
     )]
     pub style_layers: Vec<String>,
+}
+
+impl JobOptions {
+    /// β: `--style-weight`, else the default of the `--style-loss`.
+    pub fn style_weight(&self) -> f64 {
+        self.style_weight.unwrap_or(match self.style_loss {
+            StyleLossKind::Gram => DEFAULT_STYLE_WEIGHT,
+            StyleLossKind::W2 => DEFAULT_W2_STYLE_WEIGHT,
+        })
+    }
 }
 
 /// Everything `stylize` takes besides its images and output: `batch` takes them as the
@@ -58,9 +68,18 @@ pub struct JobOptions {
     /// Content loss weight (alpha)
     #[arg(long, default_value_t = DEFAULT_CONTENT_WEIGHT, value_parser = non_negative_f64)]
     pub content_weight: f64,
-    /// Style loss weight (beta)
-    #[arg(long, default_value_t = DEFAULT_STYLE_WEIGHT, value_parser = positive_f64)]
-    pub style_weight: f64,
+    /// Style loss weight (beta) [default: 1e5 with --style-loss gram, 1e3 with w2]
+    #[arg(long, value_parser = positive_f64)]
+    pub style_weight: Option<f64>,
+    /// What the style loss matches at each style layer: gram (the Gram matrices: Gatys et
+    /// al., the seed's) or w2 (the features' mean and covariance, by the Wasserstein-2
+    /// distance: crowsonkb's default; CPU engine, no style masks)
+    #[arg(long, value_enum, default_value_t = StyleLossKind::Gram)]
+    pub style_loss: StyleLossKind,
+    /// One weight per --style-layers entry (any positive numbers, used normalised), e.g.
+    /// 256,64,16,4 for crowsonkb's [default: equal]
+    #[arg(long, value_name = "W1,W2,...", value_delimiter = ',', value_parser = positive_f64)]
+    pub style_layer_weights: Option<Vec<f64>>,
     /// Total-variation weight (gamma); 0 turns it off
     #[arg(long, default_value_t = DEFAULT_TV_WEIGHT, value_parser = non_negative_f64)]
     pub tv_weight: f64,

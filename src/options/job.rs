@@ -40,10 +40,12 @@ pub fn losses_of(o: &JobOptions) -> Losses {
         content_layers: o.layers.content_layers.clone(),
         style_layers: o.layers.style_layers.clone(),
         content_weight: o.content_weight,
-        style_weight: o.style_weight,
+        style_weight: o.style_weight(),
         tv_weight: o.tv_weight,
         pooling: o.pooling,
         seamless: o.seamless,
+        style_layer_weights: o.style_layer_weights.clone().unwrap_or_default(),
+        style_loss: o.style_loss,
     }
 }
 

@@ -151,7 +151,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!((o.style_weight, o.seamless, o.size), (1e4, true, 64));
+        assert_eq!((o.style_weight(), o.seamless, o.size), (1e4, true, 64));
         let o = apply(
             &d,
             &pairs(&[("content-layers", "block1_conv1,block2_conv1")]),

@@ -178,7 +178,7 @@ impl Parts<'_> {
                 out.loss_values.extend(kernels.loss.sq_diff_sum(
                     gpu,
                     (n * n, false),
-                    term.term.loss_scale(j, n, ns) as f32,
+                    term.term.loss_scale(j, n, config.layer_share(j)) as f32,
                     (&g, &term.targets[j]),
                     (loss_buf, nc + j * terms.len() + t),
                 ));
@@ -251,7 +251,6 @@ impl Parts<'_> {
         // The deepest stage has no gradient from above: its first loss term overwrites.
         let mut accumulate = i != net.stages.len() - 1;
         let nc = config.content_layers.len() as f64;
-        let ns = config.style_layers.len();
         if let Some(k) = config.content_layers.iter().position(|&c| c == l) {
             let coef = (config.content_weight / nc) as f32;
             d.extend(kernels.loss.content_grad(
@@ -269,7 +268,7 @@ impl Parts<'_> {
             let (n, m) = (s.cout, s.h * s.w);
             let terms = &self.targets.style;
             for (t, term) in terms.iter().enumerate() {
-                let coef = term.term.grad_coef(j, n, ns, config.style_weight);
+                let coef = term.term.grad_coef(j, n, config.layer_share(j), config.style_weight);
                 let f = self.masked_map(&mut d, term, (i, j), true);
                 d.extend(kernels.gram.style_grad(
                     gpu,

@@ -7,7 +7,7 @@ use crate::gpu::{submit, Dispatch, Gpu};
 use crate::kernels::preprocess::initial_grad_scale;
 use crate::kernels::{Kernels, Storage};
 use crate::model::engine::MemoryPlan;
-use crate::model::style::{per_position, StyleGrams};
+use crate::model::style::{per_position, StyleMoments};
 use crate::model::tiles::TilePlan;
 use crate::model::{AdamState, Affine, Average, Image, LossValues};
 use crate::pipeline::adam::Adam;
@@ -30,7 +30,7 @@ pub struct Session<'g> {
     pub objective: Evaluation,
     /// Each style image's Gram matrices per position, kept for later sessions with the same
     /// styles.
-    style_host: Vec<StyleGrams>,
+    style_host: Vec<StyleMoments>,
     adam: Adam,
     /// The moving average of the iterates: its count, raw buffer and fold dispatch.
     average: Option<(Average, wgpu::Buffer, Vec<Dispatch>)>,
@@ -397,12 +397,12 @@ fn moving_average(
     Ok(Some((Average::new(s.average), buf, fold)))
 }
 
-/// Each style image's Gram matrices per position ([`StyleGrams`]), whole or by tiles
+/// Each style image's Gram matrices per position ([`StyleMoments`]), whole or by tiles
 /// (`--tile`, when the image's halos can wrap exactly under `--seamless`). A dry session
 /// makes every buffer but runs nothing (the Grams are zeros).
 fn style_targets(
     gpu: &Gpu, kernels: &Kernels, convs: &[GpuConv], affine: &Affine, s: &Setup<'_>, dry: bool,
-) -> Result<Vec<StyleGrams>> {
+) -> Result<Vec<StyleMoments>> {
     s.style_shares()?;
     let style_deepest = s.loss.style_layers.iter().copied().max().unwrap_or(0);
     let mut out = Vec::new();
@@ -427,7 +427,7 @@ fn style_targets(
             }
             None => whole_style_grams(gpu, kernels, (convs, affine), s, (img, &stages), dry)?,
         };
-        out.push(per_position(&stages, &s.loss.style_layers, values));
+        out.push(per_position(&stages, &s.loss.style_layers, values, Vec::new()));
     }
     Ok(out)
 }
@@ -554,7 +554,7 @@ impl crate::model::EngineSession for Session<'_> {
         }
         Ok(())
     }
-    fn style_targets(&self) -> Vec<StyleGrams> {
+    fn style_targets(&self) -> Vec<StyleMoments> {
         self.style_host.clone()
     }
     fn skipped_steps(&self) -> Result<usize> {

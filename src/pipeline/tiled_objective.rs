@@ -368,7 +368,7 @@ fn loss_values(
         let n = nets.whole[stage(&nets.whole, l)].cout;
         for (t, term) in terms.iter().enumerate() {
             let slot = nc + j * terms.len() + t;
-            let scale = term.term.loss_scale(j, n, ns) as f32;
+            let scale = term.term.loss_scale(j, n, cfg.layer_share(j)) as f32;
             let grams = (&sums[j * terms.len() + t], &term.targets[j]);
             d.extend((kernels.loss).sq_diff_sum(
                 gpu,

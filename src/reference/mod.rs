@@ -2,7 +2,10 @@
 //! Tests compare the shaders against these; the GPU path never calls them.
 //! Maps are CHW, row-major; weights are HWIO `[3][3][cin][cout]` as Keras stores them.
 
-use crate::model::{AdamConfig, Affine, LossConfig, LossValues, Pooling, Stage, StageOp};
+use crate::model::{
+    AdamConfig, Affine, LossConfig, LossValues, Pooling, Stage, StageOp, StyleLossKind,
+};
+use nalgebra::DMatrix;
 
 /// The taps of a 3x3 kernel at (y, x) of an h x w map that land inside it (zero padding 1), or
 /// with `wrap` (circular padding: `--seamless`) all nine, rows and columns taken modulo the
@@ -284,11 +287,119 @@ pub struct Forward {
 }
 
 /// Loss targets: content features by content layer, Gram matrices by style layer; with
-/// `masked` styles, those instead of `style` (guided Gram matrices, one term per style).
+/// `masked` styles, those instead of `style` (guided Gram matrices, one term per style); with
+/// the W2 loss, `moments` instead (the blended mean and G/M per style layer).
 pub struct Targets {
     pub content: Vec<Vec<f64>>,
     pub style: Vec<Vec<f64>>,
     pub masked: Vec<MaskedStyle>,
+    pub moments: Vec<Moments>,
+}
+
+/// A style layer's raw moments per position: the channel means (n) and G/M (n x n).
+pub type Moments = (Vec<f64>, Vec<f64>);
+
+/// √A and A^(−½) of a symmetric positive definite matrix by cyclic Jacobi rotations (plain,
+/// and accurate for small eigenvalues too): another road than the engines' eigensolver
+/// (Householder tridiagonalisation and implicit QR).
+fn sqrt_and_inverse_sqrt(a: &DMatrix<f64>) -> (DMatrix<f64>, DMatrix<f64>) {
+    let n = a.nrows();
+    let (mut a, mut v) = (a.clone(), DMatrix::<f64>::identity(n, n));
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[(i, j)].powi(2))
+            .sum();
+        if off <= 1e-30 * a.norm_squared() {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                if a[(p, q)] == 0.0 {
+                    continue;
+                }
+                // The rotation that zeroes a[p][q] (Golub & Van Loan, 8.5.2).
+                let theta = (a[(q, q)] - a[(p, p)]) / (2.0 * a[(p, q)]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[(k, p)], a[(k, q)]);
+                    a[(k, p)] = c * akp - s * akq;
+                    a[(k, q)] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[(p, k)], a[(q, k)]);
+                    a[(p, k)] = c * apk - s * aqk;
+                    a[(q, k)] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[(k, p)], v[(k, q)]);
+                    v[(k, p)] = c * vkp - s * vkq;
+                    v[(k, q)] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let with = |f: &dyn Fn(f64) -> f64| {
+        let d = DMatrix::from_fn(n, n, |i, j| if i == j { f(a[(i, i)]) } else { 0.0 });
+        &v * d * v.transpose()
+    };
+    (with(&|l| l.sqrt()), with(&|l| 1.0 / l.sqrt()))
+}
+
+/// The W2 inputs of features f (n x m): ε, Σ_s^½ and the features' and the style's
+/// covariances, with ε = 1e-4 · (the style's mean channel variance), floored at 1e-8.
+#[allow(clippy::type_complexity)]
+fn w2_parts(
+    f: &[f64], n: usize, m: usize, (mean_s, second_s): &Moments,
+) -> (Vec<f64>, DMatrix<f64>, DMatrix<f64>) {
+    let mean: Vec<f64> = (0..n).map(|c| f[c * m..(c + 1) * m].iter().sum::<f64>() / m as f64).collect();
+    let g = gram(f, n, m);
+    let var_s: f64 = (0..n).map(|i| second_s[i * n + i] - mean_s[i] * mean_s[i]).sum();
+    let eps = (1e-4 * var_s / n as f64).max(1e-8);
+    let cov = |mu: &[f64], sec: &dyn Fn(usize, usize) -> f64| {
+        DMatrix::from_fn(n, n, |i, j| sec(i, j) - mu[i] * mu[j] + if i == j { eps } else { 0.0 })
+    };
+    let sigma = cov(&mean, &|i, j| g[i * n + j] / m as f64);
+    let sigma_s = cov(mean_s, &|i, j| second_s[i * n + j]);
+    (mean, sigma, sigma_s)
+}
+
+/// The W2 style term of features f (n x m) against a style's moments:
+/// |μ − μ_s|²/n + tr(Σ + Σ_s − 2 (Σ_s^½ Σ Σ_s^½)^½)/n (`model::wasserstein` has the why).
+pub fn w2_loss(f: &[f64], n: usize, m: usize, target: &Moments) -> f64 {
+    let (mean, sigma, sigma_s) = w2_parts(f, n, m, target);
+    let root_s = sqrt_and_inverse_sqrt(&sigma_s).0;
+    let inner = &root_s * &sigma * &root_s;
+    let cross = sqrt_and_inverse_sqrt(&inner).0.trace();
+    let means: f64 = mean.iter().zip(&target.0).map(|(a, b)| (a - b).powi(2)).sum();
+    (means + sigma.trace() + sigma_s.trace() - 2.0 * cross) / n as f64
+}
+
+/// d/dF of [`w2_loss`]: (2/m) A F + (1/m) g 1ᵀ, A = (I − T)/n,
+/// T = Σ_s^½ (Σ_s^½ Σ Σ_s^½)^(−½) Σ_s^½, g = 2(μ − μ_s)/n − 2 A μ.
+pub fn w2_grad(f: &[f64], n: usize, m: usize, target: &Moments) -> Vec<f64> {
+    let (mean, sigma, sigma_s) = w2_parts(f, n, m, target);
+    let root_s = sqrt_and_inverse_sqrt(&sigma_s).0;
+    let inner = &root_s * &sigma * &root_s;
+    let t = &root_s * sqrt_and_inverse_sqrt(&inner).1 * &root_s;
+    let a = (DMatrix::identity(n, n) - t) / n as f64;
+    let g: Vec<f64> = (0..n)
+        .map(|i| {
+            let a_mu: f64 = (0..n).map(|j| a[(i, j)] * mean[j]).sum();
+            2.0 * (mean[i] - target.0[i]) / n as f64 - 2.0 * a_mu
+        })
+        .collect();
+    let mut out = vec![0.0; n * m];
+    for i in 0..n {
+        for p in 0..m {
+            let af: f64 = (0..n).map(|j| a[(i, j)] * f[j * m + p]).sum();
+            out[i * m + p] = (2.0 * af + g[i]) / m as f64;
+        }
+    }
+    out
 }
 
 /// A style with its mask: where it applies (the optimised image's size, h x w, row-major),
@@ -359,6 +470,7 @@ impl Model<'_> {
         let f = self.forward(x);
         Targets {
             masked: Vec::new(),
+            moments: Vec::new(),
             content: self
                 .loss
                 .content_layers
@@ -389,6 +501,45 @@ impl Model<'_> {
                 g.into_iter().map(|v| v / m).collect()
             })
             .collect()
+    }
+
+    /// Each style layer's raw moments of x: channel means and G / M.
+    pub fn moments_per_position(&self, x: &[f64]) -> Vec<Moments> {
+        let f = self.forward(x);
+        (self.loss.style_layers.iter())
+            .map(|&l| {
+                let s = &self.stages[self.conv_stage(l)];
+                let (n, m) = (s.cout, s.h * s.w);
+                let a = &f.acts[self.conv_stage(l)];
+                let mean = (0..n).map(|c| a[c * m..(c + 1) * m].iter().sum::<f64>() / m as f64);
+                let g = gram(a, n, m).into_iter().map(|v| v / m as f64);
+                (mean.collect(), g.collect())
+            })
+            .collect()
+    }
+
+    /// The styles' moments blended by their weights (normalised here): the W2 targets.
+    pub fn blended_moments(styles: &[(Vec<Moments>, f64)]) -> Vec<Moments> {
+        let total: f64 = styles.iter().map(|s| s.1).sum();
+        let blend = |part: &dyn Fn(&Vec<Moments>) -> &Vec<f64>| -> Vec<f64> {
+            let mut out = vec![0.0; part(&styles[0].0).len()];
+            for (m, w) in styles {
+                out.iter_mut().zip(part(m)).for_each(|(o, v)| *o += w / total * v);
+            }
+            out
+        };
+        (0..styles[0].0.len())
+            .map(|j| (blend(&|m| &m[j].0), blend(&|m| &m[j].1)))
+            .collect()
+    }
+
+    /// Style layer k's share of the style loss: its weight over their sum (1/|S| without).
+    fn share(&self, k: usize) -> f64 {
+        let w = &self.loss.style_layer_weights;
+        match w.is_empty() {
+            true => 1.0 / self.loss.style_layers.len() as f64,
+            false => w[k] / w.iter().sum::<f64>(),
+        }
     }
 
     /// The blended style targets of this (the optimised image's) network: M_l Σ_k w_k A_k
@@ -427,7 +578,7 @@ impl Model<'_> {
     pub fn losses(&self, x: &[f64], t: &Targets) -> LossValues {
         let f = self.forward(x);
         let nc = self.loss.content_layers.len() as f64;
-        let ns = self.loss.style_layers.len() as f64;
+        let w2 = self.loss.style_loss == StyleLossKind::W2;
         let content: f64 = self
             .loss
             .content_layers
@@ -436,12 +587,16 @@ impl Model<'_> {
             .map(|(&l, c)| content_loss(&f.acts[self.conv_stage(l)], c) / nc)
             .sum();
         let style: f64 = match t.masked.is_empty() {
-            true => (self.loss.style_layers.iter())
-                .zip(&t.style)
-                .map(|(&l, a)| {
+            true => (self.loss.style_layers.iter().enumerate())
+                .map(|(k, &l)| {
                     let s = &self.stages[self.conv_stage(l)];
                     let (n, m) = (s.cout, s.h * s.w);
-                    style_loss(&gram(&f.acts[self.conv_stage(l)], n, m), a, n, m) / ns
+                    let fa = &f.acts[self.conv_stage(l)];
+                    let e = match w2 {
+                        true => w2_loss(fa, n, m, &t.moments[k]),
+                        false => style_loss(&gram(fa, n, m), &t.style[k], n, m),
+                    };
+                    self.share(k) * e
                 })
                 .sum(),
             false => (self.loss.style_layers.iter().enumerate())
@@ -449,7 +604,7 @@ impl Model<'_> {
                 .map(|(j, l, ms)| {
                     let (i, n) = (self.conv_stage(l), self.stages[self.conv_stage(l)].cout);
                     let m = self.mask_at(&ms.mask, l);
-                    masked_style_loss(&f.acts[i], &m, &ms.grams[j], n, ms.weight) / ns
+                    self.share(j) * masked_style_loss(&f.acts[i], &m, &ms.grams[j], n, ms.weight)
                 })
                 .sum(),
         };
@@ -463,7 +618,6 @@ impl Model<'_> {
         let f = self.forward(x);
         let cfg = self.loss;
         let nc = cfg.content_layers.len() as f64;
-        let ns = cfg.style_layers.len() as f64;
         let mut grad: Vec<f64> = vec![0.0; self.stages.last().unwrap().out_len()];
         for (i, s) in self.stages.iter().enumerate().rev() {
             if let StageOp::Conv(l) = s.op {
@@ -474,14 +628,19 @@ impl Model<'_> {
                 }
                 if let Some(k) = cfg.style_layers.iter().position(|&c| c == l) {
                     let (n, m) = (s.cout, s.h * s.w);
+                    let beta = cfg.style_weight * self.share(k);
                     if t.masked.is_empty() {
-                        let g = style_grad(fa, &gram(fa, n, m), &t.style[k], n, m);
-                        axpy(&mut grad, cfg.style_weight / ns, &g);
+                        let g = match cfg.style_loss {
+                            StyleLossKind::W2 => w2_grad(fa, n, m, &t.moments[k]),
+                            StyleLossKind::Gram => style_grad(fa, &gram(fa, n, m), &t.style[k], n, m),
+                        };
+                        // (d/dF of the post-ReLU F: the ReLU's gate is the conv's backward.)
+                        axpy(&mut grad, beta, &g);
                     }
                     for ms in &t.masked {
                         let mask = self.mask_at(&ms.mask, l);
                         let g = masked_style_grad(fa, &mask, &ms.grams[k], n, ms.weight);
-                        axpy(&mut grad, cfg.style_weight / ns, &g);
+                        axpy(&mut grad, beta, &g);
                     }
                 }
             }

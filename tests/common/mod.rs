@@ -225,6 +225,7 @@ pub fn small_loss(arch: &impasto::model::Arch) -> impasto::model::LossConfig {
         style_weight: 1e3,
         tv_weight: 1e2,
         seamless: false,
+        ..impasto::model::LossConfig::default()
     }
 }
 

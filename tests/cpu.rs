@@ -331,7 +331,16 @@ fn cpu_losses_and_gradient_match_reference() {
     let mut w2_deep = setup_parts();
     w2_deep.2.style_loss = StyleLossKind::W2;
     w2_deep.2.style_layers = vec![0, 3];
-    let all = [parts, transient, signs, seamless, weighted, w2, w2_weighted, w2_deep];
+    let all = [
+        parts,
+        transient,
+        signs,
+        seamless,
+        weighted,
+        w2,
+        w2_weighted,
+        w2_deep,
+    ];
     for parts in all {
         losses_and_gradient_match_reference(&parts, None);
     }
@@ -600,13 +609,17 @@ fn w2_problem(n: usize, m: usize, seed: u64) -> (Vec<f64>, reference::Moments) {
     use rand::Rng;
     let mut r = rng(seed);
     let mut feats = |len: usize| -> Vec<f64> {
-        (0..len).map(|_| r.random_range(-0.5f64..2.0).max(0.0)).collect()
+        (0..len)
+            .map(|_| r.random_range(-0.5f64..2.0).max(0.0))
+            .collect()
     };
     let f = feats(n * m);
     let ms = m + 3;
     let s = feats(n * ms);
     let mean = (0..n).map(|c| s[c * ms..(c + 1) * ms].iter().sum::<f64>() / ms as f64);
-    let second = reference::gram(&s, n, ms).into_iter().map(|v| v / ms as f64);
+    let second = reference::gram(&s, n, ms)
+        .into_iter()
+        .map(|v| v / ms as f64);
     (f, (mean.collect(), second.collect()))
 }
 
@@ -643,8 +656,13 @@ fn w2_host_matches_the_reference() {
     for (n, m) in [(5, 30), (8, 3), (64, 40)] {
         let (f, (mean_s, second_s)) = w2_problem(n, m, 6);
         let target = W2Target::new(&mean_s, &second_s);
-        let mean: Vec<f64> = (0..n).map(|c| f[c * m..(c + 1) * m].iter().sum::<f64>() / m as f64).collect();
-        let second: Vec<f64> = reference::gram(&f, n, m).into_iter().map(|v| v / m as f64).collect();
+        let mean: Vec<f64> = (0..n)
+            .map(|c| f[c * m..(c + 1) * m].iter().sum::<f64>() / m as f64)
+            .collect();
+        let second: Vec<f64> = reference::gram(&f, n, m)
+            .into_iter()
+            .map(|v| v / m as f64)
+            .collect();
         let got = target.evaluate(&mean, &second);
         let moments = (mean_s, second_s);
         let want = reference::w2_loss(&f, n, m, &moments);
@@ -658,8 +676,132 @@ fn w2_host_matches_the_reference() {
             })
             .collect();
         let scale = want_grad.iter().fold(0.0f64, |a, g| a.max(g.abs()));
-        let ge = (grad.iter().zip(&want_grad)).fold(0.0f64, |a, (g, w)| a.max((g - w).abs() / scale));
+        let ge =
+            (grad.iter().zip(&want_grad)).fold(0.0f64, |a, (g, w)| a.max((g - w).abs() / scale));
         println!("W2 host vs reference, {n}x{m}: loss {e:.2e}, gradient {ge:.2e}");
-        assert!(e < 1e-8 && ge < 1e-8, "{n}x{m}: loss {e:e}, gradient {ge:e}");
+        assert!(
+            e < 1e-8 && ge < 1e-8,
+            "{n}x{m}: loss {e:e}, gradient {ge:e}"
+        );
     }
+}
+
+/// `impasto score`'s numbers (the CPU engine's maps in f32, then f64) against a direct f64
+/// computation: the reference network's maps, the relative content distance, and the
+/// reference's W2 term (Jacobi rotations) against the styles' blended moments.
+#[test]
+fn score_matches_a_direct_f64_computation() {
+    use impasto::job::{Engine, Job, Losses, Original, Stylizer};
+    use rand::Rng;
+    let arch = Arch::vgg19();
+    let weights = Weights::load(&common::real_weights()).unwrap();
+    let losses = Losses {
+        content_layers: vec!["block2_conv2".into(), "block3_conv1".into()],
+        style_layers: vec![
+            "block1_conv1".into(),
+            "block2_conv1".into(),
+            "block3_conv1".into(),
+        ],
+        ..Losses::default()
+    };
+    let open = |n: &str| impasto::job::open_image(&common::image(n)).unwrap();
+    let small = |o: Original, side: usize| {
+        let img = o.at(side);
+        let rgb = impasto::io::image::to_rgb(&img).into_raw();
+        Original::from_pixels(img.w, img.h, rgb).unwrap()
+    };
+    let content = small(open("tubingen.jpg"), 40);
+    let styles = vec![
+        (small(open("starry_night.jpg"), 50), 3.0),
+        (small(open("the_scream.jpg"), 30), 1.0),
+    ];
+    let mut job = Job::new(content, styles);
+    job.settings.style_scale = 0.8;
+    // A picture of another size than the content (it is resized to the picture's).
+    let (h, w) = (27, 36);
+    let mut r = rng(41);
+    let picture = Image {
+        h,
+        w,
+        data: (0..3 * h * w).map(|_| r.random::<f32>()).collect(),
+    };
+    let cw = common::reference_weights(&arch, &weights, 4);
+    let stylizer = Stylizer::new(Engine::cpu(), weights, &losses).unwrap();
+    let got = stylizer.score(&picture, &job).unwrap();
+
+    let cfg = LossConfig {
+        content_layers: vec![3, 4],
+        style_layers: vec![0, 2, 4],
+        ..LossConfig::default()
+    };
+    let affine = impasto::model::Convention::Caffe.affine();
+    let maps = |img: &Image| {
+        let stages = arch.stages(4, img.h, img.w, Pooling::Max);
+        let f = model_with(&stages, &cw, affine, &cfg).forward(&to_f64(&img.data));
+        let at = |l: usize| {
+            let i = impasto::model::vgg19::conv_stage(&stages, l).unwrap();
+            (f.acts[i].clone(), stages[i].cout)
+        };
+        (0..5).map(at).collect::<Vec<_>>()
+    };
+    let (x, c) = (maps(&picture), maps(&job.content.exactly(w, h)));
+    let content: Vec<f64> = [3, 4]
+        .iter()
+        .map(|&l| {
+            let d: f64 = x[l]
+                .0
+                .iter()
+                .zip(&c[l].0)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum();
+            d / c[l].0.iter().map(|b| b * b).sum::<f64>()
+        })
+        .collect();
+    let per_style: Vec<(Vec<reference::Moments>, f64)> = job
+        .styles
+        .iter()
+        .map(|(s, wt)| {
+            let m = maps(&s.at(29));
+            let moments = [0, 2, 4].iter().map(|&l| {
+                let (f, n) = &m[l];
+                let pos = f.len() / n;
+                let mean =
+                    (0..*n).map(|i| f[i * pos..(i + 1) * pos].iter().sum::<f64>() / pos as f64);
+                let g = reference::gram(f, *n, pos)
+                    .into_iter()
+                    .map(|v| v / pos as f64);
+                (mean.collect(), g.collect())
+            });
+            (moments.collect(), *wt)
+        })
+        .collect();
+    let blended = reference::Model::blended_moments(&per_style);
+    let style: Vec<f64> = [0, 2, 4]
+        .iter()
+        .enumerate()
+        .map(|(j, &l)| {
+            let (f, n) = &x[l];
+            reference::w2_loss(f, *n, f.len() / n, &blended[j])
+        })
+        .collect();
+    let rel = |a: f64, b: f64| ((a - b) / b).abs();
+    for (k, want) in content.iter().enumerate() {
+        let e = rel(got.content_layers[k].value, *want);
+        println!(
+            "score: content {}: {:.6e} vs f64 {want:.6e}, relative error {e:.1e}",
+            got.content_layers[k].layer, got.content_layers[k].value
+        );
+        assert!(e < 1e-4, "content layer {k}: {e:e}");
+    }
+    for (j, want) in style.iter().enumerate() {
+        let e = rel(got.style_layers[j].value, *want);
+        println!(
+            "score: style {}: {:.6e} vs f64 {want:.6e}, relative error {e:.1e}",
+            got.style_layers[j].layer, got.style_layers[j].value
+        );
+        assert!(e < 1e-4, "style layer {j}: {e:e}");
+    }
+    assert!(rel(got.content, content.iter().sum::<f64>() / 2.0) < 1e-4);
+    assert!(rel(got.style, style.iter().sum::<f64>() / 3.0) < 1e-4);
+    assert_eq!(got.size, [w, h]);
 }

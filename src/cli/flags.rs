@@ -50,6 +50,15 @@ pub enum Command {
     /// directory (SQLite) and run one at a time on one engine; a server restarted on the same
     /// data finishes every job it had accepted. The URL to open is printed first.
     Serve(Box<ServeArgs>),
+    /// Score a picture: how far it is from its content and from its style, one number each
+    /// (lower is closer), printed as JSON
+    ///
+    /// content: the mean over --content-layers of ‖F(x) − F(c)‖² / ‖F(c)‖²; style: the mean
+    /// over --style-layers of the Wasserstein-2 distance between the picture's features and
+    /// the style's (their means and covariances), whatever loss made the picture. The
+    /// content image is resized to the picture's size, the style images to --style-scale
+    /// times it, as stylize does. Runs on the CPU.
+    Score(Box<ScoreArgs>),
     /// List the GPU adapters impasto can use, best first
     Devices,
     /// Time one optimisation step and each kernel in it (random weights of VGG19's shapes)
@@ -164,6 +173,33 @@ pub struct StylizeArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub options: JobOptions,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScoreArgs {
+    /// The picture to score (PNG, JPEG or TIFF)
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Its content image
+    #[arg(long, value_name = "PATH")]
+    pub content: PathBuf,
+    /// Its style image; repeat for a blend of several
+    #[arg(long, value_name = "PATH", required = true)]
+    pub style: Vec<PathBuf>,
+    /// Blend weights of the style images, one per --style (normalised to sum to 1)
+    #[arg(long, value_name = "W1,W2,...", value_delimiter = ',', value_parser = crate::options::positive_f64)]
+    pub style_blend: Option<Vec<f64>>,
+    /// VGG19 weights (safetensors); default: $IMPASTO_WEIGHTS, then the user cache
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    /// Style images are resized to a longest side of style-scale x the picture's
+    #[arg(long, default_value_t = 1.0, value_parser = crate::options::positive_f64)]
+    pub style_scale: f64,
+    /// Pooling between blocks
+    #[arg(long, value_enum, default_value_t = crate::model::Pooling::Max)]
+    pub pooling: crate::model::Pooling,
 }
 
 /// λ of the temporal term: on a 12-frame pan, 1e12 left a third of the frame-by-frame warping

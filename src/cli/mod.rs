@@ -9,6 +9,7 @@ pub mod inputs;
 pub mod manifest;
 pub mod observers;
 pub mod plan;
+pub mod score;
 pub mod serve;
 pub mod stylize;
 pub mod tune;
@@ -26,6 +27,7 @@ pub fn run(cli: &Cli) -> i32 {
         Command::Batch(args) => batch::run(args, adapter),
         Command::Video(args) => video::run(args, adapter),
         Command::Serve(args) => serve::run(args, adapter),
+        Command::Score(args) => score::run(args),
         Command::Devices => devices::run().map(|_| 0),
         Command::Bench(args) => bench::command(args, adapter).map(|_| 0),
         Command::Tune(args) => tune::run(args, adapter).map(|_| 0),

@@ -230,6 +230,8 @@ struct Report<'a> {
     /// The most GPU memory held at once (wgpu's allocator report; null where the backend has none).
     peak_gpu_memory_bytes: Option<u64>,
     settings: &'a serde_json::Value,
+    /// The result's score (`impasto score`'s measure; null when the job did not ask).
+    score: Option<&'a crate::job::Score>,
 }
 
 impl<'a> Report<'a> {
@@ -250,6 +252,7 @@ impl<'a> Report<'a> {
             steps_per_second: o.steps_done as f64 / o.optimise_seconds.max(1e-9),
             peak_gpu_memory_bytes: o.peak_gpu_memory_bytes,
             settings: &out.settings,
+            score: o.score.as_ref(),
         }
     }
 }

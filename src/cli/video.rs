@@ -224,6 +224,8 @@ impl VideoRun<'_> {
         }
         let mut job = Job::new(frame.image, self.styles.clone());
         job.settings = settings_of(&self.args.options);
+        // (The video's report is per frame: no score a frame.)
+        job.settings.score = false;
         // Frames that do not fit whole take tiles (the first frame decides for all: one size).
         if self.tile.is_none() {
             let tile = self.stylizer.fitting_tile(&job);

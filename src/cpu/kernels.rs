@@ -409,8 +409,8 @@ pub fn gram(feat: &[f32], n: usize, (h, w): (usize, usize), g: &mut [f32], parts
 /// backward, which must not zero the other terms' gradients where m is zero).
 #[allow(clippy::too_many_arguments)]
 pub fn style_grad(
-    feats: (&[f32], &[f32]), g: &[f32], target: &[f32], n: usize, hw: (usize, usize),
-    coef: f32, accumulate: bool, grad: &mut [f32], scratch: &mut Vec<f32>,
+    feats: (&[f32], &[f32]), g: &[f32], target: &[f32], n: usize, hw: (usize, usize), coef: f32,
+    accumulate: bool, grad: &mut [f32], scratch: &mut Vec<f32>,
 ) {
     scratch.clear();
     scratch.extend(g.iter().zip(target).map(|(a, b)| a - b));
@@ -425,7 +425,15 @@ pub fn w2_grad(
     feats: (&[f32], &[f32]), (d, bias, window): (&[f32], &[f32], Option<&[f32]>), n: usize,
     hw: (usize, usize), coef: f32, accumulate: bool, grad: &mut [f32],
 ) {
-    matrix_grad(feats, (d, Some((bias, window))), n, hw, coef, accumulate, grad);
+    matrix_grad(
+        feats,
+        (d, Some((bias, window))),
+        n,
+        hw,
+        coef,
+        accumulate,
+        grad,
+    );
 }
 
 /// `grad (+)= coef · (D F [+ b ∘ m]) · [R > 0]`: the Gram and W2 gradients' common part.

@@ -32,6 +32,7 @@ use clock::Clock;
 use kernels as k;
 use net::{stage_backward, Conv, Net};
 use style::StyleLoss;
+pub use targets::layer_maps;
 use targets::{style_targets, whole_net};
 
 /// What `impasto devices` and the run say about the CPU engine: threads and SIMD level.

@@ -39,7 +39,11 @@ impl CpuSession {
             (
                 "targets",
                 sum(&self.content)
-                    + self.style_grams.iter().map(|g| sum(&g.grams) + sum(&g.means)).sum::<u64>()
+                    + self
+                        .style_grams
+                        .iter()
+                        .map(|g| sum(&g.grams) + sum(&g.means))
+                        .sum::<u64>()
                     + self.style.target_bytes(),
             ),
             ("Gram matrices, masks and loss values", self.style.held()),

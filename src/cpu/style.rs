@@ -90,7 +90,11 @@ impl StyleLoss {
             .collect();
         let per_layer = |j: usize| terms.iter().map(move |t| (t, t.w2.get(j)));
         let sums = (0..cfg.style_layers.len())
-            .map(|j| per_layer(j).map(|(_, w)| w.map_or(Vec::new(), |w| vec![0.0; w.mean.len()])).collect())
+            .map(|j| {
+                per_layer(j)
+                    .map(|(_, w)| w.map_or(Vec::new(), |w| vec![0.0; w.mean.len()]))
+                    .collect()
+            })
             .collect();
         let w2 = (0..cfg.style_layers.len())
             .map(|j| per_layer(j).map(|_| W2Step::default()).collect())
@@ -216,11 +220,17 @@ impl StyleLoss {
                 };
                 let (g, m) = (&self.grams[j][t], term.norms[j]);
                 let n = sums.len();
-                let value = clock.time("w2_roots", || format!("{n}x{n}"), 0.0, 0, || {
-                    let mean: Vec<f64> = sums.iter().map(|s| s / m).collect();
-                    let second: Vec<f64> = g.iter().map(|&v| v as f64 / m).collect();
-                    target.evaluate(&mean, &second)
-                });
+                let value = clock.time(
+                    "w2_roots",
+                    || format!("{n}x{n}"),
+                    0.0,
+                    0,
+                    || {
+                        let mean: Vec<f64> = sums.iter().map(|s| s / m).collect();
+                        let second: Vec<f64> = g.iter().map(|&v| v as f64 / m).collect();
+                        target.evaluate(&mean, &second)
+                    },
+                );
                 step.loss = value.loss;
                 step.matrix = value.d_second.iter().map(|&v| v as f32).collect();
                 // dE/dF = (2/M) (dE/dS) F + (1/M) (dE/dμ) 1ᵀ = (2/M) (D F + b 1ᵀ).

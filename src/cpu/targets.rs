@@ -37,7 +37,12 @@ pub fn style_targets(
             setup_peak = setup_peak.max(4 * (tiles.net(t).held() + 2 * len) as u64);
             let (grams, sums) = match dry {
                 true => (s.loss.style_layers.iter())
-                    .map(|&l| (vec![0.0; s.arch.convs[l].cout.pow(2)], vec![0.0; s.arch.convs[l].cout]))
+                    .map(|&l| {
+                        (
+                            vec![0.0; s.arch.convs[l].cout.pow(2)],
+                            vec![0.0; s.arch.convs[l].cout],
+                        )
+                    })
                     .unzip(),
                 false => grams_by_tiles(&tiles, (convs, affine), &img.data, s.loss, &mut scratch),
             };
@@ -88,4 +93,32 @@ pub fn whole_net(
         .map(|&l| net.acts[net.stage_of(l)].clone())
         .collect();
     (net, grads, content)
+}
+
+/// The maps of `img` at conv layers `layers` (unpadded, `[c][h][w]`), through the network of
+/// the image's whole size: what `impasto score` measures.
+pub fn layer_maps(
+    weights: &Weights, arch: &crate::model::Arch, pooling: crate::model::Pooling,
+    img: &crate::model::Image, layers: &[usize],
+) -> Result<Vec<Vec<f32>>> {
+    let deepest = layers.iter().copied().max().unwrap_or(0);
+    let stages = arch.stages(deepest, img.h, img.w, pooling);
+    let convs = super::net::convs(weights, arch, &stages)?;
+    let affine = weights.convention.affine();
+    let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
+    let mut net = Net::new(stages, Some(layers), false);
+    net.forward(
+        &convs,
+        &affine,
+        &img.data,
+        &mut Clock::default(),
+        Some(&mut scratch),
+    );
+    Ok(layers
+        .iter()
+        .map(|&l| {
+            let s = net.stages[net.stage_of(l)];
+            k::unpad(&net.acts[net.stage_of(l)], (s.cout, s.h, s.w))
+        })
+        .collect())
 }

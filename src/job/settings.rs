@@ -49,6 +49,9 @@ pub enum Init {
 pub struct Settings {
     /// The output's longest side.
     pub size: usize,
+    /// Score the result at the end ([`super::Outcome::score`]): a few forward passes on the
+    /// CPU.
+    pub score: bool,
     /// Coarse to fine: the first scale's longest side (None: one scale at `size`).
     pub min_size: Option<usize>,
     /// Steps at the first scale (None: `steps`).
@@ -75,6 +78,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             size: DEFAULT_SIZE,
+            score: false,
             min_size: None,
             initial_steps: None,
             steps: DEFAULT_STEPS,

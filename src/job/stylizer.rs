@@ -176,6 +176,13 @@ impl Stylizer {
         })
     }
 
+    /// The [`super::Score`] of `picture` against `job`'s content and styles at this
+    /// stylizer's layers (the maps through the CPU engine, whichever engine it holds).
+    pub fn score(&self, picture: &Image, job: &Job) -> Result<super::Score> {
+        let net = (&self.weights, &self.arch, self.pooling);
+        super::score::score(net, &self.loss, picture, job)
+    }
+
     /// Refuse runs whose memory plan peaks above `bytes` (besides the memory available).
     pub fn with_max_memory(mut self, bytes: Option<u64>) -> Stylizer {
         self.set_max_memory(bytes);
@@ -529,9 +536,15 @@ impl Stylizer {
         }
         let done = result.expect("at least one scale");
         // A run stopped at a coarse scale still gives the size asked for.
+        let image = upsample(&done.image, job.output_size());
+        let score = match job.settings.score {
+            true => Some(self.score(&job.presentable(&image), job)?),
+            false => None,
+        };
         let outcome = Outcome {
             ending: done.ending,
-            image: upsample(&done.image, job.output_size()),
+            image,
+            score,
             steps_done: steps.steps_done,
             optimise_seconds: steps.seconds(),
             entries: std::mem::take(&mut steps.entries),

@@ -28,7 +28,17 @@ pub struct LossConfig {
 }
 
 /// What a style layer's term measures (`--style-loss`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum StyleLossKind {
     /// The squared distance of the Gram matrices (Gatys et al.; the seed's).
@@ -130,7 +140,7 @@ pub const DEFAULT_CONTENT_WEIGHT: f64 = 1.0;
 pub const DEFAULT_STYLE_WEIGHT: f64 = 1e5;
 /// β for the W2 loss, whose terms are in units of feature variance rather than its square
 /// (docs/quality.md has the sweep that chose it).
-pub const DEFAULT_W2_STYLE_WEIGHT: f64 = 1e3;
+pub const DEFAULT_W2_STYLE_WEIGHT: f64 = 1e7;
 /// γ: removes the pixel-level noise Adam leaves at 512 px without blurring brush strokes;
 /// tv is an unnormalised sum that grows with the pixel count (sweep at 96 px in docs/algorithm.md).
 pub const DEFAULT_TV_WEIGHT: f64 = 1e7;

@@ -273,7 +273,11 @@ pub fn per_position(
     let divide = |v: Vec<f32>, m: f64| v.into_iter().map(|v| (v as f64 / m) as f32).collect();
     let positions: Vec<f64> = positions.collect();
     StyleMoments {
-        grams: grams.into_iter().zip(&positions).map(|(g, &m)| divide(g, m)).collect(),
+        grams: grams
+            .into_iter()
+            .zip(&positions)
+            .map(|(g, &m)| divide(g, m))
+            .collect(),
         means: (sums.into_iter().zip(&positions))
             .map(|(s, &m)| s.into_iter().map(|v| (v / m) as f32).collect())
             .collect(),

@@ -49,7 +49,10 @@ pub struct W2Value {
 /// f(A) of a symmetric matrix (its eigenvalues clamped at zero first).
 fn symmetric_fn(a: DMatrix<f64>, f: impl Fn(f64) -> f64) -> DMatrix<f64> {
     let e = SymmetricEigen::new(a);
-    let d = DVector::from_iterator(e.eigenvalues.len(), e.eigenvalues.iter().map(|&l| f(l.max(0.0))));
+    let d = DVector::from_iterator(
+        e.eigenvalues.len(),
+        e.eigenvalues.iter().map(|&l| f(l.max(0.0))),
+    );
     &e.eigenvectors * DMatrix::from_diagonal(&d) * e.eigenvectors.transpose()
 }
 

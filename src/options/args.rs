@@ -68,7 +68,7 @@ pub struct JobOptions {
     /// Content loss weight (alpha)
     #[arg(long, default_value_t = DEFAULT_CONTENT_WEIGHT, value_parser = non_negative_f64)]
     pub content_weight: f64,
-    /// Style loss weight (beta) [default: 1e5 with --style-loss gram, 1e3 with w2]
+    /// Style loss weight (beta) [default: 1e5 with --style-loss gram, 1e7 with w2]
     #[arg(long, value_parser = positive_f64)]
     pub style_weight: Option<f64>,
     /// What the style loss matches at each style layer: gram (the Gram matrices: Gatys et

@@ -15,6 +15,8 @@ use crate::model::AdamConfig;
 pub fn settings_of(o: &JobOptions) -> Settings {
     Settings {
         size: o.size,
+        // (A report ends with the result's score.)
+        score: o.report.is_some(),
         min_size: o.min_size,
         initial_steps: o.initial_steps,
         steps: o.steps,

@@ -268,7 +268,9 @@ impl Parts<'_> {
             let (n, m) = (s.cout, s.h * s.w);
             let terms = &self.targets.style;
             for (t, term) in terms.iter().enumerate() {
-                let coef = term.term.grad_coef(j, n, config.layer_share(j), config.style_weight);
+                let coef = term
+                    .term
+                    .grad_coef(j, n, config.layer_share(j), config.style_weight);
                 let f = self.masked_map(&mut d, term, (i, j), true);
                 d.extend(kernels.gram.style_grad(
                     gpu,

@@ -427,7 +427,12 @@ fn style_targets(
             }
             None => whole_style_grams(gpu, kernels, (convs, affine), s, (img, &stages), dry)?,
         };
-        out.push(per_position(&stages, &s.loss.style_layers, values, Vec::new()));
+        out.push(per_position(
+            &stages,
+            &s.loss.style_layers,
+            values,
+            Vec::new(),
+        ));
     }
     Ok(out)
 }

@@ -355,12 +355,18 @@ fn sqrt_and_inverse_sqrt(a: &DMatrix<f64>) -> (DMatrix<f64>, DMatrix<f64>) {
 fn w2_parts(
     f: &[f64], n: usize, m: usize, (mean_s, second_s): &Moments,
 ) -> (Vec<f64>, DMatrix<f64>, DMatrix<f64>) {
-    let mean: Vec<f64> = (0..n).map(|c| f[c * m..(c + 1) * m].iter().sum::<f64>() / m as f64).collect();
+    let mean: Vec<f64> = (0..n)
+        .map(|c| f[c * m..(c + 1) * m].iter().sum::<f64>() / m as f64)
+        .collect();
     let g = gram(f, n, m);
-    let var_s: f64 = (0..n).map(|i| second_s[i * n + i] - mean_s[i] * mean_s[i]).sum();
+    let var_s: f64 = (0..n)
+        .map(|i| second_s[i * n + i] - mean_s[i] * mean_s[i])
+        .sum();
     let eps = (1e-4 * var_s / n as f64).max(1e-8);
     let cov = |mu: &[f64], sec: &dyn Fn(usize, usize) -> f64| {
-        DMatrix::from_fn(n, n, |i, j| sec(i, j) - mu[i] * mu[j] + if i == j { eps } else { 0.0 })
+        DMatrix::from_fn(n, n, |i, j| {
+            sec(i, j) - mu[i] * mu[j] + if i == j { eps } else { 0.0 }
+        })
     };
     let sigma = cov(&mean, &|i, j| g[i * n + j] / m as f64);
     let sigma_s = cov(mean_s, &|i, j| second_s[i * n + j]);
@@ -374,7 +380,11 @@ pub fn w2_loss(f: &[f64], n: usize, m: usize, target: &Moments) -> f64 {
     let root_s = sqrt_and_inverse_sqrt(&sigma_s).0;
     let inner = &root_s * &sigma * &root_s;
     let cross = sqrt_and_inverse_sqrt(&inner).0.trace();
-    let means: f64 = mean.iter().zip(&target.0).map(|(a, b)| (a - b).powi(2)).sum();
+    let means: f64 = mean
+        .iter()
+        .zip(&target.0)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum();
     (means + sigma.trace() + sigma_s.trace() - 2.0 * cross) / n as f64
 }
 
@@ -524,7 +534,9 @@ impl Model<'_> {
         let blend = |part: &dyn Fn(&Vec<Moments>) -> &Vec<f64>| -> Vec<f64> {
             let mut out = vec![0.0; part(&styles[0].0).len()];
             for (m, w) in styles {
-                out.iter_mut().zip(part(m)).for_each(|(o, v)| *o += w / total * v);
+                out.iter_mut()
+                    .zip(part(m))
+                    .for_each(|(o, v)| *o += w / total * v);
             }
             out
         };
@@ -632,7 +644,9 @@ impl Model<'_> {
                     if t.masked.is_empty() {
                         let g = match cfg.style_loss {
                             StyleLossKind::W2 => w2_grad(fa, n, m, &t.moments[k]),
-                            StyleLossKind::Gram => style_grad(fa, &gram(fa, n, m), &t.style[k], n, m),
+                            StyleLossKind::Gram => {
+                                style_grad(fa, &gram(fa, n, m), &t.style[k], n, m)
+                            }
                         };
                         // (d/dF of the post-ReLU F: the ReLU's gate is the conv's backward.)
                         axpy(&mut grad, beta, &g);

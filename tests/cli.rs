@@ -843,3 +843,120 @@ fn devices_on_a_headless_machine_leave_stderr_clean() {
     assert!(listed.starts_with("cpu: CPU engine"), "{listed}");
     assert!(!listed.contains("(Gl,"), "GL was probed: {listed}");
 }
+
+#[test]
+fn refuses_style_loss_settings_it_cannot_run() {
+    let f = Fixture::new();
+    // (These tests run the GPU engine: IMPASTO_ENGINE=gpu.)
+    f.assert_refused(
+        &f.run(&["--style-loss", "w2"]),
+        "--style-loss w2 runs on the CPU engine",
+    );
+    let mask = f.path("mask.png");
+    write_png(&mask, 16, 11, 5);
+    let masked = [
+        "--style-loss",
+        "w2",
+        "--engine",
+        "cpu",
+        "--style-mask",
+        s(&mask),
+    ];
+    f.assert_refused(&f.run(&masked), "--style-loss gram");
+    let three = ["--style-layer-weights", "1,2,3"];
+    f.assert_refused(
+        &f.run(&three),
+        "--style-layer-weights has 3 weights for 2 --style-layers",
+    );
+    f.assert_refused(
+        &f.run(&["--style-layer-weights", "1,0"]),
+        "--style-layer-weights",
+    );
+    f.assert_refused(&f.run(&["--style-loss", "wasserstein"]), "--style-loss");
+    // The same flags that can run do.
+    for ok in [
+        &["--style-loss", "w2", "--engine", "cpu"][..],
+        &["--style-layer-weights", "4,1"],
+    ] {
+        let o = f.run(ok);
+        assert!(o.status.success(), "{ok:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn score_prints_a_pictures_distances_and_refuses_bad_input() {
+    let f = Fixture::new();
+    let report = f.path("report.json");
+    let o = f.run(&["--report", s(&report)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let score = |picture: &Path, style: &Path| {
+        let o = impasto(&[
+            "score",
+            s(picture),
+            "--content",
+            s(&f.content),
+            "--style",
+            s(style),
+            "--weights",
+            s(&f.weights),
+            "--content-layers",
+            "block2_conv1",
+            "--style-layers",
+            "block1_conv1,block2_conv1",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let out = score(&f.output, &f.style);
+    let layers: Vec<&str> = (out["style_layers"].as_array().unwrap().iter())
+        .map(|l| l["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, ["block1_conv1", "block2_conv1"]);
+    assert_eq!(out["content_layers"][0]["layer"], "block2_conv1");
+    let (content, style) = (
+        out["content"].as_f64().unwrap(),
+        out["style"].as_f64().unwrap(),
+    );
+    assert!(content > 0.0 && style > 0.0, "{out}");
+    // The run's report ends with the score of its picture (before 8-bit rounding).
+    let reported = &read_report(&report)["score"];
+    for key in ["content", "style"] {
+        let (a, b) = (reported[key].as_f64().unwrap(), out[key].as_f64().unwrap());
+        assert!(((a - b) / b).abs() < 0.05, "{key}: report {a}, score {b}");
+    }
+    // The content image keeps its content exactly; the style image matches its own style.
+    let itself = score(&f.content, &f.style);
+    assert_eq!(itself["content"].as_f64().unwrap(), 0.0);
+    let own_style = score(&f.style, &f.style)["style"].as_f64().unwrap();
+    assert!(own_style.abs() < 1e-6 * style, "{own_style} vs {style}");
+    // Bad input: a missing picture (exit 1, named), an unknown layer (exit 2, its flag).
+    let missing = f.path("nope.png");
+    let o = impasto(&[
+        "score",
+        s(&missing),
+        "--content",
+        s(&f.content),
+        "--style",
+        s(&f.style),
+        "--weights",
+        s(&f.weights),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nope.png"), "{}", stderr(&o));
+    let o = impasto(&[
+        "score",
+        s(&f.output),
+        "--content",
+        s(&f.content),
+        "--style",
+        s(&f.style),
+        "--weights",
+        s(&f.weights),
+        "--content-layers",
+        "block2_conv1",
+        "--style-layers",
+        "block9_conv1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--style-layers"), "{}", stderr(&o));
+}

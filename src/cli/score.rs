@@ -7,6 +7,9 @@ use super::flags::{FlagError, ScoreArgs};
 use crate::job::{load_weights, open_image, Engine, Job, Losses, Stylizer};
 
 pub fn run(args: &ScoreArgs) -> Result<i32> {
+    // The images first: a missing file is named before the weights' work.
+    let picture = open_image(&args.image)?;
+    let content = open_image(&args.content)?;
     let styles: Vec<_> = args
         .style
         .iter()
@@ -30,7 +33,6 @@ pub fn run(args: &ScoreArgs) -> Result<i32> {
         ..Losses::default()
     };
     let stylizer = Stylizer::new(Engine::cpu(), weights, &losses)?;
-    let picture = open_image(&args.image)?;
     let picture = picture.exactly(picture.rgb.width() as usize, picture.rgb.height() as usize);
     let mut job = Job::new(
         open_image(&args.content)?,

@@ -34,10 +34,7 @@ pub fn run(args: &ScoreArgs) -> Result<i32> {
     };
     let stylizer = Stylizer::new(Engine::cpu(), weights, &losses)?;
     let picture = picture.exactly(picture.rgb.width() as usize, picture.rgb.height() as usize);
-    let mut job = Job::new(
-        open_image(&args.content)?,
-        styles.into_iter().zip(blend).collect(),
-    );
+    let mut job = Job::new(content, styles.into_iter().zip(blend).collect());
     job.settings.style_scale = args.style_scale;
     let score = stylizer.score(&picture, &job)?;
     println!("{}", serde_json::to_string_pretty(&score)?);

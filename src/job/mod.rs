@@ -11,6 +11,7 @@ mod devices;
 mod engine;
 mod error;
 mod inputs;
+mod losses;
 mod masks;
 mod observer;
 mod outcome;

@@ -80,9 +80,9 @@ pub struct ScaleReport {
 pub struct Outcome {
     pub ending: Ending,
     pub image: Image,
-    /// The result's score ([`super::Score`], of the picture as written), when the job's
+    /// The result's score ([`super::score::Score`], of the picture as written), when the job's
     /// settings asked for it.
-    pub score: Option<super::Score>,
+    pub score: Option<super::score::Score>,
     pub entries: Vec<LogEntry>,
     pub scales: Vec<ScaleReport>,
     pub steps_done: usize,

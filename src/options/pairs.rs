@@ -80,7 +80,9 @@ pub fn apply(defaults: &JobOptions, pairs: &[(String, String)]) -> Result<JobOpt
 /// The options' long names with their help (the flags' own) and the value each has in
 /// `options` (None: unset), for a front end's form.
 pub fn described(options: &JobOptions) -> Vec<(String, String, Option<String>)> {
-    let values = serde_json::to_value(options).unwrap_or_default();
+    let mut values = serde_json::to_value(options).unwrap_or_default();
+    // (An unset --style-weight is its --style-loss's default.)
+    values["style_weight"] = options.style_weight().into();
     JobOptions::augment_args(Command::new("options"))
         .get_arguments()
         .filter_map(|a| {

@@ -408,12 +408,39 @@ pub async fn events(
         .into_response())
 }
 
+/// The server's style weight for each --style-loss (its --style-weight if it was given one).
+fn style_weights(defaults: &options::JobOptions) -> serde_json::Value {
+    use clap::ValueEnum;
+    let each = crate::model::StyleLossKind::value_variants()
+        .iter()
+        .map(|&kind| {
+            let o = options::JobOptions {
+                style_loss: kind,
+                ..defaults.clone()
+            };
+            let name = kind
+                .to_possible_value()
+                .expect("a named variant")
+                .get_name()
+                .to_string();
+            (name, serde_json::Value::from(o.style_weight().to_string()))
+        });
+    serde_json::Value::Object(each.collect())
+}
+
 /// `GET /api/options`: the settings a job may give, with their help and the server's defaults.
 pub async fn options_list(State(server): State<Arc<Server>>) -> Response {
     let list: Vec<_> = options::described(&server.defaults)
         .into_iter()
         .filter(|(name, _, _)| client_may_set(name))
-        .map(|(name, help, default)| serde_json::json!({ "name": name, "help": help, "default": default }))
+        .map(|(name, help, default)| {
+            let mut entry = serde_json::json!({ "name": name, "help": help, "default": default });
+            if name == "style-weight" {
+                // The page's strength slider scales the default of the loss the form chose.
+                entry["default_by_style_loss"] = style_weights(&server.defaults);
+            }
+            entry
+        })
         .collect();
     Json(list).into_response()
 }

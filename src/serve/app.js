@@ -174,8 +174,14 @@ function defaultOf(name) {
   return o && o.default !== null ? Number(o.default) : NaN;
 }
 
+// The style weight the slider gives: the default of the style loss the form chose (gram or
+// w2, whose scales differ), times a power of ten.
 function styleWeight() {
-  return Number((defaultOf("style-weight") * 10 ** (Number($("strength").value) - 2)).toPrecision(2));
+  const entry = state.options.find((x) => x.name === "style-weight");
+  const field = $("options").querySelector('input[data-setting="style-loss"]');
+  const loss = (field && field.value.trim()) || (state.options.find((x) => x.name === "style-loss") || {}).default;
+  const base = Number((entry && entry.default_by_style_loss && entry.default_by_style_loss[loss]) || defaultOf("style-weight"));
+  return Number((base * 10 ** (Number($("strength").value) - 2)).toPrecision(2));
 }
 
 function sliders() {

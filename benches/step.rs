@@ -39,6 +39,7 @@ fn step(c: &mut Criterion) {
                 tiling: None,
                 storage,
                 tile: None,
+                style_loss: impasto::model::StyleLossKind::Gram,
             };
             let kernels = bench::kernels(&gpu, &cfg).unwrap();
             let mut session = bench::session(&gpu, &kernels, &cfg).unwrap();

@@ -8,6 +8,10 @@
 //   temporal_sum: sums[slot] = scale · Σ c(p) (x − w)²   (a video frame's temporal term: w the
 //                 previous result warped, c one weight per pixel)
 //   temporal_grad: grad += scale · 2 c(p) (x − w)
+//   channel_sums: sums[slot + c] (+)= scale · Σ_i a[c][i]   (one workgroup a channel c of
+//                 len positions: the W2 loss's means, model::wasserstein)
+//   channel_bias: grad[c][i] += scale · b[c] · [a[c][i] > 0]  (len channels of w positions:
+//                 the W2 gradient's per-channel part; a = F, post-ReLU, or a tile's windowed F)
 // The sums run in one workgroup with a fixed order, so a value is the same bits run after run.
 // The host gives each dispatch at most 8M elements (32768 per invocation, below the software
 // driver's limit of 65535 iterations a loop, past which it silently stops) and adds the
@@ -192,4 +196,37 @@ fn temporal_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     let k = p.a_base + i;
     grad_image[k] += p.scale * 2.0 * pixel_weights[i % hw] * (image[k] - image_target[k]);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn channel_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let c = wg.x;
+    var s = 0.0;
+    for (var i = lid; i < p.len; i += WG) {
+        s += f32(a[p.a_base + c * p.len + i]);
+    }
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (lid < k) {
+            partial[lid] = partial[lid] + partial[lid + k];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let at = p.slot + c;
+        sums[at] = select(0.0, sums[at], p.accumulate != 0u) + p.scale * partial[0];
+    }
+}
+
+// Always accumulates: the style gradient's matrix part is written first.
+@compute @workgroup_size(64, 1, 1)
+fn channel_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.len * p.w) {
+        return;
+    }
+    let f = f32(a[p.a_base + i]);
+    let g = select(0.0, p.scale * grad_scale[0] * f32(b[p.b_base + i / p.w]), f > 0.0);
+    grad[p.grad_base + i] = to_grad(f32(grad[p.grad_base + i]) + g);
 }

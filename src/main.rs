@@ -1,4 +1,6 @@
 fn main() {
     use clap::Parser;
-    std::process::exit(impasto::cli::run(&impasto::cli::Cli::parse()));
+    // (`--preset NAME` becomes its flags, those the line does not give itself.)
+    let args = impasto::options::expand_args(std::env::args_os().collect());
+    std::process::exit(impasto::cli::run(&impasto::cli::Cli::parse_from(args)));
 }

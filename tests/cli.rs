@@ -847,11 +847,9 @@ fn devices_on_a_headless_machine_leave_stderr_clean() {
 #[test]
 fn refuses_style_loss_settings_it_cannot_run() {
     let f = Fixture::new();
-    // (These tests run the GPU engine: IMPASTO_ENGINE=gpu.)
-    f.assert_refused(
-        &f.run(&["--style-loss", "w2"]),
-        "--style-loss w2 runs on the CPU engine",
-    );
+    // (These tests run the GPU engine: IMPASTO_ENGINE=gpu.) W2 in tiles is the CPU engine's.
+    let tiled = ["--style-loss", "w2", "--tile", "8"];
+    f.assert_refused(&f.run(&tiled), "--style-loss w2 in tiles");
     let mask = f.path("mask.png");
     write_png(&mask, 16, 11, 5);
     let masked = [
@@ -875,7 +873,8 @@ fn refuses_style_loss_settings_it_cannot_run() {
     f.assert_refused(&f.run(&["--style-loss", "wasserstein"]), "--style-loss");
     // The same flags that can run do.
     for ok in [
-        &["--style-loss", "w2", "--engine", "cpu"][..],
+        &["--style-loss", "w2"][..],
+        &["--style-loss", "w2", "--engine", "cpu", "--tile", "8"],
         &["--style-layer-weights", "4,1"],
     ] {
         let o = f.run(ok);

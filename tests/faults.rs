@@ -183,6 +183,7 @@ fn a_lost_device_is_reported_not_panicked_on() {
         tiling: None,
         storage: impasto::kernels::Storage::F32,
         tile: None,
+        style_loss: impasto::model::StyleLossKind::Gram,
     };
     let kernels = impasto::cli::bench::kernels(&gpu, &cfg).unwrap();
     let mut session = impasto::cli::bench::session(&gpu, &kernels, &cfg).unwrap();

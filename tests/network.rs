@@ -9,8 +9,8 @@ use impasto::kernels::{Kernels, Storage, Tiling, TILINGS};
 use impasto::model::vgg19::{Arch, ConvSpec, StageOp};
 use impasto::model::Convention;
 use impasto::model::Image;
-use impasto::model::LossConfig;
 use impasto::model::{AdamConfig, Pooling};
+use impasto::model::{LossConfig, StyleLossKind};
 use impasto::pipeline::network::{GpuConv, GpuNet};
 use impasto::pipeline::session::{Session, Setup};
 use impasto::reference;
@@ -311,9 +311,23 @@ fn maps_bound_in_pieces_give_the_reference_losses_and_gradient() {
     // 4 channels of the 6x5 maps after the pool, in f32.
     let limit = align + 4 + 4 * 30 * 4;
     for (mut kernels, tol, pooling, cfg) in runs {
+        // The W2 style loss too, where its features vary: its channel sums and per-channel
+        // gradient, by pieces as well. (With average pooling this tiny network's block-2
+        // features are two dead channels and three nearly constant ones, σ/μ ~ 1e-2: their
+        // covariance, S − μμᵀ from f32 moments, loses 4 digits, on either engine.)
+        let w2 = (pooling == Pooling::Max).then(|| LossConfig {
+            style_loss: StyleLossKind::W2,
+            ..cfg.clone()
+        });
         let whole = session_matches_reference(&kernels, pooling, cfg, tol).0;
+        if let Some(w2) = &w2 {
+            session_matches_reference(&kernels, pooling, w2, tol);
+        }
         kernels.set_binding_limit(limit);
         let split = session_matches_reference(&kernels, pooling, cfg, tol).0;
+        if let Some(w2) = &w2 {
+            session_matches_reference(&kernels, pooling, w2, tol);
+        }
         session_matches_reference_with(&kernels, pooling, cfg, tol, true);
         println!(
             "{} {:?}: {whole} -> {split} dispatches on pieces",
@@ -403,10 +417,11 @@ fn session_matches_reference_in(
     let init = image(&mut r, h, wd);
     {
         let tile = format!(
-            "{}/{} {:?} style {:?}{}",
+            "{}/{} {:?} {:?} style {:?}{}",
             kernels.tiling,
             kernels.gram_tiling,
             kernels.storage,
+            cfg.style_loss,
             cfg.style_layers,
             if masked { " masked" } else { "" }
         ) + &tiled.map_or(String::new(), |t| format!(" in tiles of {t}"));
@@ -452,10 +467,26 @@ fn session_matches_reference_in(
             m.grams_per_position(&to_f64(&img.data))
         };
         let per_style = [(per_position(&style_a), 3.0), (per_position(&style_b), 1.0)];
+        let moments = |img: &Image| {
+            let st = model_of(img);
+            let m = reference::Model {
+                stages: &st,
+                weights: &cw,
+                affine: Convention::Caffe.affine(),
+                loss: cfg,
+            };
+            m.moments_per_position(&to_f64(&img.data))
+        };
         let targets = reference::Targets {
             content: model.targets(&to_f64(&content.data)).content,
             style: model.blended_style(&per_style),
-            moments: Vec::new(),
+            moments: match cfg.style_loss {
+                StyleLossKind::W2 => reference::Model::blended_moments(&[
+                    (moments(&style_a), 3.0),
+                    (moments(&style_b), 1.0),
+                ]),
+                StyleLossKind::Gram => Vec::new(),
+            },
             masked: match masked {
                 true => masked_styles(per_style, &masks),
                 false => Vec::new(),

@@ -33,6 +33,7 @@ pub struct BenchConfig {
     pub storage: crate::kernels::Storage,
     /// `--tile`: the tiled evaluation's side.
     pub tile: Option<usize>,
+    pub style_loss: crate::model::StyleLossKind,
 }
 
 /// Random weights with VGG19's shapes for every conv layer up to `deepest`; the He-style
@@ -124,6 +125,7 @@ fn problem(cfg: &BenchConfig) -> Result<Problem> {
         content_weight: crate::model::loss::DEFAULT_CONTENT_WEIGHT,
         style_weight: crate::model::loss::DEFAULT_STYLE_WEIGHT,
         tv_weight: crate::model::loss::DEFAULT_TV_WEIGHT,
+        style_loss: cfg.style_loss,
         ..LossConfig::default()
     };
     let weights = random_weights(&arch, loss.deepest(), 1);
@@ -308,8 +310,12 @@ fn problem_line(cfg: &BenchConfig) -> String {
     let tiles = cfg
         .tile
         .map_or(String::new(), |t| format!(", in tiles of {t} px"));
+    let loss = match cfg.style_loss {
+        crate::model::StyleLossKind::Gram => "",
+        crate::model::StyleLossKind::W2 => " (W2 loss)",
+    };
     format!(
-        "impasto bench: {}x{} px, content {}, style {}{tiles}",
+        "impasto bench: {}x{} px, content {}, style {}{loss}{tiles}",
         cfg.size,
         cfg.size,
         cfg.content_layers.join(","),
@@ -368,6 +374,7 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         tiling: args.tiling,
         storage: args.storage,
         tile: args.tile,
+        style_loss: args.style_loss,
     };
     if args.engine == crate::job::EngineChoice::Cpu {
         let before = resident_kib("VmRSS");

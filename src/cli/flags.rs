@@ -87,6 +87,9 @@ pub struct BenchArgs {
     /// Timed steps after two warm-up steps
     #[arg(long, default_value_t = 5, value_parser = positive_usize)]
     pub steps: usize,
+    /// The style loss timed: gram or w2 (whose square roots the host takes each step)
+    #[arg(long, value_enum, default_value_t = crate::model::StyleLossKind::Gram)]
+    pub style_loss: crate::model::StyleLossKind,
     /// Conv and Gram kernel tiling: regs4, regs8, regs16 (conv channels per invocation, no
     /// workgroup memory), gemm64 (workgroup-memory GEMM tiles of 4 x 4 outputs an invocation)
     /// or gemm64x64k8, gemm64x64k16, gemm128x64k8, gemm128x64k16 (8 x 8 an invocation; the

@@ -172,7 +172,7 @@ pub(super) fn settings_json(a: &StylizeArgs, w: &Weights) -> serde_json::Value {
         "size": o.size, "style_scale": o.style_scale,
         "content_layers": o.layers.content_layers, "style_layers": o.layers.style_layers,
         "content_weight": o.content_weight, "style_weight": o.style_weight(), "tv_weight": o.tv_weight,
-        "style_loss": o.style_loss, "style_layer_weights": o.style_layer_weights,
+        "style_loss": o.style_loss, "style_layer_weights": o.style_layer_weights, "preset": o.preset,
         "steps": o.steps, "lr": o.lr, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps,
         "init": o.init, "seed": o.seed, "pooling": o.pooling, "seamless": o.seamless, "tile": o.tile, "preserve_colors": o.preserve_colors, "storage": o.storage,
         "min_size": o.min_size.unwrap_or(o.size), "initial_steps": o.initial_steps.unwrap_or(o.steps),

@@ -35,6 +35,7 @@ pub fn run(args: &TuneArgs, adapter: Option<&str>) -> Result<()> {
         tiling: None,
         storage: args.storage,
         tile: None,
+        style_loss: crate::model::StyleLossKind::Gram,
     };
     tune_and_keep(&gpu, &cfg)?;
     Ok(())
@@ -69,6 +70,7 @@ pub fn engine(o: &JobOptions, adapter: Option<&str>) -> Result<(Engine, String)>
                     tiling: None,
                     storage: kernels.storage,
                     tile: None,
+                    style_loss: crate::model::StyleLossKind::Gram,
                 };
                 tune_and_keep(gpu, &cfg)?
             }

@@ -136,6 +136,8 @@ pub struct LossKernels {
     tv_grad: Kernel,
     temporal_sum: Kernel,
     temporal_grad: Kernel,
+    channel_sums: Kernel,
+    channel_bias: Kernel,
 }
 
 impl LossKernels {
@@ -163,6 +165,13 @@ impl LossKernels {
                 WGSL,
                 &[],
                 &["grad_image", "image", "image_target", "pixel_weights"],
+            ),
+            channel_sums: b.kernel("channel_sums", WGSL, &["A"], &["a", "sums"]),
+            channel_bias: b.kernel(
+                "channel_bias",
+                WGSL,
+                &["A", "Grad"],
+                &["a", "b", "grad", "grad_scale"],
             ),
         }
     }
@@ -309,5 +318,55 @@ impl LossKernels {
             coef,
             (&[dst, x, target], Some(weights)),
         )
+    }
+
+    /// `sums[c] (+)= Σ_p feat[c][p]` for a map `[n][m]` (the W2 loss's channel sums; added
+    /// when `add`: a sum over tiles), a range of channels at a time when the map is too large
+    /// to bind whole. (A channel's positions are summed by one workgroup, in a fixed order.)
+    pub fn channel_sums(
+        &self, gpu: &Gpu, (n, m): (usize, usize), feat: &wgpu::Buffer, sums: &wgpu::Buffer,
+        add: bool,
+    ) -> Vec<Dispatch> {
+        let sb = self.setup.storage.bytes();
+        (self.setup.pieces(n, &[(m, sb)]).iter())
+            .map(|r| {
+                let pa = self.setup.piece(feat, r, (m, sb));
+                let params = LossParams {
+                    slot: r.start as u32,
+                    accumulate: add as u32,
+                    a_base: pa.base,
+                    ..LossParams::new(m, (0, 0), 1.0)
+                };
+                let bound = [pa.bound, Bound::whole(sums)];
+                self.channel_sums
+                    .dispatch_bound(gpu, &params, &bound, [r.len() as u32, 1, 1])
+                    .info(format!("{n}x{m}"), (r.len() * m) as f64, r.len() * m * sb)
+            })
+            .collect()
+    }
+
+    /// `dst += s · coef · bias[c] · [feat > 0]` for maps `[n][m]` and one bias a channel (f32;
+    /// s the gradient scale in `scale`): the W2 gradient's per-channel part.
+    pub fn channel_bias(
+        &self, gpu: &Gpu, (n, m): (usize, usize), coef: f32, feat: &wgpu::Buffer,
+        bias: &wgpu::Buffer, (dst, scale): (&wgpu::Buffer, &wgpu::Buffer),
+    ) -> Vec<Dispatch> {
+        let sb = self.setup.storage.bytes();
+        (self.setup.pieces(n, &[(m, sb)]).iter())
+            .map(|r| {
+                let pa = self.setup.piece(feat, r, (m, sb));
+                let pg = self.setup.piece(dst, r, (m, sb));
+                let params = LossParams {
+                    a_base: pa.base,
+                    b_base: r.start as u32,
+                    grad_base: pg.base,
+                    ..LossParams::new(r.len(), (0, m), coef)
+                };
+                let bound = [pa.bound, Bound::whole(bias), pg.bound, Bound::whole(scale)];
+                self.channel_bias
+                    .dispatch_bound(gpu, &params, &bound, groups_1d(r.len() * m))
+                    .info(format!("{n}x{m}"), 0.0, 3 * r.len() * m * sb)
+            })
+            .collect()
     }
 }

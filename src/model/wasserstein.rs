@@ -46,14 +46,19 @@ pub struct W2Value {
     pub d_mean: Vec<f64>,
 }
 
+/// P diag(d) Pᵀ, with the columns of P scaled rather than a diagonal matrix multiplied.
+fn congruence(p: &DMatrix<f64>, d: impl Fn(usize) -> f64) -> DMatrix<f64> {
+    let mut scaled = p.clone();
+    for (k, mut column) in scaled.column_iter_mut().enumerate() {
+        column *= d(k);
+    }
+    scaled * p.transpose()
+}
+
 /// f(A) of a symmetric matrix (its eigenvalues clamped at zero first).
 fn symmetric_fn(a: DMatrix<f64>, f: impl Fn(f64) -> f64) -> DMatrix<f64> {
     let e = SymmetricEigen::new(a);
-    let d = DVector::from_iterator(
-        e.eigenvalues.len(),
-        e.eigenvalues.iter().map(|&l| f(l.max(0.0))),
-    );
-    &e.eigenvectors * DMatrix::from_diagonal(&d) * e.eigenvectors.transpose()
+    congruence(&e.eigenvectors, |k| f(e.eigenvalues[k].max(0.0)))
 }
 
 /// The covariance of raw moments, μ (n) and S (n x n row-major), plus ε I.
@@ -100,9 +105,9 @@ impl W2Target {
             .sum();
         let nf = n as f64;
         let loss = means / nf + (cov.trace() + self.trace - 2.0 * roots.iter().sum::<f64>()) / nf;
-        let inv = DVector::from_iterator(n, roots.iter().map(|&s| 1.0 / s.max(f64::MIN_POSITIVE)));
-        let q = &e.eigenvectors;
-        let t = r * (q * DMatrix::from_diagonal(&inv) * q.transpose()) * r;
+        // T = R Q Λ^(−½) Qᵀ R = P Λ^(−½) Pᵀ with P = R Q.
+        let p = r * &e.eigenvectors;
+        let t = congruence(&p, |k| 1.0 / roots[k].max(f64::MIN_POSITIVE));
         let a = (DMatrix::identity(n, n) - t) / nf;
         let a = 0.5 * (&a + a.transpose());
         let mu = DVector::from_column_slice(mean);

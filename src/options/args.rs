@@ -28,6 +28,25 @@ pub struct LayerArgs {
     pub style_layers: Vec<String>,
 }
 
+/// A named set of settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// 256 px, 100 L-BFGS steps, the W2 style loss: a quick look
+    Draft,
+    /// 512 px from 256 (coarse to fine), L-BFGS, W2
+    Balanced,
+    /// 512 px from 128, twice balanced's steps
+    Best,
+    /// 2048 px from 256: a print of about 7 inches at 300 dpi
+    Print,
+}
+
+/// A key as a long option's name: `style_weight`, `Style-Weight` → `style-weight`.
+pub fn flag_name(key: &str) -> String {
+    key.trim().to_lowercase().replace('_', "-")
+}
+
 impl JobOptions {
     /// β: `--style-weight`, else the default of the `--style-loss`.
     pub fn style_weight(&self) -> f64 {
@@ -42,6 +61,10 @@ impl JobOptions {
 /// defaults of its jobs, and a manifest column of the same name overrides them for a job.
 #[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct JobOptions {
+    /// A set of settings for what you want (explicit flags override its settings): draft (a
+    /// quick look), balanced, best, print (docs/quality.md shows each with its time and score)
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub preset: Option<Preset>,
     /// Blend weights of the style images, one per --style (normalised to sum to 1)
     #[arg(long, value_name = "W1,W2,...", value_delimiter = ',', value_parser = positive_f64)]
     pub style_blend: Option<Vec<f64>>,

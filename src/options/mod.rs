@@ -6,12 +6,12 @@
 mod args;
 mod job;
 mod pairs;
+mod presets;
 
 pub use args::{
-    bit_depth, non_negative_f64, parse_bytes, parse_f64, positive_f64, positive_usize, unit_f64,
-    FlagError, JobOptions, LayerArgs, TilingChoice,
+    bit_depth, flag_name, non_negative_f64, parse_bytes, parse_f64, positive_f64, positive_usize,
+    unit_f64, FlagError, JobOptions, LayerArgs, TilingChoice,
 };
 pub use job::{assemble, losses_of, plan_json, settings_of, take_tiles};
-pub use pairs::{
-    apply, defaults, described, flag_name, json_pairs, names, COMMAND_OUTPUTS, ENGINE_WIDE,
-};
+pub use pairs::{apply, defaults, described, json_pairs, names, COMMAND_OUTPUTS, ENGINE_WIDE};
+pub use presets::{expand_args, expand_pairs};

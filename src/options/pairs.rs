@@ -4,7 +4,7 @@
 
 use clap::{Args, Command, FromArgMatches};
 
-use super::args::JobOptions;
+use super::args::{flag_name, JobOptions};
 
 /// Options that belong to an engine rather than to one job (a batch's, a Python
 /// `Stylizer`'s): a job may not set them.
@@ -21,11 +21,6 @@ pub const COMMAND_OUTPUTS: &[&str] = &[
     "dry-run",
     "bit-depth",
 ];
-
-/// A key as a long option's name: `style_weight`, `Style-Weight` → `style-weight`.
-pub fn flag_name(key: &str) -> String {
-    key.trim().to_lowercase().replace('_', "-")
-}
 
 /// The long names of the options a job takes.
 pub fn names() -> Vec<String> {
@@ -51,7 +46,7 @@ pub fn defaults() -> JobOptions {
 pub fn apply(defaults: &JobOptions, pairs: &[(String, String)]) -> Result<JobOptions, String> {
     let known = names();
     let mut argv = Vec::new();
-    for (key, value) in pairs {
+    for (key, value) in &super::presets::expand_pairs(pairs) {
         let name = flag_name(key);
         if !known.contains(&name) {
             return Err(format!("unknown setting {key:?} (not a stylize option)"));

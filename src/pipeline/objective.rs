@@ -2,6 +2,8 @@
 //! style and total-variation losses, their gradients flowing down through the network to
 //! the image, and the loss readback.
 
+use std::cell::Cell;
+
 use anyhow::Result;
 
 use crate::gpu::Dispatch;
@@ -11,6 +13,7 @@ use crate::kernels::preprocess::initial_grad_scale;
 use crate::kernels::Kernels;
 use crate::model::style::StyleTerm;
 use crate::model::tiles::Rect;
+use crate::model::wasserstein::W2Target;
 use crate::model::{Affine, LossConfig, LossValues};
 use crate::model::{Stage, StageOp};
 use crate::pipeline::network::{GpuConv, GpuNet};
@@ -34,8 +37,14 @@ pub struct GpuStyleTerm {
 
 impl GpuStyleTerm {
     pub fn upload(gpu: &Gpu, term: StyleTerm) -> Result<GpuStyleTerm> {
+        // A W2 term's gradient matrix takes its Gram buffer's place (`Objective::host_step`):
+        // the style gradient's target is then zero.
+        let w2 = !term.w2.is_empty();
         let targets = (term.targets.iter())
-            .map(|t| gpu.storage_from("style target", t))
+            .map(|t| match w2 {
+                true => gpu.storage("W2 zero target", t.len()),
+                false => gpu.storage_from("style target", t),
+            })
             .collect::<Result<Vec<_>>>()?;
         let masks = match &term.masks {
             Some(m) => Some(
@@ -53,10 +62,32 @@ impl GpuStyleTerm {
     }
 }
 
+/// A W2 term at one style layer (`model::wasserstein`): the forward's channel sums beside its
+/// Gram matrix, and the host's part between the forward and the backward — the loss from the
+/// moments read back, dE/dS written over the Gram matrix and the per-channel bias of the
+/// gradient.
+pub struct W2Layer {
+    /// The term's Gram buffer (an index into the grams) and channel count.
+    gram: usize,
+    n: usize,
+    sums: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    target: W2Target,
+    /// Positions of the layer (the term's norm).
+    positions: f64,
+    /// The term's share of the style loss: the layer's share times the term's weight.
+    share: f64,
+}
+
 /// One optimisation step's GPU work, minus the optimiser: forward, losses, backward to dL/dx.
 pub struct Objective {
     pub net: GpuNet,
     pub grams: Vec<wgpu::Buffer>,
+    /// The W2 terms (none with the Gram loss): the step then pauses after the forward for
+    /// [`Objective::host_step`].
+    w2: Vec<W2Layer>,
+    /// The W2 terms' style loss at the last host step.
+    w2_loss: Cell<f64>,
     /// dL/dx, 3 x H x W.
     pub grad_x: wgpu::Buffer,
     /// The gradient scale's state, [scale, 1 / scale, overflow, skipped] as bits
@@ -135,6 +166,7 @@ pub(super) struct Parts<'a> {
 /// values into their slots.
 struct LossDispatches {
     grams: Vec<wgpu::Buffer>,
+    w2: Vec<W2Layer>,
     forward_extra: Vec<Dispatch>,
     loss_values: Vec<Dispatch>,
 }
@@ -145,12 +177,38 @@ impl Parts<'_> {
         &self.grads[((i + 1) % 2) as usize]
     }
 
+    /// A W2 term's buffers at style layer `j` (`n` channels, `m` positions) and the channel
+    /// sums of its map `f`, pushed onto the forward's dispatches; its Gram matrix is the next.
+    fn w2_layer(
+        &self, out: &mut LossDispatches, (j, n, m): (usize, usize, usize), f: &wgpu::Buffer,
+        (target, term): (&W2Target, &StyleTerm),
+    ) -> Result<W2Layer> {
+        let sums = self.gpu.storage("W2 channel sums", n)?;
+        (out.forward_extra).extend((self.kernels.loss).channel_sums(
+            self.gpu,
+            (n, m),
+            f,
+            &sums,
+            false,
+        ));
+        Ok(W2Layer {
+            gram: out.grams.len(),
+            n,
+            sums,
+            bias: self.gpu.storage("W2 gradient bias", n)?,
+            target: target.clone(),
+            positions: term.norms[j],
+            share: self.config.layer_share(j) * term.weight,
+        })
+    }
+
     fn losses(&self, x: &wgpu::Buffer, loss_buf: &wgpu::Buffer) -> Result<LossDispatches> {
         let (gpu, kernels, net, config) = (self.gpu, self.kernels, self.net, self.config);
         let nc = config.content_layers.len();
         let ns = config.style_layers.len();
         let mut out = LossDispatches {
             grams: Vec::new(),
+            w2: Vec::new(),
             forward_extra: Vec::new(),
             loss_values: Vec::new(),
         };
@@ -175,6 +233,12 @@ impl Parts<'_> {
                 let g = gpu.storage("gram", n * n)?;
                 let f = self.masked_map(&mut out.forward_extra, term, (i, j), false);
                 (out.forward_extra).extend(kernels.gram.matrix(gpu, (n, m), f, &g)?);
+                if let Some(target) = term.term.w2.get(j) {
+                    let w2 = self.w2_layer(&mut out, (j, n, m), f, (target, &term.term))?;
+                    out.w2.push(w2);
+                    out.grams.push(g);
+                    continue;
+                }
                 out.loss_values.extend(kernels.loss.sq_diff_sum(
                     gpu,
                     (n * n, false),
@@ -239,8 +303,10 @@ impl Parts<'_> {
     }
 
     /// The loss terms' gradients at stage `i`'s output (when it is a loss layer), added into
-    /// its gradient buffer.
-    pub fn loss_gradients(&self, i: usize, grams: &[wgpu::Buffer]) -> Vec<Dispatch> {
+    /// its gradient buffer (`w2`: the W2 terms' buffers, for their per-channel part).
+    pub fn loss_gradients(
+        &self, i: usize, grams: &[wgpu::Buffer], w2: &[W2Layer],
+    ) -> Vec<Dispatch> {
         let (gpu, kernels, net, config) = (self.gpu, self.kernels, self.net, self.config);
         let s = &net.stages[i];
         let gi = self.grad_of(i as isize);
@@ -268,9 +334,13 @@ impl Parts<'_> {
             let (n, m) = (s.cout, s.h * s.w);
             let terms = &self.targets.style;
             for (t, term) in terms.iter().enumerate() {
-                let coef = term
-                    .term
-                    .grad_coef(j, n, config.layer_share(j), config.style_weight);
+                let index = j * terms.len() + t;
+                let layer = w2.iter().find(|w| w.gram == index);
+                // W2: dE/dF = (2/M)(D F + b 1ᵀ), D written over the Gram matrix.
+                let coef = match layer {
+                    Some(w) => (2.0 * config.style_weight * w.share / w.positions) as f32,
+                    None => (term.term).grad_coef(j, n, config.layer_share(j), config.style_weight),
+                };
                 let f = self.masked_map(&mut d, term, (i, j), true);
                 d.extend(kernels.gram.style_grad(
                     gpu,
@@ -278,10 +348,18 @@ impl Parts<'_> {
                     coef,
                     accumulate,
                     f,
-                    &grams[j * terms.len() + t],
+                    &grams[index],
                     &term.targets[j],
                     (gi, self.grad_scale),
                 ));
+                if let Some(w) = layer {
+                    let dst = (gi, self.grad_scale);
+                    d.extend(
+                        kernels
+                            .loss
+                            .channel_bias(gpu, (n, m), coef, f, &w.bias, dst),
+                    );
+                }
                 accumulate = true;
             }
         }
@@ -354,7 +432,7 @@ impl Objective {
         let losses = parts.losses(x, &loss_buf)?;
         let mut backward = Vec::new();
         for i in (0..net.stages.len()).rev() {
-            backward.extend(parts.loss_gradients(i, &losses.grams));
+            backward.extend(parts.loss_gradients(i, &losses.grams, &losses.w2));
             backward.extend(parts.stage_backward(i));
         }
         backward.push(kernels.preprocess.backward(
@@ -382,6 +460,8 @@ impl Objective {
         Ok(Objective {
             net,
             grams: losses.grams,
+            w2: losses.w2,
+            w2_loss: Cell::new(0.0),
             grad_x,
             scale_update: kernels.preprocess.scale_update(gpu, &grad_scale),
             grad_scale,
@@ -418,27 +498,52 @@ impl Objective {
 
     /// Reads back the loss values the last recorded loss dispatches produced.
     pub fn read_losses(&self, gpu: &Gpu) -> Result<LossValues> {
-        read_losses(
-            gpu,
-            &self.loss_buf,
-            &self.config,
-            self.style_slots,
-            self.temporal,
-        )
+        let slots = (&self.loss_buf, self.style_slots);
+        let v = read_losses(gpu, slots, &self.config, self.temporal, self.w2_loss.get())?;
+        Ok(v)
+    }
+
+    /// Where a step's dispatches (which start with the forward and its loss terms) pause for
+    /// [`Objective::host_step`]: after the forward, when there are W2 terms.
+    pub fn host_step_at(&self) -> Option<usize> {
+        (!self.w2.is_empty()).then(|| self.net.forward.len() + self.forward_extra.len())
+    }
+
+    /// The W2 terms' host part, after the forward ran: each term's moments read back, its loss
+    /// (kept for [`Objective::read_losses`]) and its gradient's matrix and bias written.
+    pub fn host_step(&self, gpu: &Gpu) -> Result<()> {
+        let mut loss = 0.0;
+        for w in &self.w2 {
+            let (g, sums) = (
+                gpu.read(&self.grams[w.gram], w.n * w.n)?,
+                gpu.read(&w.sums, w.n)?,
+            );
+            let mean: Vec<f64> = sums.iter().map(|&v| v as f64 / w.positions).collect();
+            let second: Vec<f64> = g.iter().map(|&v| v as f64 / w.positions).collect();
+            let value = w.target.evaluate(&mean, &second);
+            loss += w.share * value.loss;
+            let matrix: Vec<f32> = value.d_second.iter().map(|&v| v as f32).collect();
+            let bias: Vec<f32> = value.d_mean.iter().map(|&v| (0.5 * v) as f32).collect();
+            gpu.write(&self.grams[w.gram], &matrix);
+            gpu.write(&w.bias, &bias);
+        }
+        self.w2_loss.set(loss);
+        Ok(())
     }
 }
 
 /// The loss values in `loss_buf`'s slots (content layers, then `style_slots`, then tv, then
-/// temporal with its λ when there is one), read back.
+/// temporal with its λ when there is one), read back, with the style loss the host computed
+/// (`host_style`: the W2 terms') added.
 pub fn read_losses(
-    gpu: &Gpu, loss_buf: &wgpu::Buffer, config: &LossConfig, style_slots: usize,
-    temporal: Option<f64>,
+    gpu: &Gpu, (loss_buf, style_slots): (&wgpu::Buffer, usize), config: &LossConfig,
+    temporal: Option<f64>, host_style: f64,
 ) -> Result<LossValues> {
     let nc = config.content_layers.len();
     let ns = style_slots;
     let v = gpu.read(loss_buf, nc + ns + 2)?;
     let content = v[..nc].iter().map(|&x| x as f64).sum();
-    let style = v[nc..nc + ns].iter().map(|&x| x as f64).sum();
+    let style = host_style + v[nc..nc + ns].iter().map(|&x| x as f64).sum::<f64>();
     let values = config.combine(content, style, v[nc + ns] as f64);
     Ok(match temporal {
         Some(lambda) => values.with_temporal(v[nc + ns + 1] as f64, lambda),

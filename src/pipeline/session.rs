@@ -174,7 +174,8 @@ impl<'g> Session<'g> {
         let mut scale = 1.0f32;
         for _ in 0..16 {
             self.set_grad_scale(scale);
-            submit(self.gpu, &[], &self.objective.step_dispatches(false));
+            let d = self.objective.step_dispatches(false);
+            self.objective.submit(self.gpu, &[], &d)?;
             if !self.grad_overflowed()? {
                 return Ok(());
             }
@@ -218,11 +219,11 @@ impl<'g> Session<'g> {
             // is lowered, so that Adam's next step is not skipped.
             let mut d = self.objective.step_dispatches(losses);
             d.push(self.objective.scale_update());
-            submit(self.gpu, copies, &d);
-            return Ok(());
+            return self.objective.submit(self.gpu, copies, &d);
         }
         for _ in 0..16 {
-            submit(self.gpu, copies, &self.objective.step_dispatches(losses));
+            let d = self.objective.step_dispatches(losses);
+            self.objective.submit(self.gpu, copies, &d)?;
             if !self.grad_overflowed()? {
                 return Ok(());
             }
@@ -249,7 +250,8 @@ impl<'g> Session<'g> {
         } else {
             &[]
         };
-        submit(self.gpu, copies, &self.step_dispatches(losses));
+        self.objective
+            .submit(self.gpu, copies, &self.step_dispatches(losses))?;
         self.steps_done += 1;
         if let Some(a) = &mut self.average {
             a.0.fold();
@@ -263,7 +265,7 @@ impl<'g> Session<'g> {
     /// The losses of the current image (no update).
     pub fn evaluate(&self) -> Result<LossValues> {
         let d = self.objective.loss_dispatches();
-        submit(self.gpu, &[(&self.x, &self.evaluated_x)], &d);
+        (self.objective).submit(self.gpu, &[(&self.x, &self.evaluated_x)], &d)?;
         self.objective.read_losses(self.gpu)
     }
 
@@ -413,7 +415,8 @@ fn style_targets(
             true => TilePlan::wrapped(&stages, size, t).ok(),
             false => TilePlan::new(&stages, size, t).ok(),
         });
-        let values = match plan {
+        // (Channel sums, for the W2 loss, only from a whole style image so far.)
+        let (values, sums) = match plan {
             Some(plan) => {
                 let layers = Layers {
                     arch: s.arch,
@@ -423,27 +426,24 @@ fn style_targets(
                     convs,
                     affine,
                 };
-                grams_by_tiles(gpu, kernels, &layers, plan, &img.data, dry)?
+                let grams = grams_by_tiles(gpu, kernels, &layers, plan, &img.data, dry)?;
+                (grams, Vec::new())
             }
             None => whole_style_grams(gpu, kernels, (convs, affine), s, (img, &stages), dry)?,
         };
-        out.push(per_position(
-            &stages,
-            &s.loss.style_layers,
-            values,
-            Vec::new(),
-        ));
+        out.push(per_position(&stages, &s.loss.style_layers, values, sums));
     }
     Ok(out)
 }
 
-/// A style image's Gram matrices at the style layers, through a network of its `stages` that
-/// keeps only the style layers' outputs (the rest go through two scratch buffers), read back
-/// (setup only).
+/// A style image's Gram matrices and channel sums at the style layers, through a network of
+/// its `stages` that keeps only the style layers' outputs (the rest go through two scratch
+/// buffers), read back (setup only).
+#[allow(clippy::type_complexity)]
 fn whole_style_grams(
     gpu: &Gpu, kernels: &Kernels, (convs, affine): (&[GpuConv], &Affine), s: &Setup<'_>,
     (img, stages): (&Image, &[crate::model::Stage]), dry: bool,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<(Vec<Vec<f32>>, Vec<Vec<f64>>)> {
     let sx = gpu.storage("style image", 3 * img.h * img.w)?;
     gpu.write(&sx, &img.data);
     let scratch = gradient_buffers(gpu, kernels, stages)?;
@@ -458,24 +458,33 @@ fn whole_style_grams(
     for &l in &s.loss.style_layers {
         let i = snet.conv_stage(l);
         let st = &snet.stages[i];
-        let g = gpu.storage("style gram", st.cout * st.cout)?;
+        let (n, m) = (st.cout, st.h * st.w);
+        let (g, sums) = (
+            gpu.storage("style gram", n * n)?,
+            gpu.storage("style sums", n)?,
+        );
+        d.extend(kernels.gram.matrix(gpu, (n, m), &snet.acts[i], &g)?);
         d.extend(
             kernels
-                .gram
-                .matrix(gpu, (st.cout, st.h * st.w), &snet.acts[i], &g)?,
+                .loss
+                .channel_sums(gpu, (n, m), &snet.acts[i], &sums, false),
         );
-        grams.push((g, st.cout * st.cout));
+        grams.push((g, sums, n));
     }
     if !dry {
         submit(gpu, &[], &snet.forward.iter().chain(&d).collect::<Vec<_>>());
     }
-    grams
-        .iter()
-        .map(|(g, len)| match dry {
-            true => Ok(vec![0.0; *len]),
-            false => gpu.read(g, *len),
-        })
-        .collect()
+    let read = |b: &wgpu::Buffer, len: usize| match dry {
+        true => Ok(vec![0.0; len]),
+        false => gpu.read(b, len),
+    };
+    let mut out = (Vec::new(), Vec::new());
+    for (g, sums, n) in &grams {
+        out.0.push(read(g, n * n)?);
+        out.1
+            .push(read(sums, *n)?.into_iter().map(f64::from).collect());
+    }
+    Ok(out)
 }
 
 /// The content image's features at the content layers, through the main network `net`

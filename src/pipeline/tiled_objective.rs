@@ -4,7 +4,7 @@
 //! the whole image. The step is one list of dispatches (split into submits by
 //! `gpu::submit`'s budget), like the untiled objective's.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::gpu::{submit, Dispatch, Gpu};
 use crate::kernels::preprocess::initial_grad_scale;
@@ -45,6 +45,30 @@ impl Evaluation {
             Evaluation::Whole(o) => o.read_losses(gpu),
             Evaluation::Tiled(o) => o.read_losses(gpu),
         }
+    }
+
+    /// Submits `d` (dispatches that start with the forward and its loss terms), pausing after
+    /// the forward for the W2 terms' host part (`Objective::host_step`) when there are any;
+    /// `copies` go first.
+    pub fn submit(
+        &self, gpu: &Gpu, copies: &[(&wgpu::Buffer, &wgpu::Buffer)], d: &[&Dispatch],
+    ) -> Result<()> {
+        let whole = match self {
+            Evaluation::Whole(o) => o,
+            Evaluation::Tiled(_) => return Ok(crate::gpu::submit(gpu, copies, d)),
+        };
+        match whole.host_step_at() {
+            Some(k) => {
+                let k = k.min(d.len());
+                crate::gpu::submit(gpu, copies, &d[..k]);
+                whole.host_step(gpu)?;
+                if k < d.len() {
+                    crate::gpu::submit(gpu, &[], &d[k..]);
+                }
+            }
+            None => crate::gpu::submit(gpu, copies, d),
+        }
+        Ok(())
     }
 
     /// dL/dx, 3 x H x W.
@@ -119,6 +143,9 @@ impl TiledObjective {
     pub fn new(
         p: &Context<'_>, s: &Setup<'_, Weights>, plan: TilePlan, mut targets: GpuTargets, dry: bool,
     ) -> Result<TiledObjective> {
+        if s.loss.style_loss == crate::model::StyleLossKind::W2 {
+            bail!("the W2 style loss in tiles runs on the CPU engine only for now (--engine cpu)");
+        }
         let (gpu, kernels) = (p.gpu, p.kernels);
         let layers = Layers {
             arch: s.arch,
@@ -234,13 +261,8 @@ impl TiledObjective {
     }
 
     pub fn read_losses(&self, gpu: &Gpu) -> Result<LossValues> {
-        read_losses(
-            gpu,
-            &self.loss_buf,
-            &self.config,
-            self.style_slots,
-            self.temporal,
-        )
+        let slots = (&self.loss_buf, self.style_slots);
+        read_losses(gpu, slots, &self.config, self.temporal, 0.0)
     }
 }
 
@@ -446,7 +468,7 @@ impl Pass2<'_> {
         };
         let mut d = Vec::new();
         for i in (0..net.stages.len()).rev() {
-            d.extend(parts.loss_gradients(i, self.sums));
+            d.extend(parts.loss_gradients(i, self.sums, &[]));
             d.extend(parts.stage_backward(i));
         }
         let (ch, cw) = (net.stages[0].h, net.stages[0].w);

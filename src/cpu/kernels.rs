@@ -436,10 +436,13 @@ pub fn w2_grad(
     );
 }
 
+/// A per-channel bias and the plane that windows it (None: every position).
+type Bias<'a> = (&'a [f32], Option<&'a [f32]>);
+
 /// `grad (+)= coef · (D F [+ b ∘ m]) · [R > 0]`: the Gram and W2 gradients' common part.
 fn matrix_grad(
-    (feat, relu): (&[f32], &[f32]), (d, bias): (&[f32], Option<(&[f32], Option<&[f32]>)>),
-    n: usize, (h, w): (usize, usize), coef: f32, accumulate: bool, grad: &mut [f32],
+    (feat, relu): (&[f32], &[f32]), (d, bias): (&[f32], Option<Bias<'_>>), n: usize,
+    (h, w): (usize, usize), coef: f32, accumulate: bool, grad: &mut [f32],
 ) {
     let pl = plane(h, w);
     assert!(feat.len() >= n * pl && grad.len() >= n * pl && d.len() >= n * n);

@@ -74,14 +74,12 @@ impl Losses {
                 "--style-layer-weights has {} weights for {} --style-layers",
                 weights.len(),
                 style_layers.len()
-            ))
-            .into());
+            )));
         }
         if weights.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
             return Err(Error::BadSetting(
                 "--style-layer-weights: every weight must be a positive number".into(),
-            )
-            .into());
+            ));
         }
         Ok(LossConfig {
             content_layers: layers(&self.content_layers, "content-layers")?,

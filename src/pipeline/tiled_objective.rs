@@ -55,7 +55,10 @@ impl Evaluation {
     ) -> Result<()> {
         let whole = match self {
             Evaluation::Whole(o) => o,
-            Evaluation::Tiled(_) => return Ok(crate::gpu::submit(gpu, copies, d)),
+            Evaluation::Tiled(_) => {
+                crate::gpu::submit(gpu, copies, d);
+                return Ok(());
+            }
         };
         match whole.host_step_at() {
             Some(k) => {

@@ -27,6 +27,6 @@ run gram --size 256 --steps 200
 run gram-ck --size 256 --steps 200 --style-layer-weights 16,4,1
 run w2 --size 256 --steps 200 --style-loss w2
 run w2-ck --size 256 --steps 200 --style-loss w2 --style-layer-weights 16,4,1
-for preset in draft balanced best ${PRINT:+print}; do
+for preset in draft balanced ${PRINT:+print}; do
   run "preset-$preset" --preset "$preset"
 done

@@ -36,8 +36,6 @@ pub enum Preset {
     Draft,
     /// 512 px from 256 (coarse to fine), L-BFGS, W2
     Balanced,
-    /// 512 px from 128, twice balanced's steps
-    Best,
     /// 2048 px from 256: a print of about 7 inches at 300 dpi
     Print,
 }
@@ -62,7 +60,8 @@ impl JobOptions {
 #[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct JobOptions {
     /// A set of settings for what you want (explicit flags override its settings): draft (a
-    /// quick look), balanced, best, print (docs/quality.md shows each with its time and score)
+    /// quick look), balanced (a good picture), print (docs/quality.md shows each with its
+    /// time and score)
     #[arg(long, value_enum, value_name = "NAME")]
     pub preset: Option<Preset>,
     /// Blend weights of the style images, one per --style (normalised to sum to 1)

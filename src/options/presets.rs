@@ -1,5 +1,5 @@
 //! `--preset`: whole sets of settings for what people ask of the tool — a quick look, a good
-//! picture, the best one, a print — so that nobody has to learn twenty flags first. A preset
+//! picture, a print — so that nobody has to learn twenty flags first. A preset
 //! is only a list of flags: explicit flags override it, and every front end expands it the
 //! same way (the command line's arguments, or a job's (name, value) pairs). docs/quality.md
 //! has each preset's picture, time and score.
@@ -21,14 +21,6 @@ impl Preset {
                 ("min-size", "256"),
                 ("initial-steps", "150"),
                 ("steps", "100"),
-                ("optimizer", "lbfgs"),
-                ("style-loss", "w2"),
-            ],
-            Preset::Best => &[
-                ("size", "512"),
-                ("min-size", "128"),
-                ("initial-steps", "300"),
-                ("steps", "200"),
                 ("optimizer", "lbfgs"),
                 ("style-loss", "w2"),
             ],
@@ -127,7 +119,7 @@ mod tests {
             "impasto",
             "stylize",
             "--preset",
-            "best",
+            "balanced",
             "--steps",
             "7",
             "--size=300",
@@ -140,9 +132,9 @@ mod tests {
                 "impasto",
                 "stylize",
                 "--preset",
-                "best",
-                "--min-size=128",
-                "--initial-steps=300",
+                "balanced",
+                "--min-size=256",
+                "--initial-steps=150",
                 "--optimizer=lbfgs",
                 "--style-loss=w2",
                 "--steps",

@@ -30,3 +30,6 @@ run w2-ck --size 256 --steps 200 --style-loss w2 --style-layer-weights 16,4,1
 for preset in draft balanced ${PRINT:+print}; do
   run "preset-$preset" --preset "$preset"
 done
+# The draft brought to balanced's 512 px (Lanczos, no step: --steps 0 writes the start), so
+# that the two are scored at one size.
+run preset-draft-at-512 --size 512 --steps 0 --init "$out/preset-draft.png"

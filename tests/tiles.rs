@@ -478,6 +478,12 @@ fn batch_and_video_take_tiles_when_a_job_does_not_fit_whole() {
 fn gpu_tiled_losses_and_gradient_equal_the_untiled_ones() {
     let p = shallow(61);
     check_on(On::Gpu, &p, 24, 1e-5);
+    // The W2 loss: channel sums over the tiles' windows, the host's square roots between the
+    // passes, the per-channel gradient windowed in pass 2.
+    let mut w2 = shallow(61);
+    w2.loss.style_loss = StyleLossKind::W2;
+    w2.loss.style_layer_weights = vec![4.0, 2.0, 1.0];
+    check_on(On::Gpu, &w2, 24, 1e-5);
     // Tiles of 12 px: smaller than their 16-px halo.
     check_on(On::Gpu, &ramp_masks(p), 12, 1e-5);
 }

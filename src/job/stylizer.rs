@@ -266,11 +266,6 @@ impl Stylizer {
             }
         }
         if job.settings.tile.is_some() {
-            if self.loss.style_loss == StyleLossKind::W2 && self.engine.name() == "gpu" {
-                return Err(Error::BadSetting(
-                    "--style-loss w2 in tiles (--tile, or a picture too large to hold whole) runs on the CPU engine only for now: --engine cpu".into(),
-                ));
-            }
             self.tile_plan(job)?;
         }
         if let (Some(first), true) = (scales.first(), scales.len() > 1) {

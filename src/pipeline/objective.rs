@@ -79,6 +79,56 @@ pub struct W2Layer {
     share: f64,
 }
 
+impl W2Layer {
+    /// The buffers of `term`'s W2 target at style layer `j` (`n` channels, the layer's share
+    /// `share`), whose Gram matrix is `gram` among the objective's.
+    pub fn new(
+        gpu: &Gpu, (gram, j, n): (usize, usize, usize), term: &StyleTerm, share: f64,
+    ) -> Result<W2Layer> {
+        Ok(W2Layer {
+            gram,
+            n,
+            sums: gpu.storage("W2 channel sums", n)?,
+            bias: gpu.storage("W2 gradient bias", n)?,
+            target: term.w2[j].clone(),
+            positions: term.norms[j],
+            share: share * term.weight,
+        })
+    }
+
+    /// Where the forward leaves the term's channel sums.
+    pub fn sums(&self) -> &wgpu::Buffer {
+        &self.sums
+    }
+
+    /// Its Gram matrix's index among the objective's.
+    pub fn gram(&self) -> usize {
+        self.gram
+    }
+}
+
+/// The W2 terms' host part, after the forward ran: each term's moments read back (its Gram
+/// matrix in `grams`, its channel sums), dE/dS written over the Gram matrix and the bias of its
+/// gradient beside it. Returns their style loss.
+pub fn w2_host_step(gpu: &Gpu, grams: &[wgpu::Buffer], w2: &[W2Layer]) -> Result<f64> {
+    let mut loss = 0.0;
+    for w in w2 {
+        let (g, sums) = (
+            gpu.read(&grams[w.gram], w.n * w.n)?,
+            gpu.read(&w.sums, w.n)?,
+        );
+        let mean: Vec<f64> = sums.iter().map(|&v| v as f64 / w.positions).collect();
+        let second: Vec<f64> = g.iter().map(|&v| v as f64 / w.positions).collect();
+        let value = w.target.evaluate(&mean, &second);
+        loss += w.share * value.loss;
+        let matrix: Vec<f32> = value.d_second.iter().map(|&v| v as f32).collect();
+        let bias: Vec<f32> = value.d_mean.iter().map(|&v| (0.5 * v) as f32).collect();
+        gpu.write(&grams[w.gram], &matrix);
+        gpu.write(&w.bias, &bias);
+    }
+    Ok(loss)
+}
+
 /// One optimisation step's GPU work, minus the optimiser: forward, losses, backward to dL/dx.
 pub struct Objective {
     pub net: GpuNet,
@@ -177,31 +227,6 @@ impl Parts<'_> {
         &self.grads[((i + 1) % 2) as usize]
     }
 
-    /// A W2 term's buffers at style layer `j` (`n` channels, `m` positions) and the channel
-    /// sums of its map `f`, pushed onto the forward's dispatches; its Gram matrix is the next.
-    fn w2_layer(
-        &self, out: &mut LossDispatches, (j, n, m): (usize, usize, usize), f: &wgpu::Buffer,
-        (target, term): (&W2Target, &StyleTerm),
-    ) -> Result<W2Layer> {
-        let sums = self.gpu.storage("W2 channel sums", n)?;
-        (out.forward_extra).extend((self.kernels.loss).channel_sums(
-            self.gpu,
-            (n, m),
-            f,
-            &sums,
-            false,
-        ));
-        Ok(W2Layer {
-            gram: out.grams.len(),
-            n,
-            sums,
-            bias: self.gpu.storage("W2 gradient bias", n)?,
-            target: target.clone(),
-            positions: term.norms[j],
-            share: self.config.layer_share(j) * term.weight,
-        })
-    }
-
     fn losses(&self, x: &wgpu::Buffer, loss_buf: &wgpu::Buffer) -> Result<LossDispatches> {
         let (gpu, kernels, net, config) = (self.gpu, self.kernels, self.net, self.config);
         let nc = config.content_layers.len();
@@ -233,8 +258,11 @@ impl Parts<'_> {
                 let g = gpu.storage("gram", n * n)?;
                 let f = self.masked_map(&mut out.forward_extra, term, (i, j), false);
                 (out.forward_extra).extend(kernels.gram.matrix(gpu, (n, m), f, &g)?);
-                if let Some(target) = term.term.w2.get(j) {
-                    let w2 = self.w2_layer(&mut out, (j, n, m), f, (target, &term.term))?;
+                if !term.term.w2.is_empty() {
+                    let share = config.layer_share(j);
+                    let w2 = W2Layer::new(gpu, (out.grams.len(), j, n), &term.term, share)?;
+                    let sums = kernels.loss.channel_sums(gpu, (n, m), f, w2.sums(), false);
+                    out.forward_extra.extend(sums);
                     out.w2.push(w2);
                     out.grams.push(g);
                     continue;
@@ -509,25 +537,10 @@ impl Objective {
         (!self.w2.is_empty()).then(|| self.net.forward.len() + self.forward_extra.len())
     }
 
-    /// The W2 terms' host part, after the forward ran: each term's moments read back, its loss
-    /// (kept for [`Objective::read_losses`]) and its gradient's matrix and bias written.
+    /// The W2 terms' host part ([`w2_host_step`]), after the forward ran; their loss is kept
+    /// for [`Objective::read_losses`].
     pub fn host_step(&self, gpu: &Gpu) -> Result<()> {
-        let mut loss = 0.0;
-        for w in &self.w2 {
-            let (g, sums) = (
-                gpu.read(&self.grams[w.gram], w.n * w.n)?,
-                gpu.read(&w.sums, w.n)?,
-            );
-            let mean: Vec<f64> = sums.iter().map(|&v| v as f64 / w.positions).collect();
-            let second: Vec<f64> = g.iter().map(|&v| v as f64 / w.positions).collect();
-            let value = w.target.evaluate(&mean, &second);
-            loss += w.share * value.loss;
-            let matrix: Vec<f32> = value.d_second.iter().map(|&v| v as f32).collect();
-            let bias: Vec<f32> = value.d_mean.iter().map(|&v| (0.5 * v) as f32).collect();
-            gpu.write(&self.grams[w.gram], &matrix);
-            gpu.write(&w.bias, &bias);
-        }
-        self.w2_loss.set(loss);
+        self.w2_loss.set(w2_host_step(gpu, &self.grams, &self.w2)?);
         Ok(())
     }
 }

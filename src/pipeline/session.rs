@@ -175,7 +175,7 @@ impl<'g> Session<'g> {
         for _ in 0..16 {
             self.set_grad_scale(scale);
             let d = self.objective.step_dispatches(false);
-            self.objective.submit(self.gpu, &[], &d)?;
+            self.objective.submit(self.gpu, &[], &d, false)?;
             if !self.grad_overflowed()? {
                 return Ok(());
             }
@@ -219,11 +219,11 @@ impl<'g> Session<'g> {
             // is lowered, so that Adam's next step is not skipped.
             let mut d = self.objective.step_dispatches(losses);
             d.push(self.objective.scale_update());
-            return self.objective.submit(self.gpu, copies, &d);
+            return self.objective.submit(self.gpu, copies, &d, losses);
         }
         for _ in 0..16 {
             let d = self.objective.step_dispatches(losses);
-            self.objective.submit(self.gpu, copies, &d)?;
+            self.objective.submit(self.gpu, copies, &d, losses)?;
             if !self.grad_overflowed()? {
                 return Ok(());
             }
@@ -251,7 +251,7 @@ impl<'g> Session<'g> {
             &[]
         };
         self.objective
-            .submit(self.gpu, copies, &self.step_dispatches(losses))?;
+            .submit(self.gpu, copies, &self.step_dispatches(losses), losses)?;
         self.steps_done += 1;
         if let Some(a) = &mut self.average {
             a.0.fold();
@@ -265,7 +265,7 @@ impl<'g> Session<'g> {
     /// The losses of the current image (no update).
     pub fn evaluate(&self) -> Result<LossValues> {
         let d = self.objective.loss_dispatches();
-        (self.objective).submit(self.gpu, &[(&self.x, &self.evaluated_x)], &d)?;
+        (self.objective).submit(self.gpu, &[(&self.x, &self.evaluated_x)], &d, true)?;
         self.objective.read_losses(self.gpu)
     }
 
@@ -415,7 +415,6 @@ fn style_targets(
             true => TilePlan::wrapped(&stages, size, t).ok(),
             false => TilePlan::new(&stages, size, t).ok(),
         });
-        // (Channel sums, for the W2 loss, only from a whole style image so far.)
         let (values, sums) = match plan {
             Some(plan) => {
                 let layers = Layers {
@@ -426,8 +425,7 @@ fn style_targets(
                     convs,
                     affine,
                 };
-                let grams = grams_by_tiles(gpu, kernels, &layers, plan, &img.data, dry)?;
-                (grams, Vec::new())
+                grams_by_tiles(gpu, kernels, &layers, plan, &img.data, dry)?
             }
             None => whole_style_grams(gpu, kernels, (convs, affine), s, (img, &stages), dry)?,
         };

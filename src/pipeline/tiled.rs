@@ -170,7 +170,7 @@ impl CropNets {
     /// tile overwrites.
     pub fn tile_grams(
         &self, gpu: &Gpu, kernels: &Kernels, t: usize, (style_layers, masks): TermMasks<'_>,
-        sums: &[wgpu::Buffer],
+        (sums, channel_sums): (&[wgpu::Buffer], &[Option<&wgpu::Buffer>]),
     ) -> TileGrams {
         let (net, windows) = (self.net(t), self.windows(t, style_layers));
         let mut per = Vec::new();
@@ -190,7 +190,14 @@ impl CropNets {
                 let add = kernels
                     .tiles
                     .add_into(gpu, s.cout * s.cout, t == 0, &self.part, sum);
-                per.push((window, j, add));
+                // A W2 term's channel sums of the windowed map, added over the tiles too.
+                let channel = match channel_sums[j * masks.len() + k] {
+                    Some(c) => {
+                        (kernels.loss).channel_sums(gpu, (s.cout, s.h * s.w), scratch, c, t > 0)
+                    }
+                    None => Vec::new(),
+                };
+                per.push((window, j, add, channel));
             }
         }
         TileGrams { tile: t, per }
@@ -199,10 +206,11 @@ impl CropNets {
     /// The dispatches of `g` in order, with its tile's network's Gram dispatches.
     pub fn push_grams<'a>(&'a self, out: &mut Vec<&'a Dispatch>, g: &'a TileGrams) {
         let grams = &self.net_grams[self.tiles[g.tile].0];
-        for (window, j, add) in &g.per {
+        for (window, j, add, channel) in &g.per {
             out.extend(window);
             out.extend(&grams[*j]);
             out.push(add);
+            out.extend(channel);
         }
     }
 
@@ -216,10 +224,11 @@ impl CropNets {
 pub type TermMasks<'a> = (&'a [usize], &'a [Option<&'a [wgpu::Buffer]>]);
 
 /// A tile's pass-1 Gram work: per style layer and term, the window's dispatches, the style
-/// layer (whose Gram dispatches its network holds), and the add into the sum.
+/// layer (whose Gram dispatches its network holds), the add into the sum, and a W2 term's
+/// channel sums.
 pub struct TileGrams {
     tile: usize,
-    per: Vec<(Vec<Dispatch>, usize, Dispatch)>,
+    per: Vec<(Vec<Dispatch>, usize, Dispatch, Vec<Dispatch>)>,
 }
 
 /// Per style layer, the Gram matrix of `net`'s windowed map (in `scratch_for(grads, stage)`)
@@ -237,12 +246,13 @@ fn grams_of(
         .collect()
 }
 
-/// The Gram matrices (`[n][n]` per style layer) of an image, `image` (`[3][h][w]`, uploaded
-/// here), computed by tiles of `plan` in the memory of one crop's network. `dry`: every buffer
-/// made, nothing run (zeros).
+/// The Gram matrices (`[n][n]` per style layer) and channel sums (`[n]`) of an image, `image`
+/// (`[3][h][w]`, uploaded here), computed by tiles of `plan` in the memory of one crop's
+/// network. `dry`: every buffer made, nothing run (zeros).
+#[allow(clippy::type_complexity)]
 pub fn grams_by_tiles(
     gpu: &Gpu, kernels: &Kernels, layers: &Layers<'_>, plan: TilePlan, image: &[f32], dry: bool,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<(Vec<Vec<f32>>, Vec<Vec<f64>>)> {
     let x = gpu.plane_storage("style image", (3, image.len() / 3))?;
     gpu.write(&x, image);
     let nets = CropNets::new(gpu, kernels, layers, plan, &x)?;
@@ -252,16 +262,33 @@ pub fn grams_by_tiles(
     let sums = (sizes.iter())
         .map(|&n| gpu.storage("style gram", n))
         .collect::<Result<Vec<_>>>()?;
+    let channels: Vec<usize> = sizes.iter().map(|&n| n.isqrt()).collect();
+    let channel_sums = (channels.iter())
+        .map(|&n| gpu.storage("style channel sums", n))
+        .collect::<Result<Vec<_>>>()?;
     if dry {
-        return Ok(sizes.iter().map(|&n| vec![0.0; n]).collect());
+        let zeros = |v: &[usize]| v.iter().map(|&n| vec![0.0; n]).collect::<Vec<_>>();
+        let sums = channels.iter().map(|&n| vec![0.0; n]).collect();
+        return Ok((zeros(&sizes), sums));
     }
+    let bound: Vec<Option<&wgpu::Buffer>> = channel_sums.iter().map(Some).collect();
     for t in 0..nets.plan.tiles.len() {
-        let g = nets.tile_grams(gpu, kernels, t, (layers.style_layers, &[None]), &sums);
+        let g = nets.tile_grams(
+            gpu,
+            kernels,
+            t,
+            (layers.style_layers, &[None]),
+            (&sums, &bound),
+        );
         let mut d: Vec<&Dispatch> = nets.forward(t).collect();
         nets.push_grams(&mut d, &g);
         crate::gpu::submit(gpu, &[], &d);
     }
-    (sums.iter().zip(&sizes))
+    let grams = (sums.iter().zip(&sizes))
         .map(|(g, &n)| gpu.read(g, n))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let means = (channel_sums.iter().zip(&channels))
+        .map(|(c, &n)| Ok(gpu.read(c, n)?.into_iter().map(f64::from).collect()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((grams, means))
 }

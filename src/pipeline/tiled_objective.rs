@@ -4,7 +4,7 @@
 //! the whole image. The step is one list of dispatches (split into submits by
 //! `gpu::submit`'s budget), like the untiled objective's.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::gpu::{submit, Dispatch, Gpu};
 use crate::kernels::preprocess::initial_grad_scale;
@@ -13,7 +13,9 @@ use crate::model::engine::Setup;
 use crate::model::tiles::{level, TilePlan};
 use crate::model::{Affine, LossConfig, LossValues};
 use crate::pipeline::network::GpuConv;
-use crate::pipeline::objective::{read_losses, GpuTargets, Objective, Parts};
+use crate::pipeline::objective::{
+    read_losses, w2_host_step, GpuTargets, Objective, Parts, W2Layer,
+};
 use crate::pipeline::tiled::{CropNets, Layers, TileGrams};
 use crate::weights::Weights;
 
@@ -47,24 +49,24 @@ impl Evaluation {
         }
     }
 
-    /// Submits `d` (dispatches that start with the forward and its loss terms), pausing after
-    /// the forward for the W2 terms' host part (`Objective::host_step`) when there are any;
-    /// `copies` go first.
+    /// Submits `d` (dispatches that start with the forward and its loss terms, with the content
+    /// loss when `losses`), pausing after the forward for the W2 terms' host part
+    /// (`Objective::host_step`) when there are any; `copies` go first.
     pub fn submit(
-        &self, gpu: &Gpu, copies: &[(&wgpu::Buffer, &wgpu::Buffer)], d: &[&Dispatch],
+        &self, gpu: &Gpu, copies: &[(&wgpu::Buffer, &wgpu::Buffer)], d: &[&Dispatch], losses: bool,
     ) -> Result<()> {
-        let whole = match self {
-            Evaluation::Whole(o) => o,
-            Evaluation::Tiled(_) => {
-                crate::gpu::submit(gpu, copies, d);
-                return Ok(());
-            }
+        let at = match self {
+            Evaluation::Whole(o) => o.host_step_at(),
+            Evaluation::Tiled(o) => o.host_step_at(losses),
         };
-        match whole.host_step_at() {
+        match at {
             Some(k) => {
                 let k = k.min(d.len());
                 crate::gpu::submit(gpu, copies, &d[..k]);
-                whole.host_step(gpu)?;
+                match self {
+                    Evaluation::Whole(o) => o.host_step(gpu)?,
+                    Evaluation::Tiled(o) => o.host_step(gpu)?,
+                }
                 if k < d.len() {
                     crate::gpu::submit(gpu, &[], &d[k..]);
                 }
@@ -119,6 +121,10 @@ pub struct TiledObjective {
     config: LossConfig,
     style_slots: usize,
     temporal: Option<f64>,
+    /// The W2 terms (their Gram matrices are the summed ones), and their loss at the last host
+    /// step (between pass 1 and pass 2).
+    w2: Vec<W2Layer>,
+    w2_loss: std::cell::Cell<f64>,
     /// Buffers only the dispatches use: the targets (the tile's content targets among them),
     /// the whole content targets, the summed Gram matrices, the crop gradient.
     _buffers: (
@@ -146,9 +152,6 @@ impl TiledObjective {
     pub fn new(
         p: &Context<'_>, s: &Setup<'_, Weights>, plan: TilePlan, mut targets: GpuTargets, dry: bool,
     ) -> Result<TiledObjective> {
-        if s.loss.style_loss == crate::model::StyleLossKind::W2 {
-            bail!("the W2 style loss in tiles runs on the CPU engine only for now (--engine cpu)");
-        }
         let (gpu, kernels) = (p.gpu, p.kernels);
         let layers = Layers {
             arch: s.arch,
@@ -172,12 +175,9 @@ impl TiledObjective {
             .flat_map(|n| (0..terms).map(move |_| n))
             .map(|n| gpu.storage("gram", n))
             .collect::<Result<Vec<_>>>()?;
-        let masks: Vec<Option<&[wgpu::Buffer]>> =
-            targets.style.iter().map(|t| t.masks.as_deref()).collect();
+        let w2 = w2_layers(p, s, &targets, &nets)?;
+        let grams = pass1_grams(p, s, (&nets, &targets), (&sums, &w2));
         let tiles = 0..nets.plan.tiles.len();
-        let grams = (tiles.clone())
-            .map(|t| nets.tile_grams(gpu, kernels, t, (&s.loss.style_layers, &masks), &sums))
-            .collect();
         let tile_targets = (tiles.clone())
             .map(|t| tile_targets(p, s, &nets, t, (&whole_content, &targets.content)))
             .collect();
@@ -197,6 +197,7 @@ impl TiledObjective {
             nets: &nets,
             targets: &targets,
             sums: &sums,
+            w2: &w2,
             grad_scale: &grad_scale,
             crop_grad: &crop_grad,
             grad_x: &grad_x,
@@ -207,7 +208,7 @@ impl TiledObjective {
             targets: tile_targets,
             content_loss,
             backward,
-            loss_values: loss_values(p, s, &targets, &sums, &loss_buf, &nets),
+            loss_values: loss_values(p, s, &targets, (&sums, &w2), &loss_buf, &nets),
             zero_grad: kernels.tiles.zero(gpu, 3 * h * w, &grad_x),
             tail: whole_image_grads(p, s, &targets, &grad_x, (h, w)),
             scale_update: kernels.preprocess.scale_update(gpu, &grad_scale),
@@ -218,6 +219,8 @@ impl TiledObjective {
             style_slots,
             temporal: targets.temporal.as_ref().map(|t| t.2),
             nets,
+            w2,
+            w2_loss: std::cell::Cell::new(0.0),
             _buffers: (targets, whole_content, sums, crop_grad),
         })
     }
@@ -265,7 +268,20 @@ impl TiledObjective {
 
     pub fn read_losses(&self, gpu: &Gpu) -> Result<LossValues> {
         let slots = (&self.loss_buf, self.style_slots);
-        read_losses(gpu, slots, &self.config, self.temporal, 0.0)
+        read_losses(gpu, slots, &self.config, self.temporal, self.w2_loss.get())
+    }
+
+    /// Where a step's dispatches pause for [`TiledObjective::host_step`]: after pass 1 (with
+    /// the content loss when `losses`), when there are W2 terms.
+    pub fn host_step_at(&self, losses: bool) -> Option<usize> {
+        (!self.w2.is_empty()).then(|| self.pass1(losses).len())
+    }
+
+    /// The W2 terms' host part on the Gram matrices summed over the tiles.
+    pub fn host_step(&self, gpu: &Gpu) -> Result<()> {
+        self.w2_loss
+            .set(w2_host_step(gpu, &self._buffers.2, &self.w2)?);
+        Ok(())
     }
 }
 
@@ -379,8 +395,8 @@ fn content_loss(
 /// The style losses of the summed Gram matrices `sums`, TV and the temporal term, into their
 /// slots.
 fn loss_values(
-    p: &Context<'_>, s: &Setup<'_, Weights>, targets: &GpuTargets, sums: &[wgpu::Buffer],
-    loss_buf: &wgpu::Buffer, nets: &CropNets,
+    p: &Context<'_>, s: &Setup<'_, Weights>, targets: &GpuTargets,
+    (sums, w2): (&[wgpu::Buffer], &[W2Layer]), loss_buf: &wgpu::Buffer, nets: &CropNets,
 ) -> Vec<Dispatch> {
     let (gpu, kernels, cfg) = (p.gpu, p.kernels, s.loss);
     let (nc, ns, terms) = (
@@ -393,6 +409,10 @@ fn loss_values(
         let n = nets.whole[stage(&nets.whole, l)].cout;
         for (t, term) in terms.iter().enumerate() {
             let slot = nc + j * terms.len() + t;
+            if w2.iter().any(|w| w.gram() == j * terms.len() + t) {
+                // (Its loss is the host's.)
+                continue;
+            }
             let scale = term.term.loss_scale(j, n, cfg.layer_share(j)) as f32;
             let grams = (&sums[j * terms.len() + t], &term.targets[j]);
             d.extend((kernels.loss).sq_diff_sum(
@@ -447,6 +467,7 @@ struct Pass2<'a> {
     /// The style terms, and the tile's content targets (set by its `tile_targets` first).
     targets: &'a GpuTargets,
     sums: &'a [wgpu::Buffer],
+    w2: &'a [W2Layer],
     grad_scale: &'a wgpu::Buffer,
     crop_grad: &'a wgpu::Buffer,
     grad_x: &'a wgpu::Buffer,
@@ -471,7 +492,7 @@ impl Pass2<'_> {
         };
         let mut d = Vec::new();
         for i in (0..net.stages.len()).rev() {
-            d.extend(parts.loss_gradients(i, self.sums, &[]));
+            d.extend(parts.loss_gradients(i, self.sums, self.w2));
             d.extend(parts.stage_backward(i));
         }
         let (ch, cw) = (net.stages[0].h, net.stages[0].w);
@@ -489,4 +510,41 @@ impl Pass2<'_> {
         d.extend((p.kernels.tiles).add_crop_gradient(p.gpu, at, self.crop_grad, self.grad_x));
         d
     }
+}
+
+/// The W2 terms' buffers, one per W2 term and style layer; their Gram matrices are the summed
+/// ones (`j · terms + t`).
+fn w2_layers(
+    p: &Context<'_>, s: &Setup<'_, Weights>, targets: &GpuTargets, nets: &CropNets,
+) -> Result<Vec<W2Layer>> {
+    let terms = &targets.style;
+    let mut out = Vec::new();
+    for (j, &l) in s.loss.style_layers.iter().enumerate() {
+        let n = nets.whole[stage(&nets.whole, l)].cout;
+        for (t, term) in terms.iter().enumerate() {
+            if !term.term.w2.is_empty() {
+                let at = (j * terms.len() + t, j, n);
+                out.push(W2Layer::new(p.gpu, at, &term.term, s.loss.layer_share(j))?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Each tile's pass-1 Gram work (and its W2 terms' channel sums), added into `sums`.
+fn pass1_grams(
+    p: &Context<'_>, s: &Setup<'_, Weights>, (nets, targets): (&CropNets, &GpuTargets),
+    (sums, w2): (&[wgpu::Buffer], &[W2Layer]),
+) -> Vec<TileGrams> {
+    let masks: Vec<Option<&[wgpu::Buffer]>> =
+        targets.style.iter().map(|t| t.masks.as_deref()).collect();
+    let channel: Vec<Option<&wgpu::Buffer>> = (0..sums.len())
+        .map(|k| w2.iter().find(|w| w.gram() == k).map(W2Layer::sums))
+        .collect();
+    (0..nets.plan.tiles.len())
+        .map(|t| {
+            let terms = (&s.loss.style_layers[..], &masks[..]);
+            nets.tile_grams(p.gpu, p.kernels, t, terms, (sums, &channel))
+        })
+        .collect()
 }

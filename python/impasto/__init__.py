@@ -185,6 +185,24 @@ class Stylizer:
         return self._native.plan(_picture(content), _styles(style), style_masks=masks,
                                  settings=settings)
 
+    def score(self, picture: Picture, content: Picture, style: Union[Picture, Sequence[Picture]],
+              **settings: Any) -> Dict[str, Any]:
+        """How far ``picture`` is from ``content`` and from ``style``, as ``impasto score``
+        prints it: ``content`` (the mean relative squared distance of the content layers'
+        features), ``style`` (the mean Wasserstein-2 distance of the style layers' features)
+        and each layer's value in ``content_layers`` / ``style_layers``. Lower is closer; the
+        layers, ``style_scale`` and ``style_blend`` are this stylizer's settings unless given."""
+        return self._native.score(_picture(picture), _picture(content), _styles(style),
+                                  settings=settings)
+
+
+def score(picture: Picture, content: Picture, style: Union[Picture, Sequence[Picture]],
+          **settings: Any) -> Dict[str, Any]:
+    """The score of ``picture`` (:meth:`Stylizer.score`) on a new :class:`Stylizer` on the
+    CPU engine (the score's maps are the CPU engine's whichever engine made the picture)."""
+    settings.setdefault("engine", "cpu")
+    return Stylizer(**settings).score(picture, content, style)
+
 
 def stylize(content: Picture, style: Union[Picture, Sequence[Picture]], *,
             style_masks: Optional[Sequence[Picture]] = None, callback: Optional[Callback] = None,

@@ -194,6 +194,24 @@ impl Stylizer {
         Err(e)
     }
 
+    /// The score of `picture` against `content` and `styles` at the stylizer's layers (what
+    /// `impasto score` prints): a dict with `content`, `style` and each layer's value.
+    #[pyo3(signature = (picture, content, styles, settings=None))]
+    fn score<'py>(
+        &self, py: Python<'py>, picture: Bound<'py, PyAny>, content: Bound<'py, PyAny>,
+        styles: Vec<Bound<'py, PyAny>>, settings: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let o = self.options(py, settings.as_ref())?;
+        let job = job_of(py, &o, &content, &styles, None)?;
+        let picture = arrays::picture(&picture, "picture")?;
+        let (w, h) = (picture.rgb.width() as usize, picture.rgb.height() as usize);
+        let image = picture.exactly(w, h);
+        let score = self.with_job(py, &o, job, |stylizer, job| {
+            Ok(stylizer.score(&image, &job)?)
+        })?;
+        arrays::from_json(py, &serde_json::to_value(score).expect("plain data"))
+    }
+
     /// The memory plan of the job's largest scale (what `impasto stylize --dry-run` prints).
     #[pyo3(signature = (content, styles, style_masks=None, settings=None))]
     fn plan<'py>(

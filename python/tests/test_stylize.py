@@ -1,12 +1,15 @@
 """impasto.stylize against the command line, inputs of every kind, Stylizer reuse, the
 callback, the progress hook, plans and devices."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 import impasto
-from conftest import CONTENT, SCREAM, STYLE, TINY, levels, run_cli
+from conftest import (CONTENT, REPO, SCREAM, SHALLOW, STYLE, TINY, WEIGHTS, command_line, levels,
+                      run_cli)
 
 
 def test_the_same_picture_as_the_command_line(tmp_path):
@@ -127,3 +130,31 @@ def test_bare_flags_take_true_and_false(cpu):
     plain = cpu.stylize(CONTENT, STYLE, preserve_colors=False, **settings)
     assert np.array_equal(plain, cpu.stylize(CONTENT, STYLE, **settings))
     assert not np.array_equal(kept, plain)
+
+
+def test_score_is_the_command_line_s(cpu, tmp_path):
+    """`Stylizer.score` gives `impasto score`'s numbers, from a path or from the array."""
+    import json
+    import subprocess
+    out = tmp_path / "cli.png"
+    picture = run_cli(out, **TINY)
+    binary = os.environ.get("IMPASTO_BIN", str(REPO / "target" / "debug" / "impasto"))
+    args = [binary, "score", str(out), "--content", str(CONTENT), "--style", str(STYLE),
+            "--weights", str(WEIGHTS)] + command_line(
+                content_layers=SHALLOW["content_layers"], style_layers=SHALLOW["style_layers"])
+    want = json.loads(subprocess.run(args, check=True, capture_output=True).stdout)
+    for given in (out, picture):
+        got = cpu.score(given, CONTENT, STYLE)
+        assert [l["layer"] for l in got["style_layers"]] == SHALLOW["style_layers"]
+        for key in ("content", "style"):
+            assert got[key] == pytest.approx(want[key], rel=1e-6)
+    # The content image keeps its content exactly.
+    assert impasto.score(CONTENT, CONTENT, STYLE, **SHALLOW)["content"] == 0.0
+
+
+def test_presets_and_the_w2_loss_through_keywords(cpu):
+    """A preset's settings apply under explicit ones; the W2 loss runs from Python too."""
+    picture = cpu.stylize(CONTENT, STYLE, preset="draft", size=40, steps=3, progress=False)
+    assert picture.shape == (30, 40, 3)
+    with pytest.raises(impasto.BadSetting, match="preset"):
+        cpu.stylize(CONTENT, STYLE, preset="fancy", **TINY)

@@ -68,7 +68,9 @@ fn to_grad(v: f32) -> Grad { return Grad(v); }
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, WG>;
 
-fn reduce_and_store(lid: u32, mine: f32) {
+// The workgroup's values added in a fixed order, into sums[slot] (added to it when
+// p.accumulate), scaled by p.scale. Every invocation calls it (it has barriers).
+fn reduce_into(lid: u32, mine: f32, slot: u32) {
     partial[lid] = mine;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
@@ -78,8 +80,12 @@ fn reduce_and_store(lid: u32, mine: f32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        sums[p.slot] = select(0.0, sums[p.slot], p.accumulate != 0u) + p.scale * partial[0];
+        sums[slot] = select(0.0, sums[slot], p.accumulate != 0u) + p.scale * partial[0];
     }
+}
+
+fn reduce_and_store(lid: u32, mine: f32) {
+    reduce_into(lid, mine, p.slot);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -205,18 +211,7 @@ fn channel_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     for (var i = lid; i < p.len; i += WG) {
         s += f32(a[p.a_base + c * p.len + i]);
     }
-    partial[lid] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k = k / 2u) {
-        if (lid < k) {
-            partial[lid] = partial[lid] + partial[lid + k];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        let at = p.slot + c;
-        sums[at] = select(0.0, sums[at], p.accumulate != 0u) + p.scale * partial[0];
-    }
+    reduce_into(lid, s, p.slot + c);
 }
 
 // Always accumulates: the style gradient's matrix part is written first.

@@ -887,21 +887,30 @@ fn score_prints_a_pictures_distances_and_refuses_bad_input() {
     let report = f.path("report.json");
     let o = f.run(&["--report", s(&report)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let score = |picture: &Path, style: &Path| {
-        let o = impasto(&[
+    // `impasto score PICTURE` against the fixture's content and `style`, with `layers`.
+    let run = |picture: &Path, style: &Path, layers: [&str; 2]| {
+        let (p, c, st, w) = (s(picture), s(&f.content), s(style), s(&f.weights));
+        impasto(&[
             "score",
-            s(picture),
+            p,
             "--content",
-            s(&f.content),
+            c,
             "--style",
-            s(style),
+            st,
             "--weights",
-            s(&f.weights),
+            w,
             "--content-layers",
-            "block2_conv1",
+            layers[0],
             "--style-layers",
-            "block1_conv1,block2_conv1",
-        ]);
+            layers[1],
+        ])
+    };
+    let score = |picture: &Path, style: &Path| {
+        let o = run(
+            picture,
+            style,
+            ["block2_conv1", "block1_conv1,block2_conv1"],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
@@ -929,32 +938,10 @@ fn score_prints_a_pictures_distances_and_refuses_bad_input() {
     assert!(own_style.abs() < 1e-6 * style, "{own_style} vs {style}");
     // Bad input: a missing picture (exit 1, named), an unknown layer (exit 2, its flag).
     let missing = f.path("nope.png");
-    let o = impasto(&[
-        "score",
-        s(&missing),
-        "--content",
-        s(&f.content),
-        "--style",
-        s(&f.style),
-        "--weights",
-        s(&f.weights),
-    ]);
+    let o = run(&missing, &f.style, ["block2_conv1", "block1_conv1"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("nope.png"), "{}", stderr(&o));
-    let o = impasto(&[
-        "score",
-        s(&f.output),
-        "--content",
-        s(&f.content),
-        "--style",
-        s(&f.style),
-        "--weights",
-        s(&f.weights),
-        "--content-layers",
-        "block2_conv1",
-        "--style-layers",
-        "block9_conv1",
-    ]);
+    let o = run(&f.output, &f.style, ["block2_conv1", "block9_conv1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--style-layers"), "{}", stderr(&o));
 }

@@ -456,6 +456,8 @@ fn session_matches_reference_in(
             loss: cfg,
         };
         let model_of = |img: &Image| arch.stages(cfg.deepest(), img.h, img.w, pooling);
+        // A style image's Gram matrices and moments per position, through the reference
+        // network of its size.
         let per_position = |img: &Image| {
             let st = model_of(img);
             let m = reference::Model {
@@ -464,27 +466,17 @@ fn session_matches_reference_in(
                 affine: Convention::Caffe.affine(),
                 loss: cfg,
             };
-            m.grams_per_position(&to_f64(&img.data))
+            let x = to_f64(&img.data);
+            (m.grams_per_position(&x), m.moments_per_position(&x))
         };
-        let per_style = [(per_position(&style_a), 3.0), (per_position(&style_b), 1.0)];
-        let moments = |img: &Image| {
-            let st = model_of(img);
-            let m = reference::Model {
-                stages: &st,
-                weights: &cw,
-                affine: Convention::Caffe.affine(),
-                loss: cfg,
-            };
-            m.moments_per_position(&to_f64(&img.data))
-        };
+        let (a, b) = (per_position(&style_a), per_position(&style_b));
+        let per_style = [(a.0, 3.0), (b.0, 1.0)];
+        let moments = [(a.1, 3.0), (b.1, 1.0)];
         let targets = reference::Targets {
             content: model.targets(&to_f64(&content.data)).content,
             style: model.blended_style(&per_style),
             moments: match cfg.style_loss {
-                StyleLossKind::W2 => reference::Model::blended_moments(&[
-                    (moments(&style_a), 3.0),
-                    (moments(&style_b), 1.0),
-                ]),
+                StyleLossKind::W2 => reference::Model::blended_moments(&moments),
                 StyleLossKind::Gram => Vec::new(),
             },
             masked: match masked {

@@ -342,8 +342,13 @@ pub fn print_table(cfg: &BenchConfig, gpu: &Gpu, t: &StepTiming) {
         }
     );
     print_rows(&t.rows);
+    // (W2 pauses the step after the forward for the host's square roots: two submits.)
+    let submits = match cfg.style_loss {
+        crate::model::StyleLossKind::Gram => "one submit",
+        crate::model::StyleLossKind::W2 => "two submits, the W2 host step between",
+    };
     println!(
-        "full step (one submit, {} timed steps): {:.2} ms/step, {:.2} steps/s",
+        "full step ({submits}, {} timed steps): {:.2} ms/step, {:.2} steps/s",
         cfg.steps,
         t.ms_per_step,
         1e3 / t.ms_per_step

@@ -547,6 +547,44 @@ fn gpu_tiled_image_bound_a_plane_at_a_time_takes_the_same_steps() {
     assert!(dx < 1e-6, "images differ by {dx}");
 }
 
+/// A style image one plane of which is past the adapter's binding limit (a 7680-px painting on
+/// lavapipe's 128 MiB) makes its targets a crop at a time, never uploaded whole: the tiled
+/// session is made (dry: every buffer, no kernel run), in far less than the image's memory.
+/// (Its targets by tiles equal the whole image's: the tests above, whose style images go the
+/// same way.)
+#[test]
+fn gpu_tiled_style_image_past_the_binding_limit_takes_a_crop_of_memory() {
+    let c = common::ctx();
+    let limit = (c.gpu.limits.max_storage_buffer_binding_size).min(c.gpu.limits.max_buffer_size);
+    if limit > 256 << 20 {
+        println!(
+            "(skipped: {} binds {} MiB, too large a picture to build here)",
+            c.gpu.info.name,
+            limit >> 20
+        );
+        return;
+    }
+    let side = ((limit / 4) as f64).sqrt() as usize + 8;
+    let mut p = shallow(48);
+    p.styles = vec![(
+        Image {
+            h: side,
+            w: side,
+            data: vec![0.5; 3 * side * side],
+        },
+        1.0,
+    )];
+    let s = Session::dry(&c.gpu, &c.kernels, &p.setup(Some(128))).unwrap();
+    let plan = s.plan();
+    println!(
+        "{side}x{side} style image ({} MiB a plane): setup {} MiB, peak {} MiB",
+        4 * side * side >> 20,
+        plan.setup_only >> 20,
+        plan.peak() >> 20
+    );
+    assert!(plan.peak() < (4 * side * side / 2) as u64, "{plan:?}");
+}
+
 /// With 16-bit feature maps (`--storage f16`) the tiled and untiled objectives agree to f16's
 /// rounding: the maps are rounded where they are stored, and summed in another order.
 #[test]

@@ -311,7 +311,7 @@ impl CpuSession {
         // (The largest crop's buffers, made at the start, serve every crop.)
         self.net.reshape(tiles.stages(t));
         let crop = &mut self.tile_scratch.0;
-        tiled::crop_image(&self.x, (self.h, self.w), t, crop);
+        t.crop_of(&self.x, (self.h, self.w), crop);
         let lent = Some(&mut self.grads);
         (self.net).forward(&self.convs, &self.affine, crop, &mut self.clock, lent);
         self.tile_in_net = Some(*t);

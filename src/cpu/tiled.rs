@@ -38,7 +38,7 @@ pub fn grams_by_tiles(
     let (mut masked, mut g, mut parts, mut crop) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in &tiles.plan.tiles {
         let mut net = tiles.net(t);
-        crop_image(x, size, t, &mut crop);
+        t.crop_of(x, size, &mut crop);
         net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
         let window = tile_window(t, &net, cfg, (&[None], &whole), size);
         let layers = cfg.style_layers.iter().enumerate().zip(&mut grams);
@@ -81,22 +81,6 @@ fn copy_rect(
             let s = c * sp + (src_at.0 + y + 1) * (src_hw.1 + 2) + src_at.1 + 1;
             let d = c * dp + (dst_at.0 + y + 1) * (dst_hw.1 + 2) + dst_at.1 + 1;
             dst[d..d + rw].copy_from_slice(&src[s..s + rw]);
-        }
-    }
-}
-
-/// A tile's crop of the RGB image `x` (`[3][h][w]`) into `out` (its memory reused from tile to
-/// tile), wrapping around where the tile's halos do.
-pub fn crop_image(x: &[f32], (h, w): (usize, usize), t: &Tile, out: &mut Vec<f32>) {
-    let r = t.crop;
-    out.clear();
-    for c in 0..3 {
-        for y in r.y0..r.y1 {
-            let row = &x[(c * h + t.source(y, h)) * w..][..w];
-            match t.shift {
-                0 => out.extend_from_slice(&row[r.x0..r.x1]),
-                _ => out.extend((r.x0..r.x1).map(|x| row[t.source(x, w)])),
-            }
         }
     }
 }
@@ -190,7 +174,7 @@ impl Tiles {
         let mut crop = Vec::new();
         for t in &self.plan.tiles {
             let mut net = self.net(t);
-            crop_image(x, size, t, &mut crop);
+            t.crop_of(x, size, &mut crop);
             net.forward(convs, affine, &crop, &mut Clock::default(), Some(grads));
             for (map, &l) in maps.iter_mut().zip(loss_layers) {
                 let i = net.stage_of(l);

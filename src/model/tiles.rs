@@ -161,6 +161,22 @@ impl TilePlan {
 }
 
 impl Tile {
+    /// The tile's crop of the RGB image `x` (`[3][h][w]`) into `out` (its memory reused from
+    /// tile to tile), wrapping around where the tile's halos do.
+    pub fn crop_of(&self, x: &[f32], (h, w): (usize, usize), out: &mut Vec<f32>) {
+        let r = self.crop;
+        out.clear();
+        for c in 0..3 {
+            for y in r.y0..r.y1 {
+                let row = &x[(c * h + self.source(y, h)) * w..][..w];
+                match self.shift {
+                    0 => out.extend_from_slice(&row[r.x0..r.x1]),
+                    _ => out.extend((r.x0..r.x1).map(|x| row[self.source(x, w)])),
+                }
+            }
+        }
+    }
+
     /// Image row (or column, with `n` = w) of crop row `y`, wrapping around.
     pub fn source(&self, y: usize, n: usize) -> usize {
         (y + n * self.shift.div_ceil(n).max(1) - self.shift) % n

@@ -51,9 +51,9 @@ pub struct CropNets {
     net_grams: Vec<Vec<Vec<Dispatch>>>,
     /// Per tile: its network's index, and its crop of the image into `_crop_x`.
     tiles: Vec<(usize, Vec<Dispatch>)>,
-    /// The tile at hand's crop of the image (the crop networks' input; only the dispatches
-    /// bind it).
-    _crop_x: wgpu::Buffer,
+    /// The tile at hand's crop of the image (the crop networks' input): cropped on the device,
+    /// or written from the host (`write_crop`).
+    crop_x: wgpu::Buffer,
     /// The largest crop network's gradient buffers (lent to the forward pass, used by the
     /// backward).
     pub grads: [wgpu::Buffer; 2],
@@ -72,9 +72,12 @@ fn crop_at(t: &Tile, size: (usize, usize)) -> CropAt {
 }
 
 impl CropNets {
-    /// The networks of `plan`'s crops of the image buffer `image`.
+    /// The networks of `plan`'s crops of the image buffer `image`, or (None) of an image on the
+    /// host whose crops the caller writes (`write_crop`): a style image, never on the device
+    /// whole, so that any size takes only a crop's memory.
     pub fn new(
-        gpu: &Gpu, kernels: &Kernels, layers: &Layers<'_>, plan: TilePlan, image: &wgpu::Buffer,
+        gpu: &Gpu, kernels: &Kernels, layers: &Layers<'_>, plan: TilePlan,
+        image: Option<&wgpu::Buffer>,
     ) -> Result<CropNets> {
         let deepest = layers.loss_layers.iter().copied().max().unwrap_or(0);
         let stages_of = |h, w| layers.arch.stages(deepest, h, w, layers.pooling);
@@ -118,7 +121,8 @@ impl CropNets {
                 }
             };
             let at = crop_at(t, plan.size);
-            tiles.push((k, kernels.tiles.crop(gpu, at, image, &crop_x)));
+            let crop = image.map(|x| kernels.tiles.crop(gpu, at, x, &crop_x));
+            tiles.push((k, crop.unwrap_or_default()));
         }
         Ok(CropNets {
             whole: stages_of(plan.size.0, plan.size.1),
@@ -127,11 +131,18 @@ impl CropNets {
             nets,
             net_grams,
             tiles,
-            _crop_x: crop_x,
+            crop_x,
             grads,
             part,
             no_mask: gpu.storage("no mask", 1)?,
         })
+    }
+
+    /// Writes tile `t`'s crop of the host image `x` (`[3][h][w]`) into the networks' input;
+    /// `scratch`: the crop's memory, reused from tile to tile.
+    pub fn write_crop(&self, gpu: &Gpu, t: usize, x: &[f32], scratch: &mut Vec<f32>) {
+        self.plan.tiles[t].crop_of(x, self.plan.size, scratch);
+        gpu.write(&self.crop_x, scratch);
     }
 
     /// Tile `t`'s network.
@@ -247,15 +258,14 @@ fn grams_of(
 }
 
 /// The Gram matrices (`[n][n]` per style layer) and channel sums (`[n]`) of an image, `image`
-/// (`[3][h][w]`, uploaded here), computed by tiles of `plan` in the memory of one crop's
-/// network. `dry`: every buffer made, nothing run (zeros).
+/// (`[3][h][w]`, on the host: each tile's crop uploaded in turn, so the image may be larger
+/// than the adapter binds), computed by tiles of `plan` in the memory of one crop's network.
+/// `dry`: every buffer made, nothing run (zeros).
 #[allow(clippy::type_complexity)]
 pub fn grams_by_tiles(
     gpu: &Gpu, kernels: &Kernels, layers: &Layers<'_>, plan: TilePlan, image: &[f32], dry: bool,
 ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f64>>)> {
-    let x = gpu.plane_storage("style image", (3, image.len() / 3))?;
-    gpu.write(&x, image);
-    let nets = CropNets::new(gpu, kernels, layers, plan, &x)?;
+    let nets = CropNets::new(gpu, kernels, layers, plan, None)?;
     let sizes: Vec<usize> = (layers.style_layers.iter())
         .map(|&l| nets.whole[conv_stage(&nets.whole, l).unwrap()].cout.pow(2))
         .collect();
@@ -272,7 +282,9 @@ pub fn grams_by_tiles(
         return Ok((zeros(&sizes), sums));
     }
     let bound: Vec<Option<&wgpu::Buffer>> = channel_sums.iter().map(Some).collect();
+    let mut crop = Vec::new();
     for t in 0..nets.plan.tiles.len() {
+        nets.write_crop(gpu, t, image, &mut crop);
         let g = nets.tile_grams(
             gpu,
             kernels,

@@ -161,7 +161,7 @@ impl TiledObjective {
             convs: p.convs,
             affine: p.affine,
         };
-        let nets = CropNets::new(gpu, kernels, &layers, plan, p.x)?;
+        let nets = CropNets::new(gpu, kernels, &layers, plan, Some(p.x))?;
         let whole_content = content_targets(p, s, &nets, dry)?;
         targets.content = (s.loss.content_layers.iter())
             .map(|&l| nets.largest[stage(&nets.largest, l)].out_len())

@@ -8,31 +8,20 @@ Stylizer kept from the round before (weights read and style targets computed alr
 Needs the package installed (`pip install ./python`) and the shipped weights and images.
 """
 
-import argparse
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import impasto
 
-REPO = Path(__file__).resolve().parents[1]
-SHALLOW = dict(content_layers="block3_conv2", style_layers="block1_conv1,block2_conv1,block3_conv1",
-               style_weight=1e3)
+from side_by_side import CONTENT as content, SHALLOW, STYLE as style, WEIGHTS as weights
+from side_by_side import flags as to_flags, parse_args
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bin", default=str(REPO / "target" / "release" / "impasto"))
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--engine", default="cpu")
-    a = p.parse_args()
-    weights = REPO / "weights" / "vgg19-keras-block1-3.safetensors"
-    content, style = REPO / "docs/images/tubingen.jpg", REPO / "docs/images/starry_night.jpg"
+    a = parse_args(__doc__)
     settings = dict(SHALLOW, size=a.size, steps=a.steps)
-    flags = [x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    flags = to_flags(settings)
     kept = impasto.Stylizer(weights=weights, engine=a.engine, **SHALLOW)
     kept.stylize(content, style, size=a.size, steps=0)
     print(f"{a.size} px, {a.steps} steps, engine {a.engine}: seconds a job")

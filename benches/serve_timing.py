@@ -8,17 +8,15 @@ PNG) with the same settings. Python's standard library only.
 The shipped weights and pictures; CPU engine unless --engine says otherwise.
 """
 
-import argparse
 import http.client
 import json
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-LAYERS = ["--content-layers", "block3_conv2", "--style-layers",
-          "block1_conv1,block2_conv1,block3_conv1", "--style-weight", "1e3"]
+from side_by_side import CONTENT as content, SHALLOW, STYLE as style, WEIGHTS, flags, parse_args
+
+LAYERS = flags(SHALLOW)
 
 
 def multipart(fields):
@@ -37,15 +35,8 @@ def rss_mib(pid):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bin", default=str(REPO / "target" / "release" / "impasto"))
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--engine", default="cpu")
-    a = p.parse_args()
-    weights = str(REPO / "weights" / "vgg19-keras-block1-3.safetensors")
-    content, style = REPO / "docs/images/tubingen.jpg", REPO / "docs/images/starry_night.jpg"
+    a = parse_args(__doc__)
+    weights = str(WEIGHTS)
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen([a.bin, "serve", "--listen", "127.0.0.1:0", "--data", f"{tmp}/data",
                                    "--engine", a.engine, "--weights", weights] + LAYERS,

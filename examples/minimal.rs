@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     job.save(&outcome.image, Path::new(output), 8)?;
     eprintln!(
         "wrote {output}: total loss {:.4e}",
-        outcome.entries.last().unwrap().total
+        outcome.entries.last().unwrap().losses.total
     );
     Ok(())
 }

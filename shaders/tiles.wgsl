@@ -54,20 +54,23 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
 }
 
+// Element i of `len` planes of ch x cw rows and columns: its plane, row and column.
+fn in_rect(i: u32) -> vec3<u32> {
+    let plane = p.ch * p.cw;
+    return vec3<u32>(i / plane, (i % plane) / p.cw, i % p.cw);
+}
+
 // One invocation a crop element of the planes c0.. bound (x, folded into y past the dispatch
 // limit); `len`: how many planes.
 @compute @workgroup_size(64, 1, 1)
 fn crop_image(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
-    let plane = p.ch * p.cw;
-    if (i >= p.len * plane) {
+    if (i >= p.len * p.ch * p.cw) {
         return;
     }
-    let c = i / plane;
-    let y = (i % plane) / p.cw;
-    let x = i % p.cw;
-    let at = (c * p.h + (p.y_base + y) % p.h) * p.w + (p.x_base + x) % p.w;
-    crop[p.c0 * plane + i] = image[p.image_base + at];
+    let e = in_rect(i);
+    let at = (e.x * p.h + (p.y_base + e.y) % p.h) * p.w + (p.x_base + e.z) % p.w;
+    crop[p.c0 * p.ch * p.cw + i] = image[p.image_base + at];
 }
 
 // One invocation an image element the crop covers (of the planes c0.. bound): the crop
@@ -98,15 +101,12 @@ fn add_crop_gradient(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 @compute @workgroup_size(64, 1, 1)
 fn copy_rect(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
-    let plane = p.ch * p.cw;
-    if (i >= p.len * plane) {
+    if (i >= p.len * p.ch * p.cw) {
         return;
     }
-    let c = i / plane;
-    let y = (i % plane) / p.cw;
-    let x = i % p.cw;
-    let at = p.src_base + c * p.src_plane + (p.sy + y) * p.src_w + p.sx + x;
-    dst[p.dst_base + c * p.dst_plane + (p.dy + y) * p.dst_w + p.dx + x] = Dst(f32(src[at]));
+    let e = in_rect(i);
+    let at = p.src_base + e.x * p.src_plane + (p.sy + e.y) * p.src_w + p.sx + e.z;
+    dst[p.dst_base + e.x * p.dst_plane + (p.dy + e.y) * p.dst_w + p.dx + e.z] = Dst(f32(src[at]));
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -665,7 +665,6 @@ fn save_every_writes_intermediate_images_beside_the_output() {
 
 #[test]
 fn ctrl_c_writes_the_current_image_then_exits() {
-    use std::io::{BufRead, BufReader};
     let f = Fixture::new();
     std::fs::remove_file(&f.output).unwrap();
     let report = f.path("r.json");
@@ -700,22 +699,9 @@ fn ctrl_c_writes_the_current_image_then_exits() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    // Wait until the loop runs, then interrupt it as a terminal's Ctrl-C would.
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("step 3/") {
-            break;
-        }
-    }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{rest:?}");
+    // Once the loop runs.
+    let (status, rest) = common::interrupt_after(&mut child, "step 3/");
+    assert_eq!(status, Some(130), "{rest:?}");
     assert!(
         image::open(&f.output).is_ok(),
         "the current image was written"

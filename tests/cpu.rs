@@ -6,7 +6,7 @@ mod common;
 use common::{check, random, rng, to_f64, CONV_SHAPES};
 use impasto::cpu::kernels::{self as k, Scheme};
 use impasto::cpu::{CpuSession, Setup};
-use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling, StyleLossKind};
+use impasto::model::{Arch, EngineSession, Image, LossConfig, Pooling, StyleLossKind};
 use impasto::reference;
 use impasto::weights::Weights;
 
@@ -261,15 +261,10 @@ fn setup_parts() -> Parts {
 fn setup_parts_at(size: usize) -> Parts {
     let arch = Arch::vgg19();
     let weights = Weights::load(&common::real_weights()).unwrap();
-    let loss = LossConfig {
-        content_layers: vec![arch.layer_index("block2_conv1").unwrap()],
-        style_layers: vec![0, 1, 2],
-        content_weight: 1.0,
-        style_weight: 1e3,
-        tv_weight: 1e2,
-        seamless: false,
-        ..LossConfig::default()
-    };
+    let loss = common::loss_at(
+        vec![arch.layer_index("block2_conv1").unwrap()],
+        vec![0, 1, 2],
+    );
     let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
     let content = load("tubingen.jpg", size);
     let styles = vec![
@@ -286,19 +281,8 @@ fn session(parts: &Parts) -> CpuSession {
 fn masked_session(parts: &Parts, masks: Option<&[Vec<f32>]>) -> CpuSession {
     let (arch, weights, loss, content, styles) = parts;
     CpuSession::new(&Setup {
-        arch,
-        weights,
-        loss,
-        pooling: Pooling::Max,
-        adam: AdamConfig::default(),
-        content,
-        styles,
-        init: content,
-        average: 0.0,
-        style_targets: None,
         style_masks: masks,
-        temporal: None,
-        tile: None,
+        ..Setup::plain((arch, weights, loss), content, styles)
     })
     .unwrap()
 }
@@ -688,7 +672,8 @@ fn w2_host_matches_the_reference() {
 
 /// `impasto score`'s numbers (the CPU engine's maps in f32, then f64) against a direct f64
 /// computation: the reference network's maps, the relative content distance, and the
-/// reference's W2 term (Jacobi rotations) against the styles' blended moments.
+/// reference's W2 term (Jacobi rotations) against the styles' blended moments. Whole, and in
+/// tiles (a picture too large for one network): 8 px, smaller than the 16-px halo, and 16.
 #[test]
 fn score_matches_a_direct_f64_computation() {
     use impasto::job::{Engine, Job, Losses, Original, Stylizer};
@@ -727,7 +712,6 @@ fn score_matches_a_direct_f64_computation() {
     };
     let cw = common::reference_weights(&arch, &weights, 4);
     let stylizer = Stylizer::new(Engine::cpu(), weights, &losses).unwrap();
-    let got = stylizer.score(&picture, &job).unwrap();
 
     let cfg = LossConfig {
         content_layers: vec![3, 4],
@@ -784,6 +768,18 @@ fn score_matches_a_direct_f64_computation() {
             reference::w2_loss(f, *n, f.len() / n, &blended[j])
         })
         .collect();
+    for tile in [None, Some(8), Some(16)] {
+        job.settings.tile = tile;
+        let got = stylizer.score(&picture, &job).unwrap();
+        println!("tiles: {tile:?}");
+        check_score(&got, (&content, &style), (h, w));
+    }
+}
+
+/// A score against the f64 content and style values of each layer.
+fn check_score(
+    got: &impasto::job::Score, (content, style): (&[f64], &[f64]), (h, w): (usize, usize),
+) {
     let rel = |a: f64, b: f64| ((a - b) / b).abs();
     for (k, want) in content.iter().enumerate() {
         let e = rel(got.content_layers[k].value, *want);

@@ -152,13 +152,13 @@ fn targets_are_reused_exactly(engine: impl Fn() -> Engine) {
         .unwrap();
     for o in [&again, &fresh] {
         assert_eq!(o.image, first.image);
-        let totals = |o: &Outcome| o.entries.iter().map(|e| e.total).collect::<Vec<_>>();
+        let totals = |o: &Outcome| o.entries.iter().map(|e| e.losses.total).collect::<Vec<_>>();
         assert_eq!(totals(o), totals(&first));
     }
     let other = stylizer
         .run(&job("the_scream.jpg", 36, 5), &mut Quiet)
         .unwrap();
-    assert_ne!(other.entries[0].style, first.entries[0].style);
+    assert_ne!(other.entries[0].losses.style, first.entries[0].losses.style);
     assert_eq!(stylizer.kept_style_sets(), 2);
     // The report's kernel variants: the GPU's per family, none on the CPU engine.
     match first.engine {

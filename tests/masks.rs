@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use common::{ctx, to_f64};
 use impasto::cpu::{CpuSession, Setup as CpuSetup};
 use impasto::model::engine::Setup;
-use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling};
+use impasto::model::{Arch, EngineSession, Image, LossConfig, Pooling};
 use impasto::pipeline::session::Session;
 use impasto::reference;
 use impasto::weights::Weights;
@@ -24,18 +24,11 @@ fn load(name: &str, size: usize) -> Image {
 fn shallow() -> (Arch, Weights, LossConfig) {
     let arch = Arch::vgg19();
     let w = Weights::load(&common::real_weights()).unwrap();
-    let loss = LossConfig {
-        content_layers: vec![arch.layer_index("block2_conv1").unwrap()],
-        style_layers: ["block1_conv1", "block2_conv1", "block3_conv1"]
-            .iter()
-            .map(|n| arch.layer_index(n).unwrap())
-            .collect(),
-        content_weight: 1.0,
-        style_weight: 1e3,
-        tv_weight: 1e2,
-        seamless: false,
-        ..LossConfig::default()
-    };
+    // Style at block1_conv1, block2_conv1 and block3_conv1.
+    let loss = common::loss_at(
+        vec![arch.layer_index("block2_conv1").unwrap()],
+        vec![0, 2, 4],
+    );
     (arch, w, loss)
 }
 
@@ -44,19 +37,8 @@ fn setup<'a>(
     styles: &'a [(Image, f64)], masks: Option<&'a [Vec<f32>]>,
 ) -> CpuSetup<'a> {
     Setup {
-        arch,
-        weights: w,
-        loss,
-        pooling: Pooling::Max,
-        adam: AdamConfig::default(),
-        content,
-        styles,
-        init: content,
-        average: 0.0,
-        style_targets: None,
         style_masks: masks,
-        temporal: None,
-        tile: None,
+        ..Setup::plain((arch, w, loss), content, styles)
     }
 }
 
@@ -475,7 +457,10 @@ fn masks_work_with_coarse_to_fine_lbfgs_and_averaging() {
     let last_scale: Vec<_> = (outcome.entries.iter())
         .filter(|e| e.scale == outcome.scales.len() - 1)
         .collect();
-    let (first, last) = (last_scale[0].total, last_scale.last().unwrap().total);
+    let (first, last) = (
+        last_scale[0].losses.total,
+        last_scale.last().unwrap().losses.total,
+    );
     println!("last scale: total {first:e} -> {last:e}");
     assert!(last < first);
 

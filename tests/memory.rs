@@ -1,6 +1,7 @@
 //! The memory plan (`--dry-run`): it allocates what a real run allocates, runs no kernel and
-//! writes no image; a run that cannot fit is refused before any work, with the largest
-//! `--size` that fits.
+//! writes no image; on the CPU engine it covers the run's peak resident memory, pictures
+//! included; a run that cannot fit is refused before any work, with the largest `--size` that
+//! fits.
 
 use std::path::Path;
 use std::process::Output;
@@ -127,6 +128,57 @@ fn a_dry_run_allocates_what_a_real_run_allocates_and_runs_nothing() {
     assert!((c - g).abs() / g < 0.2, "cpu {c} vs gpu {g}");
 }
 
+/// The CPU engine's plan of a tiled 2048x1536 run against the run's own peak resident memory
+/// (its report's `peak_host_memory_bytes`, the picture written): the plan is at or above it,
+/// and would be below it without the pictures it counts (decoded, resized, a copy; the
+/// encoding at the end). One shallow layer each, one step: the pictures weigh a tenth.
+#[test]
+fn the_cpu_plan_covers_the_runs_peak_resident_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let o = common::stylize_command(dir.path(), "cpu")
+            .args([
+                "--content-layers",
+                "block1_conv2",
+                "--style-layers",
+                "block1_conv1",
+            ])
+            .args([
+                "--size", "2048", "--tile", "512", "--steps", "1", "--output",
+            ])
+            .arg(dir.path().join("out.png"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (plan, real) = (dir.path().join("plan.json"), dir.path().join("real.json"));
+    run(&["--dry-run", "--report", plan.to_str().unwrap()]);
+    run(&["--report", real.to_str().unwrap()]);
+    let (plan, real) = (report(&plan), report(&real));
+    let Some(measured) = real["peak_host_memory_bytes"].as_u64() else {
+        println!("(skipped: no /proc/self/status here)");
+        return;
+    };
+    let peak = plan["peak_bytes"].as_u64().unwrap();
+    let pictures = (plan["plan"].as_array().unwrap().iter())
+        .find(|k| k[0] == "pictures: decoded and resized")
+        .and_then(|k| k[1].as_u64())
+        .unwrap();
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!(
+        "plan {:.1} MiB (pictures {:.1}), measured {:.1} MiB",
+        mib(peak),
+        mib(pictures),
+        mib(measured)
+    );
+    assert!(measured <= peak, "{measured} > {peak}");
+    assert!(
+        measured > peak - pictures,
+        "the pictures count: {measured} {peak} {pictures}"
+    );
+}
+
 #[test]
 fn a_run_that_cannot_fit_is_refused_before_any_work_with_the_largest_size_that_fits() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,7 +289,7 @@ fn a_1024x768_run_over_the_binding_limit_completes_with_the_cpu_engines_losses()
 
 #[test]
 fn steps_split_into_several_submits_give_the_same_bits() {
-    use impasto::model::{AdamConfig, Arch, EngineSession, Pooling};
+    use impasto::model::{Arch, EngineSession};
     use impasto::pipeline::session::{Session, Setup};
     let c = common::ctx();
     let arch = Arch::vgg19();
@@ -247,19 +299,8 @@ fn steps_split_into_several_submits_give_the_same_bits() {
     let content = load("tubingen.jpg", 40);
     let styles = vec![(load("starry_night.jpg", 36), 1.0)];
     let setup = Setup {
-        arch: &arch,
-        weights: &weights,
-        loss: &loss,
-        pooling: Pooling::Max,
-        adam: AdamConfig::default(),
-        content: &content,
-        styles: &styles,
-        init: &content,
         average: 0.5,
-        style_targets: None,
-        style_masks: None,
-        temporal: None,
-        tile: None,
+        ..Setup::plain((&arch, &weights, &loss), &content, &styles)
     };
     let run = |budget: f64| {
         c.gpu.set_submit_budget(budget);

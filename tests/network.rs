@@ -344,19 +344,11 @@ fn tiny_setup<'a>(
     (content, styles, init): (&'a Image, &'a [(Image, f64)], &'a Image), average: f64,
 ) -> Setup<'a> {
     Setup {
-        arch,
-        weights: w,
-        loss: cfg,
         pooling,
         adam: adam(),
-        content,
-        styles,
         init,
         average,
-        style_targets: None,
-        style_masks: None,
-        temporal: None,
-        tile: None,
+        ..Setup::plain((arch, w, cfg), content, styles)
     }
 }
 
@@ -580,19 +572,8 @@ fn f16_gradients_past_f16s_range_are_scaled_down() {
     let img = image(&mut r, 13, 11);
     let styles = vec![(image(&mut r, 13, 11), 1.0)];
     let setup = Setup {
-        arch: &arch,
-        weights: &w,
-        loss: &huge,
-        pooling: Pooling::Max,
         adam: adam(),
-        content: &img,
-        styles: &styles,
-        init: &img,
-        average: 0.0,
-        style_targets: None,
-        style_masks: None,
-        temporal: None,
-        tile: None,
+        ..Setup::plain((&arch, &w, &huge), &img, &styles)
     };
     let mut session = Session::new(&c.gpu, &kernels, &setup).unwrap();
     let before = session.image().unwrap().data;
@@ -736,19 +717,8 @@ fn setup_peak_memory(style_side: usize) -> Option<u64> {
     let content = image(&mut r, 256, 256);
     let styles = vec![(image(&mut r, style_side, style_side), 1.0)];
     let setup = Setup {
-        arch: &arch,
-        weights: &w,
-        loss: &cfg,
-        pooling: Pooling::Max,
         adam: adam(),
-        content: &content,
-        styles: &styles,
-        init: &content,
-        average: 0.0,
-        style_targets: None,
-        style_masks: None,
-        temporal: None,
-        tile: None,
+        ..Setup::plain((&arch, &w, &cfg), &content, &styles)
     };
     let _session = Session::new(&gpu, &kernels, &setup).unwrap();
     gpu.memory().peak_allocated

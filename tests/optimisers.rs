@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use impasto::cpu::CpuSession;
-use impasto::model::{AdamConfig, AdamState, Arch, EngineSession, Image, LossConfig, Pooling};
+use impasto::model::{AdamConfig, AdamState, Arch, EngineSession, Image, LossConfig};
 use impasto::pipeline::session::{Session, Setup};
 use impasto::reference;
 use impasto::weights::Weights;
@@ -36,19 +36,8 @@ fn parts() -> Parts {
 
 fn setup(p: &Parts, average: f64) -> Setup<'_> {
     Setup {
-        arch: &p.arch,
-        weights: &p.weights,
-        loss: &p.loss,
-        pooling: Pooling::Max,
-        adam: AdamConfig::default(),
-        content: &p.content,
-        styles: &p.styles,
-        init: &p.content,
         average,
-        style_targets: None,
-        style_masks: None,
-        temporal: None,
-        tile: None,
+        ..Setup::plain((&p.arch, &p.weights, &p.loss), &p.content, &p.styles)
     }
 }
 

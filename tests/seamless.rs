@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 /// A 32-px run on `engine` with the shipped weights, `--seamless` when `seamless`.
 fn stylize(
     dir: &std::path::Path, engine: &str, seamless: bool, extra: &[&str],
@@ -14,21 +12,10 @@ fn stylize(
     let name = format!("{engine}-{seamless}-{}", extra.len());
     let out = dir.join(format!("{name}.png"));
     let report = dir.join(format!("{name}.json"));
-    let o = Command::new(env!("CARGO_BIN_EXE_impasto"))
-        .env("XDG_RUNTIME_DIR", dir)
+    let o = common::stylize_command(dir, engine)
         .env("XDG_CACHE_HOME", dir.join("cache"))
-        .args(["stylize", "--engine", engine, "--content"])
-        .arg(common::image("tubingen.jpg"))
-        .arg("--style")
-        .arg(common::image("starry_night.jpg"))
-        .arg("--weights")
-        .arg(common::real_weights())
-        .args([
-            "--content-layers",
-            "block2_conv1",
-            "--style-layers",
-            "block1_conv1,block2_conv1",
-        ])
+        .args(["--content-layers", "block2_conv1"])
+        .args(["--style-layers", "block1_conv1,block2_conv1"])
         .args(["--size", "32", "--seed", "3"])
         .args(seamless.then_some("--seamless"))
         .args(extra)

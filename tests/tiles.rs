@@ -8,7 +8,7 @@
 mod common;
 
 use impasto::cpu::{CpuSession, Setup};
-use impasto::model::{AdamConfig, Arch, EngineSession, Image, LossConfig, Pooling, StyleLossKind};
+use impasto::model::{Arch, EngineSession, Image, LossConfig, StyleLossKind};
 use impasto::pipeline::session::Session;
 use impasto::weights::Weights;
 use rand::{Rng, SeedableRng};
@@ -55,19 +55,13 @@ impl Problem {
 
     fn setup(&self, tile: Option<usize>) -> Setup<'_> {
         Setup {
-            arch: &self.arch,
-            weights: &self.weights,
-            loss: &self.loss,
-            pooling: Pooling::Max,
-            adam: AdamConfig::default(),
-            content: &self.content,
-            styles: &self.styles,
-            init: &self.content,
-            average: 0.0,
-            style_targets: None,
             style_masks: self.masks.as_deref(),
-            temporal: None,
             tile,
+            ..Setup::plain(
+                (&self.arch, &self.weights, &self.loss),
+                &self.content,
+                &self.styles,
+            )
         }
     }
 }
@@ -117,15 +111,10 @@ fn shallow(size: usize) -> Problem {
     let weights = Weights::load(&common::real_weights()).unwrap();
     let load = |n: &str, s| impasto::io::image::load(&common::image(n), Some(s)).unwrap();
     Problem {
-        loss: LossConfig {
-            content_layers: vec![arch.layer_index("block3_conv2").unwrap()],
-            style_layers: vec![0, 2, 4],
-            content_weight: 1.0,
-            style_weight: 1e3,
-            tv_weight: 1e2,
-            seamless: false,
-            ..LossConfig::default()
-        },
+        loss: common::loss_at(
+            vec![arch.layer_index("block3_conv2").unwrap()],
+            vec![0, 2, 4],
+        ),
         arch,
         weights,
         content: load("tubingen.jpg", size),
@@ -211,15 +200,10 @@ fn block5((h, w): (usize, usize), style: (usize, usize)) -> Problem {
     let weights = Weights::random(&arch, deepest, 3, he, 0.0..0.1);
     let mut r = rand::rngs::StdRng::seed_from_u64(4);
     Problem {
-        loss: LossConfig {
-            content_layers: vec![deepest],
-            style_layers: vec![0, arch.layer_index("block4_conv1").unwrap(), deepest],
-            content_weight: 1.0,
-            style_weight: 1e3,
-            tv_weight: 1e2,
-            seamless: false,
-            ..LossConfig::default()
-        },
+        loss: common::loss_at(
+            vec![deepest],
+            vec![0, arch.layer_index("block4_conv1").unwrap(), deepest],
+        ),
         content: image(&mut r, h, w),
         styles: vec![(image(&mut r, style.0, style.1), 1.0)],
         arch,
@@ -578,7 +562,7 @@ fn gpu_tiled_style_image_past_the_binding_limit_takes_a_crop_of_memory() {
     let plan = s.plan();
     println!(
         "{side}x{side} style image ({} MiB a plane): setup {} MiB, peak {} MiB",
-        4 * side * side >> 20,
+        (4 * side * side) >> 20,
         plan.setup_only >> 20,
         plan.peak() >> 20
     );

@@ -53,13 +53,8 @@ fn tune_keeps_the_fastest_variants_and_gpu_runs_use_them() {
     }
 
     let report = dir.path().join("r.json");
-    let o = impasto()
-        .args(["stylize", "--engine", "gpu", "--content"])
-        .arg(common::image("tubingen.jpg"))
-        .arg("--style")
-        .arg(common::image("starry_night.jpg"))
-        .arg("--weights")
-        .arg(common::real_weights())
+    let o = common::stylize_command(dir.path(), "gpu")
+        .env("XDG_CACHE_HOME", &cache)
         .args(layers)
         .args(["--size", "16", "--steps", "1", "-o"])
         .arg(dir.path().join("o.png"))
@@ -79,15 +74,8 @@ fn tiling_flag_fixes_or_tunes_the_variants() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let stylize = |tiling: &str, report: &str| {
-        Command::new(env!("CARGO_BIN_EXE_impasto"))
-            .env("XDG_RUNTIME_DIR", dir.path())
+        common::stylize_command(dir.path(), "gpu")
             .env("XDG_CACHE_HOME", &cache)
-            .args(["stylize", "--engine", "gpu", "--content"])
-            .arg(common::image("tubingen.jpg"))
-            .arg("--style")
-            .arg(common::image("starry_night.jpg"))
-            .arg("--weights")
-            .arg(common::real_weights())
             .args(["--content-layers", "block2_conv1"])
             .args(["--style-layers", "block1_conv1"])
             .args(["--size", "16", "--steps", "1", "--tiling", tiling, "-o"])

@@ -79,13 +79,14 @@ impl Observer for Calls {
         };
         let result = Python::attach(|py| {
             let losses = PyDict::new(py);
-            losses.set_item("content", entry.content)?;
-            losses.set_item("style", entry.style)?;
-            losses.set_item("tv", entry.tv)?;
-            if entry.temporal != 0.0 {
-                losses.set_item("temporal", entry.temporal)?;
+            let v = &entry.losses;
+            losses.set_item("content", v.content)?;
+            losses.set_item("style", v.style)?;
+            losses.set_item("tv", v.tv)?;
+            if v.temporal != 0.0 {
+                losses.set_item("temporal", v.temporal)?;
             }
-            losses.set_item("total", entry.total)?;
+            losses.set_item("total", v.total)?;
             let snapshot = Snapshot {
                 job: self.job.clone(),
                 image: image.clone(),

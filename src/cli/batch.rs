@@ -245,14 +245,7 @@ fn one_job(
         }
     };
     let seconds = t0.elapsed().as_secs_f64();
-    let losses =
-        (outcome.as_ref().and_then(|o| o.entries.last())).map(|e| crate::model::LossValues {
-            content: e.content,
-            style: e.style,
-            tv: e.tv,
-            temporal: e.temporal,
-            total: e.total,
-        });
+    let losses = (outcome.as_ref().and_then(|o| o.entries.last())).map(|e| e.losses);
     let said = format!(
         "line {} {}: {status} ({seconds:.1} s){}",
         row.line,

@@ -13,10 +13,8 @@ use crate::gpu::Gpu;
 use crate::job::tuning::Tuned;
 use crate::kernels::{Kernels, Tiling, Variants, TILINGS};
 use crate::model::vgg19::Arch;
-use crate::model::AdamConfig;
 use crate::model::Image;
 use crate::model::LossConfig;
-use crate::model::Pooling;
 use crate::pipeline::session::{Session, Setup};
 use crate::weights::Weights;
 
@@ -95,19 +93,12 @@ struct Problem {
 impl Problem {
     fn setup(&self) -> Setup<'_> {
         Setup {
-            arch: &self.arch,
-            weights: &self.weights,
-            loss: &self.loss,
-            pooling: Pooling::Max,
-            adam: AdamConfig::default(),
-            content: &self.content,
-            styles: &self.styles,
-            init: &self.content,
-            average: 0.0,
-            style_targets: None,
-            style_masks: None,
-            temporal: None,
             tile: self.tile,
+            ..Setup::plain(
+                (&self.arch, &self.weights, &self.loss),
+                &self.content,
+                &self.styles,
+            )
         }
     }
 }

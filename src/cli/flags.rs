@@ -203,6 +203,10 @@ pub struct ScoreArgs {
     /// Pooling between blocks
     #[arg(long, value_enum, default_value_t = crate::model::Pooling::Max)]
     pub pooling: crate::model::Pooling,
+    /// Measure in tiles of N x N pixels (as `stylize --tile`): the same sums in the memory of
+    /// one tile's network, for pictures too large to measure whole
+    #[arg(long, value_name = "N", value_parser = crate::options::positive_usize)]
+    pub tile: Option<usize>,
 }
 
 /// λ of the temporal term: on a 12-frame pan, 1e12 left a third of the frame-by-frame warping

@@ -62,9 +62,10 @@ impl Observer for Progress {
     }
 
     fn logged(&mut self, e: &LogEntry, _: &Image) -> Result<()> {
+        let v = &e.losses;
         let msg = format!(
             "content {:.4e} style {:.4e} tv {:.4e} total {:.4e}",
-            e.content, e.style, e.tv, e.total
+            v.content, v.style, v.tv, v.total
         );
         let scale = (self.scale.0.as_deref())
             .map(|s| format!("{s}  "))
@@ -156,10 +157,10 @@ impl Observer for Outputs<'_> {
             let points: Vec<Point> = (o.entries.iter())
                 .map(|e| Point {
                     step: e.steps_done,
-                    content: e.content,
-                    style: e.style,
-                    tv: e.tv,
-                    total: e.total,
+                    content: e.losses.content,
+                    style: e.losses.style,
+                    tv: e.losses.tv,
+                    total: e.losses.total,
                 })
                 .collect();
             let (w, h) = (o.image.w, o.image.h);
@@ -229,6 +230,8 @@ struct Report<'a> {
     steps_per_second: f64,
     /// The most GPU memory held at once (wgpu's allocator report; null where the backend has none).
     peak_gpu_memory_bytes: Option<u64>,
+    /// The process's peak resident memory, the picture written (Linux).
+    peak_host_memory_bytes: Option<u64>,
     settings: &'a serde_json::Value,
     /// The result's score (`impasto score`'s measure; null when the job did not ask).
     score: Option<&'a crate::job::Score>,
@@ -251,6 +254,7 @@ impl<'a> Report<'a> {
             optimise_seconds: o.optimise_seconds,
             steps_per_second: o.steps_done as f64 / o.optimise_seconds.max(1e-9),
             peak_gpu_memory_bytes: o.peak_gpu_memory_bytes,
+            peak_host_memory_bytes: crate::job::host_peak(),
             settings: &out.settings,
             score: o.score.as_ref(),
         }

@@ -26,6 +26,13 @@ pub fn print(p: &Planned, what: &str) {
         "setup only (style images' networks)",
         gib(p.plan.setup_only)
     );
+    if p.plan.finish_only > 0 {
+        println!(
+            "  {:<36} {:>12}",
+            "at the end only (result, encoding)",
+            gib(p.plan.finish_only)
+        );
+    }
     println!("  {:<36} {:>12}", "peak", gib(p.plan.peak()));
     if let Some(a) = p.allocator_peak {
         println!("  {:<36} {:>12}", "peak, wgpu's allocator report", gib(a));

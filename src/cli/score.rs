@@ -36,6 +36,7 @@ pub fn run(args: &ScoreArgs) -> Result<i32> {
     let picture = picture.exactly(picture.rgb.width() as usize, picture.rgb.height() as usize);
     let mut job = Job::new(content, styles.into_iter().zip(blend).collect());
     job.settings.style_scale = args.style_scale;
+    job.settings.tile = args.tile;
     let score = stylizer.score(&picture, &job)?;
     println!("{}", serde_json::to_string_pretty(&score)?);
     Ok(0)

@@ -281,8 +281,9 @@ impl VideoRun<'_> {
         let last = outcome.entries.last().expect("a logged step");
         let mut entry = Self::entry(i, frame.name, "stylized", consistent);
         (entry.steps, entry.flow_seconds) = (outcome.steps_done, flow_seconds);
-        (entry.content, entry.style, entry.tv) = (last.content, last.style, last.tv);
-        (entry.temporal, entry.total) = (last.temporal, last.total);
+        let l = last.losses;
+        (entry.content, entry.style, entry.tv) = (l.content, l.style, l.tv);
+        (entry.temporal, entry.total) = (l.temporal, l.total);
         self.previous = Some((content, outcome.image));
         self.done(i, count, entry, t0)
     }

@@ -372,14 +372,29 @@ fn position_chunk(n: usize, positions: usize) -> usize {
     ((1 << 16) / n.max(1)).max(256).min(positions.max(1))
 }
 
+/// At most this many partial Grams a Gram matrix: their memory (n² each) would otherwise grow
+/// with the map — as large as the map itself for 256 channels.
+const GRAM_CHUNKS: usize = 32;
+
+/// The positions of a Gram matrix's chunks and how many there are, for `n` channels of `pl`
+/// positions: fixed by the sizes alone.
+fn gram_chunks(n: usize, pl: usize) -> (usize, usize) {
+    let chunk = position_chunk(n, pl).max(pl.div_ceil(GRAM_CHUNKS));
+    (chunk, pl.div_ceil(chunk))
+}
+
+/// f32s of the partial Grams [`gram`] keeps for `n` channels of h x w (the memory plan's).
+pub fn gram_parts_len(n: usize, (h, w): (usize, usize)) -> usize {
+    gram_chunks(n, plane(h, w)).1 * n * n
+}
+
 /// G = F Fᵀ for padded F with `n` channels of h x w. The positions are cut into fixed chunks
 /// whose partial Grams are made on rayon's threads (a 64 x 64 result leaves one GEMM nothing
 /// to spread over threads) into `parts` (kept by the caller, so a step allocates nothing),
 /// then summed in chunk order: the same bits whatever the threads.
 pub fn gram(feat: &[f32], n: usize, (h, w): (usize, usize), g: &mut [f32], parts: &mut Vec<f32>) {
     let pl = plane(h, w);
-    let chunk = position_chunk(n, pl);
-    let chunks = pl.div_ceil(chunk);
+    let (chunk, chunks) = gram_chunks(n, pl);
     assert!(feat.len() >= n * pl && g.len() >= n * n);
     if n == 0 {
         return;

@@ -7,6 +7,7 @@ mod clock;
 mod gemm;
 mod image_terms;
 pub mod kernels;
+mod measures;
 mod net;
 mod phases;
 mod plan;
@@ -30,9 +31,9 @@ use crate::model::{
 use crate::weights::Weights;
 use clock::Clock;
 use kernels as k;
+pub use measures::{content_distances, layer_maps, style_moments};
 use net::{stage_backward, Conv, Net};
 use style::StyleLoss;
-pub use targets::layer_maps;
 use targets::{style_targets, whole_net};
 
 /// What `impasto devices` and the run say about the CPU engine: threads and SIMD level.

@@ -1,5 +1,6 @@
 //! The CPU engine's memory plan (`--dry-run`): its buffers' sizes, by kind.
 
+use super::kernels as k;
 use super::CpuSession;
 use crate::model::engine::MemoryPlan;
 
@@ -18,6 +19,12 @@ impl CpuSession {
         // A tiled session's crop, crop gradient and content targets of the tile at hand.
         let tile = (self.tiles.as_ref()).map_or(0, |t| f(t.scratch_len(&self.loss.content_layers)));
         let avg = self.average.as_ref().map_or(0, |a| a.1.len());
+        // The partial Grams of the largest style layer (grown on the first step).
+        let parts = (self.loss.style_layers.iter())
+            .map(|&l| self.net.stages[self.net.stage_of(l)])
+            .map(|s| k::gram_parts_len(s.cout, (s.h, s.w)))
+            .max()
+            .unwrap_or(0);
         let items = [
             ("weights", weights),
             ("convolution scratch (Winograd chunks)", scratch),
@@ -46,7 +53,10 @@ impl CpuSession {
                         .sum::<u64>()
                     + self.style.target_bytes(),
             ),
-            ("Gram matrices, masks and loss values", self.style.held()),
+            (
+                "Gram matrices, masks and loss values",
+                self.style.held() + f(parts),
+            ),
             (
                 "image and optimiser state",
                 f(self.x.len() + self.evaluated.len() + self.m.len() + self.v.len() + avg),
@@ -56,6 +66,7 @@ impl CpuSession {
             kinds: MemoryPlan::by_kind(items),
             setup_only: self.setup_peak,
             from_setup: weights,
+            ..MemoryPlan::default()
         }
     }
 }

@@ -94,31 +94,3 @@ pub fn whole_net(
         .collect();
     (net, grads, content)
 }
-
-/// The maps of `img` at conv layers `layers` (unpadded, `[c][h][w]`), through the network of
-/// the image's whole size: what `impasto score` measures.
-pub fn layer_maps(
-    weights: &Weights, arch: &crate::model::Arch, pooling: crate::model::Pooling,
-    img: &crate::model::Image, layers: &[usize],
-) -> Result<Vec<Vec<f32>>> {
-    let deepest = layers.iter().copied().max().unwrap_or(0);
-    let stages = arch.stages(deepest, img.h, img.w, pooling);
-    let convs = super::net::convs(weights, arch, &stages)?;
-    let affine = weights.convention.affine();
-    let mut scratch = [0, 1].map(|_| vec![0.0; largest_map(&stages)]);
-    let mut net = Net::new(stages, Some(layers), false);
-    net.forward(
-        &convs,
-        &affine,
-        &img.data,
-        &mut Clock::default(),
-        Some(&mut scratch),
-    );
-    Ok(layers
-        .iter()
-        .map(|&l| {
-            let s = net.stages[net.stage_of(l)];
-            k::unpad(&net.acts[net.stage_of(l)], (s.cout, s.h, s.w))
-        })
-        .collect())
-}

@@ -308,14 +308,14 @@ pub fn save(img: &Image, path: &Path, enc: &Encoding) -> Result<()> {
     let format = output_format(path)?;
     let (w, h) = (img.w as u32, img.h as u32);
     let sixteen = enc.bit_depth == 16;
-    let bytes: Vec<u8> = if sixteen {
-        to_rgb16(img)
-            .into_raw()
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect()
+    // The samples as the encoders take them, in native byte order (no second copy).
+    let (wide, narrow): (Vec<u16>, Vec<u8>);
+    let bytes: &[u8] = if sixteen {
+        wide = to_rgb16(img).into_raw();
+        bytemuck::cast_slice(&wide)
     } else {
-        to_rgb(img).into_raw()
+        narrow = to_rgb(img).into_raw();
+        &narrow
     };
     let color = if sixteen {
         ExtendedColorType::Rgb16
@@ -337,17 +337,17 @@ pub fn save(img: &Image, path: &Path, enc: &Encoding) -> Result<()> {
         }
         match format {
             image::ImageFormat::Png => {
-                encode(PngEncoder::new(&mut out), &enc.icc, &bytes, w, h, color)?
+                encode(PngEncoder::new(&mut out), &enc.icc, bytes, w, h, color)?
             }
             image::ImageFormat::Tiff => {
                 let mut seek = std::io::Cursor::new(Vec::new());
-                encode(TiffEncoder::new(&mut seek), &enc.icc, &bytes, w, h, color)?;
+                encode(TiffEncoder::new(&mut seek), &enc.icc, bytes, w, h, color)?;
                 std::io::Write::write_all(&mut out, &seek.into_inner())?;
             }
             _ => encode(
                 JpegEncoder::new_with_quality(&mut out, 95),
                 &enc.icc,
-                &bytes,
+                bytes,
                 w,
                 h,
                 color,

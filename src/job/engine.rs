@@ -44,11 +44,22 @@ impl Planned {
     }
 }
 
+/// Field `key` of a /proc file in kB, as bytes (Linux; None elsewhere).
+fn proc_kib(path: &str, key: &str) -> Option<u64> {
+    let info = std::fs::read_to_string(path).ok()?;
+    let line = info.lines().find(|l| l.starts_with(key))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 /// `MemAvailable` of /proc/meminfo, in bytes (Linux; None elsewhere).
 pub fn host_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    proc_kib("/proc/meminfo", "MemAvailable:")
+}
+
+/// This process's peak resident memory so far (`VmHWM`; Linux, None elsewhere): what a run's
+/// report gives beside its memory plan.
+pub fn host_peak() -> Option<u64> {
+    proc_kib("/proc/self/status", "VmHWM:")
 }
 
 impl Engine {

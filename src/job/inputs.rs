@@ -1,6 +1,7 @@
 //! One job: a content image, its style images with their blend weights, where it starts,
 //! and its settings; and the images each scale is run on, made from them.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
@@ -120,12 +121,13 @@ impl Job {
 
     /// A result as it is written: with `PreserveColors::Luminance`, the result's luminance
     /// with the content's colours (the content at the result's size).
-    pub fn presentable(&self, img: &Image) -> Image {
+    /// (Borrowed as it is otherwise: at print size a copy is hundreds of megabytes.)
+    pub fn presentable<'a>(&self, img: &'a Image) -> Cow<'a, Image> {
         match self.settings.preserve_colors {
             Some(PreserveColors::Luminance) => {
-                keep_luminance(img, &self.content.exactly(img.w, img.h))
+                Cow::Owned(keep_luminance(img, &self.content.exactly(img.w, img.h)))
             }
-            _ => img.clone(),
+            _ => Cow::Borrowed(img),
         }
     }
 

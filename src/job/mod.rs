@@ -10,6 +10,7 @@
 mod devices;
 mod engine;
 mod error;
+mod host_memory;
 mod inputs;
 mod losses;
 mod masks;
@@ -25,7 +26,7 @@ pub mod tuning;
 pub use crate::io::image::Original;
 pub use crate::model::Image;
 pub use devices::{devices, Device};
-pub use engine::{host_available, Engine, EngineChoice, Planned};
+pub use engine::{host_available, host_peak, Engine, EngineChoice, Planned};
 pub use error::{Error, Result};
 pub use inputs::{open_image, upsample, Job, ScaleImages};
 pub use masks::{parse_colour, StyleMask, REGION_TOLERANCE};

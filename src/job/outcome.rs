@@ -1,6 +1,6 @@
 //! What a run leaves: each logged evaluation, each scale, how it ended and the image.
 
-use crate::model::Image;
+use crate::model::{Image, LossValues};
 
 /// One logged evaluation, as the report lists it.
 #[derive(serde::Serialize, Clone, Debug)]
@@ -15,17 +15,9 @@ pub struct LogEntry {
     pub steps_done: usize,
     /// Seconds since the optimisation started.
     pub seconds: f64,
-    pub content: f64,
-    pub style: f64,
-    pub tv: f64,
-    /// The temporal term of a video frame (0 otherwise; not in reports then).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub temporal: f64,
-    pub total: f64,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
+    /// The loss terms and their total, listed beside the fields above in a report.
+    #[serde(flatten)]
+    pub losses: LossValues,
 }
 
 /// How a run ended.

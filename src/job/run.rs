@@ -79,10 +79,10 @@ impl<'a> Loop<'a> {
     }
 
     /// Runs scale `index` on `session` (set up at that scale from its starting image), from
-    /// Adam's state `adam` when carried over. Ends with one more evaluation (of the moving
+    /// Adam's state `adam` when carried over (freed once the session has it). Ends with one more evaluation (of the moving
     /// average when there is one), so the scale's last log entry describes its result.
     pub fn scale(
-        &mut self, index: usize, session: &mut dyn EngineSession, adam: Option<&AdamState>,
+        &mut self, index: usize, session: &mut dyn EngineSession, adam: Option<AdamState>,
         (h, w): (usize, usize),
     ) -> Result<ScaleResult> {
         self.current = ScaleStart {
@@ -95,7 +95,7 @@ impl<'a> Loop<'a> {
         self.observer.scale_started(&self.current);
         self.last_good = None;
         if let Some(state) = adam {
-            session.set_adam_state(state)?;
+            session.set_adam_state(&state)?;
         }
         let (done, mut ending) = match self.settings.optimizer {
             Optimizer::Adam => self.adam_steps(session)?,
@@ -118,7 +118,11 @@ impl<'a> Loop<'a> {
                 )
                 .into())
             }
-            _ => session.image()?,
+            // The copy kept for a failure is freed before the result is read.
+            (_, good) => {
+                drop(good);
+                session.image()?
+            }
         };
         let more = ending == Ending::Completed && index + 1 < self.scales.len();
         let adam = (more && self.settings.optimizer == Optimizer::Adam)
@@ -224,6 +228,9 @@ impl<'a> Loop<'a> {
             ));
             return Ok(false);
         }
+        // The image kept before is freed first: one copy at a time (hundreds of MiB at
+        // print size, which the memory plan counts once).
+        self.last_good = None;
         let image = session.evaluated_image()?;
         let entry = LogEntry {
             scale: self.current.index,
@@ -232,11 +239,7 @@ impl<'a> Loop<'a> {
             step,
             steps_done: self.steps_done,
             seconds: self.seconds(),
-            content: v.content,
-            style: v.style,
-            tv: v.tv,
-            temporal: v.temporal,
-            total: v.total,
+            losses: v,
         };
         self.observer.logged(&entry, &image)?;
         self.last_good = Some(image);

@@ -11,7 +11,8 @@
 //! the Gram loss optimised. The content image is resized to the picture's size, each style
 //! image to `--style-scale` times its longest side, as `stylize` does for that size (without
 //! `--preserve-colors histogram`'s colour matching). The maps come from the CPU engine's
-//! network in f32 (whichever engine made the picture); the rest is f64.
+//! network in f32 (whichever engine made the picture), in tiles when the job is tiled (a
+//! picture too large for one network: the same sums, `cpu::measures`); the rest is f64.
 
 use super::error::{Error, Result};
 use super::inputs::Job;
@@ -39,31 +40,6 @@ pub struct Score {
     pub size: [usize; 2],
 }
 
-/// The channel means and G/M of an unpadded map `[n][m]`, in f64.
-fn moments(map: &[f32], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let m = map.len() / n;
-    let rows: Vec<Vec<f64>> = (0..n)
-        .map(|c| map[c * m..(c + 1) * m].iter().map(|&v| v as f64).collect())
-        .collect();
-    let mean = rows
-        .iter()
-        .map(|r| r.iter().sum::<f64>() / m as f64)
-        .collect();
-    let mut second = vec![0.0; n * n];
-    for i in 0..n {
-        for j in i..n {
-            let v = rows[i]
-                .iter()
-                .zip(&rows[j])
-                .map(|(a, b)| a * b)
-                .sum::<f64>()
-                / m as f64;
-            (second[i * n + j], second[j * n + i]) = (v, v);
-        }
-    }
-    (mean, second)
-}
-
 /// The score of `picture` against `job`'s content and styles, at `loss`'s layers.
 pub fn score(
     (weights, arch, pooling): (&Weights, &Arch, Pooling), loss: &LossConfig, picture: &Image,
@@ -81,34 +57,25 @@ pub fn score(
     }
     crate::model::vgg19::check_sizes(arch, loss, pooling, picture, &styles)
         .map_err(|e| Error::BadSetting(format!("{e:#}")))?;
-    let maps = |img: &Image, layers: &[usize]| {
-        crate::cpu::layer_maps(weights, arch, pooling, img, layers).map_err(Error::Failed)
-    };
+    let net = (weights, arch, pooling);
+    let tile = job.settings.tile;
     let names = |l: usize| arch.convs[l].name.clone();
-    let (x, c) = (
-        maps(picture, &loss.content_layers)?,
-        maps(&content, &loss.content_layers)?,
-    );
-    let content_layers: Vec<LayerScore> = (loss.content_layers.iter().zip(x.iter().zip(&c)))
-        .map(|(&l, (x, c))| {
-            let d: f64 = x
-                .iter()
-                .zip(c)
-                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                .sum();
-            let n: f64 = c.iter().map(|&b| (b as f64).powi(2)).sum();
-            LayerScore {
-                layer: names(l),
-                value: d / n.max(f64::MIN_POSITIVE),
-            }
+    let distances =
+        crate::cpu::content_distances(net, (picture, &content), &loss.content_layers, tile)
+            .map_err(Error::Failed)?;
+    let content_layers: Vec<LayerScore> = (loss.content_layers.iter().zip(distances))
+        .map(|(&l, (d, n))| LayerScore {
+            layer: names(l),
+            value: d / n.max(f64::MIN_POSITIVE),
         })
         .collect();
-    let x = maps(picture, &loss.style_layers)?;
+    let moments = |img: &Image| {
+        crate::cpu::style_moments(net, img, &loss.style_layers, tile).map_err(Error::Failed)
+    };
     let mut blended: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
     for (img, wt) in &styles {
         let share = wt / total;
-        for (j, map) in maps(img, &loss.style_layers)?.iter().enumerate() {
-            let (mean, second) = moments(map, arch.convs[loss.style_layers[j]].cout);
+        for (j, (mean, second)) in moments(img)?.into_iter().enumerate() {
             if blended.len() <= j {
                 blended.push((vec![0.0; mean.len()], vec![0.0; second.len()]));
             }
@@ -119,9 +86,9 @@ pub fn score(
                 .for_each(|(b, v)| *b += share * v);
         }
     }
-    let style_layers: Vec<LayerScore> = (loss.style_layers.iter().enumerate())
-        .map(|(j, &l)| {
-            let (mean, second) = moments(&x[j], arch.convs[l].cout);
+    let x = moments(picture)?;
+    let style_layers: Vec<LayerScore> = (loss.style_layers.iter().zip(x).enumerate())
+        .map(|(j, (&l, (mean, second)))| {
             let target = W2Target::new(&blended[j].0, &blended[j].1);
             LayerScore {
                 layer: names(l),

@@ -141,12 +141,21 @@ impl Stylizer {
     /// no kernel run), against the memory available and the `max_memory` cap.
     pub fn plan(&self, job: &Job, size: usize) -> Result<Planned> {
         let images = job.at(size, None);
-        self.capped_plan(&self.setup(job, &images, None))
+        self.capped_plan(job, &images, None)
     }
 
-    /// The plan of `setup`, its memory capped at `max_memory`.
-    fn capped_plan(&self, setup: &Setup<'_, Weights>) -> Result<Planned> {
-        let mut planned = self.engine.plan(setup)?;
+    /// The plan of `job` on `images` (in tiles of `tile`, or as the job says), its memory
+    /// capped at `max_memory`. Where the engine's memory is the host's (the CPU engine, a
+    /// software adapter), the pictures, the weights as read and the end's encoding count too.
+    fn capped_plan(&self, job: &Job, images: &ScaleImages, tile: Option<usize>) -> Result<Planned> {
+        let setup = Setup {
+            tile: tile.or(job.settings.tile),
+            ..self.setup(job, images, None)
+        };
+        let mut planned = self.engine.plan(&setup)?;
+        if planned.available.is_some() {
+            super::host_memory::add_host(&mut planned.plan, job, images, &self.weights);
+        }
         if let Some(max) = self.max_memory {
             planned.available = Some(planned.available.map_or(max, |a| a.min(max)));
         }
@@ -157,8 +166,8 @@ impl Stylizer {
     /// of two, 16 px at the least) whose tiled plan fits, evened out to the smallest side that
     /// cuts the picture into as few tiles (so the edge tiles are not slivers with whole
     /// halos). None: it fits, or no tile helps. (Powers of two, not the largest side that
-    /// fits: the plan leaves out the decoded and resized pictures and the encoder, which at
-    /// 8192x6144 on the CPU engine measured 3-6 GiB more; the halving leaves that room.)
+    /// fits: a side a little larger saves little time, and the halving leaves room for what
+    /// no plan counts — the allocator's slack, the OS's page cache.)
     pub fn fitting_tile(&self, job: &Job) -> Option<usize> {
         let whole_fits = self.plan(job, job.settings.size).is_ok_and(|p| p.fits());
         if whole_fits || job.settings.tile.is_some() {
@@ -170,11 +179,10 @@ impl Stylizer {
         let mut tile = (h.max(w) / 2).next_power_of_two().max(16);
         let images = job.at(job.settings.size, None);
         while tile >= 16 {
-            let setup = Setup {
-                tile: Some(tile),
-                ..self.setup(job, &images, None)
-            };
-            if self.capped_plan(&setup).is_ok_and(|p| p.fits()) {
+            if self
+                .capped_plan(job, &images, Some(tile))
+                .is_ok_and(|p| p.fits())
+            {
                 return Some(even_tile(tile, (h, w), stride));
             }
             tile /= 2;
@@ -359,7 +367,7 @@ impl Stylizer {
     /// struct Totals(Vec<f64>);
     /// impl Observer for Totals {
     ///     fn logged(&mut self, e: &LogEntry, _image: &Image) -> anyhow::Result<()> {
-    ///         self.0.push(e.total);
+    ///         self.0.push(e.losses.total);
     ///         Ok(())
     ///     }
     /// }
@@ -401,18 +409,15 @@ impl Stylizer {
         for (index, scale) in scales.iter().enumerate() {
             let images = job.at(scale.size, result.as_ref().map(|r| &r.image));
             let (h, w) = (images.content.h, images.content.w);
-            let carried = result.as_ref().and_then(|r| {
-                Some(resize_adam(
-                    r.adam.as_ref()?,
-                    (r.image.h, r.image.w),
-                    (h, w),
-                ))
-            });
+            // The previous scale's state, taken: only its resized copy is held from here on.
+            let carried = result
+                .as_mut()
+                .and_then(|r| Some(resize_adam(&r.adam.take()?, (r.image.h, r.image.w), (h, w))));
             // The previous scale's session is gone before this one allocates.
             let known = self.known_targets(&images.styles);
             let mut session = self.engine.session(&self.setup(job, &images, known))?;
             setup_seconds.get_or_insert(t0.elapsed().as_secs_f64());
-            let r = steps.scale(index, session.as_mut(), carried.as_ref(), (h, w))?;
+            let r = steps.scale(index, session.as_mut(), carried, (h, w))?;
             self.engine.check_errors()?;
             let skipped_steps = session.skipped_steps()?;
             let grams = known.is_none().then(|| session.style_targets());
@@ -439,7 +444,10 @@ impl Stylizer {
         }
         let done = result.expect("at least one scale");
         // A run stopped at a coarse scale still gives the size asked for.
-        let image = upsample(&done.image, job.output_size());
+        let image = match (done.image.h, done.image.w) == job.output_size() {
+            true => done.image,
+            false => upsample(&done.image, job.output_size()),
+        };
         let score = match job.settings.score {
             true => Some(self.score(&job.presentable(&image), job)?),
             false => None,

@@ -74,7 +74,31 @@ pub struct Setup<'a, W> {
     pub tile: Option<usize>,
 }
 
-impl<W> Setup<'_, W> {
+impl<'a, W> Setup<'a, W> {
+    /// The plainest session of `content` in the style of `styles`: max pooling, Adam's
+    /// defaults, starting from the content, no average, masks, temporal term or tiles, the
+    /// style targets computed (`Setup { tile: Some(t), ..Setup::plain(..) }` for the rest).
+    pub fn plain(
+        (arch, weights, loss): (&'a Arch, &'a W, &'a LossConfig), content: &'a Image,
+        styles: &'a [(Image, f64)],
+    ) -> Setup<'a, W> {
+        Setup {
+            arch,
+            weights,
+            loss,
+            pooling: Pooling::Max,
+            adam: AdamConfig::default(),
+            content,
+            styles,
+            init: content,
+            average: 0.0,
+            style_targets: None,
+            style_masks: None,
+            temporal: None,
+            tile: None,
+        }
+    }
+
     /// Each style image's share of the blended target (its weight over the sum).
     pub fn style_shares(&self) -> Result<Vec<f64>> {
         let total: f64 = self.styles.iter().map(|(_, wt)| wt).sum();
@@ -146,6 +170,12 @@ pub struct MemoryPlan {
     pub setup_only: u64,
     /// Bytes held all along from the setup on (the weights), counted in `kinds` too.
     pub from_setup: u64,
+    /// Of those, bytes held to the very end, after the session is freed (host memory plans:
+    /// the pictures, the weights as read).
+    pub throughout: u64,
+    /// Bytes held only at the end, once the session is freed (host memory plans: the result
+    /// as it is written and its encoding).
+    pub finish_only: u64,
 }
 
 impl MemoryPlan {
@@ -154,9 +184,11 @@ impl MemoryPlan {
         self.kinds.iter().map(|k| k.1).sum()
     }
 
-    /// The most held at once: the optimisation's buffers, or the setup's.
+    /// The most held at once: the optimisation's buffers, the setup's, or the end's.
     pub fn peak(&self) -> u64 {
-        self.held().max(self.from_setup + self.setup_only)
+        (self.held())
+            .max(self.from_setup + self.setup_only)
+            .max(self.throughout + self.finish_only)
     }
 
     /// Sums `(kind, bytes)` items by kind, largest first.

@@ -89,6 +89,7 @@ impl<'g> Session<'g> {
             ),
             setup_only: sum(weights..style),
             from_setup,
+            ..MemoryPlan::default()
         }
     }
 

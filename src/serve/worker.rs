@@ -234,7 +234,7 @@ impl Observer for Watch<'_> {
 
     fn logged(&mut self, entry: &LogEntry, image: &Image) -> Result<()> {
         let losses = serde_json::json!({
-            "content": entry.content, "style": entry.style, "tv": entry.tv, "total": entry.total,
+            "content": entry.losses.content, "style": entry.losses.style, "tv": entry.losses.tv, "total": entry.losses.total,
         });
         let png = Arc::new(crate::io::image::png_bytes(&self.job.presentable(image)));
         let previews = match &mut *self.hub.live() {

@@ -218,9 +218,15 @@ pub fn stylize_command(dir: &std::path::Path, engine: &str) -> std::process::Com
 /// A small objective for the real (block1-3) weights: content block2_conv1, style
 /// block1_conv1 and block2_conv1, loss weights that balance at tens of pixels.
 pub fn small_loss(arch: &impasto::model::Arch) -> impasto::model::LossConfig {
+    loss_at(vec![arch.layer_index("block2_conv1").unwrap()], vec![0, 2])
+}
+
+/// The objective at content layers `content` and style layers `style` (conv indices), with the
+/// loss weights the tests use at tens of pixels: content 1, style 1e3, TV 1e2.
+pub fn loss_at(content: Vec<usize>, style: Vec<usize>) -> impasto::model::LossConfig {
     impasto::model::LossConfig {
-        content_layers: vec![arch.layer_index("block2_conv1").unwrap()],
-        style_layers: vec![0, 2],
+        content_layers: content,
+        style_layers: style,
         content_weight: 1.0,
         style_weight: 1e3,
         tv_weight: 1e2,
@@ -326,4 +332,24 @@ pub fn program(names: &[&str], package: &str) -> Option<PathBuf> {
         );
     }
     found
+}
+
+/// Interrupts `child` (spawned with its stderr piped) as a terminal's Ctrl-C would, once a line
+/// of its stderr starts with `after`: its exit status and the lines it wrote after that one.
+pub fn interrupt_after(child: &mut std::process::Child, after: &str) -> (Option<i32>, Vec<String>) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with(after) {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(kill.unwrap().success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    (child.wait().unwrap().code(), rest)
 }

@@ -650,6 +650,13 @@ impl Browser {
         );
     }
 
+    /// Types each `(setting, value)` into the form's advanced settings.
+    fn settings(&self, pairs: &[(&str, &str)]) {
+        for (name, value) in pairs {
+            self.type_into(&format!("#options input[data-setting='{name}']"), value);
+        }
+    }
+
     fn click(&self, css: &str) {
         let e = self.element(css);
         self.call(
@@ -737,9 +744,7 @@ fn the_page_in_a_real_browser_paints_downloads_and_loads_a_job_again() {
     b.script("document.getElementById('quality').value = 'draft'; document.getElementById('advanced').open = true;");
     // $IMPASTO_PAGE_SIZE: a larger picture for docs/serve.md's screenshots.
     let size = std::env::var("IMPASTO_PAGE_SIZE").unwrap_or("64".into());
-    for (name, value) in [("size", size.as_str()), ("steps", "60"), ("log-every", "4")] {
-        b.type_into(&format!("#options input[data-setting='{name}']"), value);
-    }
+    b.settings(&[("size", size.as_str()), ("steps", "60"), ("log-every", "4")]);
     b.screenshot("serve-form");
     b.click("#submit");
     // The live picture changes while it paints.
@@ -797,9 +802,7 @@ fn regions_painted_on_the_page_become_the_job_s_masks() {
         "the settings",
         "return document.querySelectorAll('#options input').length > 20",
     );
-    for (name, value) in [("size", "48"), ("steps", "4")] {
-        b.type_into(&format!("#options input[data-setting='{name}']"), value);
-    }
+    b.settings(&[("size", "48"), ("steps", "4")]);
     // Only the first painting's region: refused on the page, nothing sent.
     b.script("const c = document.getElementById('paint'); paintAt(c.width / 4, c.height / 2, 0);");
     b.click("#submit");

@@ -1,4 +1,7 @@
-//! Every WGSL file parses and validates with naga, without any GPU.
+//! Every WGSL file parses and validates with naga, without any GPU, and translates for Vulkan,
+//! Metal and DX12 (SPIR-V, MSL, HLSL).
+
+mod common;
 
 use impasto::gpu::specialise;
 use impasto::kernels::{conv, gram, shaders, PRELUDES, TILINGS};
@@ -12,8 +15,7 @@ fn every_wgsl_file_validates() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     on_disk.sort();
-    let shaders = shaders();
-    let mut embedded: Vec<String> = shaders
+    let mut embedded: Vec<String> = shaders()
         .iter()
         .map(|(n, _)| n.to_string())
         .chain(PRELUDES.iter().map(|(n, _)| n.to_string()))
@@ -23,6 +25,18 @@ fn every_wgsl_file_validates() {
         on_disk, embedded,
         "every shader file is embedded and checked"
     );
+    for (name, src) in every_source() {
+        let (module, _) = validated(&name, &src);
+        assert!(!module.entry_points.is_empty(), "{name} has no entry point");
+        println!("{name}: {} entry points valid", module.entry_points.len());
+    }
+}
+
+/// Every shader as the host builds it: the files as the host joins them, every conv and Gram
+/// tiling it can build, and each with all its feature-map bindings switched to f16 (16-bit
+/// storage).
+fn every_source() -> Vec<(String, String)> {
+    let shaders = shaders();
     // The files as the host joins them, and every conv and Gram tiling it can build.
     let convs: Vec<(String, String)> = TILINGS
         .iter()
@@ -51,24 +65,125 @@ fn every_wgsl_file_validates() {
         f16.len() >= 7,
         "the feature-map shaders declare their aliases"
     );
-    let all = shaders
+    shaders
         .iter()
         .map(|(n, s)| (n.to_string(), s.clone()))
         .chain(convs)
-        .chain(f16);
-    for (name, src) in all {
-        let src = src.as_str();
-        let module = naga::front::wgsl::parse_str(src)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::SHADER_FLOAT16,
-        )
-        .validate(&module)
+        .chain(f16)
+        .collect()
+}
+
+/// `src` parsed and validated by naga (f16 allowed), or a panic naming `name` and the error.
+fn validated(name: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-        assert!(!module.entry_points.is_empty(), "{name} has no entry point");
-        println!("{name}: {} entry points valid", module.entry_points.len());
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::SHADER_FLOAT16,
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    (module, info)
+}
+
+/// The shader model wgpu's DX12 backend needs for `src`: 6.2 (DXC, 16-bit types) with f16,
+/// else 5.1.
+fn shader_model(src: &str) -> naga::back::hlsl::ShaderModel {
+    match src.contains("enable f16;") {
+        true => naga::back::hlsl::ShaderModel::V6_2,
+        false => naga::back::hlsl::ShaderModel::V5_1,
     }
+}
+
+fn hlsl(
+    module: &naga::Module, info: &naga::valid::ModuleInfo, model: naga::back::hlsl::ShaderModel,
+) -> Result<String, naga::back::hlsl::Error> {
+    let options = naga::back::hlsl::Options {
+        shader_model: model,
+        ..Default::default()
+    };
+    let mut out = String::new();
+    naga::back::hlsl::Writer::new(&mut out, &options, &Default::default())
+        .write(module, info, None)?;
+    Ok(out)
+}
+
+/// Every shader translated by naga's backends for the platforms wgpu targets besides Vulkan's
+/// SPIR-V: MSL 2.4 (Metal) and HLSL (DX12, `shader_model`), and to SPIR-V checked by
+/// `spirv-val` (Debian's spirv-tools; CI installs it). A construct one backend rejects or
+/// mistranslates where the SPIR-V one accepts it fails here, naming the shader.
+#[test]
+fn every_shader_translates_for_vulkan_metal_and_dx12() {
+    let spirv_val = common::program(&["spirv-val"], "spirv-tools");
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for (name, src) in every_source() {
+        let (module, info) = validated(&name, &src);
+        let spv_options = naga::back::spv::Options {
+            lang_version: (1, 3),
+            ..Default::default()
+        };
+        let words = naga::back::spv::write_vec(&module, &info, &spv_options, None)
+            .unwrap_or_else(|e| panic!("{name}: SPIR-V: {e}"));
+        if let Some(val) = &spirv_val {
+            let file = dir.path().join(format!("{n}.spv"));
+            std::fs::write(&file, bytemuck::cast_slice::<u32, u8>(&words)).unwrap();
+            let o = std::process::Command::new(val)
+                .args(["--target-env", "vulkan1.1"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{name}: spirv-val: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let msl_options = naga::back::msl::Options {
+            lang_version: (2, 4),
+            ..Default::default()
+        };
+        naga::back::msl::write_string(&module, &info, &msl_options, &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: MSL: {e}"));
+        hlsl(&module, &info, shader_model(&src)).unwrap_or_else(|e| panic!("{name}: HLSL: {e}"));
+        n += 1;
+    }
+    println!(
+        "{n} shaders: SPIR-V{}, MSL and HLSL",
+        if spirv_val.is_some() {
+            " (spirv-val)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The translation checks can fail: MSL before 1.2 has no bit reversal (naga refuses it), and
+/// `spirv-val` refuses a module cut short.
+#[test]
+fn a_translation_the_target_cannot_take_is_caught() {
+    let src = "@compute @workgroup_size(1) fn f(@builtin(global_invocation_id) g: vec3<u32>) { _ = reverseBits(g.x); }";
+    let (module, info) = validated("reverseBits", src);
+    let old = naga::back::msl::Options {
+        lang_version: (1, 0),
+        ..Default::default()
+    };
+    assert!(naga::back::msl::write_string(&module, &info, &old, &Default::default()).is_err());
+    let Some(val) = common::program(&["spirv-val"], "spirv-tools") else {
+        return;
+    };
+    let words = naga::back::spv::write_vec(&module, &info, &Default::default(), None).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        bytemuck::cast_slice::<u32, u8>(&words[..words.len() / 2]),
+    )
+    .unwrap();
+    let o = std::process::Command::new(val)
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
 }
 
 #[test]

@@ -105,10 +105,12 @@ def test_plan_says_what_fits(cpu):
     plan = impasto.plan(CONTENT, STYLE, engine="cpu", **TINY)
     assert plan["fits"] is True and plan["peak_bytes"] > 0 and plan["plan"]
     assert plan["tile"] is None
-    # Too large to hold whole under the cap: in tiles, as `impasto stylize` would run it.
-    small = cpu.plan(CONTENT, STYLE, max_memory="60M", **dict(TINY, size=256))
-    assert small["fits"] is True and small["tile"] == 64 and small["peak_bytes"] <= 60 << 20
-    none = cpu.plan(CONTENT, STYLE, max_memory="30M", **dict(TINY, size=256))
+    # Too large to hold whole under the cap: in tiles, as `impasto stylize` would run it
+    # (256 px plans 208 MiB whole, 184 in tiles of 128, 168 in tiles of 64; no size fits in
+    # less than the 142 MiB of the weights and the host's share).
+    small = cpu.plan(CONTENT, STYLE, max_memory="175M", **dict(TINY, size=256))
+    assert small["fits"] is True and small["tile"] == 64 and small["peak_bytes"] <= 175 << 20
+    none = cpu.plan(CONTENT, STYLE, max_memory="120M", **dict(TINY, size=256))
     assert none["fits"] is False and none["largest_fitting_size"] is None
 
 

@@ -184,6 +184,11 @@ impl MemoryPlan {
         self.kinds.iter().map(|k| k.1).sum()
     }
 
+    /// The session's own peak, without the host's share (`throughout`): on a GPU, its buffers.
+    pub fn session_peak(&self) -> u64 {
+        (self.held() - self.throughout).max(self.from_setup - self.throughout + self.setup_only)
+    }
+
     /// The most held at once: the optimisation's buffers, the setup's, or the end's.
     pub fn peak(&self) -> u64 {
         (self.held())

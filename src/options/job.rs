@@ -122,7 +122,7 @@ pub fn plan_json(
             "fits": p.fits(), "peak_bytes": p.plan.peak(),
             "peak_gpu_memory_bytes": p.allocator_peak, "available_bytes": p.available,
             "held_bytes": p.plan.held(), "setup_only_bytes": p.plan.setup_only,
-            "finish_only_bytes": p.plan.finish_only,
+            "finish_only_bytes": p.plan.finish_only, "session_peak_bytes": p.plan.session_peak(),
             "plan": p.plan.kinds,
         }),
         Err(e) => serde_json::json!({ "fits": false, "error": format!("{e}") }),

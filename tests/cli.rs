@@ -873,30 +873,20 @@ fn score_prints_a_pictures_distances_and_refuses_bad_input() {
     let report = f.path("report.json");
     let o = f.run(&["--report", s(&report)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    // `impasto score PICTURE` against the fixture's content and `style`, with `layers`.
-    let run = |picture: &Path, style: &Path, layers: [&str; 2]| {
+    // `impasto score PICTURE` against the fixture's content and `style`, with `layers`, then
+    // `extra` flags.
+    let run_with = |picture: &Path, style: &Path, layers: [&str; 2], extra: &[&str]| {
         let (p, c, st, w) = (s(picture), s(&f.content), s(style), s(&f.weights));
-        impasto(&[
-            "score",
-            p,
-            "--content",
-            c,
-            "--style",
-            st,
-            "--weights",
-            w,
-            "--content-layers",
-            layers[0],
-            "--style-layers",
-            layers[1],
-        ])
+        let mut args = vec!["score", p, "--content", c, "--style", st, "--weights", w];
+        args.extend(["--content-layers", layers[0], "--style-layers", layers[1]]);
+        args.extend(extra);
+        impasto(&args)
     };
+    let run =
+        |picture: &Path, style: &Path, layers: [&str; 2]| run_with(picture, style, layers, &[]);
+    let shallow = ["block2_conv1", "block1_conv1,block2_conv1"];
     let score = |picture: &Path, style: &Path| {
-        let o = run(
-            picture,
-            style,
-            ["block2_conv1", "block1_conv1,block2_conv1"],
-        );
+        let o = run(picture, style, shallow);
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
@@ -930,4 +920,16 @@ fn score_prints_a_pictures_distances_and_refuses_bad_input() {
     let o = run(&f.output, &f.style, ["block2_conv1", "block9_conv1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--style-layers"), "{}", stderr(&o));
+    // In tiles (for print-size pictures): the same numbers; a tile off the pooling grid (2 px
+    // with block2) is refused, exit 2, naming the flag.
+    let o = run_with(&f.output, &f.style, shallow, &["--tile", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tiled: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["content", "style"] {
+        let (a, b) = (tiled[key].as_f64().unwrap(), out[key].as_f64().unwrap());
+        assert!(((a - b) / b).abs() < 1e-5, "{key}: tiled {a}, whole {b}");
+    }
+    let o = run_with(&f.output, &f.style, shallow, &["--tile", "7"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--tile 7"), "{}", stderr(&o));
 }

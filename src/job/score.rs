@@ -57,6 +57,11 @@ pub fn score(
     }
     crate::model::vgg19::check_sizes(arch, loss, pooling, picture, &styles)
         .map_err(|e| Error::BadSetting(format!("{e:#}")))?;
+    if let Some(tile) = job.settings.tile {
+        let stages = arch.stages(loss.deepest(), h, w, pooling);
+        crate::model::tiles::TilePlan::new(&stages, (h, w), tile)
+            .map_err(|e| Error::BadSetting(format!("--tile {tile}: {e}")))?;
+    }
     let net = (weights, arch, pooling);
     let tile = job.settings.tile;
     let names = |l: usize| arch.convs[l].name.clone();

@@ -79,8 +79,9 @@ impl<'a> Loop<'a> {
     }
 
     /// Runs scale `index` on `session` (set up at that scale from its starting image), from
-    /// Adam's state `adam` when carried over (freed once the session has it). Ends with one more evaluation (of the moving
-    /// average when there is one), so the scale's last log entry describes its result.
+    /// Adam's state `adam` when carried over (freed once the session has it). Ends with one
+    /// more evaluation (of the moving average when there is one), so the scale's last log
+    /// entry describes its result.
     pub fn scale(
         &mut self, index: usize, session: &mut dyn EngineSession, adam: Option<AdamState>,
         (h, w): (usize, usize),

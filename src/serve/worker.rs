@@ -233,8 +233,9 @@ impl Observer for Watch<'_> {
     }
 
     fn logged(&mut self, entry: &LogEntry, image: &Image) -> Result<()> {
+        let v = &entry.losses;
         let losses = serde_json::json!({
-            "content": entry.losses.content, "style": entry.losses.style, "tv": entry.losses.tv, "total": entry.losses.total,
+            "content": v.content, "style": v.style, "tv": v.tv, "total": v.total,
         });
         let png = Arc::new(crate::io::image::png_bytes(&self.job.presentable(image)));
         let previews = match &mut *self.hub.live() {

@@ -33,7 +33,7 @@ fn tiles_of(
 
 /// The maps of `img` at conv layers `layers` (unpadded, `[c][h][w]`), through the network of
 /// the image's whole size.
-pub fn layer_maps(
+fn layer_maps(
     (weights, arch, pooling): Network<'_>, img: &Image, layers: &[usize],
 ) -> Result<Vec<Vec<f32>>> {
     let deepest = layers.iter().copied().max().unwrap_or(0);

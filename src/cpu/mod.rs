@@ -31,7 +31,7 @@ use crate::model::{
 use crate::weights::Weights;
 use clock::Clock;
 use kernels as k;
-pub use measures::{content_distances, layer_maps, style_moments};
+pub use measures::{content_distances, style_moments};
 use net::{stage_backward, Conv, Net};
 use style::StyleLoss;
 use targets::{style_targets, whole_net};

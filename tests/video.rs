@@ -1,7 +1,6 @@
-//! Video: the temporal term against the f64 reference on both engines, warping against known
-//! translations, the consistency weights on a synthetic occlusion, the optical flow's
-//! end-point error on known flows, and `impasto video` runs (a directory of frames in and out,
-//! resumed; a video file in and out through ffmpeg; bad input refused).
+//! Video: the temporal term against the f64 reference on both engines (the flow, warping and
+//! consistency weights are tests/flow.rs's), and `impasto video` runs (a directory of frames
+//! in and out, resumed; a video file in and out through ffmpeg; bad input refused).
 
 mod common;
 
@@ -15,8 +14,6 @@ use impasto::model::temporal::Temporal;
 use impasto::model::{Arch, EngineSession, Image};
 use impasto::pipeline::session::Session;
 use impasto::reference;
-use impasto::video::flow::{flow, Flow, FlowSettings, Plane};
-use impasto::video::warp::{consistency, warp};
 use impasto::weights::Weights;
 
 fn load(name: &str, size: usize) -> Image {
@@ -103,179 +100,6 @@ fn the_temporal_term_matches_the_reference_on_both_engines() {
             (fd - g).abs() <= 1e-6 * g.abs().max(1e-3),
             "pixel {i}: {fd} vs {g}"
         );
-    }
-}
-
-/// A constant flow of (dx, dy).
-fn constant(h: usize, w: usize, (dx, dy): (f32, f32)) -> Flow {
-    let mut f = Flow::zero(h, w);
-    f.u.fill(dx);
-    f.v.fill(dy);
-    f
-}
-
-/// Warping by an integer translation moves pixels exactly; by half a pixel it gives the
-/// Catmull-Rom midpoint of the four neighbours.
-#[test]
-fn warping_follows_known_translations() {
-    let img = load("tubingen.jpg", 40);
-    let (h, w) = (img.h, img.w);
-    let hw = h * w;
-    let moved = warp(&img, &constant(h, w, (3.0, -2.0)));
-    for c in 0..3 {
-        for y in 2..h {
-            for x in 0..w - 3 {
-                let p = y * w + x;
-                assert_eq!(
-                    moved.data[c * hw + p],
-                    img.data[c * hw + (y - 2) * w + x + 3]
-                );
-            }
-        }
-    }
-    let half = warp(&img, &constant(h, w, (0.5, 0.0)));
-    for p in (0..hw).filter(|p| p % w > 0 && p % w < w - 2) {
-        let d = &img.data;
-        let want = (9.0 * (d[p] + d[p + 1]) - d[p - 1] - d[p + 2]) / 16.0;
-        assert!((half.data[p] - want.clamp(0.0, 1.0)).abs() < 1e-6);
-    }
-}
-
-/// A square moving right over a still background: the pixels it uncovers have no consistent
-/// flow back, so their weight is 0; the background far from it keeps 1.
-#[test]
-fn the_consistency_weights_drop_occluded_pixels() {
-    let (h, w) = (48, 64);
-    let mut backward = Flow::zero(h, w); // frame t → t−1
-    let mut forward = Flow::zero(h, w); // frame t−1 → t
-    for y in 16..32 {
-        for x in 20..36 {
-            forward.u[y * w + x] = 6.0; // the square at x 20..36 in t−1 moves to 26..42 in t
-        }
-        for x in 26..42 {
-            backward.u[y * w + x] = -6.0;
-        }
-    }
-    let c = consistency(&backward, &forward);
-    // Uncovered in t (x 20..26): the background's flow is 0 there, the forward flow at the
-    // same place says 6: inconsistent.
-    for y in 17..31 {
-        for x in 20..25 {
-            assert_eq!(c[y * w + x], 0.0, "uncovered ({x}, {y})");
-        }
-        // Inside the square, away from its edges: consistent.
-        for x in 29..39 {
-            assert_eq!(c[y * w + x], 1.0, "square ({x}, {y})");
-        }
-    }
-    for p in (0..w * 10).chain(w * 40..w * h) {
-        assert_eq!(c[p], 1.0, "background {p}");
-    }
-    // The square's moving edges are motion boundaries.
-    assert_eq!(c[24 * w + 26], 0.0);
-    assert_eq!(c[24 * w + 41], 0.0);
-}
-
-/// Two frames at half the size of `hi`, the second `hi` moved by the flow field `d` (given in
-/// the frames' pixels): b(p + d(p)) = a(p). The motion is made at twice the resolution, then
-/// both frames are averaged down 2x2, so that interpolation blurs both alike (a bilinear
-/// shift of the frame itself would blur only the second, and bias any flow method).
-fn displaced(hi: &Plane, d: &dyn Fn(f32, f32) -> (f32, f32)) -> (Plane, Plane, Flow) {
-    let (h, w) = (hi.h / 2, hi.w / 2);
-    let mut moved = hi.clone();
-    for y in 0..hi.h {
-        for x in 0..hi.w {
-            // d is smooth, so p − d(p) inverts p + d(p) to well under a pixel.
-            let (dx, dy) = d(x as f32 / 2.0, y as f32 / 2.0);
-            moved.data[y * hi.w + x] = hi.sample(x as f32 - 2.0 * dx, y as f32 - 2.0 * dy);
-        }
-    }
-    let down = |p: &Plane| Plane {
-        h,
-        w,
-        data: (0..h * w)
-            .map(|i| {
-                let (x, y) = (2 * (i % w), 2 * (i / w));
-                let at = |dx: usize, dy: usize| p.data[(y + dy) * p.w + x + dx];
-                0.25 * (at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1))
-            })
-            .collect(),
-    };
-    let mut f = Flow::zero(h, w);
-    for y in 0..h {
-        for x in 0..w {
-            // The displacement of the 2x2 block's centre.
-            let (dx, dy) = d(x as f32 + 0.25, y as f32 + 0.25);
-            f.u[y * w + x] = dx;
-            f.v[y * w + x] = dy;
-        }
-    }
-    (down(hi), down(&moved), f)
-}
-
-/// The mean end-point error of `got` against `want` away from a margin of the border
-/// (pixels moving in from outside have no answer).
-fn epe(got: &Flow, want: &Flow, margin: usize) -> f64 {
-    let (h, w) = (got.h, got.w);
-    let mut s = 0.0;
-    let mut n = 0;
-    for y in margin..h - margin {
-        for x in margin..w - margin {
-            let p = y * w + x;
-            s += (((got.u[p] - want.u[p]).powi(2) + (got.v[p] - want.v[p]).powi(2)) as f64).sqrt();
-            n += 1;
-        }
-    }
-    s / n as f64
-}
-
-/// The flow on known motions of a real picture: translations (integer and sub-pixel, small
-/// and large), a rotation and a smooth warp. Mean end-point errors are printed (docs/video.md)
-/// and held under bounds.
-#[test]
-fn the_optical_flow_recovers_known_motions() {
-    let hi = Plane::luma(&load("tubingen.jpg", 256));
-    let (cx, cy) = (hi.w as f32 / 4.0, hi.h as f32 / 4.0);
-    let rot = 2.0f32.to_radians();
-    // A name, the motion at a pixel, the bound on the mean end-point error.
-    type Motion = Box<dyn Fn(f32, f32) -> (f32, f32)>;
-    let cases: Vec<(&str, Motion, f64)> = vec![
-        ("translation (2, 1)", Box::new(|_, _| (2.0, 1.0)), 0.05),
-        (
-            "translation (0.5, -0.25)",
-            Box::new(|_, _| (0.5, -0.25)),
-            0.12,
-        ),
-        ("translation (7, 3)", Box::new(|_, _| (7.0, 3.0)), 0.2),
-        (
-            "rotation 2° about the centre",
-            Box::new(move |x, y| {
-                let (dx, dy) = (x - cx, y - cy);
-                (
-                    dx * rot.cos() - dy * rot.sin() - dx,
-                    dx * rot.sin() + dy * rot.cos() - dy,
-                )
-            }),
-            0.2,
-        ),
-        (
-            "smooth warp (sines, up to 2 px)",
-            Box::new(move |x, y| (2.0 * (y / 30.0).sin(), 1.5 * (x / 40.0).cos())),
-            0.27,
-        ),
-    ];
-    for (name, d, bound) in cases {
-        let (a, b, want) = displaced(&hi, &*d);
-        let t = std::time::Instant::now();
-        let got = flow(&a, &b, FlowSettings::default());
-        let e = epe(&got, &want, 8);
-        println!(
-            "{name}: mean end-point error {e:.3} px ({}x{}, {:.2} s)",
-            a.w,
-            a.h,
-            t.elapsed().as_secs_f64()
-        );
-        assert!(e < bound, "{name}: {e}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! Warping the previous result into the current frame, and where that can be trusted (Ruder,
 //! Dosovitskiy & Brox's consistency check and motion boundaries).
 
-use super::flow::Flow;
+use super::flow::{bicubic, Flow};
 use crate::model::Image;
 
 /// `img` sampled at p + flow(p) for each pixel p (bicubic, Catmull-Rom, clamped to [0, 1] and
@@ -18,38 +18,12 @@ pub fn warp(img: &Image, flow: &Flow) -> Image {
             let p = y * w + x;
             let (sx, sy) = (x as f32 + flow.u[p], y as f32 + flow.v[p]);
             for c in 0..3 {
-                data[c * hw + p] = bicubic(&img.data[c * hw..][..hw], (h, w), sx, sy);
+                data[c * hw + p] =
+                    bicubic(&img.data[c * hw..][..hw], (h, w), sx, sy).clamp(0.0, 1.0);
             }
         }
     }
     Image { h, w, data }
-}
-
-/// Catmull-Rom weights of the four taps around a sample at fraction `t` past the second.
-fn catmull_rom(t: f32) -> [f32; 4] {
-    let (t2, t3) = (t * t, t * t * t);
-    [
-        0.5 * (-t3 + 2.0 * t2 - t),
-        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
-        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
-        0.5 * (t3 - t2),
-    ]
-}
-
-/// Bicubic sample of an h x w map at (x, y), clamped to the border and to [0, 1].
-fn bicubic(d: &[f32], (h, w): (usize, usize), x: f32, y: f32) -> f32 {
-    let (x0, y0) = (x.floor(), y.floor());
-    let (wx, wy) = (catmull_rom(x - x0), catmull_rom(y - y0));
-    let (x0, y0) = (x0 as isize, y0 as isize);
-    let mut s = 0.0;
-    for (j, wyj) in wy.iter().enumerate() {
-        let yy = (y0 + j as isize - 1).clamp(0, h as isize - 1) as usize;
-        for (i, wxi) in wx.iter().enumerate() {
-            let xx = (x0 + i as isize - 1).clamp(0, w as isize - 1) as usize;
-            s += wyj * wxi * d[yy * w + xx];
-        }
-    }
-    s.clamp(0.0, 1.0)
 }
 
 /// Per-pixel weights of the temporal term for frame t from its backward flow (t → t−1) and

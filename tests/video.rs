@@ -1,6 +1,8 @@
 //! Video: the temporal term against the f64 reference on both engines (the flow, warping and
-//! consistency weights are tests/flow.rs's), and `impasto video` runs (a directory of frames
-//! in and out, resumed; a video file in and out through ffmpeg; bad input refused).
+//! consistency weights are tests/flow.rs's), long-term consistency's and the multi-pass
+//! start's inputs, and `impasto video` runs (a directory of frames in and out, resumed; a
+//! video file in and out through ffmpeg; bad input refused; the flicker of the defaults on a
+//! pan and a turn at two settings against frame-by-frame runs; passes and long-term terms).
 
 mod common;
 
@@ -14,6 +16,9 @@ use impasto::model::temporal::Temporal;
 use impasto::model::{Arch, EngineSession, Image};
 use impasto::pipeline::session::Session;
 use impasto::reference;
+use impasto::video::motion::{frames, Motion};
+use impasto::video::temporal::{blended_start, nearest_first};
+use impasto::video::warp::{stylisation, warping_errors};
 use impasto::weights::Weights;
 
 fn load(name: &str, size: usize) -> Image {
@@ -321,4 +326,188 @@ fn ctrl_c_stops_after_the_current_frame() {
         format!("frame {}/4 shot_{kept:02}.png stylized", kept + 1),
     );
     assert!(err.contains(&last_kept) && err.contains(&next), "{err}");
+}
+
+/// Long-term consistency's weights: each pixel follows the nearest earlier frame whose flow is
+/// consistent there, the previous frame's result standing where none is (weight 0).
+#[test]
+fn each_pixel_follows_the_nearest_consistent_frame() {
+    let (h, w) = (2, 3);
+    let plain = |v: f32| Image {
+        h,
+        w,
+        data: vec![v; 3 * h * w],
+    };
+    let layers = vec![
+        (plain(0.1), vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0]),
+        (plain(0.2), vec![1.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+        (plain(0.3), vec![0.0, 1.0, 1.0, 0.0, 0.0, 1.0]),
+    ];
+    let got = nearest_first(layers);
+    assert_eq!(got.weights, [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]);
+    let want = [0.1, 0.2, 0.3, 0.1, 0.1, 0.3];
+    for ch in 0..3 {
+        assert_eq!(got.target.data[ch * h * w..][..h * w], want);
+    }
+    assert!((got.consistent - 5.0 / 6.0).abs() < 1e-12);
+    // A later pass starts half from the target where it is trusted, else from its result.
+    let start = blended_start(&got, &plain(0.5), 0.5);
+    let want = [0.3, 0.35, 0.4, 0.3, 0.5, 0.4];
+    for (g, w) in start.data.iter().zip(want.iter().cycle()) {
+        assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+    }
+}
+
+/// The two sets of settings of docs/video.md's flicker tables: a style weight and layers each.
+const SETTINGS: [&[&str]; 2] = [
+    &[
+        "--style-weight",
+        "1e3",
+        "--content-layers",
+        "block3_conv2",
+        "--style-layers",
+        "block1_conv1,block2_conv1,block3_conv1",
+    ],
+    &[
+        "--style-weight",
+        "1e5",
+        "--content-layers",
+        "block2_conv2",
+        "--style-layers",
+        "block1_conv2,block2_conv2,block3_conv4",
+    ],
+];
+
+/// `count` frames of 96x64 of a known motion over a real photo, written to `dir` as PNGs;
+/// returned as read back.
+fn moving_frames(dir: &Path, m: Motion, count: usize) -> Vec<Image> {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/video/chelsea.jpg");
+    let picture = impasto::io::image::load(&path, Some(288)).unwrap();
+    let enc = impasto::io::image::Encoding {
+        bit_depth: 8,
+        icc: None,
+    };
+    (frames(&picture, (96, 64), m, count).iter().enumerate())
+        .map(|(t, f)| {
+            let p = dir.join(format!("f{t:02}.png"));
+            impasto::io::image::save(f, &p, &enc).unwrap();
+            impasto::io::image::load(&p, None).unwrap()
+        })
+        .collect()
+}
+
+fn read_frames(dir: &Path, count: usize) -> Vec<Image> {
+    (0..count)
+        .map(|t| impasto::io::image::load(&dir.join(format!("f{t:02}.png")), None).unwrap())
+        .collect()
+}
+
+/// Frames of the flicker test: few, for the test's time (docs/video.md measures 8).
+const FRAMES: usize = 4;
+
+/// With the default flags, at two style weights and sets of layers, on a pan and on a
+/// rotation with zoom: the warping error of `impasto video` is at most half that of the
+/// frames stylised one by one, and its frames as far from their content (as stylised) as
+/// half theirs at least.
+#[test]
+fn the_default_temporal_weight_holds_the_flicker_down() {
+    let pan = Motion {
+        shift: (3.0, 1.0),
+        degrees: 0.0,
+        zoom: 1.0,
+    };
+    let turn = Motion {
+        shift: (0.0, 0.0),
+        degrees: 1.5,
+        zoom: 1.02,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, m) in [("pan", pan), ("turn", turn)] {
+        let input = dir.path().join(name);
+        let content = moving_frames(&input, m, FRAMES);
+        for (k, flags) in SETTINGS.iter().enumerate() {
+            let common = |c: &mut Command| {
+                c.env("XDG_RUNTIME_DIR", dir.path())
+                    .args(["--engine", "cpu", "--style"])
+                    .arg(common::image("starry_night.jpg"))
+                    .arg("--weights")
+                    .arg(common::real_weights())
+                    .args(*flags)
+                    .args(["--size", "96", "--steps", "40"]);
+            };
+            let single = dir.path().join(format!("{name}{k}-single"));
+            std::fs::create_dir_all(&single).unwrap();
+            for t in 0..content.len() {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_impasto"));
+                c.arg("stylize");
+                common(&mut c);
+                c.arg("--content").arg(input.join(format!("f{t:02}.png")));
+                c.arg("--output").arg(single.join(format!("f{t:02}.png")));
+                assert!(run(c).status.success());
+            }
+            let video = dir.path().join(format!("{name}{k}-video"));
+            let mut c = Command::new(env!("CARGO_BIN_EXE_impasto"));
+            c.arg("video");
+            common(&mut c);
+            c.arg("--content").arg(&input).arg("--output").arg(&video);
+            assert!(run(c).status.success());
+            let (single, video) = (read_frames(&single, FRAMES), read_frames(&video, FRAMES));
+            let e = warping_errors(&content, &[&single, &video]);
+            let (e0, e1) = (e[0], e[1]);
+            let (s0, s1) = (
+                stylisation(&content, &single),
+                stylisation(&content, &video),
+            );
+            println!(
+                "{name}, settings {k}: warping error {e1:.4} against {e0:.4} frame by frame ({:.2}), stylisation {s1:.4} against {s0:.4}",
+                e1 / e0
+            );
+            assert!(e1 <= 0.5 * e0, "{name} {k}: {e1} vs {e0}");
+            assert!(s1 >= 0.5 * s0, "{name} {k}: {s1} vs {s0}");
+        }
+    }
+}
+
+/// `--passes 2 --long-term 2`: every frame twice, the second pass backward, each frame after
+/// the first of a pass with its temporal term; the passes' frames removed at the end; a rerun
+/// keeps the last pass's frames without redoing the first.
+#[test]
+fn passes_and_long_term_consistency_run_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, out, rep) = (
+        dir.path().join("in"),
+        dir.path().join("out"),
+        dir.path().join("r.json"),
+    );
+    write_frames(&frames);
+    let go = || {
+        let mut c = video_command(dir.path());
+        c.args(["--passes", "2", "--long-term", "2", "--content"])
+            .arg(&frames)
+            .arg("-o")
+            .arg(&out)
+            .arg("--report")
+            .arg(&rep);
+        assert!(run(c).status.success());
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+        r["frames"].as_array().unwrap().clone()
+    };
+    let r = go();
+    let field = |r: &[serde_json::Value], k: &str| -> Vec<String> {
+        r.iter().map(|f| f[k].to_string()).collect()
+    };
+    assert_eq!(field(&r, "pass"), ["1", "1", "1", "1", "2", "2", "2", "2"]);
+    assert_eq!(field(&r, "frame"), ["0", "1", "2", "3", "3", "2", "1", "0"]);
+    for (i, f) in r.iter().enumerate() {
+        let first = i % 4 == 0;
+        assert_eq!(f["temporal_lambda"].as_f64().unwrap() > 0.0, !first, "{f}");
+    }
+    assert!(!dir.path().join("out.passes").exists());
+    for k in 0..4 {
+        assert!(out.join(format!("shot_{k:02}.png")).is_file());
+    }
+    let again = go();
+    assert_eq!(field(&again, "status"), [r#""kept""#; 4]);
 }

@@ -209,10 +209,10 @@ pub struct ScoreArgs {
     pub tile: Option<usize>,
 }
 
-/// λ of the temporal term: on a 12-frame pan, 1e12 left a third of the frame-by-frame warping
-/// error with the style loss unchanged; 1e13 an eighth, the frames sticking to the warped
-/// previous one (docs/video.md has the sweep).
-pub const DEFAULT_TEMPORAL_WEIGHT: f64 = 1e12;
+/// τ, the temporal term's weight relative to a frame's style and content loss at its start
+/// (`model::temporal::relative_weight`), chosen on a pan and a rotation with zoom at two
+/// style weights and two sets of layers (docs/video.md has the sweep).
+pub const DEFAULT_TEMPORAL_WEIGHT: f64 = 0.01;
 
 #[derive(Args, Debug, Clone)]
 #[command(allow_negative_numbers = true)]
@@ -228,9 +228,19 @@ pub struct VideoArgs {
     /// frames kept in OUTPUT.frames/ for resuming)
     #[arg(long, short, value_name = "OUTPUT")]
     pub output: PathBuf,
-    /// Weight λ of the temporal term (0: each frame only starts from the previous result)
+    /// Weight of the temporal term, relative: a change of one 8-bit level at every pixel
+    /// the flow follows costs this times the frame's style and content loss at its start
+    /// (0: each frame only starts from the previous result)
     #[arg(long, value_name = "F", default_value_t = DEFAULT_TEMPORAL_WEIGHT, value_parser = non_negative_f64)]
     pub temporal_weight: f64,
+    /// Long-term consistency: follow the results of the J frames before (each pixel the
+    /// nearest that saw it), not only the previous one
+    #[arg(long, value_name = "J", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100))]
+    pub long_term: usize,
+    /// Passes over the video, alternately forward and backward (Ruder et al.'s multi-pass:
+    /// the frames are held in memory; each pass takes --frame-steps a frame)
+    #[arg(long, value_name = "P", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100))]
+    pub passes: usize,
     /// Steps of each frame after the first (which takes --steps), each starting from the last
     /// result warped [default: half of --steps]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=10_000_000))]

@@ -3,6 +3,7 @@
 //! and out through `crate::video`. The style targets are computed once (the stylizer keeps
 //! them across the frames' jobs).
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,18 +19,21 @@ use super::observers::PreviewFeed;
 use super::stylize::handle_ctrl_c;
 use crate::io::same_file::{check_distinct, Named};
 use crate::job::{open_image, Ending, Init, Job, Quiet, Stylizer};
+use crate::model::temporal::relative_weight;
 use crate::model::temporal::Temporal;
 use crate::model::Image;
+use crate::model::LossValues;
 use crate::options::{losses_of, settings_of};
 use crate::preview::Preview;
-use crate::video::flow::{flow, FlowSettings, Plane};
 use crate::video::frames::{is_video, Frame, Sink, Source};
-use crate::video::warp::{consistency, warp};
+use crate::video::temporal::{blended_start, temporal_inputs};
 
 /// One frame, as the report lists it.
 #[derive(serde::Serialize)]
 struct FrameReport {
     frame: usize,
+    /// 1, or which of `--passes`.
+    pass: usize,
     name: String,
     /// "stylized", or "kept" (found in the output: a resumed run).
     status: &'static str,
@@ -38,6 +42,9 @@ struct FrameReport {
     style: f64,
     tv: f64,
     temporal: f64,
+    /// λ, the temporal term's weight (`--temporal-weight` times the frame's loss at its
+    /// start, without the temporal term, times 255²).
+    temporal_lambda: f64,
     total: f64,
     /// The share of pixels whose temporal weight is 1 (the flow is reliable there).
     consistent: f64,
@@ -97,8 +104,8 @@ struct VideoRun<'a> {
     sink: Sink,
     bar: Option<ProgressBar>,
     report: Vec<FrameReport>,
-    /// The previous frame's content and result, at the output's size.
-    previous: Option<(Image, Image)>,
+    /// The last result, for the preview's final state.
+    last: Option<Image>,
     /// The first frame's size as read (width, height): every frame must have it.
     input_size: Option<(usize, usize)>,
     started: Instant,
@@ -106,7 +113,21 @@ struct VideoRun<'a> {
     preview: Option<Preview>,
     /// The tile side the frames take when they do not fit whole (decided at the first frame).
     tile: Option<Option<usize>>,
+    /// Frames in the input (when known) and passes over them, for the progress.
+    count: Option<usize>,
 }
+
+/// Which frame of which pass, for the report and the progress.
+#[derive(Clone, Copy)]
+struct At {
+    index: usize,
+    pass: usize,
+}
+
+/// In a pass after the first, a frame starts this much from the neighbour's result warped
+/// into it and the rest from its own result of the pass before, where the flow is consistent
+/// (Ruder et al.'s δ = 0.5).
+const MULTI_PASS_BLEND: f32 = 0.5;
 
 pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
     check_flags(args)?;
@@ -121,8 +142,9 @@ pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
         .map(|(p, w)| Ok((open_image(p).context("--style")?, w)))
         .collect::<Result<Vec<_>>>()?;
     let mut source = Source::open(&args.content)?;
+    let count = source.count();
     let bar = std::io::stderr().is_terminal().then(|| {
-        let b = ProgressBar::new(source.count().unwrap_or(0) as u64);
+        let b = ProgressBar::new((count.unwrap_or(0) * args.passes) as u64);
         let style = ProgressStyle::with_template("frames {bar:30} {pos}/{len} {msg} ETA {eta}");
         b.set_style(style.expect("valid template"));
         b
@@ -136,11 +158,12 @@ pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
         sink: Sink::new(&args.output)?,
         bar,
         report: Vec::new(),
-        previous: None,
+        last: None,
         input_size: None,
         started: Instant::now(),
         preview,
         tile: None,
+        count,
     };
     if let Some(p) = &video.preview {
         crate::say!("preview: {}", p.url);
@@ -148,16 +171,14 @@ pub fn run(args: &VideoArgs, adapter: Option<&str>) -> Result<i32> {
         let head = serde_json::json!({ "engine": e.name(), "adapter": e.adapter(), "settings": settings_json(args) });
         p.set_head(head);
     }
-    let mut i = 0;
-    while let Some(frame) = source.next(i)? {
-        video.frame(i, frame, source.count())?;
-        i += 1;
-        if stop.load(Ordering::SeqCst) {
-            crate::say!("stopped after frame {i} (Ctrl-C): the same command resumes from there");
-            return Ok(130);
-        }
-    }
-    video.finish(&source, i)?;
+    let frames = match args.passes {
+        1 => video.single_pass(&mut source, &stop)?,
+        _ => video.multi_pass(&mut source, &stop)?,
+    };
+    let Some(frames) = frames else {
+        return Ok(130);
+    };
+    video.finish(&source, frames)?;
     Ok(0)
 }
 
@@ -173,7 +194,96 @@ fn stylizer(args: &VideoArgs, adapter: Option<&str>) -> Result<Stylizer> {
     Ok(Stylizer::new(engine, weights, &losses_of(o))?.with_max_memory(o.max_memory))
 }
 
+/// Ctrl-C was pressed: the frame just written is the last (the same command resumes).
+fn stopped(stop: &AtomicBool, at: At, passes: usize) -> bool {
+    let stopped = stop.load(Ordering::SeqCst);
+    if stopped {
+        let pass = if passes > 1 {
+            format!(" of pass {}", at.pass + 1)
+        } else {
+            String::new()
+        };
+        crate::say!(
+            "stopped after frame {}{pass} (Ctrl-C): the same command resumes from there",
+            at.index + 1
+        );
+    }
+    stopped
+}
+
 impl VideoRun<'_> {
+    /// One pass, frame after frame as they are read, each following the results of the
+    /// `--long-term` frames before it. The number of frames, or None when stopped.
+    fn single_pass(&mut self, source: &mut Source, stop: &AtomicBool) -> Result<Option<usize>> {
+        // (content, result) of the frames before, nearest first.
+        let mut history: VecDeque<(Image, Image)> = VecDeque::new();
+        let mut i = 0;
+        while let Some(frame) = source.next(i)? {
+            let job = self.job(&frame)?;
+            let content = job.content.at(job.settings.size);
+            let earlier: Vec<(&Image, &Image)> = history.iter().map(|(c, r)| (c, r)).collect();
+            let out = self.sink.path(i, &frame.name);
+            let at = At { index: i, pass: 0 };
+            let result = self.frame(at, &frame.name, job, (&content, &earlier), None, &out)?;
+            history.push_front((content, result));
+            history.truncate(self.args.long_term);
+            i += 1;
+            if stopped(stop, at, 1) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(i))
+    }
+
+    /// Ruder et al.'s multi-pass scheme: the first pass as [`Self::single_pass`], then
+    /// passes alternately backward and forward, each frame starting from a blend of its
+    /// result of the pass before and its neighbour's of this pass (warped), with the temporal
+    /// term towards the neighbours of the pass's direction. Every frame is held in memory
+    /// (a later pass goes back over them); the passes before the last are kept in
+    /// `OUTPUT.passes/` for resuming, and removed at the end.
+    fn multi_pass(&mut self, source: &mut Source, stop: &AtomicBool) -> Result<Option<usize>> {
+        let mut frames = Vec::new();
+        while let Some(f) = source.next(frames.len())? {
+            frames.push(f);
+        }
+        let mut contents = Vec::with_capacity(frames.len());
+        for f in &frames {
+            let job = self.job(f)?;
+            contents.push(job.content.at(job.settings.size));
+        }
+        let (n, passes) = (frames.len(), self.args.passes);
+        // A finished run again: its last pass is all there is to keep.
+        let all_kept = (0..n).all(|t| self.sink.path(t, &frames[t].name).exists());
+        let mut results: Vec<Image> = Vec::new();
+        for pass in (if all_kept { passes - 1 } else { 0 })..passes {
+            let order: Vec<usize> = match pass % 2 {
+                0 => (0..n).collect(),
+                _ => (0..n).rev().collect(),
+            };
+            let mut now: Vec<Option<Image>> = vec![None; n];
+            for (k, &t) in order.iter().enumerate() {
+                let near = order[..k].iter().rev().take(self.args.long_term);
+                let earlier: Vec<(&Image, &Image)> = near
+                    .map(|&s| (&contents[s], now[s].as_ref().expect("done this pass")))
+                    .collect();
+                let out = match pass + 1 == passes {
+                    true => self.sink.path(t, &frames[t].name),
+                    false => self.sink.pass_path(pass, t)?,
+                };
+                let (job, at) = (self.job(&frames[t])?, At { index: t, pass });
+                let inputs = (&contents[t], &earlier[..]);
+                let r = self.frame(at, &frames[t].name, job, inputs, results.get(t), &out)?;
+                now[t] = Some(r);
+                if stopped(stop, at, passes) {
+                    return Ok(None);
+                }
+            }
+            results = now.into_iter().map(|r| r.expect("every frame")).collect();
+        }
+        self.sink.remove_passes()?;
+        Ok(Some(n))
+    }
+
     /// After the last of `frames` frames: the video encoded (when the output is one), the
     /// preview's final state.
     fn finish(&self, source: &Source, frames: usize) -> Result<()> {
@@ -192,7 +302,7 @@ impl VideoRun<'_> {
         };
         self.sink.finish(&rate, size)?;
         let seconds = self.started.elapsed().as_secs_f64();
-        if let (Some(p), Some((_, last))) = (&self.preview, &self.previous) {
+        if let (Some(p), Some(last)) = (&self.preview, &self.last) {
             p.finish(
                 serde_json::to_string(&self.report)?,
                 "completed",
@@ -208,9 +318,8 @@ impl VideoRun<'_> {
         Ok(())
     }
 
-    /// Stylizes frame `i` (or keeps its result from an earlier run), writes it and the report.
-    fn frame(&mut self, i: usize, frame: Frame, count: Option<usize>) -> Result<()> {
-        let t0 = Instant::now();
+    /// A frame's job with the video's settings (its size checked against the first frame's).
+    fn job(&mut self, frame: &Frame) -> Result<Job> {
         let size = (
             frame.image.rgb.width() as usize,
             frame.image.rgb.height() as usize,
@@ -222,7 +331,7 @@ impl VideoRun<'_> {
             ),
             _ => self.input_size = Some(size),
         }
-        let mut job = Job::new(frame.image, self.styles.clone());
+        let mut job = Job::new(frame.image.clone(), self.styles.clone());
         job.settings = settings_of(&self.args.options);
         // (The video's report is per frame: no score a frame.)
         job.settings.score = false;
@@ -235,85 +344,117 @@ impl VideoRun<'_> {
             self.tile = Some(tile);
         }
         job.settings.tile = job.settings.tile.or(self.tile.flatten());
+        Ok(job)
+    }
+
+    /// Stylizes one frame (or keeps its result from an earlier run at `out`), writes it and
+    /// the report. `earlier`: the (content, result) of the frames before it in this pass,
+    /// nearest first; `before`: its result of the pass before.
+    fn frame(
+        &mut self, at: At, name: &str, mut job: Job,
+        (content, earlier): (&Image, &[(&Image, &Image)]), before: Option<&Image>, out: &Path,
+    ) -> Result<Image> {
+        let t0 = Instant::now();
         let (h, w) = job.output_size();
-        let content = job.content.at(job.settings.size);
-        let out = self.sink.path(i, &frame.name);
         if out.exists() {
-            let kept = crate::io::image::load_original(&out)
-                .with_context(|| format!("the result of frame {} in the output", frame.name))?;
-            self.previous = Some((content, kept.exactly(w, h)));
-            return self.done(i, count, Self::entry(i, frame.name, "kept", 0.0), t0);
+            let kept = crate::io::image::load_original(out)
+                .with_context(|| format!("the result of frame {name} in the output"))?
+                .exactly(w, h);
+            self.done(Self::entry(at, name, "kept"), t0)?;
+            return Ok(kept);
         }
-        let mut flow_seconds = 0.0;
-        let mut consistent = 0.0;
-        if let Some((prev_content, prev_result)) = &self.previous {
+        let mut entry = Self::entry(at, name, "stylized");
+        let frame_steps = (self.args.frame_steps).unwrap_or(job.settings.steps.div_ceil(2));
+        if !earlier.is_empty() {
             let t = Instant::now();
-            let (a, b) = (Plane::luma(&content), Plane::luma(prev_content));
-            let backward = flow(&a, &b, FlowSettings::default());
-            let forward = flow(&b, &a, FlowSettings::default());
-            let warped = warp(prev_result, &backward);
-            let weights = consistency(&backward, &forward);
-            consistent = weights.iter().map(|&c| c as f64).sum::<f64>() / weights.len() as f64;
-            flow_seconds = t.elapsed().as_secs_f64();
-            job.init = Init::Given(warped.clone());
+            let inputs = temporal_inputs(content, earlier);
+            (entry.consistent, entry.flow_seconds) = (inputs.consistent, t.elapsed().as_secs_f64());
+            let start = match before {
+                Some(b) => blended_start(&inputs, b, MULTI_PASS_BLEND),
+                None => inputs.target.clone(),
+            };
+            job.init = Init::Given(start);
+            (job.settings.steps, job.settings.initial_steps) = (frame_steps, None);
             if self.args.temporal_weight > 0.0 {
-                let weight = self.args.temporal_weight;
+                let lambda =
+                    relative_weight(self.args.temporal_weight, &self.start_losses(&mut job)?);
+                entry.temporal_lambda = lambda;
                 job.temporal = Some(Temporal {
-                    target: warped,
-                    weights,
-                    weight,
+                    target: inputs.target,
+                    weights: inputs.weights,
+                    weight: lambda,
                 });
             }
-            job.settings.steps = (self.args.frame_steps).unwrap_or(job.settings.steps.div_ceil(2));
+        } else if let Some(b) = before {
+            job.init = Init::Given(b.clone());
+            (job.settings.steps, job.settings.initial_steps) = (frame_steps, None);
         }
         let outcome = match &self.preview {
             Some(p) => self.stylizer.run(&job, &mut PreviewFeed(p))?,
             None => self.stylizer.run(&job, &mut Quiet)?,
         };
         if outcome.ending != Ending::Completed {
-            bail!(
-                "frame {}: the run ended {}",
-                frame.name,
-                outcome.ending.name()
-            );
+            bail!("frame {name}: the run ended {}", outcome.ending.name());
         }
-        job.save(&outcome.image, &out, self.args.options.bit_depth)?;
+        if at.pass + 1 == self.args.passes {
+            job.save(&outcome.image, out, self.args.options.bit_depth)?;
+        } else {
+            // A pass's result as it is, in 16 bits: the next pass starts from it.
+            let enc = crate::io::image::Encoding {
+                bit_depth: 16,
+                icc: None,
+            };
+            crate::io::image::save(&outcome.image, out, &enc)?;
+        }
         let last = outcome.entries.last().expect("a logged step");
-        let mut entry = Self::entry(i, frame.name, "stylized", consistent);
-        (entry.steps, entry.flow_seconds) = (outcome.steps_done, flow_seconds);
+        entry.steps = outcome.steps_done;
         let l = last.losses;
         (entry.content, entry.style, entry.tv) = (l.content, l.style, l.tv);
         (entry.temporal, entry.total) = (l.temporal, l.total);
-        self.previous = Some((content, outcome.image));
-        self.done(i, count, entry, t0)
+        self.done(entry, t0)?;
+        self.last = Some(outcome.image.clone());
+        Ok(outcome.image)
     }
 
-    fn entry(frame: usize, name: String, status: &'static str, consistent: f64) -> FrameReport {
+    /// The losses of a frame's starting image (a run of no step): the temporal weight is
+    /// relative to its style and content ([`relative_weight`]).
+    fn start_losses(&mut self, job: &mut Job) -> Result<LossValues> {
+        let steps = std::mem::replace(&mut job.settings.steps, 0);
+        let outcome = self.stylizer.run(job, &mut Quiet)?;
+        job.settings.steps = steps;
+        Ok(outcome.entries.last().expect("the start evaluated").losses)
+    }
+
+    fn entry(at: At, name: &str, status: &'static str) -> FrameReport {
         FrameReport {
-            frame,
-            name,
+            frame: at.index,
+            pass: at.pass + 1,
+            name: name.to_string(),
             status,
             steps: 0,
             content: 0.0,
             style: 0.0,
             tv: 0.0,
             temporal: 0.0,
+            temporal_lambda: 0.0,
             total: 0.0,
-            consistent,
+            consistent: 0.0,
             flow_seconds: 0.0,
             seconds: 0.0,
         }
     }
 
     /// Records a frame: the report (rewritten whole, atomically), the progress bar or a line.
-    fn done(
-        &mut self, i: usize, count: Option<usize>, mut e: FrameReport, t0: Instant,
-    ) -> Result<()> {
+    fn done(&mut self, mut e: FrameReport, t0: Instant) -> Result<()> {
         e.seconds = t0.elapsed().as_secs_f64();
-        let of = count.map(|n| format!("/{n}")).unwrap_or_default();
+        let of = self.count.map(|n| format!("/{n}")).unwrap_or_default();
+        let pass = match self.args.passes {
+            1 => String::new(),
+            p => format!(" (pass {}/{p})", e.pass),
+        };
         let msg = format!(
-            "frame {}{of} {} {}: style {:.3e} temporal {:.3e} total {:.3e}, {:.0} % consistent, {:.1} s",
-            i + 1, e.name, e.status, e.style, e.temporal, e.total, 100.0 * e.consistent, e.seconds
+            "frame {}{of}{pass} {} {}: style {:.3e} temporal {:.3e} total {:.3e}, {:.0} % consistent, {:.1} s",
+            e.frame + 1, e.name, e.status, e.style, e.temporal, e.total, 100.0 * e.consistent, e.seconds
         );
         self.report.push(e);
         match &self.bar {
@@ -336,7 +477,8 @@ fn settings_json(args: &VideoArgs) -> serde_json::Value {
     serde_json::json!({
         "content": args.content, "style": args.style, "output": args.output,
         "size": o.size, "steps": o.steps, "frame_steps": args.frame_steps.unwrap_or(o.steps.div_ceil(2)),
-        "temporal_weight": args.temporal_weight, "style_weight": o.style_weight(),
+        "temporal_weight": args.temporal_weight, "long_term": args.long_term, "passes": args.passes,
+        "style_weight": o.style_weight(),
         "content_layers": o.layers.content_layers, "style_layers": o.layers.style_layers,
     })
 }

@@ -5,9 +5,16 @@
 //! temporal = Σ_p c(p) Σ_channels (x(p) − w(p))² / (3·H·W)
 //!
 //! with w the warped previous result and c(p) in [0, 1] (0 where the flow is inconsistent or at
-//! motion boundaries). It is added to the total with weight λ (`--temporal-weight`).
+//! motion boundaries). It is added to the total with weight λ.
+//!
+//! λ is relative ([`relative_weight`]): `--temporal-weight τ` sets λ = τ · L₀ · 255², with L₀
+//! the frame's total loss at its start without the temporal term (its content, style and TV
+//! terms, weighted). A change of one 8-bit level at every consistent pixel then costs τ times
+//! L₀, whatever the layers, weights and size make L₀: a fixed λ was a different balance for
+//! every setting (1 % of the total with one set of layers, far more with another).
 
 use super::image::Image;
+use super::loss::LossValues;
 
 /// The temporal term's target and per-pixel weights for one frame.
 #[derive(Clone, Debug)]
@@ -18,4 +25,10 @@ pub struct Temporal {
     pub weights: Vec<f32>,
     /// λ, its weight in the total.
     pub weight: f64,
+}
+
+/// λ for the relative weight `tau`, from the losses of the frame's starting image (without
+/// a temporal term).
+pub fn relative_weight(tau: f64, start: &LossValues) -> f64 {
+    tau * (start.total - start.temporal) * 255.0 * 255.0
 }

@@ -172,6 +172,32 @@ impl Sink {
         }
     }
 
+    /// Where pass `pass` (0-based) of a multi-pass run, before the last, keeps frame
+    /// `index`: `OUTPUT.passes/pass{pass + 1}/` (made when missing).
+    pub fn pass_path(&self, pass: usize, index: usize) -> Result<PathBuf> {
+        let dir = self.passes_dir().join(format!("pass{}", pass + 1));
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+        Ok(dir.join(frame_name(index)))
+    }
+
+    /// The passes' frames removed once the last pass is written.
+    pub fn remove_passes(&self) -> Result<()> {
+        let dir = self.passes_dir();
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn passes_dir(&self) -> PathBuf {
+        let base = self.video.as_deref().unwrap_or(&self.dir);
+        let mut d = base.as_os_str().to_owned();
+        d.push(".passes");
+        PathBuf::from(d)
+    }
+
     /// Encodes the video at the end (when the output is one), scaled to `size`.
     pub fn finish(&self, rate: &str, size: (usize, usize)) -> Result<()> {
         if let Some(v) = &self.video {

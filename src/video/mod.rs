@@ -5,4 +5,6 @@
 pub mod ffmpeg;
 pub mod flow;
 pub mod frames;
+pub mod motion;
+pub mod temporal;
 pub mod warp;

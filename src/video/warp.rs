@@ -1,7 +1,7 @@
 //! Warping the previous result into the current frame, and where that can be trusted (Ruder,
 //! Dosovitskiy & Brox's consistency check and motion boundaries).
 
-use super::flow::{bicubic, Flow};
+use super::flow::{bicubic, flow, Flow, FlowSettings, Plane};
 use crate::model::Image;
 
 /// `img` sampled at p + flow(p) for each pixel p (bicubic, Catmull-Rom, clamped to [0, 1] and
@@ -54,4 +54,47 @@ pub fn consistency(backward: &Flow, forward: &Flow) -> Vec<f32> {
         }
     }
     c
+}
+
+/// The temporal warping error of stylised sequences of the frames `content`: over each pair
+/// of consecutive frames, the mean |o_t − warp(o_{t−1})| over the pixels whose flow is
+/// consistent, the flow computed on the content frames as `impasto video` does (once for all
+/// of `runs`); averaged over the pairs, in [0, 1] units, one figure a run. Lower is steadier
+/// (docs/video.md).
+pub fn warping_errors(content: &[Image], runs: &[&[Image]]) -> Vec<f64> {
+    let mut sums = vec![0.0; runs.len()];
+    for t in 1..content.len() {
+        let (a, b) = (Plane::luma(&content[t]), Plane::luma(&content[t - 1]));
+        let backward = flow(&a, &b, FlowSettings::default());
+        let c = consistency(&backward, &flow(&b, &a, FlowSettings::default()));
+        let n = c.len();
+        let k = 3.0 * c.iter().map(|&c| c as f64).sum::<f64>();
+        for (sum, results) in sums.iter_mut().zip(runs) {
+            assert_eq!(results.len(), content.len(), "as many results as frames");
+            let warped = warp(&results[t - 1], &backward);
+            let mut s = 0.0;
+            for (p, &cp) in c.iter().enumerate() {
+                for ch in 0..3 {
+                    let d = results[t].data[ch * n + p] - warped.data[ch * n + p];
+                    s += (cp * d.abs()) as f64;
+                }
+            }
+            *sum += s / k.max(1.0);
+        }
+    }
+    let pairs = content.len().saturating_sub(1).max(1) as f64;
+    sums.iter().map(|s| s / pairs).collect()
+}
+
+/// How far a sequence's results are from their content frames: the mean |o_t − c_t| over
+/// every pixel, channel and frame (how stylised it is; per-frame runs set the scale).
+pub fn stylisation(content: &[Image], results: &[Image]) -> f64 {
+    let (mut s, mut n) = (0.0, 0usize);
+    for (c, o) in content.iter().zip(results) {
+        s += (c.data.iter().zip(&o.data))
+            .map(|(a, b)| (a - b).abs() as f64)
+            .sum::<f64>();
+        n += c.data.len();
+    }
+    s / n.max(1) as f64
 }

@@ -109,16 +109,21 @@ fn the_temporal_term_matches_the_reference_on_both_engines() {
 }
 
 fn video_command(dir: &Path) -> Command {
-    let mut c = video_command_steps(dir);
+    video_command_on(dir, "cpu")
+}
+
+/// The same on `engine`.
+fn video_command_on(dir: &Path, engine: &str) -> Command {
+    let mut c = video_command_steps(dir, engine);
     c.args(["--frame-steps", "2"]);
     c
 }
 
 /// The same without `--frame-steps`.
-fn video_command_steps(dir: &Path) -> Command {
+fn video_command_steps(dir: &Path, engine: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_impasto"));
     c.env("XDG_RUNTIME_DIR", dir)
-        .args(["video", "--engine", "cpu", "--style"])
+        .args(["video", "--engine", engine, "--style"])
         .arg(common::image("starry_night.jpg"))
         .arg("--weights")
         .arg(common::real_weights())
@@ -296,7 +301,7 @@ fn ctrl_c_stops_after_the_current_frame() {
     let dir = tempfile::tempdir().unwrap();
     let (frames, out) = (dir.path().join("in"), dir.path().join("out"));
     write_frames(&frames);
-    let mut c = video_command_steps(dir.path());
+    let mut c = video_command_steps(dir.path(), "cpu");
     // Long enough a frame that the signal lands inside the second.
     c.arg("--content")
         .arg(&frames)
@@ -510,4 +515,33 @@ fn passes_and_long_term_consistency_run_and_resume() {
     }
     let again = go();
     assert_eq!(field(&again, "status"), [r#""kept""#; 4]);
+}
+
+/// The relative temporal weight on the GPU engine and in tiles: each frame after the first
+/// has its λ and a temporal term, on both engines, whole and tiled (a frame's start is
+/// evaluated by the same engine and tiles as its steps).
+#[test]
+fn the_temporal_term_runs_on_the_gpu_and_in_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("in");
+    write_frames(&frames);
+    for (k, (engine, flags)) in [("gpu", &[][..]), ("cpu", &["--tile", "16"])]
+        .iter()
+        .enumerate()
+    {
+        let rep = dir.path().join(format!("r{k}.json"));
+        let mut c = video_command_on(dir.path(), engine);
+        c.args(*flags).arg("--content").arg(&frames);
+        c.arg("-o").arg(dir.path().join(format!("out{k}")));
+        c.arg("--report").arg(&rep);
+        assert!(run(c).status.success(), "{engine} {flags:?}");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+        for (i, f) in r["frames"].as_array().unwrap().iter().enumerate() {
+            let lambda = f["temporal_lambda"].as_f64().unwrap();
+            assert_eq!(lambda > 0.0, i > 0, "{engine} {flags:?}: {f}");
+            let temporal = f["temporal"].as_f64().unwrap();
+            assert_eq!(temporal > 0.0, i > 0, "{engine} {flags:?}: {f}");
+        }
+    }
 }

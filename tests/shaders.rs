@@ -1,5 +1,6 @@
 //! Every WGSL file parses and validates with naga, without any GPU, and translates for Vulkan,
-//! Metal and DX12 (SPIR-V, MSL, HLSL).
+//! Metal and DX12 (SPIR-V, MSL, HLSL); so does every pipeline's shader as the host builds it
+//! (`impasto shaders --out`, on lavapipe).
 
 mod common;
 
@@ -114,10 +115,17 @@ fn hlsl(
 /// mistranslates where the SPIR-V one accepts it fails here, naming the shader.
 #[test]
 fn every_shader_translates_for_vulkan_metal_and_dx12() {
+    let n = translate_all(every_source());
+    println!("{n} shaders: SPIR-V, MSL and HLSL");
+}
+
+/// Each of `shaders` validated and translated (SPIR-V checked by `spirv-val` where it is
+/// installed, MSL 2.4, HLSL), or a panic naming it; how many.
+fn translate_all(shaders: Vec<(String, String)>) -> usize {
     let spirv_val = common::program(&["spirv-val"], "spirv-tools");
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
-    for (name, src) in every_source() {
+    for (name, src) in shaders {
         let (module, info) = validated(&name, &src);
         let spv_options = naga::back::spv::Options {
             lang_version: (1, 3),
@@ -148,14 +156,53 @@ fn every_shader_translates_for_vulkan_metal_and_dx12() {
         hlsl(&module, &info, shader_model(&src)).unwrap_or_else(|e| panic!("{name}: HLSL: {e}"));
         n += 1;
     }
-    println!(
-        "{n} shaders: SPIR-V{}, MSL and HLSL",
-        if spirv_val.is_some() {
-            " (spirv-val)"
-        } else {
-            ""
+    n
+}
+
+/// `impasto shaders --out`: a file per pipeline of every variant, as the host built them on
+/// lavapipe (every conv tiling in f32 and f16, the f16 aliases as each entry point takes
+/// them: `sq_diff_sum` over images keeps f32, over feature maps (named by its aliases A and B)
+/// reads f16), and every file
+/// validated and translated for Vulkan, Metal and DX12.
+#[test]
+fn every_written_shader_translates_for_vulkan_metal_and_dx12() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shaders");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .args(["shaders", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    let read = |name: &str| {
+        std::fs::read_to_string(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    for t in TILINGS {
+        for storage in ["f32", "f16"] {
+            let src = read(&format!("conv.{t}-{storage}.conv_forward.wgsl"));
+            assert_eq!(
+                src.contains("= f16;"),
+                storage == "f16",
+                "conv {t} {storage}"
+            );
         }
-    );
+    }
+    assert!(!read("loss.f16.sq_diff_sum.wgsl").contains("= f16;"));
+    assert!(read("loss.f16.sq_diff_sum.A-B.wgsl").contains("= f16;"));
+    let mut written: Vec<(String, String)> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let src = read(&name);
+            (name, src)
+        })
+        .collect();
+    written.sort();
+    let n = translate_all(written);
+    println!("{said}{n} written shaders: SPIR-V, MSL and HLSL");
+    assert!(said.contains(&format!("wrote {n} shaders")), "{said}");
 }
 
 /// The translation checks can fail: MSL before 1.2 has no bit reversal (naga refuses it), and

@@ -70,6 +70,14 @@ pub enum Command {
     /// Time every variant of the conv and Gram kernels on the adapter and keep the fastest of
     /// each family for later GPU runs (in the user cache, keyed by adapter, driver and version)
     Tune(TuneArgs),
+    /// Write the WGSL of every pipeline of every variant as the host builds it (a developer
+    /// command: to read, diff, or give to naga, spirv-val or a vendor's compiler)
+    ///
+    /// One file per pipeline, FAMILY.VARIANT.ENTRY.wgsl: the tiling's constants filled in and
+    /// each entry point's feature-map aliases as it is built (f16 storage switches them to
+    /// f16). Builds the pipelines on the adapter (any, lavapipe included); variants it cannot
+    /// build (f16 without shader-f16) are left out and said.
+    Shaders(ShadersArgs),
     /// Inspect weights files
     Weights {
         #[command(subcommand)]
@@ -250,6 +258,13 @@ pub struct VideoArgs {
     pub fps: String,
     #[command(flatten)]
     pub options: JobOptions,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShadersArgs {
+    /// The directory to write them to (made when missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

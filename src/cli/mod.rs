@@ -11,6 +11,7 @@ pub mod observers;
 pub mod plan;
 pub mod score;
 pub mod serve;
+pub mod shaders;
 pub mod stylize;
 pub mod tune;
 pub mod video;
@@ -31,6 +32,7 @@ pub fn run(cli: &Cli) -> i32 {
         Command::Devices => devices::run().map(|_| 0),
         Command::Bench(args) => bench::command(args, adapter).map(|_| 0),
         Command::Tune(args) => tune::run(args, adapter).map(|_| 0),
+        Command::Shaders(args) => shaders::run(args, adapter).map(|_| 0),
         Command::Weights { command } => weights::run(command).map(|_| 0),
     };
     let status = result.unwrap_or_else(|e| {

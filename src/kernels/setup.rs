@@ -299,6 +299,32 @@ impl Setup {
     }
 }
 
+/// One pipeline's shader as the host built it (`impasto shaders --out`).
+#[derive(Clone, Debug)]
+pub struct BuiltShader {
+    pub entry: &'static str,
+    pub tiling: Tiling,
+    pub storage: Storage,
+    /// The family's source before the host's substitutions (which file or tiling it is).
+    pub family_source: String,
+    /// The feature-map aliases switched to f16 (none in f32 storage).
+    pub f16_aliases: Vec<String>,
+    /// The WGSL handed to wgpu.
+    pub source: String,
+}
+
+thread_local! {
+    static RECORDED: std::cell::RefCell<Option<Vec<BuiltShader>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `build`, recording the WGSL of every pipeline it builds on this thread.
+pub fn record_builds<R>(build: impl FnOnce() -> R) -> (R, Vec<BuiltShader>) {
+    RECORDED.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    let out = build();
+    let built = RECORDED.with(|r| r.borrow_mut().take()).unwrap_or_default();
+    (out, built)
+}
+
 /// Builds one entry point's pipeline, its feature-map aliases switched to f16 when the
 /// kernels store feature maps so.
 pub(super) struct Builder<'a> {
@@ -319,9 +345,22 @@ impl Builder<'_> {
         } else {
             &[]
         };
+        let source = specialise(src, aliases);
+        RECORDED.with(|r| {
+            if let Some(built) = r.borrow_mut().as_mut() {
+                built.push(BuiltShader {
+                    entry: name,
+                    tiling: self.setup.tiling,
+                    storage: self.setup.storage,
+                    family_source: src.to_string(),
+                    f16_aliases: aliases.iter().map(|a| a.to_string()).collect(),
+                    source: source.clone(),
+                });
+            }
+        });
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(specialise(src, aliases).into()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
         };
         let device = &self.gpu.device;
         let module = match self.setup.checks {

@@ -13,6 +13,7 @@ use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
 pub const COMMON_WGSL: &str = include_str!("../../shaders/gram_common.wgsl");
 pub const REGISTERS_WGSL: &str = include_str!("../../shaders/gram.wgsl");
 pub const GEMM_WGSL: &str = include_str!("../../shaders/gram_gemm.wgsl");
+pub const COOP_WGSL: &str = include_str!("../../shaders/gram_coop.wgsl");
 
 /// The WGSL the host compiles for a tiling: the common prelude, then gram.wgsl or gram_gemm.wgsl.
 pub fn source(tiling: Tiling) -> String {
@@ -22,6 +23,13 @@ pub fn source(tiling: Tiling) -> String {
         _ => GEMM_WGSL,
     };
     format!("{COMMON_WGSL}\n{body}")
+}
+
+/// The cooperative-matrix Gram kernel's WGSL (gram_coop.wgsl): its extensions, the common
+/// prelude, the kernel. Validated and translated by the tests; no engine builds it yet (the
+/// adapters here offer no cooperative matrices: docs/performance.md).
+pub fn coop_source() -> String {
+    format!("enable f16;\nenable wgpu_cooperative_matrix;\n{COMMON_WGSL}\n{COOP_WGSL}")
 }
 
 #[repr(C)]

@@ -39,6 +39,7 @@ pub fn shaders() -> Vec<(&'static str, String)> {
         ("pool.wgsl", pool::WGSL.to_string()),
         ("gram.wgsl", gram::source(Tiling::Registers(8))),
         ("gram_gemm.wgsl", gram::source(Tiling::Workgroup)),
+        ("gram_coop.wgsl", gram::coop_source()),
         ("loss.wgsl", loss::WGSL.to_string()),
         ("mask.wgsl", mask::WGSL.to_string()),
         ("preprocess.wgsl", preprocess::WGSL.to_string()),

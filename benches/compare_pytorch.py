@@ -39,10 +39,10 @@ def vgg19_convs():
     return convs
 
 
-def build(deepest, device):
+def build(deepest, device, memory_format=torch.contiguous_format):
     layers = []
     for idx, (name, cin, cout, pool_after) in enumerate(vgg19_convs()[: deepest + 1]):
-        conv = torch.nn.Conv2d(cin, cout, 3, padding=1).to(device)
+        conv = torch.nn.Conv2d(cin, cout, 3, padding=1).to(device, memory_format=memory_format)
         for p in conv.parameters():
             p.requires_grad_(False)
         layers.append((name, conv, pool_after and idx < deepest))
@@ -53,6 +53,8 @@ def features(layers, x, wanted):
     out = {}
     mean = torch.tensor([103.939, 116.779, 123.68], device=x.device).view(1, 3, 1, 1)
     h = x[:, [2, 1, 0]] * 255.0 - mean  # caffe: BGR, 0..255, minus mean
+    if x.is_contiguous(memory_format=torch.channels_last):
+        h = h.contiguous(memory_format=torch.channels_last)
     for name, conv, pool in layers:
         h = torch.relu(conv(h))
         if name in wanted:
@@ -81,7 +83,13 @@ def main():
     ap.add_argument("--engine", default=None, help="passed to impasto bench: gpu or cpu")
     ap.add_argument("--tf32", action="store_true",
                     help="let cuDNN/cuBLAS use TF32 (off: the comparison is fp32 against fp32)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="NHWC tensors and weights (what tensor-core convolutions prefer)")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="let cuDNN time its algorithms at the first step and keep the fastest")
     a = ap.parse_args()
+    torch.backends.cudnn.benchmark = a.cudnn_benchmark
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     # PyTorch lets cuDNN convolutions use TF32 by default; impasto computes in full f32.
     torch.backends.cudnn.allow_tf32 = a.tf32
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
@@ -94,10 +102,10 @@ def main():
     # Resident set before setup, after a first convolution has loaded the kernel libraries.
     torch.nn.functional.conv2d(torch.rand(1, 3, 8, 8), torch.rand(4, 3, 3, 3), padding=1)
     rss_before = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    layers = build(deepest, dev)
+    layers = build(deepest, dev, fmt)
     s = a.size
-    content = torch.rand(1, 3, s, s, device=dev)
-    style = torch.rand(1, 3, s, s, device=dev)
+    content = torch.rand(1, 3, s, s, device=dev).contiguous(memory_format=fmt)
+    style = torch.rand(1, 3, s, s, device=dev).contiguous(memory_format=fmt)
     with torch.no_grad():
         ct = features(layers, content, set(content_layers))
         st = {k: gram(v) for k, v in features(layers, style, set(style_layers)).items()}

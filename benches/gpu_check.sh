@@ -9,7 +9,8 @@
 #   bash benches/gpu_check.sh run
 #   checks every kernel against the CPU reference on the real GPU, times every kernel variant
 #   (impasto tune, f32 and f16), then the 512-px step with the default layers in the tuned
-#   variants (checked and unchecked shaders) against PyTorch + CUDA (fp32, TF32 off), prints the
+#   variants (checked and unchecked shaders) against PyTorch + CUDA (strict fp32, then TF32 as
+#   its default, then TF32 with channels-last and cudnn.benchmark), prints the
 #   memory plans up to 3840x2160 (--dry-run), the tiled step (--tile) against the untiled one
 #   at 2048 px and the 8K UHD plan and 2 steps in tiles, and times Adam, L-BFGS and coarse to
 #   fine at 512 px; the log lands in $OUT/gpu_check.log.
@@ -69,6 +70,14 @@ run() {
         echo "== PyTorch CUDA fp32 vs impasto (tuned variants, $st feature maps), 512 px, default layers"
         timeout 150 python3 benches/compare_pytorch.py --size 512 --steps 10 --device cuda \
             --impasto-bin .gpu/impasto --storage "$st"
+    done
+    # PyTorch as users run it: TF32 tensor cores (its default for convolutions), then
+    # channels-last with cuDNN's autotuner; impasto's tuned f32 beside each.
+    for mode in "--tf32" "--tf32 --channels-last --cudnn-benchmark"; do
+        echo "== PyTorch CUDA $mode vs impasto (tuned variants, f32), 512 px, default layers"
+        # shellcheck disable=SC2086
+        timeout 150 python3 benches/compare_pytorch.py --size 512 --steps 10 --device cuda \
+            --impasto-bin .gpu/impasto --storage f32 $mode
     done
     echo "== memory plans (--dry-run), default layers, weights of VGG19's shapes"
     python3 benches/vgg19_zeros.py /tmp/vgg19-zeros.safetensors /tmp/wide.png

@@ -61,3 +61,18 @@ fn to_grad(v: f32) -> Grad { return Grad(v); }
 @group(0) @binding(5) var<storage, read_write> chunk_grams: array<f32>;
 // gram_reduce: G, [N][N].
 @group(0) @binding(6) var<storage, read_write> gram_sum: array<f32>;
+
+// The Gram kernels' operands at position m: F's row ra (of the rows a) and row rb (of the rows
+// b), 0 past the rows bound or past m_end (the chunk's end).
+fn gram_operands(ra: u32, rb: u32, m: u32, m_end: u32) -> vec2<f32> {
+    var v = vec2<f32>(0.0);
+    if (m < m_end) {
+        if (ra < p.na) {
+            v.x = f32(feat[p.a_base + ra * p.m + m]);
+        }
+        if (rb < p.nb) {
+            v.y = f32(feat_b[p.b_base + rb * p.m + m]);
+        }
+    }
+    return v;
+}

@@ -32,20 +32,10 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var acc = coop_mat16x16<f32, C>();
     for (var m0 = m_begin; m0 < m_end; m0 += CT) {
         for (var e = 0u; e < 4u; e++) {
-            let m = m0 + sk + e;
             let k = sk + e;
-            var va = 0.0;
-            var vb = 0.0;
-            if (m < m_end) {
-                if (i0 + sr < p.na) {
-                    va = f32(feat[p.a_base + (i0 + sr) * p.m + m]);
-                }
-                if (j0 + sr < p.nb) {
-                    vb = f32(feat_b[p.b_base + (j0 + sr) * p.m + m]);
-                }
-            }
-            a_coop[k * CT + sr] = f16(va); // A(sr, k)
-            b_coop[sr * CT + k] = f16(vb); // B(k, sr)
+            let v = gram_operands(i0 + sr, j0 + sr, m0 + k, m_end);
+            a_coop[k * CT + sr] = f16(v.x); // A(sr, k)
+            b_coop[sr * CT + k] = f16(v.y); // B(k, sr)
         }
         workgroupBarrier();
         let a = coopLoad<coop_mat16x16<f16, A>>(&a_coop[0], CT);

@@ -49,20 +49,10 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var acc: array<vec4<f32>, 4>;
     for (var m0 = m_begin; m0 < m_end; m0 += TK) {
         for (var e = 0u; e < 4u; e++) {
-            let m = m0 + sk + e;
             let k = sk + e;
-            var va = 0.0;
-            var vb = 0.0;
-            if (m < m_end) {
-                if (ra < p.na) {
-                    va = f32(feat[p.a_base + ra * p.m + m]);
-                }
-                if (rb < p.nb) {
-                    vb = f32(feat_b[p.b_base + rb * p.m + m]);
-                }
-            }
-            a_tile[k * 16u + sr / 4u][sr % 4u] = va;
-            b_tile[k * 16u + sr / 4u][sr % 4u] = vb;
+            let v = gram_operands(ra, rb, m0 + k, m_end);
+            a_tile[k * 16u + sr / 4u][sr % 4u] = v.x;
+            b_tile[k * 16u + sr / 4u][sr % 4u] = v.y;
         }
         workgroupBarrier();
         multiply_tiles(lid, &acc);

@@ -828,6 +828,11 @@ fn devices_on_a_headless_machine_leave_stderr_clean() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.starts_with("cpu: CPU engine"), "{listed}");
     assert!(!listed.contains("(Gl,"), "GL was probed: {listed}");
+    // The software drivers offer no tensor cores to WGSL, and say so.
+    if listed.contains("llvmpipe") {
+        let coop = "tensor cores from WGSL (cooperative matrices): none";
+        assert!(listed.contains(coop), "{listed}");
+    }
 }
 
 #[test]

@@ -149,28 +149,33 @@ fn write_frames(dir: &Path) {
     }
 }
 
+/// `impasto video` (the small CPU settings, `extra` flags) of `write_frames`'s four frames in
+/// `dir`/in to `dir`/`out` with a report; its exit status and report.
+fn video_of_frames(
+    dir: &Path, engine: &str, extra: &[&str], out: &str,
+) -> (bool, serde_json::Value) {
+    let rep = dir.join(format!("{out}.json"));
+    let mut c = video_command_on(dir, engine);
+    c.args(extra).arg("--content").arg(dir.join("in"));
+    c.arg("-o").arg(dir.join(out)).arg("--report").arg(&rep);
+    let ok = run(c).status.success();
+    let report = std::fs::read_to_string(&rep).map_or(serde_json::Value::Null, |r| {
+        serde_json::from_str(&r).unwrap()
+    });
+    (ok, report)
+}
+
 /// A directory of frames in and out: one PNG per frame with the input's names, the report's
 /// entries; a rerun keeps them all; removing one redoes that one only.
 #[test]
 fn a_directory_of_frames_is_stylized_and_resumed() {
     let dir = tempfile::tempdir().unwrap();
-    let (frames, out, rep) = (
-        dir.path().join("in"),
-        dir.path().join("out"),
-        dir.path().join("r.json"),
-    );
-    write_frames(&frames);
+    let out = dir.path().join("out");
+    write_frames(&dir.path().join("in"));
     let go = || {
-        let mut c = video_command(dir.path());
-        c.arg("--content")
-            .arg(&frames)
-            .arg("-o")
-            .arg(&out)
-            .arg("--report")
-            .arg(&rep);
-        let o = run(c);
-        assert!(o.status.success());
-        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&rep).unwrap()).unwrap()
+        let (ok, report) = video_of_frames(dir.path(), "cpu", &[], "out");
+        assert!(ok);
+        report
     };
     let r = go();
     let statuses = |r: &serde_json::Value| -> Vec<String> {
@@ -480,24 +485,13 @@ fn the_default_temporal_weight_holds_the_flicker_down() {
 #[test]
 fn passes_and_long_term_consistency_run_and_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let (frames, out, rep) = (
-        dir.path().join("in"),
-        dir.path().join("out"),
-        dir.path().join("r.json"),
-    );
-    write_frames(&frames);
+    let out = dir.path().join("out");
+    write_frames(&dir.path().join("in"));
     let go = || {
-        let mut c = video_command(dir.path());
-        c.args(["--passes", "2", "--long-term", "2", "--content"])
-            .arg(&frames)
-            .arg("-o")
-            .arg(&out)
-            .arg("--report")
-            .arg(&rep);
-        assert!(run(c).status.success());
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
-        r["frames"].as_array().unwrap().clone()
+        let flags = ["--passes", "2", "--long-term", "2"];
+        let (ok, report) = video_of_frames(dir.path(), "cpu", &flags, "out");
+        assert!(ok);
+        report["frames"].as_array().unwrap().clone()
     };
     let r = go();
     let field = |r: &[serde_json::Value], k: &str| -> Vec<String> {
@@ -523,20 +517,13 @@ fn passes_and_long_term_consistency_run_and_resume() {
 #[test]
 fn the_temporal_term_runs_on_the_gpu_and_in_tiles() {
     let dir = tempfile::tempdir().unwrap();
-    let frames = dir.path().join("in");
-    write_frames(&frames);
+    write_frames(&dir.path().join("in"));
     for (k, (engine, flags)) in [("gpu", &[][..]), ("cpu", &["--tile", "16"])]
         .iter()
         .enumerate()
     {
-        let rep = dir.path().join(format!("r{k}.json"));
-        let mut c = video_command_on(dir.path(), engine);
-        c.args(*flags).arg("--content").arg(&frames);
-        c.arg("-o").arg(dir.path().join(format!("out{k}")));
-        c.arg("--report").arg(&rep);
-        assert!(run(c).status.success(), "{engine} {flags:?}");
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+        let (ok, r) = video_of_frames(dir.path(), engine, flags, &format!("out{k}"));
+        assert!(ok, "{engine} {flags:?}");
         for (i, f) in r["frames"].as_array().unwrap().iter().enumerate() {
             let lambda = f["temporal_lambda"].as_f64().unwrap();
             assert_eq!(lambda > 0.0, i > 0, "{engine} {flags:?}: {f}");

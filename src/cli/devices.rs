@@ -30,6 +30,15 @@ pub fn run() -> Result<()> {
             d.invocations_per_workgroup.unwrap_or_default(),
             if d.timestamps == Some(true) { "yes" } else { "no" }
         );
+        let coop = d.cooperative_matrices.as_deref().unwrap_or_default();
+        println!(
+            "   tensor cores from WGSL (cooperative matrices): {}",
+            if coop.is_empty() {
+                "none".to_string()
+            } else {
+                coop.join(", ")
+            }
+        );
     }
     if devices.len() == 1 {
         println!("no GPU adapter found (for --engine gpu without a GPU: `apt-get install mesa-vulkan-drivers`)");

@@ -51,6 +51,8 @@ pub struct AdapterSummary {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The cooperative-matrix (tensor core) shapes and types the adapter offers to WGSL.
+    pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -112,6 +114,13 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
             info: a.get_info(),
             limits: a.limits(),
             features: a.features(),
+            cooperative_matrices: match a
+                .features()
+                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            {
+                true => a.cooperative_matrix_properties(),
+                false => Vec::new(),
+            },
         })
         .collect()
 }

@@ -18,6 +18,9 @@ pub struct Device {
     pub workgroup_storage_bytes: Option<u64>,
     pub invocations_per_workgroup: Option<u64>,
     pub timestamps: Option<bool>,
+    /// The tensor-core shapes WGSL can reach (cooperative matrices), e.g. "16x16x16
+    /// f16·f16+f32" (GPU adapters only; empty where none are offered).
+    pub cooperative_matrices: Option<Vec<String>>,
 }
 
 /// The CPU engine first, then the GPU adapters best first (the first is the default).
@@ -33,6 +36,7 @@ pub fn devices() -> Vec<Device> {
         workgroup_storage_bytes: None,
         invocations_per_workgroup: None,
         timestamps: None,
+        cooperative_matrices: None,
     };
     let adapters = crate::gpu::list_adapters().into_iter().enumerate();
     let gpus = adapters.map(|(i, a)| Device {
@@ -46,6 +50,21 @@ pub fn devices() -> Vec<Device> {
         workgroup_storage_bytes: Some(a.limits.max_compute_workgroup_storage_size as u64),
         invocations_per_workgroup: Some(a.limits.max_compute_invocations_per_workgroup as u64),
         timestamps: Some(a.features.contains(wgpu::Features::TIMESTAMP_QUERY)),
+        cooperative_matrices: Some(a.cooperative_matrices.iter().map(shape).collect()),
     });
     std::iter::once(cpu).chain(gpus).collect()
+}
+
+/// A cooperative-matrix configuration as M x N x K and the types: "16x16x16 f16·f16+f32".
+fn shape(c: &wgpu::CooperativeMatrixProperties) -> String {
+    let t = |t: wgpu::CooperativeScalarType| format!("{t:?}").to_lowercase();
+    format!(
+        "{}x{}x{} {}·{}+{}",
+        c.m_size,
+        c.n_size,
+        c.k_size,
+        t(c.ab_type),
+        t(c.ab_type),
+        t(c.cr_type)
+    )
 }

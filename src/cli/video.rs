@@ -104,7 +104,7 @@ struct VideoRun<'a> {
     sink: Sink,
     bar: Option<ProgressBar>,
     report: Vec<FrameReport>,
-    /// The last result, for the preview's final state.
+    /// The last result, for the preview's final state (kept only with `--preview`).
     last: Option<Image>,
     /// The first frame's size as read (width, height): every frame must have it.
     input_size: Option<(usize, usize)>,
@@ -412,7 +412,9 @@ impl VideoRun<'_> {
         (entry.content, entry.style, entry.tv) = (l.content, l.style, l.tv);
         (entry.temporal, entry.total) = (l.temporal, l.total);
         self.done(entry, t0)?;
-        self.last = Some(outcome.image.clone());
+        if self.preview.is_some() {
+            self.last = Some(outcome.image.clone());
+        }
         Ok(outcome.image)
     }
 

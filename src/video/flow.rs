@@ -350,9 +350,11 @@ fn refine(a: &Plane, b: &Plane, gb: &Gradient, f0: &Flow, s: FlowSettings) -> Fl
     let mut f = f0.clone();
     // The dual variables: for u, (p11, p12); for v, (p21, p22).
     let mut dual = [vec![0.0f32; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+    // Made once for the warp's iterations.
+    let (mut div_u, mut div_v) = (vec![0.0f32; n], vec![0.0f32; n]);
     for _ in 0..s.iterations {
-        let div_u = divergence(&dual[0], &dual[1], (h, w));
-        let div_v = divergence(&dual[2], &dual[3], (h, w));
+        divergence(&dual[0], &dual[1], (h, w), &mut div_u);
+        divergence(&dual[2], &dual[3], (h, w), &mut div_v);
         let moved: f32 = (f.u.par_iter_mut().zip(f.v.par_iter_mut()).enumerate())
             .map(|(p, (u, v))| {
                 let (gx, gy, g2) = (lin.gx[p], lin.gy[p], lin.g2[p]);
@@ -381,26 +383,23 @@ fn refine(a: &Plane, b: &Plane, gb: &Gradient, f0: &Flow, s: FlowSettings) -> Fl
     f
 }
 
-/// div (p1, p2) by backward differences (the adjoint of the forward-difference gradient,
-/// which is 0 across the last column and row).
-fn divergence(p1: &[f32], p2: &[f32], (h, w): (usize, usize)) -> Vec<f32> {
-    (0..h * w)
-        .into_par_iter()
-        .map(|p| {
-            let (x, y) = (p % w, p / w);
-            let dx = match x {
-                0 => p1[p],
-                _ if x == w - 1 => -p1[p - 1],
-                _ => p1[p] - p1[p - 1],
-            };
-            let dy = match y {
-                0 => p2[p],
-                _ if y == h - 1 => -p2[p - w],
-                _ => p2[p] - p2[p - w],
-            };
-            dx + dy
-        })
-        .collect()
+/// div (p1, p2) into `out` by backward differences (the adjoint of the forward-difference
+/// gradient, which is 0 across the last column and row).
+fn divergence(p1: &[f32], p2: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
+    out.par_iter_mut().enumerate().for_each(|(p, out)| {
+        let (x, y) = (p % w, p / w);
+        let dx = match x {
+            0 => p1[p],
+            _ if x == w - 1 => -p1[p - 1],
+            _ => p1[p] - p1[p - 1],
+        };
+        let dy = match y {
+            0 => p2[p],
+            _ if y == h - 1 => -p2[p - w],
+            _ => p2[p] - p2[p - w],
+        };
+        *out = dx + dy;
+    });
 }
 
 /// The dual step: p ← (p + k ∇u) / (1 + k |∇u|) for each component of the flow, ∇ by forward

@@ -8,8 +8,8 @@
 //! disjoint, Σ_j c'_j (x − w_j)² is one term with target Σ_j c'_j w_j and weights Σ_j c'_j:
 //! the engines' single temporal term holds any J.
 
-use super::flow::{flow, FlowSettings, Plane};
-use super::warp::{consistency, warp};
+use super::flow::Plane;
+use super::warp::{trusted_flow, warp};
 use crate::model::Image;
 
 /// The temporal term's inputs for one frame, and where the frame starts.
@@ -28,9 +28,7 @@ pub struct TemporalInputs {
 pub fn temporal_inputs(content: &Image, earlier: &[(&Image, &Image)]) -> TemporalInputs {
     let here = Plane::luma(content);
     let warped = earlier.iter().map(|(e_content, e_result)| {
-        let there = Plane::luma(e_content);
-        let backward = flow(&here, &there, FlowSettings::default());
-        let c = consistency(&backward, &flow(&there, &here, FlowSettings::default()));
+        let (backward, c) = trusted_flow(&here, &Plane::luma(e_content));
         (warp(e_result, &backward), c)
     });
     nearest_first(warped)

@@ -56,6 +56,15 @@ pub fn consistency(backward: &Flow, forward: &Flow) -> Vec<f32> {
     c
 }
 
+/// The flow from frame `here` back to frame `there`, and where it can be trusted
+/// ([`consistency`] against the flow the other way): what the temporal term and the
+/// warping error both warp by.
+pub fn trusted_flow(here: &Plane, there: &Plane) -> (Flow, Vec<f32>) {
+    let backward = flow(here, there, FlowSettings::default());
+    let c = consistency(&backward, &flow(there, here, FlowSettings::default()));
+    (backward, c)
+}
+
 /// The temporal warping error of stylised sequences of the frames `content`: over each pair
 /// of consecutive frames, the mean |o_t − warp(o_{t−1})| over the pixels whose flow is
 /// consistent, the flow computed on the content frames as `impasto video` does (once for all
@@ -65,8 +74,7 @@ pub fn warping_errors(content: &[Image], runs: &[&[Image]]) -> Vec<f64> {
     let mut sums = vec![0.0; runs.len()];
     for t in 1..content.len() {
         let (a, b) = (Plane::luma(&content[t]), Plane::luma(&content[t - 1]));
-        let backward = flow(&a, &b, FlowSettings::default());
-        let c = consistency(&backward, &flow(&b, &a, FlowSettings::default()));
+        let (backward, c) = trusted_flow(&a, &b);
         let n = c.len();
         let k = 3.0 * c.iter().map(|&c| c as f64).sum::<f64>();
         for (sum, results) in sums.iter_mut().zip(runs) {

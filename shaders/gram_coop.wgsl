@@ -4,20 +4,22 @@
 // (kernels::gram::coop_source); it has gram_gemm.wgsl's bindings and meaning, so that it can
 // stand in for it once the engine offers it (not yet: docs/performance.md).
 //
-// One workgroup computes one 16x16 tile of G (chunk wid.z of the positions). Its 64
-// invocations stage a 16x16 slice of each operand into workgroup memory as f16 (the feature
+// One workgroup computes one CT x CT tile of G (chunk wid.z of the positions; CT is the
+// matrices' side, 16 or 8 as the adapter offers: the host rewrites it and the type's name).
+// Its CT²/4 invocations stage a CT x CT slice of each operand into workgroup memory as f16 (the feature
 // maps' f32 rounded: what the mixed precision gives up), then the subgroup multiplies them on
 // the matrix units. Every subgroup of the workgroup computes the same tile (a cooperative
 // matrix belongs to one subgroup; subgroups are 32 or 64 wide): they store the same values.
 // Tiles are column-major: element (row r, column c) at c·16 + r.
 
 const CT: u32 = 16u;
+const GW: u32 = CT * CT / 4u; // invocations: 4 values of each operand's slice each
 
-var<workgroup> a_coop: array<f16, 256>;  // A = F[i0 .. i0+16][m0 .. m0+16]
-var<workgroup> b_coop: array<f16, 256>;  // B = Fᵀ[m0 .. m0+16][j0 .. j0+16]
-var<workgroup> c_coop: array<f32, 256>;  // the tile of G
+var<workgroup> a_coop: array<f16, CT * CT>;  // A = F[i0 .. i0+CT][m0 .. m0+CT]
+var<workgroup> b_coop: array<f16, CT * CT>;  // B = Fᵀ[m0 .. m0+CT][j0 .. j0+CT]
+var<workgroup> c_coop: array<f32, CT * CT>;  // the tile of G
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(GW, 1, 1)
 fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     // (Below the diagonal of a diagonal block there is nothing to write; the tile is
     // computed anyway: cooperative operations must stay in uniform control flow.)
@@ -26,16 +28,16 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let j0 = wid.x * CT;
     let m_begin = wid.z * p.chunk_len;
     let m_end = min(m_begin + p.chunk_len, p.m);
-    // Staging: row lid / 4 of each operand, reduction columns 4·(lid % 4) .. + 3.
-    let sr = lid / 4u;
-    let sk = 4u * (lid % 4u);
+    // Staging: row lid / (CT / 4) of each operand, reduction columns 4·(lid % (CT / 4)) .. + 3.
+    let sr = lid / (CT / 4u);
+    let sk = 4u * (lid % (CT / 4u));
     var acc = coop_mat16x16<f32, C>();
     for (var m0 = m_begin; m0 < m_end; m0 += CT) {
         for (var e = 0u; e < 4u; e++) {
             let k = sk + e;
             let v = gram_operands(i0 + sr, j0 + sr, m0 + k, m_end);
-            a_coop[k * CT + sr] = f16(v.x); // A(sr, k)
-            b_coop[sr * CT + k] = f16(v.y); // B(k, sr)
+            a_coop[k * CT + sr] = f16(clamp(v.x, -65504.0, 65504.0)); // A(sr, k)
+            b_coop[sr * CT + k] = f16(clamp(v.y, -65504.0, 65504.0)); // B(k, sr)
         }
         workgroupBarrier();
         let a = coopLoad<coop_mat16x16<f16, A>>(&a_coop[0], CT);

@@ -8,19 +8,30 @@ use common::{
 };
 use impasto::gpu::submit;
 use impasto::kernels::conv::{pad_backward_weights, pad_forward_weights};
-use impasto::kernels::{pool, Kernels, Storage, Tiling, TILINGS};
+use impasto::kernels::{pool, precision, Kernels, Storage, Tiling, Variants, TILINGS};
 use impasto::model::Convention;
 use impasto::model::{AdamConfig, Affine, Pooling};
 use impasto::reference;
 
 const TOL: f64 = 1e-4;
 
+/// What f16 operands with f32 accumulation give (max error relative to the result's scale):
+/// the cooperative-matrix variants' tolerance.
+const MIXED_TOL: f64 = 4e-3;
+
+/// Every conv tiling the adapter runs, with the tolerance its arithmetic allows: the f32 ones,
+/// and the variant on cooperative matrices where the adapter offers one.
+fn conv_tilings(g: &impasto::gpu::Gpu) -> Vec<(Tiling, f64)> {
+    let mixed = precision::mixed_tiling(g).ok().map(|t| (t, MIXED_TOL));
+    TILINGS.map(|t| (t, TOL)).into_iter().chain(mixed).collect()
+}
+
 #[test]
 fn conv_forward_matches_reference() {
     let g = &ctx().gpu;
     let mut r = rng(1);
     // Every tile configuration an adapter can get.
-    for tile in TILINGS {
+    for (tile, tol) in conv_tilings(g) {
         let k = Kernels::with_tiling(g, tile).unwrap();
         for (k_shape, (cin, cout, h, w)) in CONV_SHAPES.into_iter().enumerate() {
             // Every other shape with circular padding (--seamless).
@@ -48,7 +59,7 @@ fn conv_forward_matches_reference() {
                 &format!("conv_forward (tile {tile}, circular {circular}) {cin}->{cout} {h}x{w}"),
                 &got,
                 &want,
-                TOL,
+                tol,
             );
         }
     }
@@ -58,7 +69,7 @@ fn conv_forward_matches_reference() {
 fn conv_backward_input_matches_reference() {
     let g = &ctx().gpu;
     let mut r = rng(2);
-    for tile in TILINGS {
+    for (tile, tol) in conv_tilings(g) {
         let k = Kernels::with_tiling(g, tile).unwrap();
         for (k_shape, (cin, cout, h, w)) in CONV_SHAPES.into_iter().enumerate() {
             // Every other shape with circular padding (--seamless).
@@ -94,7 +105,7 @@ fn conv_backward_input_matches_reference() {
                 ),
                 &got,
                 &want,
-                TOL,
+                tol,
             );
             if input_relu {
                 // The same mask from the input's signs as bits (kernels::signs), the bits
@@ -127,7 +138,7 @@ fn conv_backward_input_matches_reference() {
                     &format!("conv_backward_input_bitmask (tile {tile}) {cin}->{cout} {h}x{w}"),
                     &g.read(&out, cin * h * w).unwrap(),
                     &want,
-                    TOL,
+                    tol,
                 );
             }
         }
@@ -305,8 +316,11 @@ fn gram_and_style_loss_match_reference() {
         (9, 2049),
         (130, 201),
     ];
-    // Every Gram kernel family (the register tilings share one).
-    for tiling in [Tiling::Registers(8), Tiling::Workgroup] {
+    // Every Gram kernel family (the register tilings share one), and the cooperative one
+    // where the adapter offers it.
+    let gram_tilings = [(Tiling::Registers(8), TOL), (Tiling::Workgroup, TOL)];
+    let mixed = precision::mixed_tiling(g).ok().map(|t| (t, MIXED_TOL));
+    for (tiling, tol) in gram_tilings.into_iter().chain(mixed) {
         let kernels = Kernels::with_tiling(g, tiling).unwrap();
         for (n, m) in shapes {
             // Post-ReLU features, zero about a third of the time.
@@ -346,14 +360,14 @@ fn gram_and_style_loss_match_reference() {
                 &format!("gram ({tiling}) {n}x{m}"),
                 &g.read(&gb, n * n).unwrap(),
                 &gram_ref,
-                TOL,
+                tol,
             );
             let l = g.read(&loss, 2).unwrap()[1];
             check(
                 &format!("style loss ({tiling}) {n}x{m}"),
                 &[l],
                 &[reference::style_loss(&gram_ref, &ad, n, m)],
-                TOL,
+                tol,
             );
             // The kernel's coef is weight / (n² m²); the reference's gradient carries 1 / (n² m²).
             let sg = reference::style_grad(&fd, &gram_ref, &ad, n, m);
@@ -375,7 +389,7 @@ fn gram_and_style_loss_match_reference() {
                 &format!("style grad ({tiling}) {n}x{m}"),
                 &g.read(&dst, n * m).unwrap(),
                 &want,
-                TOL,
+                tol,
             );
         }
     }
@@ -672,4 +686,46 @@ fn loss_sums_are_deterministic() {
         submit_all(g, &[&d]);
         assert_eq!(g.read(&loss, 1).unwrap()[0].to_bits(), first.to_bits());
     }
+}
+
+/// Mixed precision where the adapter offers cooperative matrices: the check against f32 passes.
+/// Where it does not (lavapipe before Mesa 25.2, SwiftShader): the kernels are refused with a
+/// message naming the adapter, and nothing crashes.
+#[test]
+fn mixed_precision_is_checked_or_refused() {
+    let g = &ctx().gpu;
+    match precision::mixed_tiling(g) {
+        Ok(t) => {
+            let check = precision::check_mixed(g, Variants::uniform(t)).unwrap();
+            println!("{t} against f32: {}", check.describe());
+            assert_eq!(check.refusal(precision::MIXED_TOLERANCE), None);
+            // f16 operands cost something: a check that measured nothing measured wrong.
+            assert!(check.worst() > 1e-6, "{}", check.describe());
+        }
+        Err(why) => {
+            println!("not offered: {why}");
+            assert!(why.contains(&g.info.name), "{why}");
+            for t in impasto::kernels::MIXED_TILINGS {
+                let e = Kernels::with_tiling(g, t).err().expect("refused");
+                assert!(format!("{e}").contains("cooperative matrices"), "{e}");
+            }
+        }
+    }
+}
+
+/// The check itself: two f32 tilings agree to f32 rounding (summed in other orders), and a
+/// tolerance below what it measured refuses, naming the problem and its error.
+#[test]
+fn the_precision_check_measures_and_refuses() {
+    let g = &ctx().gpu;
+    let regs = Kernels::with_tiling(g, Tiling::Registers(8)).unwrap();
+    let gemm = Kernels::with_tiling(g, Tiling::Workgroup).unwrap();
+    let check = precision::compare(g, &regs, &gemm).unwrap();
+    println!("regs8 against gemm64: {}", check.describe());
+    assert_eq!(check.errors.len(), 6);
+    assert!(check.worst() < 1e-5, "{}", check.describe());
+    assert_eq!(check.refusal(1e-5), None);
+    assert!(check.worst() > 0.0, "{}", check.describe());
+    let refused = check.refusal(check.worst() / 2.0).expect("refused");
+    assert!(refused.contains("conv") || refused.contains("gram"), "{refused}");
 }

@@ -14,6 +14,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The cooperative-matrix (tensor core) configurations the device was opened with (none
+    /// where the adapter offers no cooperative matrices).
+    pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
     /// Errors the device reported outside any error scope (e.g. out of memory during a step).
     errors: Arc<Mutex<Vec<String>>>,
     /// Why the device was lost (driver reset, GPU removed, destroyed), once it is.
@@ -130,6 +133,39 @@ const NO_ADAPTER_HELP: &str =
 on a machine without a GPU install Mesa's software Vulkan driver (Debian/Ubuntu: \
 `apt-get install mesa-vulkan-drivers`) and run again";
 
+/// wgpu's feature for cooperative matrices (tensor cores from WGSL): experimental.
+const COOPERATIVE: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+
+/// The device with every limit of the adapter and the features impasto uses where offered:
+/// timestamps, shader-f16 and cooperative matrices (`--precision mixed`; should the driver
+/// refuse the experimental feature, the device is opened without it).
+fn open_device(
+    adapter: &wgpu::Adapter, limits: &wgpu::Limits,
+) -> Result<(wgpu::Device, wgpu::Queue, wgpu::Features)> {
+    let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | COOPERATIVE;
+    let open = |features: wgpu::Features| {
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("impasto"),
+            required_features: features,
+            required_limits: limits.clone(),
+            // SAFETY: cooperative matrices are only used by kernels built for
+            // `--precision mixed`, and those are checked against the f32 ones before a run
+            // takes them (kernels::precision).
+            experimental_features: match features.contains(COOPERATIVE) {
+                true => unsafe { wgpu::ExperimentalFeatures::enabled() },
+                false => wgpu::ExperimentalFeatures::disabled(),
+            },
+            ..Default::default()
+        }))
+        .map(|(d, q)| (d, q, features))
+    };
+    let features = adapter.features() & wanted;
+    match open(features) {
+        Err(_) if features.contains(COOPERATIVE) => Ok(open(features - COOPERATIVE)?),
+        opened => Ok(opened?),
+    }
+}
+
 impl Gpu {
     /// Opens the best adapter, or the first whose name contains `wanted` (case-insensitive),
     /// or the adapter at that index of `impasto devices`' list. `None` falls back to `IMPASTO_ADAPTER`.
@@ -172,15 +208,12 @@ impl Gpu {
         let software = info.device_type == wgpu::DeviceType::Cpu;
         // Ask for everything the adapter allows: big storage bindings matter for big images.
         let limits = adapter.limits();
-        let features =
-            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("impasto"),
-            required_features: features,
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .with_context(|| format!("could not open adapter {}", info.name))?;
+        let (device, queue, features) = open_device(adapter, &limits)
+            .with_context(|| format!("could not open adapter {}", info.name))?;
+        let cooperative_matrices = match features.contains(COOPERATIVE) {
+            true => adapter.cooperative_matrix_properties(),
+            false => Vec::new(),
+        };
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -197,6 +230,7 @@ impl Gpu {
             info,
             limits,
             features,
+            cooperative_matrices,
             errors,
             lost,
             allocated: Default::default(),

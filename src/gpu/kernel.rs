@@ -314,7 +314,11 @@ pub fn specialise(src: &str, f16_aliases: &[&str]) -> String {
     if f16_aliases.is_empty() {
         return src.to_string();
     }
-    let mut out = String::from("enable f16;\n");
+    // (Sources on cooperative matrices enable f16 themselves.)
+    let mut out = match src.contains("enable f16;") {
+        true => String::new(),
+        false => String::from("enable f16;\n"),
+    };
     out.push_str(src);
     for a in f16_aliases {
         let line = format!("alias {a} = f32;");

@@ -1,7 +1,7 @@
 //! 3x3 convolutions (stride 1, padding 1) with bias and ReLU, and their input gradient:
 //! `shaders/conv_common.wgsl` (parameters and bindings) joined in front of `conv.wgsl`
-//! (register-blocked) or `conv_gemm.wgsl` (workgroup GEMM tiles), and the weight layouts
-//! both read.
+//! (register-blocked), `conv_gemm.wgsl` (workgroup GEMM tiles) or `conv_coop.wgsl`
+//! (cooperative matrices: tensor cores), and the weight layouts they read.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -11,11 +11,29 @@ use crate::gpu::{Bound, Dispatch, Gpu, Kernel};
 pub const COMMON_WGSL: &str = include_str!("../../shaders/conv_common.wgsl");
 pub const REGISTERS_WGSL: &str = include_str!("../../shaders/conv.wgsl");
 pub const GEMM_WGSL: &str = include_str!("../../shaders/conv_gemm.wgsl");
+pub const COOP_WGSL: &str = include_str!("../../shaders/conv_coop.wgsl");
+
+/// conv_coop.wgsl as the host compiles it: its extensions, the common prelude, the kernel on
+/// matrices of side `m` (8 or 16) with workgroups of `invocations` (`m` to m²/2: the
+/// adapter's largest subgroup, [`super::precision::coop_invocations`]).
+pub fn coop_source(m: usize, invocations: u32) -> String {
+    assert!(matches!(m, 8 | 16) && (m as u32..=(m * m / 2) as u32).contains(&invocations));
+    let body = super::setup::rewrite(
+        COOP_WGSL,
+        &[
+            ("const M: u32 = 16u;", format!("const M: u32 = {m}u;")),
+            ("const WG: u32 = 32u;", format!("const WG: u32 = {invocations}u;")),
+            ("coop_mat16x16", format!("coop_mat{m}x{m}")),
+        ],
+    );
+    format!("enable f16;\nenable wgpu_cooperative_matrix;\n{COMMON_WGSL}\n{body}")
+}
 
 /// The WGSL the host compiles for a tiling: the common prelude, then conv.wgsl with its
-/// channel block substituted, or conv_gemm.wgsl.
+/// channel block substituted, or conv_gemm.wgsl (conv_coop.wgsl: [`coop_source`]).
 pub fn source(tiling: Tiling) -> String {
     let body = match tiling {
+        Tiling::Cooperative(m) => return coop_source(m, m as u32),
         Tiling::Registers(block) => {
             let line = "const CV: u32 = 2u;";
             assert!(REGISTERS_WGSL.contains(line) && block.is_multiple_of(4));
@@ -80,7 +98,17 @@ pub struct ConvKernels {
 
 impl ConvKernels {
     pub(super) fn build(b: &Builder<'_>) -> ConvKernels {
-        let src = source(b.setup.tiling);
+        let src = match b.setup.tiling {
+            Tiling::Cooperative(m) => {
+                coop_source(m, super::precision::coop_invocations(&b.gpu.info, m))
+            }
+            t => source(t),
+        };
+        // (The narrow backward has no cooperative twin: 3 channels would waste the tiles.)
+        let narrow_src = match b.setup.tiling {
+            Tiling::Cooperative(_) => source(Tiling::Workgroup),
+            _ => src.clone(),
+        };
         ConvKernels {
             setup: b.setup,
             forward: b.kernel(
@@ -111,7 +139,7 @@ impl ConvKernels {
             backward_input_narrow: b.setup.tiling.conv_tile().map(|_| {
                 b.kernel(
                     "conv_backward_input_narrow",
-                    &src,
+                    &narrow_src,
                     &["Src", "Dst"],
                     &["src", "weight", "dst"],
                 )

@@ -26,10 +26,26 @@ pub fn source(tiling: Tiling) -> String {
 }
 
 /// The cooperative-matrix Gram kernel's WGSL (gram_coop.wgsl): its extensions, the common
-/// prelude, the kernel. Validated and translated by the tests; no engine builds it yet (the
-/// adapters here offer no cooperative matrices: docs/performance.md).
-pub fn coop_source() -> String {
-    format!("enable f16;\nenable wgpu_cooperative_matrix;\n{COMMON_WGSL}\n{COOP_WGSL}")
+/// prelude, the kernel on matrices of side `m` (8 or 16) ([`Tiling::Cooperative`]'s `gram`;
+/// its style gradient is gemm64's).
+pub fn coop_source(m: usize) -> String {
+    assert!(matches!(m, 8 | 16));
+    let body = super::setup::rewrite(
+        COOP_WGSL,
+        &[
+            ("const CT: u32 = 16u;", format!("const CT: u32 = {m}u;")),
+            ("coop_mat16x16", format!("coop_mat{m}x{m}")),
+        ],
+    );
+    format!("enable f16;\nenable wgpu_cooperative_matrix;\n{COMMON_WGSL}\n{body}")
+}
+
+/// The side of a Gram workgroup's tile of G (GEMM tilings).
+fn gram_tile(tiling: Tiling) -> usize {
+    match tiling {
+        Tiling::Cooperative(m) => m,
+        _ => GEMM_TILE,
+    }
 }
 
 #[repr(C)]
@@ -87,9 +103,13 @@ pub struct GramKernels {
 impl GramKernels {
     pub(super) fn build(b: &Builder<'_>) -> GramKernels {
         let src = source(b.setup.tiling);
+        let gram_src = match b.setup.tiling {
+            Tiling::Cooperative(m) => coop_source(m),
+            _ => src.clone(),
+        };
         GramKernels {
             setup: b.setup,
-            gram: b.kernel("gram", &src, &["Feat"], &["feat", "feat_b", "chunk_grams"]),
+            gram: b.kernel("gram", &gram_src, &["Feat"], &["feat", "feat_b", "chunk_grams"]),
             // Only gram.wgsl has the reduction; both tilings share it.
             reduce: b.kernel(
                 "gram_reduce",
@@ -128,8 +148,8 @@ impl GramKernels {
             Tiling::Registers(_) => {
                 4096usize.div_ceil((n.div_ceil(8) * (n.div_ceil(8) + 1) / 2).max(1))
             }
-            _ => {
-                let t = n.div_ceil(GEMM_TILE);
+            tiling => {
+                let t = n.div_ceil(gram_tile(tiling));
                 512usize.div_ceil(t * (t + 1) / 2)
             }
         };
@@ -165,7 +185,10 @@ impl GramKernels {
                     (Tiling::Registers(_), false) => {
                         [(na.div_ceil(8) * nb.div_ceil(8)).div_ceil(64), 1]
                     }
-                    _ => [nb.div_ceil(GEMM_TILE), na.div_ceil(GEMM_TILE)],
+                    (tiling, _) => {
+                        let t = gram_tile(tiling);
+                        [nb.div_ceil(t), na.div_ceil(t)]
+                    }
                 };
                 let bytes = (na + nb) * m * sb + chunks * na * nb * F32;
                 let mut detail = format!("{n}x{m}");

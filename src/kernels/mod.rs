@@ -9,6 +9,7 @@ pub mod gram;
 pub mod loss;
 pub mod mask;
 pub mod pool;
+pub mod precision;
 pub mod preprocess;
 pub mod setup;
 pub mod signs;
@@ -28,7 +29,7 @@ use setup::{Builder, Setup, MAX_GROUPS};
 use signs::SignKernels;
 use tiles::TileKernels;
 
-pub use setup::{Checks, Storage, Tiling, Variants, TILINGS};
+pub use setup::{Checks, Precision, Storage, Tiling, Variants, MIXED_TILINGS, TILINGS};
 
 /// Every WGSL file as the host compiles it (preludes joined; conv.wgsl in its default
 /// tiling), by file name, for validation and listing.
@@ -36,10 +37,11 @@ pub fn shaders() -> Vec<(&'static str, String)> {
     vec![
         ("conv.wgsl", conv::source(Tiling::Registers(8))),
         ("conv_gemm.wgsl", conv::source(Tiling::Workgroup)),
+        ("conv_coop.wgsl", conv::source(Tiling::Cooperative(16))),
         ("pool.wgsl", pool::WGSL.to_string()),
         ("gram.wgsl", gram::source(Tiling::Registers(8))),
         ("gram_gemm.wgsl", gram::source(Tiling::Workgroup)),
-        ("gram_coop.wgsl", gram::coop_source()),
+        ("gram_coop.wgsl", gram::coop_source(16)),
         ("loss.wgsl", loss::WGSL.to_string()),
         ("mask.wgsl", mask::WGSL.to_string()),
         ("preprocess.wgsl", preprocess::WGSL.to_string()),
@@ -110,9 +112,12 @@ impl Kernels {
         };
         for t in [v.conv, v.gram] {
             anyhow::ensure!(
-                TILINGS.contains(&t),
+                TILINGS.contains(&t) || MIXED_TILINGS.contains(&t),
                 "tiling {t} is not one the host can build"
             );
+            if let Some(why) = precision::not_offered(gpu, t) {
+                anyhow::bail!("{t} runs on cooperative matrices, but {why}");
+            }
         }
         anyhow::ensure!(
             storage != Storage::F16 || gpu.features.contains(wgpu::Features::SHADER_F16),

@@ -21,7 +21,16 @@ pub enum Tiling {
     /// invocation and `k`-deep K slices (8 or 16): the shapes of the fastest published WGSL
     /// matmuls. The Gram kernels run gemm64's.
     Gemm8 { channels: usize, k: usize },
+    /// conv_coop.wgsl and gram_coop.wgsl (`coop16`, `coop8`): tensor cores through
+    /// cooperative matrices of this side (M x M x M), f16 operands and f32 accumulation
+    /// (`--precision mixed`), on adapters that offer them; conv tiles of 2M channels x 4M
+    /// pixels, Gram tiles of M x M, the style gradient gemm64's.
+    Cooperative(usize),
 }
+
+/// The variants on cooperative matrices (mixed precision), the preferred first: built only
+/// where the adapter offers them (`kernels::precision`), so not among [`TILINGS`].
+pub const MIXED_TILINGS: [Tiling; 2] = [Tiling::Cooperative(16), Tiling::Cooperative(8)];
 
 /// Every tiling the host can build; each is tested against the CPU reference.
 pub const TILINGS: [Tiling; 8] = [
@@ -62,6 +71,14 @@ impl Variants {
             gram: t.gram(),
         }
     }
+
+    /// Mixed when either family runs on cooperative matrices.
+    pub fn precision(&self) -> Precision {
+        match self.conv.is_mixed() || self.gram.is_mixed() {
+            true => Precision::Mixed,
+            false => Precision::F32,
+        }
+    }
 }
 
 /// A tiling in files is its name (`regs8`, `gemm64`).
@@ -85,7 +102,13 @@ impl Tiling {
             Tiling::Registers(b) => b,
             Tiling::Workgroup => GEMM_TILE,
             Tiling::Gemm8 { channels, .. } => channels,
+            Tiling::Cooperative(m) => 2 * m,
         }
+    }
+
+    /// Whether the variant computes in mixed precision (f16 operands on cooperative matrices).
+    pub fn is_mixed(self) -> bool {
+        matches!(self, Tiling::Cooperative(_))
     }
 
     /// The Gram kernels' variant that goes with this one: gram.wgsl has one register block
@@ -94,6 +117,7 @@ impl Tiling {
         match self {
             Tiling::Registers(_) => Tiling::Registers(8),
             Tiling::Workgroup | Tiling::Gemm8 { .. } => Tiling::Workgroup,
+            Tiling::Cooperative(m) => Tiling::Cooperative(m),
         }
     }
 
@@ -103,6 +127,7 @@ impl Tiling {
             Tiling::Registers(_) => None,
             Tiling::Workgroup => Some((GEMM_TILE, GEMM_TILE)),
             Tiling::Gemm8 { channels, .. } => Some((channels, GEMM_TILE)),
+            Tiling::Cooperative(m) => Some((2 * m, 4 * m)),
         }
     }
 
@@ -122,6 +147,7 @@ impl std::fmt::Display for Tiling {
             Tiling::Registers(b) => write!(f, "regs{b}"),
             Tiling::Workgroup => write!(f, "gemm64"),
             Tiling::Gemm8 { channels, k } => write!(f, "gemm{channels}x64k{k}"),
+            Tiling::Cooperative(m) => write!(f, "coop{m}"),
         }
     }
 }
@@ -129,11 +155,11 @@ impl std::fmt::Display for Tiling {
 impl std::str::FromStr for Tiling {
     type Err = String;
     fn from_str(s: &str) -> Result<Tiling, String> {
-        TILINGS
-            .into_iter()
+        let all = || TILINGS.into_iter().chain(MIXED_TILINGS);
+        all()
             .find(|t| t.to_string() == s.trim())
             .ok_or_else(|| {
-                let names: Vec<String> = TILINGS.iter().map(|t| t.to_string()).collect();
+                let names: Vec<String> = all().map(|t| t.to_string()).collect();
                 format!("{s:?} is not one of {}", names.join(", "))
             })
     }
@@ -159,6 +185,19 @@ impl Storage {
     }
 }
 
+/// The arithmetic of the matrix-heavy kernels (`--precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout: what the tests hold to the f64 reference at 1e-5..1e-4.
+    #[default]
+    F32,
+    /// Convolutions and Gram matrices on tensor cores (cooperative matrices): f16 operands,
+    /// f32 accumulation, relative error ~1e-4; where the adapter offers them and they pass a
+    /// check against f32 at first use, else f32 with a note.
+    Mixed,
+}
+
 /// Bytes of an f32 (gradients, Gram matrices, weights, the image: everything but feature maps).
 pub(super) const F32: usize = 4;
 
@@ -176,6 +215,17 @@ pub(super) fn fold_tiles(tiles: usize, z: usize, limit: usize) -> [u32; 3] {
 /// (the shaders rebuild the index as x + y · groups_x · 64).
 pub(super) fn groups_1d(n: usize) -> [u32; 3] {
     fold_tiles(n.div_ceil(64), 1, MAX_GROUPS)
+}
+
+/// `src` with each `(line, replacement)` replaced: the host's rewriting of a shader's
+/// constants and types for a variant; a line not found is a bug.
+pub(super) fn rewrite(src: &str, replacements: &[(&str, String)]) -> String {
+    let mut out = src.to_string();
+    for (line, new) in replacements {
+        assert!(out.contains(line), "no {line:?} to rewrite");
+        out = out.replace(line, new);
+    }
+    out
 }
 
 /// What every launch of a kernel set needs to know besides its buffers.

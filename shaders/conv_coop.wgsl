@@ -1,0 +1,262 @@
+// 3x3 convolution on cooperative matrices (tensor cores: Vulkan's VK_KHR_cooperative_matrix,
+// Metal's simdgroup matrices): conv_gemm.wgsl's implicit GEMM with f16 operands and f32
+// accumulation, for --precision mixed. The host puts `enable f16; enable
+// wgpu_cooperative_matrix;` and conv_common.wgsl (parameters, bindings, entry points' meaning)
+// in front, and rewrites M and WG for the adapter (kernels::conv::coop_source).
+//
+// out[o][q] = Σ_k W[k][o] · X[k][q] over rows k = (tap, reduction channel): C = Wᵀ·X.
+// A workgroup owns TC output channels x TP pixels, held as 2 x 4 accumulators of M x M (the
+// matrices' side: 16, or 8 where the adapter offers only that; the host rewrites M and the
+// type's name). Each step it stages TK rows of Wᵀ and of X (the input shifted by
+// the tap, zero or wrapped in the padding) in workgroup memory as f16 — the maps' and
+// weights' f32 rounded, clamped to f16's range: what mixed precision gives up
+// (benches/f16_error.py) — and multiplies them on the matrix units.
+// A cooperative matrix belongs to one subgroup. The workgroup is one subgroup wide, so
+// nothing is computed twice; should the driver split it into smaller subgroups, each computes
+// the whole tile and they store the same values. Cooperative operations stay in uniform
+// control flow: every branch around them depends on parameters only.
+// The epilogue reads the accumulators back through workgroup memory, a value per invocation
+// at a time, with conv_gemm.wgsl's fused epilogues (bias and ReLU; the input's mask).
+
+const M: u32 = 16u;       // the cooperative matrices' side (host-set: 8 or 16)
+const TC: u32 = 2u * M;   // output channels per workgroup (weight rows are padded to it)
+const TP: u32 = 4u * M;   // pixels per workgroup
+const TK: u32 = M;        // reduction rows per staged step: the matrices' K
+const WG: u32 = 32u;      // invocations: the adapter's largest subgroup, M to M²/2 (host-set)
+
+// Aᵀ: element (channel o, row k) at k·TC + o, so that A (M channels x M rows) loads
+// column-major from &wtile[o0] with stride TC.
+var<workgroup> wtile: array<f16, TK * TC>;
+// B: element (row k, pixel q) at k·TP + q, loaded row-major from &xtile[q0] with stride TP.
+var<workgroup> xtile: array<f16, TK * TP>;
+// C: element (channel o, pixel q) at o·TP + q.
+var<workgroup> ctile: array<f32, TC * TP>;
+
+// f32 → f16 for the matrix units, clamped to f16's range (as 16-bit storage saturates).
+fn half(v: f32) -> f16 {
+    return f16(clamp(v, -65504.0, 65504.0));
+}
+
+// The four pixels an invocation stages: quad lid % (TP / 4) of the tile, the same at every
+// staging pass (WG is a multiple of TP / 4). Rows past the last pixel are -2.
+struct Pixels {
+    y: array<i32, 4>,
+    x: array<i32, 4>,
+}
+
+fn pixels(lid: u32, q0: u32) -> Pixels {
+    var s: Pixels;
+    for (var j = 0u; j < 4u; j++) {
+        let q = q0 + 4u * (lid % (TP / 4u)) + j;
+        s.y[j] = select(-2, i32(q / p.w), q < p.h * p.w);
+        s.x[j] = i32(q % p.w);
+    }
+    return s;
+}
+
+// The pixels' values in reduction channel r under tap `tap`: the forward (sign 1) reads
+// (y + ky - 1, x + kx - 1), the backward (sign -1) gathers from (y + 1 - ky, x + 1 - kx).
+fn shifted_quad(s: Pixels, r: u32, tap: u32, sign: i32) -> vec4<f32> {
+    let dy = sign * (i32(tap / 3u) - 1);
+    let dx = sign * (i32(tap % 3u) - 1);
+    let base = p.src_base + r * p.h * p.w;
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let yy = padded(s.y[j] + dy, p.h);
+        let xx = padded(s.x[j] + dx, p.w);
+        if (yy >= 0 && xx >= 0 && s.y[j] >= 0) {
+            v[j] = f32(src[base + u32(yy * i32(p.w) + xx)]);
+        }
+    }
+    return v;
+}
+
+// Reduction row k0 + k as (tap, channel, inside): with the taps folded into the reduction (few
+// channels: the first layer's 3, which a tap at a time would pad to TK) row k is channel
+// k % red of tap k / red, else channel k of `tap`.
+fn row_of(tap: u32, k: u32, folded: bool) -> vec3<u32> {
+    if (folded) {
+        return vec3<u32>(k / p.red, k % p.red, u32(k < 9u * p.red));
+    }
+    return vec3<u32>(tap, k, u32(k < p.red));
+}
+
+// Stages rows k0 .. k0 + TK of Wᵀ (output channels c0 .. c0 + TC) and of X.
+fn stage(lid: u32, s: Pixels, c0: u32, tap: u32, k0: u32, folded: bool, sign: i32) {
+    for (var i = 0u; i < TK * TC / 4u / WG; i++) {
+        let e = lid + WG * i;
+        let k = e / (TC / 4u);
+        let col = c0 / 4u + e % (TC / 4u);
+        let row = row_of(tap, k0 + k, folded);
+        var wv = vec4<f32>(0.0);
+        if (row.z != 0u && p.out0 / 4u + col < p.row_vec4s) {
+            wv = weight[weight_index(row.x, row.y, col)];
+        }
+        let o = k * TC + 4u * (e % (TC / 4u));
+        wtile[o] = half(wv.x);
+        wtile[o + 1u] = half(wv.y);
+        wtile[o + 2u] = half(wv.z);
+        wtile[o + 3u] = half(wv.w);
+    }
+    for (var i = 0u; i < TK * TP / 4u / WG; i++) {
+        let e = lid + WG * i;
+        let k = e / (TP / 4u);
+        let row = row_of(tap, k0 + k, folded);
+        var xv = vec4<f32>(0.0);
+        if (row.z != 0u) {
+            xv = shifted_quad(s, row.y, row.x, sign);
+        }
+        let q = k * TP + 4u * (e % (TP / 4u));
+        xtile[q] = half(xv.x);
+        xtile[q + 1u] = half(xv.y);
+        xtile[q + 2u] = half(xv.z);
+        xtile[q + 3u] = half(xv.w);
+    }
+}
+
+// The workgroup's tile of C = Wᵀ·X over the reduction channels of this piece and the 9 taps,
+// left in ctile.
+fn gemm(lid: u32, q0: u32, c0: u32, sign: i32) {
+    let s = pixels(lid, q0);
+    let folded = p.red < TK;
+    let taps = select(9u, 1u, folded);
+    let rows = select(p.red, 9u * p.red, folded);
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c02 = coop_mat16x16<f32, C>();
+    var c03 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
+    var c12 = coop_mat16x16<f32, C>();
+    var c13 = coop_mat16x16<f32, C>();
+    for (var tap = 0u; tap < taps; tap++) {
+        for (var k0 = 0u; k0 < rows; k0 += TK) {
+            stage(lid, s, c0, tap, k0, folded, sign);
+            workgroupBarrier();
+            let a0 = coopLoad<coop_mat16x16<f16, A>>(&wtile[0], TC);
+            let a1 = coopLoad<coop_mat16x16<f16, A>>(&wtile[M], TC);
+            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&xtile[0], TP);
+            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&xtile[M], TP);
+            let b2 = coopLoadT<coop_mat16x16<f16, B>>(&xtile[2u * M], TP);
+            let b3 = coopLoadT<coop_mat16x16<f16, B>>(&xtile[3u * M], TP);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c02 = coopMultiplyAdd(a0, b2, c02);
+            c03 = coopMultiplyAdd(a0, b3, c03);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+            c12 = coopMultiplyAdd(a1, b2, c12);
+            c13 = coopMultiplyAdd(a1, b3, c13);
+            workgroupBarrier();
+        }
+    }
+    coopStoreT(c00, &ctile[0], TP);
+    coopStoreT(c01, &ctile[M], TP);
+    coopStoreT(c02, &ctile[2u * M], TP);
+    coopStoreT(c03, &ctile[3u * M], TP);
+    coopStoreT(c10, &ctile[M * TP], TP);
+    coopStoreT(c11, &ctile[M * TP + M], TP);
+    coopStoreT(c12, &ctile[M * TP + 2u * M], TP);
+    coopStoreT(c13, &ctile[M * TP + 3u * M], TP);
+    workgroupBarrier();
+}
+
+// The first pixel and channel of the workgroup's tile: x (+ y past 65535) over pixel tiles,
+// z over channel tiles.
+fn tile_origin(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>((wid.x + wid.y * nwg.x) * TP, wid.z * TC);
+}
+
+// Value i of an invocation's share of the tile: x its channel in this piece, y its pixel, z
+// its place in ctile; w is 1 when it is inside the map (padding is never written).
+fn element(lid: u32, i: u32, o: vec2<u32>) -> vec4<u32> {
+    let e = lid + WG * i;
+    let ch = o.y + e / TP;
+    let q = o.x + e % TP;
+    return vec4<u32>(ch, q, e, u32(ch < p.outs && q < p.h * p.w));
+}
+
+// The tile's value at `t` plus what earlier reduction pieces left in dst.
+fn summed(t: vec4<u32>) -> f32 {
+    var v = ctile[t.z];
+    if ((p.flags & ADD_PREVIOUS) != 0u) {
+        v += f32(dst[p.dst_base + t.x * p.h * p.w + t.y]);
+    }
+    return v;
+}
+
+fn put(t: vec4<u32>, v: f32) {
+    dst[p.dst_base + t.x * p.h * p.w + t.y] = to_dst(v);
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_forward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let o = tile_origin(wid, nwg);
+    gemm(lid, o.x, o.y, 1);
+    for (var i = 0u; i < TC * TP / WG; i++) {
+        let t = element(lid, i, o);
+        if (t.w != 0u) {
+            var v = summed(t);
+            if ((p.flags & LAST_PIECE) != 0u) {
+                v = max(v + bias[p.out0 + t.x], 0.0);
+            }
+            put(t, v);
+        }
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_backward_input(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let o = tile_origin(wid, nwg);
+    gemm(lid, o.x, o.y, -1);
+    for (var i = 0u; i < TC * TP / WG; i++) {
+        let t = element(lid, i, o);
+        if (t.w != 0u) {
+            put(t, summed(t));
+        }
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_backward_input_masked(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let o = tile_origin(wid, nwg);
+    gemm(lid, o.x, o.y, -1);
+    let last = (p.flags & LAST_PIECE) != 0u;
+    for (var i = 0u; i < TC * TP / WG; i++) {
+        let t = element(lid, i, o);
+        if (t.w != 0u) {
+            let off = last && f32(mask[p.mask_base + t.x * p.h * p.w + t.y]) <= 0.0;
+            put(t, select(summed(t), 0.0, off));
+        }
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_backward_input_bitmask(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let o = tile_origin(wid, nwg);
+    gemm(lid, o.x, o.y, -1);
+    let last = (p.flags & LAST_PIECE) != 0u;
+    for (var i = 0u; i < TC * TP / WG; i++) {
+        let t = element(lid, i, o);
+        if (t.w != 0u) {
+            let off = last && !positive_bit(p.mask_base + t.x * p.h * p.w + t.y);
+            put(t, select(summed(t), 0.0, off));
+        }
+    }
+}

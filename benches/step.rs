@@ -38,6 +38,7 @@ fn step(c: &mut Criterion) {
                 steps: 0,
                 tiling: None,
                 storage,
+                precision: impasto::kernels::Precision::F32,
                 tile: None,
                 style_loss: impasto::model::StyleLossKind::Gram,
             };

@@ -9,7 +9,7 @@
 // matrices' side: 16, or 8 where the adapter offers only that; the host rewrites M and the
 // type's name). Each step it stages TK rows of Wᵀ and of X (the input shifted by
 // the tap, zero or wrapped in the padding) in workgroup memory as f16 — the maps' and
-// weights' f32 rounded, clamped to f16's range: what mixed precision gives up
+// weights' f32 rounded: what mixed precision gives up
 // (benches/f16_error.py) — and multiplies them on the matrix units.
 // A cooperative matrix belongs to one subgroup. The workgroup is one subgroup wide, so
 // nothing is computed twice; should the driver split it into smaller subgroups, each computes
@@ -32,9 +32,13 @@ var<workgroup> xtile: array<f16, TK * TP>;
 // C: element (channel o, pixel q) at o·TP + q.
 var<workgroup> ctile: array<f32, TC * TP>;
 
-// f32 → f16 for the matrix units, clamped to f16's range (as 16-bit storage saturates).
+// f32 → f16 for the matrix units; past f16's range, infinity (as 16-bit storage saturates),
+// so that an overflowing gradient is seen and its scale lowered (kernels::preprocess).
 fn half(v: f32) -> f16 {
-    return f16(clamp(v, -65504.0, 65504.0));
+    if (abs(v) <= 65504.0) {
+        return f16(v);
+    }
+    return f16(select(65504.0, -65504.0, v < 0.0)) * f16(2.0);
 }
 
 // The four pixels an invocation stages: quad lid % (TP / 4) of the tile, the same at every

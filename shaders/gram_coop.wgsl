@@ -19,6 +19,14 @@ var<workgroup> a_coop: array<f16, CT * CT>;  // A = F[i0 .. i0+CT][m0 .. m0+CT]
 var<workgroup> b_coop: array<f16, CT * CT>;  // B = Fᵀ[m0 .. m0+CT][j0 .. j0+CT]
 var<workgroup> c_coop: array<f32, CT * CT>;  // the tile of G
 
+// f32 → f16 for the matrix units; past f16's range, infinity (as 16-bit storage saturates).
+fn half(v: f32) -> f16 {
+    if (abs(v) <= 65504.0) {
+        return f16(v);
+    }
+    return f16(select(65504.0, -65504.0, v < 0.0)) * f16(2.0);
+}
+
 @compute @workgroup_size(GW, 1, 1)
 fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     // (Below the diagonal of a diagonal block there is nothing to write; the tile is
@@ -36,8 +44,8 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         for (var e = 0u; e < 4u; e++) {
             let k = sk + e;
             let v = gram_operands(i0 + sr, j0 + sr, m0 + k, m_end);
-            a_coop[k * CT + sr] = f16(clamp(v.x, -65504.0, 65504.0)); // A(sr, k)
-            b_coop[sr * CT + k] = f16(clamp(v.y, -65504.0, 65504.0)); // B(k, sr)
+            a_coop[k * CT + sr] = half(v.x); // A(sr, k)
+            b_coop[sr * CT + k] = half(v.y); // B(k, sr)
         }
         workgroupBarrier();
         let a = coopLoad<coop_mat16x16<f16, A>>(&a_coop[0], CT);

@@ -18,7 +18,17 @@ use safetensors::tensor::TensorView;
 fn impasto(args: &[&str]) -> Output {
     let xdg = std::env::temp_dir().join("impasto-test-xdg");
     std::fs::create_dir_all(&xdg).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_impasto"))
+    // IMPASTO_TEST_LOADER: a program to run the binary through (scripts/test's runs on Debian
+    // sid's lavapipe, whose glibc the binary needs its loader for).
+    let mut command = match std::env::var_os("IMPASTO_TEST_LOADER") {
+        Some(loader) => {
+            let mut c = Command::new(loader);
+            c.arg(env!("CARGO_BIN_EXE_impasto"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_impasto")),
+    };
+    command
         .args(args)
         .env("XDG_RUNTIME_DIR", xdg)
         .env_remove("IMPASTO_WEIGHTS")
@@ -551,6 +561,53 @@ fn f16_storage_run_matches_the_reference_and_loss_falls() {
     let totals: Vec<f64> = steps.iter().map(|e| e["total"].as_f64().unwrap()).collect();
     println!("f16 total loss by logged step: {totals:?}");
     assert!(totals[3] < 0.6 * totals[0], "loss did not fall: {totals:?}");
+}
+
+/// `--precision mixed`: where the adapter offers cooperative matrices (lavapipe of Mesa
+/// 25.2+: scripts/test runs this on Debian sid's), the run takes them after the check
+/// against f32, and its losses match the reference as 16-bit storage does; where it does not,
+/// the run computes in f32 and the report says why.
+#[test]
+fn mixed_precision_run_matches_the_reference_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("out.png"), dir.path().join("report.json"));
+    let mut args = shallow_args(&out, &report, "64", "30");
+    args.extend(["--precision", "mixed", "--engine", "gpu"].map(String::from));
+    let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = read_report(&report);
+    let variants = &v["tiling"];
+    let note = variants["precision_note"].as_str().unwrap();
+    println!("{variants}");
+    assert!(stderr(&o).contains(note), "{}", stderr(&o));
+    match variants["precision"].as_str().unwrap() {
+        "mixed" => {
+            assert!(
+                note.starts_with("mixed precision checked against f32: conv"),
+                "{note}"
+            );
+            assert!(variants["conv"].as_str().unwrap().starts_with("coop"));
+            assert_eq!(v["scales"][0]["skipped_steps"], 0);
+        }
+        _ => assert!(
+            note.contains("refused") && note.contains("cooperative"),
+            "{note}"
+        ),
+    }
+    let steps = report_steps(&report);
+    let want = reference_losses(64, &[("starry_night.jpg", 1.0)], &shallow_config());
+    for (k, w) in [("style", want.style), ("total", want.total)] {
+        let got = steps[0][k].as_f64().unwrap();
+        check(&format!("mixed step 0 {k}"), &[got as f32], &[w], 2e-3);
+    }
+    let totals: Vec<f64> = steps.iter().map(|e| e["total"].as_f64().unwrap()).collect();
+    assert!(totals[3] < 0.6 * totals[0], "loss did not fall: {totals:?}");
+    // A variant of the other precision than asked is refused, naming both flags.
+    let mut args = shallow_args(&out, &report, "64", "30");
+    args.extend(["--tiling", "coop16"].map(String::from));
+    let o = impasto(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--precision mixed"), "{}", stderr(&o));
 }
 
 #[test]

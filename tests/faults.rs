@@ -181,6 +181,7 @@ fn a_lost_device_is_reported_not_panicked_on() {
         style_layers: vec!["block1_conv1".into()],
         steps: 1,
         tiling: None,
+        precision: impasto::kernels::Precision::F32,
         storage: impasto::kernels::Storage::F32,
         tile: None,
         style_loss: impasto::model::StyleLossKind::Gram,

@@ -727,5 +727,8 @@ fn the_precision_check_measures_and_refuses() {
     assert_eq!(check.refusal(1e-5), None);
     assert!(check.worst() > 0.0, "{}", check.describe());
     let refused = check.refusal(check.worst() / 2.0).expect("refused");
-    assert!(refused.contains("conv") || refused.contains("gram"), "{refused}");
+    assert!(
+        refused.contains("conv") || refused.contains("gram"),
+        "{refused}"
+    );
 }

@@ -243,6 +243,18 @@ fn gpu_losses_and_gradient_match_cpu() {
     for k in &mixed {
         runs.push((Pooling::Max, k, 1e-4, &kept));
     }
+    // Mixed precision (f16 operands on cooperative matrices) where the adapter offers it:
+    // operands rounded to 11 bits, as in 16-bit storage, but in every layer's products; the
+    // content loss, a small difference of two such maps, moves the most (3.0e-3 measured on
+    // lavapipe's coop8, the gradient 4.3e-4).
+    let coop: Vec<Kernels> = impasto::kernels::precision::mixed_tiling(&c.gpu)
+        .map(|t| Kernels::with_tiling(&c.gpu, t).unwrap())
+        .into_iter()
+        .collect();
+    for k in &coop {
+        runs.push((Pooling::Max, k, 4e-3, &transient_f16));
+        runs.push((Pooling::Avg, k, 4e-3, &transient_f16));
+    }
     // --seamless (circular padding, TV across the wrap) in the adapter's tiling and gemm64.
     let seamless = LossConfig {
         seamless: true,

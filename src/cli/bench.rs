@@ -11,7 +11,7 @@ use super::flags::BenchArgs;
 use crate::gpu::Dispatch;
 use crate::gpu::Gpu;
 use crate::job::tuning::Tuned;
-use crate::kernels::{Kernels, Tiling, Variants, TILINGS};
+use crate::kernels::{precision, Kernels, Precision, Tiling, Variants, MIXED_TILINGS, TILINGS};
 use crate::model::vgg19::Arch;
 use crate::model::Image;
 use crate::model::LossConfig;
@@ -29,6 +29,8 @@ pub struct BenchConfig {
     /// Tiling override; default: what `impasto tune` kept for the adapter, else its default.
     pub tiling: Option<crate::kernels::Tiling>,
     pub storage: crate::kernels::Storage,
+    /// Mixed: the variants on cooperative matrices (checked against f32 first).
+    pub precision: crate::kernels::Precision,
     /// `--tile`: the tiled evaluation's side.
     pub tile: Option<usize>,
     pub style_loss: crate::model::StyleLossKind,
@@ -64,12 +66,19 @@ pub fn sizes_from_env() -> Vec<usize> {
 }
 
 /// The kernels `cfg` asks for: its tiling, else the tuned variants or the adapter's default
-/// (as a GPU run takes them), and its storage.
+/// for its precision (as a GPU run takes them), and its storage. Variants on cooperative
+/// matrices are checked against f32 first (the figures said); refused, they are an error:
+/// a benchmark of other kernels than asked would mislead.
 pub fn kernels(gpu: &Gpu, cfg: &BenchConfig) -> Result<Kernels> {
     let variants = match cfg.tiling {
         Some(t) => crate::kernels::Variants::uniform(t),
-        None => crate::job::tuning::variants(&gpu.info, cfg.storage),
+        None => crate::job::tuning::variants(gpu, cfg.storage, cfg.precision),
     };
+    match precision::admit(gpu, variants) {
+        Ok(None) => {}
+        Ok(Some(check)) => println!("mixed precision checked against f32: {}", check.describe()),
+        Err(why) => anyhow::bail!("{} refused: {why}", variants.conv),
+    }
     Kernels::with_variants(
         gpu,
         variants,
@@ -369,6 +378,7 @@ pub fn command(args: &BenchArgs, adapter: Option<&str>) -> Result<()> {
         steps: args.steps,
         tiling: args.tiling,
         storage: args.storage,
+        precision: args.precision,
         tile: args.tile,
         style_loss: args.style_loss,
     };
@@ -427,6 +437,18 @@ fn fastest(ms: &BTreeMap<String, f64>) -> Tiling {
     name.parse().expect("a variant's own name")
 }
 
+/// Why the tuner does not time `t` (a variant on cooperative matrices) at `precision`: not
+/// offered by the adapter, refused by the check against f32, or f32 asked for.
+fn mixed_candidate(gpu: &Gpu, precision: Precision, t: Tiling) -> Option<String> {
+    match (precision::not_offered(gpu, t), precision) {
+        (Some(why), _) => Some(format!("not offered: {why}")),
+        (None, Precision::F32) => Some("mixed precision: timed with --precision mixed".into()),
+        (None, Precision::Mixed) => precision::admit(gpu, Variants::uniform(t))
+            .err()
+            .map(|why| format!("refused: {why}")),
+    }
+}
+
 /// Times a step of `cfg` (its tiling aside) in every variant, printing a row each, and
 /// returns the fastest of each family with every family's time by variant.
 pub fn measure(gpu: &Gpu, cfg: &BenchConfig) -> Result<Tuned> {
@@ -446,7 +468,11 @@ pub fn measure(gpu: &Gpu, cfg: &BenchConfig) -> Result<Tuned> {
         "variant", "conv ms", "gram ms", "step ms"
     );
     let mut ms: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    for tiling in TILINGS {
+    let (mixed, notes): (Vec<_>, Vec<_>) = MIXED_TILINGS
+        .into_iter()
+        .map(|t| (t, mixed_candidate(gpu, cfg.precision, t)))
+        .partition(|(_, why)| why.is_none());
+    for tiling in TILINGS.into_iter().chain(mixed.into_iter().map(|(t, _)| t)) {
         let t = run(
             gpu,
             &BenchConfig {
@@ -481,6 +507,9 @@ pub fn measure(gpu: &Gpu, cfg: &BenchConfig) -> Result<Tuned> {
         if own_gram {
             keep("gram", gram);
         }
+    }
+    for (t, why) in notes {
+        println!("{:<14} {}", t.to_string(), why.unwrap_or_default());
     }
     let variants = Variants {
         conv: fastest(&ms["conv"]),

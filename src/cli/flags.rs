@@ -101,9 +101,14 @@ pub struct BenchArgs {
     /// Conv and Gram kernel tiling: regs4, regs8, regs16 (conv channels per invocation, no
     /// workgroup memory), gemm64 (workgroup-memory GEMM tiles of 4 x 4 outputs an invocation)
     /// or gemm64x64k8, gemm64x64k16, gemm128x64k8, gemm128x64k16 (8 x 8 an invocation; the
-    /// Gram kernels run gemm64's); default: what `impasto tune` kept, else the adapter's
+    /// Gram kernels run gemm64's), coop16 or coop8 (cooperative matrices: --precision mixed);
+    /// default: what `impasto tune` kept, else the adapter's
     #[arg(long, value_name = "TILE", conflicts_with = "variants")]
     pub tiling: Option<crate::kernels::Tiling>,
+    /// f32, or mixed: the variants on cooperative matrices (tensor cores) are timed too, after
+    /// their check against f32
+    #[arg(long, value_enum, default_value_t = crate::kernels::Precision::F32)]
+    pub precision: crate::kernels::Precision,
     /// Time every variant and print each family's time per variant (what `impasto tune`
     /// measures, without keeping it)
     #[arg(long)]
@@ -280,6 +285,10 @@ pub struct TuneArgs {
     /// How feature maps are stored (a separate entry for each)
     #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
     pub storage: crate::kernels::Storage,
+    /// f32, or mixed: the variants on cooperative matrices (tensor cores) compete too, where
+    /// the adapter offers them and they pass the check against f32 (a separate entry)
+    #[arg(long, value_enum, default_value_t = crate::kernels::Precision::F32)]
+    pub precision: crate::kernels::Precision,
 }
 
 /// A style image's path, with its region colour under --regions.

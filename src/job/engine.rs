@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::cpu::CpuSession;
 use crate::gpu::Gpu;
-use crate::kernels::{Checks, Kernels, Storage, Variants};
+use crate::kernels::{precision, Checks, Kernels, Precision, Storage, Variants};
 use crate::model::engine::{EngineSession, MemoryPlan, Setup};
 use crate::pipeline::session::Session;
 use crate::weights::Weights;
@@ -26,6 +26,8 @@ pub enum EngineChoice {
 /// The GPU or the CPU engine, ready to build sessions.
 pub struct Engine {
     gpu: Option<(Gpu, Kernels)>,
+    /// Why mixed precision was asked for and not taken, or its check's figures when it was.
+    precision_note: Option<String>,
 }
 
 /// A memory plan with what it was measured against.
@@ -65,7 +67,10 @@ pub fn host_peak() -> Option<u64> {
 impl Engine {
     /// The CPU engine.
     pub fn cpu() -> Engine {
-        Engine { gpu: None }
+        Engine {
+            gpu: None,
+            precision_note: None,
+        }
     }
 
     /// A GPU adapter (`adapter`: a name substring or an index; None: the best), with the
@@ -77,19 +82,38 @@ impl Engine {
 
     /// With the variants `impasto tune` chose for this adapter, else the adapter's default.
     fn on(gpu: Gpu, storage: Storage) -> Result<Engine> {
-        let variants = super::tuning::variants(&gpu.info, storage);
+        let variants = super::tuning::variants(&gpu, storage, Precision::F32);
         let kernels = Kernels::with_variants(&gpu, variants, storage, Checks::from_env())?;
         Ok(Engine {
             gpu: Some((gpu, kernels)),
+            precision_note: None,
         })
     }
 
     /// Rebuilds the GPU engine's kernels with each family's variant as `v` says (the CPU
-    /// engine has none: nothing changes).
+    /// engine has none: nothing changes). Variants on cooperative matrices (mixed precision)
+    /// are taken only where the adapter offers them and they pass the check against f32
+    /// (`kernels::precision::admit`); else the f32 variants the adapter would run, said.
     pub fn use_variants(&mut self, v: Variants) -> Result<()> {
-        if let Some((gpu, k)) = &mut self.gpu {
-            *k = Kernels::with_variants(gpu, v, k.storage, k.checks)?;
-        }
+        let Some((gpu, k)) = &mut self.gpu else {
+            return Ok(());
+        };
+        let v = match precision::admit(gpu, v) {
+            Ok(None) => v,
+            Ok(Some(check)) => {
+                let note = format!("mixed precision checked against f32: {}", check.describe());
+                crate::say!("--precision mixed: {note}");
+                self.precision_note = Some(note);
+                v
+            }
+            Err(why) => {
+                let note = format!("mixed precision refused ({why}): the run computes in f32");
+                crate::say!("--precision mixed: {note}");
+                self.precision_note = Some(note);
+                super::tuning::variants(gpu, k.storage, Precision::F32)
+            }
+        };
+        *k = Kernels::with_variants(gpu, v, k.storage, k.checks)?;
         Ok(())
     }
 
@@ -160,7 +184,8 @@ impl Engine {
     }
 
     /// The kernel variant each family runs, for the report (empty for the CPU engine):
-    /// `conv` and `gram` (the tiling), `storage` (feature maps) and `shader_checks`.
+    /// `conv` and `gram` (the tiling), `storage` (feature maps), `precision` (with
+    /// `precision_note` when mixed was asked for) and `shader_checks`.
     pub fn variants(&self) -> std::collections::BTreeMap<String, String> {
         let Some((_, k)) = &self.gpu else {
             return Default::default();
@@ -170,8 +195,13 @@ impl Engine {
             ("gram", k.gram_tiling.to_string()),
             ("storage", format!("{:?}", k.storage).to_lowercase()),
             ("shader_checks", format!("{:?}", k.checks).to_lowercase()),
+            (
+                "precision",
+                format!("{:?}", k.variants().precision()).to_lowercase(),
+            ),
         ]
         .into_iter()
+        .chain(self.precision_note.clone().map(|n| ("precision_note", n)))
         .map(|(f, v)| (f.to_string(), v))
         .collect()
     }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::kernels::{Storage, Tiling, Variants};
+use crate::gpu::Gpu;
+use crate::kernels::{precision, Precision, Storage, Tiling, Variants};
 
 /// One adapter's tuning: the variants chosen and what each variant's families took.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -27,11 +28,16 @@ pub fn cache_path() -> Option<PathBuf> {
     Some(crate::weights::cache::cache_dir()?.join("tuning.json"))
 }
 
-/// The key of an adapter's entry: its name, driver, backend, the feature-map storage and
-/// impasto's version (another version's kernels may differ).
-pub fn key(info: &wgpu::AdapterInfo, storage: Storage) -> String {
+/// The key of an adapter's entry: its name, driver, backend, the feature-map storage, the
+/// precision (mixed only: f32 entries keep their keys) and impasto's version (another
+/// version's kernels may differ).
+pub fn key(info: &wgpu::AdapterInfo, storage: Storage, precision: Precision) -> String {
+    let mixed = match precision {
+        Precision::Mixed => " | Mixed",
+        Precision::F32 => "",
+    };
     format!(
-        "{} | {} {} | {:?} | {:?} | impasto {}",
+        "{} | {} {} | {:?} | {:?}{mixed} | impasto {}",
         info.name,
         info.driver,
         info.driver_info,
@@ -49,24 +55,31 @@ fn read_all() -> BTreeMap<String, Tuned> {
 }
 
 /// The tuned variants of an adapter, if `impasto tune` ran on it.
-pub fn cached(info: &wgpu::AdapterInfo, storage: Storage) -> Option<Tuned> {
-    read_all().remove(&key(info, storage))
+pub fn cached(info: &wgpu::AdapterInfo, storage: Storage, precision: Precision) -> Option<Tuned> {
+    read_all().remove(&key(info, storage, precision))
 }
 
-/// The variants a GPU run on the adapter takes: the tuned ones, else the adapter's default.
-pub fn variants(info: &wgpu::AdapterInfo, storage: Storage) -> Variants {
-    match cached(info, storage) {
-        Some(t) => t.variants,
-        None => Variants::uniform(Tiling::for_adapter(info)),
+/// The variants a GPU run on the adapter takes: the tuned ones, else the adapter's default
+/// (for mixed precision the variant on cooperative matrices it offers, else coop16, which
+/// the engine then refuses with the reason).
+pub fn variants(gpu: &Gpu, storage: Storage, precision: Precision) -> Variants {
+    if let Some(t) = cached(&gpu.info, storage, precision) {
+        return t.variants;
+    }
+    match precision {
+        Precision::F32 => Variants::uniform(Tiling::for_adapter(&gpu.info)),
+        Precision::Mixed => {
+            Variants::uniform(precision::mixed_tiling(gpu).unwrap_or(Tiling::Cooperative(16)))
+        }
     }
 }
 
 /// Keeps `t` as the adapter's entry (the other adapters' entries stay); returns the file.
-pub fn store(info: &wgpu::AdapterInfo, storage: Storage, t: &Tuned) -> Result<PathBuf> {
+pub fn store(gpu: &Gpu, (storage, precision): (Storage, Precision), t: &Tuned) -> Result<PathBuf> {
     use std::io::Write;
     let path = cache_path().context("no cache folder: set XDG_CACHE_HOME or HOME")?;
     let mut all = read_all();
-    all.insert(key(info, storage), t.clone());
+    all.insert(key(&gpu.info, storage, precision), t.clone());
     std::fs::create_dir_all(path.parent().expect("a folder"))
         .with_context(|| format!("creating {}", path.display()))?;
     let text = serde_json::to_string_pretty(&all)?;

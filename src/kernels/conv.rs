@@ -22,7 +22,10 @@ pub fn coop_source(m: usize, invocations: u32) -> String {
         COOP_WGSL,
         &[
             ("const M: u32 = 16u;", format!("const M: u32 = {m}u;")),
-            ("const WG: u32 = 32u;", format!("const WG: u32 = {invocations}u;")),
+            (
+                "const WG: u32 = 32u;",
+                format!("const WG: u32 = {invocations}u;"),
+            ),
             ("coop_mat16x16", format!("coop_mat{m}x{m}")),
         ],
     );

@@ -109,7 +109,12 @@ impl GramKernels {
         };
         GramKernels {
             setup: b.setup,
-            gram: b.kernel("gram", &gram_src, &["Feat"], &["feat", "feat_b", "chunk_grams"]),
+            gram: b.kernel(
+                "gram",
+                &gram_src,
+                &["Feat"],
+                &["feat", "feat_b", "chunk_grams"],
+            ),
             // Only gram.wgsl has the reduction; both tilings share it.
             reduce: b.kernel(
                 "gram_reduce",

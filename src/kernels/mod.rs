@@ -162,6 +162,14 @@ impl Kernels {
         Ok(kernels)
     }
 
+    /// The variant each family runs.
+    pub fn variants(&self) -> Variants {
+        Variants {
+            conv: self.tiling,
+            gram: self.gram_tiling,
+        }
+    }
+
     /// Folds the tiled kernels' workgroups past `limit` instead of the dispatch limit (tests).
     #[cfg(test)]
     pub(crate) fn set_fold_limit(&mut self, limit: usize) {

@@ -18,7 +18,9 @@ pub const MIXED_TOLERANCE: f64 = 1e-3;
 /// pixel quads) and m²/2 (its weight quads).
 pub fn coop_invocations(info: &wgpu::AdapterInfo, m: usize) -> u32 {
     let m = m as u32;
-    info.subgroup_max_size.next_power_of_two().clamp(m, m * m / 2)
+    info.subgroup_max_size
+        .next_power_of_two()
+        .clamp(m, m * m / 2)
 }
 
 /// The variant on cooperative matrices the adapter runs: the first of [`MIXED_TILINGS`] it
@@ -52,9 +54,7 @@ pub fn not_offered(gpu: &Gpu, t: Tiling) -> Option<String> {
     }
     let side = m as u32;
     let wanted = |c: &&wgpu::CooperativeMatrixProperties| {
-        (c.m_size, c.n_size, c.k_size) == (side, side, side)
-            && c.ab_type == F16
-            && c.cr_type == F32
+        (c.m_size, c.n_size, c.k_size) == (side, side, side) && c.ab_type == F16 && c.cr_type == F32
     };
     if !offered.iter().any(|c| wanted(&c)) {
         return Some(format!(
@@ -87,7 +87,8 @@ impl MixedCheck {
     /// Why the variant is refused at `tolerance`, if it is.
     pub fn refusal(&self, tolerance: f64) -> Option<String> {
         let bad: Vec<String> = (self.errors.iter())
-            .filter(|(_, e)| !(*e <= tolerance))
+            // (A NaN error is refused too.)
+            .filter(|(_, e)| e.is_nan() || *e > tolerance)
             .map(|(name, e)| format!("{name}: {e:.1e}"))
             .collect();
         (!bad.is_empty()).then(|| {
@@ -158,7 +159,10 @@ fn run(gpu: &Gpu, k: &Kernels, p: &Problems) -> Result<Vec<(String, Vec<f32>)>> 
     let pad = k.tiling.pad();
     let upload = |label: &str, v: &[f32]| gpu.storage_from(label, v);
     let fw = upload("w", &conv::pad_forward_weights(&p.weights, cin, cout, pad))?;
-    let bw = upload("wt", &conv::pad_backward_weights(&p.weights, cin, cout, pad))?;
+    let bw = upload(
+        "wt",
+        &conv::pad_backward_weights(&p.weights, cin, cout, pad),
+    )?;
     let fw3 = upload("w3", &conv::pad_forward_weights(&p.weights3, 3, cout, pad))?;
     let (x, x3, bias, grad) = (
         upload("x", &p.x)?,
@@ -174,22 +178,45 @@ fn run(gpu: &Gpu, k: &Kernels, p: &Problems) -> Result<Vec<(String, Vec<f32>)>> 
         .collect::<Result<_>>()?;
     let gram = gpu.storage("gram", cout * cout)?;
     let shape = (cin, cout, h, w);
-    let mut d = k.conv.forward(gpu, (shape, false), &x, &fw, &bias, &outs[0]);
-    d.extend(k.conv.forward(gpu, ((3, cout, h, w), false), &x3, &fw3, &bias, &outs[1]));
+    let mut d = k
+        .conv
+        .forward(gpu, (shape, false), &x, &fw, &bias, &outs[0]);
+    d.extend(
+        k.conv
+            .forward(gpu, ((3, cout, h, w), false), &x3, &fw3, &bias, &outs[1]),
+    );
     d.extend(k.conv.forward(gpu, (shape, true), &x, &fw, &bias, &outs[2]));
-    d.extend(k.conv.backward_input(gpu, (shape, false), &grad, &bw, None, &backs[0]));
+    d.extend(
+        k.conv
+            .backward_input(gpu, (shape, false), &grad, &bw, None, &backs[0]),
+    );
     // The masked backward's mask: the input itself (its negative half is masked).
-    d.extend(k.conv.backward_input(gpu, (shape, false), &grad, &bw, Some(&x), &backs[1]));
+    d.extend(
+        k.conv
+            .backward_input(gpu, (shape, false), &grad, &bw, Some(&x), &backs[1]),
+    );
     let mut gram_d = k.gram.matrix(gpu, (cout, h * w), &outs[0], &gram)?;
     d.append(&mut gram_d);
     submit(gpu, &[], &d.iter().collect::<Vec<_>>());
     let read = |b: &wgpu::Buffer, n: usize| gpu.read(b, n);
     Ok(vec![
-        (format!("conv forward {cin}->{cout}"), read(&outs[0], cout * h * w)?),
-        ("conv forward 3->40 (taps folded)".into(), read(&outs[1], cout * h * w)?),
-        ("conv forward (circular padding)".into(), read(&outs[2], cout * h * w)?),
+        (
+            format!("conv forward {cin}->{cout}"),
+            read(&outs[0], cout * h * w)?,
+        ),
+        (
+            "conv forward 3->40 (taps folded)".into(),
+            read(&outs[1], cout * h * w)?,
+        ),
+        (
+            "conv forward (circular padding)".into(),
+            read(&outs[2], cout * h * w)?,
+        ),
         ("conv backward".into(), read(&backs[0], cin * h * w)?),
-        ("conv backward (masked)".into(), read(&backs[1], cin * h * w)?),
+        (
+            "conv backward (masked)".into(),
+            read(&backs[1], cin * h * w)?,
+        ),
         (format!("gram {cout}x{}", h * w), read(&gram, cout * cout)?),
     ])
 }
@@ -208,12 +235,40 @@ pub fn compare(gpu: &Gpu, candidate: &Kernels, reference: &Kernels) -> Result<Mi
         .into_iter()
         .zip(want)
         .map(|((name, a), (_, b))| {
-            let diff: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+            let diff: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                .sum();
             let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
             let finite = a.iter().all(|x| x.is_finite());
-            let e = if finite { (diff / norm.max(1e-300)).sqrt() } else { f64::INFINITY };
+            let e = if finite {
+                (diff / norm.max(1e-300)).sqrt()
+            } else {
+                f64::INFINITY
+            };
             (name, e)
         })
         .collect();
     Ok(MixedCheck { errors })
+}
+
+/// Whether a run may take variants `v`: f32 ones always (None); ones on cooperative
+/// matrices where the adapter offers them and they pass [`check_mixed`] at
+/// [`MIXED_TOLERANCE`] (the check's figures), else why they are refused.
+pub fn admit(gpu: &Gpu, v: Variants) -> std::result::Result<Option<MixedCheck>, String> {
+    if v.precision() == super::Precision::F32 {
+        return Ok(None);
+    }
+    for t in [v.conv, v.gram] {
+        if let Some(why) = not_offered(gpu, t) {
+            return Err(why);
+        }
+    }
+    let name = &gpu.info.name;
+    let check = check_mixed(gpu, v).map_err(|e| format!("its kernels failed on {name}: {e:#}"))?;
+    match check.refusal(MIXED_TOLERANCE) {
+        Some(why) => Err(why),
+        None => Ok(Some(check)),
+    }
 }

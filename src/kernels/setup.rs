@@ -156,12 +156,10 @@ impl std::str::FromStr for Tiling {
     type Err = String;
     fn from_str(s: &str) -> Result<Tiling, String> {
         let all = || TILINGS.into_iter().chain(MIXED_TILINGS);
-        all()
-            .find(|t| t.to_string() == s.trim())
-            .ok_or_else(|| {
-                let names: Vec<String> = all().map(|t| t.to_string()).collect();
-                format!("{s:?} is not one of {}", names.join(", "))
-            })
+        all().find(|t| t.to_string() == s.trim()).ok_or_else(|| {
+            let names: Vec<String> = all().map(|t| t.to_string()).collect();
+            format!("{s:?} is not one of {}", names.join(", "))
+        })
     }
 }
 

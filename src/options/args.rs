@@ -164,13 +164,19 @@ pub struct JobOptions {
     /// with shader-f16; arithmetic stays f32)
     #[arg(long, value_enum, default_value_t = crate::kernels::Storage::F32)]
     pub storage: crate::kernels::Storage,
+    /// Arithmetic of the GPU's convolutions and Gram matrices: f32, or mixed (tensor cores
+    /// through cooperative matrices: f16 operands, f32 sums, ~1e-4 relative error; where the
+    /// adapter offers them and they pass a check against f32, else f32 with a note)
+    #[arg(long, value_enum, default_value_t = crate::kernels::Precision::F32)]
+    pub precision: crate::kernels::Precision,
     /// Engine: auto (a hardware GPU if there is one, else the CPU engine), gpu (any adapter,
     /// software drivers included) or cpu (SIMD and threads on the CPU)
     #[arg(long, value_enum, env = "IMPASTO_ENGINE", default_value_t = EngineChoice::Auto)]
     pub engine: EngineChoice,
     /// GPU kernel variants: auto (time every variant on the adapter at this run's size, once,
     /// as `impasto tune` does, and keep the fastest) or one variant for every family (regs4,
-    /// regs8, regs16, gemm64, gemm64x64k8, gemm64x64k16, gemm128x64k8, gemm128x64k16);
+    /// regs8, regs16, gemm64, gemm64x64k8, gemm64x64k16, gemm128x64k8, gemm128x64k16; with
+    /// --precision mixed, coop16 or coop8);
     /// default: what `impasto tune` kept for the adapter, else the adapter's default
     #[arg(long, value_name = "auto|VARIANT")]
     #[serde(skip)]

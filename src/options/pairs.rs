@@ -8,7 +8,7 @@ use super::args::{flag_name, JobOptions};
 
 /// Options that belong to an engine rather than to one job (a batch's, a Python
 /// `Stylizer`'s): a job may not set them.
-pub const ENGINE_WIDE: &[&str] = &["engine", "storage", "tiling"];
+pub const ENGINE_WIDE: &[&str] = &["engine", "storage", "precision", "tiling"];
 
 /// Options that write files or serve pages beside a command's output: a front end that hands
 /// back the picture itself (Python) refuses them.

@@ -35,7 +35,8 @@ pub struct Session<'g> {
     /// The moving average of the iterates: its count, raw buffer and fold dispatch.
     average: Option<(Average, wgpu::Buffer, Vec<Dispatch>)>,
     pub steps_done: usize,
-    /// Gradients stored in f16, under a scale (`kernels::preprocess`).
+    /// Gradients stored in f16 or multiplied on f16 operands (mixed precision), under a
+    /// scale (`kernels::preprocess`) that keeps them inside f16's range.
     grads_f16: bool,
     /// Ledger marks: session start, weights uploaded, style phase over, all made.
     marks: [usize; 4],
@@ -159,7 +160,8 @@ impl<'g> Session<'g> {
             adam,
             average,
             steps_done: 0,
-            grads_f16: kernels.storage == Storage::F16,
+            grads_f16: kernels.storage == Storage::F16
+                || kernels.variants().precision() == crate::kernels::Precision::Mixed,
             marks: [start, weights_made, style_made, gpu.ledger_len()],
         };
         if session.grads_f16 && !dry {

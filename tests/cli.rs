@@ -18,17 +18,7 @@ use safetensors::tensor::TensorView;
 fn impasto(args: &[&str]) -> Output {
     let xdg = std::env::temp_dir().join("impasto-test-xdg");
     std::fs::create_dir_all(&xdg).unwrap();
-    // IMPASTO_TEST_LOADER: a program to run the binary through (scripts/test's runs on Debian
-    // sid's lavapipe, whose glibc the binary needs its loader for).
-    let mut command = match std::env::var_os("IMPASTO_TEST_LOADER") {
-        Some(loader) => {
-            let mut c = Command::new(loader);
-            c.arg(env!("CARGO_BIN_EXE_impasto"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_impasto")),
-    };
-    command
+    common::impasto_command(env!("CARGO_BIN_EXE_impasto"))
         .args(args)
         .env("XDG_RUNTIME_DIR", xdg)
         .env_remove("IMPASTO_WEIGHTS")

@@ -184,7 +184,7 @@ fn translate_all(shaders: Vec<(String, String)>) -> usize {
 fn every_written_shader_translates_for_vulkan_metal_and_dx12() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("shaders");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+    let o = common::impasto_command(env!("CARGO_BIN_EXE_impasto"))
         .env("XDG_RUNTIME_DIR", dir.path())
         .args(["shaders", "--out"])
         .arg(&out)
@@ -204,6 +204,18 @@ fn every_written_shader_translates_for_vulkan_metal_and_dx12() {
                 "conv {t} {storage}"
             );
         }
+    }
+    // The variants on cooperative matrices: written where the adapter offers them (Debian
+    // sid's lavapipe: coop8), else said to be left out.
+    for m in [8, 16] {
+        let written = out
+            .join(format!("conv.coop{m}-f32.conv_forward.wgsl"))
+            .exists();
+        assert_ne!(
+            written,
+            said.contains(&format!("coop{m} left out")),
+            "{said}"
+        );
     }
     assert!(!read("loss.f16.sq_diff_sum.wgsl").contains("= f16;"));
     assert!(read("loss.f16.sq_diff_sum.A-B.wgsl").contains("= f16;"));

@@ -13,17 +13,25 @@ use anyhow::{Context, Result};
 use super::flags::ShadersArgs;
 use crate::gpu::Gpu;
 use crate::kernels::setup::record_builds;
-use crate::kernels::{conv, gram, shaders, Checks, Kernels, Storage, TILINGS};
+use crate::kernels::{conv, gram, precision, shaders, Checks, Kernels, Storage, TILINGS};
 
-/// Each family's sources as the builder receives them: conv and Gram for every tiling, then
-/// every other shader file (named without `.wgsl`).
-fn families() -> Vec<(String, String)> {
+/// Each family's sources as the builder receives them: conv and Gram for every tiling (the
+/// cooperative ones as built for `gpu`), then every other shader file (named without `.wgsl`).
+fn families(gpu: &Gpu) -> Vec<(String, String)> {
     let tiled = TILINGS.iter().flat_map(|&t| {
         [
             ("conv".to_string(), conv::source(t)),
             ("gram".to_string(), gram::source(t)),
         ]
     });
+    let coop = [8, 16].into_iter().flat_map(|m| {
+        let invocations = precision::coop_invocations(&gpu.info, m);
+        [
+            ("conv".to_string(), conv::coop_source(m, invocations)),
+            ("gram".to_string(), gram::coop_source(m)),
+        ]
+    });
+    let tiled = tiled.chain(coop);
     let files = (shaders().into_iter()).map(|(n, s)| (n.trim_end_matches(".wgsl").to_string(), s));
     tiled.chain(files).collect()
 }
@@ -40,11 +48,19 @@ pub fn run(args: &ShadersArgs, adapter: Option<&str>) -> Result<()> {
     }
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
-    let families = families();
+    let families = families(&gpu);
+    // The variants on cooperative matrices the adapter offers (mixed precision).
+    let mut tilings = TILINGS.to_vec();
+    for t in crate::kernels::MIXED_TILINGS {
+        match precision::not_offered(&gpu, t) {
+            None => tilings.push(t),
+            Some(why) => crate::say!("{t} left out: {why}"),
+        }
+    }
     // Each file written, by name, with its source.
     let mut sources: BTreeMap<String, String> = BTreeMap::new();
     for &storage in &storages {
-        for tiling in TILINGS {
+        for &tiling in &tilings {
             let (kernels, built) =
                 record_builds(|| Kernels::with_checks(&gpu, tiling, storage, Checks::Unchecked));
             kernels.with_context(|| format!("building the {tiling} {storage:?} kernels"))?;

@@ -353,3 +353,17 @@ pub fn interrupt_after(child: &mut std::process::Child, after: &str) -> (Option<
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     (child.wait().unwrap().code(), rest)
 }
+
+/// A command running the impasto binary `bin` (`env!("CARGO_BIN_EXE_impasto")`), through
+/// IMPASTO_TEST_LOADER when it is set: scripts/test's runs on Debian sid's lavapipe
+/// (scripts/sid-lavapipe), whose glibc the binary needs sid's loader for.
+pub fn impasto_command(bin: &str) -> std::process::Command {
+    match std::env::var_os("IMPASTO_TEST_LOADER") {
+        Some(loader) => {
+            let mut c = std::process::Command::new(loader);
+            c.arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    }
+}

@@ -25,7 +25,7 @@ fn families(gpu: &Gpu) -> Vec<(String, String)> {
         ]
     });
     let coop = [8, 16].into_iter().flat_map(|m| {
-        let invocations = precision::coop_invocations(&gpu.info, m);
+        let invocations = crate::kernels::setup::coop_invocations(&gpu.info, m);
         [
             ("conv".to_string(), conv::coop_source(m, invocations)),
             ("gram".to_string(), gram::coop_source(m)),

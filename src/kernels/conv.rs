@@ -15,7 +15,7 @@ pub const COOP_WGSL: &str = include_str!("../../shaders/conv_coop.wgsl");
 
 /// conv_coop.wgsl as the host compiles it: its extensions, the common prelude, the kernel on
 /// matrices of side `m` (8 or 16) with workgroups of `invocations` (`m` to m²/2: the
-/// adapter's largest subgroup, [`super::precision::coop_invocations`]).
+/// adapter's largest subgroup, [`super::setup::coop_invocations`]).
 pub fn coop_source(m: usize, invocations: u32) -> String {
     assert!(matches!(m, 8 | 16) && (m as u32..=(m * m / 2) as u32).contains(&invocations));
     let body = super::setup::rewrite(
@@ -103,7 +103,7 @@ impl ConvKernels {
     pub(super) fn build(b: &Builder<'_>) -> ConvKernels {
         let src = match b.setup.tiling {
             Tiling::Cooperative(m) => {
-                coop_source(m, super::precision::coop_invocations(&b.gpu.info, m))
+                coop_source(m, super::setup::coop_invocations(&b.gpu.info, m))
             }
             t => source(t),
         };

@@ -183,18 +183,7 @@ impl GramKernels {
                     ..GramParams::rows((n, m), a, b, (fa.base, fb.base))
                 };
                 let (na, nb) = (a.len(), b.len());
-                let [x, y] = match (self.setup.tiling, a == b) {
-                    (Tiling::Registers(_), true) => {
-                        [(na.div_ceil(8) * (na.div_ceil(8) + 1) / 2).div_ceil(64), 1]
-                    }
-                    (Tiling::Registers(_), false) => {
-                        [(na.div_ceil(8) * nb.div_ceil(8)).div_ceil(64), 1]
-                    }
-                    (tiling, _) => {
-                        let t = gram_tile(tiling);
-                        [nb.div_ceil(t), na.div_ceil(t)]
-                    }
-                };
+                let [x, y] = self.gram_groups(na, nb, a == b);
                 let bytes = (na + nb) * m * sb + chunks * na * nb * F32;
                 let mut detail = format!("{n}x{m}");
                 if pieces.len() > 1 {
@@ -224,6 +213,21 @@ impl GramKernels {
             );
         }
         Ok(dispatches)
+    }
+
+    /// Workgroups along x and y of a Gram dispatch of `na` rows against `nb` (`diagonal`: the
+    /// same rows, whose register tiles cover the upper triangle only).
+    fn gram_groups(&self, na: usize, nb: usize, diagonal: bool) -> [usize; 2] {
+        match (self.setup.tiling, diagonal) {
+            (Tiling::Registers(_), true) => {
+                [(na.div_ceil(8) * (na.div_ceil(8) + 1) / 2).div_ceil(64), 1]
+            }
+            (Tiling::Registers(_), false) => [(na.div_ceil(8) * nb.div_ceil(8)).div_ceil(64), 1],
+            (tiling, _) => {
+                let t = gram_tile(tiling);
+                [nb.div_ceil(t), na.div_ceil(t)]
+            }
+        }
     }
 
     /// `dst (+)= s · coef · ((gram − target) · feat) · [feat > 0]` (feat is post-ReLU; s the

@@ -115,7 +115,7 @@ impl Kernels {
                 TILINGS.contains(&t) || MIXED_TILINGS.contains(&t),
                 "tiling {t} is not one the host can build"
             );
-            if let Some(why) = precision::not_offered(gpu, t) {
+            if let Some(why) = setup::not_offered(gpu, t) {
                 anyhow::bail!("{t} runs on cooperative matrices, but {why}");
             }
         }

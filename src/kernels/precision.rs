@@ -6,71 +6,13 @@
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
-use super::{conv, Checks, Kernels, Storage, Tiling, Variants, MIXED_TILINGS};
+pub use super::setup::{mixed_tiling, not_offered};
+use super::{conv, Checks, Kernels, Storage, Tiling, Variants};
 use crate::gpu::{submit, Gpu};
 
 /// The most relative error (‖mixed − f32‖ / ‖f32‖) the check accepts: f16 operands with f32
 /// accumulation give ~1e-4 on VGG's maps (benches/f16_error.py), a wrong kernel ~1.
 pub const MIXED_TOLERANCE: f64 = 1e-3;
-
-/// The invocations of a conv_coop.wgsl workgroup on matrices of side `m`: the adapter's
-/// largest subgroup (a cooperative matrix belongs to one subgroup), between `m` (the staging's
-/// pixel quads) and m²/2 (its weight quads).
-pub fn coop_invocations(info: &wgpu::AdapterInfo, m: usize) -> u32 {
-    let m = m as u32;
-    info.subgroup_max_size
-        .next_power_of_two()
-        .clamp(m, m * m / 2)
-}
-
-/// The variant on cooperative matrices the adapter runs: the first of [`MIXED_TILINGS`] it
-/// offers, or why there is none.
-pub fn mixed_tiling(gpu: &Gpu) -> Result<Tiling, String> {
-    let mut why = None;
-    for t in MIXED_TILINGS {
-        match not_offered(gpu, t) {
-            None => return Ok(t),
-            Some(w) => why = why.or(Some(w)),
-        }
-    }
-    Err(why.unwrap_or_default())
-}
-
-/// Why the adapter cannot run tiling `t`, if it cannot (never for an f32 tiling).
-pub fn not_offered(gpu: &Gpu, t: Tiling) -> Option<String> {
-    use wgpu::CooperativeScalarType::{F16, F32};
-    let Tiling::Cooperative(m) = t else {
-        return None;
-    };
-    let name = &gpu.info.name;
-    let offered = &gpu.cooperative_matrices;
-    if offered.is_empty() {
-        return Some(format!(
-            "{name} offers no cooperative matrices (tensor cores) to WGSL"
-        ));
-    }
-    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
-        return Some(format!("{name} offers no shader-f16"));
-    }
-    let side = m as u32;
-    let wanted = |c: &&wgpu::CooperativeMatrixProperties| {
-        (c.m_size, c.n_size, c.k_size) == (side, side, side) && c.ab_type == F16 && c.cr_type == F32
-    };
-    if !offered.iter().any(|c| wanted(&c)) {
-        return Some(format!(
-            "{name}'s cooperative matrices have no {m}x{m}x{m} f16 shape with f32 accumulation"
-        ));
-    }
-    // (gram_coop.wgsl's workgroups are the narrower: m²/4 invocations.)
-    if gpu.info.subgroup_min_size > side * side / 4 {
-        return Some(format!(
-            "{name}'s subgroups ({}) are wider than a {t} Gram workgroup ({})",
-            gpu.info.subgroup_min_size,
-            side * side / 4
-        ));
-    }
-    None
-}
 
 /// A check's figures: each problem's relative error against the f32 kernels.
 #[derive(Clone, Debug)]

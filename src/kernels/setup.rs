@@ -215,6 +215,65 @@ pub(super) fn groups_1d(n: usize) -> [u32; 3] {
     fold_tiles(n.div_ceil(64), 1, MAX_GROUPS)
 }
 
+/// The invocations of a conv_coop.wgsl workgroup on matrices of side `m`: the adapter's
+/// largest subgroup (a cooperative matrix belongs to one subgroup), between `m` (the staging's
+/// pixel quads) and m²/2 (its weight quads).
+pub fn coop_invocations(info: &wgpu::AdapterInfo, m: usize) -> u32 {
+    let m = m as u32;
+    info.subgroup_max_size
+        .next_power_of_two()
+        .clamp(m, m * m / 2)
+}
+
+/// The variant on cooperative matrices the adapter runs: the first of [`MIXED_TILINGS`] it
+/// offers, or why there is none.
+pub fn mixed_tiling(gpu: &Gpu) -> Result<Tiling, String> {
+    let mut why = None;
+    for t in MIXED_TILINGS {
+        match not_offered(gpu, t) {
+            None => return Ok(t),
+            Some(w) => why = why.or(Some(w)),
+        }
+    }
+    Err(why.unwrap_or_default())
+}
+
+/// Why the adapter cannot run tiling `t`, if it cannot (never for an f32 tiling).
+pub fn not_offered(gpu: &Gpu, t: Tiling) -> Option<String> {
+    use wgpu::CooperativeScalarType::{F16, F32};
+    let Tiling::Cooperative(m) = t else {
+        return None;
+    };
+    let name = &gpu.info.name;
+    let offered = &gpu.cooperative_matrices;
+    if offered.is_empty() {
+        return Some(format!(
+            "{name} offers no cooperative matrices (tensor cores) to WGSL"
+        ));
+    }
+    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return Some(format!("{name} offers no shader-f16"));
+    }
+    let side = m as u32;
+    let wanted = |c: &&wgpu::CooperativeMatrixProperties| {
+        (c.m_size, c.n_size, c.k_size) == (side, side, side) && c.ab_type == F16 && c.cr_type == F32
+    };
+    if !offered.iter().any(|c| wanted(&c)) {
+        return Some(format!(
+            "{name}'s cooperative matrices have no {m}x{m}x{m} f16 shape with f32 accumulation"
+        ));
+    }
+    // (gram_coop.wgsl's workgroups are the narrower: m²/4 invocations.)
+    if gpu.info.subgroup_min_size > side * side / 4 {
+        return Some(format!(
+            "{name}'s subgroups ({}) are wider than a {t} Gram workgroup ({})",
+            gpu.info.subgroup_min_size,
+            side * side / 4
+        ));
+    }
+    None
+}
+
 /// `src` with each `(line, replacement)` replaced: the host's rewriting of a shader's
 /// constants and types for a variant; a line not found is a bug.
 pub(super) fn rewrite(src: &str, replacements: &[(&str, String)]) -> String {

@@ -81,6 +81,8 @@ def main():
     ap.add_argument("--tiling", default=None, help="passed to impasto bench (default: its choice)")
     ap.add_argument("--storage", default=None, help="passed to impasto bench: f32 or f16 feature maps")
     ap.add_argument("--engine", default=None, help="passed to impasto bench: gpu or cpu")
+    ap.add_argument("--precision", default=None,
+                    help="passed to impasto bench: f32, or mixed (tensor cores through cooperative matrices)")
     ap.add_argument("--tf32", action="store_true",
                     help="let cuDNN/cuBLAS use TF32 (off: the comparison is fp32 against fp32)")
     ap.add_argument("--channels-last", action="store_true",
@@ -154,11 +156,16 @@ def main():
         "--style-layers", a.style_layers, "--steps", str(a.steps)] + (
         ["--tiling", a.tiling] if a.tiling else []) + (
         ["--storage", a.storage] if a.storage else []) + (
-        ["--engine", a.engine] if a.engine else [])
+        ["--engine", a.engine] if a.engine else []) + (
+        ["--precision", a.precision] if a.precision else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"full step .*?: ([0-9.]+) ms/step", out)
     mem_line = re.search(r"(peak )?GPU memory.*|peak memory: .*", out)
-    adapter = out.splitlines()[0]
+    # (With --precision mixed, the check against f32 comes first: its errors are printed too.)
+    checked = re.search(r"mixed precision checked against f32: .*", out)
+    if checked:
+        print(checked.group(0))
+    adapter = next(l for l in out.splitlines() if not l.startswith("mixed precision"))
     imp_ms = float(m.group(1))
     print(f"{adapter}\nimpasto: {imp_ms:.2f} ms/step{', ' + mem_line.group(0) if mem_line else ''}")
     print(f"ratio impasto / PyTorch: {imp_ms / torch_ms:.2f}x")

@@ -7,10 +7,12 @@
 #   Vulkan loader packages into .gl/ (both ignored by git).
 # There:             device run, carry [".gl", ".gpu"], timeout_s 540:
 #   bash benches/gpu_check.sh run
-#   checks every kernel against the CPU reference on the real GPU, times every kernel variant
-#   (impasto tune, f32 and f16), then the 512-px step with the default layers in the tuned
-#   variants (checked and unchecked shaders) against PyTorch + CUDA (strict fp32, then TF32 as
-#   its default, then TF32 with channels-last and cudnn.benchmark), prints the
+#   checks every kernel against the CPU reference on the real GPU (the variants on cooperative
+#   matrices too, where the driver offers them), times every kernel variant (impasto tune, f32
+#   and f16, then mixed precision: the tensor-core variants with their error against f32), then
+#   the 512-px step with the default layers in the tuned variants (checked and unchecked
+#   shaders) against PyTorch + CUDA (strict fp32, then TF32 as its default, then TF32 with
+#   channels-last and cudnn.benchmark; mixed precision beside TF32), prints the
 #   memory plans up to 3840x2160 (--dry-run), the tiled step (--tile) against the untiled one
 #   at 2048 px and the 8K UHD plan and 2 steps in tiles, and times Adam, L-BFGS and coarse to
 #   fine at 512 px; the log lands in $OUT/gpu_check.log.
@@ -59,6 +61,11 @@ run() {
     for st in f32 f16; do
         timeout 150 .gpu/impasto tune --size 512 --steps 5 --storage "$st"
     done
+    echo "== impasto tune --precision mixed, 512 px: the tensor-core variants (cooperative matrices), their check against f32 first"
+    timeout 120 .gpu/impasto tune --size 512 --steps 5 --precision mixed
+    echo "== PyTorch CUDA TF32 (its default) vs impasto mixed precision (tensor cores both), 512 px, default layers"
+    timeout 120 python3 benches/compare_pytorch.py --size 512 --steps 10 --device cuda \
+        --impasto-bin .gpu/impasto --storage f32 --tf32 --precision mixed
     for run in "tuned f32 0" "tuned f32 1" "tuned f16 0" "gemm64 f32 0" "regs8 f32 0"; do
         set -- $run
         echo "== impasto bench, 512 px, default layers, tiling $1, $2 feature maps, IMPASTO_CHECKED_SHADERS=$3"

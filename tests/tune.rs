@@ -35,6 +35,15 @@ fn tune_keeps_the_fastest_variants_and_gpu_runs_use_them() {
             "no row for {variant}"
         );
     }
+    // The variants on cooperative matrices get a row each: not offered (lavapipe of Debian 12,
+    // SwiftShader), or, where offered, left to --precision mixed.
+    for variant in ["coop16", "coop8"] {
+        let row = out.lines().find(|l| l.starts_with(variant)).expect(variant);
+        assert!(
+            row.contains("not offered: ") || row.contains("--precision mixed"),
+            "{row}"
+        );
+    }
     let file = cache.join("impasto").join("tuning.json");
     let cached: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -67,6 +76,27 @@ fn tune_keeps_the_fastest_variants_and_gpu_runs_use_them() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["tiling"]["conv"], entry["variants"]["conv"]);
     assert_eq!(r["tiling"]["gram"], entry["variants"]["gram"]);
+
+    // Mixed precision is tuned apart: a second entry, the f32 one kept.
+    let o = impasto()
+        .args([
+            "tune",
+            "--size",
+            "24",
+            "--steps",
+            "1",
+            "--precision",
+            "mixed",
+        ])
+        .args(layers)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let keys: Vec<&String> = cached.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("| Mixed |")), "{keys:?}");
 }
 
 #[test]

@@ -157,7 +157,14 @@ fn f16_storage_convolutions_match_reference() {
         channels: 128,
         k: 8,
     };
-    for tiling in [Tiling::Registers(8), Tiling::Workgroup, gemm8] {
+    // (And the cooperative-matrix variant where offered: f16 operands on top of f16 maps.)
+    let tilings = [
+        (Tiling::Registers(8), 1e-3),
+        (Tiling::Workgroup, 1e-3),
+        (gemm8, 1e-3),
+    ];
+    let mixed = precision::mixed_tiling(g).ok().map(|t| (t, MIXED_TOL));
+    for (tiling, tol) in tilings.into_iter().chain(mixed) {
         let k = Kernels::with_options(g, tiling, Storage::F16).unwrap();
         for (cin, cout, h, w) in [(3, 64, 7, 5), (20, 130, 9, 10), (64, 5, 9, 6)] {
             // Feature maps hold f16 values; the reference gets exactly those.
@@ -182,7 +189,7 @@ fn f16_storage_convolutions_match_reference() {
                 &format!("f16 conv_forward ({tiling}) {cin}->{cout} {h}x{w}"),
                 &read_features(g, &k, &out, cout * h * w),
                 &want,
-                1e-3,
+                tol,
             );
 
             // Backward: the gradients are f16 too, and the ReLU mask comes from an f16 map.
@@ -213,7 +220,7 @@ fn f16_storage_convolutions_match_reference() {
                 &format!("f16 conv_backward_input ({tiling}) {cin}->{cout} {h}x{w}"),
                 &read_features(g, &k, &out, cin * h * w),
                 &want,
-                1e-3,
+                tol,
             );
         }
     }

@@ -875,10 +875,27 @@ fn devices_on_a_headless_machine_leave_stderr_clean() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.starts_with("cpu: CPU engine"), "{listed}");
     assert!(!listed.contains("(Gl,"), "GL was probed: {listed}");
-    // The software drivers offer no tensor cores to WGSL, and say so.
-    if listed.contains("llvmpipe") {
-        let coop = "tensor cores from WGSL (cooperative matrices): none";
-        assert!(listed.contains(coop), "{listed}");
+    // Each adapter says which tensor-core shapes WGSL reaches and what --precision mixed runs
+    // there: Debian 12's lavapipe none (f32), Mesa 26's 8x8x8 (coop8).
+    let coop: Vec<&str> = (listed.lines())
+        .filter(|l| l.contains("tensor cores from WGSL (cooperative matrices): "))
+        .collect();
+    let adapters = (listed.lines())
+        .filter(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|n| n.parse::<usize>().is_ok())
+        })
+        .count();
+    assert_eq!(coop.len(), adapters, "{listed}");
+    for line in coop {
+        match line.contains("): none") {
+            true => assert!(
+                line.ends_with("(--precision mixed computes in f32 here)"),
+                "{line}"
+            ),
+            false => assert!(line.contains("(--precision mixed runs coop"), "{line}"),
+        }
     }
 }
 

@@ -31,8 +31,12 @@ pub fn run() -> Result<()> {
             if d.timestamps == Some(true) { "yes" } else { "no" }
         );
         let coop = d.cooperative_matrices.as_deref().unwrap_or_default();
+        let mixed = match &d.mixed_variant {
+            Some(v) => format!("--precision mixed runs {v}"),
+            None => "--precision mixed computes in f32 here".into(),
+        };
         println!(
-            "   tensor cores from WGSL (cooperative matrices): {}",
+            "   tensor cores from WGSL (cooperative matrices): {} ({mixed})",
             if coop.is_empty() {
                 "none".to_string()
             } else {

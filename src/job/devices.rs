@@ -21,6 +21,9 @@ pub struct Device {
     /// The tensor-core shapes WGSL can reach (cooperative matrices), e.g. "16x16x16
     /// f16·f16+f32" (GPU adapters only; empty where none are offered).
     pub cooperative_matrices: Option<Vec<String>>,
+    /// The variant `--precision mixed` runs on them (`coop16`, `coop8`), or None where it
+    /// computes in f32 (GPU adapters; None for the CPU engine too).
+    pub mixed_variant: Option<String>,
 }
 
 /// The CPU engine first, then the GPU adapters best first (the first is the default).
@@ -37,6 +40,7 @@ pub fn devices() -> Vec<Device> {
         invocations_per_workgroup: None,
         timestamps: None,
         cooperative_matrices: None,
+        mixed_variant: None,
     };
     let adapters = crate::gpu::list_adapters().into_iter().enumerate();
     let gpus = adapters.map(|(i, a)| Device {
@@ -51,6 +55,12 @@ pub fn devices() -> Vec<Device> {
         invocations_per_workgroup: Some(a.limits.max_compute_invocations_per_workgroup as u64),
         timestamps: Some(a.features.contains(wgpu::Features::TIMESTAMP_QUERY)),
         cooperative_matrices: Some(a.cooperative_matrices.iter().map(shape).collect()),
+        mixed_variant: (crate::kernels::MIXED_TILINGS.into_iter())
+            .find(|&t| {
+                let coop = &a.cooperative_matrices;
+                crate::kernels::setup::not_offered_by(&a.info, a.features, coop, t).is_none()
+            })
+            .map(|t| t.to_string()),
     });
     std::iter::once(cpu).chain(gpus).collect()
 }

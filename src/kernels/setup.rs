@@ -240,18 +240,25 @@ pub fn mixed_tiling(gpu: &Gpu) -> Result<Tiling, String> {
 
 /// Why the adapter cannot run tiling `t`, if it cannot (never for an f32 tiling).
 pub fn not_offered(gpu: &Gpu, t: Tiling) -> Option<String> {
+    not_offered_by(&gpu.info, gpu.features, &gpu.cooperative_matrices, t)
+}
+
+/// The same from an adapter's (or device's) info, features and cooperative-matrix shapes.
+pub fn not_offered_by(
+    info: &wgpu::AdapterInfo, features: wgpu::Features,
+    offered: &[wgpu::CooperativeMatrixProperties], t: Tiling,
+) -> Option<String> {
     use wgpu::CooperativeScalarType::{F16, F32};
     let Tiling::Cooperative(m) = t else {
         return None;
     };
-    let name = &gpu.info.name;
-    let offered = &gpu.cooperative_matrices;
+    let name = &info.name;
     if offered.is_empty() {
         return Some(format!(
             "{name} offers no cooperative matrices (tensor cores) to WGSL"
         ));
     }
-    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+    if !features.contains(wgpu::Features::SHADER_F16) {
         return Some(format!("{name} offers no shader-f16"));
     }
     let side = m as u32;
@@ -264,10 +271,10 @@ pub fn not_offered(gpu: &Gpu, t: Tiling) -> Option<String> {
         ));
     }
     // (gram_coop.wgsl's workgroups are the narrower: m²/4 invocations.)
-    if gpu.info.subgroup_min_size > side * side / 4 {
+    if info.subgroup_min_size > side * side / 4 {
         return Some(format!(
             "{name}'s subgroups ({}) are wider than a {t} Gram workgroup ({})",
-            gpu.info.subgroup_min_size,
+            info.subgroup_min_size,
             side * side / 4
         ));
     }

@@ -78,6 +78,14 @@ fn to_dst(v: f32) -> Dst { return Dst(v); }
 // (bound whole; element mask_base + i is this piece's element i).
 @group(0) @binding(6) var<storage, read> mask_bits: array<u32>;
 
+// Where an invocation of the GEMM tilings' entry points is (conv_gemm.wgsl, conv_coop.wgsl):
+// its index in the workgroup, its workgroup and their count (tiles fold x past 65535 into y).
+struct Place {
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+}
+
 fn positive_bit(e: u32) -> bool {
     return ((mask_bits[e / 32u] >> (e % 32u)) & 1u) != 0u;
 }

@@ -167,8 +167,8 @@ fn gemm(lid: u32, q0: u32, c0: u32, sign: i32) {
 
 // The first pixel and channel of the workgroup's tile: x (+ y past 65535) over pixel tiles,
 // z over channel tiles.
-fn tile_origin(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
-    return vec2<u32>((wid.x + wid.y * nwg.x) * TP, wid.z * TC);
+fn tile_origin(at: Place) -> vec2<u32> {
+    return vec2<u32>((at.wid.x + at.wid.y * at.nwg.x) * TP, at.wid.z * TC);
 }
 
 // Value i of an invocation's share of the tile: x its channel in this piece, y its pixel, z
@@ -194,12 +194,9 @@ fn put(t: vec4<u32>, v: f32) {
 }
 
 @compute @workgroup_size(WG, 1, 1)
-fn conv_forward(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let o = tile_origin(wid, nwg);
+fn conv_forward(at: Place) {
+    let lid = at.lid;
+    let o = tile_origin(at);
     gemm(lid, o.x, o.y, 1);
     for (var i = 0u; i < TC * TP / WG; i++) {
         let t = element(lid, i, o);
@@ -214,12 +211,9 @@ fn conv_forward(
 }
 
 @compute @workgroup_size(WG, 1, 1)
-fn conv_backward_input(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let o = tile_origin(wid, nwg);
+fn conv_backward_input(at: Place) {
+    let lid = at.lid;
+    let o = tile_origin(at);
     gemm(lid, o.x, o.y, -1);
     for (var i = 0u; i < TC * TP / WG; i++) {
         let t = element(lid, i, o);
@@ -230,12 +224,9 @@ fn conv_backward_input(
 }
 
 @compute @workgroup_size(WG, 1, 1)
-fn conv_backward_input_masked(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let o = tile_origin(wid, nwg);
+fn conv_backward_input_masked(at: Place) {
+    let lid = at.lid;
+    let o = tile_origin(at);
     gemm(lid, o.x, o.y, -1);
     let last = (p.flags & LAST_PIECE) != 0u;
     for (var i = 0u; i < TC * TP / WG; i++) {
@@ -248,12 +239,9 @@ fn conv_backward_input_masked(
 }
 
 @compute @workgroup_size(WG, 1, 1)
-fn conv_backward_input_bitmask(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let o = tile_origin(wid, nwg);
+fn conv_backward_input_bitmask(at: Place) {
+    let lid = at.lid;
+    let o = tile_origin(at);
     gemm(lid, o.x, o.y, -1);
     let last = (p.flags & LAST_PIECE) != 0u;
     for (var i = 0u; i < TC * TP / WG; i++) {

@@ -273,12 +273,9 @@ fn store(acc: Acc, lid: u32, q0: u32, c0: u32) {
 }
 
 @compute @workgroup_size(NT, 1, 1)
-fn conv_forward(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let o = tile_origin(wid, nwg);
+fn conv_forward(at: Place) {
+    let lid = at.lid;
+    let o = tile_origin(at);
     var acc = add_previous(gemm(lid, o.x, o.y, p.red, 1), lid, o.x, o.y);
     if ((p.flags & LAST_PIECE) != 0u) {
         acc = bias_relu(acc, lid, o.y);
@@ -288,27 +285,21 @@ fn conv_forward(
 
 // The first pixel and channel of the workgroup's tile: x (+ y past 65535) over pixel tiles,
 // z over channel tiles.
-fn tile_origin(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
-    return vec2<u32>((wid.x + wid.y * nwg.x) * TP, wid.z * TC);
+fn tile_origin(at: Place) -> vec2<u32> {
+    return vec2<u32>((at.wid.x + at.wid.y * at.nwg.x) * TP, at.wid.z * TC);
 }
 
 @compute @workgroup_size(NT, 1, 1)
-fn conv_backward_input(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let o = tile_origin(wid, nwg);
+fn conv_backward_input(at: Place) {
+    let lid = at.lid;
+    let o = tile_origin(at);
     store(add_previous(gemm(lid, o.x, o.y, p.red, -1), lid, o.x, o.y), lid, o.x, o.y);
 }
 
 @compute @workgroup_size(NT, 1, 1)
-fn conv_backward_input_masked(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let o = tile_origin(wid, nwg);
+fn conv_backward_input_masked(at: Place) {
+    let lid = at.lid;
+    let o = tile_origin(at);
     var acc = add_previous(gemm(lid, o.x, o.y, p.red, -1), lid, o.x, o.y);
     if ((p.flags & LAST_PIECE) != 0u) {
         acc = mask_by_input(acc, lid, o.x, o.y);
@@ -317,12 +308,9 @@ fn conv_backward_input_masked(
 }
 
 @compute @workgroup_size(NT, 1, 1)
-fn conv_backward_input_bitmask(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let o = tile_origin(wid, nwg);
+fn conv_backward_input_bitmask(at: Place) {
+    let lid = at.lid;
+    let o = tile_origin(at);
     var acc = add_previous(gemm(lid, o.x, o.y, p.red, -1), lid, o.x, o.y);
     if ((p.flags & LAST_PIECE) != 0u) {
         acc = mask_by_bits(acc, lid, o.x, o.y);
@@ -335,12 +323,9 @@ fn conv_backward_input_bitmask(
 // (one weight vec4, the same for the whole workgroup) x 4 pixels straight from memory.
 // Workgroups: x (+ y past 65535) over tiles of 256 pixels, z over quads of channels.
 @compute @workgroup_size(64, 1, 1)
-fn conv_backward_input_narrow(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let q0 = (wid.x + wid.y * nwg.x) * 256u + 4u * lid;
+fn conv_backward_input_narrow(at: Place) {
+    let wid = at.wid;
+    let q0 = (wid.x + wid.y * at.nwg.x) * 256u + 4u * at.lid;
     var y: array<i32, 4>;
     var x: array<i32, 4>;
     for (var j = 0u; j < 4u; j++) {

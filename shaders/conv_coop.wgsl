@@ -2,12 +2,12 @@
 // Metal's simdgroup matrices): conv_gemm.wgsl's implicit GEMM with f16 operands and f32
 // accumulation, for --precision mixed. The host puts `enable f16; enable
 // wgpu_cooperative_matrix;` and conv_common.wgsl (parameters, bindings, entry points' meaning)
-// in front, and rewrites M and WG for the adapter (kernels::conv::coop_source).
+// in front, and rewrites the tile's constants and WG for the adapter (kernels::conv::coop_source).
 //
 // out[o][q] = Σ_k W[k][o] · X[k][q] over rows k = (tap, reduction channel): C = Wᵀ·X.
-// A workgroup owns TC output channels x TP pixels, held as 2 x 4 accumulators of M x M (the
-// matrices' side: 16, or 8 where the adapter offers only that; the host rewrites M and the
-// type's name). Each step it stages TK rows of Wᵀ and of X (the input shifted by
+// A workgroup owns TC output channels x TP pixels, held as RA x RB accumulators of M x M (the
+// matrices' side: 16, or 8 where the adapter offers only that; the host rewrites M, RA, RB
+// and the type's name: kernels::Tiling::Cooperative). Each step it stages TK rows of Wᵀ and of X (the input shifted by
 // the tap, zero or wrapped in the padding) in workgroup memory as f16 — the maps' and
 // weights' f32 rounded: what mixed precision gives up
 // (benches/f16_error.py) — and multiplies them on the matrix units.
@@ -19,10 +19,12 @@
 // at a time, with conv_gemm.wgsl's fused epilogues (bias and ReLU; the input's mask).
 
 const M: u32 = 16u;       // the cooperative matrices' side (host-set: 8 or 16)
-const TC: u32 = 2u * M;   // output channels per workgroup (weight rows are padded to it)
-const TP: u32 = 4u * M;   // pixels per workgroup
+const RA: u32 = 2u;       // accumulators along the channels (host-set)
+const RB: u32 = 4u;       // accumulators along the pixels (host-set)
+const TC: u32 = RA * M;   // output channels per workgroup (weight rows are padded to it)
+const TP: u32 = RB * M;   // pixels per workgroup
 const TK: u32 = M;        // reduction rows per staged step: the matrices' K
-const WG: u32 = 32u;      // invocations: the adapter's largest subgroup, M to M²/2 (host-set)
+const WG: u32 = 32u;      // invocations: the adapter's largest subgroup, TP/4 to M·TC/4 (host-set)
 
 // Aᵀ: element (channel o, row k) at k·TC + o, so that A (M channels x M rows) loads
 // column-major from &wtile[o0] with stride TC.
@@ -125,43 +127,29 @@ fn gemm(lid: u32, q0: u32, c0: u32, sign: i32) {
     let folded = p.red < TK;
     let taps = select(9u, 1u, folded);
     let rows = select(p.red, 9u * p.red, folded);
-    var c00 = coop_mat16x16<f32, C>();
-    var c01 = coop_mat16x16<f32, C>();
-    var c02 = coop_mat16x16<f32, C>();
-    var c03 = coop_mat16x16<f32, C>();
-    var c10 = coop_mat16x16<f32, C>();
-    var c11 = coop_mat16x16<f32, C>();
-    var c12 = coop_mat16x16<f32, C>();
-    var c13 = coop_mat16x16<f32, C>();
+    var acc: array<coop_mat16x16<f32, C>, RA * RB>;
     for (var tap = 0u; tap < taps; tap++) {
         for (var k0 = 0u; k0 < rows; k0 += TK) {
             stage(lid, s, c0, tap, k0, folded, sign);
             workgroupBarrier();
-            let a0 = coopLoad<coop_mat16x16<f16, A>>(&wtile[0], TC);
-            let a1 = coopLoad<coop_mat16x16<f16, A>>(&wtile[M], TC);
-            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&xtile[0], TP);
-            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&xtile[M], TP);
-            let b2 = coopLoadT<coop_mat16x16<f16, B>>(&xtile[2u * M], TP);
-            let b3 = coopLoadT<coop_mat16x16<f16, B>>(&xtile[3u * M], TP);
-            c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
-            c02 = coopMultiplyAdd(a0, b2, c02);
-            c03 = coopMultiplyAdd(a0, b3, c03);
-            c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
-            c12 = coopMultiplyAdd(a1, b2, c12);
-            c13 = coopMultiplyAdd(a1, b3, c13);
+            var b: array<coop_mat16x16<f16, B>, RB>;
+            for (var j = 0u; j < RB; j++) {
+                b[j] = coopLoadT<coop_mat16x16<f16, B>>(&xtile[j * M], TP);
+            }
+            for (var i = 0u; i < RA; i++) {
+                let a = coopLoad<coop_mat16x16<f16, A>>(&wtile[i * M], TC);
+                for (var j = 0u; j < RB; j++) {
+                    acc[i * RB + j] = coopMultiplyAdd(a, b[j], acc[i * RB + j]);
+                }
+            }
             workgroupBarrier();
         }
     }
-    coopStoreT(c00, &ctile[0], TP);
-    coopStoreT(c01, &ctile[M], TP);
-    coopStoreT(c02, &ctile[2u * M], TP);
-    coopStoreT(c03, &ctile[3u * M], TP);
-    coopStoreT(c10, &ctile[M * TP], TP);
-    coopStoreT(c11, &ctile[M * TP + M], TP);
-    coopStoreT(c12, &ctile[M * TP + 2u * M], TP);
-    coopStoreT(c13, &ctile[M * TP + 3u * M], TP);
+    for (var i = 0u; i < RA; i++) {
+        for (var j = 0u; j < RB; j++) {
+            coopStoreT(acc[i * RB + j], &ctile[i * M * TP + j * M], TP);
+        }
+    }
     workgroupBarrier();
 }
 

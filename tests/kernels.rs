@@ -20,10 +20,21 @@ const TOL: f64 = 1e-4;
 const MIXED_TOL: f64 = 4e-3;
 
 /// Every conv tiling the adapter runs, with the tolerance its arithmetic allows: the f32 ones,
-/// and the variant on cooperative matrices where the adapter offers one.
+/// and the variants on cooperative matrices the adapter offers.
 fn conv_tilings(g: &impasto::gpu::Gpu) -> Vec<(Tiling, f64)> {
-    let mixed = precision::mixed_tiling(g).ok().map(|t| (t, MIXED_TOL));
-    TILINGS.map(|t| (t, TOL)).into_iter().chain(mixed).collect()
+    TILINGS
+        .map(|t| (t, TOL))
+        .into_iter()
+        .chain(mixed_tilings(g))
+        .collect()
+}
+
+/// The variants on cooperative matrices the adapter offers, with their tolerance.
+fn mixed_tilings(g: &impasto::gpu::Gpu) -> Vec<(Tiling, f64)> {
+    (impasto::kernels::MIXED_TILINGS.into_iter())
+        .filter(|&t| precision::not_offered(g, t).is_none())
+        .map(|t| (t, MIXED_TOL))
+        .collect()
 }
 
 #[test]
@@ -326,7 +337,7 @@ fn gram_and_style_loss_match_reference() {
     // Every Gram kernel family (the register tilings share one), and the cooperative one
     // where the adapter offers it.
     let gram_tilings = [(Tiling::Registers(8), TOL), (Tiling::Workgroup, TOL)];
-    let mixed = precision::mixed_tiling(g).ok().map(|t| (t, MIXED_TOL));
+    let mixed = mixed_tilings(g).into_iter().filter(|(t, _)| t.gram() == *t);
     for (tiling, tol) in gram_tilings.into_iter().chain(mixed) {
         let kernels = Kernels::with_tiling(g, tiling).unwrap();
         for (n, m) in shapes {
@@ -702,12 +713,14 @@ fn loss_sums_are_deterministic() {
 fn mixed_precision_is_checked_or_refused() {
     let g = &ctx().gpu;
     match precision::mixed_tiling(g) {
-        Ok(t) => {
-            let check = precision::check_mixed(g, Variants::uniform(t)).unwrap();
-            println!("{t} against f32: {}", check.describe());
-            assert_eq!(check.refusal(precision::MIXED_TOLERANCE), None);
-            // f16 operands cost something: a check that measured nothing measured wrong.
-            assert!(check.worst() > 1e-6, "{}", check.describe());
+        Ok(_) => {
+            for (t, _) in mixed_tilings(g) {
+                let check = precision::check_mixed(g, Variants::uniform(t)).unwrap();
+                println!("{t} against f32: {}", check.describe());
+                assert_eq!(check.refusal(precision::MIXED_TOLERANCE), None);
+                // f16 operands cost something: a check that measured nothing measured wrong.
+                assert!(check.worst() > 1e-6, "{}", check.describe());
+            }
         }
         Err(why) => {
             println!("not offered: {why}");

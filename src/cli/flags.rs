@@ -101,7 +101,8 @@ pub struct BenchArgs {
     /// Conv and Gram kernel tiling: regs4, regs8, regs16 (conv channels per invocation, no
     /// workgroup memory), gemm64 (workgroup-memory GEMM tiles of 4 x 4 outputs an invocation)
     /// or gemm64x64k8, gemm64x64k16, gemm128x64k8, gemm128x64k16 (8 x 8 an invocation; the
-    /// Gram kernels run gemm64's), coop16 or coop8 (cooperative matrices: --precision mixed);
+    /// Gram kernels run gemm64's), coop16-64x64, coop16, coop8-32x32 or coop8 (cooperative
+    /// matrices: --precision mixed);
     /// default: what `impasto tune` kept, else the adapter's
     #[arg(long, value_name = "TILE", conflicts_with = "variants")]
     pub tiling: Option<crate::kernels::Tiling>,

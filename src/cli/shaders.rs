@@ -24,10 +24,13 @@ fn families(gpu: &Gpu) -> Vec<(String, String)> {
             ("gram".to_string(), gram::source(t)),
         ]
     });
-    let coop = [8, 16].into_iter().flat_map(|m| {
-        let invocations = crate::kernels::setup::coop_invocations(&gpu.info, m);
+    let coop = crate::kernels::MIXED_TILINGS.into_iter().flat_map(|t| {
+        let invocations = crate::kernels::setup::coop_invocations(&gpu.info, t);
+        let crate::kernels::Tiling::Cooperative { m, .. } = t else {
+            unreachable!("MIXED_TILINGS are cooperative")
+        };
         [
-            ("conv".to_string(), conv::coop_source(m, invocations)),
+            ("conv".to_string(), conv::coop_source(t, invocations)),
             ("gram".to_string(), gram::coop_source(m)),
         ]
     });

@@ -55,7 +55,7 @@ fn check_tiling(choice: Option<TilingChoice>, precision: Precision) -> Result<()
             "--tiling {t} computes in mixed precision (cooperative matrices): add --precision mixed"
         ))),
         (false, Precision::Mixed) => Err(FlagError(format!(
-            "--tiling {t} computes in f32: with --precision mixed use coop16, coop8 or auto"
+            "--tiling {t} computes in f32: with --precision mixed use a coop variant or auto"
         ))),
         _ => Ok(()),
     }

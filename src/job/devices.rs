@@ -21,7 +21,7 @@ pub struct Device {
     /// The tensor-core shapes WGSL can reach (cooperative matrices), e.g. "16x16x16
     /// f16·f16+f32" (GPU adapters only; empty where none are offered).
     pub cooperative_matrices: Option<Vec<String>>,
-    /// The variant `--precision mixed` runs on them (`coop16`, `coop8`), or None where it
+    /// The variant `--precision mixed` runs on them untuned (`coop16-64x64`, `coop8-32x32`), or None where it
     /// computes in f32 (GPU adapters; None for the CPU engine too).
     pub mixed_variant: Option<String>,
 }

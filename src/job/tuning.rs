@@ -60,7 +60,7 @@ pub fn cached(info: &wgpu::AdapterInfo, storage: Storage, precision: Precision) 
 }
 
 /// The variants a GPU run on the adapter takes: the tuned ones, else the adapter's default
-/// (for mixed precision the variant on cooperative matrices it offers, else coop16, which
+/// (for mixed precision the first variant on cooperative matrices it offers, else coop16-64x64, which
 /// the engine then refuses with the reason).
 pub fn variants(gpu: &Gpu, storage: Storage, precision: Precision) -> Variants {
     if let Some(t) = cached(&gpu.info, storage, precision) {
@@ -69,7 +69,7 @@ pub fn variants(gpu: &Gpu, storage: Storage, precision: Precision) -> Variants {
     match precision {
         Precision::F32 => Variants::uniform(Tiling::for_adapter(&gpu.info)),
         Precision::Mixed => {
-            Variants::uniform(precision::mixed_tiling(gpu).unwrap_or(Tiling::Cooperative(16)))
+            Variants::uniform(precision::mixed_tiling(gpu).unwrap_or(Tiling::coop(16, 2, 4)))
         }
     }
 }

@@ -13,15 +13,33 @@ pub const REGISTERS_WGSL: &str = include_str!("../../shaders/conv.wgsl");
 pub const GEMM_WGSL: &str = include_str!("../../shaders/conv_gemm.wgsl");
 pub const COOP_WGSL: &str = include_str!("../../shaders/conv_coop.wgsl");
 
-/// conv_coop.wgsl as the host compiles it: its extensions, the common prelude, the kernel on
-/// matrices of side `m` (8 or 16) with workgroups of `invocations` (`m` to m²/2: the
-/// adapter's largest subgroup, [`super::setup::coop_invocations`]).
-pub fn coop_source(m: usize, invocations: u32) -> String {
-    assert!(matches!(m, 8 | 16) && (m as u32..=(m * m / 2) as u32).contains(&invocations));
+/// conv_coop.wgsl as the host compiles it for cooperative tiling `t`: its extensions, the
+/// common prelude, the kernel on m x m matrices with its accumulators a workgroup and
+/// workgroups of `invocations` (the adapter's largest subgroup:
+/// [`super::setup::coop_invocations`]).
+pub fn coop_source(t: Tiling, invocations: u32) -> String {
+    let Tiling::Cooperative {
+        m,
+        channels,
+        pixels,
+    } = t
+    else {
+        panic!("{t} is not a cooperative tiling");
+    };
+    let (least, most) = super::setup::coop_workgroups(t);
+    assert!(matches!(m, 8 | 16) && (least..=most).contains(&invocations));
     let body = super::setup::rewrite(
         COOP_WGSL,
         &[
             ("const M: u32 = 16u;", format!("const M: u32 = {m}u;")),
+            (
+                "const RA: u32 = 2u;",
+                format!("const RA: u32 = {}u;", channels / m),
+            ),
+            (
+                "const RB: u32 = 4u;",
+                format!("const RB: u32 = {}u;", pixels / m),
+            ),
             (
                 "const WG: u32 = 32u;",
                 format!("const WG: u32 = {invocations}u;"),
@@ -36,7 +54,9 @@ pub fn coop_source(m: usize, invocations: u32) -> String {
 /// channel block substituted, or conv_gemm.wgsl (conv_coop.wgsl: [`coop_source`]).
 pub fn source(tiling: Tiling) -> String {
     let body = match tiling {
-        Tiling::Cooperative(m) => return coop_source(m, m as u32),
+        t @ Tiling::Cooperative { .. } => {
+            return coop_source(t, super::setup::coop_workgroups(t).0)
+        }
         Tiling::Registers(block) => {
             let line = "const CV: u32 = 2u;";
             assert!(REGISTERS_WGSL.contains(line) && block.is_multiple_of(4));
@@ -102,14 +122,14 @@ pub struct ConvKernels {
 impl ConvKernels {
     pub(super) fn build(b: &Builder<'_>) -> ConvKernels {
         let src = match b.setup.tiling {
-            Tiling::Cooperative(m) => {
-                coop_source(m, super::setup::coop_invocations(&b.gpu.info, m))
+            t @ Tiling::Cooperative { .. } => {
+                coop_source(t, super::setup::coop_invocations(&b.gpu.info, t))
             }
             t => source(t),
         };
         // (The narrow backward has no cooperative twin: 3 channels would waste the tiles.)
         let narrow_src = match b.setup.tiling {
-            Tiling::Cooperative(_) => source(Tiling::Workgroup),
+            Tiling::Cooperative { .. } => source(Tiling::Workgroup),
             _ => src.clone(),
         };
         ConvKernels {

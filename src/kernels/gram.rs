@@ -43,7 +43,7 @@ pub fn coop_source(m: usize) -> String {
 /// The side of a Gram workgroup's tile of G (GEMM tilings).
 fn gram_tile(tiling: Tiling) -> usize {
     match tiling {
-        Tiling::Cooperative(m) => m,
+        Tiling::Cooperative { m, .. } => m,
         _ => GEMM_TILE,
     }
 }
@@ -104,7 +104,7 @@ impl GramKernels {
     pub(super) fn build(b: &Builder<'_>) -> GramKernels {
         let src = source(b.setup.tiling);
         let gram_src = match b.setup.tiling {
-            Tiling::Cooperative(m) => coop_source(m),
+            Tiling::Cooperative { m, .. } => coop_source(m),
             _ => src.clone(),
         };
         GramKernels {

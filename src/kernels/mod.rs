@@ -37,7 +37,7 @@ pub fn shaders() -> Vec<(&'static str, String)> {
     vec![
         ("conv.wgsl", conv::source(Tiling::Registers(8))),
         ("conv_gemm.wgsl", conv::source(Tiling::Workgroup)),
-        ("conv_coop.wgsl", conv::source(Tiling::Cooperative(16))),
+        ("conv_coop.wgsl", conv::source(Tiling::coop(16, 2, 4))),
         ("pool.wgsl", pool::WGSL.to_string()),
         ("gram.wgsl", gram::source(Tiling::Registers(8))),
         ("gram_gemm.wgsl", gram::source(Tiling::Workgroup)),

@@ -21,16 +21,29 @@ pub enum Tiling {
     /// invocation and `k`-deep K slices (8 or 16): the shapes of the fastest published WGSL
     /// matmuls. The Gram kernels run gemm64's.
     Gemm8 { channels: usize, k: usize },
-    /// conv_coop.wgsl and gram_coop.wgsl (`coop16`, `coop8`): tensor cores through
-    /// cooperative matrices of this side (M x M x M), f16 operands and f32 accumulation
-    /// (`--precision mixed`), on adapters that offer them; conv tiles of 2M channels x 4M
-    /// pixels, Gram tiles of M x M, the style gradient gemm64's.
-    Cooperative(usize),
+    /// conv_coop.wgsl and gram_coop.wgsl (`coop16`, `coop16-64x64`, `coop8`, ...): tensor
+    /// cores through cooperative matrices of side `m` (m x m x m), f16 operands and f32
+    /// accumulation (`--precision mixed`), on adapters that offer them; conv tiles of
+    /// `channels` x `pixels` (multiples of m: one accumulator each m x m), Gram tiles of m x m,
+    /// the style gradient gemm64's.
+    Cooperative {
+        m: usize,
+        channels: usize,
+        pixels: usize,
+    },
 }
 
-/// The variants on cooperative matrices (mixed precision), the preferred first: built only
-/// where the adapter offers them (`kernels::precision`), so not among [`TILINGS`].
-pub const MIXED_TILINGS: [Tiling; 2] = [Tiling::Cooperative(16), Tiling::Cooperative(8)];
+/// The variants on cooperative matrices (mixed precision), the default first (a run without
+/// tuning takes the first the adapter offers): built only where the adapter offers them
+/// (`kernels::precision`), so not among [`TILINGS`]. Conv tiles of 4 x 4 accumulators
+/// (`coop16-64x64`), which stage a third less a product than 2 x 4 (`coop16`): on lavapipe's
+/// coop8 that made the step 1.6x faster (docs/performance.md); a GPU's tuner decides.
+pub const MIXED_TILINGS: [Tiling; 4] = [
+    Tiling::coop(16, 4, 4),
+    Tiling::coop(16, 2, 4),
+    Tiling::coop(8, 4, 4),
+    Tiling::coop(8, 2, 4),
+];
 
 /// Every tiling the host can build; each is tested against the CPU reference.
 pub const TILINGS: [Tiling; 8] = [
@@ -102,13 +115,23 @@ impl Tiling {
             Tiling::Registers(b) => b,
             Tiling::Workgroup => GEMM_TILE,
             Tiling::Gemm8 { channels, .. } => channels,
-            Tiling::Cooperative(m) => 2 * m,
+            Tiling::Cooperative { channels, .. } => channels,
         }
     }
 
     /// Whether the variant computes in mixed precision (f16 operands on cooperative matrices).
     pub fn is_mixed(self) -> bool {
-        matches!(self, Tiling::Cooperative(_))
+        matches!(self, Tiling::Cooperative { .. })
+    }
+
+    /// The cooperative variant on m x m matrices with `across` x `along` accumulators a
+    /// workgroup (channels x pixels).
+    pub const fn coop(m: usize, across: usize, along: usize) -> Tiling {
+        Tiling::Cooperative {
+            m,
+            channels: across * m,
+            pixels: along * m,
+        }
     }
 
     /// The Gram kernels' variant that goes with this one: gram.wgsl has one register block
@@ -117,7 +140,8 @@ impl Tiling {
         match self {
             Tiling::Registers(_) => Tiling::Registers(8),
             Tiling::Workgroup | Tiling::Gemm8 { .. } => Tiling::Workgroup,
-            Tiling::Cooperative(m) => Tiling::Cooperative(m),
+            // (gram_coop.wgsl has one tile a matrix side.)
+            Tiling::Cooperative { m, .. } => Tiling::coop(m, 2, 4),
         }
     }
 
@@ -127,7 +151,9 @@ impl Tiling {
             Tiling::Registers(_) => None,
             Tiling::Workgroup => Some((GEMM_TILE, GEMM_TILE)),
             Tiling::Gemm8 { channels, .. } => Some((channels, GEMM_TILE)),
-            Tiling::Cooperative(m) => Some((2 * m, 4 * m)),
+            Tiling::Cooperative {
+                channels, pixels, ..
+            } => Some((channels, pixels)),
         }
     }
 
@@ -147,7 +173,14 @@ impl std::fmt::Display for Tiling {
             Tiling::Registers(b) => write!(f, "regs{b}"),
             Tiling::Workgroup => write!(f, "gemm64"),
             Tiling::Gemm8 { channels, k } => write!(f, "gemm{channels}x64k{k}"),
-            Tiling::Cooperative(m) => write!(f, "coop{m}"),
+            Tiling::Cooperative {
+                m,
+                channels,
+                pixels,
+            } => match (channels / m, pixels / m) {
+                (2, 4) => write!(f, "coop{m}"),
+                _ => write!(f, "coop{m}-{channels}x{pixels}"),
+            },
         }
     }
 }
@@ -215,14 +248,27 @@ pub(super) fn groups_1d(n: usize) -> [u32; 3] {
     fold_tiles(n.div_ceil(64), 1, MAX_GROUPS)
 }
 
-/// The invocations of a conv_coop.wgsl workgroup on matrices of side `m`: the adapter's
-/// largest subgroup (a cooperative matrix belongs to one subgroup), between `m` (the staging's
-/// pixel quads) and m²/2 (its weight quads).
-pub fn coop_invocations(info: &wgpu::AdapterInfo, m: usize) -> u32 {
-    let m = m as u32;
+/// The invocations of a conv_coop.wgsl workgroup of cooperative tiling `t`: the adapter's
+/// largest subgroup (a cooperative matrix belongs to one subgroup), within [`coop_workgroups`].
+pub fn coop_invocations(info: &wgpu::AdapterInfo, t: Tiling) -> u32 {
+    let (least, most) = coop_workgroups(t);
     info.subgroup_max_size
         .next_power_of_two()
-        .clamp(m, m * m / 2)
+        .clamp(least, most)
+}
+
+/// The fewest and the most invocations a conv_coop.wgsl workgroup of `t` can have: a
+/// multiple of the pixel quads of a row (each invocation stages the same quad every pass),
+/// at most the weight quads of a step.
+pub fn coop_workgroups(t: Tiling) -> (u32, u32) {
+    let Some((channels, pixels)) = t.conv_tile() else {
+        return (0, 0);
+    };
+    let m = match t {
+        Tiling::Cooperative { m, .. } => m,
+        _ => 0,
+    };
+    ((pixels / 4) as u32, (m * channels / 4) as u32)
 }
 
 /// The variant on cooperative matrices the adapter runs: the first of [`MIXED_TILINGS`] it
@@ -249,7 +295,7 @@ pub fn not_offered_by(
     offered: &[wgpu::CooperativeMatrixProperties], t: Tiling,
 ) -> Option<String> {
     use wgpu::CooperativeScalarType::{F16, F32};
-    let Tiling::Cooperative(m) = t else {
+    let Tiling::Cooperative { m, .. } = t else {
         return None;
     };
     let name = &info.name;
@@ -270,12 +316,14 @@ pub fn not_offered_by(
             "{name}'s cooperative matrices have no {m}x{m}x{m} f16 shape with f32 accumulation"
         ));
     }
-    // (gram_coop.wgsl's workgroups are the narrower: m²/4 invocations.)
-    if info.subgroup_min_size > side * side / 4 {
+    // A workgroup narrower than a subgroup would leave it partial: every workgroup must hold
+    // the largest subgroup (gram_coop.wgsl's m²/4 invocations, conv_coop.wgsl's at most
+    // coop_workgroups' most).
+    let widest = (side * side / 4).min(coop_workgroups(t).1);
+    if info.subgroup_max_size > widest {
         return Some(format!(
-            "{name}'s subgroups ({}) are wider than a {t} Gram workgroup ({})",
-            info.subgroup_min_size,
-            side * side / 4
+            "{name}'s subgroups (up to {}) are wider than {t}'s workgroups ({widest})",
+            info.subgroup_max_size
         ));
     }
     None

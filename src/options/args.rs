@@ -176,7 +176,7 @@ pub struct JobOptions {
     /// GPU kernel variants: auto (time every variant on the adapter at this run's size, once,
     /// as `impasto tune` does, and keep the fastest) or one variant for every family (regs4,
     /// regs8, regs16, gemm64, gemm64x64k8, gemm64x64k16, gemm128x64k8, gemm128x64k16; with
-    /// --precision mixed, coop16 or coop8);
+    /// --precision mixed, coop16-64x64, coop16, coop8-32x32 or coop8);
     /// default: what `impasto tune` kept for the adapter, else the adapter's default
     #[arg(long, value_name = "auto|VARIANT")]
     #[serde(skip)]

@@ -226,6 +226,8 @@ fn conv_backward_input_masked(at: Place) {
     }
 }
 
+// The masked backward's twin with the input's signs as bits (a twin, not a flag: an entry
+// point may use only the bindings it binds).
 @compute @workgroup_size(WG, 1, 1)
 fn conv_backward_input_bitmask(at: Place) {
     let lid = at.lid;

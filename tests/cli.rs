@@ -579,8 +579,10 @@ fn mixed_precision_run_matches_the_reference_or_says_why_not() {
             assert!(variants["conv"].as_str().unwrap().starts_with("coop"));
             assert_eq!(v["scales"][0]["skipped_steps"], 0);
         }
+        // (Refused, or, where the tuner timed them, slower than the f32 variants.)
         _ => assert!(
-            note.contains("refused") && note.contains("cooperative"),
+            (note.contains("refused") && note.contains("cooperative"))
+                || note.contains("tuned for"),
             "{note}"
         ),
     }

@@ -106,5 +106,11 @@ pub fn engine(o: &JobOptions, adapter: Option<&str>) -> Result<(Engine, String)>
         },
     };
     engine.use_variants(variants)?;
+    if o.precision == Precision::Mixed && variants.precision() == Precision::F32 {
+        let adapter = engine.adapter();
+        engine.note_precision(format!(
+            "the variants tuned for {adapter} compute in f32 (faster there than its cooperative ones)"
+        ));
+    }
     Ok((engine, why))
 }

@@ -98,22 +98,22 @@ impl Engine {
         let Some((gpu, k)) = &mut self.gpu else {
             return Ok(());
         };
-        let v = match precision::admit(gpu, v) {
-            Ok(None) => v,
+        let (v, note) = match precision::admit(gpu, v) {
+            Ok(None) => (v, None),
             Ok(Some(check)) => {
                 let note = format!("mixed precision checked against f32: {}", check.describe());
-                crate::say!("--precision mixed: {note}");
-                self.precision_note = Some(note);
-                v
+                (v, Some(note))
             }
             Err(why) => {
                 let note = format!("mixed precision refused ({why}): the run computes in f32");
-                crate::say!("--precision mixed: {note}");
-                self.precision_note = Some(note);
-                super::tuning::variants(gpu, k.storage, Precision::F32)
+                let f32_variants = super::tuning::variants(gpu, k.storage, Precision::F32);
+                (f32_variants, Some(note))
             }
         };
         *k = Kernels::with_variants(gpu, v, k.storage, k.checks)?;
+        if let Some(note) = note {
+            self.note_precision(note);
+        }
         Ok(())
     }
 
@@ -147,6 +147,12 @@ impl Engine {
                 )),
             },
         }
+    }
+
+    /// Says `note` about the precision the run computes in, and keeps it for the report.
+    pub fn note_precision(&mut self, note: String) {
+        crate::say!("--precision mixed: {note}");
+        self.precision_note = Some(note);
     }
 
     /// "gpu" or "cpu", as reports name it.
